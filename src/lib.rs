@@ -1,0 +1,32 @@
+//! voxsoak: a chaos and soak testing harness for real-time voice-agent fleets.
+//!
+//! Data flows one way through the modules, in this order:
+//!
+//! ```text
+//! scenario (TOML) ─► load shaper ─► call driver ─► events ─► aggregator ─► report
+//! ```
+//!
+//! - [`scenario`] parses a scenario file in two phases (raw serde types, then a validated
+//!   model) and renders the plan; every error carries file, line and column.
+//! - [`twilio`] is the wire: Media Streams messages exactly as Twilio sends them, G.711
+//!   mu-law, the voice webhook, its signature and TwiML.
+//! - [`audio`] turns WAV fixtures and synthetic speech into 20 ms mu-law frames, and finds
+//!   speech in what the fleet sends back.
+//! - [`call`] is one simulated Twilio call: webhook, WebSocket, paced media, marks, DTMF,
+//!   and what it measured.
+//! - [`load`] decides when calls start (stages of concurrency, or an open arrival rate) and
+//!   runs them; calls report to one aggregating actor over a channel.
+//! - [`report`] turns the aggregate into the run directory (`summary.json`) and the terminal
+//!   summary.
+//! - [`sink`] is a minimal Twilio-speaking echo fleet, the harness's own baseline target.
+//! - [`run`] wires the pieces for `voxsoak run`.
+
+pub mod audio;
+pub mod call;
+pub mod exit;
+pub mod load;
+pub mod report;
+pub mod run;
+pub mod scenario;
+pub mod sink;
+pub mod twilio;
