@@ -20,7 +20,9 @@ pub fn encode(sample: i16) -> u8 {
     };
     magnitude = magnitude.min(CLIP) + BIAS;
     // The exponent is the position of the highest set bit above bit 7.
-    let exponent = (31 - (magnitude as u32).leading_zeros()).saturating_sub(7).min(7) as i32;
+    let exponent = (31 - (magnitude as u32).leading_zeros())
+        .saturating_sub(7)
+        .min(7) as i32;
     let mantissa = (magnitude >> (exponent + 3)) & 0x0F;
     !(sign | (exponent << 4) | mantissa) as u8
 }

@@ -1,0 +1,106 @@
+//! The voice webhook: the form Twilio POSTs to a fleet when a call comes in.
+
+/// The parameters of an incoming-call webhook that voxsoak sends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VoiceWebhook {
+    pub call_sid: String,
+    pub account_sid: String,
+    pub from: String,
+    pub to: String,
+    pub call_status: String,
+    pub direction: String,
+    pub api_version: String,
+}
+
+/// A webhook form that cannot be understood.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WebhookError {
+    #[error("the voice webhook has no {0} parameter")]
+    Missing(&'static str),
+}
+
+impl VoiceWebhook {
+    /// An inbound call that is ringing, as Twilio announces it.
+    pub fn inbound(call_sid: &str, account_sid: &str, from: &str, to: &str) -> Self {
+        VoiceWebhook {
+            call_sid: call_sid.into(),
+            account_sid: account_sid.into(),
+            from: from.into(),
+            to: to.into(),
+            call_status: "ringing".into(),
+            direction: "inbound".into(),
+            api_version: "2010-04-01".into(),
+        }
+    }
+
+    /// The form parameters, with Twilio's names.
+    pub fn form_params(&self) -> Vec<(String, String)> {
+        [
+            ("CallSid", &self.call_sid),
+            ("AccountSid", &self.account_sid),
+            ("From", &self.from),
+            ("To", &self.to),
+            ("CallStatus", &self.call_status),
+            ("Direction", &self.direction),
+            ("ApiVersion", &self.api_version),
+        ]
+        .into_iter()
+        .map(|(key, value)| (key.to_string(), value.clone()))
+        .collect()
+    }
+
+    /// Reads a webhook form (what a fleet receives).
+    pub fn from_form(params: &[(String, String)]) -> Result<Self, WebhookError> {
+        let get = |name: &'static str| {
+            params
+                .iter()
+                .find(|(key, _)| key == name)
+                .map(|(_, value)| value.clone())
+        };
+        let required = |name: &'static str| get(name).ok_or(WebhookError::Missing(name));
+        Ok(VoiceWebhook {
+            call_sid: required("CallSid")?,
+            account_sid: required("AccountSid")?,
+            from: get("From").unwrap_or_default(),
+            to: get("To").unwrap_or_default(),
+            call_status: get("CallStatus").unwrap_or_default(),
+            direction: get("Direction").unwrap_or_default(),
+            api_version: get("ApiVersion").unwrap_or_default(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn form_uses_twilio_names_and_round_trips() {
+        let webhook = VoiceWebhook::inbound("CA1", "AC1", "+15005550006", "+15005550001");
+        let params = webhook.form_params();
+        let keys: Vec<&str> = params.iter().map(|(key, _)| key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "CallSid",
+                "AccountSid",
+                "From",
+                "To",
+                "CallStatus",
+                "Direction",
+                "ApiVersion"
+            ]
+        );
+        assert_eq!(params[4].1, "ringing");
+        assert_eq!(params[6].1, "2010-04-01");
+        assert_eq!(VoiceWebhook::from_form(&params).unwrap(), webhook);
+    }
+
+    #[test]
+    fn a_form_without_call_sid_is_refused() {
+        assert_eq!(
+            VoiceWebhook::from_form(&[]),
+            Err(WebhookError::Missing("CallSid"))
+        );
+    }
+}
