@@ -1,0 +1,156 @@
+//! Opening a call's media stream: optionally the voice webhook and its TwiML, then the
+//! WebSocket handshake, signed as Twilio signs it.
+
+use std::collections::BTreeMap;
+
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use url::Url;
+
+use crate::twilio::signature;
+use crate::twilio::twiml::{self, TwimlError};
+use crate::twilio::webhook::VoiceWebhook;
+
+pub(crate) type MediaSocket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Where calls go in.
+#[derive(Debug, Clone)]
+pub enum CallEndpoint {
+    /// Connect straight to the fleet's Media Streams WebSocket.
+    Stream {
+        url: Url,
+        custom_parameters: BTreeMap<String, String>,
+    },
+    /// POST the voice webhook first and follow the `<Connect><Stream>` in its TwiML.
+    Webhook { url: Url },
+}
+
+/// Why a call could not open its stream.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("voice webhook POST {url} failed: {source}")]
+    Webhook {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("voice webhook {url} answered HTTP {status}")]
+    WebhookStatus { url: String, status: u16 },
+    #[error("voice webhook {url} answered TwiML voxsoak cannot follow: {source}")]
+    Twiml {
+        url: String,
+        #[source]
+        source: TwimlError,
+    },
+    #[error("stream URL {url} from TwiML is not a valid URL")]
+    StreamUrl { url: String },
+    #[error(
+        "host {host:?} of {url} is not in allow_hosts; add it to [target] allow_hosts to allow it"
+    )]
+    HostNotAllowed { host: String, url: String },
+    #[error("WebSocket handshake with {url} failed: {source}")]
+    WebSocket {
+        url: String,
+        #[source]
+        source: Box<tokio_tungstenite::tungstenite::Error>,
+    },
+}
+
+/// An open media stream and what the `start` message must carry.
+#[derive(Debug)]
+pub(crate) struct OpenStream {
+    pub socket: MediaSocket,
+    pub custom_parameters: BTreeMap<String, String>,
+}
+
+/// The parts of the call context connecting needs.
+pub(crate) struct Connector<'a> {
+    pub endpoint: &'a CallEndpoint,
+    pub auth_token: Option<&'a str>,
+    pub http: &'a reqwest::Client,
+    pub ws_config: WebSocketConfig,
+    pub host_allowed: &'a (dyn Fn(&str) -> bool + Send + Sync),
+}
+
+impl Connector<'_> {
+    pub async fn open(&self, webhook: &VoiceWebhook) -> Result<OpenStream, ConnectError> {
+        let (url, custom_parameters) = match self.endpoint {
+            CallEndpoint::Stream {
+                url,
+                custom_parameters,
+            } => (url.clone(), custom_parameters.clone()),
+            CallEndpoint::Webhook { url } => self.post_webhook(url, webhook).await?,
+        };
+        let socket = self.handshake(&url).await?;
+        Ok(OpenStream {
+            socket,
+            custom_parameters,
+        })
+    }
+
+    async fn post_webhook(
+        &self,
+        url: &Url,
+        webhook: &VoiceWebhook,
+    ) -> Result<(Url, BTreeMap<String, String>), ConnectError> {
+        let params = webhook.form_params();
+        let mut request = self.http.post(url.as_str()).form(&params);
+        if let Some(token) = self.auth_token {
+            request = request.header(
+                signature::HEADER,
+                signature::compute(token, url.as_str(), &params),
+            );
+        }
+        let webhook_error = |source| ConnectError::Webhook {
+            url: url.to_string(),
+            source,
+        };
+        let response = request.send().await.map_err(webhook_error)?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(ConnectError::WebhookStatus {
+                url: url.to_string(),
+                status: status.as_u16(),
+            });
+        }
+        let body = response.text().await.map_err(webhook_error)?;
+        let target = twiml::parse_connect_stream(&body).map_err(|source| ConnectError::Twiml {
+            url: url.to_string(),
+            source,
+        })?;
+        let stream_url = Url::parse(&target.url).map_err(|_| ConnectError::StreamUrl {
+            url: target.url.clone(),
+        })?;
+        let host = stream_url.host_str().unwrap_or_default();
+        if !(self.host_allowed)(host) {
+            return Err(ConnectError::HostNotAllowed {
+                host: host.to_string(),
+                url: stream_url.to_string(),
+            });
+        }
+        Ok((stream_url, target.parameters))
+    }
+
+    async fn handshake(&self, url: &Url) -> Result<MediaSocket, ConnectError> {
+        let ws_error = |source| ConnectError::WebSocket {
+            url: url.to_string(),
+            source: Box::new(source),
+        };
+        let mut request = url.as_str().into_client_request().map_err(ws_error)?;
+        if let Some(token) = self.auth_token {
+            let no_params: &[(String, String)] = &[];
+            let signed = signature::compute(token, url.as_str(), no_params);
+            if let Ok(value) = HeaderValue::from_str(&signed) {
+                request.headers_mut().insert("x-twilio-signature", value);
+            }
+        }
+        let (socket, _response) =
+            tokio_tungstenite::connect_async_with_config(request, Some(self.ws_config), true)
+                .await
+                .map_err(ws_error)?;
+        Ok(socket)
+    }
+}

@@ -1,0 +1,668 @@
+//! The call loop: one task per call, one 20 ms tick driving its media, script and playback.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use futures_util::{SinkExt, StreamExt};
+use hdrhistogram::Histogram;
+use rand::SeedableRng;
+use tokio::time::{Instant, MissedTickBehavior, timeout};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_util::sync::CancellationToken;
+
+use super::connect::{CallEndpoint, Connector, MediaSocket};
+use super::playback::{Playback, ReplyState};
+use super::{CallEvent, CallEvents, CallOutcome, CallPlan, CallStep, pacing_histogram};
+use crate::audio::utterance::{Utterance, silence_frame_b64};
+use crate::audio::vad::VoiceActivity;
+use crate::scenario::CallSettings;
+use crate::twilio::messages::{FleetMessage, MediaFrameEncoder, TwilioEvent, parse_fleet_message};
+use crate::twilio::sid;
+use crate::twilio::webhook::VoiceWebhook;
+
+const FRAME: Duration = Duration::from_millis(20);
+/// A frame that cannot be written for this long means the fleet stopped reading.
+const SEND_STALL: Duration = Duration::from_secs(5);
+/// How long to wait for the fleet's close frame after hanging up.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
+/// Pacing jitter is flushed to the aggregator this often (in frames: 5 s).
+const PACING_FLUSH_FRAMES: u64 = 250;
+/// DTMF digits are pressed this far apart.
+const DTMF_GAP: Duration = Duration::from_millis(250);
+/// The largest message accepted from a fleet. A 10 s reply is about 110 KB of JSON; this
+/// leaves room for long replies and still refuses a runaway fleet before it costs memory.
+pub const MAX_FLEET_MESSAGE: usize = 4 << 20;
+
+/// What every call of a run shares.
+pub struct CallContext {
+    pub endpoint: CallEndpoint,
+    /// The Twilio auth token to sign the webhook and the stream handshake with, if any.
+    pub auth_token: Option<String>,
+    pub settings: CallSettings,
+    /// One account for the whole run, as one Twilio account places all calls.
+    pub account_sid: String,
+    pub http: reqwest::Client,
+    pub vad: VoiceActivity,
+    pub host_allowed: Box<dyn Fn(&str) -> bool + Send + Sync>,
+}
+
+impl std::fmt::Debug for CallContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallContext")
+            .field("endpoint", &self.endpoint)
+            .field(
+                "auth_token",
+                &self.auth_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field("account_sid", &self.account_sid)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CallContext {
+    /// WebSocket settings for media streams: small buffers (thousands of calls share the
+    /// memory) and a cap on what a fleet may send in one message.
+    pub fn ws_config() -> WebSocketConfig {
+        WebSocketConfig::default()
+            .read_buffer_size(8 << 10)
+            .write_buffer_size(0)
+            .max_message_size(Some(MAX_FLEET_MESSAGE))
+            .max_frame_size(Some(MAX_FLEET_MESSAGE))
+    }
+}
+
+/// Places one call and reports what happened to `events`. Returns how it ended.
+pub async fn run_call(
+    context: Arc<CallContext>,
+    plan: CallPlan,
+    events: CallEvents,
+    cancel: CancellationToken,
+) -> CallOutcome {
+    let started = Instant::now();
+    let _ = events.send(CallEvent::Started);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(plan.index ^ 0x5EED_CA11);
+    let call_sid = sid::new_sid(sid::CALL, &mut rng);
+    let stream_sid = sid::new_sid(sid::STREAM, &mut rng);
+    let webhook = VoiceWebhook::inbound(
+        &call_sid,
+        &context.account_sid,
+        &context.settings.from,
+        &context.settings.to,
+    );
+    let connector = Connector {
+        endpoint: &context.endpoint,
+        auth_token: context.auth_token.as_deref(),
+        http: &context.http,
+        ws_config: CallContext::ws_config(),
+        host_allowed: &*context.host_allowed,
+    };
+    let opened = tokio::select! {
+        _ = cancel.cancelled() => None,
+        opened = timeout(context.settings.connect_timeout, connector.open(&webhook)) => Some(opened),
+    };
+    let (outcome, detail) = match opened {
+        None => (CallOutcome::Cancelled, None),
+        Some(Err(_)) => (
+            CallOutcome::ConnectFailed,
+            Some(format!(
+                "connect timed out after {:?}",
+                context.settings.connect_timeout
+            )),
+        ),
+        Some(Ok(Err(error))) => (CallOutcome::ConnectFailed, Some(error.to_string())),
+        Some(Ok(Ok(open))) => {
+            let _ = events.send(CallEvent::Connected {
+                connect: started.elapsed(),
+            });
+            let session = Session {
+                socket: open.socket,
+                events: &events,
+                encoder: MediaFrameEncoder::new(&stream_sid),
+                stream_sid: &stream_sid,
+                sequence: 0,
+                playback: Playback::new(
+                    Instant::now(),
+                    context.vad,
+                    context.settings.reply_silence,
+                ),
+                pacing: pacing_histogram(),
+                decode_buffer: Vec::with_capacity(1024),
+                protocol_errors: 0,
+                first_protocol_error: None,
+            };
+            let start = TwilioEvent::start(
+                1,
+                &stream_sid,
+                &context.account_sid,
+                &call_sid,
+                open.custom_parameters,
+            );
+            session
+                .drive(
+                    &context.settings,
+                    plan.steps,
+                    start,
+                    &call_sid,
+                    &context.account_sid,
+                    started,
+                    &cancel,
+                )
+                .await
+        }
+    };
+    let _ = events.send(CallEvent::Ended {
+        outcome,
+        duration: started.elapsed(),
+        detail,
+    });
+    outcome
+}
+
+/// What the caller is doing right now.
+#[derive(Debug)]
+enum Activity {
+    /// Waiting for the agent's greeting before the script starts.
+    Greeting {
+        deadline: Instant,
+    },
+    Speaking {
+        utterance: Utterance,
+        next_frame: usize,
+        listen: bool,
+        /// Send time of the last voiced frame, once sent.
+        speech_end: Option<Instant>,
+    },
+    Dialing {
+        digits: Vec<char>,
+        next: usize,
+        next_at: Instant,
+        listen: bool,
+    },
+    Pausing {
+        until: Instant,
+    },
+    Listening {
+        deadline: Instant,
+    },
+    /// Take the next step of the script.
+    NextStep,
+}
+
+/// Where a call is in its script.
+#[derive(Debug)]
+struct Script {
+    steps: std::vec::IntoIter<CallStep>,
+    activity: Activity,
+    /// Media chunks sent so far; Twilio's `chunk` starts at 1.
+    chunk: u64,
+    stream_start: Instant,
+    max_end: Instant,
+    first_audio_reported: bool,
+}
+
+/// Why the loop stopped.
+#[derive(Debug)]
+enum Ending {
+    HangUp,
+    Outcome(CallOutcome, Option<String>),
+}
+
+struct Session<'a> {
+    socket: MediaSocket,
+    events: &'a CallEvents,
+    encoder: MediaFrameEncoder,
+    stream_sid: &'a str,
+    /// Twilio's sequence counter, shared by media, marks, DTMF and stop.
+    sequence: u64,
+    playback: Playback,
+    pacing: Histogram<u64>,
+    decode_buffer: Vec<u8>,
+    protocol_errors: u64,
+    first_protocol_error: Option<String>,
+}
+
+impl Session<'_> {
+    #[allow(clippy::too_many_arguments)]
+    async fn drive(
+        mut self,
+        settings: &CallSettings,
+        steps: Vec<CallStep>,
+        start: TwilioEvent,
+        call_sid: &str,
+        account_sid: &str,
+        call_started: Instant,
+        cancel: &CancellationToken,
+    ) -> (CallOutcome, Option<String>) {
+        let ending = self
+            .converse(settings, steps, start, call_started, cancel)
+            .await;
+        self.flush_pacing();
+        let (outcome, detail) = match ending {
+            Ending::HangUp => (CallOutcome::Completed, None),
+            Ending::Outcome(outcome, detail) => (outcome, detail),
+        };
+        if matches!(
+            outcome,
+            CallOutcome::Completed
+                | CallOutcome::TurnTimeout
+                | CallOutcome::MaxDuration
+                | CallOutcome::Cancelled
+                | CallOutcome::ProtocolError
+        ) {
+            self.hang_up(call_sid, account_sid).await;
+        }
+        if outcome == CallOutcome::Completed && self.protocol_errors > 0 {
+            return (CallOutcome::ProtocolError, self.first_protocol_error.take());
+        }
+        (outcome, detail)
+    }
+
+    async fn converse(
+        &mut self,
+        settings: &CallSettings,
+        steps: Vec<CallStep>,
+        start: TwilioEvent,
+        call_started: Instant,
+        cancel: &CancellationToken,
+    ) -> Ending {
+        if let Err(ending) = self.send_text(TwilioEvent::connected().to_json()).await {
+            return ending;
+        }
+        self.sequence = 1;
+        if let Err(ending) = self.send_text(start.to_json()).await {
+            return ending;
+        }
+        let stream_start = Instant::now();
+        let mut script = Script {
+            steps: steps.into_iter(),
+            activity: if settings.wait_for_greeting {
+                self.playback.expect_reply(stream_start);
+                Activity::Greeting {
+                    deadline: stream_start + settings.turn_timeout,
+                }
+            } else {
+                Activity::NextStep
+            },
+            chunk: 0,
+            stream_start,
+            max_end: call_started + settings.max_call_duration,
+            first_audio_reported: false,
+        };
+        let mut ticker = tokio::time::interval_at(stream_start, FRAME);
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Burst);
+        loop {
+            let step = tokio::select! {
+                biased;
+                _ = cancel.cancelled() => Err(Ending::Outcome(CallOutcome::Cancelled, None)),
+                scheduled = ticker.tick() => self.tick(scheduled, &mut script, settings).await,
+                message = self.socket.next() => self.receive(message).await,
+            };
+            if let Err(ending) = step {
+                return ending;
+            }
+        }
+    }
+
+    /// One 20 ms tick: echo due marks, move the script, send one media frame.
+    async fn tick(
+        &mut self,
+        scheduled: Instant,
+        script: &mut Script,
+        settings: &CallSettings,
+    ) -> Result<(), Ending> {
+        let now = Instant::now();
+        if now >= script.max_end {
+            return Err(Ending::Outcome(
+                CallOutcome::MaxDuration,
+                Some(format!(
+                    "call exceeded max_call_duration {:?}",
+                    settings.max_call_duration
+                )),
+            ));
+        }
+        let due: Vec<_> = self.playback.due_marks(now).collect();
+        for mark in due {
+            self.echo_mark(&mark.name, mark.waited).await?;
+        }
+        if !script.first_audio_reported
+            && let Some(heard) = self.playback.first_voiced_in_call(now)
+        {
+            script.first_audio_reported = true;
+            let _ = self.events.send(CallEvent::FirstAudio {
+                after: heard.saturating_duration_since(script.stream_start),
+            });
+        }
+        let frame = self.advance(&mut script.activity, &mut script.steps, settings, now)?;
+        script.chunk += 1;
+        self.sequence += 1;
+        let payload = match &frame {
+            Frame::Speech(utterance, index) => utterance.frame_b64(*index),
+            Frame::Silence => silence_frame_b64(),
+        };
+        let json = self.encoder.encode(
+            self.sequence,
+            script.chunk,
+            (script.chunk - 1) * 20,
+            payload,
+        );
+        self.send_text(json).await?;
+        let sent = Instant::now();
+        self.record_pacing(sent.saturating_duration_since(scheduled), script.chunk);
+        if let Activity::Speaking { speech_end, .. } = &mut script.activity
+            && let Frame::Speech(utterance, index) = &frame
+            && utterance
+                .voiced_frames()
+                .is_some_and(|(_, end)| index + 1 == end)
+        {
+            // The caller's last voiced frame is out: the reply is measured from here.
+            *speech_end = Some(sent);
+            self.playback.expect_reply(sent);
+        }
+        if matches!(script.activity, Activity::Dialing { .. }) {
+            self.press_due_digit(&mut script.activity, settings, now)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Moves the script along at `now` and picks this tick's frame.
+    fn advance(
+        &mut self,
+        activity: &mut Activity,
+        steps: &mut std::vec::IntoIter<CallStep>,
+        settings: &CallSettings,
+        now: Instant,
+    ) -> Result<Frame, Ending> {
+        loop {
+            match activity {
+                Activity::Greeting { deadline } => match self.playback.reply_state(now) {
+                    ReplyState::Done => *activity = Activity::NextStep,
+                    ReplyState::NotStarted if now >= *deadline => *activity = Activity::NextStep,
+                    ReplyState::NotStarted | ReplyState::Speaking => return Ok(Frame::Silence),
+                },
+                Activity::Speaking {
+                    utterance,
+                    next_frame,
+                    listen,
+                    speech_end,
+                } => {
+                    if *next_frame < utterance.frame_count() {
+                        let index = *next_frame;
+                        *next_frame += 1;
+                        return Ok(Frame::Speech(utterance.clone(), index));
+                    }
+                    if *listen {
+                        let end = speech_end.unwrap_or(now);
+                        if speech_end.is_none() {
+                            self.playback.expect_reply(end);
+                        }
+                        *activity = Activity::Listening {
+                            deadline: end + settings.turn_timeout,
+                        };
+                    } else {
+                        *activity = Activity::NextStep;
+                    }
+                }
+                Activity::Dialing { .. } => return Ok(Frame::Silence),
+                Activity::Pausing { until } => {
+                    if now < *until {
+                        return Ok(Frame::Silence);
+                    }
+                    *activity = Activity::NextStep;
+                }
+                Activity::Listening { deadline } => match self.playback.reply_state(now) {
+                    ReplyState::Done => {
+                        if let Some(measure) = self.playback.reply_measure() {
+                            let _ = self.events.send(CallEvent::Reply {
+                                latency: measure.latency,
+                                dead_air: measure.dead_air,
+                            });
+                        }
+                        *activity = Activity::NextStep;
+                    }
+                    ReplyState::NotStarted if now >= *deadline => {
+                        return Err(Ending::Outcome(
+                            CallOutcome::TurnTimeout,
+                            Some(format!(
+                                "no agent audio within turn_timeout {:?}",
+                                settings.turn_timeout
+                            )),
+                        ));
+                    }
+                    ReplyState::NotStarted | ReplyState::Speaking => return Ok(Frame::Silence),
+                },
+                Activity::NextStep => {
+                    *activity = match steps.next() {
+                        None | Some(CallStep::Hangup) => return Err(Ending::HangUp),
+                        Some(CallStep::Say { utterance, listen }) => Activity::Speaking {
+                            utterance,
+                            next_frame: 0,
+                            listen,
+                            speech_end: None,
+                        },
+                        Some(CallStep::Dtmf { digits, listen }) => Activity::Dialing {
+                            digits: digits.chars().collect(),
+                            next: 0,
+                            next_at: now,
+                            listen,
+                        },
+                        Some(CallStep::Pause(pause)) => Activity::Pausing { until: now + pause },
+                    };
+                }
+            }
+        }
+    }
+
+    /// Sends the next DTMF digit when it is due; after the last one, listens for the reply.
+    async fn press_due_digit(
+        &mut self,
+        activity: &mut Activity,
+        settings: &CallSettings,
+        now: Instant,
+    ) -> Result<(), Ending> {
+        let Activity::Dialing {
+            digits,
+            next,
+            next_at,
+            listen,
+        } = activity
+        else {
+            return Ok(());
+        };
+        if now < *next_at {
+            return Ok(());
+        }
+        if let Some(&digit) = digits.get(*next) {
+            self.sequence += 1;
+            self.send_text(TwilioEvent::dtmf(self.sequence, self.stream_sid, digit).to_json())
+                .await?;
+            *next += 1;
+            *next_at = now + DTMF_GAP;
+            return Ok(());
+        }
+        *activity = if *listen {
+            self.playback.expect_reply(now);
+            Activity::Listening {
+                deadline: now + settings.turn_timeout,
+            }
+        } else {
+            Activity::NextStep
+        };
+        Ok(())
+    }
+
+    async fn receive(
+        &mut self,
+        message: Option<Result<Message, tungstenite::Error>>,
+    ) -> Result<(), Ending> {
+        let now = Instant::now();
+        match message {
+            None | Some(Ok(Message::Close(_))) => Err(Ending::Outcome(
+                CallOutcome::FleetHungUp,
+                Some("the fleet closed the stream before the script ended".into()),
+            )),
+            Some(Err(tungstenite::Error::Capacity(error))) => {
+                let _ = self.events.send(CallEvent::ProtocolError {
+                    kind: "message_too_big",
+                });
+                Err(Ending::Outcome(
+                    CallOutcome::ProtocolError,
+                    Some(format!("the fleet sent an oversized message: {error}")),
+                ))
+            }
+            Some(Err(tungstenite::Error::Protocol(error))) => {
+                let _ = self.events.send(CallEvent::ProtocolError {
+                    kind: "websocket_protocol",
+                });
+                Err(Ending::Outcome(
+                    CallOutcome::ProtocolError,
+                    Some(format!("WebSocket protocol violation: {error}")),
+                ))
+            }
+            Some(Err(error)) => Err(Ending::Outcome(
+                CallOutcome::FleetHungUp,
+                Some(format!("the stream broke: {error}")),
+            )),
+            Some(Ok(Message::Binary(_))) => {
+                self.protocol_error(
+                    "binary_frame",
+                    "the fleet sent a binary frame; Twilio only takes JSON text",
+                );
+                Ok(())
+            }
+            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => Ok(()),
+            Some(Ok(Message::Text(text))) => self.handle_text(now, text.as_str()).await,
+        }
+    }
+
+    async fn handle_text(&mut self, now: Instant, text: &str) -> Result<(), Ending> {
+        let message = match parse_fleet_message(text) {
+            Ok(message) => message,
+            Err(error) => {
+                let kind = error.kind();
+                self.protocol_error(kind, &format!("the fleet sent an invalid message: {error}"));
+                return Ok(());
+            }
+        };
+        let stream_sid = match &message {
+            FleetMessage::Media { stream_sid, .. }
+            | FleetMessage::Mark { stream_sid, .. }
+            | FleetMessage::Clear { stream_sid } => stream_sid,
+        };
+        if stream_sid.as_ref() != self.stream_sid {
+            self.protocol_error(
+                "wrong_stream_sid",
+                &format!(
+                    "the fleet sent streamSid {:?}, not this call's",
+                    truncate(stream_sid, 40)
+                ),
+            );
+            return Ok(());
+        }
+        match message {
+            FleetMessage::Media { payload, .. } => {
+                self.decode_buffer.clear();
+                if BASE64
+                    .decode_vec(payload.as_bytes(), &mut self.decode_buffer)
+                    .is_err()
+                {
+                    self.protocol_error("invalid_payload", "media payload is not valid base64");
+                    return Ok(());
+                }
+                self.playback.push_audio(now, &self.decode_buffer);
+            }
+            FleetMessage::Mark { name, .. } => {
+                if let Some(due) = self.playback.push_mark(now, name.into_owned()) {
+                    self.echo_mark(&due.name, due.waited).await?;
+                }
+            }
+            FleetMessage::Clear { .. } => {
+                for due in self.playback.clear(now) {
+                    self.echo_mark(&due.name, due.waited).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn protocol_error(&mut self, kind: &'static str, detail: &str) {
+        self.protocol_errors += 1;
+        if self.first_protocol_error.is_none() {
+            self.first_protocol_error = Some(detail.to_string());
+        }
+        let _ = self.events.send(CallEvent::ProtocolError { kind });
+    }
+
+    async fn echo_mark(&mut self, name: &str, waited: Duration) -> Result<(), Ending> {
+        self.sequence += 1;
+        let json = TwilioEvent::mark(self.sequence, self.stream_sid, name).to_json();
+        self.send_text(json).await?;
+        let _ = self.events.send(CallEvent::MarkEchoed { waited });
+        Ok(())
+    }
+
+    async fn send_text(&mut self, text: String) -> Result<(), Ending> {
+        match timeout(SEND_STALL, self.socket.send(Message::text(text))).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(Ending::Outcome(
+                CallOutcome::FleetHungUp,
+                Some(format!("sending to the fleet failed: {error}")),
+            )),
+            Err(_) => Err(Ending::Outcome(
+                CallOutcome::SendStalled,
+                Some(format!(
+                    "the fleet stopped reading: a frame could not be sent for {SEND_STALL:?}"
+                )),
+            )),
+        }
+    }
+
+    fn record_pacing(&mut self, late: Duration, chunk: u64) {
+        let micros = late.as_micros().clamp(1, 60_000_000) as u64;
+        let _ = self.pacing.record(micros);
+        if chunk.is_multiple_of(PACING_FLUSH_FRAMES) {
+            self.flush_pacing();
+        }
+    }
+
+    fn flush_pacing(&mut self) {
+        if self.pacing.is_empty() {
+            return;
+        }
+        let batch = std::mem::replace(&mut self.pacing, pacing_histogram());
+        let _ = self.events.send(CallEvent::Pacing(Box::new(batch)));
+    }
+
+    /// Sends `stop` and closes the WebSocket, waiting briefly for the fleet's close frame.
+    async fn hang_up(&mut self, call_sid: &str, account_sid: &str) {
+        self.sequence += 1;
+        let stop = TwilioEvent::stop(self.sequence, self.stream_sid, account_sid, call_sid);
+        if self.send_text(stop.to_json()).await.is_err() {
+            return;
+        }
+        let _ = timeout(CLOSE_WAIT, async {
+            if self.socket.close(None).await.is_err() {
+                return;
+            }
+            while let Some(Ok(_)) = self.socket.next().await {}
+        })
+        .await;
+    }
+}
+
+/// One 20 ms frame of caller audio.
+#[derive(Debug)]
+enum Frame {
+    Speech(Utterance, usize),
+    Silence,
+}
+
+fn truncate(text: &str, max: usize) -> &str {
+    match text.char_indices().nth(max) {
+        Some((at, _)) => &text[..at],
+        None => text,
+    }
+}

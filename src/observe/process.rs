@@ -1,0 +1,114 @@
+//! Resident memory and CPU time of a process, read from `/proc` (Linux).
+
+use std::io;
+use std::time::Duration;
+
+/// One reading of a process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcessSample {
+    pub rss_bytes: u64,
+    /// User plus system CPU time since the process started.
+    pub cpu_time: Duration,
+}
+
+/// Reads `/proc/<pid>/statm` and `/proc/<pid>/stat`; `pid` None means this process.
+pub fn sample(pid: Option<u32>) -> io::Result<ProcessSample> {
+    let dir = match pid {
+        Some(pid) => format!("/proc/{pid}"),
+        None => "/proc/self".to_string(),
+    };
+    let statm = std::fs::read_to_string(format!("{dir}/statm"))?;
+    let stat = std::fs::read_to_string(format!("{dir}/stat"))?;
+    parse(&statm, &stat, page_size(), clock_ticks())
+}
+
+fn parse(
+    statm: &str,
+    stat: &str,
+    page_size: u64,
+    ticks_per_second: u64,
+) -> io::Result<ProcessSample> {
+    let invalid = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_string());
+    let resident_pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|field| field.parse().ok())
+        .ok_or_else(|| invalid("statm has no resident field"))?;
+    // The command name may contain spaces and parentheses: fields start after the last ')'.
+    let after_name = stat
+        .rfind(')')
+        .map(|at| &stat[at + 1..])
+        .ok_or_else(|| invalid("stat has no command name"))?;
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of stat; fields[0] here is field 3 (state).
+    let ticks = |index: usize| -> io::Result<u64> {
+        fields
+            .get(index)
+            .and_then(|field| field.parse().ok())
+            .ok_or_else(|| invalid("stat has no CPU time fields"))
+    };
+    let cpu_ticks = ticks(11)? + ticks(12)?;
+    Ok(ProcessSample {
+        rss_bytes: resident_pages * page_size,
+        cpu_time: Duration::from_secs_f64(cpu_ticks as f64 / ticks_per_second.max(1) as f64),
+    })
+}
+
+fn page_size() -> u64 {
+    // SAFETY: sysconf has no preconditions; it returns -1 on error, handled below.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if size > 0 { size as u64 } else { 4096 }
+}
+
+fn clock_ticks() -> u64 {
+    // SAFETY: as above.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if ticks > 0 { ticks as u64 } else { 100 }
+}
+
+/// Raises this process's open-file limit to its hard limit: thousands of concurrent calls
+/// need thousands of sockets, and the usual soft limit is 1024.
+pub fn raise_open_file_limit() -> io::Result<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a valid rlimit for getrlimit/setrlimit to read and write.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        limit.rlim_cur = limit.rlim_max;
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(limit.rlim_cur)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_command_name_with_spaces_and_parentheses() {
+        let statm = "12345 2500 300 10 0 900 0\n";
+        let stat = "4242 (my (odd) name) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 4 0 1000 123456 2500 18446744073709551615";
+        let sample = parse(statm, stat, 4096, 100).unwrap();
+        assert_eq!(sample.rss_bytes, 2500 * 4096);
+        assert_eq!(sample.cpu_time, Duration::from_secs(3));
+    }
+
+    #[test]
+    fn reads_this_process() {
+        let sample = sample(None).unwrap();
+        assert!(sample.rss_bytes > 1 << 20, "{sample:?}");
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        assert!(parse("", "", 4096, 100).is_err());
+        assert!(parse("1 2", "no paren", 4096, 100).is_err());
+        assert!(parse("1 2", "1 (x) S 1", 4096, 100).is_err());
+    }
+}
