@@ -1,1 +1,268 @@
-//! report
+//! Reporters: the run directory's `summary.json` (a public contract, see DESIGN.md) and the
+//! summary printed at the end of a run.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io;
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::call::CallOutcome;
+use crate::grade::{SloVerdict, Verdict};
+use crate::load::aggregate::{Aggregate, HarnessUsage, Percentiles};
+
+/// Bumped whenever a field changes meaning or is removed; new fields do not bump it.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// `summary.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub schema_version: u32,
+    pub run_id: String,
+    pub scenario: String,
+    pub scenario_path: String,
+    pub seed: u64,
+    pub target: String,
+    pub verdict: Verdict,
+    /// Why the run ended as `error` or `aborted`.
+    pub reason: Option<String>,
+    pub started_at: String,
+    pub ended_at: String,
+    pub wall_s: f64,
+    pub calls: CallCounts,
+    pub latency_ms: LatencyBlock,
+    pub pacing_jitter_ms: Percentiles,
+    pub replies: u64,
+    pub marks_echoed: u64,
+    pub protocol_errors: BTreeMap<&'static str, u64>,
+    /// The first distinct reasons calls failed, for a person to read.
+    pub failure_examples: Vec<FailureExample>,
+    pub faults: Vec<serde_json::Value>,
+    pub slos: Vec<SloVerdict>,
+    pub fleet: FleetBlock,
+    pub harness: HarnessUsage,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CallCounts {
+    pub started: u64,
+    pub completed: u64,
+    /// Graded calls that did not complete (cancelled calls are not failures).
+    pub failed: u64,
+    pub cancelled: u64,
+    /// Open model only: calls not placed because `max_concurrent` were running.
+    pub dropped: u64,
+    pub success_pct: Option<f64>,
+    pub by_outcome: BTreeMap<&'static str, u64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LatencyBlock {
+    /// End of caller speech to first voiced agent audio heard.
+    pub response: Percentiles,
+    /// Stream start to the first voiced agent audio of the call.
+    pub first_audio: Percentiles,
+    /// Call start (webhook included) to WebSocket open.
+    pub connect: Percentiles,
+    /// Silent gaps inside replies, per reply.
+    pub dead_air: Percentiles,
+    /// How long each mark waited for its audio to play before it was echoed.
+    pub mark_wait: Percentiles,
+}
+
+/// What is known of the fleet's process. Filled when the harness started the fleet and
+/// observes it (the observers issue); null until then.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FleetBlock {
+    pub rss_mib_max: Option<f64>,
+    pub rss_growth_mib_per_h: Option<f64>,
+    pub restarts: Option<u64>,
+    pub temp_dir_growth_mib_per_h: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FailureExample {
+    pub outcome: CallOutcome,
+    pub detail: String,
+}
+
+/// Facts about the run that are not measurements.
+#[derive(Debug, Clone)]
+pub struct RunFacts {
+    pub run_id: String,
+    pub scenario: String,
+    pub scenario_path: String,
+    pub seed: u64,
+    pub target: String,
+    pub started_at: std::time::SystemTime,
+    pub ended_at: std::time::SystemTime,
+    pub wall_s: f64,
+}
+
+impl Summary {
+    pub fn new(
+        facts: RunFacts,
+        aggregate: &Aggregate,
+        slos: Vec<SloVerdict>,
+        verdict: Verdict,
+        reason: Option<String>,
+    ) -> Self {
+        let totals = &aggregate.totals;
+        let by_outcome = CallOutcome::ALL
+            .iter()
+            .map(|outcome| (outcome.as_str(), totals.count(*outcome)))
+            .collect();
+        Summary {
+            schema_version: SCHEMA_VERSION,
+            run_id: facts.run_id,
+            scenario: facts.scenario,
+            scenario_path: facts.scenario_path,
+            seed: facts.seed,
+            target: facts.target,
+            verdict,
+            reason,
+            started_at: humantime::format_rfc3339_millis(facts.started_at).to_string(),
+            ended_at: humantime::format_rfc3339_millis(facts.ended_at).to_string(),
+            wall_s: (facts.wall_s * 1000.0).round() / 1000.0,
+            calls: CallCounts {
+                started: totals.started,
+                completed: totals.count(CallOutcome::Completed),
+                failed: totals.failed(),
+                cancelled: totals.count(CallOutcome::Cancelled),
+                dropped: totals.dropped,
+                success_pct: totals
+                    .success_pct()
+                    .map(|pct| (pct * 100.0).round() / 100.0),
+                by_outcome,
+            },
+            latency_ms: LatencyBlock {
+                response: Percentiles::of(&totals.response),
+                first_audio: Percentiles::of(&totals.first_audio),
+                connect: Percentiles::of(&totals.connect),
+                dead_air: Percentiles::of(&totals.dead_air),
+                mark_wait: Percentiles::of(&totals.mark_wait),
+            },
+            pacing_jitter_ms: Percentiles::of(&totals.pacing),
+            replies: totals.replies,
+            marks_echoed: totals.marks_echoed,
+            protocol_errors: totals.protocol_errors.clone(),
+            failure_examples: aggregate
+                .failure_examples
+                .iter()
+                .map(|(outcome, detail)| FailureExample {
+                    outcome: *outcome,
+                    detail: detail.clone(),
+                })
+                .collect(),
+            faults: Vec::new(),
+            slos,
+            fleet: FleetBlock::default(),
+            harness: aggregate.harness,
+        }
+    }
+
+    /// Writes `summary.json` into `dir` atomically (a reader never sees half a file).
+    pub fn write(&self, dir: &Path) -> io::Result<()> {
+        let json = serde_json::to_string_pretty(self).map_err(io::Error::other)?;
+        let temporary = dir.join(".summary.json.tmp");
+        std::fs::write(&temporary, json + "\n")?;
+        std::fs::rename(temporary, dir.join("summary.json"))
+    }
+
+    /// The summary printed at the end of a run.
+    pub fn render_text(&self) -> String {
+        let mut out = String::new();
+        let verdict = match self.verdict {
+            Verdict::Pass => "PASS",
+            Verdict::Fail => "FAIL",
+            Verdict::Error => "ERROR",
+            Verdict::Aborted => "ABORTED",
+        };
+        let _ = writeln!(
+            out,
+            "voxsoak {}: {verdict} ({:.1} s)",
+            self.scenario, self.wall_s
+        );
+        if let Some(reason) = &self.reason {
+            let _ = writeln!(out, "  reason: {reason}");
+        }
+        let calls = &self.calls;
+        let _ = writeln!(
+            out,
+            "  calls      {} started, {} completed, {} failed, {} cancelled, {} dropped; success {}",
+            calls.started,
+            calls.completed,
+            calls.failed,
+            calls.cancelled,
+            calls.dropped,
+            calls
+                .success_pct
+                .map_or("n/a".into(), |pct| format!("{pct:.2}%")),
+        );
+        let failed: Vec<String> = calls
+            .by_outcome
+            .iter()
+            .filter(|(outcome, count)| {
+                **count > 0 && !matches!(**outcome, "completed" | "cancelled")
+            })
+            .map(|(outcome, count)| format!("{outcome} {count}"))
+            .collect();
+        if !failed.is_empty() {
+            let _ = writeln!(out, "  failures   {}", failed.join(", "));
+        }
+        let rows = [
+            ("response", &self.latency_ms.response),
+            ("first audio", &self.latency_ms.first_audio),
+            ("connect", &self.latency_ms.connect),
+            ("dead air", &self.latency_ms.dead_air),
+            ("pacing", &self.pacing_jitter_ms),
+        ];
+        let _ = writeln!(
+            out,
+            "  {:<11}{:>8}{:>10}{:>10}{:>10}{:>10}",
+            "ms", "count", "p50", "p95", "p99", "max"
+        );
+        for (name, p) in rows {
+            let _ = writeln!(
+                out,
+                "  {:<11}{:>8}{:>10.1}{:>10.1}{:>10.1}{:>10.1}",
+                name, p.count, p.p50, p.p95, p.p99, p.max
+            );
+        }
+        if !self.protocol_errors.is_empty() {
+            let errors: Vec<String> = self
+                .protocol_errors
+                .iter()
+                .map(|(kind, count)| format!("{kind} {count}"))
+                .collect();
+            let _ = writeln!(out, "  protocol   {}", errors.join(", "));
+        }
+        for example in self.failure_examples.iter().take(3) {
+            let _ = writeln!(out, "  e.g. {}: {}", example.outcome, example.detail);
+        }
+        let h = &self.harness;
+        let _ = writeln!(
+            out,
+            "  harness    peak {} calls, RSS max {:.1} MiB ({} KiB/call), CPU avg {:.0}% max {:.0}%",
+            h.peak_active_calls,
+            h.rss_mib_max,
+            h.rss_kib_per_call
+                .map_or("n/a".into(), |kib| format!("{kib:.1}")),
+            h.cpu_pct_avg,
+            h.cpu_pct_max,
+        );
+        for slo in &self.slos {
+            let _ = writeln!(
+                out,
+                "  SLO {:<18} {} measured {:<10} threshold {:<10} {}",
+                slo.name,
+                if slo.pass { "pass" } else { "FAIL" },
+                slo.measured,
+                slo.threshold,
+                slo.why
+            );
+        }
+        out
+    }
+}

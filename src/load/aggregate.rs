@@ -1,0 +1,423 @@
+//! The one actor that aggregates what calls report.
+//!
+//! Calls send [`CallEvent`]s; this actor folds them into run totals (HDR histograms, outcome
+//! counts, a bounded list of failure examples) and into a per-interval window that feeds the
+//! progress line and the journal. Its memory does not grow with calls or time.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::time::Instant;
+
+use crate::call::{CallEvent, CallOutcome};
+use crate::observe::process;
+
+/// Failure examples kept for the report: enough to see what went wrong, bounded.
+const FAILURE_EXAMPLES: usize = 10;
+
+/// Latency histograms in microseconds, one significant figure more than the per-call ones.
+fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("static histogram bounds are valid")
+}
+
+/// Everything measured over the run (or over one interval).
+#[derive(Debug, Clone)]
+pub struct Totals {
+    pub started: u64,
+    pub connected: u64,
+    pub outcomes: BTreeMap<CallOutcome, u64>,
+    pub dropped: u64,
+    pub replies: u64,
+    pub marks_echoed: u64,
+    pub protocol_errors: BTreeMap<&'static str, u64>,
+    pub connect: Histogram<u64>,
+    pub first_audio: Histogram<u64>,
+    pub response: Histogram<u64>,
+    pub dead_air: Histogram<u64>,
+    pub mark_wait: Histogram<u64>,
+    pub pacing: Histogram<u64>,
+}
+
+impl Default for Totals {
+    fn default() -> Self {
+        Totals {
+            started: 0,
+            connected: 0,
+            outcomes: BTreeMap::new(),
+            dropped: 0,
+            replies: 0,
+            marks_echoed: 0,
+            protocol_errors: BTreeMap::new(),
+            connect: latency_histogram(),
+            first_audio: latency_histogram(),
+            response: latency_histogram(),
+            dead_air: latency_histogram(),
+            mark_wait: latency_histogram(),
+            pacing: latency_histogram(),
+        }
+    }
+}
+
+fn record(histogram: &mut Histogram<u64>, value: Duration) {
+    let micros = (value.as_micros() as u64).clamp(1, histogram.high());
+    let _ = histogram.record(micros);
+}
+
+impl Totals {
+    fn apply(&mut self, event: &CallEvent) {
+        match event {
+            CallEvent::Dropped => self.dropped += 1,
+            CallEvent::Started => self.started += 1,
+            CallEvent::Connected { connect } => {
+                self.connected += 1;
+                record(&mut self.connect, *connect);
+            }
+            CallEvent::FirstAudio { after } => record(&mut self.first_audio, *after),
+            CallEvent::Reply { latency, dead_air } => {
+                self.replies += 1;
+                record(&mut self.response, *latency);
+                record(&mut self.dead_air, *dead_air);
+            }
+            CallEvent::MarkEchoed { waited } => {
+                self.marks_echoed += 1;
+                record(&mut self.mark_wait, *waited);
+            }
+            CallEvent::Pacing(batch) => {
+                for value in batch.iter_recorded() {
+                    let _ = self.pacing.record_n(
+                        value.value_iterated_to().clamp(1, self.pacing.high()),
+                        value.count_at_value(),
+                    );
+                }
+            }
+            CallEvent::ProtocolError { kind } => {
+                *self.protocol_errors.entry(kind).or_default() += 1
+            }
+            CallEvent::Ended { outcome, .. } => *self.outcomes.entry(*outcome).or_default() += 1,
+        }
+    }
+
+    pub fn ended(&self) -> u64 {
+        self.outcomes.values().sum()
+    }
+
+    pub fn count(&self, outcome: CallOutcome) -> u64 {
+        self.outcomes.get(&outcome).copied().unwrap_or(0)
+    }
+
+    /// Calls that count in the success rate: every ended call but the cancelled ones.
+    pub fn graded(&self) -> u64 {
+        self.outcomes
+            .iter()
+            .filter(|(outcome, _)| outcome.is_graded())
+            .map(|(_, count)| count)
+            .sum::<u64>()
+            + self.dropped
+    }
+
+    /// Completed calls over graded calls, in percent; None before any call was graded.
+    pub fn success_pct(&self) -> Option<f64> {
+        let graded = self.graded();
+        (graded > 0).then(|| 100.0 * self.count(CallOutcome::Completed) as f64 / graded as f64)
+    }
+
+    pub fn failed(&self) -> u64 {
+        self.graded() - self.count(CallOutcome::Completed) - self.dropped
+    }
+}
+
+/// Percentiles of a latency histogram in milliseconds, as `summary.json` carries them.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
+pub struct Percentiles {
+    pub count: u64,
+    pub p50: f64,
+    pub p95: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+impl Percentiles {
+    pub fn of(histogram: &Histogram<u64>) -> Self {
+        if histogram.is_empty() {
+            return Percentiles::default();
+        }
+        let ms = |micros: u64| (micros as f64 / 1000.0 * 100.0).round() / 100.0;
+        Percentiles {
+            count: histogram.len(),
+            p50: ms(histogram.value_at_quantile(0.50)),
+            p95: ms(histogram.value_at_quantile(0.95)),
+            p99: ms(histogram.value_at_quantile(0.99)),
+            max: ms(histogram.max()),
+        }
+    }
+}
+
+/// The harness's own load: a harness that runs out of CPU cannot pace audio, and its verdict
+/// would blame the fleet for its own lateness.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
+pub struct HarnessUsage {
+    pub peak_active_calls: u64,
+    pub rss_mib_baseline: f64,
+    pub rss_mib_max: f64,
+    /// RSS at peak concurrency minus the baseline, over the calls then active.
+    pub rss_kib_per_call: Option<f64>,
+    pub cpu_pct_avg: f64,
+    pub cpu_pct_max: f64,
+}
+
+/// A snapshot for the live progress line.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Progress {
+    pub elapsed: Duration,
+    pub active: u64,
+    pub started: u64,
+    pub ended: u64,
+    pub calls_per_second: f64,
+    pub success_pct: Option<f64>,
+    pub response_p95_ms: Option<f64>,
+}
+
+/// The aggregator's result when every sender is gone.
+#[derive(Debug, Clone)]
+pub struct Aggregate {
+    pub totals: Totals,
+    pub failure_examples: Vec<(CallOutcome, String)>,
+    pub harness: HarnessUsage,
+}
+
+/// Receives every event of the run.
+#[derive(Debug)]
+pub struct Aggregator {
+    totals: Totals,
+    window: Totals,
+    failure_examples: Vec<(CallOutcome, String)>,
+    run_start: Instant,
+    window_start: Instant,
+    harness: HarnessUsage,
+    last_cpu: Option<(Instant, Duration)>,
+    cpu_samples: u64,
+    cpu_sum: f64,
+}
+
+impl Aggregator {
+    pub fn new(run_start: Instant) -> Self {
+        let baseline = process::sample(None).map(|s| s.rss_bytes).unwrap_or(0);
+        Aggregator {
+            totals: Totals::default(),
+            window: Totals::default(),
+            failure_examples: Vec::new(),
+            run_start,
+            window_start: run_start,
+            harness: HarnessUsage {
+                rss_mib_baseline: mib(baseline),
+                rss_mib_max: mib(baseline),
+                ..HarnessUsage::default()
+            },
+            last_cpu: None,
+            cpu_samples: 0,
+            cpu_sum: 0.0,
+        }
+    }
+
+    pub fn apply(&mut self, event: CallEvent) {
+        if let CallEvent::Ended {
+            outcome,
+            detail: Some(detail),
+            ..
+        } = &event
+            && outcome.is_graded()
+            && *outcome != CallOutcome::Completed
+            && self.failure_examples.len() < FAILURE_EXAMPLES
+            && !self.failure_examples.iter().any(|(_, seen)| seen == detail)
+        {
+            self.failure_examples.push((*outcome, detail.clone()));
+        }
+        self.totals.apply(&event);
+        self.window.apply(&event);
+    }
+
+    pub fn active(&self) -> u64 {
+        self.totals.started - self.totals.ended()
+    }
+
+    /// Samples the harness's own CPU and memory; called about once a second.
+    pub fn sample_harness(&mut self, now: Instant) {
+        let Ok(sample) = process::sample(None) else {
+            return;
+        };
+        let active = self.active();
+        let rss = mib(sample.rss_bytes);
+        self.harness.rss_mib_max = self.harness.rss_mib_max.max(rss);
+        if active >= self.harness.peak_active_calls && active > 0 {
+            self.harness.peak_active_calls = active;
+            let per_call = (rss - self.harness.rss_mib_baseline).max(0.0) * 1024.0 / active as f64;
+            self.harness.rss_kib_per_call = Some((per_call * 10.0).round() / 10.0);
+        }
+        if let Some((at, cpu)) = self.last_cpu {
+            let wall = now.saturating_duration_since(at).as_secs_f64();
+            if wall > 0.0 {
+                let pct = 100.0 * sample.cpu_time.saturating_sub(cpu).as_secs_f64() / wall;
+                self.cpu_samples += 1;
+                self.cpu_sum += pct;
+                self.harness.cpu_pct_max = self.harness.cpu_pct_max.max(pct);
+                self.harness.cpu_pct_avg = self.cpu_sum / self.cpu_samples as f64;
+            }
+        }
+        self.last_cpu = Some((now, sample.cpu_time));
+    }
+
+    pub fn progress(&self, now: Instant) -> Progress {
+        let window_s = now
+            .saturating_duration_since(self.window_start)
+            .as_secs_f64();
+        let response = &self.window.response;
+        Progress {
+            elapsed: now.saturating_duration_since(self.run_start),
+            active: self.active(),
+            started: self.totals.started,
+            ended: self.totals.ended(),
+            calls_per_second: if window_s > 0.0 {
+                self.window.started as f64 / window_s
+            } else {
+                0.0
+            },
+            success_pct: self.totals.success_pct(),
+            response_p95_ms: (!response.is_empty())
+                .then(|| response.value_at_quantile(0.95) as f64 / 1000.0)
+                .or_else(|| {
+                    (!self.totals.response.is_empty())
+                        .then(|| self.totals.response.value_at_quantile(0.95) as f64 / 1000.0)
+                }),
+        }
+    }
+
+    /// Closes the current interval and returns its totals.
+    pub fn take_window(&mut self, now: Instant) -> Totals {
+        self.window_start = now;
+        std::mem::take(&mut self.window)
+    }
+
+    pub fn finish(self) -> Aggregate {
+        Aggregate {
+            totals: self.totals,
+            failure_examples: self.failure_examples,
+            harness: self.harness,
+        }
+    }
+}
+
+fn mib(bytes: u64) -> f64 {
+    (bytes as f64 / (1024.0 * 1024.0) * 10.0).round() / 10.0
+}
+
+/// Receives events until every sender is dropped, calling `on_tick` about once a second
+/// with the aggregator so the caller can draw progress and write interval records.
+pub async fn run_aggregator(
+    mut events: UnboundedReceiver<CallEvent>,
+    run_start: Instant,
+    mut on_tick: impl FnMut(&mut Aggregator, Instant),
+) -> Aggregate {
+    let mut aggregator = Aggregator::new(run_start);
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            event = events.recv() => match event {
+                Some(event) => aggregator.apply(event),
+                None => break,
+            },
+            now = ticker.tick() => {
+                aggregator.sample_harness(now);
+                on_tick(&mut aggregator, now);
+            }
+        }
+    }
+    let now = Instant::now();
+    aggregator.sample_harness(now);
+    on_tick(&mut aggregator, now);
+    aggregator.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::call::pacing_histogram;
+
+    fn ended(outcome: CallOutcome) -> CallEvent {
+        CallEvent::Ended {
+            outcome,
+            duration: Duration::from_secs(1),
+            detail: Some(format!("{outcome} happened")),
+        }
+    }
+
+    #[test]
+    fn success_rate_excludes_cancelled_calls_and_counts_dropped_ones() {
+        let mut aggregator = Aggregator::new(Instant::now());
+        for _ in 0..4 {
+            aggregator.apply(CallEvent::Started);
+        }
+        aggregator.apply(ended(CallOutcome::Completed));
+        aggregator.apply(ended(CallOutcome::Completed));
+        aggregator.apply(ended(CallOutcome::TurnTimeout));
+        aggregator.apply(ended(CallOutcome::Cancelled));
+        aggregator.apply(CallEvent::Dropped);
+        let totals = &aggregator.totals;
+        assert_eq!(totals.graded(), 4);
+        assert_eq!(totals.success_pct(), Some(50.0));
+        assert_eq!(totals.failed(), 1);
+        assert_eq!(aggregator.active(), 0);
+        let examples = aggregator.finish().failure_examples;
+        assert_eq!(
+            examples.len(),
+            1,
+            "cancelled calls are not failures: {examples:?}"
+        );
+    }
+
+    #[test]
+    fn failure_examples_are_bounded_and_distinct() {
+        let mut aggregator = Aggregator::new(Instant::now());
+        for i in 0..100 {
+            aggregator.apply(CallEvent::Ended {
+                outcome: CallOutcome::ConnectFailed,
+                duration: Duration::ZERO,
+                detail: Some(format!("error {}", i % 20)),
+            });
+            aggregator.apply(ended(CallOutcome::ConnectFailed));
+        }
+        assert_eq!(aggregator.finish().failure_examples.len(), FAILURE_EXAMPLES);
+    }
+
+    #[test]
+    fn percentiles_are_in_milliseconds() {
+        let mut totals = Totals::default();
+        for ms in 1..=100u64 {
+            totals.apply(
+                &(CallEvent::Reply {
+                    latency: Duration::from_millis(ms),
+                    dead_air: Duration::ZERO,
+                }),
+            );
+        }
+        let p = Percentiles::of(&totals.response);
+        assert_eq!(p.count, 100);
+        assert!((p.p50 - 50.0).abs() < 0.1, "{p:?}");
+        assert!((p.p95 - 95.0).abs() < 0.1, "{p:?}");
+        assert!((p.max - 100.0).abs() < 0.1, "{p:?}");
+    }
+
+    #[test]
+    fn pacing_batches_merge_into_the_run_histogram() {
+        let mut totals = Totals::default();
+        let mut batch = pacing_histogram();
+        batch.record_n(500, 99).unwrap();
+        batch.record(4_000).unwrap();
+        totals.apply(&(CallEvent::Pacing(Box::new(batch))));
+        assert_eq!(totals.pacing.len(), 100);
+        let p99 = totals.pacing.value_at_quantile(0.995);
+        assert!((3_500..=4_500).contains(&p99), "{p99}");
+    }
+}
