@@ -18,15 +18,22 @@
 //!   runs them; calls report to one aggregating actor over a channel.
 //! - [`report`] turns the aggregate into the run directory (`summary.json`) and the terminal
 //!   summary.
+//! - [`grade`] turns the totals into SLO verdicts and the exit code.
+//! - [`observe`] reads processes from the outside (memory, CPU).
+//! - [`target`] resolves the fleet under test, starting it as a child process if asked.
 //! - [`sink`] is a minimal Twilio-speaking echo fleet, the harness's own baseline target.
 //! - [`run`] wires the pieces for `voxsoak run`.
 
 pub mod audio;
 pub mod call;
+pub mod cli;
 pub mod exit;
+pub mod grade;
 pub mod load;
+pub mod observe;
 pub mod report;
 pub mod run;
 pub mod scenario;
 pub mod sink;
+pub mod target;
 pub mod twilio;
