@@ -1,0 +1,174 @@
+//! The command line, end to end (the real binary) and in-process (`Cli::try_parse_from`).
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use clap::Parser;
+use voxsoak::cli::Cli;
+use voxsoak::exit;
+
+use crate::util::{ScenarioFile, voxsoak_exe};
+
+fn voxsoak(args: &[&str]) -> Output {
+    Command::new(voxsoak_exe())
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("run voxsoak")
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn path_str(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+#[test]
+fn shipped_scenarios_validate_and_plan() {
+    for name in ["sink-baseline", "smoke"] {
+        let file = format!("scenarios/{name}.toml");
+        let validated = voxsoak(&["validate", &file]);
+        assert_eq!(
+            validated.status.code(),
+            Some(exit::PASS),
+            "{}",
+            stderr(&validated)
+        );
+        let planned = voxsoak(&["plan", &file]);
+        assert_eq!(
+            planned.status.code(),
+            Some(exit::PASS),
+            "{}",
+            stderr(&planned)
+        );
+        let text = String::from_utf8_lossy(&planned.stdout);
+        assert!(text.contains(name), "{text}");
+    }
+}
+
+/// Each bad scenario exits 2 with `file:line:column: what was expected`.
+#[test]
+fn bad_scenarios_name_file_line_and_column() {
+    let cases = [
+        ("this is [not toml", 1, "", ""),
+        (
+            "[target]\nfleet = \"sink\"\n[load]\nstages = [{ ramp_to = 5, over = \"5s\", bogus = 1 }]\n",
+            4,
+            "bogus",
+            "",
+        ),
+        (
+            "[target]\nfleet = \"sink\"\n[load]\nstages = [{ hold = \"-5s\" }]\n",
+            4,
+            "duration",
+            "-5s",
+        ),
+        (
+            "[target]\nfleet = \"sink\"\ncolour = \"red\"\n[load]\nstages = [{ hold = \"5s\" }]\n",
+            3,
+            "colour",
+            "",
+        ),
+    ];
+    for (toml, line, mention, also) in cases {
+        let scenario = ScenarioFile::new(toml);
+        let output = voxsoak(&["validate", path_str(&scenario.path)]);
+        assert_eq!(output.status.code(), Some(exit::HARNESS_ERROR), "{toml}");
+        let message = stderr(&output);
+        let prefix = format!("{}:{line}:", scenario.path.display());
+        assert!(
+            message.contains(&prefix),
+            "expected {prefix} in {message:?} for {toml}"
+        );
+        assert!(
+            message.contains(mention) && message.contains(also),
+            "{message:?}"
+        );
+        // line:column: both numbers present.
+        let rest = &message[message.find(&prefix).unwrap() + prefix.len()..];
+        let column: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
+        assert!(
+            !column.is_empty() && rest[column.len()..].starts_with(':'),
+            "{message:?}"
+        );
+        // And `run` refuses it the same way, without running anything.
+        let run = voxsoak(&[
+            "run",
+            path_str(&scenario.path),
+            "--out",
+            path_str(&scenario.out_dir()),
+        ]);
+        assert_eq!(run.status.code(), Some(exit::HARNESS_ERROR));
+        assert!(!scenario.out_dir().join("summary.json").exists());
+    }
+}
+
+#[test]
+fn a_missing_file_is_a_clear_error() {
+    let output = voxsoak(&["validate", "no/such/scenario.toml"]);
+    assert_eq!(output.status.code(), Some(exit::HARNESS_ERROR));
+    assert!(
+        stderr(&output).contains("no/such/scenario.toml"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn an_unreachable_target_exits_2_before_any_call() {
+    // Bind then drop: the port is closed for the length of this test, almost surely.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let scenario = ScenarioFile::new(&format!(
+        "[target]\nstream_url = \"ws://127.0.0.1:{port}/stream\"\n[load]\nstages = [{{ ramp_to = 2, over = \"1s\" }}]\n"
+    ));
+    let output = voxsoak(&[
+        "run",
+        path_str(&scenario.path),
+        "--out",
+        path_str(&scenario.out_dir()),
+        "--quiet",
+    ]);
+    assert_eq!(output.status.code(), Some(exit::HARNESS_ERROR));
+    assert!(
+        stderr(&output).contains("unreachable"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn a_host_outside_allow_hosts_is_refused() {
+    let scenario = ScenarioFile::new(
+        "[target]\nstream_url = \"ws://fleet.example.com/stream\"\n[load]\nstages = [{ hold = \"1s\" }]\n",
+    );
+    let output = voxsoak(&["validate", path_str(&scenario.path)]);
+    assert_eq!(output.status.code(), Some(exit::HARNESS_ERROR));
+    assert!(
+        stderr(&output).contains("allow_hosts"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn the_cli_runs_in_process() {
+    let scenario =
+        ScenarioFile::new("[target]\nfleet = \"sink\"\n[load]\nstages = [{ hold = \"0s\" }]\n");
+    let cli = Cli::try_parse_from(["voxsoak", "validate", path_str(&scenario.path)]).unwrap();
+    assert_eq!(
+        voxsoak::cli::main(cli),
+        exit::HARNESS_ERROR,
+        "a zero hold is refused"
+    );
+    assert!(
+        Cli::try_parse_from(["voxsoak", "run"]).is_err(),
+        "run needs a scenario"
+    );
+    assert!(Cli::try_parse_from(["voxsoak", "run", "x.toml", "--duration", "soon"]).is_err());
+}

@@ -1,0 +1,65 @@
+//! Shared helpers: scenario files in temp dirs, running the harness in-process, and a
+//! Media Streams WebSocket server whose behaviour each test chooses.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tempfile::TempDir;
+use tokio_util::sync::CancellationToken;
+use voxsoak::report::Summary;
+use voxsoak::run::{RunOptions, run};
+
+/// The voxsoak binary cargo built for these tests.
+pub fn voxsoak_exe() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_voxsoak"))
+}
+
+pub fn fixtures_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
+}
+
+/// A scenario file in a temp dir, with the dir for the run's output beside it.
+pub struct ScenarioFile {
+    pub dir: TempDir,
+    pub path: PathBuf,
+}
+
+impl ScenarioFile {
+    pub fn new(toml: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("scenario.toml");
+        std::fs::write(&path, toml).expect("write scenario");
+        ScenarioFile { dir, path }
+    }
+
+    pub fn out_dir(&self) -> PathBuf {
+        self.dir.path().join("out")
+    }
+
+    /// Runs the scenario in-process and returns its summary (also checks it was written).
+    pub async fn run(&self) -> Summary {
+        let options = RunOptions {
+            scenario: self.path.clone(),
+            out: Some(self.out_dir()),
+            duration: None,
+            seed: None,
+            progress: false,
+            exe: voxsoak_exe(),
+        };
+        let outcome = run(options, CancellationToken::new())
+            .await
+            .unwrap_or_else(|error| panic!("run failed: {error}"));
+        let written = std::fs::read_to_string(self.out_dir().join("summary.json"))
+            .expect("summary.json written");
+        let json: serde_json::Value = serde_json::from_str(&written).expect("summary.json is JSON");
+        assert_eq!(json["schema_version"], 1);
+        outcome.summary
+    }
+}
+
+/// Bounds a whole test: nothing in the harness may hang.
+pub async fn within<T>(limit: Duration, future: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(limit, future)
+        .await
+        .unwrap_or_else(|_| panic!("did not finish within {limit:?}"))
+}
