@@ -172,3 +172,95 @@ fn the_cli_runs_in_process() {
     );
     assert!(Cli::try_parse_from(["voxsoak", "run", "x.toml", "--duration", "soon"]).is_err());
 }
+
+/// SIGTERM mid-run: calls end, the sink the harness started is stopped, and the reports are
+/// still written, with the verdict `aborted` (exit 2).
+#[test]
+fn sigterm_ends_the_run_and_still_writes_the_reports() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let scenario = ScenarioFile::new(&format!(
+        "[target]\nfleet = \"sink\"\n[load]\nstages = [{{ ramp_to = 5, over = \"1s\" }}, {{ hold = \"10m\" }}]\n[calls]\nfixtures = [\"{}/*.wav\"]\n",
+        crate::util::fixtures_dir().display()
+    ));
+    let mut child = Command::new(voxsoak_exe())
+        .args([
+            "run",
+            path_str(&scenario.path),
+            "--out",
+            path_str(&scenario.out_dir()),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Not a terminal: progress comes as plain lines on stderr; wait until calls are running.
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let running = lines.by_ref().map_while(Result::ok).find(|line| {
+        line.split_whitespace()
+            .skip_while(|word| *word != "active")
+            .nth(1)
+            .and_then(|count| count.parse::<u32>().ok())
+            .is_some_and(|active| active > 0)
+    });
+    assert!(running.is_some(), "the run never reported active calls");
+    // SAFETY: kill(2) on our own child.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+    }
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(exit::HARNESS_ERROR));
+    let summary: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(scenario.out_dir().join("summary.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(summary["verdict"], "aborted");
+    assert!(summary["calls"]["started"].as_u64().unwrap() >= 1);
+    let target = summary["target"].as_str().unwrap();
+    let port = target
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim_end_matches("/stream");
+    assert!(
+        std::net::TcpStream::connect(format!("127.0.0.1:{port}")).is_err(),
+        "the sink the harness started is still listening ({target})"
+    );
+}
+
+/// `--duration` cuts a long timeline short; `--seed` replaces the scenario's.
+#[test]
+fn duration_and_seed_override_the_scenario() {
+    let scenario = ScenarioFile::new(&format!(
+        "seed = 5\n[target]\nfleet = \"sink\"\n[load]\nstages = [{{ ramp_to = 3, over = \"1s\" }}, {{ hold = \"1h\" }}]\n[calls]\nfixtures = [\"{}/*.wav\"]\n[[scripts]]\nname = \"one\"\nturns = 1\n",
+        crate::util::fixtures_dir().display()
+    ));
+    let output = voxsoak(&[
+        "run",
+        path_str(&scenario.path),
+        "--out",
+        path_str(&scenario.out_dir()),
+        "--duration",
+        "3s",
+        "--seed",
+        "99",
+        "--quiet",
+    ]);
+    assert_eq!(
+        output.status.code(),
+        Some(exit::PASS),
+        "{}",
+        stderr(&output)
+    );
+    let summary: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(scenario.out_dir().join("summary.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(summary["seed"], 99);
+    assert!(
+        summary["wall_s"].as_f64().unwrap() < 60.0,
+        "an hour-long hold was cut at 3 s: {summary}"
+    );
+    assert!(summary["calls"]["completed"].as_u64().unwrap() >= 3);
+}

@@ -154,3 +154,56 @@ turns = 1
     );
     shutdown.cancel();
 }
+
+/// DTMF digits reach the fleet and get a reply; a caller who talks over the reply makes the
+/// sink send `clear`, and the harness echoes the pending mark at once (Twilio's behaviour).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dtmf_gets_a_reply_and_barge_in_is_cleared() {
+    let shutdown = CancellationToken::new();
+    let sink = sink::spawn(SinkOptions::default(), shutdown.clone())
+        .await
+        .unwrap();
+    // The reply starts 600 ms after the first utterance and plays for 800 ms; the caller
+    // speaks again 700 ms after it stopped, over the reply.
+    let scenario = ScenarioFile::new(&format!(
+        r#"
+[target]
+stream_url = "ws://{address}/stream"
+[load]
+calls_per_minute = 120
+duration = "1s"
+[calls]
+turn_timeout = "4s"
+synthetic = {{ count = 2, min = "1s", max = "1s" }}
+[[scripts]]
+name = "press-then-barge-in"
+steps = [
+  {{ dtmf = "12#" }},
+  {{ say = "synthetic", listen = false }},
+  {{ pause = "700ms" }},
+  {{ say = "synthetic" }},
+]
+"#,
+        address = sink.address
+    ));
+    let summary = within(Duration::from_secs(40), scenario.run()).await;
+    let counters = &sink.counters;
+    let load =
+        |counter: &std::sync::atomic::AtomicU64| counter.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(summary.calls.completed, 2, "{:?}", summary.failure_examples);
+    assert_eq!(load(&counters.dtmf_total), 6, "three digits per call");
+    assert_eq!(load(&counters.clears_total), 2, "one barge-in per call");
+    // Replies to the DTMF and to the last utterance; the cut-off reply is not a reply.
+    assert_eq!(
+        summary.latency_ms.response.count, 4,
+        "{:?}",
+        summary.latency_ms.response
+    );
+    // Every mark the sink sent came back: played, or echoed by the clear.
+    assert_eq!(summary.marks_echoed, load(&counters.replies_total));
+    assert_eq!(
+        load(&counters.marks_received_total),
+        load(&counters.replies_total)
+    );
+    shutdown.cancel();
+}

@@ -132,6 +132,7 @@ pub async fn run_call(
                 decode_buffer: Vec::with_capacity(1024),
                 protocol_errors: 0,
                 first_protocol_error: None,
+                frame_phase: frame_phase(plan.index),
             };
             let start = TwilioEvent::start(
                 1,
@@ -222,6 +223,8 @@ struct Session<'a> {
     decode_buffer: Vec<u8>,
     protocol_errors: u64,
     first_protocol_error: Option<String>,
+    /// Offset of this call's frames within the 20 ms period; see [`frame_phase`].
+    frame_phase: Duration,
 }
 
 impl Session<'_> {
@@ -291,7 +294,7 @@ impl Session<'_> {
             max_end: call_started + settings.max_call_duration,
             first_audio_reported: false,
         };
-        let mut ticker = tokio::time::interval_at(stream_start, FRAME);
+        let mut ticker = tokio::time::interval_at(stream_start + self.frame_phase, FRAME);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Burst);
         loop {
             let step = tokio::select! {
@@ -658,6 +661,16 @@ impl Session<'_> {
 enum Frame {
     Speech(Utterance, usize),
     Silence,
+}
+
+/// Where in the 20 ms frame period this call sends. Calls started together (the load shaper
+/// starts them in batches) would otherwise send in the same instant, and the last of a batch
+/// would be late by the time it takes to send all the others. Consecutive indices land far
+/// apart (golden-ratio spacing), so any number of calls covers the period evenly.
+fn frame_phase(index: u64) -> Duration {
+    const GOLDEN: f64 = 0.618_033_988_749_895;
+    let fraction = (index as f64 * GOLDEN).fract();
+    Duration::from_micros((fraction * FRAME.as_micros() as f64) as u64)
 }
 
 fn truncate(text: &str, max: usize) -> &str {

@@ -447,12 +447,12 @@ fn resolve_fixtures(
                 for entry in entries.flatten() {
                     let file = entry.file_name().to_string_lossy().into_owned();
                     if wildcard_match(&name, &file) && entry.path().is_file() {
-                        found.push(std::path::absolute(entry.path()).unwrap_or(entry.path()));
+                        found.push(entry.path().canonicalize().unwrap_or(entry.path()));
                     }
                 }
             }
         } else if path.is_file() {
-            found.push(std::path::absolute(&path).unwrap_or(path.clone()));
+            found.push(path.canonicalize().unwrap_or(path.clone()));
         }
         if found.len() == before {
             problems.add(
