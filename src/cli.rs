@@ -38,7 +38,7 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct RunArgs {
     pub scenario: PathBuf,
-    /// Run directory for summary.json and journal.jsonl [default: reports/<run-id>/]
+    /// Run directory for summary.json and journal.jsonl [default: reports/RUN_ID/]
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Replace the scenario's load duration (e.g. 90s, 2h): the timeline is cut there, or

@@ -307,6 +307,10 @@ impl<'a> Conversation<'a> {
 
     /// Handles one message from the caller; `Ok(false)` when the call is over.
     async fn on_event(&mut self, text: &str, socket: &mut WebSocket) -> Result<bool, axum::Error> {
+        if let Some(payload) = messages::inbound_media_payload(text) {
+            self.on_media(&payload, socket).await?;
+            return Ok(true);
+        }
         let counters = &self.state.counters;
         let event = match parse_twilio_event(text) {
             Ok(event) => event,
@@ -326,36 +330,7 @@ impl<'a> Conversation<'a> {
                     self.reply_at = Some(now);
                 }
             }
-            TwilioEvent::Media { media, .. } => {
-                self.payload.clear();
-                if BASE64
-                    .decode_vec(media.payload.as_bytes(), &mut self.payload)
-                    .is_err()
-                {
-                    counters
-                        .protocol_errors_total
-                        .fetch_add(1, Ordering::Relaxed);
-                    return Ok(true);
-                }
-                match self.segmenter.push_frame(&self.payload) {
-                    Some(SpeechEvent::Started) => {
-                        // The caller talks: a reply not yet sent waits for the turn to end,
-                        // and a reply still playing is cut off (barge-in).
-                        self.reply_at = None;
-                        if self.playing_mark.take().is_some() {
-                            self.send_clear(socket).await?;
-                        }
-                    }
-                    Some(SpeechEvent::Ended {
-                        trailing_silence_frames,
-                    }) => {
-                        let speech_end = now - Duration::from_millis(20) * trailing_silence_frames;
-                        self.reply_at =
-                            Some((speech_end + self.state.options.reply_delay).max(now));
-                    }
-                    None => {}
-                }
-            }
+            TwilioEvent::Media { media, .. } => self.on_media(&media.payload, socket).await?,
             TwilioEvent::Dtmf { .. } => {
                 counters.dtmf_total.fetch_add(1, Ordering::Relaxed);
                 self.reply_at = Some(now + self.state.options.reply_delay);
@@ -371,6 +346,37 @@ impl<'a> Conversation<'a> {
             TwilioEvent::Stop { .. } => return Ok(false),
         }
         Ok(true)
+    }
+
+    /// One 20 ms frame of caller audio: find where the caller's turns start and end.
+    async fn on_media(&mut self, payload: &str, socket: &mut WebSocket) -> Result<(), axum::Error> {
+        let now = Instant::now();
+        self.payload.clear();
+        if BASE64.decode_vec(payload.as_bytes(), &mut self.payload).is_err() {
+            self.state
+                .counters
+                .protocol_errors_total
+                .fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
+        match self.segmenter.push_frame(&self.payload) {
+            Some(SpeechEvent::Started) => {
+                // The caller talks: a reply not yet sent waits for the turn to end, and a
+                // reply still playing is cut off (barge-in).
+                self.reply_at = None;
+                if self.playing_mark.take().is_some() {
+                    self.send_clear(socket).await?;
+                }
+            }
+            Some(SpeechEvent::Ended {
+                trailing_silence_frames,
+            }) => {
+                let speech_end = now - Duration::from_millis(20) * trailing_silence_frames;
+                self.reply_at = Some((speech_end + self.state.options.reply_delay).max(now));
+            }
+            None => {}
+        }
+        Ok(())
     }
 
     async fn send_reply(&mut self, socket: &mut WebSocket) -> Result<(), axum::Error> {
