@@ -92,7 +92,7 @@ pub fn main(cli: Cli) -> i32 {
                 exit::PASS
             }
             Err(error) => {
-                eprintln!("{error}");
+                eprintln!("{}", chain(&error));
                 exit::HARNESS_ERROR
             }
         },
@@ -102,7 +102,7 @@ pub fn main(cli: Cli) -> i32 {
                 exit::PASS
             }
             Err(error) => {
-                eprintln!("{error}");
+                eprintln!("{}", chain(&error));
                 exit::HARNESS_ERROR
             }
         },
@@ -175,10 +175,25 @@ async fn run_command(args: RunArgs, shutdown: CancellationToken) -> i32 {
             outcome.summary.verdict.exit_code()
         }
         Err(error) => {
-            eprintln!("voxsoak: {error}");
+            eprintln!("voxsoak: {}", chain(&error));
             exit::HARNESS_ERROR
         }
     }
+}
+
+/// An error and its causes on one line: "cannot read x: No such file or directory".
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 async fn sink_command(args: SinkArgs, shutdown: CancellationToken) -> i32 {

@@ -1,139 +1,135 @@
-//! Scenario files: TOML in, a validated [`Scenario`] out, or every problem with its file,
-//! line and column.
+//! Scenario files: TOML in, a validated [`Scenario`] out, and the plan text `voxsoak plan`
+//! prints.
 //!
-//! Loading has two phases: serde types close to the file (`raw`, unknown keys refused at the
-//! key), then validation into the model (`validate`), which collects every problem it can
-//! find rather than stopping at the first.
+//! Loading happens in two phases, so that every problem in a file can be reported at once
+//! with its position:
 //!
-//! # Format
+//! 1. `raw`: serde types that mirror the file. They reject unknown keys and wrong TOML types
+//!    (`toml` stops at the first such error) and keep the byte span of every value that
+//!    phase 2 checks.
+//! 2. `validate`: turns the raw types into the model below, collecting *all* the problems
+//!    it finds as [`Diagnostic`]s (`file:line:column: message`).
+//!
+//! Everything random about a run (synthetic utterances, which script a call follows, Poisson
+//! arrivals) is derived from [`Scenario::seed`] alone, so the same file and seed always give
+//! the same schedule, however calls are sharded or ordered.
+//!
+//! # File format
+//!
+//! Durations are strings with units: `"300ms"`, `"5s"`, `"1.5s"`, `"2m18s"`, `"1h30m"`,
+//! `"72h"` (also `us`, `min`, `d`; spaces between parts are allowed). Bare numbers and
+//! negative values are errors. Unknown keys anywhere are errors.
 //!
 //! ```toml
-//! name = "nightly"                  # default: the file stem
-//! description = "..."
-//! seed = 7                          # default 1; `voxsoak run --seed` overrides
+//! name = "sink-baseline"            # optional, default: the file name without extension
+//! description = "..."               # optional, shown by `voxsoak plan`
+//! seed = 7                          # optional, default 1; `--seed` overrides it
 //!
-//! [target]                          # exactly one of fleet / stream_url / webhook_url
-//! fleet = "sink"                    # the harness starts `voxsoak sink` on a free port
-//! reply_delay = "600ms"             # sink only: end of caller speech to reply (default 600ms)
-//! reply_length = "800ms"            # sink only (default 800ms)
-//! # stream_url = "ws://127.0.0.1:8080/stream"   # ws:// or wss://
-//! # webhook_url = "http://127.0.0.1:8080/voice" # POST the voice webhook, follow the TwiML
-//! # auth_token_env = "TWILIO_AUTH_TOKEN"        # NAME of the variable with the token
-//! # custom_parameters = { tenant = "acme" }     # stream_url only: start.customParameters
-//! allow_hosts = ["127.0.0.1", "localhost", "::1"]  # the default
+//! [target]                          # required: exactly one of fleet, stream_url, webhook_url
+//! fleet = "sink"                    # the harness starts `voxsoak sink` itself
+//!                                   # ("embedded", the reference fleet, is not available yet)
+//! reply_delay = "300ms"             # sink only, default 300ms: silence before the sink replies
+//! reply_length = "800ms"            # sink only, default 800ms: length of each sink reply
 //!
-//! [load]                            # exactly one of stages / calls_per_minute
-//! stages = [{ ramp_to = 50, over = "5s" }, { hold = "20s" }, { ramp_to = 0, over = "5s" }]
-//! # calls_per_minute = 120.0        # open model
+//! # ...or an external fleet (one of the two):
+//! # stream_url = "ws://127.0.0.1:8080/stream"   # ws:// or wss://, connected to directly
+//! # webhook_url = "http://127.0.0.1:8080/voice" # http:// or https://; the harness POSTs the
+//! #                                             # voice webhook and follows <Connect><Stream>
+//! # auth_token_env = "TWILIO_AUTH_TOKEN"  # NAME of the env var holding the auth token used
+//! #                                       # to sign requests; never the secret itself
+//! # custom_parameters = { tenant = "acme" }  # stream_url only: start.customParameters
+//! allow_hosts = ["127.0.0.1", "localhost", "::1"]  # default: loopback only; the host of
+//!                                   # stream_url / webhook_url (and of the stream URL a
+//!                                   # webhook answers with) must be listed here
+//!
+//! [load]                            # required: exactly one of `stages` or `calls_per_minute`
+//! stages = [                        # closed model: target concurrency over time, from 0
+//!   { ramp_to = 50, over = "5s" },  # linear ramp from the previous level to 50
+//!   { hold = "20s" },               # keep the previous level
+//!   { ramp_to = 0, over = "5s" },
+//! ]
+//! # ...or the open model:
+//! # calls_per_minute = 120.0        # > 0
 //! # duration = "5m"                 # required with calls_per_minute
-//! # arrivals = "uniform"            # or "poisson"
-//! # max_concurrent = 10000          # above it a call is dropped and counted, never delayed
+//! # arrivals = "poisson"            # or "uniform" (default)
+//! # max_concurrent = 1000           # default 10000; calls over the cap are dropped (counted),
+//! #                                 # never delayed
 //!
-//! [calls]                           # all optional
+//! [calls]                           # optional; these are the defaults
 //! connect_timeout = "5s"
-//! turn_timeout = "10s"              # the agent must start replying within this
-//! reply_silence = "1.5s"            # a reply with no closing mark ends after this silence
-//! wait_for_greeting = false
-//! max_call_duration = "10m"
-//! fixtures = ["../fixtures/*.wav"]  # relative to this file; `*` in the file name
-//! synthetic = { count = 8, min = "1s", max = "2.5s" }
+//! turn_timeout = "10s"              # max wait for the agent to START replying
+//! reply_silence = "1.5s"            # a reply is over after this much silence (or a mark)
+//! wait_for_greeting = false         # listen for the agent's greeting before the first step
+//! max_call_duration = "10m"         # hard stop per call
+//! fixtures = []                     # WAV files: paths or globs relative to THIS file's
+//!                                   # directory, e.g. ["../fixtures/*.wav"]; none: synthetic
+//!                                   # speech only
+//! synthetic = { count = 8, min = "1s", max = "2.5s" }  # seeded synthetic utterances
 //! from = "+15005550006"
 //! to = "+15005550001"
 //!
-//! [[scripts]]                       # default: one script "conversation", 2 to 3 turns
-//! name = "conversation"
-//! weight = 3                        # default 1
-//! turns = { min = 2, max = 4 }      # or turns = 3; a turn = say a random utterance, listen
+//! [[scripts]]                       # optional; default: one script "conversation", turns 2..=3
+//! name = "conversation"             # required, unique
+//! weight = 3                        # default 1, >= 1: relative share of calls
+//! turns = { min = 2, max = 4 }      # or `turns = 3`; a turn = say "random", then listen
 //!
 //! [[scripts]]
 //! name = "menu"
-//! steps = [
-//!   { say = "order-status" },       # fixture file stem, "random" or "synthetic"
-//!   { dtmf = "1234#" },             # 0-9 * # A-D
-//!   { pause = "2s" },
+//! steps = [                         # `turns` or `steps`, not both
+//!   { say = "order-status" },       # a fixture by file stem, "random" or "synthetic";
+//!                                   # listens afterwards unless listen = false
+//!   { dtmf = "1234#" },             # digits 0-9 * # A-D; listens unless listen = false
+//!   { pause = "2s" },               # the caller stays silent
 //!   { say = "random", listen = false },
-//!   { hangup = true },
+//!   { hangup = true },              # the caller hangs up (else: after the last step)
 //! ]
 //!
-//! [slo]                             # default when absent: call_success = ">= 99%"
-//! call_success = ">= 99.5%"
-//! response_p95 = "<= 1500ms"
+//! [slo]                             # optional; default: call_success = ">= 99%"
+//! call_success = ">= 99.5%"         # always checked; ">= 0%" switches it off
+//! response_p95 = "<= 1500ms"        # end of caller speech -> first agent audio
 //! response_p99 = "<= 3s"
-//! first_audio_p95 = "<= 2s"
-//! pacing_jitter_p99 = "<= 5ms"
+//! first_audio_p95 = "<= 2s"         # connect -> first agent audio
+//! pacing_jitter_p99 = "<= 5ms"      # the harness's own media pacing
 //! ```
 //!
-//! Durations are strings with units: `"300ms"`, `"5s"`, `"2m18s"`, `"1h30m"`, `"72h"`.
+//! Rules the example does not show:
+//! - `say = "random"` picks a random fixture, or a synthetic utterance when there are no
+//!   fixtures; `say = "synthetic"` always picks from the synthetic pool. A fixture whose
+//!   stem is `random` or `synthetic` can only be reached through `"random"`. Two fixtures
+//!   with the same stem can't be named in `say` (error: ambiguous).
+//! - Fixture globs are resolved at load time; the resulting list is sorted and
+//!   de-duplicated. Only existence is checked, not the audio.
+//! - `hangup = true` must be the last step; `listen` is only allowed on `say` and `dtmf`.
+//! - `reply_delay`/`reply_length` are only allowed with `fleet = "sink"`;
+//!   `auth_token_env`/`custom_parameters` only with an external target, and
+//!   `custom_parameters` only with `stream_url` (with `webhook_url` the fleet's TwiML
+//!   `<Parameter>`s are used).
+//! - `duration`, `arrivals`, `max_concurrent` are only allowed with `calls_per_minute`.
+//! - SLO thresholds may omit the operator (`"99.5%"`, `"1500ms"`), but a wrong direction
+//!   (`"<= 99%"` for call_success) is an error.
 
-mod model;
+mod error;
 mod plan;
 mod raw;
+mod schedule;
 mod validate;
 
-use std::fmt;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-pub use model::*;
+pub use error::{Diagnostic, ScenarioError};
 pub use plan::render_plan;
-pub use validate::parse_duration;
+pub use schedule::{ArrivalOffsets, CallChoice, PlannedStep, UtteranceSource};
 
-/// One problem in a scenario file, at a 1-based line and column.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Diagnostic {
-    pub line: usize,
-    pub column: usize,
-    pub message: String,
-}
+/// The hosts a target may live on when the scenario does not say otherwise: the harness
+/// must never load-test someone else's machine by accident.
+pub const DEFAULT_ALLOW_HOSTS: [&str; 3] = ["127.0.0.1", "localhost", "::1"];
 
-/// Why a scenario could not be loaded.
-#[derive(Debug, thiserror::Error)]
-pub enum ScenarioError {
-    #[error("cannot read scenario {}: {source}", path.display())]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{}", render(path, diagnostics))]
-    Invalid {
-        path: PathBuf,
-        diagnostics: Vec<Diagnostic>,
-    },
-}
-
-fn render(path: &Path, diagnostics: &[Diagnostic]) -> String {
-    let mut out = String::new();
-    for (i, diagnostic) in diagnostics.iter().enumerate() {
-        if i > 0 {
-            out.push('\n');
-        }
-        let _ = fmt::Write::write_fmt(
-            &mut out,
-            format_args!(
-                "{}:{}:{}: {}",
-                path.display(),
-                diagnostic.line,
-                diagnostic.column,
-                diagnostic.message
-            ),
-        );
-    }
-    out
-}
-
-/// 1-based line and column (in characters) of a byte offset.
-fn position(source: &str, offset: usize) -> (usize, usize) {
-    let mut offset = offset.min(source.len());
-    while !source.is_char_boundary(offset) {
-        offset -= 1;
-    }
-    let before = &source[..offset];
-    let line = before.matches('\n').count() + 1;
-    let line_start = before.rfind('\n').map_or(0, |at| at + 1);
-    (line, before[line_start..].chars().count() + 1)
-}
-
-/// Reads and validates a scenario file.
+/// Reads and validates the scenario file at `path`.
 pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
     let source = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
         path: path.to_path_buf(),
@@ -142,37 +138,273 @@ pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
     parse(&source, path)
 }
 
-/// Validates scenario text; `path` names it in errors and anchors relative fixture paths.
+/// Validates scenario `source`; `path` names the file in diagnostics and is the base for
+/// relative fixture paths.
 pub fn parse(source: &str, path: &Path) -> Result<Scenario, ScenarioError> {
     let invalid = |diagnostics| ScenarioError::Invalid {
         path: path.to_path_buf(),
         diagnostics,
     };
-    let raw: raw::RawScenario = toml::from_str(source).map_err(|error| {
-        let (line, column) = position(source, error.span().map_or(0, |span| span.start));
-        invalid(vec![Diagnostic {
-            line,
-            column,
-            message: error.message().trim().to_string(),
-        }])
-    })?;
-    validate::validate(raw, path).map_err(|problems| {
-        invalid(
-            problems
-                .0
-                .into_iter()
-                .map(|problem| {
-                    let (line, column) = position(source, problem.span.start);
-                    Diagnostic {
-                        line,
-                        column,
-                        message: problem.message,
-                    }
-                })
-                .collect(),
-        )
-    })
+    let raw = raw::parse(source).map_err(|diagnostic| invalid(vec![diagnostic]))?;
+    validate::validate(raw, source, path).map_err(invalid)
 }
 
-#[cfg(test)]
-mod tests;
+/// A validated scenario: everything a run needs to know before it starts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scenario {
+    /// Names the run in reports; defaults to the file stem.
+    pub name: String,
+    pub description: Option<String>,
+    /// The file it came from, as given (for messages and the plan).
+    pub path: PathBuf,
+    /// The root of every random choice; the same seed replays the same schedule.
+    pub seed: u64,
+    pub target: Target,
+    /// Hosts the harness may connect to; checked again at run time for URLs the fleet
+    /// hands out (TwiML stream URLs). Use [`Scenario::host_allowed`].
+    pub allow_hosts: Vec<String>,
+    pub load: Load,
+    pub calls: CallSettings,
+    /// Never empty.
+    pub scripts: Vec<CallScript>,
+    pub slo: Slos,
+}
+
+impl Scenario {
+    /// Whether the harness may connect to `host` (case-insensitive; `[::1]` and `::1` are
+    /// the same host, as are `localhost` and `localhost.`).
+    pub fn host_allowed(&self, host: &str) -> bool {
+        validate::host_in(&self.allow_hosts, host)
+    }
+
+    /// The same scenario with another seed (`--seed` on the command line).
+    pub fn with_seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+}
+
+fn normalize_host(host: &str) -> String {
+    let host = host.trim();
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase()
+}
+
+/// What the harness calls.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Target {
+    /// `voxsoak sink`, started by the harness: the harness's own baseline.
+    Sink(SinkOptions),
+    /// A fleet someone else runs.
+    External(ExternalTarget),
+}
+
+/// How the sink fleet behaves; only meaningful for [`Target::Sink`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct SinkOptions {
+    /// Silence between the end of the caller's speech and the sink's reply.
+    pub reply_delay: Duration,
+    pub reply_length: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExternalTarget {
+    pub endpoint: Endpoint,
+    /// Name of the environment variable holding the Twilio auth token; the secret itself
+    /// is read at run time so it never lands in the file, the journal or a report.
+    pub auth_token_env: Option<String>,
+    /// Sent in `start.customParameters` (stream endpoints only).
+    pub custom_parameters: BTreeMap<String, String>,
+}
+
+/// Where a call begins.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Endpoint {
+    /// A Media Streams WebSocket (`ws://`, `wss://`), connected to directly.
+    Stream(url::Url),
+    /// A voice webhook (`http://`, `https://`) answered with `<Connect><Stream>` TwiML.
+    Webhook(url::Url),
+}
+
+impl Endpoint {
+    pub fn url(&self) -> &url::Url {
+        match self {
+            Endpoint::Stream(url) | Endpoint::Webhook(url) => url,
+        }
+    }
+}
+
+/// How many calls run, and when.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Load {
+    /// Closed model: a target number of concurrent calls over time, starting from 0.
+    Stages(Vec<Stage>),
+    /// Open model: calls arrive at a rate whether or not earlier ones have finished.
+    Arrival(ArrivalRate),
+}
+
+/// One piece of the closed-model timeline: move linearly from the previous stage's level
+/// (0 for the first) to `to` over `duration`. A hold is a stage whose `to` equals the
+/// previous level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stage {
+    pub to: u32,
+    pub duration: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ArrivalRate {
+    pub calls_per_minute: f64,
+    pub duration: Duration,
+    pub pattern: ArrivalPattern,
+    /// Safety cap: an arrival that would exceed it is counted as dropped, never delayed,
+    /// so an overloaded fleet cannot quietly lower the offered load.
+    pub max_concurrent: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArrivalPattern {
+    /// Evenly spaced, first call at 0.
+    Uniform,
+    /// Exponentially distributed gaps (seeded), like independent callers.
+    Poisson,
+}
+
+impl Load {
+    /// How long calls keep being started.
+    pub fn duration(&self) -> Duration {
+        match self {
+            Load::Stages(stages) => stages.iter().map(|stage| stage.duration).sum(),
+            Load::Arrival(rate) => rate.duration,
+        }
+    }
+
+    /// The most concurrent calls the load can ask for (the cap for the open model).
+    pub fn peak_concurrency(&self) -> u32 {
+        match self {
+            Load::Stages(stages) => stages.iter().map(|stage| stage.to).max().unwrap_or(0),
+            Load::Arrival(rate) => rate.max_concurrent,
+        }
+    }
+
+    /// The target concurrency `t` after the start, interpolated linearly within a stage
+    /// and rounded to the nearest call; 0 after the last stage. Always 0 for the open
+    /// model, which has no target concurrency.
+    pub fn concurrency_at(&self, t: Duration) -> u32 {
+        let Load::Stages(stages) = self else {
+            return 0;
+        };
+        let mut start = Duration::ZERO;
+        let mut from = 0u32;
+        for stage in stages {
+            let end = start + stage.duration;
+            if t < end {
+                let progress = (t - start).as_secs_f64() / stage.duration.as_secs_f64();
+                let level = f64::from(from) + (f64::from(stage.to) - f64::from(from)) * progress;
+                return level.round() as u32;
+            }
+            start = end;
+            from = stage.to;
+        }
+        0
+    }
+}
+
+/// How each call behaves, whatever script it follows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallSettings {
+    pub connect_timeout: Duration,
+    /// Longest wait for the agent to start replying after the caller stops speaking.
+    pub turn_timeout: Duration,
+    /// A reply is over after this much silence, when no mark ended it first.
+    pub reply_silence: Duration,
+    /// Hard stop for one call, so a stuck fleet cannot hold a call slot forever.
+    pub max_call_duration: Duration,
+    /// Listen for the agent's greeting before the first step.
+    pub wait_for_greeting: bool,
+    /// Absolute, sorted, de-duplicated WAV paths; [`UtteranceRef::Fixture`] indexes it.
+    pub fixtures: Vec<PathBuf>,
+    pub synthetic: SyntheticPool,
+    /// Caller and callee numbers sent in the webhook and `start` message.
+    pub from: String,
+    pub to: String,
+}
+
+/// Seeded synthetic speech-like utterances, used when there are no fixtures or a step
+/// asks for `"synthetic"`. See [`Scenario::synthetic_specs`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyntheticPool {
+    /// At least 1.
+    pub count: u32,
+    pub min: Duration,
+    pub max: Duration,
+}
+
+/// A named kind of call; each call follows one, chosen by weight.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallScript {
+    pub name: String,
+    /// Relative share of calls; at least 1.
+    pub weight: u32,
+    pub body: ScriptBody,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ScriptBody {
+    /// Between `min` and `max` (inclusive) turns of "say a random utterance, then listen".
+    Turns { min: u32, max: u32 },
+    /// Exactly these steps; a [`Step::Hangup`] can only be last.
+    Steps(Vec<Step>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Speak, then (if `listen`) wait for the agent's reply.
+    Say {
+        utterance: UtteranceRef,
+        listen: bool,
+    },
+    /// Send DTMF digits (`0-9 * # A-D`), then (if `listen`) wait for the reply.
+    Dtmf { digits: String, listen: bool },
+    /// Stay silent.
+    Pause(Duration),
+    /// The caller hangs up.
+    Hangup,
+}
+
+/// What a `say` step speaks, before the per-call random choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UtteranceRef {
+    /// A random fixture, or a synthetic utterance when there are no fixtures.
+    Random,
+    /// A random utterance from the synthetic pool.
+    Synthetic,
+    /// Index into [`CallSettings::fixtures`].
+    Fixture(usize),
+}
+
+/// Thresholds the run is graded against; `None` is not checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Slos {
+    /// Percentage (0–100) of calls that must succeed; defaults to 99.
+    pub call_success_min_pct: Option<f64>,
+    pub response_p95_max: Option<Duration>,
+    pub response_p99_max: Option<Duration>,
+    pub first_audio_p95_max: Option<Duration>,
+    pub pacing_jitter_p99_max: Option<Duration>,
+}
+
+impl Default for Slos {
+    fn default() -> Self {
+        Slos {
+            call_success_min_pct: Some(99.0),
+            response_p95_max: None,
+            response_p99_max: None,
+            first_audio_p95_max: None,
+            pacing_jitter_p99_max: None,
+        }
+    }
+}

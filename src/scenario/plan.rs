@@ -1,214 +1,400 @@
-//! `voxsoak plan`: what a scenario will do, printed; nothing runs.
+//! The plan `voxsoak plan` prints: what a run would do, with nothing started. Plain text,
+//! aligned, no colours, so it can be diffed and pasted into a ticket.
 
 use std::fmt::Write as _;
+use std::path::Path;
 use std::time::Duration;
 
-use super::model::*;
+use super::{
+    ArrivalPattern, CallChoice, Endpoint, Load, PlannedStep, Scenario, ScriptBody, Stage, Step,
+    Target, UtteranceRef, UtteranceSource,
+};
 
-fn clock(duration: Duration) -> String {
-    let seconds = duration.as_secs();
-    format!(
-        "{:02}:{:02}:{:02}",
-        seconds / 3600,
-        seconds / 60 % 60,
-        seconds % 60
+/// Width of the label column.
+const LABEL: usize = 19;
+/// How many planned calls and arrivals the plan shows.
+const SHOWN_CALLS: u64 = 5;
+const SHOWN_ARRIVALS: usize = 10;
+
+/// The plan text for `scenario`; deterministic for a given scenario and seed.
+pub fn render_plan(scenario: &Scenario) -> String {
+    let mut plan = Plan::default();
+    plan.header(scenario);
+    plan.target(scenario);
+    plan.load(scenario);
+    plan.calls(scenario);
+    plan.scripts(scenario);
+    plan.first_calls(scenario);
+    plan.slo(scenario);
+    plan.text
+}
+
+#[derive(Default)]
+struct Plan {
+    text: String,
+}
+
+impl Plan {
+    fn section(&mut self, title: &str) {
+        if !self.text.is_empty() {
+            self.text.push('\n');
+        }
+        self.text.push_str(title);
+        self.text.push('\n');
+    }
+
+    fn row(&mut self, label: &str, value: impl std::fmt::Display) {
+        let _ = writeln!(self.text, "  {label:<LABEL$}{value}");
+    }
+
+    fn line(&mut self, indent: usize, text: impl std::fmt::Display) {
+        let _ = writeln!(self.text, "{:indent$}{text}", "");
+    }
+
+    fn header(&mut self, scenario: &Scenario) {
+        self.section(&format!("scenario {}", scenario.name));
+        self.row("file", scenario.path.display());
+        if let Some(description) = &scenario.description {
+            self.row("description", description.trim());
+        }
+        self.row("seed", scenario.seed);
+    }
+
+    fn target(&mut self, scenario: &Scenario) {
+        self.section("target");
+        match &scenario.target {
+            Target::Sink(sink) => {
+                self.row("fleet", "sink (voxsoak sink, started by the harness)");
+                self.row("reply delay", format_duration(sink.reply_delay));
+                self.row("reply length", format_duration(sink.reply_length));
+            }
+            Target::External(external) => {
+                match &external.endpoint {
+                    Endpoint::Stream(url) => self.row("stream", url),
+                    Endpoint::Webhook(url) => {
+                        self.row("webhook", format!("{url} (POST, then <Connect><Stream>)"))
+                    }
+                }
+                let signing = match &external.auth_token_env {
+                    Some(name) => format!("signed with the token in ${name}"),
+                    None => "unsigned".to_owned(),
+                };
+                self.row("requests", signing);
+                if !external.custom_parameters.is_empty() {
+                    let parameters: Vec<String> = external
+                        .custom_parameters
+                        .iter()
+                        .map(|(key, value)| format!("{key}={value}"))
+                        .collect();
+                    self.row("custom parameters", parameters.join(", "));
+                }
+            }
+        }
+        self.row("allow hosts", scenario.allow_hosts.join(", "));
+    }
+
+    fn load(&mut self, scenario: &Scenario) {
+        match &scenario.load {
+            Load::Stages(stages) => self.stages(stages),
+            Load::Arrival(rate) => {
+                self.section("load: arrival rate (open model)");
+                let gap = Duration::from_secs_f64(60.0 / rate.calls_per_minute);
+                self.row(
+                    "rate",
+                    format!(
+                        "{} calls/min (one every {} on average)",
+                        rate.calls_per_minute,
+                        format_duration(gap)
+                    ),
+                );
+                let pattern = match rate.pattern {
+                    ArrivalPattern::Uniform => "uniform (evenly spaced)",
+                    ArrivalPattern::Poisson => "poisson (random gaps, seeded)",
+                };
+                self.row("arrivals", pattern);
+                self.row("duration", format_duration(rate.duration));
+                self.row(
+                    "concurrency cap",
+                    format!(
+                        "{} (arrivals over it are dropped, not delayed)",
+                        rate.max_concurrent
+                    ),
+                );
+                let expected = rate.duration.as_secs_f64() * rate.calls_per_minute / 60.0;
+                let expected = match rate.pattern {
+                    ArrivalPattern::Uniform => format!("{}", expected.ceil()),
+                    ArrivalPattern::Poisson => format!("about {}", expected.round()),
+                };
+                self.row("expected calls", expected);
+                let first: Vec<String> = scenario
+                    .arrival_offsets()
+                    .take(SHOWN_ARRIVALS)
+                    .map(|offset| format_offset(offset, true))
+                    .collect();
+                for (index, chunk) in first.chunks(5).enumerate() {
+                    let label = if index == 0 { "first arrivals" } else { "" };
+                    self.row(label, chunk.join("  "));
+                }
+            }
+        }
+    }
+
+    fn stages(&mut self, stages: &[Stage]) {
+        self.section("load: stages (closed model, target concurrency)");
+        let millis = stages
+            .iter()
+            .scan(Duration::ZERO, |end, stage| {
+                *end += stage.duration;
+                Some(*end)
+            })
+            .any(|end| end.subsec_millis() != 0);
+        let mut rows = Vec::new();
+        let mut start = Duration::ZERO;
+        let mut from = 0;
+        for (index, stage) in stages.iter().enumerate() {
+            let end = start + stage.duration;
+            let (level, kind) = if stage.to == from {
+                (format!("{from}"), "hold")
+            } else {
+                (format!("{from} → {}", stage.to), "ramp")
+            };
+            rows.push([
+                format!("{}", index + 1),
+                format!(
+                    "{}–{}",
+                    format_offset(start, millis),
+                    format_offset(end, millis)
+                ),
+                kind.to_owned(),
+                level,
+                format_duration(stage.duration),
+            ]);
+            start = end;
+            from = stage.to;
+        }
+        let header = ["#", "time", "", "calls", "duration"];
+        let widths: Vec<usize> = (0..header.len())
+            .map(|column| {
+                rows.iter()
+                    .map(|row| row[column].chars().count())
+                    .chain([header[column].chars().count()])
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        for row in [header.map(String::from)].iter().chain(&rows) {
+            let cells: Vec<String> = row
+                .iter()
+                .zip(&widths)
+                .map(|(cell, &width)| format!("{cell:<width$}"))
+                .collect();
+            self.line(2, cells.join("  ").trim_end());
+        }
+        let load = Load::Stages(stages.to_vec());
+        self.row("total duration", format_duration(load.duration()));
+        self.row("peak concurrency", load.peak_concurrency());
+    }
+
+    fn calls(&mut self, scenario: &Scenario) {
+        let calls = &scenario.calls;
+        self.section("calls");
+        self.row("from / to", format!("{} → {}", calls.from, calls.to));
+        self.row("connect timeout", format_duration(calls.connect_timeout));
+        self.row("turn timeout", format_duration(calls.turn_timeout));
+        self.row("reply silence", format_duration(calls.reply_silence));
+        self.row(
+            "max call duration",
+            format_duration(calls.max_call_duration),
+        );
+        self.row(
+            "wait for greeting",
+            if calls.wait_for_greeting { "yes" } else { "no" },
+        );
+        if calls.fixtures.is_empty() {
+            self.row("fixtures", "none (synthetic speech only)");
+        } else {
+            self.row("fixtures", format!("{} files", calls.fixtures.len()));
+            for (index, path) in calls.fixtures.iter().enumerate() {
+                self.line(4, format!("[{index}] {}", path.display()));
+            }
+        }
+        let pool = calls.synthetic;
+        self.row(
+            "synthetic pool",
+            format!(
+                "{} utterances, {} to {}",
+                pool.count,
+                format_duration(pool.min),
+                format_duration(pool.max)
+            ),
+        );
+        let specs: Vec<String> = scenario
+            .synthetic_specs()
+            .iter()
+            .enumerate()
+            .map(|(index, (length, _))| format!("#{index} {}", format_duration(*length)))
+            .collect();
+        for chunk in specs.chunks(8) {
+            self.line(4, chunk.join("  "));
+        }
+    }
+
+    fn scripts(&mut self, scenario: &Scenario) {
+        self.section("scripts");
+        let total: u64 = scenario
+            .scripts
+            .iter()
+            .map(|script| u64::from(script.weight))
+            .sum();
+        let name_width = scenario
+            .scripts
+            .iter()
+            .map(|script| script.name.chars().count())
+            .max()
+            .unwrap_or(0);
+        for script in &scenario.scripts {
+            let share = 100.0 * f64::from(script.weight) / total.max(1) as f64;
+            let body = match &script.body {
+                ScriptBody::Turns { min, max } if min == max => format!("{min} turns"),
+                ScriptBody::Turns { min, max } => format!("{min}–{max} turns"),
+                ScriptBody::Steps(steps) => steps
+                    .iter()
+                    .map(|step| describe_step(step, scenario))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            };
+            self.line(
+                2,
+                format!(
+                    "{:<name_width$}  weight {:<4} {:>5.1}%  {body}",
+                    script.name, script.weight, share
+                ),
+            );
+        }
+    }
+
+    fn first_calls(&mut self, scenario: &Scenario) {
+        self.section(&format!("first {SHOWN_CALLS} calls"));
+        let specs = scenario.synthetic_specs();
+        for index in 0..SHOWN_CALLS {
+            let CallChoice { script, steps } = scenario.choose_call(index);
+            self.line(
+                2,
+                format!("call {index}: {}", scenario.scripts[script].name),
+            );
+            for (number, step) in steps.iter().enumerate() {
+                let text = match step {
+                    PlannedStep::Say { utterance, listen } => {
+                        let what = match utterance {
+                            UtteranceSource::Fixture(fixture) => {
+                                file_name(&scenario.calls.fixtures[*fixture])
+                            }
+                            UtteranceSource::Synthetic(synthetic) => match specs.get(*synthetic) {
+                                Some((length, _)) => {
+                                    format!("synthetic #{synthetic} ({})", format_duration(*length))
+                                }
+                                None => format!("synthetic #{synthetic}"),
+                            },
+                        };
+                        format!("say {what}{}", listen_suffix(*listen))
+                    }
+                    PlannedStep::Dtmf { digits, listen } => {
+                        format!("dtmf {digits}{}", listen_suffix(*listen))
+                    }
+                    PlannedStep::Pause(duration) => format!("pause {}", format_duration(*duration)),
+                    PlannedStep::Hangup => "hang up".to_owned(),
+                };
+                self.line(4, format!("{}. {text}", number + 1));
+            }
+        }
+    }
+
+    fn slo(&mut self, scenario: &Scenario) {
+        let slo = &scenario.slo;
+        self.section("slo");
+        if let Some(pct) = slo.call_success_min_pct {
+            self.row("call success", format!(">= {pct}%"));
+        }
+        let latencies = [
+            ("response p95", slo.response_p95_max),
+            ("response p99", slo.response_p99_max),
+            ("first audio p95", slo.first_audio_p95_max),
+            ("pacing jitter p99", slo.pacing_jitter_p99_max),
+        ];
+        for (label, max) in latencies {
+            if let Some(max) = max {
+                self.row(label, format!("<= {}", format_duration(max)));
+            }
+        }
+    }
+}
+
+fn listen_suffix(listen: bool) -> &'static str {
+    if listen { ", listen" } else { "" }
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name().map_or_else(
+        || path.display().to_string(),
+        |name| name.to_string_lossy().into_owned(),
     )
 }
 
-fn human(duration: Duration) -> String {
-    humantime::format_duration(duration).to_string()
-}
-
-fn utterance_name(
-    scenario: &Scenario,
-    source: &UtteranceSource,
-    synthetic: &[(Duration, u64)],
-) -> String {
-    match *source {
-        UtteranceSource::Fixture(index) => scenario.calls.fixtures[index]
-            .file_name()
-            .map(|name| name.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-        UtteranceSource::Synthetic(index) => {
-            format!("synthetic-{index} ({})", human(synthetic[index].0))
+fn describe_step(step: &Step, scenario: &Scenario) -> String {
+    match step {
+        Step::Say { utterance, listen } => {
+            let what = match utterance {
+                UtteranceRef::Random => "random".to_owned(),
+                UtteranceRef::Synthetic => "synthetic".to_owned(),
+                UtteranceRef::Fixture(index) => file_name(&scenario.calls.fixtures[*index]),
+            };
+            format!("say {what}{}", listen_suffix(*listen))
         }
+        Step::Dtmf { digits, listen } => format!("dtmf {digits}{}", listen_suffix(*listen)),
+        Step::Pause(duration) => format!("pause {}", format_duration(*duration)),
+        Step::Hangup => "hang up".to_owned(),
     }
 }
 
-/// The plan as text.
-pub fn render_plan(scenario: &Scenario) -> String {
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "scenario  {} ({})",
-        scenario.name,
-        scenario.path.display()
-    );
-    if let Some(description) = &scenario.description {
-        let _ = writeln!(out, "          {description}");
+/// A duration the way the file spells them: `300ms`, `1.5s`, `2m18s`, `1h30m`, `72h`.
+pub(super) fn format_duration(duration: Duration) -> String {
+    if duration.is_zero() {
+        return "0s".to_owned();
     }
-    let _ = writeln!(out, "seed      {}", scenario.seed);
-    let target = match &scenario.target {
-        Target::Sink(sink) => format!(
-            "voxsoak sink, started by the harness on a free loopback port (reply delay {}, reply length {})",
-            human(sink.reply_delay),
-            human(sink.reply_length)
-        ),
-        Target::External(external) => {
-            let (kind, url) = match &external.endpoint {
-                Endpoint::Stream(url) => ("stream", url),
-                Endpoint::Webhook(url) => ("voice webhook", url),
-            };
-            let signed = external
-                .auth_token_env
-                .as_ref()
-                .map(|name| format!(", signed with the token in ${name}"))
-                .unwrap_or_default();
-            format!("{kind} {url}{signed}")
-        }
-    };
-    let _ = writeln!(out, "target    {target}");
-    let _ = writeln!(out, "allowed   {}", scenario.allow_hosts.join(", "));
-    let _ = writeln!(out, "\nload");
-    match &scenario.load {
-        Load::Stages(stages) => {
-            let mut start = Duration::ZERO;
-            let mut level = 0;
-            for stage in stages {
-                let end = start + stage.duration;
-                let what = if stage.to == level {
-                    format!("hold {level} calls")
-                } else {
-                    format!("ramp {level} -> {} calls", stage.to)
-                };
-                let _ = writeln!(
-                    out,
-                    "  {}-{}  {:<24} ({})",
-                    clock(start),
-                    clock(end),
-                    what,
-                    human(stage.duration)
-                );
-                start = end;
-                level = stage.to;
-            }
-            let _ = writeln!(
-                out,
-                "  total {}, peak {} concurrent calls (closed model: a call that ends is replaced)",
-                human(start),
-                scenario.load.peak_concurrency()
-            );
-        }
-        Load::Arrival(rate) => {
-            let expected = scenario.arrival_offsets().count();
-            let pattern = match rate.pattern {
-                ArrivalPattern::Uniform => "uniform",
-                ArrivalPattern::Poisson => "poisson",
-            };
-            let _ = writeln!(
-                out,
-                "  open model: {} calls/min ({pattern}) for {}, about {expected} calls; above {} in progress a call is dropped",
-                rate.calls_per_minute,
-                human(rate.duration),
-                rate.max_concurrent
-            );
-            let first: Vec<String> = scenario
-                .arrival_offsets()
-                .take(10)
-                .map(|offset| format!("{:.2}s", offset.as_secs_f64()))
-                .collect();
-            let _ = writeln!(out, "  first arrivals: {}", first.join(", "));
-        }
+    if duration < Duration::from_millis(1) {
+        return format!("{}us", duration.as_micros());
     }
-    let calls = &scenario.calls;
-    let _ = writeln!(out, "\ncalls");
-    let _ = writeln!(
-        out,
-        "  connect timeout {}, turn timeout {}, reply silence {}, max call {}{}",
-        human(calls.connect_timeout),
-        human(calls.turn_timeout),
-        human(calls.reply_silence),
-        human(calls.max_call_duration),
-        if calls.wait_for_greeting {
-            ", waits for the greeting"
-        } else {
-            ""
+    let millis = duration.as_millis();
+    if millis < 1000 {
+        return format!("{millis}ms");
+    }
+    let (hours, minutes) = (millis / 3_600_000, millis / 60_000 % 60);
+    let (seconds, fraction) = (millis / 1000 % 60, millis % 1000);
+    let mut text = String::new();
+    if hours > 0 {
+        let _ = write!(text, "{hours}h");
+    }
+    if minutes > 0 {
+        let _ = write!(text, "{minutes}m");
+    }
+    if seconds > 0 || fraction > 0 {
+        let _ = write!(text, "{seconds}");
+        if fraction > 0 {
+            let digits = format!("{fraction:03}");
+            let _ = write!(text, ".{}", digits.trim_end_matches('0'));
         }
-    );
-    let synthetic = scenario.synthetic_specs();
-    if calls.fixtures.is_empty() {
-        let _ = writeln!(out, "  fixtures: none (synthetic speech only)");
+        text.push('s');
+    }
+    text
+}
+
+/// An offset from the run start as `HH:MM:SS`, or `HH:MM:SS.mmm` with `millis`.
+fn format_offset(offset: Duration, millis: bool) -> String {
+    let total = offset.as_millis();
+    let (hours, minutes, seconds) = (total / 3_600_000, total / 60_000 % 60, total / 1000 % 60);
+    if millis {
+        format!("{hours:02}:{minutes:02}:{seconds:02}.{:03}", total % 1000)
     } else {
-        for fixture in &calls.fixtures {
-            let _ = writeln!(out, "  fixture  {}", fixture.display());
-        }
+        format!("{hours:02}:{minutes:02}:{seconds:02}")
     }
-    let _ = writeln!(
-        out,
-        "  synthetic pool: {} utterances of {} to {}",
-        calls.synthetic.count,
-        human(calls.synthetic.min),
-        human(calls.synthetic.max)
-    );
-    let _ = writeln!(out, "\nscripts");
-    for script in &scenario.scripts {
-        let body = match &script.body {
-            ScriptBody::Turns { min, max } if min == max => format!("{min} turns"),
-            ScriptBody::Turns { min, max } => format!("{min} to {max} turns"),
-            ScriptBody::Steps(steps) => format!("{} steps", steps.len()),
-        };
-        let _ = writeln!(
-            out,
-            "  {:<20} weight {:<4} {body}",
-            script.name, script.weight
-        );
-    }
-    let _ = writeln!(out, "\nfirst calls");
-    for index in 0..5 {
-        let choice = scenario.choose_call(index);
-        let steps: Vec<String> = choice
-            .steps
-            .iter()
-            .map(|step| match step {
-                PlannedStep::Say { utterance, listen } => format!(
-                    "say {}{}",
-                    utterance_name(scenario, utterance, &synthetic),
-                    if *listen { ", listen" } else { "" }
-                ),
-                PlannedStep::Dtmf { digits, listen } => {
-                    format!("dtmf {digits}{}", if *listen { ", listen" } else { "" })
-                }
-                PlannedStep::Pause(pause) => format!("pause {}", human(*pause)),
-                PlannedStep::Hangup => "hang up".into(),
-            })
-            .collect();
-        let _ = writeln!(
-            out,
-            "  #{index} {}: {}",
-            scenario.scripts[choice.script].name,
-            steps.join("; ")
-        );
-    }
-    let _ = writeln!(out, "\nSLOs");
-    let slo = &scenario.slo;
-    let mut any = false;
-    if let Some(pct) = slo.call_success_min_pct {
-        any = true;
-        let _ = writeln!(out, "  call_success       >= {pct}%");
-    }
-    for (name, bound) in [
-        ("response_p95", slo.response_p95_max),
-        ("response_p99", slo.response_p99_max),
-        ("first_audio_p95", slo.first_audio_p95_max),
-        ("pacing_jitter_p99", slo.pacing_jitter_p99_max),
-    ] {
-        if let Some(bound) = bound {
-            any = true;
-            let _ = writeln!(out, "  {name:<18} <= {}", human(bound));
-        }
-    }
-    if !any {
-        let _ = writeln!(out, "  none");
-    }
-    out
 }

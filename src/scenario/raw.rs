@@ -1,106 +1,169 @@
-//! Phase one: serde types close to the file. Every value phase two checks keeps its span so
-//! an error can point at it; unknown keys are refused here, at the key.
+//! Phase 1: serde types that mirror the file. They only reject what serde can see (unknown
+//! keys, wrong TOML types); every value phase 2 checks keeps its span so its diagnostic can
+//! point at it. Values whose type phase 2 wants to explain itself (durations, thresholds)
+//! are kept as [`toml::Value`].
 
 use std::collections::BTreeMap;
+use std::fmt;
 
 use serde::Deserialize;
+use serde::de::{self, MapAccess, Visitor, value::MapAccessDeserializer};
 use toml::Spanned;
 
-pub type Value = Spanned<toml::Value>;
+use super::Diagnostic;
+
+/// Any TOML value with its span; phase 2 decides what it may be.
+pub(super) type RawValue = Spanned<toml::Value>;
+
+/// Parses the TOML text into raw types; a syntax or type error becomes one diagnostic.
+pub(super) fn parse(source: &str) -> Result<RawScenario, Diagnostic> {
+    toml::from_str(source).map_err(|error| {
+        let offset = error.span().map_or(0, |span| span.start);
+        Diagnostic::at(source, offset, core_message(error.message()))
+    })
+}
+
+/// toml's messages are already one line; keep only the first in case that changes, so a
+/// diagnostic stays `file:line:column: message`.
+fn core_message(message: &str) -> String {
+    message.lines().next().unwrap_or(message).trim().to_owned()
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawScenario {
+pub(super) struct RawScenario {
     pub name: Option<Spanned<String>>,
     pub description: Option<String>,
-    pub seed: Option<Spanned<i64>>,
+    pub seed: Option<u64>,
     pub target: Option<Spanned<RawTarget>>,
     pub load: Option<Spanned<RawLoad>>,
-    #[serde(default)]
-    pub calls: RawCalls,
-    #[serde(default)]
-    pub scripts: Vec<Spanned<RawScript>>,
+    pub calls: Option<RawCalls>,
+    pub scripts: Option<Spanned<Vec<Spanned<RawScript>>>>,
     pub slo: Option<RawSlo>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawTarget {
+pub(super) struct RawTarget {
     pub fleet: Option<Spanned<String>>,
+    pub reply_delay: Option<RawValue>,
+    pub reply_length: Option<RawValue>,
     pub stream_url: Option<Spanned<String>>,
     pub webhook_url: Option<Spanned<String>>,
     pub auth_token_env: Option<Spanned<String>>,
     pub custom_parameters: Option<Spanned<BTreeMap<String, String>>>,
-    pub allow_hosts: Option<Vec<String>>,
-    pub reply_delay: Option<Value>,
-    pub reply_length: Option<Value>,
+    pub allow_hosts: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawLoad {
+pub(super) struct RawLoad {
     pub stages: Option<Spanned<Vec<Spanned<RawStage>>>>,
-    pub calls_per_minute: Option<Value>,
-    pub duration: Option<Value>,
+    pub calls_per_minute: Option<Spanned<f64>>,
+    pub duration: Option<RawValue>,
     pub arrivals: Option<Spanned<String>>,
     pub max_concurrent: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawStage {
+pub(super) struct RawStage {
     pub ramp_to: Option<Spanned<i64>>,
-    pub over: Option<Value>,
-    pub hold: Option<Value>,
+    pub over: Option<RawValue>,
+    pub hold: Option<RawValue>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawCalls {
-    pub connect_timeout: Option<Value>,
-    pub turn_timeout: Option<Value>,
-    pub reply_silence: Option<Value>,
+pub(super) struct RawCalls {
+    pub connect_timeout: Option<RawValue>,
+    pub turn_timeout: Option<RawValue>,
+    pub reply_silence: Option<RawValue>,
     pub wait_for_greeting: Option<bool>,
-    pub max_call_duration: Option<Value>,
+    pub max_call_duration: Option<RawValue>,
     pub fixtures: Option<Vec<Spanned<String>>>,
-    pub synthetic: Option<RawSynthetic>,
-    pub from: Option<String>,
-    pub to: Option<String>,
+    pub synthetic: Option<Spanned<RawSynthetic>>,
+    pub from: Option<Spanned<String>>,
+    pub to: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawSynthetic {
+pub(super) struct RawSynthetic {
     pub count: Option<Spanned<i64>>,
-    pub min: Option<Value>,
-    pub max: Option<Value>,
+    pub min: Option<RawValue>,
+    pub max: Option<RawValue>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawScript {
-    pub name: Option<String>,
+pub(super) struct RawScript {
+    pub name: Option<Spanned<String>>,
     pub weight: Option<Spanned<i64>>,
-    pub turns: Option<Value>,
-    pub steps: Option<Vec<Spanned<RawStep>>>,
+    pub turns: Option<Spanned<RawTurns>>,
+    pub steps: Option<Spanned<Vec<Spanned<RawStep>>>>,
+}
+
+/// `turns = 3` or `turns = { min = 2, max = 4 }`. Written by hand rather than as an
+/// untagged enum so unknown keys in the table still get their own position.
+#[derive(Debug)]
+pub(super) enum RawTurns {
+    Exactly(i64),
+    Range(RawTurnRange),
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawStep {
+pub(super) struct RawTurnRange {
+    pub min: Option<Spanned<i64>>,
+    pub max: Option<Spanned<i64>>,
+}
+
+impl<'de> Deserialize<'de> for RawTurns {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct TurnsVisitor;
+
+        impl<'de> Visitor<'de> for TurnsVisitor {
+            type Value = RawTurns;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a number of turns such as 3, or { min = 2, max = 4 }")
+            }
+
+            fn visit_i64<E: de::Error>(self, turns: i64) -> Result<RawTurns, E> {
+                Ok(RawTurns::Exactly(turns))
+            }
+
+            fn visit_u64<E: de::Error>(self, turns: u64) -> Result<RawTurns, E> {
+                Ok(RawTurns::Exactly(i64::try_from(turns).unwrap_or(i64::MAX)))
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawTurns, A::Error> {
+                RawTurnRange::deserialize(MapAccessDeserializer::new(map)).map(RawTurns::Range)
+            }
+        }
+
+        deserializer.deserialize_any(TurnsVisitor)
+    }
+}
+
+/// One step; which keys may be combined is checked in phase 2 so the message can say why.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawStep {
     pub say: Option<Spanned<String>>,
     pub dtmf: Option<Spanned<String>>,
-    pub pause: Option<Value>,
-    pub hangup: Option<bool>,
-    pub listen: Option<bool>,
+    pub pause: Option<RawValue>,
+    pub hangup: Option<Spanned<bool>>,
+    pub listen: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawSlo {
-    pub call_success: Option<Spanned<String>>,
-    pub response_p95: Option<Spanned<String>>,
-    pub response_p99: Option<Spanned<String>>,
-    pub first_audio_p95: Option<Spanned<String>>,
-    pub pacing_jitter_p99: Option<Spanned<String>>,
+pub(super) struct RawSlo {
+    pub call_success: Option<RawValue>,
+    pub response_p95: Option<RawValue>,
+    pub response_p99: Option<RawValue>,
+    pub first_audio_p95: Option<RawValue>,
+    pub pacing_jitter_p99: Option<RawValue>,
 }

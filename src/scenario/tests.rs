@@ -1,380 +1,910 @@
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::*;
 
-const MS: fn(u64) -> Duration = Duration::from_millis;
+const SINK: &str = "[target]\nfleet = \"sink\"\n";
+const STAGES: &str = "[load]\nstages = [{ ramp_to = 2, over = \"1s\" }]\n";
 
-fn parse_at(source: &str, dir: &Path) -> Result<Scenario, ScenarioError> {
-    parse(source, &dir.join("scenario.toml"))
+fn parse_ok(source: &str) -> Scenario {
+    parse(source, Path::new("/nowhere/test.toml")).unwrap_or_else(|error| panic!("{error}"))
 }
 
-fn ok(source: &str) -> Scenario {
-    let dir = tempfile::tempdir().unwrap();
-    parse_at(source, dir.path()).unwrap_or_else(|error| panic!("{error}"))
-}
-
-/// The diagnostics of an invalid scenario, as (line, column, message).
-fn problems(source: &str) -> Vec<(usize, usize, String)> {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("hello.wav"), b"").unwrap();
-    match parse_at(source, dir.path()) {
+/// Every diagnostic as `line:column: message`.
+fn diagnostics(source: &str) -> Vec<String> {
+    match parse(source, Path::new("/nowhere/test.toml")) {
         Ok(_) => panic!("expected errors for:\n{source}"),
         Err(ScenarioError::Invalid { diagnostics, .. }) => diagnostics
-            .into_iter()
-            .map(|d| (d.line, d.column, d.message))
-            .collect(),
-        Err(other) => panic!("{other}"),
-    }
-}
-
-fn one_problem(source: &str, line: usize, column: usize, needle: &str) {
-    let found = problems(source);
-    assert!(
-        found
             .iter()
-            .any(|(l, c, m)| *l == line && *c == column && m.contains(needle)),
-        "expected {line}:{column} containing {needle:?}, got {found:?}"
-    );
+            .map(|d| format!("{}:{}: {}", d.line, d.column, d.message))
+            .collect(),
+        Err(error) => panic!("unexpected error {error:?}"),
+    }
 }
 
-const SINK: &str = "[target]\nfleet = \"sink\"\n";
+fn single(source: &str) -> String {
+    let found = diagnostics(source);
+    assert_eq!(found.len(), 1, "expected one diagnostic, got {found:#?}");
+    found.into_iter().next().unwrap()
+}
 
-#[test]
-fn a_full_closed_model_file() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("audio")).unwrap();
-    for name in ["hello.wav", "bye.wav", "notes.txt"] {
-        std::fs::write(dir.path().join("audio").join(name), b"").unwrap();
-    }
-    let source = r#"
-name = "full"
+fn secs(seconds: u64) -> Duration {
+    Duration::from_secs(seconds)
+}
+
+fn millis(millis: u64) -> Duration {
+    Duration::from_millis(millis)
+}
+
+// ---- valid files ------------------------------------------------------------------------
+
+const FULL_SINK: &str = r#"name = "full"
 description = "everything"
-seed = 42
+seed = 7
+
 [target]
 fleet = "sink"
 reply_delay = "250ms"
+reply_length = "1s"
+
 [load]
-stages = [{ ramp_to = 10, over = "10s" }, { hold = "1m" }, { ramp_to = 0, over = "5s" }]
+stages = [
+  { ramp_to = 50, over = "5s" },
+  { hold = "20s" },
+  { ramp_to = 0, over = "5s" },
+]
+
 [calls]
-turn_timeout = "4s"
+connect_timeout = "3s"
+turn_timeout = "8s"
+reply_silence = "1.2s"
 wait_for_greeting = true
-fixtures = ["audio/*.wav", "audio/hello.wav"]
-synthetic = { count = 3, min = "1s", max = "2s" }
+max_call_duration = "2m18s"
+fixtures = ["../fixtures/*.wav", "../fixtures/greeting.wav"]
+synthetic = { count = 4, min = "500ms", max = "1s" }
+from = "+15550001"
+to = "+15550002"
+
 [[scripts]]
-name = "chat"
+name = "conversation"
 weight = 3
 turns = { min = 2, max = 4 }
+
 [[scripts]]
 name = "menu"
-steps = [{ say = "hello" }, { dtmf = "12#" }, { pause = "2s" }, { say = "random", listen = false }, { hangup = true }]
+steps = [
+  { say = "order-status" },
+  { dtmf = "12a#" },
+  { pause = "2s" },
+  { say = "random", listen = false },
+  { say = "synthetic" },
+  { hangup = true },
+]
+
 [slo]
 call_success = ">= 99.5%"
 response_p95 = "<= 1500ms"
+response_p99 = "3s"
+first_audio_p95 = "<= 2s"
+pacing_jitter_p99 = "<= 5ms"
 "#;
-    let scenario = parse_at(source, dir.path()).unwrap();
-    assert_eq!(scenario.name, "full");
-    assert_eq!(scenario.seed, 42);
-    assert!(matches!(&scenario.target, Target::Sink(s) if s.reply_delay == MS(250)));
-    assert_eq!(
-        scenario.load,
-        Load::Stages(vec![
+
+/// A temp tree `scenarios/` + `fixtures/{greeting,order-status}.wav` (+ a .txt).
+fn fixture_tree() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().canonicalize().unwrap();
+    fs::create_dir(root.join("scenarios")).unwrap();
+    fs::create_dir(root.join("fixtures")).unwrap();
+    for name in ["greeting.wav", "order-status.wav", "notes.txt"] {
+        fs::write(root.join("fixtures").join(name), b"").unwrap();
+    }
+    let fixtures = root.join("fixtures");
+    (dir, root.join("scenarios"), fixtures)
+}
+
+#[test]
+fn full_sink_file_with_stages() {
+    let (_dir, scenarios, fixtures) = fixture_tree();
+    let path = scenarios.join("full.toml");
+    fs::write(&path, FULL_SINK).unwrap();
+    let scenario = load(&path).unwrap_or_else(|error| panic!("{error}"));
+    let expected = Scenario {
+        name: "full".into(),
+        description: Some("everything".into()),
+        path: path.clone(),
+        seed: 7,
+        target: Target::Sink(SinkOptions {
+            reply_delay: millis(250),
+            reply_length: secs(1),
+        }),
+        allow_hosts: vec!["127.0.0.1".into(), "localhost".into(), "::1".into()],
+        load: Load::Stages(vec![
             Stage {
-                to: 10,
-                duration: Duration::from_secs(10)
+                to: 50,
+                duration: secs(5),
             },
             Stage {
-                to: 10,
-                duration: Duration::from_secs(60)
+                to: 50,
+                duration: secs(20),
             },
             Stage {
                 to: 0,
-                duration: Duration::from_secs(5)
+                duration: secs(5),
             },
-        ])
-    );
-    assert_eq!(scenario.load.duration(), Duration::from_secs(75));
-    assert_eq!(scenario.load.peak_concurrency(), 10);
-    assert_eq!(
-        scenario.calls.fixtures.len(),
-        2,
-        "de-duplicated, .txt excluded"
-    );
-    assert!(scenario.calls.fixtures[0].ends_with("audio/bye.wav"));
-    assert!(scenario.calls.fixtures[0].is_absolute());
-    assert!(scenario.calls.wait_for_greeting);
-    assert_eq!(scenario.scripts.len(), 2);
-    assert_eq!(
-        scenario.scripts[1].body,
-        ScriptBody::Steps(vec![
-            Step::Say {
-                utterance: UtteranceRef::Fixture(1),
-                listen: true
+        ]),
+        calls: CallSettings {
+            connect_timeout: secs(3),
+            turn_timeout: secs(8),
+            reply_silence: millis(1200),
+            max_call_duration: secs(138),
+            wait_for_greeting: true,
+            fixtures: vec![
+                fixtures.join("greeting.wav"),
+                fixtures.join("order-status.wav"),
+            ],
+            synthetic: SyntheticPool {
+                count: 4,
+                min: millis(500),
+                max: secs(1),
             },
-            Step::Dtmf {
-                digits: "12#".into(),
-                listen: true
+            from: "+15550001".into(),
+            to: "+15550002".into(),
+        },
+        scripts: vec![
+            CallScript {
+                name: "conversation".into(),
+                weight: 3,
+                body: ScriptBody::Turns { min: 2, max: 4 },
             },
-            Step::Pause(Duration::from_secs(2)),
-            Step::Say {
-                utterance: UtteranceRef::Random,
-                listen: false
+            CallScript {
+                name: "menu".into(),
+                weight: 1,
+                body: ScriptBody::Steps(vec![
+                    Step::Say {
+                        utterance: UtteranceRef::Fixture(1),
+                        listen: true,
+                    },
+                    Step::Dtmf {
+                        digits: "12A#".into(),
+                        listen: true,
+                    },
+                    Step::Pause(secs(2)),
+                    Step::Say {
+                        utterance: UtteranceRef::Random,
+                        listen: false,
+                    },
+                    Step::Say {
+                        utterance: UtteranceRef::Synthetic,
+                        listen: true,
+                    },
+                    Step::Hangup,
+                ]),
             },
-            Step::Hangup,
-        ])
-    );
-    assert_eq!(scenario.slo.call_success_min_pct, Some(99.5));
-    assert_eq!(scenario.slo.response_p95_max, Some(MS(1500)));
-    assert_eq!(scenario.synthetic_specs().len(), 3);
+        ],
+        slo: Slos {
+            call_success_min_pct: Some(99.5),
+            response_p95_max: Some(millis(1500)),
+            response_p99_max: Some(secs(3)),
+            first_audio_p95_max: Some(secs(2)),
+            pacing_jitter_p99_max: Some(millis(5)),
+        },
+    };
+    assert_eq!(scenario, expected);
+    assert_eq!(scenario.load.duration(), secs(30));
+    assert_eq!(scenario.load.peak_concurrency(), 50);
 }
 
 #[test]
-fn an_open_model_file_and_defaults() {
-    let scenario = ok(r#"
+fn full_external_file_with_arrival_rate() {
+    let source = r#"
 [target]
-webhook_url = "http://localhost:9000/voice"
-auth_token_env = "TOKEN"
+stream_url = "wss://Voice.Example.com/stream"
+auth_token_env = "TWILIO_AUTH_TOKEN"
+custom_parameters = { tenant = "acme" }
+allow_hosts = ["voice.example.com"]
+
 [load]
 calls_per_minute = 120
-duration = "30s"
+duration = "5m"
 arrivals = "poisson"
-max_concurrent = 7
-"#);
-    assert_eq!(scenario.name, "scenario");
+max_concurrent = 1000
+"#;
+    let scenario = parse(source, Path::new("scenarios/open-rate.toml")).unwrap();
+    assert_eq!(scenario.name, "open-rate");
     assert_eq!(scenario.seed, 1);
-    let Load::Arrival(rate) = &scenario.load else {
-        panic!()
-    };
-    assert_eq!(rate.calls_per_minute, 120.0);
-    assert_eq!(rate.pattern, ArrivalPattern::Poisson);
-    assert_eq!(rate.max_concurrent, 7);
-    let Target::External(external) = &scenario.target else {
-        panic!()
-    };
-    assert!(matches!(&external.endpoint, Endpoint::Webhook(url) if url.port() == Some(9000)));
-    assert_eq!(external.auth_token_env.as_deref(), Some("TOKEN"));
-    assert_eq!(scenario.calls.turn_timeout, Duration::from_secs(10));
     assert_eq!(
-        scenario.scripts[0].body,
-        ScriptBody::Turns { min: 2, max: 3 }
+        scenario.target,
+        Target::External(ExternalTarget {
+            endpoint: Endpoint::Stream("wss://voice.example.com/stream".parse().unwrap()),
+            auth_token_env: Some("TWILIO_AUTH_TOKEN".into()),
+            custom_parameters: BTreeMap::from([("tenant".into(), "acme".into())]),
+        })
     );
+    assert_eq!(
+        scenario.load,
+        Load::Arrival(ArrivalRate {
+            calls_per_minute: 120.0,
+            duration: secs(300),
+            pattern: ArrivalPattern::Poisson,
+            max_concurrent: 1000,
+        })
+    );
+    assert_eq!(scenario.load.peak_concurrency(), 1000);
+    assert_eq!(scenario.load.concurrency_at(secs(10)), 0);
+    // Defaults everywhere else.
+    assert_eq!(scenario.calls.connect_timeout, secs(5));
+    assert_eq!(scenario.calls.turn_timeout, secs(10));
+    assert_eq!(scenario.calls.reply_silence, millis(1500));
+    assert_eq!(scenario.calls.max_call_duration, secs(600));
+    assert!(scenario.calls.fixtures.is_empty());
+    assert_eq!(
+        scenario.calls.synthetic,
+        SyntheticPool {
+            count: 8,
+            min: secs(1),
+            max: millis(2500)
+        }
+    );
+    assert_eq!(
+        scenario.scripts,
+        vec![CallScript {
+            name: "conversation".into(),
+            weight: 1,
+            body: ScriptBody::Turns { min: 2, max: 3 },
+        }]
+    );
+    assert_eq!(scenario.slo, Slos::default());
     assert_eq!(scenario.slo.call_success_min_pct, Some(99.0));
-    assert!(scenario.host_allowed("LOCALHOST") && scenario.host_allowed("[::1]"));
-    assert!(!scenario.host_allowed("example.com"));
 }
+
+#[test]
+fn webhook_target_and_uniform_default() {
+    let source = "[target]\nwebhook_url = \"http://localhost:8080/voice\"\n\
+                  [load]\ncalls_per_minute = 60.5\nduration = \"1m\"\n";
+    let scenario = parse_ok(source);
+    let Target::External(external) = &scenario.target else {
+        panic!("external expected")
+    };
+    assert_eq!(
+        external.endpoint,
+        Endpoint::Webhook("http://localhost:8080/voice".parse().unwrap())
+    );
+    let Load::Arrival(rate) = &scenario.load else {
+        panic!("arrival expected")
+    };
+    assert_eq!(rate.pattern, ArrivalPattern::Uniform);
+    assert_eq!(rate.max_concurrent, 10_000);
+}
+
+#[test]
+fn durations_parse_with_units() {
+    for (text, expected) in [
+        ("300ms", millis(300)),
+        ("5s", secs(5)),
+        ("1.5s", millis(1500)),
+        ("2m18s", secs(138)),
+        ("1h30m", secs(5400)),
+        ("72h", secs(72 * 3600)),
+    ] {
+        let source = format!("{SINK}[load]\nstages = [{{ ramp_to = 1, over = \"{text}\" }}]\n");
+        assert_eq!(parse_ok(&source).load.duration(), expected, "{text}");
+        assert_eq!(
+            validate::parse_duration(&plan::format_duration(expected)),
+            Some(expected)
+        );
+    }
+}
+
+#[test]
+fn host_allowed_ignores_case_and_brackets() {
+    let scenario = parse_ok(&format!("{SINK}{STAGES}"));
+    assert!(scenario.host_allowed("LOCALHOST"));
+    assert!(scenario.host_allowed("[::1]"));
+    assert!(scenario.host_allowed("::1"));
+    assert!(scenario.host_allowed("127.0.0.1"));
+    assert!(!scenario.host_allowed("example.com"));
+    let source = "[target]\nstream_url = \"ws://[::1]:9000/s\"\n\
+                  allow_hosts = [\"[::1]\"]\n[load]\ncalls_per_minute = 1\nduration = \"1s\"\n";
+    assert!(parse_ok(source).host_allowed("::1"));
+}
+
+// ---- errors: positions and messages -----------------------------------------------------
 
 #[test]
 fn not_toml() {
-    one_problem("name = \"x\"\nthis is [not toml\n", 2, 6, "");
-}
-
-#[test]
-fn unknown_keys_at_the_key() {
-    one_problem(
-        &format!("{SINK}colour = \"red\"\n[load]\nstages = [{{ hold = \"1s\" }}]\n"),
-        3,
-        1,
-        "colour",
-    );
-    one_problem(
-        &format!("{SINK}[load]\nstages = [{{ ramp_to = 5, over = \"5s\", bogus = 1 }}]\n"),
-        4,
-        39,
-        "bogus",
-    );
-}
-
-#[test]
-fn durations_point_at_the_value() {
-    one_problem(
-        &format!("{SINK}[load]\nstages = [{{ hold = \"-5s\" }}]\n"),
-        4,
-        20,
-        "\"-5s\"",
-    );
-    one_problem(
-        &format!("{SINK}[load]\nstages = [{{ hold = 5 }}]\n"),
-        4,
-        20,
-        "the number 5",
-    );
-    one_problem(
-        &format!("{SINK}[load]\nstages = [{{ hold = \"0s\" }}]\n"),
-        4,
-        20,
-        "longer than zero",
-    );
-}
-
-#[test]
-fn load_needs_one_model() {
-    let both = format!("{SINK}[load]\nstages = [{{ hold = \"1s\" }}]\ncalls_per_minute = 5\n");
-    assert!(problems(&both)[0].2.contains("exactly one"));
-    assert!(
-        problems(&format!("{SINK}[load]\n"))[0]
-            .2
-            .contains("exactly one")
-    );
-    assert!(
-        problems(&format!("{SINK}[load]\ncalls_per_minute = 5\n"))[0]
-            .2
-            .contains("duration")
-    );
-}
-
-#[test]
-fn target_errors() {
-    let load = "[load]\nstages = [{ hold = \"1s\" }]\n";
-    one_problem(
-        &format!("[target]\nstream_url = \"http://127.0.0.1/x\"\n{load}"),
-        2,
-        14,
-        "ws://",
-    );
-    one_problem(
-        &format!("[target]\nstream_url = \"ws://example.com/x\"\n{load}"),
-        2,
-        14,
-        "allow_hosts",
-    );
-    one_problem(
-        &format!("[target]\nfleet = \"embedded\"\n{load}"),
-        2,
-        9,
-        "not available",
-    );
-    one_problem(
-        &format!("[target]\nstream_url = \"ws://127.0.0.1/x\"\nreply_delay = \"1s\"\n{load}"),
-        3,
-        15,
-        "fleet = \"sink\"",
-    );
-    // allow_hosts opens a host up.
-    ok(&format!(
-        "[target]\nstream_url = \"ws://fleet.internal/x\"\nallow_hosts = [\"fleet.internal\"]\n{load}"
-    ));
-}
-
-#[test]
-fn script_errors() {
-    let head = format!(
-        "{SINK}[load]\nstages = [{{ hold = \"1s\" }}]\n[calls]\nfixtures = [\"hello.wav\"]\n"
-    );
-    one_problem(
-        &format!("{head}[[scripts]]\nsteps = [{{ say = \"nope\" }}]\n"),
-        8,
-        18,
-        "hello",
-    );
-    one_problem(
-        &format!("{head}[[scripts]]\nsteps = [{{ dtmf = \"12x\" }}]\n"),
-        8,
-        19,
-        "0-9",
-    );
-    one_problem(
-        &format!("{head}[[scripts]]\nweight = 0\nturns = 2\n"),
-        8,
-        10,
-        "weight",
-    );
-    one_problem(
-        &format!("{head}[[scripts]]\nturns = {{ min = 3, max = 2 }}\n"),
-        8,
-        9,
-        "min <= max",
-    );
-    one_problem(
-        &format!("{SINK}[load]\nstages = [{{ hold = \"1s\" }}]\n[calls]\nfixtures = [\"*.mp3\"]\n"),
-        6,
-        13,
-        "no fixture",
-    );
-}
-
-#[test]
-fn all_problems_are_reported_at_once() {
-    let found = problems(&format!(
-        "{SINK}[load]\nstages = [{{ hold = \"-1s\" }}, {{ ramp_to = 3, over = \"x\" }}]\n[calls]\nturn_timeout = 5\n"
-    ));
-    assert_eq!(found.len(), 3, "{found:?}");
-}
-
-#[test]
-fn concurrency_follows_the_stages() {
-    let scenario = ok(&format!(
-        "{SINK}[load]\nstages = [{{ ramp_to = 10, over = \"10s\" }}, {{ hold = \"5s\" }}, {{ ramp_to = 0, over = \"10s\" }}]\n"
-    ));
-    let at = |s: f64| scenario.load.concurrency_at(Duration::from_secs_f64(s));
-    assert_eq!(at(0.0), 0);
-    assert_eq!(at(5.0), 5);
-    assert_eq!(at(12.0), 10);
-    assert_eq!(at(20.0), 5);
-    assert_eq!(at(30.0), 0);
-}
-
-#[test]
-fn choices_are_seeded_and_independent_of_order() {
-    let source = format!(
-        "{SINK}[load]\nstages = [{{ hold = \"1s\" }}]\n[[scripts]]\nname = \"a\"\nweight = 3\nturns = {{ min = 1, max = 5 }}\n[[scripts]]\nname = \"b\"\nturns = 1\n"
-    );
-    let scenario = ok(&source);
-    let forward: Vec<_> = (0..50).map(|i| scenario.choose_call(i)).collect();
-    let backward: Vec<_> = (0..50).rev().map(|i| scenario.choose_call(i)).collect();
-    assert_eq!(forward, backward.into_iter().rev().collect::<Vec<_>>());
-    let reseeded = scenario.clone().with_seed(2);
-    assert_ne!(
-        forward,
-        (0..50).map(|i| reseeded.choose_call(i)).collect::<Vec<_>>()
-    );
-    // Weights 3:1, within a loose bound over 10,000 calls.
-    let a = (0..10_000)
-        .filter(|i| scenario.choose_call(*i).script == 0)
-        .count();
-    assert!((7_200..=7_800).contains(&a), "{a}");
     assert_eq!(
-        scenario.synthetic_specs(),
-        scenario.clone().synthetic_specs()
+        single("[target]\nfleet = sink\n"),
+        "2:9: string values must be quoted, expected literal string"
+    );
+    let found = single("name = \"open\n[target]\n");
+    assert!(found.starts_with("1:13: "), "{found}");
+}
+
+#[test]
+fn unknown_keys_top_level_and_nested() {
+    let found = single(&format!("seed = 3\ncolour = \"red\"\n{SINK}{STAGES}"));
+    assert!(
+        found.starts_with("2:1: unknown field `colour`, expected one of `name`"),
+        "{found}"
+    );
+    let source =
+        format!("{SINK}[load]\nstages = [\n  {{ ramp_to = 2, over = \"1s\", jitter = 3 }},\n]\n");
+    assert_eq!(
+        single(&source),
+        "5:31: unknown field `jitter`, expected one of `ramp_to`, `over`, `hold`"
+    );
+    let source =
+        format!("{SINK}{STAGES}[[scripts]]\nname = \"a\"\nturns = {{ min = 1, most = 2 }}\n");
+    assert_eq!(
+        single(&source),
+        "7:20: unknown field `most`, expected `min` or `max`"
+    );
+    let source = format!("{SINK}{STAGES}[calls]\nsynthetic = {{ count = 2, lenght = \"1s\" }}\n");
+    let found = single(&source);
+    assert!(found.starts_with("6:26: unknown field `lenght`"), "{found}");
+}
+
+#[test]
+fn negative_duration() {
+    let source = format!("{SINK}[load]\nstages = [\n  {{ ramp_to = 5, over = \"-5s\" }},\n]\n");
+    assert_eq!(
+        single(&source),
+        r#"5:25: expected a duration such as "30s" or "1m30s", found "-5s""#
     );
 }
 
 #[test]
-fn arrivals_uniform_and_poisson() {
-    let uniform = ok(&format!(
-        "{SINK}[load]\ncalls_per_minute = 60\nduration = \"5s\"\n"
-    ));
-    let offsets: Vec<_> = uniform.arrival_offsets().collect();
-    assert_eq!(offsets, (0..5).map(Duration::from_secs).collect::<Vec<_>>());
-    let poisson = ok(&format!(
-        "{SINK}[load]\ncalls_per_minute = 600\nduration = \"1h\"\narrivals = \"poisson\"\n"
-    ));
-    let offsets: Vec<_> = poisson.arrival_offsets().collect();
-    let mean_gap = offsets.last().unwrap().as_secs_f64() / (offsets.len() - 1) as f64;
-    assert!((mean_gap - 0.1).abs() < 0.005, "{mean_gap}");
-    assert_eq!(offsets, poisson.arrival_offsets().collect::<Vec<_>>());
-    assert_ne!(
-        offsets,
-        poisson
-            .clone()
-            .with_seed(9)
-            .arrival_offsets()
+fn integer_or_unitless_where_duration_expected() {
+    let source = format!("{SINK}{STAGES}[calls]\nturn_timeout = 10\nreply_silence = \"1.5\"\n");
+    assert_eq!(
+        diagnostics(&source),
+        vec![
+            r#"6:16: expected a duration such as "30s" or "1m30s", found 10"#,
+            r#"7:17: expected a duration such as "30s" or "1m30s", found "1.5""#,
+        ]
+    );
+}
+
+#[test]
+fn zero_durations_where_they_make_no_sense() {
+    let source = format!(
+        "{SINK}[load]\nstages = [{{ ramp_to = 1, over = \"0s\" }}, {{ hold = \"0ms\" }}]\n"
+    );
+    assert_eq!(
+        diagnostics(&source),
+        vec![
+            r#"4:33: over must be longer than zero, found "0s""#,
+            r#"4:50: hold must be longer than zero, found "0ms""#,
+        ]
+    );
+}
+
+#[test]
+fn both_load_models() {
+    let source = format!(
+        "{SINK}[load]\nstages = [{{ ramp_to = 2, over = \"1s\" }}]\ncalls_per_minute = 60\n"
+    );
+    let found = single(&source);
+    assert!(
+        found.starts_with("5:20: calls_per_minute cannot be combined with stages"),
+        "{found}"
+    );
+}
+
+#[test]
+fn neither_load_model() {
+    let found = single(&format!("{SINK}[load]\nmax_concurrent = 5\n"));
+    assert!(found.starts_with("3:1: [load] needs stages"), "{found}");
+}
+
+#[test]
+fn open_model_needs_duration_and_rejects_stage_keys() {
+    let found = single(&format!("{SINK}[load]\ncalls_per_minute = 60\n"));
+    assert!(
+        found.starts_with("4:20: calls_per_minute needs duration"),
+        "{found}"
+    );
+    let found = single(&format!("{SINK}{STAGES}duration = \"5m\"\n"));
+    assert!(
+        found.starts_with("5:12: duration only applies to calls_per_minute"),
+        "{found}"
+    );
+    assert_eq!(
+        diagnostics(&format!(
+            "{SINK}[load]\ncalls_per_minute = 0\nduration = \"1m\"\narrivals = \"burst\"\n"
+        )),
+        vec![
+            "4:20: calls_per_minute must be greater than 0, found 0",
+            r#"6:12: unknown arrivals "burst"; expected "uniform" or "poisson""#,
+        ]
+    );
+}
+
+#[test]
+fn missing_tables() {
+    let found = diagnostics("seed = 3\n");
+    assert_eq!(found.len(), 2);
+    assert!(
+        found[0].starts_with("1:1: missing [target] table"),
+        "{found:?}"
+    );
+    assert!(
+        found[1].starts_with("1:1: missing [load] table"),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn bad_url_scheme() {
+    let source = format!("[target]\nstream_url = \"http://127.0.0.1:8080/stream\"\n{STAGES}");
+    assert_eq!(
+        single(&source),
+        r#"2:14: stream_url must be a ws:// or wss:// URL, found "http://127.0.0.1:8080/stream""#
+    );
+    let source = format!("[target]\nwebhook_url = \"ws://127.0.0.1/voice\"\n{STAGES}");
+    assert!(single(&source).starts_with("2:15: webhook_url must be a http:// or https:// URL"));
+    let source = format!("[target]\nstream_url = \"not a url\"\n{STAGES}");
+    assert!(single(&source).starts_with("2:14: stream_url is not a valid URL"));
+}
+
+#[test]
+fn host_not_allowed() {
+    let source = format!("[target]\nwebhook_url = \"https://fleet.example.com/voice\"\n{STAGES}");
+    assert_eq!(
+        single(&source),
+        r#"2:15: host "fleet.example.com" is not in allow_hosts (loopback only by default); add it to [target] allow_hosts to allow it"#
+    );
+}
+
+#[test]
+fn stream_and_webhook_are_exclusive() {
+    let source = format!(
+        "[target]\nstream_url = \"ws://localhost/s\"\nwebhook_url = \"http://localhost/v\"\n{STAGES}"
+    );
+    assert_eq!(
+        single(&source),
+        "3:15: stream_url and webhook_url are mutually exclusive; give one"
+    );
+    let source = format!("[target]\nfleet = \"sink\"\nstream_url = \"ws://localhost/s\"\n{STAGES}");
+    assert!(single(&source).starts_with("3:14: stream_url cannot be combined with fleet"));
+}
+
+#[test]
+fn embedded_fleet_is_not_available() {
+    let source = format!("[target]\nfleet = \"embedded\"\n{STAGES}");
+    assert_eq!(
+        single(&source),
+        r#"2:9: the embedded reference fleet is not available in this build; use fleet = "sink" or stream_url / webhook_url"#
+    );
+}
+
+#[test]
+fn sink_options_with_external_target() {
+    let source =
+        format!("[target]\nstream_url = \"ws://127.0.0.1/s\"\nreply_delay = \"300ms\"\n{STAGES}");
+    assert_eq!(
+        single(&source),
+        r#"3:15: reply_delay only applies to fleet = "sink"; an external fleet replies at its own pace"#
+    );
+    let source = format!("{SINK}auth_token_env = \"TOKEN\"\n{STAGES}");
+    assert!(single(&source).starts_with("3:18: auth_token_env only applies to an external target"));
+}
+
+#[test]
+fn auth_token_env_never_echoes_a_secret() {
+    let secret = "0123456789abcdef0123456789abcdef";
+    let source = format!(
+        "[target]\nstream_url = \"ws://127.0.0.1/s\"\nauth_token_env = \"{secret}\"\n{STAGES}"
+    );
+    let found = single(&source);
+    assert!(
+        found.starts_with("3:18: auth_token_env is the NAME"),
+        "{found}"
+    );
+    assert!(!found.contains(secret));
+}
+
+#[test]
+fn fixture_glob_that_matches_nothing() {
+    let (_dir, scenarios, _fixtures) = fixture_tree();
+    let source = format!(
+        "{SINK}{STAGES}[calls]\nfixtures = [\"../fixtures/*.wav\", \"../missing/*.wav\"]\n"
+    );
+    let error = parse(&source, &scenarios.join("x.toml")).unwrap_err();
+    let ScenarioError::Invalid { diagnostics, .. } = error else {
+        panic!("invalid expected")
+    };
+    assert_eq!(diagnostics.len(), 1, "{diagnostics:?}");
+    assert_eq!((diagnostics[0].line, diagnostics[0].column), (6, 34));
+    assert!(
+        diagnostics[0]
+            .message
+            .starts_with(r#"fixture glob "../missing/*.wav" matches no files"#),
+        "{}",
+        diagnostics[0].message
+    );
+    let source = format!("{SINK}{STAGES}[calls]\nfixtures = [\"../fixtures/nope.wav\"]\n");
+    let error = parse(&source, &scenarios.join("x.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains(r#":6:13: fixture "../fixtures/nope.wav" does not exist"#),
+        "{error}"
+    );
+}
+
+#[test]
+fn unknown_fixture_stem_in_say() {
+    let (_dir, scenarios, _fixtures) = fixture_tree();
+    let source = format!(
+        "{SINK}{STAGES}[calls]\nfixtures = [\"../fixtures/*.wav\"]\n\
+         [[scripts]]\nname = \"menu\"\nsteps = [{{ say = \"order-staus\" }}]\n"
+    );
+    let error = parse(&source, &scenarios.join("x.toml")).unwrap_err();
+    let ScenarioError::Invalid { diagnostics, .. } = error else {
+        panic!("invalid expected")
+    };
+    assert_eq!(diagnostics.len(), 1);
+    assert_eq!((diagnostics[0].line, diagnostics[0].column), (9, 18));
+    assert_eq!(
+        diagnostics[0].message,
+        r#"no fixture named "order-staus"; fixtures (by file name without extension): greeting, order-status; or use "random" / "synthetic""#
+    );
+    // Without fixtures at all the message says so.
+    let source =
+        format!("{SINK}{STAGES}[[scripts]]\nname = \"menu\"\nsteps = [{{ say = \"hello\" }}]\n");
+    assert!(
+        single(&source).starts_with(r#"7:18: no fixture named "hello": [calls] fixtures is empty"#)
+    );
+}
+
+#[test]
+fn bad_dtmf_digit_points_at_the_digit() {
+    let source =
+        format!("{SINK}{STAGES}[[scripts]]\nname = \"menu\"\nsteps = [{{ dtmf = \"12x4\" }}]\n");
+    assert_eq!(
+        single(&source),
+        r#"7:22: invalid DTMF digit 'x' in "12x4"; expected 0-9, *, #, A-D"#
+    );
+}
+
+#[test]
+fn weight_zero() {
+    let source = format!("{SINK}{STAGES}[[scripts]]\nname = \"a\"\nweight = 0\nturns = 2\n");
+    assert_eq!(single(&source), "7:10: weight must be at least 1, found 0");
+}
+
+#[test]
+fn turns_min_greater_than_max() {
+    let source =
+        format!("{SINK}{STAGES}[[scripts]]\nname = \"a\"\nturns = {{ min = 4, max = 2 }}\n");
+    assert_eq!(
+        single(&source),
+        "7:9: turns min (4) is greater than max (2)"
+    );
+}
+
+#[test]
+fn script_shape_errors() {
+    let source = format!(
+        "{SINK}{STAGES}[[scripts]]\nname = \"a\"\nturns = 2\nsteps = [{{ pause = \"1s\" }}]\n\
+         [[scripts]]\nname = \"a\"\nsteps = [{{ hangup = true }}, {{ say = \"random\", dtmf = \"1\" }}, {{ pause = \"1s\", listen = true }}]\n"
+    );
+    assert_eq!(
+        diagnostics(&source),
+        vec![
+            "8:9: turns and steps are mutually exclusive; a script has one or the other",
+            r#"10:8: duplicate script name "a"; script names must be unique"#,
+            "11:29: steps after hangup never run; hangup must be the last step",
+            "11:29: a step does one thing, found say and dtmf; split it into separate steps",
+            "11:61: steps after hangup never run; hangup must be the last step",
+            "11:86: listen only applies to say and dtmf steps, not to pause",
+        ]
+    );
+}
+
+#[test]
+fn slo_thresholds() {
+    let source = format!(
+        "{SINK}{STAGES}[slo]\ncall_success = \"<= 99%\"\nresponse_p95 = \">= 1s\"\nresponse_p99 = 3\nfirst_audio_p95 = \"soon\"\n"
+    );
+    assert_eq!(
+        diagnostics(&source),
+        vec![
+            r#"6:16: call_success is a minimum: write it as >= VALUE, found "<= 99%""#,
+            r#"7:16: response_p95 is a maximum: write it as <= VALUE, found ">= 1s""#,
+            r#"8:16: expected a threshold such as "<= 1500ms", found 3"#,
+            r#"9:19: expected a threshold such as "<= 1500ms", found "soon""#,
+        ]
+    );
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let source = "[target]\nfleet = \"embedded\"\n[load]\nstages = [{ ramp_to = 5, over = 5 }]\n\
+                  [[scripts]]\nname = \"a\"\nweight = 0\nturns = 1\n";
+    let found = diagnostics(source);
+    assert_eq!(found.len(), 3, "{found:#?}");
+    assert!(found[0].starts_with("2:9: "));
+    assert!(found[1].starts_with("4:33: "));
+    assert!(found[2].starts_with("7:10: "));
+}
+
+#[test]
+fn error_display_is_one_line_per_diagnostic() {
+    let source = format!(
+        "{SINK}[load]\nstages = [{{ hold = \"-5s\" }}, {{ ramp_to = -1, over = \"1s\" }}]\n"
+    );
+    let error = parse(&source, Path::new("scenarios/x.toml")).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "scenarios/x.toml:4:20: expected a duration such as \"30s\" or \"1m30s\", found \"-5s\"\n\
+         scenarios/x.toml:4:41: ramp_to must be at least 0, found -1"
+    );
+}
+
+#[test]
+fn missing_file_is_a_read_error() {
+    let error = load(Path::new("/nowhere/at/all.toml")).unwrap_err();
+    assert!(matches!(error, ScenarioError::Read { .. }));
+    assert!(error.to_string().contains("/nowhere/at/all.toml"));
+}
+
+// ---- determinism ------------------------------------------------------------------------
+
+const MIXED: &str = r#"
+seed = 42
+[target]
+fleet = "sink"
+[load]
+calls_per_minute = 600
+duration = "1000s"
+arrivals = "poisson"
+[[scripts]]
+name = "talk"
+weight = 3
+turns = { min = 1, max = 5 }
+[[scripts]]
+name = "menu"
+steps = [{ say = "synthetic" }, { dtmf = "1" }, { say = "random", listen = false }]
+"#;
+
+#[test]
+fn same_seed_same_schedule_different_seed_different() {
+    let first = parse_ok(MIXED);
+    let second = parse_ok(MIXED);
+    let calls = |scenario: &Scenario| {
+        (0..200)
+            .map(|i| scenario.choose_call(i))
             .collect::<Vec<_>>()
+    };
+    let arrivals = |scenario: &Scenario| scenario.arrival_offsets().take(500).collect::<Vec<_>>();
+    assert_eq!(calls(&first), calls(&second));
+    assert_eq!(arrivals(&first), arrivals(&second));
+    assert_eq!(first.synthetic_specs(), second.synthetic_specs());
+
+    let other = parse_ok(MIXED).with_seed(43);
+    assert_eq!(other.seed, 43);
+    assert_ne!(calls(&first), calls(&other));
+    assert_ne!(arrivals(&first), arrivals(&other));
+    assert_ne!(first.synthetic_specs(), other.synthetic_specs());
+}
+
+#[test]
+fn choose_call_does_not_depend_on_order() {
+    let scenario = parse_ok(MIXED);
+    let forward: Vec<_> = (0..100).map(|i| scenario.choose_call(i)).collect();
+    let mut backward: Vec<_> = (0..100).rev().map(|i| scenario.choose_call(i)).collect();
+    backward.reverse();
+    assert_eq!(forward, backward);
+    assert_eq!(scenario.choose_call(77), scenario.choose_call(77));
+}
+
+#[test]
+fn planned_steps_follow_the_script() {
+    let scenario = parse_ok(MIXED);
+    let synthetic = scenario.calls.synthetic.count as usize;
+    for index in 0..500 {
+        let choice = scenario.choose_call(index);
+        match &scenario.scripts[choice.script].body {
+            ScriptBody::Turns { min, max } => {
+                assert!((*min as usize..=*max as usize).contains(&choice.steps.len()));
+                for step in &choice.steps {
+                    let PlannedStep::Say {
+                        utterance: UtteranceSource::Synthetic(i),
+                        listen: true,
+                    } = step
+                    else {
+                        panic!("turns are synthetic say + listen without fixtures: {step:?}")
+                    };
+                    assert!(*i < synthetic);
+                }
+            }
+            ScriptBody::Steps(_) => {
+                assert_eq!(choice.steps.len(), 3);
+                assert!(
+                    matches!(choice.steps[1], PlannedStep::Dtmf { ref digits, listen: true } if digits == "1")
+                );
+                assert!(matches!(
+                    choice.steps[2],
+                    PlannedStep::Say { listen: false, .. }
+                ));
+            }
+        }
+    }
+}
+
+#[test]
+fn random_resolves_to_fixtures_when_there_are_some() {
+    let (_dir, scenarios, _fixtures) = fixture_tree();
+    let source = format!("{SINK}{STAGES}[calls]\nfixtures = [\"../fixtures/*.wav\"]\n");
+    let scenario = parse(&source, &scenarios.join("x.toml")).unwrap();
+    let mut seen = [false; 2];
+    for index in 0..100 {
+        for step in scenario.choose_call(index).steps {
+            let PlannedStep::Say {
+                utterance: UtteranceSource::Fixture(i),
+                ..
+            } = step
+            else {
+                panic!("fixture expected, got {step:?}")
+            };
+            seen[i] = true;
+        }
+    }
+    assert_eq!(seen, [true, true]);
+}
+
+#[test]
+fn weights_are_respected() {
+    let scenario = parse_ok(MIXED);
+    let talk = (0..10_000)
+        .filter(|&i| scenario.choose_call(i).script == 0)
+        .count();
+    let share = talk as f64 / 10_000.0;
+    assert!((0.72..0.78).contains(&share), "talk share {share}");
+}
+
+#[test]
+fn poisson_mean_gap_matches_rate() {
+    let scenario = parse_ok(MIXED);
+    let offsets: Vec<Duration> = scenario.arrival_offsets().collect();
+    assert!(offsets.windows(2).all(|pair| pair[0] <= pair[1]));
+    assert!(offsets.iter().all(|offset| *offset < secs(1000)));
+    let mean_gap = offsets.last().unwrap().as_secs_f64() / offsets.len() as f64;
+    assert!((mean_gap - 0.1).abs() < 0.005, "mean gap {mean_gap}");
+}
+
+#[test]
+fn uniform_offsets_are_evenly_spaced() {
+    let scenario = parse_ok(&format!(
+        "{SINK}[load]\ncalls_per_minute = 600\nduration = \"1000s\"\n"
+    ));
+    let offsets: Vec<Duration> = scenario.arrival_offsets().collect();
+    assert_eq!(offsets.len(), 10_000);
+    assert_eq!(&offsets[..3], &[Duration::ZERO, millis(100), millis(200)]);
+    let last = offsets.last().unwrap().as_secs_f64();
+    assert!((last - 999.9).abs() < 1e-6, "{last}");
+    assert_eq!(
+        parse_ok(&format!("{SINK}{STAGES}"))
+            .arrival_offsets()
+            .count(),
+        0
     );
 }
 
 #[test]
-fn a_missing_file_names_the_path() {
-    let error = load(Path::new("no/such/file.toml")).unwrap_err();
-    assert!(error.to_string().contains("no/such/file.toml"));
+fn synthetic_specs_are_whole_frames_in_range() {
+    let scenario = parse_ok(&format!(
+        "{SINK}{STAGES}[calls]\nsynthetic = {{ count = 50, min = \"1s\", max = \"2.5s\" }}\n"
+    ));
+    let specs = scenario.synthetic_specs();
+    assert_eq!(specs.len(), 50);
+    for (length, _) in &specs {
+        assert_eq!(length.as_millis() % 20, 0);
+        assert!((secs(1)..=millis(2500)).contains(length), "{length:?}");
+    }
+    let seeds: std::collections::HashSet<u64> = specs.iter().map(|(_, seed)| *seed).collect();
+    assert_eq!(seeds.len(), 50);
 }
 
 #[test]
-fn plan_text_names_what_will_happen() {
-    let scenario = ok(&format!(
-        "{SINK}[load]\nstages = [{{ ramp_to = 10, over = \"10s\" }}, {{ hold = \"5s\" }}]\n"
+fn concurrency_at_interpolates() {
+    let load = Load::Stages(vec![
+        Stage {
+            to: 50,
+            duration: secs(5),
+        },
+        Stage {
+            to: 50,
+            duration: secs(20),
+        },
+        Stage {
+            to: 0,
+            duration: secs(5),
+        },
+    ]);
+    for (at, expected) in [
+        (millis(0), 0),
+        (millis(1000), 10),
+        (millis(2500), 25),
+        (millis(5000), 50),
+        (millis(15_000), 50),
+        (millis(27_500), 25),
+        (millis(30_000), 0),
+        (secs(100), 0),
+    ] {
+        assert_eq!(load.concurrency_at(at), expected, "at {at:?}");
+    }
+    assert_eq!(load.duration(), secs(30));
+}
+
+// ---- plan -------------------------------------------------------------------------------
+
+#[test]
+fn plan_shows_the_timeline_and_first_calls() {
+    let (_dir, scenarios, _fixtures) = fixture_tree();
+    let path = scenarios.join("full.toml");
+    fs::write(&path, FULL_SINK).unwrap();
+    let plan = render_plan(&load(&path).unwrap());
+    for expected in [
+        "scenario full",
+        "seed               7",
+        "sink (voxsoak sink, started by the harness)",
+        "reply delay        250ms",
+        "00:00:00–00:00:05  ramp  0 → 50",
+        "00:00:05–00:00:25  hold  50",
+        "00:00:25–00:00:30  ramp  50 → 0",
+        "total duration     30s",
+        "peak concurrency   50",
+        "max call duration  2m18s",
+        "greeting.wav",
+        "order-status.wav",
+        "4 utterances, 500ms to 1s",
+        "conversation  weight 3     75.0%  2–4 turns",
+        "say order-status.wav, listen; dtmf 12A#, listen; pause 2s; say random; say synthetic, listen; hang up",
+        "call 0:",
+        "call 4:",
+        "call success       >= 99.5%",
+        "response p95       <= 1.5s",
+    ] {
+        assert!(plan.contains(expected), "missing {expected:?} in\n{plan}");
+    }
+}
+
+#[test]
+fn plan_for_open_model_lists_arrivals() {
+    let plan = render_plan(&parse_ok(
+        "[target]\nstream_url = \"ws://127.0.0.1:8080/stream\"\n\
+         [load]\ncalls_per_minute = 120\nduration = \"5m\"\nmax_concurrent = 1000\n",
     ));
-    let text = render_plan(&scenario);
-    assert!(text.contains("ramp 0 -> 10 calls"), "{text}");
-    assert!(text.contains("hold 10 calls"), "{text}");
-    assert!(text.contains("00:00:10-00:00:15"), "{text}");
-    assert!(text.contains("#0 conversation"), "{text}");
+    for expected in [
+        "stream             ws://127.0.0.1:8080/stream",
+        "120 calls/min (one every 500ms on average)",
+        "expected calls     600",
+        "concurrency cap    1000",
+        "first arrivals     00:00:00.000  00:00:00.500  00:00:01.000",
+        "00:00:04.500",
+    ] {
+        assert!(plan.contains(expected), "missing {expected:?} in\n{plan}");
+    }
+}
+
+// ---- sample files -----------------------------------------------------------------------
+
+#[test]
+fn sample_files_stay_valid() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scenario_files");
+    for name in ["sink-baseline.toml", "open-rate.toml"] {
+        let scenario = load(&dir.join(name)).unwrap_or_else(|error| panic!("{error}"));
+        assert!(!render_plan(&scenario).is_empty());
+    }
+    let error = load(&dir.join("invalid.toml")).unwrap_err();
+    let ScenarioError::Invalid { diagnostics, .. } = error else {
+        panic!("invalid expected")
+    };
+    let positions: Vec<(usize, usize)> = diagnostics.iter().map(|d| (d.line, d.column)).collect();
+    assert_eq!(positions, [(3, 9), (7, 26), (8, 12), (13, 10), (14, 22)]);
 }

@@ -1,758 +1,1243 @@
-//! Phase two: raw values into the model, collecting every problem with its position.
+//! Phase 2: raw types to the validated model. Every check records a [`Diagnostic`] and
+//! carries on with a harmless fallback value, so one pass reports every problem it can.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
+use std::net::Ipv6Addr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use toml::Spanned;
 
-use super::model::*;
-use super::raw::*;
+use super::raw::{
+    RawCalls, RawLoad, RawScenario, RawScript, RawSlo, RawStage, RawStep, RawTarget, RawTurns,
+    RawValue,
+};
+use super::{
+    ArrivalPattern, ArrivalRate, CallScript, CallSettings, DEFAULT_ALLOW_HOSTS, Diagnostic,
+    Endpoint, ExternalTarget, Load, Scenario, ScriptBody, SinkOptions, Slos, Stage, Step,
+    SyntheticPool, Target, UtteranceRef, normalize_host,
+};
 
-/// A problem at a byte range of the file.
-#[derive(Debug)]
-pub struct Problem {
-    pub span: Range<usize>,
-    pub message: String,
-}
+const DURATION_EXPECTED: &str = r#"expected a duration such as "30s" or "1m30s""#;
+/// A turn count this high is a typo, and would make every planned call huge.
+const MAX_TURNS: i64 = 1000;
+const DEFAULT_MAX_CONCURRENT: u32 = 10_000;
+const DEFAULT_SEED: u64 = 1;
 
-#[derive(Debug, Default)]
-pub struct Problems(pub Vec<Problem>);
-
-impl Problems {
-    fn add(&mut self, span: Range<usize>, message: impl Into<String>) {
-        self.0.push(Problem {
-            span,
-            message: message.into(),
-        });
+pub(super) fn validate(
+    raw: RawScenario,
+    source: &str,
+    path: &Path,
+) -> Result<Scenario, Vec<Diagnostic>> {
+    let mut validator = Validator {
+        source,
+        diagnostics: Vec::new(),
+    };
+    let scenario = validator.scenario(raw, path);
+    let mut diagnostics = validator.diagnostics;
+    if diagnostics.is_empty() {
+        Ok(scenario)
+    } else {
+        diagnostics.sort_by_key(|diagnostic| (diagnostic.line, diagnostic.column));
+        Err(diagnostics)
     }
 }
 
-const DURATION_HINT: &str = r#"expected a duration such as "30s" or "1m30s""#;
-
-/// Parses `"300ms"`, `"2m18s"`, `"1h30m"`, `"72h"`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let trimmed = text.trim();
-    if trimmed.is_empty()
-        || trimmed.starts_with('-')
-        || !trimmed.chars().any(|c| c.is_ascii_alphabetic())
-    {
-        return Err(format!("{DURATION_HINT}, found {text:?}"));
-    }
-    humantime::parse_duration(trimmed).map_err(|_| format!("{DURATION_HINT}, found {text:?}"))
+/// Whether a zero duration makes sense for a key.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Zero {
+    Allowed,
+    Rejected,
 }
 
-fn describe(value: &toml::Value) -> String {
-    match value {
-        toml::Value::String(text) => format!("{text:?}"),
-        toml::Value::Integer(number) => {
-            format!("the number {number} (write a unit, e.g. \"{number}s\")")
-        }
-        toml::Value::Float(number) => {
-            format!("the number {number} (write a unit, e.g. \"{number}s\")")
-        }
-        other => format!("a {}", other.type_str()),
-    }
+/// The resolved fixtures as `say` steps can name them.
+struct FixtureIndex {
+    /// File stem → indices into the fixture list (more than one: ambiguous).
+    by_stem: BTreeMap<String, Vec<usize>>,
+    paths: Vec<PathBuf>,
+    /// False when a fixture pattern failed, so unknown stems are not reported twice.
+    complete: bool,
 }
 
-impl Problems {
-    fn duration(&mut self, value: &Value, allow_zero: bool) -> Option<Duration> {
-        let parsed = match value.get_ref() {
-            toml::Value::String(text) => parse_duration(text),
-            other => Err(format!("{DURATION_HINT}, found {}", describe(other))),
+struct Validator<'a> {
+    source: &'a str,
+    diagnostics: Vec<Diagnostic>,
+}
+
+impl Validator<'_> {
+    fn error(&mut self, span: Range<usize>, message: impl Into<String>) {
+        self.error_at(span.start, message);
+    }
+
+    fn error_at(&mut self, offset: usize, message: impl Into<String>) {
+        self.diagnostics
+            .push(Diagnostic::at(self.source, offset, message));
+    }
+
+    fn scenario(&mut self, raw: RawScenario, path: &Path) -> Scenario {
+        let name = match raw.name {
+            Some(name) => {
+                if name.get_ref().trim().is_empty() {
+                    self.error(name.span(), "name must not be empty");
+                }
+                name.into_inner()
+            }
+            None => path.file_stem().map_or_else(
+                || "scenario".to_owned(),
+                |stem| stem.to_string_lossy().into_owned(),
+            ),
         };
-        match parsed {
-            Ok(duration) if duration.is_zero() && !allow_zero => {
-                self.add(value.span(), "must be longer than zero");
-                None
-            }
-            Ok(duration) => Some(duration),
-            Err(message) => {
-                self.add(value.span(), message);
-                None
-            }
-        }
-    }
-
-    fn duration_or(&mut self, value: &Option<Value>, default: Duration) -> Duration {
-        value
-            .as_ref()
-            .and_then(|value| self.duration(value, false))
-            .unwrap_or(default)
-    }
-
-    fn count(&mut self, value: &Spanned<i64>, min: i64, what: &str) -> Option<u32> {
-        let number = *value.get_ref();
-        if number < min || number > i64::from(u32::MAX) {
-            self.add(
-                value.span(),
-                format!("{what} must be at least {min}, found {number}"),
-            );
-            return None;
-        }
-        Some(number as u32)
-    }
-}
-
-pub fn validate(raw: RawScenario, path: &Path) -> Result<Scenario, Problems> {
-    let mut problems = Problems::default();
-    let name = raw.name.map(Spanned::into_inner).unwrap_or_else(|| {
-        path.file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default()
-    });
-    let seed = match raw.seed {
-        Some(seed) if *seed.get_ref() < 0 => {
-            problems.add(seed.span(), "seed must be zero or more");
-            1
-        }
-        Some(seed) => *seed.get_ref() as u64,
-        None => 1,
-    };
-    let base = path.parent().unwrap_or(Path::new("."));
-    let allow_hosts = raw
-        .target
-        .as_ref()
-        .and_then(|target| target.get_ref().allow_hosts.clone())
-        .unwrap_or_else(|| vec!["127.0.0.1".into(), "localhost".into(), "::1".into()]);
-    let target = match raw.target {
-        Some(target) => validate_target(target, &allow_hosts, &mut problems),
-        None => {
-            problems.add(0..0, "missing [target]: fleet = \"sink\", or stream_url / webhook_url of a running fleet");
-            None
-        }
-    };
-    let load = match raw.load {
-        Some(load) => validate_load(load, &mut problems),
-        None => {
-            problems.add(
-                0..0,
-                "missing [load]: stages = [...] or calls_per_minute + duration",
-            );
-            None
-        }
-    };
-    let (calls, fixture_stems) = validate_calls(raw.calls, base, &mut problems);
-    let scripts = validate_scripts(raw.scripts, &fixture_stems, &mut problems);
-    let slo = validate_slo(raw.slo, &mut problems);
-    match (target, load) {
-        (Some(target), Some(load)) if problems.0.is_empty() => Ok(Scenario {
+        let (target, allow_hosts) = self.target(raw.target);
+        let load = self.load(raw.load);
+        let (calls, fixtures) = self.calls(raw.calls, path);
+        let scripts = self.scripts(raw.scripts, &fixtures);
+        let slo = self.slo(raw.slo);
+        Scenario {
             name,
             description: raw.description,
             path: path.to_path_buf(),
-            seed,
+            seed: raw.seed.unwrap_or(DEFAULT_SEED),
             target,
             allow_hosts,
             load,
             calls,
             scripts,
             slo,
-        }),
-        _ => Err(problems),
+        }
     }
-}
 
-fn validate_target(
-    target: Spanned<RawTarget>,
-    allow_hosts: &[String],
-    problems: &mut Problems,
-) -> Option<Target> {
-    let span = target.span();
-    let target = target.into_inner();
-    let forms = [
-        target.fleet.is_some(),
-        target.stream_url.is_some(),
-        target.webhook_url.is_some(),
-    ];
-    if forms.iter().filter(|given| **given).count() != 1 {
-        problems.add(
-            span,
-            "[target] needs exactly one of fleet = \"sink\", stream_url, or webhook_url",
-        );
-        return None;
+    // ---- values -------------------------------------------------------------------------
+
+    fn duration(&mut self, value: &RawValue, key: &str, zero: Zero) -> Option<Duration> {
+        let toml::Value::String(text) = value.get_ref() else {
+            self.error(
+                value.span(),
+                format!("{DURATION_EXPECTED}, found {}", describe(value.get_ref())),
+            );
+            return None;
+        };
+        let Some(duration) = parse_duration(text) else {
+            self.error(value.span(), format!("{DURATION_EXPECTED}, found {text:?}"));
+            return None;
+        };
+        if zero == Zero::Rejected && duration.is_zero() {
+            self.error(
+                value.span(),
+                format!("{key} must be longer than zero, found {text:?}"),
+            );
+            return None;
+        }
+        Some(duration)
     }
-    if let Some(fleet) = &target.fleet {
-        for (key, given) in [
+
+    fn duration_or(
+        &mut self,
+        value: Option<&RawValue>,
+        key: &str,
+        zero: Zero,
+        default: Duration,
+    ) -> Duration {
+        value
+            .and_then(|value| self.duration(value, key, zero))
+            .unwrap_or(default)
+    }
+
+    /// A whole number in `min..=u32::MAX`.
+    fn count(&mut self, value: &Spanned<i64>, key: &str, min: u32) -> Option<u32> {
+        let number = *value.get_ref();
+        if number < i64::from(min) {
+            self.error(
+                value.span(),
+                format!("{key} must be at least {min}, found {number}"),
+            );
+            return None;
+        }
+        match u32::try_from(number) {
+            Ok(number) => Some(number),
+            Err(_) => {
+                self.error(
+                    value.span(),
+                    format!("{key} must be at most {}, found {number}", u32::MAX),
+                );
+                None
+            }
+        }
+    }
+
+    fn not_empty(&mut self, value: &Spanned<String>, key: &str) {
+        if value.get_ref().trim().is_empty() {
+            self.error(value.span(), format!("{key} must not be empty"));
+        }
+    }
+
+    // ---- [target] -----------------------------------------------------------------------
+
+    fn target(&mut self, raw: Option<Spanned<RawTarget>>) -> (Target, Vec<String>) {
+        let default_hosts: Vec<String> = DEFAULT_ALLOW_HOSTS.map(String::from).to_vec();
+        let fallback = Target::Sink(SinkOptions {
+            reply_delay: Duration::from_millis(300),
+            reply_length: Duration::from_millis(800),
+        });
+        let Some(raw) = raw else {
+            self.error_at(
+                0,
+                r#"missing [target] table; add one with fleet = "sink", stream_url = "ws://..." or webhook_url = "http://...""#,
+            );
+            return (fallback, default_hosts);
+        };
+        let table_span = raw.span();
+        let raw = raw.into_inner();
+        let allow_hosts = match &raw.allow_hosts {
+            Some(hosts) => self.allow_hosts(hosts),
+            None => default_hosts,
+        };
+
+        let forms: Vec<(&str, Range<usize>)> = [
+            ("fleet", raw.fleet.as_ref().map(Spanned::span)),
+            ("stream_url", raw.stream_url.as_ref().map(Spanned::span)),
+            ("webhook_url", raw.webhook_url.as_ref().map(Spanned::span)),
+        ]
+        .into_iter()
+        .filter_map(|(key, span)| span.map(|span| (key, span)))
+        .collect();
+        let Some((first, _)) = forms.first().cloned() else {
+            self.error(
+                table_span,
+                r#"[target] needs one of fleet = "sink", stream_url = "ws://..." or webhook_url = "http://...""#,
+            );
+            return (fallback, allow_hosts);
+        };
+        for (key, span) in forms.iter().skip(1) {
+            let message = if first == "stream_url" && *key == "webhook_url" {
+                "stream_url and webhook_url are mutually exclusive; give one".to_owned()
+            } else {
+                format!(
+                    "{key} cannot be combined with {first}; [target] takes exactly one of fleet, stream_url or webhook_url"
+                )
+            };
+            self.error(span.clone(), message);
+        }
+
+        let target = match &raw.fleet {
+            Some(fleet) => self.fleet_target(fleet, &raw),
+            None => self.external_target(&raw, &allow_hosts),
+        };
+        (target.unwrap_or(fallback), allow_hosts)
+    }
+
+    fn allow_hosts(&mut self, hosts: &Spanned<Vec<Spanned<String>>>) -> Vec<String> {
+        if hosts.get_ref().is_empty() {
+            self.error(
+                hosts.span(),
+                "allow_hosts is empty, so no target could be reached; list at least one host",
+            );
+        }
+        let mut allowed = Vec::new();
+        for host in hosts.get_ref() {
+            let text = host.get_ref().trim();
+            let bare = text
+                .strip_prefix('[')
+                .and_then(|h| h.strip_suffix(']'))
+                .unwrap_or(text);
+            let has_port = bare.contains(':') && bare.parse::<Ipv6Addr>().is_err();
+            if text.is_empty() || text.contains('/') || has_port {
+                self.error(
+                    host.span(),
+                    format!(
+                        "allow_hosts entries are bare host names or IP addresses (no scheme, port or path), found {text:?}"
+                    ),
+                );
+            } else {
+                allowed.push(text.to_owned());
+            }
+        }
+        allowed
+    }
+
+    fn fleet_target(&mut self, fleet: &Spanned<String>, raw: &RawTarget) -> Option<Target> {
+        let name = fleet.get_ref().as_str();
+        let known = match name {
+            "sink" => true,
+            "embedded" => {
+                self.error(
+                    fleet.span(),
+                    r#"the embedded reference fleet is not available in this build; use fleet = "sink" or stream_url / webhook_url"#,
+                );
+                false
+            }
+            other => {
+                self.error(
+                    fleet.span(),
+                    format!(r#"unknown fleet {other:?}; expected "sink" or "embedded""#),
+                );
+                false
+            }
+        };
+        let external_only = [
             (
                 "auth_token_env",
-                target.auth_token_env.as_ref().map(Spanned::span),
+                raw.auth_token_env.as_ref().map(Spanned::span),
             ),
             (
                 "custom_parameters",
-                target.custom_parameters.as_ref().map(Spanned::span),
+                raw.custom_parameters.as_ref().map(Spanned::span),
             ),
-        ] {
-            if let Some(at) = given {
-                problems.add(at, format!("{key} is for an external fleet (stream_url / webhook_url), not fleet = {:?}", fleet.get_ref()));
+        ];
+        for (key, span) in external_only {
+            if let Some(span) = span {
+                self.error(
+                    span,
+                    format!(
+                        "{key} only applies to an external target (stream_url or webhook_url), not to fleet = {name:?}"
+                    ),
+                );
             }
         }
-        return match fleet.get_ref().as_str() {
-            "sink" => Some(Target::Sink(SinkOptions {
-                reply_delay: problems.duration_or(&target.reply_delay, Duration::from_millis(600)),
-                reply_length: problems
-                    .duration_or(&target.reply_length, Duration::from_millis(800)),
-            })),
-            "embedded" => {
-                problems.add(
-                    fleet.span(),
-                    "the embedded reference fleet is not available in this build; use fleet = \"sink\" or stream_url / webhook_url",
+        let options = SinkOptions {
+            reply_delay: self.duration_or(
+                raw.reply_delay.as_ref(),
+                "reply_delay",
+                Zero::Allowed,
+                Duration::from_millis(300),
+            ),
+            reply_length: self.duration_or(
+                raw.reply_length.as_ref(),
+                "reply_length",
+                Zero::Rejected,
+                Duration::from_millis(800),
+            ),
+        };
+        known.then_some(Target::Sink(options))
+    }
+
+    fn external_target(&mut self, raw: &RawTarget, allow_hosts: &[String]) -> Option<Target> {
+        for (key, value) in [
+            ("reply_delay", &raw.reply_delay),
+            ("reply_length", &raw.reply_length),
+        ] {
+            if let Some(value) = value {
+                self.error(
+                    value.span(),
+                    format!(
+                        r#"{key} only applies to fleet = "sink"; an external fleet replies at its own pace"#
+                    ),
+                );
+            }
+        }
+        if let Some(name) = &raw.auth_token_env {
+            self.auth_token_env(name);
+        }
+        let endpoint = if let Some(url) = &raw.stream_url {
+            self.endpoint_url(url, "stream_url", ["ws", "wss"], allow_hosts)
+                .map(Endpoint::Stream)
+        } else if let Some(url) = &raw.webhook_url {
+            if let Some(parameters) = &raw.custom_parameters {
+                self.error(
+                    parameters.span(),
+                    "custom_parameters only apply to stream_url; with webhook_url the fleet's TwiML <Parameter>s are sent",
+                );
+            }
+            self.endpoint_url(url, "webhook_url", ["http", "https"], allow_hosts)
+                .map(Endpoint::Webhook)
+        } else {
+            None
+        }?;
+        Some(Target::External(ExternalTarget {
+            endpoint,
+            auth_token_env: raw
+                .auth_token_env
+                .as_ref()
+                .map(|name| name.get_ref().clone()),
+            custom_parameters: raw
+                .custom_parameters
+                .as_ref()
+                .map(|parameters| parameters.get_ref().clone())
+                .unwrap_or_default(),
+        }))
+    }
+
+    /// The value is never echoed: if someone pasted the token itself, it must not end up
+    /// in CI logs.
+    fn auth_token_env(&mut self, name: &Spanned<String>) {
+        let text = name.get_ref();
+        let mut chars = text.chars();
+        let is_name = chars
+            .next()
+            .is_some_and(|first| first.is_ascii_alphabetic() || first == '_')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+        let looks_like_token = text.len() >= 32 && text.chars().all(|c| c.is_ascii_hexdigit());
+        if !is_name || looks_like_token {
+            self.error(
+                name.span(),
+                "auth_token_env is the NAME of the environment variable holding the auth token (such as TWILIO_AUTH_TOKEN), not the token itself",
+            );
+        }
+    }
+
+    fn endpoint_url(
+        &mut self,
+        raw: &Spanned<String>,
+        key: &str,
+        schemes: [&str; 2],
+        allow_hosts: &[String],
+    ) -> Option<url::Url> {
+        let text = raw.get_ref();
+        let url = match url::Url::parse(text) {
+            Ok(url) => url,
+            Err(error) => {
+                self.error(
+                    raw.span(),
+                    format!("{key} is not a valid URL ({error}), found {text:?}"),
+                );
+                return None;
+            }
+        };
+        if !schemes.contains(&url.scheme()) {
+            self.error(
+                raw.span(),
+                format!(
+                    "{key} must be a {}:// or {}:// URL, found {text:?}",
+                    schemes[0], schemes[1]
+                ),
+            );
+            return None;
+        }
+        let Some(host) = url.host_str() else {
+            self.error(raw.span(), format!("{key} has no host, found {text:?}"));
+            return None;
+        };
+        if !host_in(allow_hosts, host) {
+            self.error(
+                raw.span(),
+                format!(
+                    "host {host:?} is not in allow_hosts (loopback only by default); add it to [target] allow_hosts to allow it"
+                ),
+            );
+            return None;
+        }
+        Some(url)
+    }
+
+    // ---- [load] -------------------------------------------------------------------------
+
+    fn load(&mut self, raw: Option<Spanned<RawLoad>>) -> Load {
+        let fallback = Load::Stages(vec![Stage {
+            to: 1,
+            duration: Duration::from_secs(1),
+        }]);
+        let Some(raw) = raw else {
+            self.error_at(
+                0,
+                r#"missing [load] table; add one with stages = [...] or calls_per_minute = N and duration = "...""#,
+            );
+            return fallback;
+        };
+        let table_span = raw.span();
+        let raw = raw.into_inner();
+        match (&raw.stages, &raw.calls_per_minute) {
+            (Some(stages), Some(rate)) => {
+                self.error(
+                    rate.span(),
+                    "calls_per_minute cannot be combined with stages; [load] takes one model: stages (target concurrency) or calls_per_minute (arrival rate)",
+                );
+                self.stages(stages).unwrap_or(fallback)
+            }
+            (Some(stages), None) => {
+                let open_only = [
+                    ("duration", raw.duration.as_ref().map(Spanned::span)),
+                    ("arrivals", raw.arrivals.as_ref().map(Spanned::span)),
+                    (
+                        "max_concurrent",
+                        raw.max_concurrent.as_ref().map(Spanned::span),
+                    ),
+                ];
+                for (key, span) in open_only {
+                    if let Some(span) = span {
+                        self.error(
+                            span,
+                            format!(
+                                "{key} only applies to calls_per_minute (the open model); stages set their own durations and levels"
+                            ),
+                        );
+                    }
+                }
+                self.stages(stages).unwrap_or(fallback)
+            }
+            (None, Some(rate)) => self.arrival(rate, &raw).unwrap_or(fallback),
+            (None, None) => {
+                self.error(
+                    table_span,
+                    r#"[load] needs stages = [{ ramp_to = N, over = "D" }, ...] (target concurrency) or calls_per_minute = N with duration = "D" (arrival rate)"#,
+                );
+                fallback
+            }
+        }
+    }
+
+    fn stages(&mut self, raw: &Spanned<Vec<Spanned<RawStage>>>) -> Option<Load> {
+        if raw.get_ref().is_empty() {
+            self.error(
+                raw.span(),
+                r#"stages is empty; add at least one { ramp_to = N, over = "D" }"#,
+            );
+            return None;
+        }
+        let errors_before = self.diagnostics.len();
+        let mut level = 0;
+        let mut stages = Vec::new();
+        for stage in raw.get_ref() {
+            if let Some(stage) = self.stage(stage, level) {
+                level = stage.to;
+                stages.push(stage);
+            }
+        }
+        if self.diagnostics.len() > errors_before {
+            return None;
+        }
+        if stages.iter().all(|stage| stage.to == 0) {
+            self.error(
+                raw.span(),
+                "stages never go above 0 concurrent calls, so no call would run",
+            );
+            return None;
+        }
+        Some(Load::Stages(stages))
+    }
+
+    fn stage(&mut self, stage: &Spanned<RawStage>, level: u32) -> Option<Stage> {
+        const SHAPE: &str = r#"a stage is { ramp_to = N, over = "D" } or { hold = "D" }"#;
+        let raw = stage.get_ref();
+        match (&raw.ramp_to, &raw.over, &raw.hold) {
+            (Some(to), Some(over), None) => {
+                let to = self.count(to, "ramp_to", 0);
+                let duration = self.duration(over, "over", Zero::Rejected);
+                Some(Stage {
+                    to: to?,
+                    duration: duration?,
+                })
+            }
+            (None, None, Some(hold)) => Some(Stage {
+                to: level,
+                duration: self.duration(hold, "hold", Zero::Rejected)?,
+            }),
+            (Some(_), None, None) => {
+                self.error(
+                    stage.span(),
+                    r#"ramp_to needs over = "D", how long the ramp takes"#,
                 );
                 None
             }
-            other => {
-                problems.add(
-                    fleet.span(),
-                    format!("expected fleet = \"sink\", found {other:?}"),
+            (None, Some(_), None) => {
+                self.error(stage.span(), "over needs ramp_to = N, the level to ramp to");
+                None
+            }
+            (None, None, None) => {
+                self.error(stage.span(), SHAPE);
+                None
+            }
+            (_, _, Some(hold)) => {
+                self.error(
+                    hold.span(),
+                    format!("hold cannot be combined with ramp_to or over; {SHAPE}"),
+                );
+                None
+            }
+        }
+    }
+
+    fn arrival(&mut self, rate: &Spanned<f64>, raw: &RawLoad) -> Option<Load> {
+        let calls_per_minute = *rate.get_ref();
+        let rate_ok = calls_per_minute.is_finite() && calls_per_minute > 0.0;
+        if !rate_ok {
+            self.error(
+                rate.span(),
+                format!("calls_per_minute must be greater than 0, found {calls_per_minute}"),
+            );
+        }
+        let duration = match &raw.duration {
+            Some(duration) => self.duration(duration, "duration", Zero::Rejected),
+            None => {
+                self.error(
+                    rate.span(),
+                    r#"calls_per_minute needs duration = "D" in [load], how long calls keep arriving"#,
                 );
                 None
             }
         };
+        let pattern = match &raw.arrivals {
+            None => Some(ArrivalPattern::Uniform),
+            Some(arrivals) => match arrivals.get_ref().as_str() {
+                "uniform" => Some(ArrivalPattern::Uniform),
+                "poisson" => Some(ArrivalPattern::Poisson),
+                other => {
+                    self.error(
+                        arrivals.span(),
+                        format!(r#"unknown arrivals {other:?}; expected "uniform" or "poisson""#),
+                    );
+                    None
+                }
+            },
+        };
+        let max_concurrent = match &raw.max_concurrent {
+            Some(cap) => self.count(cap, "max_concurrent", 1),
+            None => Some(DEFAULT_MAX_CONCURRENT),
+        };
+        Some(Load::Arrival(ArrivalRate {
+            calls_per_minute: rate_ok.then_some(calls_per_minute)?,
+            duration: duration?,
+            pattern: pattern?,
+            max_concurrent: max_concurrent?,
+        }))
     }
-    for (key, given) in [
-        ("reply_delay", &target.reply_delay),
-        ("reply_length", &target.reply_length),
-    ] {
-        if let Some(value) = given {
-            problems.add(
-                value.span(),
-                format!("{key} is for fleet = \"sink\"; an external fleet answers as it does"),
-            );
-        }
-    }
-    let endpoint = if let Some(stream) = &target.stream_url {
-        Endpoint::Stream(checked_url(
-            stream,
-            ["ws", "wss"],
-            "stream_url",
-            allow_hosts,
-            problems,
-        )?)
-    } else {
-        let webhook = target.webhook_url.as_ref()?;
-        if let Some(params) = &target.custom_parameters {
-            problems.add(
-                params.span(),
-                "custom_parameters go with stream_url; with webhook_url the fleet's TwiML <Parameter>s are used",
-            );
-        }
-        Endpoint::Webhook(checked_url(
-            webhook,
-            ["http", "https"],
-            "webhook_url",
-            allow_hosts,
-            problems,
-        )?)
-    };
-    Some(Target::External(ExternalTarget {
-        endpoint,
-        auth_token_env: target.auth_token_env.map(Spanned::into_inner),
-        custom_parameters: target
-            .custom_parameters
-            .map(Spanned::into_inner)
-            .unwrap_or_default(),
-    }))
-}
 
-pub(super) fn host_in(allow_hosts: &[String], host: &str) -> bool {
-    let bare = |h: &str| {
-        h.trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_ascii_lowercase()
-    };
-    allow_hosts
-        .iter()
-        .any(|allowed| bare(allowed) == bare(host))
-}
+    // ---- [calls] ------------------------------------------------------------------------
 
-fn checked_url(
-    value: &Spanned<String>,
-    schemes: [&str; 2],
-    what: &str,
-    allow_hosts: &[String],
-    problems: &mut Problems,
-) -> Option<url::Url> {
-    let parsed = match url::Url::parse(value.get_ref()) {
-        Ok(parsed) => parsed,
-        Err(error) => {
-            problems.add(
-                value.span(),
-                format!("{what} is not a URL ({error}): {:?}", value.get_ref()),
-            );
-            return None;
+    fn calls(&mut self, raw: Option<RawCalls>, path: &Path) -> (CallSettings, FixtureIndex) {
+        let raw = raw.unwrap_or(RawCalls {
+            connect_timeout: None,
+            turn_timeout: None,
+            reply_silence: None,
+            wait_for_greeting: None,
+            max_call_duration: None,
+            fixtures: None,
+            synthetic: None,
+            from: None,
+            to: None,
+        });
+        let fixtures = self.fixtures(raw.fixtures.as_deref().unwrap_or_default(), path);
+        let synthetic = self.synthetic(&raw);
+        for (key, number) in [("from", &raw.from), ("to", &raw.to)] {
+            if let Some(number) = number {
+                self.not_empty(number, key);
+            }
         }
-    };
-    if !schemes.contains(&parsed.scheme()) {
-        problems.add(
-            value.span(),
-            format!(
-                "{what} must start with {}:// or {}://, found {:?}",
-                schemes[0],
-                schemes[1],
-                value.get_ref()
+        let settings = CallSettings {
+            connect_timeout: self.duration_or(
+                raw.connect_timeout.as_ref(),
+                "connect_timeout",
+                Zero::Rejected,
+                Duration::from_secs(5),
             ),
-        );
-        return None;
-    }
-    let host = parsed.host_str().unwrap_or_default().to_string();
-    if !host_in(allow_hosts, &host) {
-        problems.add(
-            value.span(),
-            format!("host {host:?} is not in allow_hosts (loopback only by default); add it to [target] allow_hosts to allow it"),
-        );
-        return None;
-    }
-    Some(parsed)
-}
-
-fn validate_load(load: Spanned<RawLoad>, problems: &mut Problems) -> Option<Load> {
-    let span = load.span();
-    let load = load.into_inner();
-    match (&load.stages, &load.calls_per_minute) {
-        (Some(_), Some(_)) | (None, None) => {
-            problems.add(span, "[load] needs exactly one of stages = [...] (closed model) or calls_per_minute (open model)");
-            return None;
-        }
-        _ => {}
-    }
-    if let Some(stages) = load.stages {
-        for (key, given) in [
-            ("duration", load.duration.as_ref().map(Spanned::span)),
-            ("arrivals", load.arrivals.as_ref().map(Spanned::span)),
-            (
-                "max_concurrent",
-                load.max_concurrent.as_ref().map(Spanned::span),
+            turn_timeout: self.duration_or(
+                raw.turn_timeout.as_ref(),
+                "turn_timeout",
+                Zero::Rejected,
+                Duration::from_secs(10),
             ),
+            reply_silence: self.duration_or(
+                raw.reply_silence.as_ref(),
+                "reply_silence",
+                Zero::Rejected,
+                Duration::from_millis(1500),
+            ),
+            max_call_duration: self.duration_or(
+                raw.max_call_duration.as_ref(),
+                "max_call_duration",
+                Zero::Rejected,
+                Duration::from_secs(600),
+            ),
+            wait_for_greeting: raw.wait_for_greeting.unwrap_or(false),
+            fixtures: fixtures.paths.clone(),
+            synthetic,
+            from: raw
+                .from
+                .map_or_else(|| "+15005550006".to_owned(), Spanned::into_inner),
+            to: raw
+                .to
+                .map_or_else(|| "+15005550001".to_owned(), Spanned::into_inner),
+        };
+        (settings, fixtures)
+    }
+
+    fn synthetic(&mut self, raw: &RawCalls) -> SyntheticPool {
+        let mut pool = SyntheticPool {
+            count: 8,
+            min: Duration::from_secs(1),
+            max: Duration::from_millis(2500),
+        };
+        let Some(synthetic) = &raw.synthetic else {
+            return pool;
+        };
+        let span = synthetic.span();
+        let synthetic = synthetic.get_ref();
+        if let Some(count) = &synthetic.count {
+            pool.count = self
+                .count(count, "synthetic count", 1)
+                .unwrap_or(pool.count);
+        }
+        let mut both_ok = true;
+        for (value, key, slot) in [
+            (&synthetic.min, "synthetic min", &mut pool.min),
+            (&synthetic.max, "synthetic max", &mut pool.max),
         ] {
-            if let Some(at) = given {
-                problems.add(at, format!("{key} is for the open model (calls_per_minute); stages set their own length"));
+            if let Some(value) = value {
+                match self.duration(value, key, Zero::Rejected) {
+                    Some(duration) => *slot = duration,
+                    None => both_ok = false,
+                }
             }
         }
-        if stages.get_ref().is_empty() {
-            problems.add(
-                stages.span(),
-                "stages is empty: add e.g. { ramp_to = 10, over = \"10s\" }",
+        if both_ok && pool.min > pool.max {
+            self.error(
+                span,
+                format!(
+                    "synthetic min ({}) is longer than max ({})",
+                    super::plan::format_duration(pool.min),
+                    super::plan::format_duration(pool.max)
+                ),
             );
+        }
+        pool
+    }
+
+    /// Resolves paths and globs relative to the scenario file's directory, so a scenario
+    /// means the same thing whatever directory `voxsoak` is started from.
+    fn fixtures(&mut self, patterns: &[Spanned<String>], path: &Path) -> FixtureIndex {
+        let parent = path.parent().unwrap_or(Path::new(""));
+        let parent = if parent.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            parent
+        };
+        let dir = std::path::absolute(parent).unwrap_or_else(|_| parent.to_path_buf());
+        let mut complete = true;
+        let mut paths = Vec::new();
+        for pattern in patterns {
+            match self.resolve_fixture(pattern, &dir) {
+                Some(found) => paths.extend(found),
+                None => complete = false,
+            }
+        }
+        let mut paths: Vec<PathBuf> = paths
+            .into_iter()
+            .map(|path| path.canonicalize().unwrap_or(path))
+            .collect();
+        paths.sort();
+        paths.dedup();
+        let mut by_stem: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        for (index, path) in paths.iter().enumerate() {
+            if let Some(stem) = path.file_stem() {
+                by_stem
+                    .entry(stem.to_string_lossy().into_owned())
+                    .or_default()
+                    .push(index);
+            }
+        }
+        FixtureIndex {
+            by_stem,
+            paths,
+            complete,
+        }
+    }
+
+    fn resolve_fixture(&mut self, pattern: &Spanned<String>, dir: &Path) -> Option<Vec<PathBuf>> {
+        let text = pattern.get_ref().as_str();
+        if text.trim().is_empty() {
+            self.error(pattern.span(), "fixture path must not be empty");
             return None;
         }
-        let mut level = 0u32;
-        let mut result = Vec::new();
-        for stage in stages.into_inner() {
-            let span = stage.span();
-            let stage = stage.into_inner();
-            match (&stage.ramp_to, &stage.over, &stage.hold) {
-                (Some(to), Some(over), None) => {
-                    let to = problems.count(to, 0, "ramp_to");
-                    let over = problems.duration(over, false);
-                    if let (Some(to), Some(over)) = (to, over) {
-                        level = to;
-                        result.push(Stage { to, duration: over });
-                    }
-                }
-                (None, None, Some(hold)) => {
-                    if let Some(duration) = problems.duration(hold, false) {
-                        result.push(Stage {
-                            to: level,
-                            duration,
-                        });
-                    }
-                }
-                _ => problems.add(
-                    span,
-                    "a stage is either { ramp_to = N, over = \"30s\" } or { hold = \"1m\" }",
-                ),
+        let relative = Path::new(text);
+        if !text.contains(['*', '?', '[']) {
+            let full = dir.join(relative);
+            if full.is_file() {
+                return Some(vec![full]);
             }
-        }
-        return Some(Load::Stages(result));
-    }
-    let rate_value = load.calls_per_minute?;
-    let rate = match rate_value.get_ref() {
-        toml::Value::Integer(n) => Some(*n as f64),
-        toml::Value::Float(n) => Some(*n),
-        other => {
-            problems.add(
-                rate_value.span(),
-                format!(
-                    "calls_per_minute must be a number, found {}",
-                    describe(other)
-                ),
-            );
-            None
-        }
-    };
-    let rate = rate.filter(|rate| {
-        let ok = rate.is_finite() && *rate > 0.0;
-        if !ok {
-            problems.add(rate_value.span(), "calls_per_minute must be more than zero");
-        }
-        ok
-    });
-    let duration = match &load.duration {
-        Some(value) => problems.duration(value, false),
-        None => {
-            problems.add(
-                span,
-                "calls_per_minute needs duration = \"...\" (how long calls keep arriving)",
-            );
-            None
-        }
-    };
-    let pattern = match load
-        .arrivals
-        .as_ref()
-        .map(|a| (a.get_ref().as_str(), a.span()))
-    {
-        None | Some(("uniform", _)) => ArrivalPattern::Uniform,
-        Some(("poisson", _)) => ArrivalPattern::Poisson,
-        Some((other, at)) => {
-            problems.add(
-                at,
-                format!("expected arrivals = \"uniform\" or \"poisson\", found {other:?}"),
-            );
-            ArrivalPattern::Uniform
-        }
-    };
-    let max_concurrent = match &load.max_concurrent {
-        Some(value) => problems.count(value, 1, "max_concurrent")?,
-        None => 10_000,
-    };
-    Some(Load::Arrival(ArrivalRate {
-        calls_per_minute: rate?,
-        duration: duration?,
-        pattern,
-        max_concurrent,
-    }))
-}
-
-/// Resolves `fixtures` patterns (a `*` wildcard in the file name) relative to `base`.
-fn resolve_fixtures(
-    patterns: Vec<Spanned<String>>,
-    base: &Path,
-    problems: &mut Problems,
-) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    for pattern in patterns {
-        let path = base.join(pattern.get_ref());
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let dir = path
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| base.to_path_buf());
-        let before = found.len();
-        if name.contains('*') {
-            if let Ok(entries) = std::fs::read_dir(&dir) {
-                for entry in entries.flatten() {
-                    let file = entry.file_name().to_string_lossy().into_owned();
-                    if wildcard_match(&name, &file) && entry.path().is_file() {
-                        found.push(entry.path().canonicalize().unwrap_or(entry.path()));
-                    }
-                }
-            }
-        } else if path.is_file() {
-            found.push(path.canonicalize().unwrap_or(path.clone()));
-        }
-        if found.len() == before {
-            problems.add(
+            self.error(
                 pattern.span(),
                 format!(
-                    "no fixture file matches {:?} (looked in {})",
-                    pattern.get_ref(),
+                    "fixture {text:?} does not exist (looked for {})",
+                    full.display()
+                ),
+            );
+            return None;
+        }
+        let full_pattern = if relative.is_absolute() {
+            text.to_owned()
+        } else {
+            let Some(dir_text) = dir.to_str() else {
+                self.error(
+                    pattern.span(),
+                    "cannot resolve a fixture glob: the scenario's directory is not valid UTF-8",
+                );
+                return None;
+            };
+            format!("{}/{text}", glob::Pattern::escape(dir_text))
+        };
+        let matches = match glob::glob(&full_pattern) {
+            Ok(matches) => matches,
+            Err(error) => {
+                self.error(
+                    pattern.span(),
+                    format!("invalid fixture glob {text:?}: {}", error.msg),
+                );
+                return None;
+            }
+        };
+        let files: Vec<PathBuf> = matches
+            .filter_map(Result::ok)
+            .filter(|path| path.is_file())
+            .collect();
+        if files.is_empty() {
+            self.error(
+                pattern.span(),
+                format!(
+                    "fixture glob {text:?} matches no files (relative to {})",
                     dir.display()
                 ),
             );
+            return None;
         }
+        Some(files)
     }
-    found.sort();
-    found.dedup();
-    found
-}
 
-fn wildcard_match(pattern: &str, text: &str) -> bool {
-    match pattern.split_once('*') {
-        None => pattern == text,
-        Some((prefix, rest)) => {
-            let Some(tail) = text.strip_prefix(prefix) else {
-                return false;
-            };
-            (0..=tail.len())
-                .filter(|at| tail.is_char_boundary(*at))
-                .any(|at| wildcard_match(rest, &tail[at..]))
-        }
-    }
-}
+    // ---- [[scripts]] --------------------------------------------------------------------
 
-fn validate_calls(
-    calls: RawCalls,
-    base: &Path,
-    problems: &mut Problems,
-) -> (CallSettings, BTreeMap<String, usize>) {
-    let fixtures = calls
-        .fixtures
-        .map(|patterns| resolve_fixtures(patterns, base, problems))
-        .unwrap_or_default();
-    let stems = fixtures
-        .iter()
-        .enumerate()
-        .filter_map(|(index, path)| Some((path.file_stem()?.to_string_lossy().into_owned(), index)))
-        .collect();
-    let mut synthetic = SyntheticPool {
-        count: 8,
-        min: Duration::from_secs(1),
-        max: Duration::from_millis(2500),
-    };
-    if let Some(raw) = calls.synthetic {
-        if let Some(count) = &raw.count {
-            synthetic.count = problems.count(count, 1, "synthetic count").unwrap_or(1);
-        }
-        synthetic.min = problems.duration_or(&raw.min, synthetic.min);
-        synthetic.max = problems.duration_or(&raw.max, synthetic.min.max(synthetic.max));
-        if synthetic.min > synthetic.max {
-            let at = raw.min.as_ref().map(Spanned::span).unwrap_or(0..0);
-            problems.add(at, "synthetic min is longer than max");
-        }
-    }
-    let settings = CallSettings {
-        connect_timeout: problems.duration_or(&calls.connect_timeout, Duration::from_secs(5)),
-        turn_timeout: problems.duration_or(&calls.turn_timeout, Duration::from_secs(10)),
-        reply_silence: problems.duration_or(&calls.reply_silence, Duration::from_millis(1500)),
-        max_call_duration: problems.duration_or(&calls.max_call_duration, Duration::from_secs(600)),
-        wait_for_greeting: calls.wait_for_greeting.unwrap_or(false),
-        fixtures,
-        synthetic,
-        from: calls.from.unwrap_or_else(|| "+15005550006".into()),
-        to: calls.to.unwrap_or_else(|| "+15005550001".into()),
-    };
-    (settings, stems)
-}
-
-fn validate_scripts(
-    scripts: Vec<Spanned<RawScript>>,
-    stems: &BTreeMap<String, usize>,
-    problems: &mut Problems,
-) -> Vec<CallScript> {
-    if scripts.is_empty() {
-        return vec![CallScript {
-            name: "conversation".into(),
-            weight: 1,
-            body: ScriptBody::Turns { min: 2, max: 3 },
-        }];
-    }
-    let mut result = Vec::new();
-    for (index, script) in scripts.into_iter().enumerate() {
-        let span = script.span();
-        let script = script.into_inner();
-        let name = script
-            .name
-            .unwrap_or_else(|| format!("script-{}", index + 1));
-        let weight = match &script.weight {
-            Some(weight) => problems.count(weight, 1, "weight").unwrap_or(1),
-            None => 1,
+    fn scripts(
+        &mut self,
+        raw: Option<Spanned<Vec<Spanned<RawScript>>>>,
+        fixtures: &FixtureIndex,
+    ) -> Vec<CallScript> {
+        let default = || {
+            vec![CallScript {
+                name: "conversation".to_owned(),
+                weight: 1,
+                body: ScriptBody::Turns { min: 2, max: 3 },
+            }]
         };
-        let body = match (&script.turns, script.steps) {
-            (Some(turns), None) => validate_turns(turns, problems),
-            (None, Some(steps)) => validate_steps(steps, stems, problems),
-            _ => {
-                problems.add(
-                    span,
-                    format!("script {name:?} needs exactly one of turns or steps"),
-                );
-                None
-            }
+        let Some(raw) = raw else {
+            return default();
         };
-        if let Some(body) = body {
-            result.push(CallScript { name, weight, body });
+        if raw.get_ref().is_empty() {
+            self.error(
+                raw.span(),
+                "scripts is empty; remove it to use the default script or add [[scripts]] tables",
+            );
+            return default();
         }
-    }
-    result
-}
-
-fn validate_turns(turns: &Value, problems: &mut Problems) -> Option<ScriptBody> {
-    let range = match turns.get_ref() {
-        toml::Value::Integer(n) => Some((*n, *n)),
-        toml::Value::Table(table) => match (table.get("min"), table.get("max")) {
-            (Some(toml::Value::Integer(min)), Some(toml::Value::Integer(max)))
-                if table.len() == 2 =>
+        let mut names = HashSet::new();
+        let mut scripts = Vec::new();
+        for (index, script) in raw.get_ref().iter().enumerate() {
+            let script = self.script(script, index, fixtures);
+            if !names.insert(script.0.name.clone())
+                && let Some(span) = script.1
             {
-                Some((*min, *max))
-            }
-            _ => None,
-        },
-        _ => None,
-    };
-    match range {
-        Some((min, max)) if min >= 1 && min <= max && max <= i64::from(u32::MAX) => {
-            Some(ScriptBody::Turns {
-                min: min as u32,
-                max: max as u32,
-            })
-        }
-        Some((min, max)) => {
-            problems.add(
-                turns.span(),
-                format!("turns must be at least 1 with min <= max, found min {min}, max {max}"),
-            );
-            None
-        }
-        None => {
-            problems.add(
-                turns.span(),
-                "expected turns = 3 or turns = { min = 2, max = 4 }",
-            );
-            None
-        }
-    }
-}
-
-fn validate_steps(
-    steps: Vec<Spanned<RawStep>>,
-    stems: &BTreeMap<String, usize>,
-    problems: &mut Problems,
-) -> Option<ScriptBody> {
-    let mut result = Vec::new();
-    for step in steps {
-        let span = step.span();
-        let step = step.into_inner();
-        let listen = step.listen.unwrap_or(true);
-        let kinds = [
-            step.say.is_some(),
-            step.dtmf.is_some(),
-            step.pause.is_some(),
-            step.hangup.is_some(),
-        ];
-        if kinds.iter().filter(|given| **given).count() != 1 {
-            problems.add(span, "a step is one of { say = \"...\" }, { dtmf = \"12#\" }, { pause = \"1s\" }, { hangup = true }");
-            continue;
-        }
-        if step.listen.is_some() && step.say.is_none() && step.dtmf.is_none() {
-            problems.add(span.clone(), "listen goes with say or dtmf");
-        }
-        if let Some(say) = step.say {
-            let utterance = match say.get_ref().as_str() {
-                "random" => Some(UtteranceRef::Random),
-                "synthetic" => Some(UtteranceRef::Synthetic),
-                stem => match stems.get(stem) {
-                    Some(index) => Some(UtteranceRef::Fixture(*index)),
-                    None => {
-                        let known: Vec<&str> = stems.keys().map(String::as_str).collect();
-                        problems.add(
-                            say.span(),
-                            format!(
-                                "no fixture named {stem:?}; expected \"random\", \"synthetic\" or one of [{}]",
-                                known.join(", ")
-                            ),
-                        );
-                        None
-                    }
-                },
-            };
-            if let Some(utterance) = utterance {
-                result.push(Step::Say { utterance, listen });
-            }
-        } else if let Some(dtmf) = step.dtmf {
-            let digits = dtmf.get_ref();
-            let valid = |c: char| c.is_ascii_digit() || matches!(c, '*' | '#' | 'A'..='D');
-            if digits.is_empty() || !digits.chars().all(valid) {
-                problems.add(
-                    dtmf.span(),
-                    format!("dtmf digits are 0-9, *, # and A-D; found {digits:?}"),
+                self.error(
+                    span,
+                    format!(
+                        "duplicate script name {:?}; script names must be unique",
+                        script.0.name
+                    ),
                 );
-            } else {
-                result.push(Step::Dtmf {
-                    digits: digits.clone(),
-                    listen,
-                });
             }
-        } else if let Some(pause) = &step.pause {
-            if let Some(pause) = problems.duration(pause, false) {
-                result.push(Step::Pause(pause));
-            }
-        } else if step.hangup == Some(true) {
-            result.push(Step::Hangup);
-        } else {
-            problems.add(span, "hangup = false does nothing; remove the step");
+            scripts.push(script.0);
         }
+        scripts
     }
-    Some(ScriptBody::Steps(result))
-}
 
-fn validate_slo(slo: Option<RawSlo>, problems: &mut Problems) -> Slos {
-    let Some(slo) = slo else {
-        return Slos {
-            call_success_min_pct: Some(99.0),
-            ..Slos::default()
+    /// The script, and the span of its name for the duplicate check.
+    fn script(
+        &mut self,
+        script: &Spanned<RawScript>,
+        index: usize,
+        fixtures: &FixtureIndex,
+    ) -> (CallScript, Option<Range<usize>>) {
+        let raw = script.get_ref();
+        let name = match &raw.name {
+            Some(name) => {
+                self.not_empty(name, "script name");
+                name.get_ref().clone()
+            }
+            None => {
+                self.error(script.span(), r#"a script needs name = "...""#);
+                format!("script-{}", index + 1)
+            }
         };
-    };
-    let percent = |problems: &mut Problems, value: &Spanned<String>| -> Option<f64> {
-        let text = value.get_ref().trim();
-        let number = text
-            .strip_prefix(">=")
-            .map(str::trim)
-            .and_then(|rest| rest.strip_suffix('%'));
-        match number.and_then(|n| n.trim().parse::<f64>().ok()) {
-            Some(pct) if (0.0..=100.0).contains(&pct) => Some(pct),
-            _ => {
-                problems.add(
+        let weight = raw
+            .weight
+            .as_ref()
+            .and_then(|weight| self.count(weight, "weight", 1))
+            .unwrap_or(1);
+        let body = match (&raw.turns, &raw.steps) {
+            (Some(turns), steps) => {
+                if let Some(steps) = steps {
+                    self.error(
+                        steps.span(),
+                        "turns and steps are mutually exclusive; a script has one or the other",
+                    );
+                }
+                self.turns(turns)
+            }
+            (None, Some(steps)) => ScriptBody::Steps(self.steps(steps, fixtures)),
+            (None, None) => {
+                self.error(
+                    script.span(),
+                    format!(
+                        "script {name:?} needs turns = N (or {{ min = N, max = M }}) or steps = [...]"
+                    ),
+                );
+                ScriptBody::Turns { min: 1, max: 1 }
+            }
+        };
+        let name_span = raw.name.as_ref().map(Spanned::span);
+        (CallScript { name, weight, body }, name_span)
+    }
+
+    fn turns(&mut self, turns: &Spanned<RawTurns>) -> ScriptBody {
+        let fallback = ScriptBody::Turns { min: 1, max: 1 };
+        let bounded = |validator: &mut Self, value: &Spanned<i64>, key: &str| {
+            let count = validator.count(value, key, 1)?;
+            if i64::from(count) > MAX_TURNS {
+                validator.error(
                     value.span(),
-                    format!("expected a percentage such as \">= 99.5%\", found {text:?}"),
+                    format!("{key} must be at most {MAX_TURNS}, found {count}"),
+                );
+                return None;
+            }
+            Some(count)
+        };
+        match turns.get_ref() {
+            RawTurns::Exactly(count) => {
+                let value = Spanned::new(turns.span(), *count);
+                match bounded(self, &value, "turns") {
+                    Some(count) => ScriptBody::Turns {
+                        min: count,
+                        max: count,
+                    },
+                    None => fallback,
+                }
+            }
+            RawTurns::Range(range) => {
+                let (Some(min), Some(max)) = (&range.min, &range.max) else {
+                    self.error(
+                        turns.span(),
+                        "turns needs both min and max, such as { min = 2, max = 4 }",
+                    );
+                    return fallback;
+                };
+                let min = bounded(self, min, "turns min");
+                let max = bounded(self, max, "turns max");
+                let (Some(min), Some(max)) = (min, max) else {
+                    return fallback;
+                };
+                if min > max {
+                    self.error(
+                        turns.span(),
+                        format!("turns min ({min}) is greater than max ({max})"),
+                    );
+                    return fallback;
+                }
+                ScriptBody::Turns { min, max }
+            }
+        }
+    }
+
+    fn steps(
+        &mut self,
+        raw: &Spanned<Vec<Spanned<RawStep>>>,
+        fixtures: &FixtureIndex,
+    ) -> Vec<Step> {
+        if raw.get_ref().is_empty() {
+            self.error(
+                raw.span(),
+                "steps is empty; add at least one step such as { say = \"random\" }",
+            );
+        }
+        let mut steps = Vec::new();
+        let mut hung_up = false;
+        for step in raw.get_ref() {
+            if hung_up {
+                self.error(
+                    step.span(),
+                    "steps after hangup never run; hangup must be the last step",
+                );
+            }
+            if let Some(step) = self.step(step, fixtures) {
+                hung_up |= step == Step::Hangup;
+                steps.push(step);
+            }
+        }
+        steps
+    }
+
+    fn step(&mut self, step: &Spanned<RawStep>, fixtures: &FixtureIndex) -> Option<Step> {
+        let raw = step.get_ref();
+        let actions: Vec<&str> = [
+            ("say", raw.say.is_some()),
+            ("dtmf", raw.dtmf.is_some()),
+            ("pause", raw.pause.is_some()),
+            ("hangup", raw.hangup.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(key, present)| present.then_some(key))
+        .collect();
+        match actions.as_slice() {
+            [] => {
+                self.error(
+                    step.span(),
+                    "a step needs one of say, dtmf, pause or hangup",
+                );
+                return None;
+            }
+            [_] => {}
+            _ => {
+                self.error(
+                    step.span(),
+                    format!(
+                        "a step does one thing, found {}; split it into separate steps",
+                        actions.join(" and ")
+                    ),
+                );
+                return None;
+            }
+        }
+        let listen = raw.listen.as_ref();
+        let reject_listen = |validator: &mut Self, key: &str| {
+            if let Some(listen) = listen {
+                validator.error(
+                    listen.span(),
+                    format!("listen only applies to say and dtmf steps, not to {key}"),
+                );
+            }
+        };
+        let listen_flag = listen.is_none_or(|listen| *listen.get_ref());
+        if let Some(say) = &raw.say {
+            let utterance = self.utterance(say, fixtures)?;
+            Some(Step::Say {
+                utterance,
+                listen: listen_flag,
+            })
+        } else if let Some(dtmf) = &raw.dtmf {
+            let digits = self.dtmf(dtmf)?;
+            Some(Step::Dtmf {
+                digits,
+                listen: listen_flag,
+            })
+        } else if let Some(pause) = &raw.pause {
+            reject_listen(self, "pause");
+            Some(Step::Pause(self.duration(
+                pause,
+                "pause",
+                Zero::Rejected,
+            )?))
+        } else {
+            reject_listen(self, "hangup");
+            let hangup = raw.hangup.as_ref()?;
+            if !*hangup.get_ref() {
+                self.error(
+                    hangup.span(),
+                    "hangup = false does nothing; write hangup = true or remove the step",
+                );
+                return None;
+            }
+            Some(Step::Hangup)
+        }
+    }
+
+    fn utterance(
+        &mut self,
+        say: &Spanned<String>,
+        fixtures: &FixtureIndex,
+    ) -> Option<UtteranceRef> {
+        let stem = say.get_ref().as_str();
+        match stem {
+            "random" => return Some(UtteranceRef::Random),
+            "synthetic" => return Some(UtteranceRef::Synthetic),
+            _ => {}
+        }
+        match fixtures.by_stem.get(stem).map(Vec::as_slice) {
+            Some([index]) => Some(UtteranceRef::Fixture(*index)),
+            Some(indices) => {
+                let files: Vec<String> = indices
+                    .iter()
+                    .map(|&index| fixtures.paths[index].display().to_string())
+                    .collect();
+                self.error(
+                    say.span(),
+                    format!(
+                        "fixture name {stem:?} is ambiguous: {}; rename one of the files",
+                        files.join(", ")
+                    ),
+                );
+                None
+            }
+            None if !fixtures.complete => None,
+            None if fixtures.paths.is_empty() => {
+                self.error(
+                    say.span(),
+                    format!(
+                        r#"no fixture named {stem:?}: [calls] fixtures is empty; use say = "random" or "synthetic""#
+                    ),
+                );
+                None
+            }
+            None => {
+                const SHOWN: usize = 10;
+                let mut known: Vec<&str> = fixtures
+                    .by_stem
+                    .keys()
+                    .take(SHOWN)
+                    .map(String::as_str)
+                    .collect();
+                if fixtures.by_stem.len() > SHOWN {
+                    known.push("...");
+                }
+                self.error(
+                    say.span(),
+                    format!(
+                        r#"no fixture named {stem:?}; fixtures (by file name without extension): {}; or use "random" / "synthetic""#,
+                        known.join(", ")
+                    ),
                 );
                 None
             }
         }
-    };
-    let at_most = |problems: &mut Problems, value: &Spanned<String>| -> Option<Duration> {
-        let text = value.get_ref().trim();
-        match text
-            .strip_prefix("<=")
-            .map(|rest| parse_duration(rest.trim()))
+    }
+
+    fn dtmf(&mut self, dtmf: &Spanned<String>) -> Option<String> {
+        let digits = dtmf.get_ref();
+        if digits.is_empty() {
+            self.error(
+                dtmf.span(),
+                "dtmf needs at least one digit (0-9, *, #, A-D)",
+            );
+            return None;
+        }
+        let valid = |c: char| c.is_ascii_digit() || matches!(c, '*' | '#' | 'A'..='D' | 'a'..='d');
+        let Some((index, bad)) = digits.char_indices().find(|&(_, c)| !valid(c)) else {
+            return Some(digits.to_ascii_uppercase());
+        };
+        // Point at the digit itself when the file spells the string without escapes.
+        let span = dtmf.span();
+        let literal = self.source.get(span.start + 1..span.end.saturating_sub(1));
+        let offset = if literal == Some(digits.as_str()) {
+            span.start + 1 + index
+        } else {
+            span.start
+        };
+        self.error_at(
+            offset,
+            format!("invalid DTMF digit {bad:?} in {digits:?}; expected 0-9, *, #, A-D"),
+        );
+        None
+    }
+
+    // ---- [slo] --------------------------------------------------------------------------
+
+    fn slo(&mut self, raw: Option<RawSlo>) -> Slos {
+        let mut slos = Slos::default();
+        let Some(raw) = raw else {
+            return slos;
+        };
+        if let Some(value) = &raw.call_success
+            && let Some(pct) = self.percent_threshold(value)
         {
-            Some(Ok(duration)) => Some(duration),
-            _ => {
-                problems.add(
-                    value.span(),
-                    format!("expected a bound such as \"<= 1500ms\", found {text:?}"),
-                );
-                None
-            }
+            slos.call_success_min_pct = Some(pct);
         }
-    };
-    Slos {
-        call_success_min_pct: slo.call_success.as_ref().and_then(|v| percent(problems, v)),
-        response_p95_max: slo.response_p95.as_ref().and_then(|v| at_most(problems, v)),
-        response_p99_max: slo.response_p99.as_ref().and_then(|v| at_most(problems, v)),
-        first_audio_p95_max: slo
+        slos.response_p95_max = raw
+            .response_p95
+            .as_ref()
+            .and_then(|value| self.latency_threshold(value, "response_p95"));
+        slos.response_p99_max = raw
+            .response_p99
+            .as_ref()
+            .and_then(|value| self.latency_threshold(value, "response_p99"));
+        slos.first_audio_p95_max = raw
             .first_audio_p95
             .as_ref()
-            .and_then(|v| at_most(problems, v)),
-        pacing_jitter_p99_max: slo
+            .and_then(|value| self.latency_threshold(value, "first_audio_p95"));
+        slos.pacing_jitter_p99_max = raw
             .pacing_jitter_p99
             .as_ref()
-            .and_then(|v| at_most(problems, v)),
+            .and_then(|value| self.latency_threshold(value, "pacing_jitter_p99"));
+        slos
+    }
+
+    /// `">= 99.5%"` (or `"99.5%"`) → 99.5.
+    fn percent_threshold(&mut self, value: &RawValue) -> Option<f64> {
+        const EXPECTED: &str = r#"expected a threshold such as ">= 99.5%""#;
+        let rest = self.threshold_operand(value, ">=", "call_success is a minimum", EXPECTED)?;
+        let pct = rest
+            .strip_suffix('%')
+            .and_then(|number| number.trim().parse::<f64>().ok())
+            .filter(|pct| (0.0..=100.0).contains(pct));
+        if pct.is_none() {
+            self.error(
+                value.span(),
+                format!(
+                    "{EXPECTED} (0% to 100%), found {}",
+                    describe(value.get_ref())
+                ),
+            );
+        }
+        pct
+    }
+
+    /// `"<= 1500ms"` (or `"1500ms"`) → 1.5 s.
+    fn latency_threshold(&mut self, value: &RawValue, key: &str) -> Option<Duration> {
+        const EXPECTED: &str = r#"expected a threshold such as "<= 1500ms""#;
+        let rest = self.threshold_operand(value, "<=", &format!("{key} is a maximum"), EXPECTED)?;
+        let duration = parse_duration(&rest);
+        if duration.is_none() {
+            self.error(
+                value.span(),
+                format!("{EXPECTED}, found {}", describe(value.get_ref())),
+            );
+        }
+        duration
+    }
+
+    /// The text after the comparison operator, which must be `operator` if present.
+    fn threshold_operand(
+        &mut self,
+        value: &RawValue,
+        operator: &str,
+        direction: &str,
+        expected: &str,
+    ) -> Option<String> {
+        let toml::Value::String(text) = value.get_ref() else {
+            self.error(
+                value.span(),
+                format!("{expected}, found {}", describe(value.get_ref())),
+            );
+            return None;
+        };
+        let text = text.trim();
+        if let Some(rest) = text.strip_prefix(operator) {
+            return Some(rest.trim().to_owned());
+        }
+        if text.starts_with(['<', '>', '=', '!']) {
+            self.error(
+                value.span(),
+                format!("{direction}: write it as {operator} VALUE, found {text:?}"),
+            );
+            return None;
+        }
+        Some(text.to_owned())
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// Durations as people write them: `"300ms"`, `"1.5s"`, `"2m18s"`, `"1h30m"`, `"72h"`.
+/// A sign or a bare number is refused (humantime does both).
+pub(super) fn parse_duration(text: &str) -> Option<Duration> {
+    humantime::parse_duration(text.trim()).ok()
+}
 
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("300ms"), Ok(Duration::from_millis(300)));
-        assert_eq!(parse_duration("2m18s"), Ok(Duration::from_secs(138)));
-        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
-        assert_eq!(parse_duration("72h"), Ok(Duration::from_secs(72 * 3600)));
-        for bad in ["-5s", "5", "", "soon", "5 parsecs"] {
-            assert!(parse_duration(bad).is_err(), "{bad}");
-        }
+/// A value as the file spells it, for "found ..." in messages.
+fn describe(value: &toml::Value) -> String {
+    match value {
+        toml::Value::String(text) => format!("{text:?}"),
+        toml::Value::Integer(number) => number.to_string(),
+        toml::Value::Float(number) => number.to_string(),
+        toml::Value::Boolean(flag) => flag.to_string(),
+        toml::Value::Datetime(datetime) => datetime.to_string(),
+        toml::Value::Array(_) => "an array".to_owned(),
+        toml::Value::Table(_) => "a table".to_owned(),
     }
+}
 
-    #[test]
-    fn wildcards() {
-        assert!(wildcard_match("*.wav", "a.wav"));
-        assert!(wildcard_match("order-*.wav", "order-status.wav"));
-        assert!(!wildcard_match("*.wav", "a.wave"));
-        assert!(wildcard_match("*", "anything"));
-    }
+/// Whether `host` is one of `allowed`, compared the way [`Scenario::host_allowed`] does.
+pub(super) fn host_in(allowed: &[String], host: &str) -> bool {
+    let wanted = normalize_host(host);
+    allowed.iter().any(|entry| normalize_host(entry) == wanted)
 }

@@ -352,7 +352,10 @@ impl<'a> Conversation<'a> {
     async fn on_media(&mut self, payload: &str, socket: &mut WebSocket) -> Result<(), axum::Error> {
         let now = Instant::now();
         self.payload.clear();
-        if BASE64.decode_vec(payload.as_bytes(), &mut self.payload).is_err() {
+        if BASE64
+            .decode_vec(payload.as_bytes(), &mut self.payload)
+            .is_err()
+        {
             self.state
                 .counters
                 .protocol_errors_total

@@ -492,7 +492,10 @@ mod tests {
         let payload = inbound_media_payload(&frame).unwrap();
         assert_eq!(payload, "AAAA");
         assert!(matches!(payload, Cow::Borrowed(_)));
-        assert_eq!(inbound_media_payload(&TwilioEvent::connected().to_json()), None);
+        assert_eq!(
+            inbound_media_payload(&TwilioEvent::connected().to_json()),
+            None
+        );
         assert_eq!(inbound_media_payload("{garbage"), None);
         assert_eq!(inbound_media_payload(r#"{"event":"media"}"#), None);
     }
