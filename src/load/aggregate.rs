@@ -197,9 +197,10 @@ pub struct Aggregator {
     run_start: Instant,
     window_start: Instant,
     harness: HarnessUsage,
+    /// The first CPU reading, for the run's average.
+    first_cpu: Option<(Instant, Duration)>,
+    /// The reading the next peak is measured from.
     last_cpu: Option<(Instant, Duration)>,
-    cpu_samples: u64,
-    cpu_sum: f64,
 }
 
 impl Aggregator {
@@ -211,9 +212,8 @@ impl Aggregator {
             run_start,
             window_start: run_start,
             harness: HarnessUsage::default(),
+            first_cpu: None,
             last_cpu: None,
-            cpu_samples: 0,
-            cpu_sum: 0.0,
         };
         // The baseline is taken once the aggregator's own histograms exist, so what grows
         // from here is what the calls cost.
@@ -257,17 +257,23 @@ impl Aggregator {
             let per_call = (rss - self.harness.rss_mib_baseline).max(0.0) * 1024.0 / active as f64;
             self.harness.rss_kib_per_call = Some((per_call * 10.0).round() / 10.0);
         }
-        if let Some((at, cpu)) = self.last_cpu {
+        let first = *self.first_cpu.get_or_insert((now, sample.cpu_time));
+        let percent = |(at, cpu): (Instant, Duration)| {
             let wall = now.saturating_duration_since(at).as_secs_f64();
-            if wall > 0.0 {
-                let pct = 100.0 * sample.cpu_time.saturating_sub(cpu).as_secs_f64() / wall;
-                self.cpu_samples += 1;
-                self.cpu_sum += pct;
-                self.harness.cpu_pct_max = self.harness.cpu_pct_max.max(pct);
-                self.harness.cpu_pct_avg = self.cpu_sum / self.cpu_samples as f64;
-            }
+            // /proc counts CPU in 10 ms ticks: shorter windows are noise.
+            (wall >= 0.5).then(|| 100.0 * sample.cpu_time.saturating_sub(cpu).as_secs_f64() / wall)
+        };
+        if let Some(average) = percent(first) {
+            self.harness.cpu_pct_avg = (average * 10.0).round() / 10.0;
         }
-        self.last_cpu = Some((now, sample.cpu_time));
+        match self.last_cpu.map(percent) {
+            Some(None) => {} // too soon: keep measuring from the last sample
+            Some(Some(recent)) => {
+                self.harness.cpu_pct_max = self.harness.cpu_pct_max.max((recent * 10.0).round() / 10.0);
+                self.last_cpu = Some((now, sample.cpu_time));
+            }
+            None => self.last_cpu = Some((now, sample.cpu_time)),
+        }
     }
 
     pub fn progress(&self, now: Instant) -> Progress {

@@ -28,7 +28,8 @@
 //! [target]                          # required: exactly one of fleet, stream_url, webhook_url
 //! fleet = "sink"                    # the harness starts `voxsoak sink` itself
 //!                                   # ("embedded", the reference fleet, is not available yet)
-//! reply_delay = "300ms"             # sink only, default 300ms: silence before the sink replies
+//! reply_delay = "600ms"             # sink only, default 600ms: end of caller speech to the
+//!                                   # sink's reply (never under its 500 ms end-of-turn silence)
 //! reply_length = "800ms"            # sink only, default 800ms: length of each sink reply
 //!
 //! # ...or an external fleet (one of the two):

@@ -176,7 +176,7 @@ impl Validator<'_> {
     fn target(&mut self, raw: Option<Spanned<RawTarget>>) -> (Target, Vec<String>) {
         let default_hosts: Vec<String> = DEFAULT_ALLOW_HOSTS.map(String::from).to_vec();
         let fallback = Target::Sink(SinkOptions {
-            reply_delay: Duration::from_millis(300),
+            reply_delay: crate::sink::SinkOptions::default().reply_delay,
             reply_length: Duration::from_millis(800),
         });
         let Some(raw) = raw else {
@@ -299,7 +299,7 @@ impl Validator<'_> {
                 raw.reply_delay.as_ref(),
                 "reply_delay",
                 Zero::Allowed,
-                Duration::from_millis(300),
+                crate::sink::SinkOptions::default().reply_delay,
             ),
             reply_length: self.duration_or(
                 raw.reply_length.as_ref(),
