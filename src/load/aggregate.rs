@@ -269,7 +269,8 @@ impl Aggregator {
         match self.last_cpu.map(percent) {
             Some(None) => {} // too soon: keep measuring from the last sample
             Some(Some(recent)) => {
-                self.harness.cpu_pct_max = self.harness.cpu_pct_max.max((recent * 10.0).round() / 10.0);
+                self.harness.cpu_pct_max =
+                    self.harness.cpu_pct_max.max((recent * 10.0).round() / 10.0);
                 self.last_cpu = Some((now, sample.cpu_time));
             }
             None => self.last_cpu = Some((now, sample.cpu_time)),
