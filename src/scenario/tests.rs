@@ -200,7 +200,7 @@ fn full_sink_file_with_stages() {
 fn full_external_file_with_arrival_rate() {
     let source = r#"
 [target]
-stream_url = "wss://Voice.Example.com/stream"
+stream_url = "ws://Voice.Example.com/stream"
 auth_token_env = "TWILIO_AUTH_TOKEN"
 custom_parameters = { tenant = "acme" }
 allow_hosts = ["voice.example.com"]
@@ -217,7 +217,7 @@ max_concurrent = 1000
     assert_eq!(
         scenario.target,
         Target::External(ExternalTarget {
-            endpoint: Endpoint::Stream("wss://voice.example.com/stream".parse().unwrap()),
+            endpoint: Endpoint::Stream("ws://voice.example.com/stream".parse().unwrap()),
             auth_token_env: Some("TWILIO_AUTH_TOKEN".into()),
             custom_parameters: BTreeMap::from([("tenant".into(), "acme".into())]),
         })
@@ -450,8 +450,16 @@ fn bad_url_scheme() {
 }
 
 #[test]
+fn tls_targets_are_refused_until_supported() {
+    let source = format!("[target]\nstream_url = \"wss://127.0.0.1/s\"\n{STAGES}");
+    assert!(single(&source).starts_with("2:14: stream_url: TLS (wss://) is not supported"));
+    let source = format!("[target]\nwebhook_url = \"https://127.0.0.1/voice\"\n{STAGES}");
+    assert!(single(&source).starts_with("2:15: webhook_url: TLS (https://) is not supported"));
+}
+
+#[test]
 fn host_not_allowed() {
-    let source = format!("[target]\nwebhook_url = \"https://fleet.example.com/voice\"\n{STAGES}");
+    let source = format!("[target]\nwebhook_url = \"http://fleet.example.com/voice\"\n{STAGES}");
     assert_eq!(
         single(&source),
         r#"2:15: host "fleet.example.com" is not in allow_hosts (loopback only by default); add it to [target] allow_hosts to allow it"#

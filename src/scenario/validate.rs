@@ -403,6 +403,17 @@ impl Validator<'_> {
             );
             return None;
         }
+        if matches!(url.scheme(), "wss" | "https") {
+            self.error(
+                raw.span(),
+                format!(
+                    "{key}: TLS ({}://) is not supported by this build yet; use {}:// (targets are on loopback or your own network)",
+                    url.scheme(),
+                    schemes[0]
+                ),
+            );
+            return None;
+        }
         let Some(host) = url.host_str() else {
             self.error(raw.span(), format!("{key} has no host, found {text:?}"));
             return None;
