@@ -203,7 +203,7 @@ async fn stream(
         }
     }
     upgrade
-        .read_buffer_size(8 << 10)
+        .read_buffer_size(2 << 10)
         .max_message_size(1 << 20)
         .on_upgrade(move |socket| async move {
             state.counters.calls_total.fetch_add(1, Ordering::Relaxed);
