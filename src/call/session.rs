@@ -486,12 +486,16 @@ impl Session<'_> {
                 .await?;
             *next += 1;
             *next_at = now + DTMF_GAP;
-            return Ok(());
+            if *next < digits.len() {
+                return Ok(());
+            }
         }
+        // The last digit is out: the reply is measured from it, as from the end of speech.
+        let pressed = Instant::now();
         *activity = if *listen {
-            self.playback.expect_reply(now);
+            self.playback.expect_reply(pressed);
             Activity::Listening {
-                deadline: now + settings.turn_timeout,
+                deadline: pressed + settings.turn_timeout,
             }
         } else {
             Activity::NextStep
