@@ -46,7 +46,7 @@ seed = 7
 
 [target]
 fleet = "sink"
-reply_delay = "250ms"
+reply_delay = "650ms"
 reply_length = "1s"
 
 [load]
@@ -116,7 +116,7 @@ fn full_sink_file_with_stages() {
         path: path.clone(),
         seed: 7,
         target: Target::Sink(SinkOptions {
-            reply_delay: millis(250),
+            reply_delay: millis(650),
             reply_length: secs(1),
         }),
         allow_hosts: vec!["127.0.0.1".into(), "localhost".into(), "::1".into()],
@@ -416,7 +416,7 @@ fn open_model_needs_duration_and_rejects_stage_keys() {
             "{SINK}[load]\ncalls_per_minute = 0\nduration = \"1m\"\narrivals = \"burst\"\n"
         )),
         vec![
-            "4:20: calls_per_minute must be greater than 0, found 0",
+            "4:20: calls_per_minute must be between 0.001 and 6000000, found 0",
             r#"6:12: unknown arrivals "burst"; expected "uniform" or "poisson""#,
         ]
     );
@@ -861,7 +861,7 @@ fn plan_shows_the_timeline_and_first_calls() {
         "scenario full",
         "seed               7",
         "sink (voxsoak sink, started by the harness)",
-        "reply delay        250ms",
+        "reply delay        650ms",
         "00:00:00–00:00:05  ramp  0 → 50",
         "00:00:05–00:00:25  hold  50",
         "00:00:25–00:00:30  ramp  50 → 0",
@@ -915,4 +915,35 @@ fn sample_files_stay_valid() {
     };
     let positions: Vec<(usize, usize)> = diagnostics.iter().map(|d| (d.line, d.column)).collect();
     assert_eq!(positions, [(3, 9), (7, 26), (8, 12), (13, 10), (14, 22)]);
+}
+
+#[test]
+fn absurd_sizes_are_refused_before_they_can_overflow() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("x.toml");
+    for (source, needle) in [
+        (
+            "[target]\nfleet = \"sink\"\n[load]\nstages = [{ ramp_to = 5, over = \"400000000000y\" }]\n",
+            "30 days",
+        ),
+        (
+            "[target]\nfleet = \"sink\"\n[load]\nstages = [{ ramp_to = 4000000000, over = \"1s\" }]\n",
+            "at most 1000000",
+        ),
+        (
+            "[target]\nfleet = \"sink\"\n[load]\ncalls_per_minute = 1e-300\nduration = \"1m\"\n",
+            "between",
+        ),
+        (
+            "[target]\nfleet = \"sink\"\nreply_delay = \"100ms\"\n[load]\nstages = [{ ramp_to = 1, over = \"1s\" }]\n",
+            "at least 500ms",
+        ),
+        (
+            "[target]\nfleet = \"sink\"\n[load]\nstages = [{ ramp_to = 1, over = \"1s\" }]\n[calls]\nsynthetic = { count = 5000 }\n",
+            "at most 1000",
+        ),
+    ] {
+        let error = parse(source, &file).unwrap_err().to_string();
+        assert!(error.contains(needle), "{needle:?} not in {error}");
+    }
 }

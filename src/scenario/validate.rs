@@ -19,6 +19,13 @@ use super::{
     SyntheticPool, Target, UtteranceRef, normalize_host,
 };
 
+/// Longer than any soak; keeps every `Instant + duration` in range.
+const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
+/// More than one harness process can drive; keeps a typo from spawning billions of tasks.
+const MAX_COUNT: u32 = 1_000_000;
+const MIN_CALLS_PER_MINUTE: f64 = 0.001;
+const MAX_CALLS_PER_MINUTE: f64 = 6_000_000.0;
+
 const DURATION_EXPECTED: &str = r#"expected a duration such as "30s" or "1m30s""#;
 /// A turn count this high is a typo, and would make every planned call huge.
 const MAX_TURNS: i64 = 1000;
@@ -121,6 +128,13 @@ impl Validator<'_> {
             self.error(value.span(), format!("{DURATION_EXPECTED}, found {text:?}"));
             return None;
         };
+        if duration > MAX_DURATION {
+            self.error(
+                value.span(),
+                format!("{key} must be at most 30 days, found {text:?}"),
+            );
+            return None;
+        }
         if zero == Zero::Rejected && duration.is_zero() {
             self.error(
                 value.span(),
@@ -143,9 +157,16 @@ impl Validator<'_> {
             .unwrap_or(default)
     }
 
-    /// A whole number in `min..=u32::MAX`.
+    /// A whole number in `min..=MAX_COUNT`.
     fn count(&mut self, value: &Spanned<i64>, key: &str, min: u32) -> Option<u32> {
         let number = *value.get_ref();
+        if number > i64::from(MAX_COUNT) {
+            self.error(
+                value.span(),
+                format!("{key} must be at most {MAX_COUNT}, found {number}"),
+            );
+            return None;
+        }
         if number < i64::from(min) {
             self.error(
                 value.span(),
@@ -308,6 +329,17 @@ impl Validator<'_> {
                 Duration::from_millis(800),
             ),
         };
+        if let Some(value) = &raw.reply_delay
+            && options.reply_delay < crate::sink::END_OF_TURN
+        {
+            self.error(
+                value.span(),
+                format!(
+                    "reply_delay must be at least 500ms: the sink waits that much silence to know the caller's turn ended, found {:?}",
+                    super::plan::format_duration(options.reply_delay)
+                ),
+            );
+        }
         known.then_some(Target::Sink(options))
     }
 
@@ -559,11 +591,14 @@ impl Validator<'_> {
 
     fn arrival(&mut self, rate: &Spanned<f64>, raw: &RawLoad) -> Option<Load> {
         let calls_per_minute = *rate.get_ref();
-        let rate_ok = calls_per_minute.is_finite() && calls_per_minute > 0.0;
+        let rate_ok = calls_per_minute.is_finite()
+            && (MIN_CALLS_PER_MINUTE..=MAX_CALLS_PER_MINUTE).contains(&calls_per_minute);
         if !rate_ok {
             self.error(
                 rate.span(),
-                format!("calls_per_minute must be greater than 0, found {calls_per_minute}"),
+                format!(
+                    "calls_per_minute must be between {MIN_CALLS_PER_MINUTE} and {MAX_CALLS_PER_MINUTE}, found {calls_per_minute}"
+                ),
             );
         }
         let duration = match &raw.duration {
@@ -676,6 +711,12 @@ impl Validator<'_> {
             pool.count = self
                 .count(count, "synthetic count", 1)
                 .unwrap_or(pool.count);
+            if pool.count > 1000 {
+                self.error(
+                    count.span(),
+                    "synthetic count must be at most 1000 (the pool is held in memory)",
+                );
+            }
         }
         let mut both_ok = true;
         for (value, key, slot) in [
@@ -688,6 +729,16 @@ impl Validator<'_> {
                     None => both_ok = false,
                 }
             }
+        }
+        if pool.max > Duration::from_secs(60) {
+            let at = synthetic
+                .max
+                .as_ref()
+                .map_or(span.clone(), |value| value.span());
+            self.error(
+                at,
+                "synthetic max must be at most 60s (one caller utterance)",
+            );
         }
         if both_ok && pool.min > pool.max {
             self.error(
