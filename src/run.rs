@@ -98,8 +98,11 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<Run
         auth_token: resolved.auth_token.clone(),
         settings: scenario.calls.clone(),
         account_sid: sid::new_sid(sid::ACCOUNT, &mut rng),
+        seed: scenario.seed,
         http: reqwest::Client::builder()
             .timeout(scenario.calls.connect_timeout)
+            // A redirect could lead outside allow_hosts; Twilio does not follow them either.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(RunError::Http)?,
         vad,

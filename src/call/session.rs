@@ -44,6 +44,9 @@ pub struct CallContext {
     pub settings: CallSettings,
     /// One account for the whole run, as one Twilio account places all calls.
     pub account_sid: String,
+    /// The run's seed: call and stream SIDs come from (seed, call index), so runs with
+    /// different seeds do not reuse SIDs against the same fleet.
+    pub seed: u64,
     pub http: reqwest::Client,
     pub vad: VoiceActivity,
     pub host_allowed: Box<dyn Fn(&str) -> bool + Send + Sync>,
@@ -85,7 +88,9 @@ pub async fn run_call(
 ) -> CallOutcome {
     let started = Instant::now();
     let _ = events.send(CallEvent::Started);
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(plan.index ^ 0x5EED_CA11);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(
+        context.seed.rotate_left(32) ^ plan.index.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x5EED_CA11,
+    );
     let call_sid = sid::new_sid(sid::CALL, &mut rng);
     let stream_sid = sid::new_sid(sid::STREAM, &mut rng);
     let webhook = VoiceWebhook::inbound(

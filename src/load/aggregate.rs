@@ -124,8 +124,10 @@ impl Totals {
         (graded > 0).then(|| 100.0 * self.count(CallOutcome::Completed) as f64 / graded as f64)
     }
 
+    /// Graded calls that did not complete, dropped ones included: `completed + failed` is
+    /// the success rate's denominator.
     pub fn failed(&self) -> u64 {
-        self.graded() - self.count(CallOutcome::Completed) - self.dropped
+        self.graded() - self.count(CallOutcome::Completed)
     }
 }
 
@@ -377,7 +379,7 @@ mod tests {
         let totals = &aggregator.totals;
         assert_eq!(totals.graded(), 4);
         assert_eq!(totals.success_pct(), Some(50.0));
-        assert_eq!(totals.failed(), 1);
+        assert_eq!(totals.failed(), 2, "the turn timeout and the dropped call");
         assert_eq!(aggregator.active(), 0);
         let examples = aggregator.finish().failure_examples;
         assert_eq!(

@@ -219,8 +219,20 @@ impl CallPool {
         let cancel = self.cancel.clone();
         let events = self.events.clone();
         self.tracker.spawn(async move {
+            // Released however the call ends, a panic included, so a broken call never
+            // holds a slot of the closed model.
+            let _slot = ActiveSlot(active);
             run_call(context, plan, events, cancel).await;
-            active.fetch_sub(1, Ordering::Relaxed);
         });
+    }
+}
+
+/// One running call in the pool's count.
+#[derive(Debug)]
+struct ActiveSlot(Arc<AtomicU64>);
+
+impl Drop for ActiveSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }

@@ -48,7 +48,8 @@ pub struct Summary {
 pub struct CallCounts {
     pub started: u64,
     pub completed: u64,
-    /// Graded calls that did not complete (cancelled calls are not failures).
+    /// Graded calls that did not complete, dropped ones included (cancelled calls are not
+    /// failures): `completed + failed` is the success rate's denominator.
     pub failed: u64,
     pub cancelled: u64,
     /// Open model only: calls not placed because `max_concurrent` were running.
@@ -190,12 +191,12 @@ impl Summary {
         let calls = &self.calls;
         let _ = writeln!(
             out,
-            "  calls      {} started, {} completed, {} failed, {} cancelled, {} dropped; success {}",
+            "  calls      {} started, {} completed, {} failed ({} of them dropped), {} cancelled; success {}",
             calls.started,
             calls.completed,
             calls.failed,
-            calls.cancelled,
             calls.dropped,
+            calls.cancelled,
             calls
                 .success_pct
                 .map_or("n/a".into(), |pct| format!("{pct:.2}%")),
