@@ -32,3 +32,5 @@ pub const FRAME_SAMPLES: usize = 160;
 
 /// Length of one media frame, the pace at which Twilio sends and expects audio.
 pub const FRAME_MS: u64 = 20;
+/// One Media Streams frame of audio, as a duration.
+pub const FRAME: std::time::Duration = std::time::Duration::from_millis(FRAME_MS);

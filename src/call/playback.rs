@@ -11,12 +11,12 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::audio::FRAME;
 use crate::audio::FRAME_SAMPLES;
 use crate::audio::vad::VoiceActivity;
 
 /// One mu-law byte is one sample at 8 kHz.
 const SAMPLE: Duration = Duration::from_micros(125);
-const FRAME: Duration = Duration::from_millis(20);
 
 /// A pause inside a reply longer than this counts as dead air. Natural pauses between words
 /// and sentences are shorter (up to about 350 ms at a full stop).

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use super::connect::{CallEndpoint, Connector, MediaSocket};
 use super::playback::{Playback, ReplyState};
 use super::{CallEvent, CallEvents, CallOutcome, CallPlan, CallStep, pacing_histogram};
+use crate::audio::FRAME;
 use crate::audio::utterance::{Utterance, silence_frame_b64};
 use crate::audio::vad::VoiceActivity;
 use crate::scenario::CallSettings;
@@ -23,7 +24,6 @@ use crate::twilio::messages::{FleetMessage, MediaFrameEncoder, TwilioEvent, pars
 use crate::twilio::sid;
 use crate::twilio::webhook::VoiceWebhook;
 
-const FRAME: Duration = Duration::from_millis(20);
 /// A frame that cannot be written for this long means the fleet stopped reading.
 const SEND_STALL: Duration = Duration::from_secs(5);
 /// How long to wait for the fleet's close frame after hanging up.

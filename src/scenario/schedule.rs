@@ -28,8 +28,7 @@ fn rng(seed: u64, purpose: Purpose, index: u64) -> ChaCha8Rng {
     ChaCha8Rng::from_seed(key)
 }
 
-/// Synthetic utterance lengths are whole 20 ms media frames.
-const FRAME: Duration = Duration::from_millis(20);
+use crate::audio::FRAME;
 
 /// What one call will do, decided before it starts.
 #[derive(Debug, Clone, PartialEq, Eq)]

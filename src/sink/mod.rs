@@ -149,24 +149,10 @@ async fn voice(
     headers: HeaderMap,
     Form(params): Form<Vec<(String, String)>>,
 ) -> Response {
-    let host = headers
-        .get(header::HOST)
-        .and_then(|value| value.to_str().ok())
-        .unwrap_or("127.0.0.1")
-        .to_string();
-    if let Some(token) = &state.options.auth_token {
-        let url = format!("http://{host}/voice");
-        let given = headers
-            .get(signature::HEADER)
-            .and_then(|value| value.to_str().ok())
-            .unwrap_or_default();
-        if !signature::validate(token, &url, &params, given) {
-            state
-                .counters
-                .rejected_signatures_total
-                .fetch_add(1, Ordering::Relaxed);
-            return (StatusCode::FORBIDDEN, "invalid X-Twilio-Signature\n").into_response();
-        }
+    let host = host(&headers);
+    if let Some(refused) = state.refuse_unsigned(&headers, &format!("http://{host}/voice"), &params)
+    {
+        return refused;
     }
     let call_sid = params
         .iter()
@@ -178,29 +164,46 @@ async fn voice(
     ([(header::CONTENT_TYPE, "text/xml")], body).into_response()
 }
 
+/// The Host the client used, which is what Twilio signs (URLs are rebuilt from it).
+fn host(headers: &HeaderMap) -> &str {
+    headers
+        .get(header::HOST)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("127.0.0.1")
+}
+
+impl SinkState {
+    /// With an auth token, a request must carry a valid `X-Twilio-Signature` for `url` and
+    /// `params` (none for the stream upgrade); otherwise this is the 403 to answer (counted).
+    fn refuse_unsigned(
+        &self,
+        headers: &HeaderMap,
+        url: &str,
+        params: &[(String, String)],
+    ) -> Option<Response> {
+        let token = self.options.auth_token.as_ref()?;
+        let given = headers
+            .get(signature::HEADER)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default();
+        if signature::validate(token, url, params, given) {
+            return None;
+        }
+        self.counters
+            .rejected_signatures_total
+            .fetch_add(1, Ordering::Relaxed);
+        Some((StatusCode::FORBIDDEN, "invalid X-Twilio-Signature\n").into_response())
+    }
+}
+
 async fn stream(
     State(state): State<Arc<SinkState>>,
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    if let Some(token) = &state.options.auth_token {
-        let host = headers
-            .get(header::HOST)
-            .and_then(|value| value.to_str().ok())
-            .unwrap_or("127.0.0.1");
-        let url = format!("ws://{host}/stream");
-        let given = headers
-            .get("x-twilio-signature")
-            .and_then(|value| value.to_str().ok())
-            .unwrap_or_default();
-        let no_params: &[(String, String)] = &[];
-        if !signature::validate(token, &url, no_params, given) {
-            state
-                .counters
-                .rejected_signatures_total
-                .fetch_add(1, Ordering::Relaxed);
-            return (StatusCode::FORBIDDEN, "invalid x-twilio-signature\n").into_response();
-        }
+    let url = format!("ws://{}/stream", host(&headers));
+    if let Some(refused) = state.refuse_unsigned(&headers, &url, &[]) {
+        return refused;
     }
     upgrade
         .read_buffer_size(2 << 10)
