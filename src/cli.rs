@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use crate::exit;
+use crate::fleet::{Bug, FleetOptions};
 use crate::run::{RunOptions, run};
 use crate::scenario;
 use crate::sink::{self, SinkOptions};
@@ -33,6 +34,9 @@ pub enum Command {
     Plan { scenario: PathBuf },
     /// A minimal Twilio-speaking echo fleet for tests and benchmarks.
     Sink(SinkArgs),
+    /// The reference fleet: a real small voice-agent server (Twilio Media Streams, LLM with a
+    /// tool, database, TTS, workers and a self-healer) with switchable production bugs.
+    Fleet(FleetArgs),
 }
 
 #[derive(Debug, Args)]
@@ -51,6 +55,10 @@ pub struct RunArgs {
     /// No live progress line.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Start the embedded reference fleet with this production bug switched on
+    /// (repeatable; only with `[target] fleet = "embedded"`).
+    #[arg(long = "fleet-bug", value_name = "BUG")]
+    pub fleet_bugs: Vec<Bug>,
 }
 
 #[derive(Debug, Args)]
@@ -71,6 +79,87 @@ pub struct SinkArgs {
     /// Require X-Twilio-Signature on webhooks and stream handshakes.
     #[arg(long, env = "TWILIO_AUTH_TOKEN", hide_env_values = true)]
     pub auth_token: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct FleetArgs {
+    /// Address to listen on; port 0 picks a free port (printed on the first line).
+    #[arg(long, default_value = "127.0.0.1:8090")]
+    pub listen: SocketAddr,
+    /// Switch on a production bug (repeatable).
+    #[arg(long = "bug", value_name = "BUG")]
+    pub bugs: Vec<Bug>,
+    /// sqlite://PATH or postgres://USER@HOST/DB [default: a SQLite file in a temp dir,
+    /// removed at exit]
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Connections in the database pool.
+    #[arg(long, default_value_t = 10)]
+    pub db_pool_size: u32,
+    /// Rows seeded into the orders table.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub orders: u64,
+    /// Workers serving agent turns.
+    #[arg(long, default_value_t = 8)]
+    pub workers: u32,
+    /// The healer restarts a worker silent for longer than this.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub stall_after: Duration,
+    /// How often the healer looks for silent workers.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub heal_interval: Duration,
+    /// With --bug silent-stall: jobs a worker serves before it stalls.
+    #[arg(long, default_value_t = 20)]
+    pub stall_after_calls: u32,
+    /// Die like an OOM-killed pod (SIGKILL, exit status 137) when RSS passes this, e.g. 1GiB.
+    #[arg(long, value_parser = crate::units::parse_byte_size)]
+    pub memory_limit: Option<u64>,
+    /// Where TTS audio is written [default: a temp dir, removed at exit]
+    #[arg(long, env = "AUDIO_TMP_DIR")]
+    pub audio_tmp_dir: Option<PathBuf>,
+    /// Temp dir size above which /health is 503 and TempDirGrowing fires.
+    #[arg(long, default_value = "256MiB", value_parser = crate::units::parse_byte_size)]
+    pub temp_dir_budget: u64,
+    /// OpenAI-compatible LLM base URL, e.g. http://127.0.0.1:9000/v1 [default: a built-in
+    /// stand-in]
+    #[arg(long, env = "LLM_BASE_URL")]
+    pub llm_base_url: Option<String>,
+    /// OpenAI-compatible TTS base URL [default: a built-in stand-in]
+    #[arg(long, env = "TTS_BASE_URL")]
+    pub tts_base_url: Option<String>,
+    /// Where alerts are POSTed, in the Alertmanager webhook format.
+    #[arg(long, env = "ALERT_WEBHOOK_URL")]
+    pub alert_webhook_url: Option<String>,
+    /// Require X-Twilio-Signature on /voice and /stream.
+    #[arg(long, env = "TWILIO_AUTH_TOKEN", hide_env_values = true)]
+    pub twilio_auth_token: Option<String>,
+    /// Greet the caller when the stream starts.
+    #[arg(long)]
+    pub greeting: bool,
+}
+
+impl FleetArgs {
+    pub fn into_options(self) -> FleetOptions {
+        FleetOptions {
+            listen: self.listen,
+            bugs: self.bugs,
+            database_url: self.database_url,
+            db_pool_size: self.db_pool_size,
+            orders: self.orders,
+            workers: self.workers,
+            stall_after: self.stall_after,
+            heal_interval: self.heal_interval,
+            stall_after_calls: self.stall_after_calls,
+            memory_limit: self.memory_limit,
+            audio_tmp_dir: self.audio_tmp_dir,
+            temp_dir_budget: self.temp_dir_budget,
+            llm_base_url: self.llm_base_url,
+            tts_base_url: self.tts_base_url,
+            alert_webhook_url: self.alert_webhook_url,
+            twilio_auth_token: self.twilio_auth_token,
+            greeting: self.greeting,
+        }
+    }
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -112,6 +201,15 @@ pub fn main(cli: Cli) -> i32 {
         Command::Sink(args) => {
             with_runtime(|shutdown| async move { sink_command(args, shutdown).await })
         }
+        Command::Fleet(args) => with_runtime(|shutdown| async move {
+            match crate::fleet::run(args.into_options(), shutdown).await {
+                Ok(()) => exit::PASS,
+                Err(error) => {
+                    eprintln!("voxsoak fleet: {}", chain(&error));
+                    exit::HARNESS_ERROR
+                }
+            }
+        }),
     }
 }
 
@@ -167,6 +265,7 @@ async fn run_command(args: RunArgs, shutdown: CancellationToken) -> i32 {
         seed: args.seed,
         progress: !args.quiet,
         exe,
+        fleet_bugs: args.fleet_bugs,
     };
     match run(options, shutdown).await {
         Ok(outcome) => {

@@ -35,6 +35,8 @@ pub struct RunOptions {
     pub progress: bool,
     /// The voxsoak binary to start child fleets with.
     pub exe: PathBuf,
+    /// Production bugs to switch on in the embedded reference fleet (`--fleet-bug`).
+    pub fleet_bugs: Vec<crate::fleet::Bug>,
 }
 
 /// Why a run could not be carried out (exit code 2).

@@ -102,6 +102,7 @@ pub async fn resolve(target: &Target, exe: &Path) -> Result<ResolvedTarget, Targ
                 fleet: Some(fleet),
             })
         }
+        Target::Embedded(_) => todo!("embedded fleet"),
         Target::External(external) => {
             let auth_token = match &external.auth_token_env {
                 Some(name) => Some(

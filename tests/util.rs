@@ -45,6 +45,7 @@ impl ScenarioFile {
             seed: None,
             progress: false,
             exe: voxsoak_exe(),
+            fleet_bugs: Vec::new(),
         };
         let outcome = run(options, CancellationToken::new())
             .await

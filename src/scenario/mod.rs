@@ -199,6 +199,9 @@ fn normalize_host(host: &str) -> String {
 pub enum Target {
     /// `voxsoak sink`, started by the harness: the harness's own baseline.
     Sink(SinkOptions),
+    /// `voxsoak fleet`, the reference fleet, started by the harness on free ports with a
+    /// temp SQLite file (or the PostgreSQL the scenario names) and a temp audio dir.
+    Embedded(EmbeddedFleet),
     /// A fleet someone else runs.
     External(ExternalTarget),
 }
@@ -209,6 +212,42 @@ pub struct SinkOptions {
     /// Silence between the end of the caller's speech and the sink's reply.
     pub reply_delay: Duration,
     pub reply_length: Duration,
+}
+
+/// How the harness starts the reference fleet (`[target] fleet = "embedded"`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EmbeddedFleet {
+    /// Production bugs switched on (`bugs = ["no-backoff"]`); `--fleet-bug` adds more.
+    pub bugs: Vec<crate::fleet::Bug>,
+    /// Name of the environment variable holding a `postgres://` URL (`database_url_env`);
+    /// None: a SQLite file in the run's temp dir. The URL itself never lands in a file.
+    pub database_url_env: Option<String>,
+    pub db_pool_size: u32,
+    /// Rows seeded into `orders` (default 1,000,000).
+    pub orders: u64,
+    pub workers: u32,
+    pub stall_after: Duration,
+    pub stall_after_calls: u32,
+    /// `--memory-limit` (`memory_limit = "1GiB"`); None: no limit.
+    pub memory_limit: Option<u64>,
+    pub temp_dir_budget: u64,
+}
+
+impl Default for EmbeddedFleet {
+    fn default() -> Self {
+        let fleet = crate::fleet::FleetOptions::default();
+        EmbeddedFleet {
+            bugs: Vec::new(),
+            database_url_env: None,
+            db_pool_size: fleet.db_pool_size,
+            orders: fleet.orders,
+            workers: fleet.workers,
+            stall_after: fleet.stall_after,
+            stall_after_calls: fleet.stall_after_calls,
+            memory_limit: fleet.memory_limit,
+            temp_dir_budget: fleet.temp_dir_budget,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -68,6 +68,7 @@ impl Plan {
                 self.row("reply delay", format_duration(sink.reply_delay));
                 self.row("reply length", format_duration(sink.reply_length));
             }
+            Target::Embedded(_) => self.row("fleet", "embedded (voxsoak fleet)"),
             Target::External(external) => {
                 match &external.endpoint {
                     Endpoint::Stream(url) => self.row("stream", url),
