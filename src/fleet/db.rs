@@ -167,7 +167,12 @@ impl Database {
     }
 
     /// Writes the `turns` row for one agent turn.
-    pub async fn record_turn(&self, call_sid: &str, turn: u32, detail: &str) -> Result<(), DbError> {
+    pub async fn record_turn(
+        &self,
+        call_sid: &str,
+        turn: u32,
+        detail: &str,
+    ) -> Result<(), DbError> {
         let _ = (call_sid, turn, detail);
         todo!()
     }

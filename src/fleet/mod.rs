@@ -9,11 +9,39 @@
 //! contracts: Twilio Media Streams, `/health`, `/metrics`, Alertmanager webhooks, the
 //! database and the process.
 
+pub mod agent;
+pub mod alerts;
+pub mod calls;
 pub mod db;
+pub mod llm;
+pub mod memory;
+pub mod metrics;
+pub mod ops;
+pub mod tempdir;
+pub mod tools;
+pub mod tts;
+pub mod workers;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+use axum::Router;
+use axum::routing::{get, post};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use self::agent::Job;
+use self::alerts::{AlertSink, Alerts};
+use self::db::{Database, DbConfig, DbError};
+use self::llm::LlmClient;
+use self::metrics::Metrics;
+use self::tts::{RetryPolicy, TtsClient};
+use self::workers::WorkerSlot;
+use crate::standin::openai::{AssistantTurn, ChatMessage, ToolSpec};
+use crate::standin::{self, llm as llm_standin, tts as tts_standin};
 
 /// A production bug the fleet can be started with (`--bug NAME`, repeatable).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, clap::ValueEnum)]
@@ -151,12 +179,254 @@ pub enum FleetError {
     Http(#[source] reqwest::Error),
 }
 
+/// How long a turn waits for a pooled database connection.
+pub const DB_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+/// The fixed fleet's statement timeout.
+pub const DB_STATEMENT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The running fleet, shared by its calls, workers, healer and operations endpoints.
+#[derive(Debug)]
+pub struct Fleet {
+    pub options: FleetOptions,
+    pub db: Database,
+    pub metrics: Arc<Metrics>,
+    pub alerts: Arc<Alerts>,
+    pub llm: LlmClient,
+    pub tts: TtsClient,
+    pub audio_dir: PathBuf,
+    /// Turns waiting for a worker.
+    pub queue: async_channel::Receiver<Job>,
+    pub queue_sender: async_channel::Sender<Job>,
+    pub workers: Vec<Arc<WorkerSlot>>,
+    /// The cached apology (mu-law) played when TTS gives up.
+    pub apology: Arc<[u8]>,
+    /// Last measurement of the audio temp dir.
+    pub temp_dir_bytes: AtomicU64,
+    pub temp_dir_files: AtomicU64,
+    pub shutdown: CancellationToken,
+}
+
+impl Fleet {
+    /// Counts a database error (and a pool timeout as such).
+    pub fn note_db_error(&self, op: &str, error: &DbError) {
+        self.metrics.db_errors_total.add(op, 1);
+        if matches!(error, DbError::PoolTimeout { .. }) {
+            self.metrics
+                .db_pool_timeouts_total
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Appends to the `events` table; a failure is counted, never fatal.
+    pub async fn log_event(
+        &self,
+        kind: &str,
+        worker: Option<u32>,
+        call_sid: Option<&str>,
+        detail: &str,
+    ) {
+        if let Err(error) = self.db.log_event(kind, worker, call_sid, detail).await {
+            self.note_db_error("log_event", &error);
+        }
+    }
+
+    /// One LLM completion, counted; None when it failed (the caller apologises).
+    async fn ask_llm(
+        &self,
+        messages: Vec<ChatMessage>,
+        tools: Vec<ToolSpec>,
+        call_sid: &str,
+    ) -> Option<AssistantTurn> {
+        match self.llm.complete(messages, tools, call_sid).await {
+            Ok(turn) => {
+                self.metrics.llm_requests_total.add("200", 1);
+                Some(turn)
+            }
+            Err(error) => {
+                self.metrics.llm_requests_total.add(&error.label(), 1);
+                None
+            }
+        }
+    }
+}
+
 /// Starts the fleet, prints [`LISTENING_PREFIX`] and its address once it serves calls, and
 /// serves until `shutdown`.
 pub async fn run(
     options: FleetOptions,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> Result<(), FleetError> {
-    let _ = (options, shutdown);
-    todo!()
+    if let Some(limit) = options.memory_limit {
+        memory::start_watchdog(limit).map_err(|source| FleetError::Io {
+            what: "could not start the memory watchdog".into(),
+            source,
+        })?;
+    }
+    // Holds the default SQLite file and audio dir; removed when the fleet stops.
+    let scratch = tempfile::Builder::new()
+        .prefix("voxsoak-fleet-")
+        .tempdir()
+        .map_err(|source| FleetError::Io {
+            what: "could not create a temp dir".into(),
+            source,
+        })?;
+    let database_url = options
+        .database_url
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}", scratch.path().join("fleet.db").display()));
+    let audio_dir = options
+        .audio_tmp_dir
+        .clone()
+        .unwrap_or_else(|| scratch.path().join("audio"));
+    std::fs::create_dir_all(&audio_dir).map_err(|source| FleetError::Io {
+        what: format!(
+            "could not create the audio temp dir {}",
+            audio_dir.display()
+        ),
+        source,
+    })?;
+
+    let db = Database::connect(&DbConfig {
+        url: database_url,
+        pool_size: options.db_pool_size,
+        acquire_timeout: DB_ACQUIRE_TIMEOUT,
+        statement_timeout: (!options.has(Bug::LongTransactions)).then_some(DB_STATEMENT_TIMEOUT),
+    })
+    .await?;
+    let seeded = db.seed_orders(options.orders).await?;
+
+    let llm_base = match &options.llm_base_url {
+        Some(url) => url.clone(),
+        None => {
+            let control = llm_standin::LlmControl::new(llm_standin::LlmBehaviour::default(), 1);
+            start_standin(|listener| llm_standin::spawn(listener, control, shutdown.clone()))
+                .await?
+        }
+    };
+    let tts_base = match &options.tts_base_url {
+        Some(url) => url.clone(),
+        None => {
+            let control = tts_standin::TtsControl::new(tts_standin::TtsBehaviour::default(), 1);
+            start_standin(|listener| tts_standin::spawn(listener, control, shutdown.clone()))
+                .await?
+        }
+    };
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(FleetError::Http)?;
+    let listener =
+        TcpListener::bind(options.listen)
+            .await
+            .map_err(|source| FleetError::Listen {
+                address: options.listen,
+                source,
+            })?;
+    let address = listener.local_addr().map_err(|source| FleetError::Listen {
+        address: options.listen,
+        source,
+    })?;
+
+    let metrics = Arc::new(Metrics::default());
+    let alerts = Alerts::start(AlertSink {
+        webhook_url: options.alert_webhook_url.clone(),
+        external_url: format!("http://{address}"),
+        http: http.clone(),
+        db: db.clone(),
+        metrics: Arc::clone(&metrics),
+    });
+    let policy = if options.has(Bug::NoBackoff) {
+        RetryPolicy::NO_BACKOFF
+    } else {
+        RetryPolicy::FIXED
+    };
+    let apology = crate::audio::synth::speech_like(0xA9_0106, Duration::from_millis(1500));
+    let (queue_sender, queue) = async_channel::unbounded();
+    let fleet = Arc::new(Fleet {
+        llm: LlmClient::new(http.clone(), &llm_base),
+        tts: TtsClient::new(http, &tts_base, policy),
+        workers: (0..options.workers).map(WorkerSlot::new).collect(),
+        options,
+        db,
+        metrics,
+        alerts,
+        audio_dir,
+        queue,
+        queue_sender,
+        apology: crate::twilio::mulaw::encode_all(&apology).into(),
+        temp_dir_bytes: AtomicU64::new(0),
+        temp_dir_files: AtomicU64::new(0),
+        shutdown: shutdown.clone(),
+    });
+    for slot in &fleet.workers {
+        workers::start(&fleet, slot);
+    }
+    tokio::spawn(workers::heal(Arc::clone(&fleet)));
+    tokio::spawn(ops::evaluate(Arc::clone(&fleet)));
+    let router = Router::new()
+        .route("/voice", post(calls::voice))
+        .route("/stream", get(calls::stream))
+        .route("/health", get(ops::health))
+        .route("/metrics", get(ops::metrics))
+        .with_state(Arc::clone(&fleet));
+
+    println!("{LISTENING_PREFIX}{address}");
+    let bugs: Vec<&str> = fleet.options.bugs.iter().map(|bug| bug.name()).collect();
+    println!(
+        "voxsoak fleet: bugs {}",
+        if bugs.is_empty() {
+            "none".to_string()
+        } else {
+            bugs.join(", ")
+        }
+    );
+    println!(
+        "voxsoak fleet: database {:?}, pool {}, {} orders ({})",
+        fleet.db.backend(),
+        fleet.options.db_pool_size,
+        seeded.rows,
+        if seeded.reused {
+            "already seeded".to_string()
+        } else {
+            format!("seeded in {:.1}s", seeded.took.as_secs_f64())
+        }
+    );
+    println!("voxsoak fleet: LLM {llm_base}, TTS {tts_base}");
+    println!(
+        "voxsoak fleet: audio temp dir {}",
+        fleet.audio_dir.display()
+    );
+    fleet
+        .log_event(
+            "fleet_started",
+            None,
+            None,
+            &format!("listening on {address}; bugs {bugs:?}"),
+        )
+        .await;
+
+    let served = axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await;
+    fleet.db.close().await;
+    drop(scratch);
+    served.map_err(|source| FleetError::Io {
+        what: "serving".into(),
+        source,
+    })
+}
+
+/// Starts a built-in stand-in on a free loopback port; returns its base URL.
+async fn start_standin<F, Fut>(spawn: F) -> Result<String, FleetError>
+where
+    F: FnOnce(TcpListener) -> Fut,
+    Fut: std::future::Future<Output = std::io::Result<standin::Running>>,
+{
+    let io = |source| FleetError::Io {
+        what: "could not start a built-in stand-in".into(),
+        source,
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").await.map_err(io)?;
+    let running = spawn(listener).await.map_err(io)?;
+    Ok(running.base_url())
 }

@@ -1,0 +1,228 @@
+//! What operators see: `GET /health`, `GET /metrics`, and the loop that evaluates the
+//! alert conditions from the fleet's own state.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use tokio::time::Instant;
+
+use super::alerts::AlertName;
+use super::metrics::Gauges;
+use super::{Fleet, memory, tempdir};
+
+/// How often alert conditions are evaluated.
+const EVALUATE_EVERY: Duration = Duration::from_millis(250);
+/// RSS growth over [`MEMORY_WINDOW`] that raises `MemoryGrowth`.
+const MEMORY_GROWTH_BYTES: u64 = 256 << 20;
+const MEMORY_WINDOW: Duration = Duration::from_secs(60);
+/// Share of the memory limit that raises `MemoryGrowth`.
+const MEMORY_LIMIT_SHARE: f64 = 0.8;
+
+/// `GET /health`: 200 `{"status":"ok"}`, or 503 with the reasons.
+pub async fn health(State(fleet): State<Arc<Fleet>>) -> impl IntoResponse {
+    let reasons = unhealthy_reasons(&fleet);
+    let (status, body) = if reasons.is_empty() {
+        (StatusCode::OK, serde_json::json!({ "status": "ok" }))
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            serde_json::json!({ "status": "unhealthy", "reasons": reasons }),
+        )
+    };
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+}
+
+fn unhealthy_reasons(fleet: &Fleet) -> Vec<String> {
+    let mut reasons = Vec::new();
+    let (in_use, size) = (fleet.db.pool_in_use(), fleet.db.pool_size());
+    if pool_saturated(in_use, size) {
+        reasons.push(format!("db pool at {in_use}/{size}"));
+    }
+    if fleet.alerts.is_firing(AlertName::TtsRateLimited) {
+        reasons.push("TTS failing: rate limited (429)".to_string());
+    }
+    let now = Instant::now();
+    for slot in &fleet.workers {
+        let silent = slot.silent_for(now);
+        if silent > fleet.options.stall_after {
+            reasons.push(format!(
+                "worker {} silent for {:.1}s",
+                slot.id,
+                silent.as_secs_f64()
+            ));
+        }
+    }
+    let bytes = fleet.temp_dir_bytes.load(Ordering::Relaxed);
+    if bytes > fleet.options.temp_dir_budget {
+        reasons.push(format!(
+            "temp dir over budget: {} > {}",
+            crate::units::format_byte_size(bytes),
+            crate::units::format_byte_size(fleet.options.temp_dir_budget)
+        ));
+    }
+    reasons
+}
+
+fn pool_saturated(in_use: u32, size: u32) -> bool {
+    size > 0 && u64::from(in_use) * 100 >= u64::from(size) * 95
+}
+
+/// `GET /metrics`.
+pub async fn metrics(State(fleet): State<Arc<Fleet>>) -> impl IntoResponse {
+    let now = Instant::now();
+    let gauges = Gauges {
+        db_pool_in_use: fleet.db.pool_in_use(),
+        db_pool_size: fleet.db.pool_size(),
+        temp_dir_bytes: fleet.temp_dir_bytes.load(Ordering::Relaxed),
+        temp_dir_files: fleet.temp_dir_files.load(Ordering::Relaxed),
+        resident_memory_bytes: memory::resident_bytes(),
+        memory_limit_bytes: fleet.options.memory_limit,
+        workers: fleet.workers.len() as u32,
+        workers_silent: fleet
+            .workers
+            .iter()
+            .filter(|slot| slot.silent_for(now) > fleet.options.stall_after)
+            .count() as u32,
+        queue_depth: fleet.queue.len() as u64,
+        alerts: fleet.alerts.firing(),
+    };
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        fleet.metrics.render(&gauges),
+    )
+}
+
+/// Evaluates every alert condition until shutdown; also keeps the temp dir measured and
+/// (in the fixed fleet) swept.
+pub async fn evaluate(fleet: Arc<Fleet>) {
+    let mut tick = tokio::time::interval(EVALUATE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_429 = fleet.metrics.tts_requests_total.get("429");
+    let mut last_pool_timeouts = fleet.metrics.db_pool_timeouts_total.load(Ordering::Relaxed);
+    let mut rss_window: std::collections::VecDeque<(Instant, u64)> = Default::default();
+    let mut last_measure: Option<Instant> = None;
+    let mut last_sweep = Instant::now();
+    loop {
+        tokio::select! {
+            _ = fleet.shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let now = Instant::now();
+
+        let count_429 = fleet.metrics.tts_requests_total.get("429");
+        let new_429 = count_429.saturating_sub(last_429);
+        last_429 = count_429;
+        fleet
+            .alerts
+            .observe(AlertName::TtsRateLimited, new_429 > 0, now, || {
+                format!("TTS answered {new_429} requests with 429 in the last {EVALUATE_EVERY:?}")
+            });
+
+        let (in_use, size) = (fleet.db.pool_in_use(), fleet.db.pool_size());
+        let timeouts = fleet.metrics.db_pool_timeouts_total.load(Ordering::Relaxed);
+        let new_timeouts = timeouts.saturating_sub(last_pool_timeouts);
+        last_pool_timeouts = timeouts;
+        fleet.alerts.observe(
+            AlertName::DbPoolSaturated,
+            pool_saturated(in_use, size) || new_timeouts > 0,
+            now,
+            || {
+                format!(
+                    "db pool at {in_use}/{size}; {new_timeouts} waits for a connection timed out"
+                )
+            },
+        );
+
+        // Raised by the healer and the agent when they act; here they only resolve.
+        fleet
+            .alerts
+            .observe(AlertName::WorkerStalled, false, now, String::new);
+        fleet
+            .alerts
+            .observe(AlertName::ToolCallRejected, false, now, String::new);
+
+        if last_measure.is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1)) {
+            last_measure = Some(now);
+            measure_temp_dir(&fleet, &mut last_sweep, now).await;
+            let bytes = fleet.temp_dir_bytes.load(Ordering::Relaxed);
+            let budget = fleet.options.temp_dir_budget;
+            fleet
+                .alerts
+                .observe(AlertName::TempDirGrowing, bytes > budget, now, || {
+                    format!(
+                        "audio temp dir holds {} (budget {})",
+                        crate::units::format_byte_size(bytes),
+                        crate::units::format_byte_size(budget)
+                    )
+                });
+            observe_memory(&fleet, &mut rss_window, now);
+        }
+    }
+}
+
+async fn measure_temp_dir(fleet: &Arc<Fleet>, last_sweep: &mut Instant, now: Instant) {
+    let dir = fleet.audio_dir.clone();
+    let sweep = !fleet.options.has(super::Bug::TempLeak)
+        && now.duration_since(*last_sweep) >= tempdir::SWEEP_INTERVAL;
+    if sweep {
+        *last_sweep = now;
+    }
+    let measured = tokio::task::spawn_blocking(move || {
+        let removed = if sweep {
+            tempdir::sweep(&dir, tempdir::SWEEP_AGE)
+        } else {
+            0
+        };
+        (removed, tempdir::usage(&dir))
+    })
+    .await;
+    if let Ok((removed, usage)) = measured {
+        fleet
+            .metrics
+            .temp_files_deleted_total
+            .fetch_add(removed, Ordering::Relaxed);
+        fleet.temp_dir_bytes.store(usage.bytes, Ordering::Relaxed);
+        fleet.temp_dir_files.store(usage.files, Ordering::Relaxed);
+    }
+}
+
+fn observe_memory(
+    fleet: &Fleet,
+    window: &mut std::collections::VecDeque<(Instant, u64)>,
+    now: Instant,
+) {
+    let rss = memory::resident_bytes();
+    window.push_back((now, rss));
+    while window
+        .front()
+        .is_some_and(|(at, _)| now.duration_since(*at) > MEMORY_WINDOW)
+    {
+        window.pop_front();
+    }
+    let low = window.iter().map(|(_, bytes)| *bytes).min().unwrap_or(rss);
+    let grew = rss.saturating_sub(low);
+    let near_limit = fleet
+        .options
+        .memory_limit
+        .is_some_and(|limit| rss as f64 > limit as f64 * MEMORY_LIMIT_SHARE);
+    fleet.alerts.observe(
+        AlertName::MemoryGrowth,
+        near_limit || grew > MEMORY_GROWTH_BYTES,
+        now,
+        || {
+            format!(
+                "RSS {} (grew {} in the last minute)",
+                crate::units::format_byte_size(rss),
+                crate::units::format_byte_size(grew)
+            )
+        },
+    );
+}
