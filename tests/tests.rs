@@ -2,6 +2,8 @@
 //! misbehaving fleets written here). One test binary, modules by subject.
 
 mod cli;
+mod fleet;
+mod fleet_util;
 mod misbehaving_fleet;
 mod sink_calls;
 mod util;
