@@ -15,6 +15,19 @@ pub mod openai;
 pub mod tts;
 
 use std::net::SocketAddr;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use rand::RngExt;
+use rand_chacha::ChaCha8Rng;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use openai::{ErrorBody, ErrorDetail};
 
 /// A stand-in server that is running.
 #[derive(Debug, Clone, Copy)]
@@ -26,5 +39,198 @@ impl Running {
     /// `http://ADDR/v1`, what a fleet takes as its base URL.
     pub fn base_url(&self) -> String {
         format!("http://{}/v1", self.address)
+    }
+}
+
+/// The largest request body a stand-in accepts; a larger one is answered with 413.
+pub const MAX_BODY_BYTES: usize = 4 << 20;
+
+/// Serves `router` on `listener` in a task of its own until `shutdown`, with the body limit
+/// and the OpenAI-style 404 every stand-in has.
+async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<Running> {
+    let address = listener.local_addr()?;
+    let router = router
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
+    tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await
+        {
+            tracing::warn!(%address, %error, "stand-in server failed");
+        }
+    });
+    Ok(Running { address })
+}
+
+async fn not_found(method: Method, uri: Uri) -> Response {
+    error_response(
+        StatusCode::NOT_FOUND,
+        format!("Unknown request URL: {method} {uri}."),
+        "invalid_request_error",
+        Some("unknown_url"),
+        None,
+    )
+}
+
+/// An OpenAI-style error answer, with `Retry-After` in whole seconds (rounded up) if given.
+fn error_response(
+    status: StatusCode,
+    message: impl Into<String>,
+    kind: &str,
+    code: Option<&str>,
+    retry_after: Option<Duration>,
+) -> Response {
+    let body = ErrorBody {
+        error: ErrorDetail {
+            message: message.into(),
+            kind: kind.to_owned(),
+            code: code.map(str::to_owned),
+        },
+    };
+    let json = serde_json::to_string(&body).unwrap_or_else(|_| "{}".to_owned());
+    let mut response = (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        json,
+    )
+        .into_response();
+    if let Some(retry_after) = retry_after {
+        response.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(retry_after_secs(retry_after)),
+        );
+    }
+    response
+}
+
+/// The error body OpenAI sends with a status, for faults that answer with one.
+fn status_error(status: StatusCode, retry_after: Option<Duration>) -> Response {
+    let (message, kind, code) = match status.as_u16() {
+        429 => (
+            "Rate limit reached for requests. Please try again later.",
+            "rate_limit_exceeded",
+            Some("rate_limit_exceeded"),
+        ),
+        401 => (
+            "Incorrect API key provided.",
+            "invalid_request_error",
+            Some("invalid_api_key"),
+        ),
+        400..=499 => ("The request was refused.", "invalid_request_error", None),
+        503 => (
+            "The server is overloaded or not ready yet.",
+            "server_error",
+            None,
+        ),
+        _ => (
+            "The server had an error while processing your request. Sorry about that!",
+            "server_error",
+            None,
+        ),
+    };
+    error_response(status, message, kind, code, retry_after)
+}
+
+/// A status from a fault's number; numbers that are not final HTTP statuses (below 200 or
+/// above 999) become 500.
+fn status_from(code: u16) -> StatusCode {
+    StatusCode::from_u16(code)
+        .ok()
+        .filter(|status| !status.is_informational())
+        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+}
+
+/// Whole seconds, rounded up, as `Retry-After` carries them.
+fn retry_after_secs(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos().div_ceil(1_000_000_000)).unwrap_or(u64::MAX)
+}
+
+/// 64-bit FNV-1a: a hash that stays the same across runs, builds and platforms.
+fn stable_hash(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// Seconds since the Unix epoch.
+fn unix_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs())
+}
+
+/// Locks a mutex, carrying on with the data if a holder panicked.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Whether a fault hits this request: always at 1, never at 0, otherwise a draw from the
+/// seeded RNG (only fractions strictly between draw, so the sequence of draws depends only
+/// on the requests that could be hit).
+fn coin_flip(rng: &Mutex<ChaCha8Rng>, fraction: f64) -> bool {
+    if fraction >= 1.0 {
+        true
+    } else if fraction > 0.0 {
+        lock(rng).random::<f64>() < fraction
+    } else {
+        false
+    }
+}
+
+/// Waits `delay`; `false` if the server is shutting down first.
+async fn delay_unless_shutdown(delay: Duration, shutdown: &CancellationToken) -> bool {
+    if delay.is_zero() {
+        return true;
+    }
+    tokio::select! {
+        () = tokio::time::sleep(delay) => true,
+        () = shutdown.cancelled() => false,
+    }
+}
+
+/// The answer to a request still waiting when the server stops.
+fn shutting_down() -> Response {
+    error_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "The server is shutting down.",
+        "server_error",
+        None,
+        None,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_rounds_up_to_whole_seconds() {
+        assert_eq!(retry_after_secs(Duration::ZERO), 0);
+        assert_eq!(retry_after_secs(Duration::from_millis(1)), 1);
+        assert_eq!(retry_after_secs(Duration::from_millis(1500)), 2);
+        assert_eq!(retry_after_secs(Duration::from_secs(3)), 3);
+        assert_eq!(retry_after_secs(Duration::MAX), u64::MAX);
+    }
+
+    #[test]
+    fn stable_hash_is_fnv1a() {
+        assert_eq!(stable_hash(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(stable_hash(b"a"), 0xaf63_dc4c_8601_ec8c);
+    }
+
+    #[test]
+    fn odd_fault_codes_become_500() {
+        assert_eq!(status_from(503), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(status_from(42), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(status_from(101), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(status_from(1000), StatusCode::INTERNAL_SERVER_ERROR);
     }
 }
