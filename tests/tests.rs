@@ -2,6 +2,7 @@
 //! misbehaving fleets written here). One test binary, modules by subject.
 
 mod cli;
+mod embedded_target;
 mod misbehaving_fleet;
 mod sink_calls;
 mod util;
