@@ -37,7 +37,9 @@ const EXIT_WAIT: Duration = Duration::from_secs(5);
 const STOP_GRACE: Duration = Duration::from_secs(3);
 /// How long the rest of a dead child's stderr may take to arrive.
 const STDERR_WAIT: Duration = Duration::from_secs(2);
-/// How much of a child's stderr is kept for messages.
+/// How much of a child's stderr is kept for messages: its first lines (a panic message,
+/// before a backtrace) and its last.
+const STDERR_HEAD_LINES: usize = 5;
 const STDERR_TAIL_LINES: usize = 20;
 /// Longer lines (from a child's stdout or stderr) are cut, so memory stays bounded.
 const MAX_LINE_BYTES: usize = 2048;
@@ -117,7 +119,7 @@ fn stderr_hint(stderr: &str) -> String {
         String::new()
     } else if stderr.contains('\n') {
         let indented: Vec<String> = stderr.lines().map(|line| format!("  {line}")).collect();
-        format!("; the end of its stderr:\n{}", indented.join("\n"))
+        format!("; its stderr:\n{}", indented.join("\n"))
     } else {
         format!("; it said: {stderr}")
     }
@@ -153,34 +155,49 @@ pub fn check_fleet_bugs(scenario: &Scenario, fleet_bugs: &[Bug]) -> Result<(), T
     })
 }
 
-/// The last lines a child wrote to its stderr (at most 20, each cut to 2 KiB), kept for
-/// error messages while the child runs.
+/// What a child wrote to its stderr, kept for error messages while it runs: its first 5
+/// lines (where a panic message sits, before its backtrace) and its last 20, each cut to
+/// 2 KiB; the lines between are only counted.
 #[derive(Debug, Clone, Default)]
-pub struct StderrTail(Arc<Mutex<VecDeque<String>>>);
+pub struct StderrExcerpt(Arc<Mutex<ExcerptLines>>);
 
-impl StderrTail {
-    fn push(&self, line: String) {
-        let mut lines = self
-            .0
+#[derive(Debug, Default)]
+struct ExcerptLines {
+    head: Vec<String>,
+    tail: VecDeque<String>,
+    omitted: u64,
+}
+
+impl StderrExcerpt {
+    fn lines(&self) -> std::sync::MutexGuard<'_, ExcerptLines> {
+        self.0
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if lines.len() == STDERR_TAIL_LINES {
-            lines.pop_front();
-        }
-        lines.push_back(line);
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// The kept lines, oldest first, one per line.
+    fn push(&self, line: String) {
+        let mut lines = self.lines();
+        if lines.head.len() < STDERR_HEAD_LINES {
+            lines.head.push(line);
+            return;
+        }
+        if lines.tail.len() == STDERR_TAIL_LINES {
+            lines.tail.pop_front();
+            lines.omitted += 1;
+        }
+        lines.tail.push_back(line);
+    }
+
+    /// The kept lines, oldest first, one per line, with `[N lines omitted]` where lines
+    /// were dropped.
     pub fn text(&self) -> String {
-        let lines = self
-            .0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        lines
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>()
-            .join("\n")
+        let lines = self.lines();
+        let mut text: Vec<String> = lines.head.clone();
+        if lines.omitted > 0 {
+            text.push(format!("[{} lines omitted]", lines.omitted));
+        }
+        text.extend(lines.tail.iter().cloned());
+        text.join("\n")
     }
 }
 
@@ -236,7 +253,7 @@ pub struct SpawnedFleet {
     child: Child,
     what: &'static str,
     pid: Option<u32>,
-    stderr: StderrTail,
+    stderr: StderrExcerpt,
     temp_dir: Option<TempDir>,
 }
 
@@ -251,8 +268,8 @@ impl SpawnedFleet {
         self.pid
     }
 
-    /// The last lines (at most 20) the fleet wrote to its stderr.
-    pub fn stderr_tail(&self) -> String {
+    /// The first and the last lines the fleet wrote to its stderr (see [`StderrExcerpt`]).
+    pub fn stderr_excerpt(&self) -> String {
         self.stderr.text()
     }
 
@@ -551,7 +568,7 @@ struct Listening {
     what: &'static str,
     pid: Option<u32>,
     address: SocketAddr,
-    stderr: StderrTail,
+    stderr: StderrExcerpt,
 }
 
 impl Listening {
@@ -591,7 +608,7 @@ async fn spawn_listening(
         source,
     })?;
     let pid = child.id();
-    let stderr = StderrTail::default();
+    let stderr = StderrExcerpt::default();
     let stderr_pipe = child.stderr.take().expect("stderr is piped");
     let tail = stderr.clone();
     let stderr_done = tokio::spawn(async move {
@@ -716,24 +733,32 @@ mod tests {
     }
 
     #[test]
-    fn stderr_tail_keeps_the_last_lines() {
-        let tail = StderrTail::default();
-        for index in 0..50 {
-            tail.push(format!("line {index}"));
+    fn stderr_excerpt_keeps_the_first_and_last_lines() {
+        let excerpt = StderrExcerpt::default();
+        for index in 0..3 {
+            excerpt.push(format!("line {index}"));
         }
-        let text = tail.text();
-        assert_eq!(text.lines().count(), STDERR_TAIL_LINES);
-        assert!(text.starts_with("line 30\n") && text.ends_with("line 49"));
+        assert_eq!(excerpt.text(), "line 0\nline 1\nline 2");
+        for index in 3..50 {
+            excerpt.push(format!("line {index}"));
+        }
+        let text = excerpt.text();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), STDERR_HEAD_LINES + 1 + STDERR_TAIL_LINES);
+        assert_eq!(
+            lines[..5],
+            ["line 0", "line 1", "line 2", "line 3", "line 4"]
+        );
+        assert_eq!(lines[5], "[25 lines omitted]");
+        assert_eq!(lines[6], "line 30");
+        assert_eq!(lines[25], "line 49");
     }
 
     #[test]
     fn stderr_hints_read_well() {
         assert_eq!(stderr_hint("  \n"), "");
         assert_eq!(stderr_hint("boom\n"), "; it said: boom");
-        assert_eq!(
-            stderr_hint("one\ntwo"),
-            "; the end of its stderr:\n  one\n  two"
-        );
+        assert_eq!(stderr_hint("one\ntwo"), "; its stderr:\n  one\n  two");
     }
 
     #[test]
