@@ -69,6 +69,7 @@ pub struct RunOutcome {
 /// directory. Errors are runs that could not be carried out.
 pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<RunOutcome, RunError> {
     let mut scenario = scenario::load(&options.scenario)?;
+    target::check_fleet_bugs(&scenario, &options.fleet_bugs)?;
     if let Some(seed) = options.seed {
         scenario = scenario.with_seed(seed);
     }
@@ -86,7 +87,7 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<Run
         source,
     })?;
 
-    let resolved = target::resolve(&scenario.target, &options.exe).await?;
+    let resolved = target::resolve(&scenario.target, &options.exe, &options.fleet_bugs).await?;
     if let Err(error) = target::preflight(&resolved.endpoint).await {
         if let Some(fleet) = resolved.fleet {
             fleet.stop().await;

@@ -1,29 +1,67 @@
 //! The fleet under test: an external URL, or a fleet the harness starts itself as a child
 //! process on a free port (and always stops).
+//!
+//! Two fleets can be started: `voxsoak sink` (`fleet = "sink"`) and the reference fleet
+//! `voxsoak fleet` (`fleet = "embedded"`). Both are started the same way: in their own
+//! process group, with both pipes drained, the variables in [`SCRUBBED_ENV`] removed from
+//! their environment, and their address read from their first line of output.
 
+use std::collections::VecDeque;
+use std::fmt;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tempfile::TempDir;
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
+use tokio::time::Instant;
 use url::Url;
 
 use crate::call::CallEndpoint;
-use crate::scenario::{Endpoint, SinkOptions, Target};
+use crate::fleet::Bug;
+use crate::scenario::{EmbeddedFleet, Endpoint, Scenario, SinkOptions, Target};
 
-/// How long a child fleet may take to print the address it listens on.
-const SPAWN_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long `voxsoak sink` may take to print the address it listens on.
+const SINK_SPAWN_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long `voxsoak fleet` may take: it seeds up to a million rows before it listens.
+const FLEET_SPAWN_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long the target may take to accept a TCP connection before the run starts.
 const PREFLIGHT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a child that closed its stdout without an address may take to exit.
+const EXIT_WAIT: Duration = Duration::from_secs(5);
+/// How long a stopped child may take to exit after SIGTERM before it gets SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(3);
+/// How long the rest of a dead child's stderr may take to arrive.
+const STDERR_WAIT: Duration = Duration::from_secs(2);
+/// How much of a child's stderr is kept for messages: its first lines (a panic message,
+/// before a backtrace) and its last.
+const STDERR_HEAD_LINES: usize = 5;
+const STDERR_TAIL_LINES: usize = 20;
+/// Longer lines (from a child's stdout or stderr) are cut, so memory stays bounded.
+const MAX_LINE_BYTES: usize = 2048;
 
 /// The first line a spawned `voxsoak sink` prints: `voxsoak sink listening on ADDR`.
 pub const LISTENING_PREFIX: &str = "voxsoak sink listening on ";
 
+/// Variables a fleet the harness starts never inherits from the harness's environment:
+/// everything it needs is on its command line, and a stray `DATABASE_URL` or
+/// `TWILIO_AUTH_TOKEN` in the user's shell would quietly change what is being tested.
+pub const SCRUBBED_ENV: [&str; 6] = [
+    "DATABASE_URL",
+    "LLM_BASE_URL",
+    "TTS_BASE_URL",
+    "ALERT_WEBHOOK_URL",
+    "AUDIO_TMP_DIR",
+    "TWILIO_AUTH_TOKEN",
+];
+
 #[derive(Debug, thiserror::Error)]
 pub enum TargetError {
-    #[error("could not start {what} ({exe}): {source}")]
+    #[error("could not start {what} ({exe}): {source}", exe = exe.display())]
     Spawn {
         what: &'static str,
         exe: PathBuf,
@@ -34,43 +72,275 @@ pub enum TargetError {
     NoAddress {
         what: &'static str,
         timeout: Duration,
+        /// The last lines of its stderr.
         stderr: String,
+    },
+    #[error("{what} exited ({status}) before reporting its address{}", stderr_hint(.stderr))]
+    Exited {
+        what: &'static str,
+        /// How it ended, e.g. `exit status: 3`.
+        status: String,
+        /// The last lines of its stderr.
+        stderr: String,
+    },
+    #[error("{what} reported an address that is not IP:PORT: {address:?}")]
+    BadAddress { what: &'static str, address: String },
+    #[error("could not prepare the embedded fleet's temp dir: {source}")]
+    TempDir {
+        #[source]
+        source: std::io::Error,
     },
     #[error("target {url} is unreachable: {reason}")]
     Unreachable { url: String, reason: String },
     #[error("the auth token variable {name} named by [target] auth_token_env is not set")]
     MissingToken { name: String },
+    #[error("the database URL variable {name} named by [target] database_url_env is not set")]
+    MissingDatabaseUrl { name: String },
+    /// The value itself is never shown: it may hold a password.
+    #[error(
+        "the variable {name} named by [target] database_url_env does not hold a postgres:// URL"
+    )]
+    NotPostgresUrl { name: String },
+    #[error(
+        "--fleet-bug needs [target] fleet = \"embedded\"; {} targets {targets}",
+        scenario_label(.scenario)
+    )]
+    FleetBugNeedsEmbedded {
+        /// The scenario file, when known.
+        scenario: Option<PathBuf>,
+        /// What the scenario targets instead, e.g. `fleet = "sink"`.
+        targets: String,
+    },
 }
 
 fn stderr_hint(stderr: &str) -> String {
-    if stderr.trim().is_empty() {
+    let stderr = stderr.trim();
+    if stderr.is_empty() {
         String::new()
+    } else if stderr.contains('\n') {
+        let indented: Vec<String> = stderr.lines().map(|line| format!("  {line}")).collect();
+        format!("; its stderr:\n{}", indented.join("\n"))
     } else {
-        format!("; it said: {}", stderr.trim())
+        format!("; it said: {stderr}")
     }
 }
 
-/// A fleet process the harness started; killed when dropped, however the run ends.
+fn scenario_label(scenario: &Option<PathBuf>) -> String {
+    match scenario {
+        Some(path) => path.display().to_string(),
+        None => "the scenario".to_owned(),
+    }
+}
+
+/// What a target is, for messages: `fleet = "sink"`, `an external fleet at ws://…`.
+fn target_label(target: &Target) -> String {
+    match target {
+        Target::Sink(_) => r#"fleet = "sink""#.to_owned(),
+        Target::Embedded(_) => r#"fleet = "embedded""#.to_owned(),
+        Target::External(external) => {
+            format!("an external fleet at {}", external.endpoint.url())
+        }
+    }
+}
+
+/// `--fleet-bug` only makes sense for the reference fleet the harness starts; refuse it for
+/// any other target before anything runs.
+pub fn check_fleet_bugs(scenario: &Scenario, fleet_bugs: &[Bug]) -> Result<(), TargetError> {
+    if fleet_bugs.is_empty() || matches!(scenario.target, Target::Embedded(_)) {
+        return Ok(());
+    }
+    Err(TargetError::FleetBugNeedsEmbedded {
+        scenario: Some(scenario.path.clone()),
+        targets: target_label(&scenario.target),
+    })
+}
+
+/// What a child wrote to its stderr, kept for error messages while it runs: its first 5
+/// lines (where a panic message sits, before its backtrace) and its last 20, each cut to
+/// 2 KiB; the lines between are only counted.
+#[derive(Debug, Clone, Default)]
+pub struct StderrExcerpt(Arc<Mutex<ExcerptLines>>);
+
+#[derive(Debug, Default)]
+struct ExcerptLines {
+    head: Vec<String>,
+    tail: VecDeque<String>,
+    omitted: u64,
+}
+
+impl StderrExcerpt {
+    fn lines(&self) -> std::sync::MutexGuard<'_, ExcerptLines> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn push(&self, line: String) {
+        let mut lines = self.lines();
+        if lines.head.len() < STDERR_HEAD_LINES {
+            lines.head.push(line);
+            return;
+        }
+        if lines.tail.len() == STDERR_TAIL_LINES {
+            lines.tail.pop_front();
+            lines.omitted += 1;
+        }
+        lines.tail.push_back(line);
+    }
+
+    /// The kept lines, oldest first, one per line, with `[N lines omitted]` where lines
+    /// were dropped.
+    pub fn text(&self) -> String {
+        let lines = self.lines();
+        let mut text: Vec<String> = lines.head.clone();
+        if lines.omitted > 0 {
+            text.push(format!("[{} lines omitted]", lines.omitted));
+        }
+        text.extend(lines.tail.iter().cloned());
+        text.join("\n")
+    }
+}
+
+/// Lines from a child's pipe, each cut to [`MAX_LINE_BYTES`], so a child that never
+/// prints a newline cannot make the harness buffer without bound.
+struct PipeLines<R> {
+    reader: BufReader<R>,
+}
+
+impl<R: AsyncRead + Unpin> PipeLines<R> {
+    fn new(pipe: R) -> Self {
+        PipeLines {
+            reader: BufReader::new(pipe),
+        }
+    }
+
+    /// The next line without its line ending; None at the end of the pipe (or on an error).
+    async fn next_line(&mut self) -> Option<String> {
+        let mut line = Vec::new();
+        loop {
+            let chunk = match self.reader.fill_buf().await {
+                Ok(chunk) => chunk,
+                Err(_) => return None,
+            };
+            if chunk.is_empty() {
+                return (!line.is_empty()).then(|| String::from_utf8_lossy(&line).into_owned());
+            }
+            let newline = chunk.iter().position(|&byte| byte == b'\n');
+            let end = newline.unwrap_or(chunk.len());
+            let room = MAX_LINE_BYTES.saturating_sub(line.len());
+            line.extend_from_slice(&chunk[..end.min(room)]);
+            self.reader.consume(newline.map_or(end, |at| at + 1));
+            if newline.is_some() {
+                if line.last() == Some(&b'\r') {
+                    line.pop();
+                }
+                return Some(String::from_utf8_lossy(&line).into_owned());
+            }
+        }
+    }
+
+    /// Reads and drops everything until the pipe closes.
+    async fn drain(mut self) {
+        while self.next_line().await.is_some() {}
+    }
+}
+
+/// A fleet process the harness started; killed when dropped, however the run ends. For
+/// the embedded fleet it also owns the run's temp dir, removed once the fleet has exited.
 #[derive(Debug)]
 pub struct SpawnedFleet {
+    // Declared before `temp_dir`, so dropping kills the fleet before its files go.
     child: Child,
+    what: &'static str,
+    pid: Option<u32>,
+    stderr: StderrExcerpt,
+    temp_dir: Option<TempDir>,
 }
 
 impl SpawnedFleet {
+    /// `voxsoak sink` or `voxsoak fleet`.
+    pub fn what(&self) -> &'static str {
+        self.what
+    }
+
+    /// The process id, for observers (memory, CPU).
+    pub fn pid(&self) -> Option<u32> {
+        self.pid
+    }
+
+    /// The first and the last lines the fleet wrote to its stderr (see [`StderrExcerpt`]).
+    pub fn stderr_excerpt(&self) -> String {
+        self.stderr.text()
+    }
+
     /// Stops the fleet: SIGTERM, then SIGKILL if it does not exit within a few seconds.
+    /// Then removes its temp dir, if it has one.
     pub async fn stop(mut self) {
-        if let Some(pid) = self.child.id() {
-            // SAFETY: kill(2) with a pid we own and a valid signal number.
+        if let Ok(None) = self.child.try_wait()
+            && let Some(pid) = self.child.id()
+        {
+            // SAFETY: kill(2) with the pid of our own child, which has not been reaped
+            // (try_wait just saw it running), and a valid signal number.
             unsafe {
                 libc::kill(pid as libc::pid_t, libc::SIGTERM);
             }
         }
-        if tokio::time::timeout(Duration::from_secs(3), self.child.wait())
+        if tokio::time::timeout(STOP_GRACE, self.child.wait())
             .await
             .is_err()
         {
             let _ = self.child.kill().await;
         }
+        if let Some(dir) = self.temp_dir.take() {
+            // A million-row SQLite file: unlink it off the async threads.
+            let _ = tokio::task::spawn_blocking(move || dir.close()).await;
+        }
+    }
+}
+
+/// Where the embedded fleet keeps its rows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FleetDatabase {
+    /// A SQLite file in the run's temp dir (removed with it).
+    Sqlite { path: PathBuf },
+    /// The PostgreSQL whose URL is in the named environment variable.
+    Postgres { env: String },
+}
+
+/// What the chaos plane and the observers need to know about the embedded fleet.
+#[derive(Clone)]
+pub struct EmbeddedFleetInfo {
+    /// `http://127.0.0.1:PORT/`: `/health`, `/metrics`, `/voice`.
+    pub http_base: Url,
+    /// The run's temp dir (holds the SQLite file and `audio/`); removed when the fleet is
+    /// stopped.
+    pub temp_dir: PathBuf,
+    /// The fleet's `AUDIO_TMP_DIR` (`<temp_dir>/audio`).
+    pub audio_tmp_dir: PathBuf,
+    pub database: FleetDatabase,
+    /// `sqlite:///…/fleet.db`, or the PostgreSQL URL: that one may hold a password, so
+    /// never print it (this type's `Debug` hides it).
+    pub database_url: String,
+    /// The bugs it was started with: the scenario's, then `--fleet-bug`'s, each once.
+    pub bugs: Vec<Bug>,
+    pub pid: Option<u32>,
+}
+
+impl fmt::Debug for EmbeddedFleetInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let database_url = match &self.database {
+            FleetDatabase::Sqlite { .. } => self.database_url.as_str(),
+            FleetDatabase::Postgres { .. } => "<hidden>",
+        };
+        f.debug_struct("EmbeddedFleetInfo")
+            .field("http_base", &self.http_base)
+            .field("temp_dir", &self.temp_dir)
+            .field("audio_tmp_dir", &self.audio_tmp_dir)
+            .field("database", &self.database)
+            .field("database_url", &database_url)
+            .field("bugs", &self.bugs)
+            .field("pid", &self.pid)
+            .finish()
     }
 }
 
@@ -80,18 +350,33 @@ pub struct ResolvedTarget {
     pub endpoint: CallEndpoint,
     pub auth_token: Option<String>,
     pub fleet: Option<SpawnedFleet>,
-    /// A short description for the summary (`sink (spawned) ws://…`, or the URL).
+    /// Set for `fleet = "embedded"`.
+    pub embedded: Option<EmbeddedFleetInfo>,
+    /// A short description for the summary (`sink (started by voxsoak) ws://…`,
+    /// `reference fleet (started by voxsoak, bugs: none) ws://…`, or the URL).
     pub description: String,
 }
 
 /// Resolves the scenario's target, starting the fleet when the scenario asks for one.
 /// `exe` is the voxsoak binary to start (`std::env::current_exe()` from the CLI).
-pub async fn resolve(target: &Target, exe: &Path) -> Result<ResolvedTarget, TargetError> {
+/// `fleet_bugs` (`--fleet-bug`) are switched on in an embedded fleet on top of the
+/// scenario's; with any other target they are an error ([`check_fleet_bugs`] says so with
+/// the file name).
+pub async fn resolve(
+    target: &Target,
+    exe: &Path,
+    fleet_bugs: &[Bug],
+) -> Result<ResolvedTarget, TargetError> {
+    if !fleet_bugs.is_empty() && !matches!(target, Target::Embedded(_)) {
+        return Err(TargetError::FleetBugNeedsEmbedded {
+            scenario: None,
+            targets: target_label(target),
+        });
+    }
     match target {
         Target::Sink(options) => {
-            let (fleet, address) = spawn_sink(exe, options).await?;
-            let url = Url::parse(&format!("ws://{address}/stream"))
-                .expect("a socket address makes a valid URL");
+            let fleet = spawn_sink(exe, options).await?;
+            let url = stream_url(fleet.address);
             Ok(ResolvedTarget {
                 description: format!("sink (started by voxsoak) {url}"),
                 endpoint: CallEndpoint::Stream {
@@ -99,10 +384,11 @@ pub async fn resolve(target: &Target, exe: &Path) -> Result<ResolvedTarget, Targ
                     custom_parameters: Default::default(),
                 },
                 auth_token: None,
-                fleet: Some(fleet),
+                fleet: Some(fleet.into_spawned(None)),
+                embedded: None,
             })
         }
-        Target::Embedded(_) => todo!("embedded fleet"),
+        Target::Embedded(fleet) => spawn_embedded(exe, fleet, fleet_bugs).await,
         Target::External(external) => {
             let auth_token = match &external.auth_token_env {
                 Some(name) => Some(
@@ -127,71 +413,279 @@ pub async fn resolve(target: &Target, exe: &Path) -> Result<ResolvedTarget, Targ
                 endpoint,
                 auth_token,
                 fleet: None,
+                embedded: None,
                 description,
             })
         }
     }
 }
 
-async fn spawn_sink(
-    exe: &Path,
-    options: &SinkOptions,
-) -> Result<(SpawnedFleet, String), TargetError> {
+fn stream_url(address: SocketAddr) -> Url {
+    Url::parse(&format!("ws://{address}/stream")).expect("a socket address makes a valid URL")
+}
+
+/// `exe SUBCOMMAND`, with the environment it must not inherit removed. Callers add flags
+/// (and may set scrubbed variables deliberately, after this).
+fn child_command(exe: &Path, subcommand: &str) -> Command {
     let mut command = Command::new(exe);
+    command.arg(subcommand);
+    for name in SCRUBBED_ENV {
+        command.env_remove(name);
+    }
     command
-        .arg("sink")
+}
+
+async fn spawn_sink(exe: &Path, options: &SinkOptions) -> Result<Listening, TargetError> {
+    let mut command = child_command(exe, "sink");
+    command
         .arg("--listen")
         .arg("127.0.0.1:0")
         .arg("--reply-delay")
         .arg(humantime::format_duration(options.reply_delay).to_string())
         .arg("--reply-length")
-        .arg(humantime::format_duration(options.reply_length).to_string())
+        .arg(humantime::format_duration(options.reply_length).to_string());
+    spawn_listening(
+        command,
+        "voxsoak sink",
+        LISTENING_PREFIX,
+        SINK_SPAWN_TIMEOUT,
+    )
+    .await
+}
+
+async fn spawn_embedded(
+    exe: &Path,
+    fleet: &EmbeddedFleet,
+    extra_bugs: &[Bug],
+) -> Result<ResolvedTarget, TargetError> {
+    let mut bugs = fleet.bugs.clone();
+    for bug in extra_bugs {
+        if !bugs.contains(bug) {
+            bugs.push(*bug);
+        }
+    }
+    // The database URL first, so a missing variable leaves nothing behind.
+    let postgres = match &fleet.database_url_env {
+        Some(name) => {
+            let url = std::env::var(name)
+                .map_err(|_| TargetError::MissingDatabaseUrl { name: name.clone() })?;
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                return Err(TargetError::NotPostgresUrl { name: name.clone() });
+            }
+            Some((name.clone(), url))
+        }
+        None => None,
+    };
+    let temp_error = |source| TargetError::TempDir { source };
+    let temp_dir = tempfile::Builder::new()
+        .prefix("voxsoak-fleet-")
+        .tempdir()
+        .map_err(temp_error)?;
+    let root = std::path::absolute(temp_dir.path()).map_err(temp_error)?;
+    let audio_tmp_dir = root.join("audio");
+    std::fs::create_dir(&audio_tmp_dir).map_err(temp_error)?;
+
+    let mut command = child_command(exe, "fleet");
+    command.arg("--listen").arg("127.0.0.1:0");
+    let (database, database_url) = match postgres {
+        Some((env, url)) => {
+            // Through the environment, not argv: a command line is readable by every
+            // user of the machine (`ps`), and the URL may hold a password.
+            command.env("DATABASE_URL", &url);
+            (FleetDatabase::Postgres { env }, url)
+        }
+        None => {
+            let path = root.join("fleet.db");
+            let url = format!("sqlite://{}", path.display());
+            command.arg("--database-url").arg(&url);
+            (FleetDatabase::Sqlite { path }, url)
+        }
+    };
+    command
+        .arg("--audio-tmp-dir")
+        .arg(&audio_tmp_dir)
+        .arg("--db-pool-size")
+        .arg(fleet.db_pool_size.to_string())
+        .arg("--orders")
+        .arg(fleet.orders.to_string())
+        .arg("--workers")
+        .arg(fleet.workers.to_string())
+        .arg("--stall-after")
+        .arg(humantime::format_duration(fleet.stall_after).to_string())
+        .arg("--stall-after-calls")
+        .arg(fleet.stall_after_calls.to_string())
+        .arg("--temp-dir-budget")
+        .arg(fleet.temp_dir_budget.to_string());
+    if let Some(limit) = fleet.memory_limit {
+        command.arg("--memory-limit").arg(limit.to_string());
+    }
+    for bug in &bugs {
+        command.arg("--bug").arg(bug.name());
+    }
+
+    let listening = spawn_listening(
+        command,
+        "voxsoak fleet",
+        crate::fleet::LISTENING_PREFIX,
+        FLEET_SPAWN_TIMEOUT,
+    )
+    .await?;
+    let address = listening.address;
+    let url = stream_url(address);
+    let bug_names = if bugs.is_empty() {
+        "none".to_owned()
+    } else {
+        bugs.iter()
+            .map(|bug| bug.name())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let info = EmbeddedFleetInfo {
+        http_base: Url::parse(&format!("http://{address}/"))
+            .expect("a socket address makes a valid URL"),
+        temp_dir: root,
+        audio_tmp_dir,
+        database,
+        database_url,
+        bugs,
+        pid: listening.pid,
+    };
+    Ok(ResolvedTarget {
+        description: format!("reference fleet (started by voxsoak, bugs: {bug_names}) {url}"),
+        endpoint: CallEndpoint::Stream {
+            url,
+            custom_parameters: Default::default(),
+        },
+        auth_token: None,
+        fleet: Some(listening.into_spawned(Some(temp_dir))),
+        embedded: Some(info),
+    })
+}
+
+/// A started child that reported its address.
+struct Listening {
+    child: Child,
+    what: &'static str,
+    pid: Option<u32>,
+    address: SocketAddr,
+    stderr: StderrExcerpt,
+}
+
+impl Listening {
+    fn into_spawned(self, temp_dir: Option<TempDir>) -> SpawnedFleet {
+        SpawnedFleet {
+            child: self.child,
+            what: self.what,
+            pid: self.pid,
+            stderr: self.stderr,
+            temp_dir,
+        }
+    }
+}
+
+/// Starts `command` (a voxsoak subcommand) and waits up to `timeout` for the line
+/// `prefix ADDR` on its stdout. The child gets its own process group (Ctrl-C in the
+/// terminal reaches the harness, which ends the calls and then stops the fleet, instead of
+/// killing the fleet under live calls), is killed if the handle is dropped, and has both
+/// pipes drained for as long as it lives (so it never blocks on a full one); the last
+/// lines of its stderr are kept for messages. A child that exits before printing its
+/// address is reported at once, with its exit status and stderr.
+async fn spawn_listening(
+    mut command: Command,
+    what: &'static str,
+    prefix: &str,
+    timeout: Duration,
+) -> Result<Listening, TargetError> {
+    command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        // Its own process group: Ctrl-C in the terminal reaches the harness, which ends the
-        // calls and then stops the fleet, instead of killing the fleet under live calls.
         .process_group(0)
         .kill_on_drop(true);
     let mut child = command.spawn().map_err(|source| TargetError::Spawn {
-        what: "voxsoak sink",
-        exe: exe.to_path_buf(),
+        what,
+        exe: PathBuf::from(command.as_std().get_program()),
         source,
     })?;
-    let stdout = child.stdout.take().expect("stdout is piped");
-    let mut lines = BufReader::new(stdout).lines();
-    let address = tokio::time::timeout(SPAWN_TIMEOUT, async {
-        while let Ok(Some(line)) = lines.next_line().await {
-            if let Some(address) = line.strip_prefix(LISTENING_PREFIX) {
-                return Some(address.trim().to_string());
+    let pid = child.id();
+    let stderr = StderrExcerpt::default();
+    let stderr_pipe = child.stderr.take().expect("stderr is piped");
+    let tail = stderr.clone();
+    let stderr_done = tokio::spawn(async move {
+        let mut lines = PipeLines::new(stderr_pipe);
+        while let Some(line) = lines.next_line().await {
+            tail.push(line);
+        }
+    });
+    let mut stdout = PipeLines::new(child.stdout.take().expect("stdout is piped"));
+    let deadline = Instant::now() + timeout;
+    let reported = tokio::time::timeout_at(deadline, async {
+        while let Some(line) = stdout.next_line().await {
+            if let Some(address) = line.strip_prefix(prefix) {
+                return Some(address.trim().to_owned());
             }
         }
         None
     })
-    .await
-    .ok()
-    .flatten();
-    let Some(address) = address else {
-        let _ = child.start_kill();
-        let mut stderr = String::new();
-        if let Some(mut pipe) = child.stderr.take() {
-            use tokio::io::AsyncReadExt;
-            let _ = tokio::time::timeout(Duration::from_secs(1), pipe.read_to_string(&mut stderr))
-                .await;
-        }
-        return Err(TargetError::NoAddress {
-            what: "voxsoak sink",
-            timeout: SPAWN_TIMEOUT,
-            stderr,
-        });
-    };
-    // Keep draining both pipes so the child never blocks on a full one.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    if let Some(stderr) = child.stderr.take() {
-        let mut errors = BufReader::new(stderr).lines();
-        tokio::spawn(async move { while let Ok(Some(_)) = errors.next_line().await {} });
+    .await;
+    enum Failure {
+        BadAddress(String),
+        Exited(String),
+        Timeout,
     }
-    Ok((SpawnedFleet { child }, address))
+    let failure = match reported {
+        Ok(Some(address)) => match address.parse::<SocketAddr>() {
+            Ok(address) => {
+                tokio::spawn(stdout.drain());
+                return Ok(Listening {
+                    child,
+                    what,
+                    pid,
+                    address,
+                    stderr,
+                });
+            }
+            Err(_) => {
+                let _ = child.kill().await;
+                Failure::BadAddress(address)
+            }
+        },
+        // Its stdout closed: it exited (or is about to), so say why now rather than at
+        // the timeout.
+        Ok(None) => {
+            let wait_until = deadline.min(Instant::now() + EXIT_WAIT);
+            Failure::Exited(
+                match tokio::time::timeout_at(wait_until, child.wait()).await {
+                    Ok(Ok(status)) => status.to_string(),
+                    Ok(Err(error)) => format!("status unknown: {error}"),
+                    Err(_) => {
+                        let _ = child.kill().await;
+                        "it closed its stdout and was killed".to_owned()
+                    }
+                },
+            )
+        }
+        Err(_) => {
+            let _ = child.kill().await;
+            Failure::Timeout
+        }
+    };
+    // The child is gone: the rest of its stderr is on its way.
+    let _ = tokio::time::timeout(STDERR_WAIT, stderr_done).await;
+    let stderr = stderr.text();
+    Err(match failure {
+        Failure::BadAddress(address) => TargetError::BadAddress { what, address },
+        Failure::Exited(status) => TargetError::Exited {
+            what,
+            status,
+            stderr,
+        },
+        Failure::Timeout => TargetError::NoAddress {
+            what,
+            timeout,
+            stderr,
+        },
+    })
 }
 
 /// Checks that the target accepts TCP connections before any call is placed, so an
@@ -217,5 +711,67 @@ pub async fn preflight(endpoint: &CallEndpoint) -> Result<(), TargetError> {
         Err(_) => Err(unreachable(format!(
             "no TCP answer within {PREFLIGHT_TIMEOUT:?}"
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn pipe_lines_are_bounded_and_split() {
+        let long = "x".repeat(MAX_LINE_BYTES * 3);
+        let input = format!("first\r\n{long}\nlast without newline");
+        let mut lines = PipeLines::new(input.as_bytes());
+        assert_eq!(lines.next_line().await.as_deref(), Some("first"));
+        assert_eq!(lines.next_line().await.unwrap().len(), MAX_LINE_BYTES);
+        assert_eq!(
+            lines.next_line().await.as_deref(),
+            Some("last without newline")
+        );
+        assert_eq!(lines.next_line().await, None);
+    }
+
+    #[test]
+    fn stderr_excerpt_keeps_the_first_and_last_lines() {
+        let excerpt = StderrExcerpt::default();
+        for index in 0..3 {
+            excerpt.push(format!("line {index}"));
+        }
+        assert_eq!(excerpt.text(), "line 0\nline 1\nline 2");
+        for index in 3..50 {
+            excerpt.push(format!("line {index}"));
+        }
+        let text = excerpt.text();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), STDERR_HEAD_LINES + 1 + STDERR_TAIL_LINES);
+        assert_eq!(
+            lines[..5],
+            ["line 0", "line 1", "line 2", "line 3", "line 4"]
+        );
+        assert_eq!(lines[5], "[25 lines omitted]");
+        assert_eq!(lines[6], "line 30");
+        assert_eq!(lines[25], "line 49");
+    }
+
+    #[test]
+    fn stderr_hints_read_well() {
+        assert_eq!(stderr_hint("  \n"), "");
+        assert_eq!(stderr_hint("boom\n"), "; it said: boom");
+        assert_eq!(stderr_hint("one\ntwo"), "; its stderr:\n  one\n  two");
+    }
+
+    #[test]
+    fn postgres_urls_stay_out_of_debug_output() {
+        let info = EmbeddedFleetInfo {
+            http_base: Url::parse("http://127.0.0.1:1/").unwrap(),
+            temp_dir: PathBuf::from("/tmp/x"),
+            audio_tmp_dir: PathBuf::from("/tmp/x/audio"),
+            database: FleetDatabase::Postgres { env: "PG".into() },
+            database_url: "postgres://u:hunter2@db/x".into(),
+            bugs: vec![],
+            pid: None,
+        };
+        assert!(!format!("{info:?}").contains("hunter2"));
     }
 }

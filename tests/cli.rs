@@ -274,3 +274,85 @@ fn duration_and_seed_override_the_scenario() {
     );
     assert!(summary["calls"]["completed"].as_u64().unwrap() >= 3);
 }
+
+/// `--fleet-bug` switches bugs on in the reference fleet the harness starts; with any
+/// other target it is refused before anything runs.
+#[test]
+fn fleet_bugs_need_the_embedded_fleet() {
+    let scenario = ScenarioFile::new(
+        "[target]\nfleet = \"sink\"\n[load]\nstages = [{ ramp_to = 1, over = \"1s\" }]\n",
+    );
+    let output = voxsoak(&[
+        "run",
+        path_str(&scenario.path),
+        "--out",
+        path_str(&scenario.out_dir()),
+        "--quiet",
+        "--fleet-bug",
+        "no-backoff",
+    ]);
+    assert_eq!(output.status.code(), Some(exit::HARNESS_ERROR));
+    assert_eq!(
+        stderr(&output).trim(),
+        format!(
+            r#"voxsoak: --fleet-bug needs [target] fleet = "embedded"; {} targets fleet = "sink""#,
+            scenario.path.display()
+        )
+    );
+    assert!(!scenario.out_dir().exists(), "nothing ran");
+
+    // In-process too, and an unknown bug name is refused by the command line itself.
+    let cli = Cli::try_parse_from([
+        "voxsoak",
+        "run",
+        path_str(&scenario.path),
+        "--fleet-bug",
+        "temp-leak",
+    ])
+    .unwrap();
+    assert_eq!(voxsoak::cli::main(cli), exit::HARNESS_ERROR);
+    let error = Cli::try_parse_from(["voxsoak", "run", "x.toml", "--fleet-bug", "no-such-bug"])
+        .unwrap_err();
+    assert!(error.to_string().contains("no-backoff"), "{error}");
+}
+
+#[test]
+fn embedded_targets_validate_and_plan() {
+    let scenario = ScenarioFile::new(
+        "[target]\nfleet = \"embedded\"\nbugs = [\"no-backoff\", \"long-transactions\"]\n\
+         database_url_env = \"VOXSOAK_PG\"\ndb_pool_size = 5\norders = 100000\nworkers = 4\n\
+         stall_after = \"3s\"\nstall_after_calls = 10\nmemory_limit = \"512MiB\"\n\
+         temp_dir_budget = \"64MiB\"\n[load]\nstages = [{ ramp_to = 3, over = \"5s\" }]\n",
+    );
+    let validated = voxsoak(&["validate", path_str(&scenario.path)]);
+    assert_eq!(
+        validated.status.code(),
+        Some(exit::PASS),
+        "{}",
+        stderr(&validated)
+    );
+    let planned = voxsoak(&["plan", path_str(&scenario.path)]);
+    assert_eq!(planned.status.code(), Some(exit::PASS));
+    let plan = String::from_utf8_lossy(&planned.stdout);
+    for expected in [
+        "bugs               no-backoff, long-transactions",
+        "database           PostgreSQL from $VOXSOAK_PG",
+        "db pool size       5",
+        "memory limit       512.0 MiB",
+    ] {
+        assert!(plan.contains(expected), "missing {expected:?} in\n{plan}");
+    }
+
+    let bad = ScenarioFile::new(
+        "[target]\nfleet = \"embedded\"\nbugs = [\"no-backoff\", \"no-backof\"]\n[load]\nstages = [{ ramp_to = 1, over = \"1s\" }]\n",
+    );
+    let output = voxsoak(&["validate", path_str(&bad.path)]);
+    assert_eq!(output.status.code(), Some(exit::HARNESS_ERROR));
+    assert_eq!(
+        stderr(&output).trim(),
+        format!(
+            r#"{}:3:23: unknown bug "no-backof"; expected one of no-backoff, unvalidated-tool-params, temp-leak, long-transactions, no-healer, silent-stall"#,
+            bad.path.display()
+        )
+    );
+}

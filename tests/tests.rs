@@ -1,7 +1,8 @@
-//! Integration tests: the harness against real servers on loopback (the sink, and small
-//! misbehaving fleets written here). One test binary, modules by subject.
+//! Integration tests: the harness against real servers on loopback (the sink, the reference
+//! fleet, and small misbehaving fleets written here). One test binary, modules by subject.
 
 mod cli;
+mod embedded_target;
 mod fleet;
 mod fleet_util;
 mod misbehaving_fleet;

@@ -27,10 +27,30 @@
 //!
 //! [target]                          # required: exactly one of fleet, stream_url, webhook_url
 //! fleet = "sink"                    # the harness starts `voxsoak sink` itself
-//!                                   # ("embedded", the reference fleet, is not available yet)
 //! reply_delay = "600ms"             # sink only, default 600ms: end of caller speech to the
 //!                                   # sink's reply (never under its 500 ms end-of-turn silence)
 //! reply_length = "800ms"            # sink only, default 800ms: length of each sink reply
+//!
+//! # ...or the reference fleet, which the harness starts itself (`voxsoak fleet`) on a free
+//! # port of 127.0.0.1, with a temp dir for its SQLite file and TTS audio (removed after the
+//! # run). The keys below are only allowed with fleet = "embedded"; these are the defaults.
+//! # fleet = "embedded"
+//! # bugs = []                       # production bugs to switch on, e.g. ["no-backoff"]:
+//! #                                 # no-backoff, unvalidated-tool-params, temp-leak,
+//! #                                 # long-transactions, no-healer, silent-stall;
+//! #                                 # `voxsoak run --fleet-bug NAME` adds more
+//! # database_url_env = "DATABASE_URL"  # NAME of the env var holding a postgres:// URL;
+//! #                                 # never the URL itself. Default: a SQLite file in the
+//! #                                 # run's temp dir
+//! # db_pool_size = 10               # 1..=1000 connections in the fleet's database pool
+//! # orders = 1000000                # 1..=50000000 rows seeded into `orders` before it listens
+//! # workers = 8                     # 1..=1000 workers serving agent turns
+//! # stall_after = "5s"              # the healer restarts a worker silent for this long
+//! # stall_after_calls = 20          # >= 1; with bugs = ["silent-stall"]: jobs before a
+//! #                                 # worker stalls
+//! # memory_limit = "512MiB"         # default none; >= 16MiB: the fleet SIGKILLs itself
+//! #                                 # above this RSS, like an OOM-killed pod
+//! # temp_dir_budget = "256MiB"      # temp dir size above which /health is 503
 //!
 //! # ...or an external fleet (one of the two):
 //! # stream_url = "ws://127.0.0.1:8080/stream"   # ws:// or wss://, connected to directly
@@ -101,11 +121,17 @@
 //! - Fixture globs are resolved at load time; the resulting list is sorted and
 //!   de-duplicated. Only existence is checked, not the audio.
 //! - `hangup = true` must be the last step; `listen` is only allowed on `say` and `dtmf`.
-//! - `reply_delay`/`reply_length` are only allowed with `fleet = "sink"`;
-//!   `auth_token_env`/`custom_parameters` only with an external target, and
-//!   `custom_parameters` only with `stream_url` (with `webhook_url` the fleet's TwiML
-//!   `<Parameter>`s are used).
+//! - `reply_delay`/`reply_length` are only allowed with `fleet = "sink"`; `bugs`,
+//!   `database_url_env`, `db_pool_size`, `orders`, `workers`, `stall_after`,
+//!   `stall_after_calls`, `memory_limit` and `temp_dir_budget` only with
+//!   `fleet = "embedded"`; `auth_token_env`/`custom_parameters` only with an external
+//!   target, and `custom_parameters` only with `stream_url` (with `webhook_url` the
+//!   fleet's TwiML `<Parameter>`s are used).
 //! - `duration`, `arrivals`, `max_concurrent` are only allowed with `calls_per_minute`.
+//! - Sizes are strings with units: `"512MiB"`, `"1GiB"` (powers of 1024), `"1.5GB"` (powers
+//!   of 1000); see [`crate::units::parse_byte_size`]. Bare numbers are errors.
+//! - The embedded fleet always listens on 127.0.0.1, whatever `allow_hosts` says; calls go
+//!   to its `ws://127.0.0.1:PORT/stream`.
 //! - SLO thresholds may omit the operator (`"99.5%"`, `"1500ms"`), but a wrong direction
 //!   (`"<= 99%"` for call_success) is an error.
 

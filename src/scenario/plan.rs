@@ -5,6 +5,8 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Duration;
 
+use crate::units::format_byte_size;
+
 use super::{
     ArrivalPattern, CallChoice, Endpoint, Load, PlannedStep, Scenario, ScriptBody, Stage, Step,
     Target, UtteranceRef, UtteranceSource,
@@ -68,7 +70,46 @@ impl Plan {
                 self.row("reply delay", format_duration(sink.reply_delay));
                 self.row("reply length", format_duration(sink.reply_length));
             }
-            Target::Embedded(_) => self.row("fleet", "embedded (voxsoak fleet)"),
+            Target::Embedded(fleet) => {
+                self.row(
+                    "fleet",
+                    "embedded (voxsoak fleet, the reference fleet, started by the harness)",
+                );
+                let bugs = if fleet.bugs.is_empty() {
+                    "none (the fixed fleet)".to_owned()
+                } else {
+                    let names: Vec<&str> = fleet.bugs.iter().map(|bug| bug.name()).collect();
+                    names.join(", ")
+                };
+                self.row("bugs", bugs);
+                let database = match &fleet.database_url_env {
+                    Some(name) => format!("PostgreSQL from ${name}"),
+                    None => "SQLite file in the run's temp dir".to_owned(),
+                };
+                self.row("database", database);
+                self.row("db pool size", fleet.db_pool_size);
+                self.row("orders", format!("{} rows seeded", fleet.orders));
+                self.row("workers", fleet.workers);
+                self.row(
+                    "stall after",
+                    format!(
+                        "{} (the healer restarts a worker silent this long)",
+                        format_duration(fleet.stall_after)
+                    ),
+                );
+                let stall_calls = if fleet.bugs.contains(&crate::fleet::Bug::SilentStall) {
+                    format!("{} jobs per worker (silent-stall)", fleet.stall_after_calls)
+                } else {
+                    format!("{} (only with silent-stall)", fleet.stall_after_calls)
+                };
+                self.row("stall after calls", stall_calls);
+                let memory = match fleet.memory_limit {
+                    Some(bytes) => format!("{} (SIGKILL above it)", format_byte_size(bytes)),
+                    None => "none".to_owned(),
+                };
+                self.row("memory limit", memory);
+                self.row("temp dir budget", format_byte_size(fleet.temp_dir_budget));
+            }
             Target::External(external) => {
                 match &external.endpoint {
                     Endpoint::Stream(url) => self.row("stream", url),

@@ -53,6 +53,51 @@ pub(super) struct RawTarget {
     pub auth_token_env: Option<Spanned<String>>,
     pub custom_parameters: Option<Spanned<BTreeMap<String, String>>>,
     pub allow_hosts: Option<Spanned<Vec<Spanned<String>>>>,
+    // fleet = "embedded" only:
+    pub bugs: Option<Spanned<Vec<Spanned<String>>>>,
+    pub database_url_env: Option<Spanned<String>>,
+    pub db_pool_size: Option<Spanned<i64>>,
+    pub orders: Option<Spanned<i64>>,
+    pub workers: Option<Spanned<i64>>,
+    pub stall_after: Option<RawValue>,
+    pub stall_after_calls: Option<Spanned<i64>>,
+    pub memory_limit: Option<RawValue>,
+    pub temp_dir_budget: Option<RawValue>,
+}
+
+impl RawTarget {
+    /// The keys only `fleet = "embedded"` takes, with their spans, in file-format order.
+    pub(super) fn embedded_keys(&self) -> Vec<(&'static str, std::ops::Range<usize>)> {
+        [
+            ("bugs", self.bugs.as_ref().map(Spanned::span)),
+            (
+                "database_url_env",
+                self.database_url_env.as_ref().map(Spanned::span),
+            ),
+            (
+                "db_pool_size",
+                self.db_pool_size.as_ref().map(Spanned::span),
+            ),
+            ("orders", self.orders.as_ref().map(Spanned::span)),
+            ("workers", self.workers.as_ref().map(Spanned::span)),
+            ("stall_after", self.stall_after.as_ref().map(Spanned::span)),
+            (
+                "stall_after_calls",
+                self.stall_after_calls.as_ref().map(Spanned::span),
+            ),
+            (
+                "memory_limit",
+                self.memory_limit.as_ref().map(Spanned::span),
+            ),
+            (
+                "temp_dir_budget",
+                self.temp_dir_budget.as_ref().map(Spanned::span),
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(key, span)| span.map(|span| (key, span)))
+        .collect()
+    }
 }
 
 #[derive(Debug, Deserialize)]

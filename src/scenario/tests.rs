@@ -480,11 +480,193 @@ fn stream_and_webhook_are_exclusive() {
 }
 
 #[test]
-fn embedded_fleet_is_not_available() {
-    let source = format!("[target]\nfleet = \"embedded\"\n{STAGES}");
+fn unknown_fleet() {
+    let source = format!("[target]\nfleet = \"cloud\"\n{STAGES}");
     assert_eq!(
         single(&source),
-        r#"2:9: the embedded reference fleet is not available in this build; use fleet = "sink" or stream_url / webhook_url"#
+        r#"2:9: unknown fleet "cloud"; expected "sink" or "embedded""#
+    );
+}
+
+// ---- the embedded reference fleet -------------------------------------------------------
+
+const FULL_EMBEDDED: &str = r#"[target]
+fleet = "embedded"
+bugs = ["no-backoff", "silent-stall"]
+database_url_env = "VOXSOAK_PG_URL"
+db_pool_size = 4
+orders = 20000
+workers = 3
+stall_after = "2s"
+stall_after_calls = 5
+memory_limit = "512MiB"
+temp_dir_budget = "64MiB"
+allow_hosts = ["127.0.0.1"]
+
+[load]
+stages = [{ ramp_to = 2, over = "1s" }]
+"#;
+
+#[test]
+fn embedded_fleet_with_every_key() {
+    let scenario = parse_ok(FULL_EMBEDDED);
+    assert_eq!(
+        scenario.target,
+        Target::Embedded(EmbeddedFleet {
+            bugs: vec![crate::fleet::Bug::NoBackoff, crate::fleet::Bug::SilentStall],
+            database_url_env: Some("VOXSOAK_PG_URL".into()),
+            db_pool_size: 4,
+            orders: 20_000,
+            workers: 3,
+            stall_after: secs(2),
+            stall_after_calls: 5,
+            memory_limit: Some(512 << 20),
+            temp_dir_budget: 64 << 20,
+        })
+    );
+    assert_eq!(scenario.allow_hosts, ["127.0.0.1"]);
+}
+
+#[test]
+fn embedded_fleet_defaults() {
+    let scenario = parse_ok(&format!("[target]\nfleet = \"embedded\"\n{STAGES}"));
+    assert_eq!(scenario.target, Target::Embedded(EmbeddedFleet::default()));
+    let fleet = crate::fleet::FleetOptions::default();
+    let Target::Embedded(embedded) = scenario.target else {
+        unreachable!()
+    };
+    assert!(embedded.bugs.is_empty());
+    assert_eq!(embedded.database_url_env, None);
+    assert_eq!(embedded.orders, fleet.orders);
+    assert_eq!(embedded.workers, fleet.workers);
+    assert_eq!(embedded.memory_limit, None);
+    assert_eq!(embedded.temp_dir_budget, fleet.temp_dir_budget);
+    // The bounds themselves are accepted; an empty bug list is the fixed fleet.
+    parse_ok(&format!(
+        "[target]\nfleet = \"embedded\"\nbugs = []\ndb_pool_size = 1000\norders = 50000000\n\
+         workers = 1\nstall_after_calls = 1\nmemory_limit = \"16MiB\"\ntemp_dir_budget = \"1GB\"\n{STAGES}"
+    ));
+}
+
+#[test]
+fn embedded_fleet_bad_values_point_at_the_value() {
+    let all_bugs = "no-backoff, unvalidated-tool-params, temp-leak, long-transactions, no-healer, silent-stall";
+    let cases: Vec<(&str, String)> = vec![
+        (
+            r#"bugs = ["no-backof"]"#,
+            format!(r#"3:9: unknown bug "no-backof"; expected one of {all_bugs}"#),
+        ),
+        (
+            r#"bugs = ["temp-leak", "temp-leak"]"#,
+            r#"3:22: bug "temp-leak" is listed twice; list each bug once"#.into(),
+        ),
+        (
+            "db_pool_size = 0",
+            "3:16: db_pool_size must be at least 1, found 0".into(),
+        ),
+        (
+            "db_pool_size = 1001",
+            "3:16: db_pool_size must be at most 1000, found 1001".into(),
+        ),
+        (
+            "orders = 0",
+            "3:10: orders must be at least 1, found 0".into(),
+        ),
+        (
+            "orders = 50000001",
+            "3:10: orders must be at most 50000000, found 50000001".into(),
+        ),
+        (
+            "workers = 0",
+            "3:11: workers must be at least 1, found 0".into(),
+        ),
+        (
+            "workers = 1001",
+            "3:11: workers must be at most 1000, found 1001".into(),
+        ),
+        (
+            r#"stall_after = "0s""#,
+            r#"3:15: stall_after must be longer than zero, found "0s""#.into(),
+        ),
+        (
+            "stall_after = 5",
+            r#"3:15: expected a duration such as "30s" or "1m30s", found 5"#.into(),
+        ),
+        (
+            "stall_after_calls = 0",
+            "3:21: stall_after_calls must be at least 1, found 0".into(),
+        ),
+        (
+            r#"memory_limit = "1MiB""#,
+            r#"3:16: memory_limit must be at least 16MiB (the fleet needs that much to start), found "1MiB""#.into(),
+        ),
+        (
+            "memory_limit = 536870912",
+            r#"3:16: memory_limit: expected a size such as "512MiB" or "1GiB", found 536870912"#.into(),
+        ),
+        (
+            r#"memory_limit = "lots""#,
+            r#"3:16: memory_limit: expected a size such as "512MiB" or "1GiB", found "lots""#.into(),
+        ),
+        (
+            r#"temp_dir_budget = "5 parsecs""#,
+            r#"3:19: temp_dir_budget: expected a size such as "512MiB" or "1GiB", found "5 parsecs""#.into(),
+        ),
+    ];
+    for (line, expected) in cases {
+        let source = format!("[target]\nfleet = \"embedded\"\n{line}\n{STAGES}");
+        assert_eq!(single(&source), expected, "for {line}");
+    }
+}
+
+#[test]
+fn database_url_env_never_echoes_the_url() {
+    for value in [
+        "postgres://voxsoak:hunter2@db.internal:5432/fleet",
+        "hunter2 hunter2",
+        "0123456789abcdef0123456789abcdef",
+    ] {
+        let source =
+            format!("[target]\nfleet = \"embedded\"\ndatabase_url_env = \"{value}\"\n{STAGES}");
+        let found = single(&source);
+        assert_eq!(
+            found,
+            "3:20: database_url_env is the NAME of the environment variable holding the PostgreSQL URL (such as DATABASE_URL), not the URL itself"
+        );
+        assert!(!found.contains("hunter2") && !found.contains("0123456789"));
+    }
+}
+
+#[test]
+fn embedded_only_keys_on_other_targets() {
+    let source = format!("{SINK}bugs = [\"no-backoff\"]\nmemory_limit = \"1GiB\"\n{STAGES}");
+    assert_eq!(
+        diagnostics(&source),
+        [
+            r#"3:8: bugs only applies to fleet = "embedded" (the reference fleet the harness starts), not to fleet = "sink""#,
+            r#"4:16: memory_limit only applies to fleet = "embedded" (the reference fleet the harness starts), not to fleet = "sink""#,
+        ]
+    );
+    let source = format!(
+        "[target]\nstream_url = \"ws://127.0.0.1/s\"\norders = 5\ndatabase_url_env = \"PG\"\n{STAGES}"
+    );
+    assert_eq!(
+        diagnostics(&source),
+        [
+            r#"3:10: orders only applies to fleet = "embedded" (the reference fleet the harness starts), not to an external target (stream_url or webhook_url)"#,
+            r#"4:20: database_url_env only applies to fleet = "embedded" (the reference fleet the harness starts), not to an external target (stream_url or webhook_url)"#,
+        ]
+    );
+    // ...and the sink's and external targets' keys are refused on the embedded fleet.
+    let source = format!(
+        "[target]\nfleet = \"embedded\"\nreply_delay = \"600ms\"\nauth_token_env = \"T\"\n{STAGES}"
+    );
+    assert_eq!(
+        diagnostics(&source),
+        [
+            r#"3:15: reply_delay only applies to fleet = "sink"; the reference fleet replies at its own pace"#,
+            r#"4:18: auth_token_env only applies to an external target (stream_url or webhook_url), not to fleet = "embedded""#,
+        ]
     );
 }
 
@@ -631,13 +813,14 @@ fn slo_thresholds() {
 
 #[test]
 fn every_problem_is_reported_at_once() {
-    let source = "[target]\nfleet = \"embedded\"\n[load]\nstages = [{ ramp_to = 5, over = 5 }]\n\
+    let source = "[target]\nfleet = \"embedded\"\nbugs = [\"no-healer\", \"oops\"]\n\
+                  [load]\nstages = [{ ramp_to = 5, over = 5 }]\n\
                   [[scripts]]\nname = \"a\"\nweight = 0\nturns = 1\n";
     let found = diagnostics(source);
     assert_eq!(found.len(), 3, "{found:#?}");
-    assert!(found[0].starts_with("2:9: "));
-    assert!(found[1].starts_with("4:33: "));
-    assert!(found[2].starts_with("7:10: "));
+    assert!(found[0].starts_with("3:22: unknown bug"), "{found:#?}");
+    assert!(found[1].starts_with("5:33: "));
+    assert!(found[2].starts_with("8:10: "));
 }
 
 #[test]
@@ -883,6 +1066,40 @@ fn plan_shows_the_timeline_and_first_calls() {
 }
 
 #[test]
+fn plan_shows_the_embedded_fleet() {
+    let plan = render_plan(&parse_ok(FULL_EMBEDDED));
+    for expected in [
+        "fleet              embedded (voxsoak fleet, the reference fleet, started by the harness)",
+        "bugs               no-backoff, silent-stall",
+        "database           PostgreSQL from $VOXSOAK_PG_URL",
+        "db pool size       4",
+        "orders             20000 rows seeded",
+        "workers            3",
+        "stall after        2s (the healer restarts a worker silent this long)",
+        "stall after calls  5 jobs per worker (silent-stall)",
+        "memory limit       512.0 MiB (SIGKILL above it)",
+        "temp dir budget    64.0 MiB",
+        "allow hosts        127.0.0.1",
+    ] {
+        assert!(plan.contains(expected), "missing {expected:?} in\n{plan}");
+    }
+    let plan = render_plan(&parse_ok(&format!(
+        "[target]\nfleet = \"embedded\"\n{STAGES}"
+    )));
+    for expected in [
+        "bugs               none (the fixed fleet)",
+        "database           SQLite file in the run's temp dir",
+        "db pool size       10",
+        "orders             1000000 rows seeded",
+        "stall after calls  20 (only with silent-stall)",
+        "memory limit       none",
+        "temp dir budget    256.0 MiB",
+    ] {
+        assert!(plan.contains(expected), "missing {expected:?} in\n{plan}");
+    }
+}
+
+#[test]
 fn plan_for_open_model_lists_arrivals() {
     let plan = render_plan(&parse_ok(
         "[target]\nstream_url = \"ws://127.0.0.1:8080/stream\"\n\
@@ -905,16 +1122,18 @@ fn plan_for_open_model_lists_arrivals() {
 #[test]
 fn sample_files_stay_valid() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scenario_files");
-    for name in ["sink-baseline.toml", "open-rate.toml"] {
+    for name in ["sink-baseline.toml", "open-rate.toml", "embedded.toml"] {
         let scenario = load(&dir.join(name)).unwrap_or_else(|error| panic!("{error}"));
         assert!(!render_plan(&scenario).is_empty());
     }
+    let embedded = load(&dir.join("embedded.toml")).unwrap();
+    assert!(render_plan(&embedded).contains("bugs               no-backoff, temp-leak"));
     let error = load(&dir.join("invalid.toml")).unwrap_err();
     let ScenarioError::Invalid { diagnostics, .. } = error else {
         panic!("invalid expected")
     };
     let positions: Vec<(usize, usize)> = diagnostics.iter().map(|d| (d.line, d.column)).collect();
-    assert_eq!(positions, [(3, 9), (7, 26), (8, 12), (13, 10), (14, 22)]);
+    assert_eq!(positions, [(4, 23), (8, 26), (9, 12), (14, 10), (15, 22)]);
 }
 
 #[test]

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::Ipv6Addr;
-use std::ops::Range;
+use std::ops::{Range, RangeInclusive};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -15,9 +15,10 @@ use super::raw::{
 };
 use super::{
     ArrivalPattern, ArrivalRate, CallScript, CallSettings, DEFAULT_ALLOW_HOSTS, Diagnostic,
-    Endpoint, ExternalTarget, Load, Scenario, ScriptBody, SinkOptions, Slos, Stage, Step,
-    SyntheticPool, Target, UtteranceRef, normalize_host,
+    EmbeddedFleet, Endpoint, ExternalTarget, Load, Scenario, ScriptBody, SinkOptions, Slos, Stage,
+    Step, SyntheticPool, Target, UtteranceRef, normalize_host,
 };
+use crate::fleet::Bug;
 
 /// Longer than any soak; keeps every `Instant + duration` in range.
 const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -31,6 +32,12 @@ const DURATION_EXPECTED: &str = r#"expected a duration such as "30s" or "1m30s""
 const MAX_TURNS: i64 = 1000;
 const DEFAULT_MAX_CONCURRENT: u32 = 10_000;
 const DEFAULT_SEED: u64 = 1;
+/// Limits for the embedded reference fleet: beyond them a value is a typo, not a test.
+const MAX_DB_POOL_SIZE: i64 = 1000;
+const MAX_ORDERS: i64 = 50_000_000;
+const MAX_WORKERS: i64 = 1000;
+/// Below this the fleet cannot even start; a limit under it only measures the OOM killer.
+const MIN_MEMORY_LIMIT: u64 = 16 << 20;
 
 pub(super) fn validate(
     raw: RawScenario,
@@ -278,23 +285,6 @@ impl Validator<'_> {
 
     fn fleet_target(&mut self, fleet: &Spanned<String>, raw: &RawTarget) -> Option<Target> {
         let name = fleet.get_ref().as_str();
-        let known = match name {
-            "sink" => true,
-            "embedded" => {
-                self.error(
-                    fleet.span(),
-                    r#"the embedded reference fleet is not available in this build; use fleet = "sink" or stream_url / webhook_url"#,
-                );
-                false
-            }
-            other => {
-                self.error(
-                    fleet.span(),
-                    format!(r#"unknown fleet {other:?}; expected "sink" or "embedded""#),
-                );
-                false
-            }
-        };
         let external_only = [
             (
                 "auth_token_env",
@@ -315,6 +305,26 @@ impl Validator<'_> {
                 );
             }
         }
+        match name {
+            "sink" => {
+                self.reject_embedded_keys(raw, r#"fleet = "sink""#);
+                Some(Target::Sink(self.sink_options(raw)))
+            }
+            "embedded" => {
+                self.reject_sink_keys(raw, "the reference fleet replies at its own pace");
+                Some(Target::Embedded(self.embedded_fleet(raw)))
+            }
+            other => {
+                self.error(
+                    fleet.span(),
+                    format!(r#"unknown fleet {other:?}; expected "sink" or "embedded""#),
+                );
+                None
+            }
+        }
+    }
+
+    fn sink_options(&mut self, raw: &RawTarget) -> SinkOptions {
         let options = SinkOptions {
             reply_delay: self.duration_or(
                 raw.reply_delay.as_ref(),
@@ -340,10 +350,12 @@ impl Validator<'_> {
                 ),
             );
         }
-        known.then_some(Target::Sink(options))
+        options
     }
 
-    fn external_target(&mut self, raw: &RawTarget, allow_hosts: &[String]) -> Option<Target> {
+    /// `reply_delay`/`reply_length` on a target that is not the sink; `why` says why they
+    /// mean nothing there.
+    fn reject_sink_keys(&mut self, raw: &RawTarget, why: &str) {
         for (key, value) in [
             ("reply_delay", &raw.reply_delay),
             ("reply_length", &raw.reply_length),
@@ -351,14 +363,174 @@ impl Validator<'_> {
             if let Some(value) = value {
                 self.error(
                     value.span(),
-                    format!(
-                        r#"{key} only applies to fleet = "sink"; an external fleet replies at its own pace"#
-                    ),
+                    format!(r#"{key} only applies to fleet = "sink"; {why}"#),
                 );
             }
         }
+    }
+
+    /// The reference fleet's keys on another target (`target` names it).
+    fn reject_embedded_keys(&mut self, raw: &RawTarget, target: &str) {
+        for (key, span) in raw.embedded_keys() {
+            self.error(
+                span,
+                format!(
+                    r#"{key} only applies to fleet = "embedded" (the reference fleet the harness starts), not to {target}"#
+                ),
+            );
+        }
+    }
+
+    fn embedded_fleet(&mut self, raw: &RawTarget) -> EmbeddedFleet {
+        let defaults = EmbeddedFleet::default();
+        let bugs = raw
+            .bugs
+            .as_ref()
+            .map(|bugs| self.bugs(bugs))
+            .unwrap_or_default();
+        if let Some(name) = &raw.database_url_env {
+            self.env_var_name(
+                name,
+                "database_url_env is the NAME of the environment variable holding the PostgreSQL URL (such as DATABASE_URL), not the URL itself",
+            );
+        }
+        let mut number = |value: &Option<Spanned<i64>>, key: &str, range: RangeInclusive<i64>| {
+            value
+                .as_ref()
+                .and_then(|value| self.ranged(value, key, range))
+        };
+        let db_pool_size = number(&raw.db_pool_size, "db_pool_size", 1..=MAX_DB_POOL_SIZE)
+            .map_or(defaults.db_pool_size, |n| n as u32);
+        let orders =
+            number(&raw.orders, "orders", 1..=MAX_ORDERS).map_or(defaults.orders, |n| n as u64);
+        let workers =
+            number(&raw.workers, "workers", 1..=MAX_WORKERS).map_or(defaults.workers, |n| n as u32);
+        let stall_after_calls = number(
+            &raw.stall_after_calls,
+            "stall_after_calls",
+            1..=i64::from(MAX_COUNT),
+        )
+        .map_or(defaults.stall_after_calls, |n| n as u32);
+        let stall_after = self.duration_or(
+            raw.stall_after.as_ref(),
+            "stall_after",
+            Zero::Rejected,
+            defaults.stall_after,
+        );
+        let memory_limit = match &raw.memory_limit {
+            Some(value) => self.byte_size(value, "memory_limit").and_then(|bytes| {
+                if bytes < MIN_MEMORY_LIMIT {
+                    self.error(
+                        value.span(),
+                        format!(
+                            "memory_limit must be at least 16MiB (the fleet needs that much to start), found {}",
+                            describe(value.get_ref())
+                        ),
+                    );
+                    return None;
+                }
+                Some(bytes)
+            }),
+            None => defaults.memory_limit,
+        };
+        let temp_dir_budget = raw
+            .temp_dir_budget
+            .as_ref()
+            .and_then(|value| self.byte_size(value, "temp_dir_budget"))
+            .unwrap_or(defaults.temp_dir_budget);
+        EmbeddedFleet {
+            bugs,
+            database_url_env: raw
+                .database_url_env
+                .as_ref()
+                .map(|name| name.get_ref().clone()),
+            db_pool_size,
+            orders,
+            workers,
+            stall_after,
+            stall_after_calls,
+            memory_limit,
+            temp_dir_budget,
+        }
+    }
+
+    /// `bugs = ["no-backoff", ...]`: known names, each once.
+    fn bugs(&mut self, raw: &Spanned<Vec<Spanned<String>>>) -> Vec<Bug> {
+        let mut bugs = Vec::new();
+        for name in raw.get_ref() {
+            let text = name.get_ref();
+            match Bug::from_name(text) {
+                Some(bug) if bugs.contains(&bug) => self.error(
+                    name.span(),
+                    format!("bug {text:?} is listed twice; list each bug once"),
+                ),
+                Some(bug) => bugs.push(bug),
+                None => {
+                    let valid: Vec<&str> = Bug::ALL.iter().map(|bug| bug.name()).collect();
+                    self.error(
+                        name.span(),
+                        format!("unknown bug {text:?}; expected one of {}", valid.join(", ")),
+                    );
+                }
+            }
+        }
+        bugs
+    }
+
+    /// A whole number in `range`.
+    fn ranged(
+        &mut self,
+        value: &Spanned<i64>,
+        key: &str,
+        range: RangeInclusive<i64>,
+    ) -> Option<i64> {
+        let number = *value.get_ref();
+        if number < *range.start() {
+            self.error(
+                value.span(),
+                format!("{key} must be at least {}, found {number}", range.start()),
+            );
+            return None;
+        }
+        if number > *range.end() {
+            self.error(
+                value.span(),
+                format!("{key} must be at most {}, found {number}", range.end()),
+            );
+            return None;
+        }
+        Some(number)
+    }
+
+    /// A size string such as `"512MiB"` (see [`crate::units::parse_byte_size`]).
+    fn byte_size(&mut self, value: &RawValue, key: &str) -> Option<u64> {
+        let toml::Value::String(text) = value.get_ref() else {
+            self.error(
+                value.span(),
+                format!(
+                    r#"{key}: expected a size such as "512MiB" or "1GiB", found {}"#,
+                    describe(value.get_ref())
+                ),
+            );
+            return None;
+        };
+        match crate::units::parse_byte_size(text) {
+            Ok(bytes) => Some(bytes),
+            Err(message) => {
+                self.error(value.span(), format!("{key}: {message}"));
+                None
+            }
+        }
+    }
+
+    fn external_target(&mut self, raw: &RawTarget, allow_hosts: &[String]) -> Option<Target> {
+        self.reject_sink_keys(raw, "an external fleet replies at its own pace");
+        self.reject_embedded_keys(raw, "an external target (stream_url or webhook_url)");
         if let Some(name) = &raw.auth_token_env {
-            self.auth_token_env(name);
+            self.env_var_name(
+                name,
+                "auth_token_env is the NAME of the environment variable holding the auth token (such as TWILIO_AUTH_TOKEN), not the token itself",
+            );
         }
         let endpoint = if let Some(url) = &raw.stream_url {
             self.endpoint_url(url, "stream_url", ["ws", "wss"], allow_hosts)
@@ -389,9 +561,10 @@ impl Validator<'_> {
         }))
     }
 
-    /// The value is never echoed: if someone pasted the token itself, it must not end up
-    /// in CI logs.
-    fn auth_token_env(&mut self, name: &Spanned<String>) {
+    /// `name` must be an environment variable's name; `message` (which never echoes the
+    /// value) otherwise. If someone pasted the secret itself (a token, a URL with a
+    /// password), it must not end up in CI logs.
+    fn env_var_name(&mut self, name: &Spanned<String>, message: &str) {
         let text = name.get_ref();
         let mut chars = text.chars();
         let is_name = chars
@@ -400,10 +573,7 @@ impl Validator<'_> {
             && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
         let looks_like_token = text.len() >= 32 && text.chars().all(|c| c.is_ascii_hexdigit());
         if !is_name || looks_like_token {
-            self.error(
-                name.span(),
-                "auth_token_env is the NAME of the environment variable holding the auth token (such as TWILIO_AUTH_TOKEN), not the token itself",
-            );
+            self.error(name.span(), message);
         }
     }
 
