@@ -97,7 +97,7 @@ pub const LISTENING_PREFIX: &str = "voxsoak fleet listening on ";
 pub struct FleetOptions {
     pub listen: SocketAddr,
     pub bugs: Vec<Bug>,
-    /// [`DATABASE_URL`] `sqlite://…` or `postgres://…`; None: a SQLite file in a temp dir
+    /// `DATABASE_URL` `sqlite://…` or `postgres://…`; None: a SQLite file in a temp dir
     /// that is removed at exit.
     pub database_url: Option<String>,
     pub db_pool_size: u32,
@@ -112,17 +112,17 @@ pub struct FleetOptions {
     pub stall_after_calls: u32,
     /// RSS above which the process kills itself with SIGKILL, like an OOM-killed pod.
     pub memory_limit: Option<u64>,
-    /// [`AUDIO_TMP_DIR`]; None: a temp dir removed at exit.
+    /// `AUDIO_TMP_DIR`; None: a temp dir removed at exit.
     pub audio_tmp_dir: Option<PathBuf>,
     /// Temp dir bytes above which `/health` is 503 and `TempDirGrowing` fires.
     pub temp_dir_budget: u64,
-    /// [`LLM_BASE_URL`], e.g. `http://127.0.0.1:9000/v1`; None: a built-in stand-in.
+    /// `LLM_BASE_URL`, e.g. `http://127.0.0.1:9000/v1`; None: a built-in stand-in.
     pub llm_base_url: Option<String>,
-    /// [`TTS_BASE_URL`]; None: a built-in stand-in.
+    /// `TTS_BASE_URL`; None: a built-in stand-in.
     pub tts_base_url: Option<String>,
-    /// [`ALERT_WEBHOOK_URL`]: where alerts are POSTed in the Alertmanager webhook format.
+    /// `ALERT_WEBHOOK_URL`: where alerts are POSTed in the Alertmanager webhook format.
     pub alert_webhook_url: Option<String>,
-    /// [`TWILIO_AUTH_TOKEN`]: when set, `/voice` and `/stream` require `X-Twilio-Signature`.
+    /// `TWILIO_AUTH_TOKEN`: when set, `/voice` and `/stream` require `X-Twilio-Signature`.
     pub twilio_auth_token: Option<String>,
     /// Greet the caller when the stream starts.
     pub greeting: bool,
