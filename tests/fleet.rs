@@ -217,7 +217,7 @@ async fn empty_tool_params_are_rejected(backend: Backend) {
     })
     .await;
     let alerts = AlertReceiver::start().await;
-    let fleet = FleetProcess::start(
+    let mut fleet = FleetProcess::start(
         &db,
         &args(&["--orders", "1000", "--llm-base-url", &llm_url, "--alert-webhook-url", &alerts.url]),
     )
