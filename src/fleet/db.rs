@@ -64,7 +64,7 @@ pub enum DbError {
 }
 
 /// One row of `orders`.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, sqlx::FromRow)]
 pub struct Order {
     pub id: i64,
     pub customer_id: String,
@@ -85,7 +85,7 @@ pub struct SeedReport {
 }
 
 /// One row of `events`.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, sqlx::FromRow)]
 pub struct EventRecord {
     pub id: i64,
     pub at_ms: i64,
@@ -119,51 +119,543 @@ pub fn now_ms() -> i64 {
         .map_or(0, |elapsed| elapsed.as_millis() as i64)
 }
 
+/// Statuses cycle with the id (`id % 4`).
+const ORDER_STATUSES: [&str; 4] = ["processing", "shipped", "delivered", "returned"];
+
+/// Items cycle with the id (`id % 5`).
+const ORDER_ITEMS: [&str; 5] = [
+    "wireless headset",
+    "usb desk microphone",
+    "conference speakerphone",
+    "noise cancelling earbuds",
+    "replacement ear cushions",
+];
+
+/// `created_at` of order `id` is this Unix time plus `id * CREATED_STEP_SECS` (UTC).
+const CREATED_BASE_SECS: i64 = 1_700_000_000;
+const CREATED_STEP_SECS: i64 = 30;
+
+/// `notes` of order `id` is `Order {id} for {customer}: ` and 140 characters of this text
+/// starting at `id % 40`.
+const NOTES_TEXT: &str = "Customer called about this order. The agent confirmed the shipping address, \
+offered expedited delivery at no charge, noted a preference for text message updates, and logged \
+the whole conversation for quality review and a follow-up call next week.";
+const NOTES_SLICE: usize = 140;
+const NOTES_OFFSETS: u64 = 40;
+const _: () = assert!(NOTES_TEXT.len() >= NOTES_OFFSETS as usize + NOTES_SLICE);
+const _: () = assert!(NOTES_TEXT.is_ascii());
+
+/// The row [`Database::seed_orders`] writes for `id`, computed in Rust (the SQL of both
+/// backends produces exactly this).
+pub fn seeded_order(id: u64) -> Order {
+    let customer = customer_id(id);
+    let secs = CREATED_BASE_SECS.saturating_add((id as i64).saturating_mul(CREATED_STEP_SECS));
+    let (year, month, day) = civil_from_days(secs.div_euclid(86_400));
+    let of_day = secs.rem_euclid(86_400);
+    let start = (id % NOTES_OFFSETS) as usize;
+    let notes_tail = NOTES_TEXT
+        .get(start..start + NOTES_SLICE)
+        .unwrap_or_default();
+    Order {
+        id: id as i64,
+        status: ORDER_STATUSES[(id % 4) as usize].to_string(),
+        item: ORDER_ITEMS[(id % 5) as usize].to_string(),
+        total_cents: 199 + ((id as i64).wrapping_mul(7919)).rem_euclid(50_000),
+        created_at: format!(
+            "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+            of_day / 3600,
+            of_day % 3600 / 60,
+            of_day % 60
+        ),
+        notes: format!("Order {id} for {customer}: {notes_tail}"),
+        customer_id: customer,
+    }
+}
+
+/// (year, month, day) of a day count since 1970-01-01 (proleptic Gregorian).
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+/// `url` with any password replaced by `***`: the one in the user info
+/// (`postgres://user:secret@host` → `postgres://user:***@host`) and a `password=` query
+/// parameter.
+pub fn redact_url(url: &str) -> String {
+    let mut out = url.to_string();
+    if let Some(scheme_end) = out.find("://") {
+        let authority_start = scheme_end + 3;
+        let authority_end = out[authority_start..]
+            .find(['/', '?', '#'])
+            .map_or(out.len(), |i| authority_start + i);
+        if let Some(at) = out[authority_start..authority_end].rfind('@') {
+            let userinfo = &out[authority_start..authority_start + at];
+            if let Some(colon) = userinfo.find(':') {
+                let from = authority_start + colon + 1;
+                let to = authority_start + at;
+                out.replace_range(from..to, "***");
+            }
+        }
+    }
+    if let Some(query_start) = out.find('?') {
+        let (head, query) = out.split_at(query_start + 1);
+        let redacted: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}=***"),
+                _ => pair.to_string(),
+            })
+            .collect();
+        out = format!("{head}{}", redacted.join("&"));
+    }
+    out
+}
+
+/// SQLite's `busy_timeout` when no statement timeout is configured: long enough to look
+/// like a hang (the long-transactions bug).
+const SQLITE_NO_LIMIT_BUSY_TIMEOUT: Duration = Duration::from_secs(600);
+
+const SQLITE_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS orders (
+    id INTEGER PRIMARY KEY,
+    customer_id TEXT NOT NULL,
+    status TEXT NOT NULL,
+    item TEXT NOT NULL,
+    total_cents BIGINT NOT NULL,
+    created_at TEXT NOT NULL,
+    notes TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS orders_customer_id ON orders (customer_id, id);
+CREATE TABLE IF NOT EXISTS turns (
+    id INTEGER PRIMARY KEY,
+    call_sid TEXT NOT NULL,
+    turn INTEGER NOT NULL,
+    at_ms BIGINT NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY,
+    at_ms BIGINT NOT NULL,
+    kind TEXT NOT NULL,
+    worker BIGINT NULL,
+    call_sid TEXT NULL,
+    detail TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS health_checks (
+    worker BIGINT PRIMARY KEY,
+    generation BIGINT NOT NULL,
+    last_ping_ms BIGINT NOT NULL
+);
+";
+
+const POSTGRES_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS orders (
+    id BIGINT PRIMARY KEY,
+    customer_id TEXT NOT NULL,
+    status TEXT NOT NULL,
+    item TEXT NOT NULL,
+    total_cents BIGINT NOT NULL,
+    created_at TEXT NOT NULL,
+    notes TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS orders_customer_id ON orders (customer_id, id);
+CREATE TABLE IF NOT EXISTS turns (
+    id BIGSERIAL PRIMARY KEY,
+    call_sid TEXT NOT NULL,
+    turn INTEGER NOT NULL,
+    at_ms BIGINT NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS events (
+    id BIGSERIAL PRIMARY KEY,
+    at_ms BIGINT NOT NULL,
+    kind TEXT NOT NULL,
+    worker BIGINT NULL,
+    call_sid TEXT NULL,
+    detail TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS health_checks (
+    worker BIGINT PRIMARY KEY,
+    generation BIGINT NOT NULL,
+    last_ping_ms BIGINT NOT NULL
+);
+";
+
+/// Every row in one statement: a recursive CTE counting 1..=$1. `$2` is [`NOTES_TEXT`].
+/// Must agree with [`seeded_order`].
+const SQLITE_SEED: &str = "
+WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $1)
+INSERT INTO orders (id, customer_id, status, item, total_cents, created_at, notes)
+SELECT
+    i,
+    printf('C%06d', i % 10000),
+    CASE i % 4 WHEN 0 THEN 'processing' WHEN 1 THEN 'shipped' WHEN 2 THEN 'delivered'
+        ELSE 'returned' END,
+    CASE i % 5 WHEN 0 THEN 'wireless headset' WHEN 1 THEN 'usb desk microphone'
+        WHEN 2 THEN 'conference speakerphone' WHEN 3 THEN 'noise cancelling earbuds'
+        ELSE 'replacement ear cushions' END,
+    199 + (i * 7919) % 50000,
+    strftime('%Y-%m-%dT%H:%M:%SZ', 1700000000 + i * 30, 'unixepoch'),
+    'Order ' || i || ' for ' || printf('C%06d', i % 10000) || ': ' || substr($2, 1 + i % 40, 140)
+FROM n
+";
+
+/// Every row in one statement from `generate_series(1, $1)`. `$2` is [`NOTES_TEXT`].
+/// Must agree with [`seeded_order`].
+const POSTGRES_SEED: &str = "
+INSERT INTO orders (id, customer_id, status, item, total_cents, created_at, notes)
+SELECT
+    i,
+    'C' || lpad((i % 10000)::text, 6, '0'),
+    CASE i % 4 WHEN 0 THEN 'processing' WHEN 1 THEN 'shipped' WHEN 2 THEN 'delivered'
+        ELSE 'returned' END,
+    CASE i % 5 WHEN 0 THEN 'wireless headset' WHEN 1 THEN 'usb desk microphone'
+        WHEN 2 THEN 'conference speakerphone' WHEN 3 THEN 'noise cancelling earbuds'
+        ELSE 'replacement ear cushions' END,
+    199 + (i * 7919) % 50000,
+    to_char(to_timestamp(1700000000 + i * 30) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),
+    'Order ' || i || ' for ' || 'C' || lpad((i % 10000)::text, 6, '0') || ': '
+        || substr($2, 1 + (i % 40)::int, 140)
+FROM generate_series(1, $1::bigint) AS i
+";
+
+const CREATE_ORDERS_INDEX: &str =
+    "CREATE INDEX IF NOT EXISTS orders_customer_id ON orders (customer_id, id)";
+const DROP_ORDERS_INDEX: &str = "DROP INDEX IF EXISTS orders_customer_id";
+
+const ORDER_COLUMNS_SQL: &str =
+    "SELECT id, customer_id, status, item, total_cents, created_at, notes FROM orders";
+const SEARCH_CUSTOMER_LIMIT: &str = "SELECT id, customer_id, status, item, total_cents, created_at, notes FROM orders \
+     WHERE customer_id = $1 ORDER BY id DESC LIMIT $2";
+const SEARCH_CUSTOMER: &str = "SELECT id, customer_id, status, item, total_cents, created_at, notes FROM orders \
+     WHERE customer_id = $1 ORDER BY id DESC";
+const SEARCH_LIMIT: &str = "SELECT id, customer_id, status, item, total_cents, created_at, notes FROM orders \
+     ORDER BY id DESC LIMIT $1";
+const INSERT_TURN: &str =
+    "INSERT INTO turns (call_sid, turn, at_ms, detail) VALUES ($1, $2, $3, $4)";
+
+/// Runs `$body` with `$pool` bound to the backend's concrete pool (the body is compiled once
+/// per backend).
+macro_rules! with_pool {
+    ($pool:expr, $p:ident => $body:expr) => {
+        match $pool {
+            Pool::Sqlite($p) => $body,
+            Pool::Postgres($p) => $body,
+        }
+    };
+}
+
+/// `search_orders` on any executor (a pool or a transaction's connection).
+macro_rules! fetch_orders {
+    ($executor:expr, $customer:expr, $limit:expr) => {
+        match ($customer, $limit) {
+            (Some(customer), Some(limit)) => {
+                sqlx::query_as::<_, Order>(SEARCH_CUSTOMER_LIMIT)
+                    .bind(customer)
+                    .bind(i64::from(limit))
+                    .fetch_all($executor)
+                    .await
+            }
+            (Some(customer), None) => {
+                sqlx::query_as::<_, Order>(SEARCH_CUSTOMER)
+                    .bind(customer)
+                    .fetch_all($executor)
+                    .await
+            }
+            (None, Some(limit)) => {
+                sqlx::query_as::<_, Order>(SEARCH_LIMIT)
+                    .bind(i64::from(limit))
+                    .fetch_all($executor)
+                    .await
+            }
+            // Deliberately unbounded: every row, materialised.
+            (None, None) => {
+                sqlx::query_as::<_, Order>(ORDER_COLUMNS_SQL)
+                    .fetch_all($executor)
+                    .await
+            }
+        }
+    };
+}
+
+/// `record_turn` on any executor.
+macro_rules! insert_turn {
+    ($executor:expr, $call_sid:expr, $turn:expr, $detail:expr) => {
+        sqlx::query(INSERT_TURN)
+            .bind($call_sid)
+            .bind(i64::from($turn))
+            .bind(now_ms())
+            .bind($detail)
+            .execute($executor)
+            .await
+            .map(|_| ())
+    };
+}
+
+#[derive(Debug, Clone)]
+enum Pool {
+    Sqlite(sqlx::SqlitePool),
+    Postgres(sqlx::PgPool),
+}
+
 /// The pool and the queries the fleet runs. Cheap to clone (shares the pool).
 #[derive(Debug, Clone)]
-pub struct Database {}
+pub struct Database {
+    pool: Pool,
+    pool_size: u32,
+    acquire_timeout: Duration,
+}
+
+/// What a URL names.
+enum Target {
+    Sqlite(sqlx::sqlite::SqliteConnectOptions),
+    Postgres(sqlx::postgres::PgConnectOptions),
+}
+
+fn parse_url(url: &str) -> Result<Target, DbError> {
+    let lower = url.get(..13).unwrap_or(url).to_ascii_lowercase();
+    let connect_error = |source| DbError::Connect {
+        url: redact_url(url),
+        source,
+    };
+    if let Some(rest) = lower.starts_with("sqlite:").then(|| url.get(7..)).flatten() {
+        // sqlx only knows the lowercase scheme; URL schemes are case-insensitive.
+        let options: sqlx::sqlite::SqliteConnectOptions =
+            format!("sqlite:{rest}").parse().map_err(connect_error)?;
+        Ok(Target::Sqlite(options))
+    } else if lower.starts_with("postgres://") || lower.starts_with("postgresql://") {
+        let options: sqlx::postgres::PgConnectOptions = url.parse().map_err(connect_error)?;
+        Ok(Target::Postgres(options))
+    } else {
+        Err(DbError::UnsupportedUrl {
+            url: redact_url(url),
+        })
+    }
+}
+
+/// Whole milliseconds, at least 1 (0 would mean "no limit" to PostgreSQL).
+fn millis_at_least_one(duration: Duration) -> u128 {
+    duration.as_millis().max(1)
+}
 
 impl Database {
     /// Opens the pool and creates the tables (and index) that do not exist yet.
     pub async fn connect(config: &DbConfig) -> Result<Database, DbError> {
-        let _ = config;
-        todo!()
+        let connect_error = |source| DbError::Connect {
+            url: redact_url(&config.url),
+            source,
+        };
+        let target = parse_url(&config.url)?;
+        if config.pool_size == 0 {
+            return Err(connect_error(sqlx::Error::Configuration(
+                "pool_size must be at least 1".into(),
+            )));
+        }
+        let pool = match target {
+            Target::Sqlite(options) => {
+                let options = options
+                    .create_if_missing(true)
+                    .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+                    .synchronous(sqlx::sqlite::SqliteSynchronous::Normal)
+                    .busy_timeout(
+                        config
+                            .statement_timeout
+                            .unwrap_or(SQLITE_NO_LIMIT_BUSY_TIMEOUT),
+                    );
+                let pool = sqlx::sqlite::SqlitePoolOptions::new()
+                    .max_connections(config.pool_size)
+                    .min_connections(0)
+                    .acquire_timeout(config.acquire_timeout)
+                    .connect_with(options)
+                    .await
+                    .map_err(connect_error)?;
+                sqlx::raw_sql(SQLITE_SCHEMA)
+                    .execute(&pool)
+                    .await
+                    .map_err(connect_error)?;
+                Pool::Sqlite(pool)
+            }
+            Target::Postgres(options) => {
+                let mut pool_options = sqlx::postgres::PgPoolOptions::new()
+                    .max_connections(config.pool_size)
+                    .min_connections(0)
+                    .acquire_timeout(config.acquire_timeout);
+                if let Some(limit) = config.statement_timeout {
+                    let ms = millis_at_least_one(limit);
+                    pool_options = pool_options.after_connect(move |connection, _meta| {
+                        Box::pin(async move {
+                            // An integer we formatted ourselves: nothing to inject.
+                            let set =
+                                format!("SET statement_timeout = {ms}; SET lock_timeout = {ms}");
+                            sqlx::raw_sql(sqlx::AssertSqlSafe(set))
+                                .execute(&mut *connection)
+                                .await
+                                .map(|_| ())
+                        })
+                    });
+                }
+                let pool = pool_options
+                    .connect_with(options)
+                    .await
+                    .map_err(connect_error)?;
+                sqlx::raw_sql(POSTGRES_SCHEMA)
+                    .execute(&pool)
+                    .await
+                    .map_err(connect_error)?;
+                Pool::Postgres(pool)
+            }
+        };
+        Ok(Database {
+            pool,
+            pool_size: config.pool_size,
+            acquire_timeout: config.acquire_timeout,
+        })
     }
 
     pub fn backend(&self) -> Backend {
-        todo!()
+        match self.pool {
+            Pool::Sqlite(_) => Backend::Sqlite,
+            Pool::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// A failed operation: pool exhaustion becomes [`DbError::PoolTimeout`].
+    fn error(&self, what: &'static str, source: sqlx::Error) -> DbError {
+        match source {
+            sqlx::Error::PoolTimedOut => DbError::PoolTimeout {
+                waited: self.acquire_timeout,
+                size: self.pool_size,
+            },
+            source => DbError::Query { what, source },
+        }
     }
 
     /// Makes `orders` hold exactly ids 1..=rows (a no-op when it already does), fast.
+    ///
+    /// Otherwise, in one transaction: drops the customer index, deletes every row, inserts
+    /// all rows with one `INSERT … SELECT` (a recursive CTE on SQLite, `generate_series` on
+    /// PostgreSQL), then builds the index (and on PostgreSQL analyzes the table). The
+    /// statement timeout does not apply to the seeding transaction on PostgreSQL.
     pub async fn seed_orders(&self, rows: u64) -> Result<SeedReport, DbError> {
-        let _ = rows;
-        todo!()
+        const WHAT: &str = "seeding orders";
+        let started = std::time::Instant::now();
+        let wanted = i64::try_from(rows).map_err(|_| DbError::Query {
+            what: WHAT,
+            source: sqlx::Error::Encode(format!("{rows} rows is too many").into()),
+        })?;
+        const SHAPE: &str =
+            "SELECT COUNT(*), COALESCE(MIN(id), 0), COALESCE(MAX(id), 0) FROM orders";
+        let (count, min, max): (i64, i64, i64) = with_pool!(&self.pool, pool => {
+            sqlx::query_as(SHAPE).fetch_one(pool).await
+        })
+        .map_err(|e| self.error(WHAT, e))?;
+        if count == wanted && (wanted == 0 || (min == 1 && max == wanted)) {
+            return Ok(SeedReport {
+                rows,
+                took: started.elapsed(),
+                reused: true,
+            });
+        }
+        match &self.pool {
+            Pool::Sqlite(pool) => {
+                let result: Result<(), sqlx::Error> = async {
+                    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+                    sqlx::query(DROP_ORDERS_INDEX).execute(&mut *tx).await?;
+                    sqlx::query("DELETE FROM orders").execute(&mut *tx).await?;
+                    if wanted > 0 {
+                        sqlx::query(SQLITE_SEED)
+                            .bind(wanted)
+                            .bind(NOTES_TEXT)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    sqlx::query(CREATE_ORDERS_INDEX).execute(&mut *tx).await?;
+                    tx.commit().await?;
+                    // Fold the seeding transaction back into the database file now rather
+                    // than on some later turn's commit, and shrink the WAL. Best effort: the
+                    // rows are committed either way.
+                    if let Err(error) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                        .execute(pool)
+                        .await
+                    {
+                        tracing::warn!(%error, "checkpoint after seeding orders failed");
+                    }
+                    Ok(())
+                }
+                .await;
+                result.map_err(|e| self.error(WHAT, e))?;
+            }
+            Pool::Postgres(pool) => {
+                let result: Result<(), sqlx::Error> = async {
+                    let mut tx = pool.begin().await?;
+                    sqlx::query("SET LOCAL statement_timeout = 0")
+                        .execute(&mut *tx)
+                        .await?;
+                    sqlx::query(DROP_ORDERS_INDEX).execute(&mut *tx).await?;
+                    sqlx::query("TRUNCATE orders").execute(&mut *tx).await?;
+                    if wanted > 0 {
+                        sqlx::query(POSTGRES_SEED)
+                            .bind(wanted)
+                            .bind(NOTES_TEXT)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    sqlx::query(CREATE_ORDERS_INDEX).execute(&mut *tx).await?;
+                    sqlx::query("ANALYZE orders").execute(&mut *tx).await?;
+                    tx.commit().await?;
+                    Ok(())
+                }
+                .await;
+                result.map_err(|e| self.error(WHAT, e))?;
+            }
+        }
+        Ok(SeedReport {
+            rows,
+            took: started.elapsed(),
+            reused: false,
+        })
     }
 
     pub async fn order_count(&self) -> Result<u64, DbError> {
-        todo!()
+        let count: i64 = with_pool!(&self.pool, pool => {
+            sqlx::query_scalar("SELECT COUNT(*) FROM orders").fetch_one(pool).await
+        })
+        .map_err(|e| self.error("counting orders", e))?;
+        Ok(u64::try_from(count).unwrap_or(0))
     }
 
     /// The configured most connections.
     pub fn pool_size(&self) -> u32 {
-        todo!()
+        self.pool_size
     }
 
     /// Connections checked out of the pool right now (open minus idle).
     pub fn pool_in_use(&self) -> u32 {
-        todo!()
+        let (open, idle) = with_pool!(&self.pool, pool => (pool.size(), pool.num_idle()));
+        open.saturating_sub(u32::try_from(idle).unwrap_or(u32::MAX))
     }
 
     /// Orders of one customer, newest first, at most `limit`; with `customer_id: None` and
     /// `limit: None` every row of the table, materialised in memory (what an unvalidated
     /// `{}` tool call does). One short transaction under the statement timeout.
+    ///
+    /// `Some(customer)` + `None`: all of that customer's orders, newest first;
+    /// `None` + `Some(limit)`: the newest `limit` orders of anyone.
     pub async fn search_orders(
         &self,
         customer_id: Option<&str>,
         limit: Option<u32>,
     ) -> Result<Vec<Order>, DbError> {
-        let _ = (customer_id, limit);
-        todo!()
+        with_pool!(&self.pool, pool => fetch_orders!(pool, customer_id, limit))
+            .map_err(|e| self.error("searching orders", e))
     }
 
     /// Writes the `turns` row for one agent turn.
@@ -173,14 +665,23 @@ impl Database {
         turn: u32,
         detail: &str,
     ) -> Result<(), DbError> {
-        let _ = (call_sid, turn, detail);
-        todo!()
+        with_pool!(&self.pool, pool => insert_turn!(pool, call_sid, turn, detail))
+            .map_err(|e| self.error("recording a turn", e))
     }
 
     /// Opens a transaction that holds one pooled connection until it is committed or
     /// dropped (the long-transactions bug keeps it open across the whole turn).
+    ///
+    /// On SQLite the transaction is deferred: it takes the database's write lock at its
+    /// first write and keeps it until commit or drop, so other writers wait (up to the
+    /// busy timeout) meanwhile.
     pub async fn begin_turn(&self) -> Result<TurnTransaction, DbError> {
-        todo!()
+        let tx = match &self.pool {
+            Pool::Sqlite(pool) => pool.begin().await.map(Tx::Sqlite),
+            Pool::Postgres(pool) => pool.begin().await.map(Tx::Postgres),
+        }
+        .map_err(|e| self.error("beginning a turn transaction", e))?;
+        Ok(TurnTransaction { tx })
     }
 
     /// Appends to `events`.
@@ -191,38 +692,110 @@ impl Database {
         call_sid: Option<&str>,
         detail: &str,
     ) -> Result<(), DbError> {
-        let _ = (kind, worker, call_sid, detail);
-        todo!()
+        const SQL: &str = "INSERT INTO events (at_ms, kind, worker, call_sid, detail) \
+                           VALUES ($1, $2, $3, $4, $5)";
+        let worker = worker.map(i64::from);
+        with_pool!(&self.pool, pool => {
+            sqlx::query(SQL)
+                .bind(now_ms())
+                .bind(kind)
+                .bind(worker)
+                .bind(call_sid)
+                .bind(detail)
+                .execute(pool)
+                .await
+                .map(|_| ())
+        })
+        .map_err(|e| self.error("logging an event", e))
     }
 
     /// The newest `limit` events, newest first.
     pub async fn recent_events(&self, limit: u32) -> Result<Vec<EventRecord>, DbError> {
-        let _ = limit;
-        todo!()
+        const SQL: &str = "SELECT id, at_ms, kind, worker, call_sid, detail FROM events \
+                           ORDER BY id DESC LIMIT $1";
+        with_pool!(&self.pool, pool => {
+            sqlx::query_as::<_, EventRecord>(SQL)
+                .bind(i64::from(limit))
+                .fetch_all(pool)
+                .await
+        })
+        .map_err(|e| self.error("reading events", e))
     }
 
     /// Upserts the worker's `health_checks` row with `now_ms()`.
     pub async fn ping_worker(&self, worker: u32, generation: u32) -> Result<(), DbError> {
-        let _ = (worker, generation);
-        todo!()
+        const SQL: &str = "INSERT INTO health_checks (worker, generation, last_ping_ms) \
+                           VALUES ($1, $2, $3) ON CONFLICT (worker) DO UPDATE \
+                           SET generation = excluded.generation, last_ping_ms = excluded.last_ping_ms";
+        with_pool!(&self.pool, pool => {
+            sqlx::query(SQL)
+                .bind(i64::from(worker))
+                .bind(i64::from(generation))
+                .bind(now_ms())
+                .execute(pool)
+                .await
+                .map(|_| ())
+        })
+        .map_err(|e| self.error("pinging a worker", e))
     }
 
     /// Workers whose last ping is before `cutoff_ms`.
     pub async fn silent_workers(&self, cutoff_ms: i64) -> Result<Vec<SilentWorker>, DbError> {
-        let _ = cutoff_ms;
-        todo!()
+        const WHAT: &str = "finding silent workers";
+        const SQL: &str = "SELECT worker, generation, last_ping_ms FROM health_checks \
+                           WHERE last_ping_ms < $1 ORDER BY worker";
+        let rows: Vec<(i64, i64, i64)> = with_pool!(&self.pool, pool => {
+            sqlx::query_as(SQL).bind(cutoff_ms).fetch_all(pool).await
+        })
+        .map_err(|e| self.error(WHAT, e))?;
+        rows.into_iter()
+            .map(|(worker, generation, last_ping_ms)| {
+                match (u32::try_from(worker), u32::try_from(generation)) {
+                    (Ok(worker), Ok(generation)) => Ok(SilentWorker {
+                        worker,
+                        generation,
+                        last_ping_ms,
+                    }),
+                    _ => Err(DbError::Query {
+                        what: WHAT,
+                        source: sqlx::Error::Decode(
+                            format!("health_checks row ({worker}, {generation}) out of range")
+                                .into(),
+                        ),
+                    }),
+                }
+            })
+            .collect()
     }
 
     /// Closes every connection (waits for checked-out ones to come back).
     pub async fn close(&self) {
-        todo!()
+        with_pool!(&self.pool, pool => pool.close().await)
     }
+}
+
+enum Tx {
+    Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
+    Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
 }
 
 /// A transaction spanning several queries on one pooled connection. Dropping it without
 /// [`TurnTransaction::commit`] rolls it back and returns the connection.
-#[derive(Debug)]
-pub struct TurnTransaction {}
+pub struct TurnTransaction {
+    tx: Tx,
+}
+
+impl std::fmt::Debug for TurnTransaction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let backend = match self.tx {
+            Tx::Sqlite(_) => Backend::Sqlite,
+            Tx::Postgres(_) => Backend::Postgres,
+        };
+        f.debug_struct("TurnTransaction")
+            .field("backend", &backend)
+            .finish_non_exhaustive()
+    }
+}
 
 impl TurnTransaction {
     pub async fn search_orders(
@@ -230,8 +803,14 @@ impl TurnTransaction {
         customer_id: Option<&str>,
         limit: Option<u32>,
     ) -> Result<Vec<Order>, DbError> {
-        let _ = (customer_id, limit);
-        todo!()
+        match &mut self.tx {
+            Tx::Sqlite(tx) => fetch_orders!(&mut **tx, customer_id, limit),
+            Tx::Postgres(tx) => fetch_orders!(&mut **tx, customer_id, limit),
+        }
+        .map_err(|source| DbError::Query {
+            what: "searching orders in a turn transaction",
+            source,
+        })
     }
 
     pub async fn record_turn(
@@ -240,11 +819,214 @@ impl TurnTransaction {
         turn: u32,
         detail: &str,
     ) -> Result<(), DbError> {
-        let _ = (call_sid, turn, detail);
-        todo!()
+        match &mut self.tx {
+            Tx::Sqlite(tx) => insert_turn!(&mut **tx, call_sid, turn, detail),
+            Tx::Postgres(tx) => insert_turn!(&mut **tx, call_sid, turn, detail),
+        }
+        .map_err(|source| DbError::Query {
+            what: "recording a turn in a turn transaction",
+            source,
+        })
     }
 
     pub async fn commit(self) -> Result<(), DbError> {
-        todo!()
+        match self.tx {
+            Tx::Sqlite(tx) => tx.commit().await,
+            Tx::Postgres(tx) => tx.commit().await,
+        }
+        .map_err(|source| DbError::Query {
+            what: "committing a turn transaction",
+            source,
+        })
     }
 }
+
+/// Test support shared by the unit tests here and the integration tests: throwaway
+/// PostgreSQL databases.
+#[doc(hidden)]
+pub mod testing {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::Duration;
+
+    use sqlx::Connection;
+
+    /// The admin URL when `VOXSOAK_TEST_POSTGRES_URL` is not set.
+    pub const DEFAULT_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+    /// How long reaching the test server may take before the tests skip.
+    const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+    /// A fresh, empty database on the test PostgreSQL server, dropped by
+    /// [`TestPostgres::drop_database`] (or, best effort, when dropped).
+    #[derive(Debug)]
+    pub struct TestPostgres {
+        /// `postgres://…/<the new database>`.
+        pub url: String,
+        /// The database's name.
+        pub name: String,
+        admin_url: String,
+        dropped: bool,
+    }
+
+    /// `VOXSOAK_TEST_POSTGRES_URL`, or [`DEFAULT_ADMIN_URL`].
+    pub fn admin_url() -> String {
+        std::env::var("VOXSOAK_TEST_POSTGRES_URL")
+            .ok()
+            .filter(|url| !url.is_empty())
+            .unwrap_or_else(|| DEFAULT_ADMIN_URL.to_string())
+    }
+
+    /// Whether `VOXSOAK_REQUIRE_POSTGRES=1` (CI): an unreachable server fails the test.
+    pub fn postgres_required() -> bool {
+        std::env::var("VOXSOAK_REQUIRE_POSTGRES").is_ok_and(|value| value == "1")
+    }
+
+    /// `voxsoak_test_<label>_<pid>_<counter>`, lowercase, `[a-z0-9_]` only, at most 63 bytes.
+    fn database_name(label: &str) -> String {
+        let label: String = label
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '_'
+                }
+            })
+            .take(24)
+            .collect();
+        let counter = COUNTER.fetch_add(1, Ordering::Relaxed);
+        format!("voxsoak_test_{label}_{}_{counter}", std::process::id())
+    }
+
+    async fn connect_admin(admin_url: &str) -> Result<sqlx::PgConnection, String> {
+        let options: sqlx::postgres::PgConnectOptions =
+            admin_url.parse().map_err(|e| format!("{e}"))?;
+        match tokio::time::timeout(CONNECT_TIMEOUT, sqlx::PgConnection::connect_with(&options))
+            .await
+        {
+            Ok(Ok(connection)) => Ok(connection),
+            Ok(Err(e)) => Err(format!("{e}")),
+            Err(_) => Err(format!("no answer within {CONNECT_TIMEOUT:?}")),
+        }
+    }
+
+    /// Terminates the database's connections, then drops it.
+    async fn drop_named(admin_url: &str, name: &str) -> Result<(), String> {
+        let mut admin = connect_admin(admin_url).await?;
+        // The name is ours and only holds [a-z0-9_]; quoting is belt and braces.
+        let drop = format!("DROP DATABASE IF EXISTS \"{name}\"");
+        let mut last_error = String::new();
+        for _ in 0..10 {
+            sqlx::query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE datname = $1 AND pid <> pg_backend_pid()",
+            )
+            .bind(name)
+            .execute(&mut admin)
+            .await
+            .map_err(|e| format!("{e}"))?;
+            match sqlx::raw_sql(sqlx::AssertSqlSafe(drop.clone()))
+                .execute(&mut admin)
+                .await
+            {
+                Ok(_) => {
+                    let _ = admin.close().await;
+                    return Ok(());
+                }
+                // Usually "being accessed by other users": a backend still exiting.
+                Err(e) => last_error = format!("{e}"),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(last_error)
+    }
+
+    impl TestPostgres {
+        /// A fresh, empty database on the test PostgreSQL server, or None (after printing
+        /// "skipped: no PostgreSQL reachable at <admin url> (set VOXSOAK_TEST_POSTGRES_URL)"
+        /// to stderr) when the server is unreachable. When `VOXSOAK_REQUIRE_POSTGRES=1` is
+        /// set, panics instead of skipping (CI sets it). A reachable server that refuses
+        /// to create the database panics.
+        pub async fn create(label: &str) -> Option<TestPostgres> {
+            let admin_url = admin_url();
+            let shown = super::redact_url(&admin_url);
+            let mut admin = match connect_admin(&admin_url).await {
+                Ok(admin) => admin,
+                Err(reason) => {
+                    if postgres_required() {
+                        panic!(
+                            "no PostgreSQL reachable at {shown} and VOXSOAK_REQUIRE_POSTGRES=1: {reason}"
+                        );
+                    }
+                    eprintln!(
+                        "skipped: no PostgreSQL reachable at {shown} (set VOXSOAK_TEST_POSTGRES_URL)"
+                    );
+                    return None;
+                }
+            };
+            let name = database_name(label);
+            let mut url = match url::Url::parse(&admin_url) {
+                Ok(url) => url,
+                Err(e) => panic!("VOXSOAK_TEST_POSTGRES_URL {shown} is not a URL: {e}"),
+            };
+            url.set_path(&format!("/{name}"));
+            let create = format!("CREATE DATABASE \"{name}\"");
+            if let Err(e) = sqlx::raw_sql(sqlx::AssertSqlSafe(create))
+                .execute(&mut admin)
+                .await
+            {
+                panic!("could not create test database {name} on {shown}: {e}");
+            }
+            let _ = admin.close().await;
+            Some(TestPostgres {
+                url: url.to_string(),
+                name,
+                admin_url,
+                dropped: false,
+            })
+        }
+
+        /// Drops the database (terminating its other connections first).
+        pub async fn drop_database(mut self) {
+            self.dropped = true;
+            if let Err(e) = drop_named(&self.admin_url, &self.name).await {
+                eprintln!("could not drop test database {}: {e}", self.name);
+            }
+        }
+    }
+
+    impl Drop for TestPostgres {
+        /// Best effort, for tests that failed before [`TestPostgres::drop_database`]: drops
+        /// the database from a thread of its own (with its own runtime), waiting for it.
+        fn drop(&mut self) {
+            if self.dropped {
+                return;
+            }
+            self.dropped = true;
+            let admin_url = self.admin_url.clone();
+            let name = self.name.clone();
+            let dropper = std::thread::spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(e) => {
+                        eprintln!("could not drop test database {name}: {e}");
+                        return;
+                    }
+                };
+                if let Err(e) = runtime.block_on(drop_named(&admin_url, &name)) {
+                    eprintln!("could not drop test database {name}: {e}");
+                }
+            });
+            let _ = dropper.join();
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "db_tests.rs"]
+mod tests;
