@@ -473,30 +473,3 @@ async fn fleet_bugs_need_the_embedded_fleet() {
         "nothing was started"
     );
 }
-
-/// The PostgreSQL the fleet's database tests will use: CI (`.ci/run`) provides it; on a
-/// machine without it this is skipped, with a message.
-#[tokio::test]
-async fn postgres_test_databases_come_and_go() {
-    use sqlx::Connection;
-    let Some(db) = crate::util::postgres_test_db("smoke").await else {
-        return;
-    };
-    let mut connection = sqlx::PgConnection::connect(&db.url).await.unwrap();
-    let (current,): (String,) = sqlx::query_as("SELECT current_database()")
-        .fetch_one(&mut connection)
-        .await
-        .unwrap();
-    assert_eq!(current, db.name);
-    connection.close().await.unwrap();
-    let name = db.name.clone();
-    let admin = std::env::var("VOXSOAK_TEST_POSTGRES_URL").unwrap();
-    db.drop().await;
-    let mut admin = sqlx::PgConnection::connect(&admin).await.unwrap();
-    let left: Option<(i32,)> = sqlx::query_as("SELECT 1 FROM pg_database WHERE datname = $1")
-        .bind(&name)
-        .fetch_optional(&mut admin)
-        .await
-        .unwrap();
-    assert!(left.is_none(), "{name} was not dropped");
-}

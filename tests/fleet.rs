@@ -13,9 +13,7 @@ use voxsoak::fleet::tempdir;
 use voxsoak::standin::{llm, tts};
 use voxsoak::twilio::signature;
 
-use crate::fleet_util::{
-    AlertReceiver, Backend, FleetProcess, TestDb, calls_scenario, eventually,
-};
+use crate::fleet_util::{AlertReceiver, Backend, FleetProcess, TestDb, calls_scenario, eventually};
 use crate::on_both_databases;
 use crate::util::{ScenarioFile, within};
 
@@ -55,17 +53,28 @@ async fn serves_real_turns(backend: Backend) {
     let scenario = ScenarioFile::new(&calls_scenario(&fleet.stream_url(), 3, "8s", 2, "8s"));
     let summary = within(Duration::from_secs(120), scenario.run()).await;
     let calls = &summary.calls;
-    assert!(calls.completed >= 3, "{calls:?} {:?}\n{}", summary.failure_examples, fleet.printed());
+    assert!(
+        calls.completed >= 3,
+        "{calls:?} {:?}\n{}",
+        summary.failure_examples,
+        fleet.printed()
+    );
     assert_eq!(calls.failed, 0, "{calls:?} {:?}", summary.failure_examples);
     assert!(summary.latency_ms.response.count >= calls.completed * 2);
 
     let metrics = fleet.metrics().await;
     let turns = metrics.get("turns_total");
     assert!(turns >= (calls.completed * 2) as f64, "{}", metrics.text);
-    assert!(metrics.get("tool_calls_total") >= turns, "every turn looks orders up");
+    assert!(
+        metrics.get("tool_calls_total") >= turns,
+        "every turn looks orders up"
+    );
     assert!(metrics.get("tts_requests_total{status=\"200\"}") >= turns);
     assert!(metrics.get("llm_requests_total{status=\"200\"}") >= 2.0 * turns);
-    assert_eq!(metrics.value("tool_calls_rejected_total{reason=\"missing_required\"}"), None);
+    assert_eq!(
+        metrics.value("tool_calls_rejected_total{reason=\"missing_required\"}"),
+        None
+    );
     assert_eq!(metrics.get("db_pool_size"), 10.0);
     assert!(metrics.get("response_latency_seconds_count") >= turns - 3.0);
 
@@ -77,11 +86,18 @@ async fn serves_real_turns(backend: Backend) {
         async move { tempdir::usage(&audio_dir).files == 0 }
     })
     .await;
-    assert!(emptied, "temp files left: {:?}", tempdir::usage(&fleet.audio_dir));
+    assert!(
+        emptied,
+        "temp files left: {:?}",
+        tempdir::usage(&fleet.audio_dir)
+    );
     assert!(fleet.metrics().await.get("temp_files_deleted_total") >= turns - 3.0);
 
     let events = db.connect().await.recent_events(50).await.unwrap();
-    assert!(events.iter().any(|event| event.kind == "fleet_started"), "{events:?}");
+    assert!(
+        events.iter().any(|event| event.kind == "fleet_started"),
+        "{events:?}"
+    );
     fleet.stop().await;
     db.remove().await;
 }
@@ -115,7 +131,9 @@ async fn temp_leak_keeps_every_reply_file(backend: Backend) {
 on_both_databases!(temp_leak_keeps_every_reply_file);
 
 /// Requests the TTS stand-in got, grouped by `X-Request-Id` (one group per utterance).
-fn tts_requests_by_utterance(control: &tts::TtsControl) -> BTreeMap<String, Vec<std::time::SystemTime>> {
+fn tts_requests_by_utterance(
+    control: &tts::TtsControl,
+) -> BTreeMap<String, Vec<std::time::SystemTime>> {
     let mut groups: BTreeMap<String, Vec<std::time::SystemTime>> = BTreeMap::new();
     for record in control.recent() {
         if let Some(id) = record.request_id {
@@ -142,27 +160,59 @@ async fn tts_429_fixed_fleet_backs_off(backend: Backend) {
     let alerts = AlertReceiver::start().await;
     let fleet = FleetProcess::start(
         &db,
-        &args(&["--orders", "1000", "--tts-base-url", &tts_url, "--alert-webhook-url", &alerts.url]),
+        &args(&[
+            "--orders",
+            "1000",
+            "--tts-base-url",
+            &tts_url,
+            "--alert-webhook-url",
+            &alerts.url,
+        ]),
     )
     .await;
     let scenario = ScenarioFile::new(&calls_scenario(&fleet.stream_url(), 1, "1s", 1, "8s"));
     let summary = within(Duration::from_secs(60), scenario.run()).await;
-    assert_eq!(summary.calls.failed, 0, "the apology keeps the call going: {:?}", summary.failure_examples);
+    assert_eq!(
+        summary.calls.failed, 0,
+        "the apology keeps the call going: {:?}",
+        summary.failure_examples
+    );
     let groups = tts_requests_by_utterance(&control);
     assert!(!groups.is_empty());
     for (id, times) in &groups {
-        assert!(times.len() <= 6, "{id}: {} tries within the budget", times.len());
+        assert!(
+            times.len() <= 6,
+            "{id}: {} tries within the budget",
+            times.len()
+        );
         for pair in times.windows(2) {
             let gap = pair[1].duration_since(pair[0]).unwrap_or_default();
-            assert!(gap >= Duration::from_millis(900), "{id}: Retry-After ignored, gap {gap:?}");
+            assert!(
+                gap >= Duration::from_millis(900),
+                "{id}: Retry-After ignored, gap {gap:?}"
+            );
         }
     }
     let metrics = fleet.metrics().await;
-    assert!(metrics.get("tts_fallbacks_total") >= 1.0, "{}", metrics.text);
+    assert!(
+        metrics.get("tts_fallbacks_total") >= 1.0,
+        "{}",
+        metrics.text
+    );
     assert!(metrics.get("tts_requests_total{status=\"429\"}") >= 2.0);
-    assert!(alerts.wait_for("TtsRateLimited", "firing", Duration::from_secs(5)).await);
+    assert!(
+        alerts
+            .wait_for("TtsRateLimited", "firing", Duration::from_secs(5))
+            .await
+    );
     let (status, body) = fleet.health().await;
-    assert!(status == 503 || alerts.names("resolved").contains(&"TtsRateLimited".to_string()), "{body}");
+    assert!(
+        status == 503
+            || alerts
+                .names("resolved")
+                .contains(&"TtsRateLimited".to_string()),
+        "{body}"
+    );
     fleet.stop().await;
     db.remove().await;
 }
@@ -182,23 +232,46 @@ async fn tts_429_no_backoff_storms(backend: Backend) {
     .await;
     let fleet = FleetProcess::start(
         &db,
-        &args(&["--orders", "1000", "--tts-base-url", &tts_url, "--bug", "no-backoff"]),
+        &args(&[
+            "--orders",
+            "1000",
+            "--tts-base-url",
+            &tts_url,
+            "--bug",
+            "no-backoff",
+        ]),
     )
     .await;
     let scenario = ScenarioFile::new(&calls_scenario(&fleet.stream_url(), 1, "1s", 1, "3s"));
     let summary = within(Duration::from_secs(60), scenario.run()).await;
     assert!(
-        summary.calls.by_outcome.get(CallOutcome::TurnTimeout.as_str()).copied().unwrap_or(0) >= 1,
+        summary
+            .calls
+            .by_outcome
+            .get(CallOutcome::TurnTimeout.as_str())
+            .copied()
+            .unwrap_or(0)
+            >= 1,
         "the caller waits in vain: {:?}",
         summary.calls
     );
     let groups = tts_requests_by_utterance(&control);
-    let (id, times) = groups.iter().max_by_key(|(_, times)| times.len()).expect("requests");
-    assert!(times.len() >= 50, "{id}: only {} tries in a 3 s turn", times.len());
+    let (id, times) = groups
+        .iter()
+        .max_by_key(|(_, times)| times.len())
+        .expect("requests");
+    assert!(
+        times.len() >= 50,
+        "{id}: only {} tries in a 3 s turn",
+        times.len()
+    );
     let first = times[0];
     let last = times[times.len() - 1];
     let mean_gap = last.duration_since(first).unwrap_or_default() / (times.len() as u32 - 1);
-    assert!(mean_gap < Duration::from_millis(100), "retries are immediate: mean gap {mean_gap:?}");
+    assert!(
+        mean_gap < Duration::from_millis(100),
+        "retries are immediate: mean gap {mean_gap:?}"
+    );
     assert!(fleet.metrics().await.get("tts_retries_total") >= 50.0);
     fleet.stop().await;
     db.remove().await;
@@ -219,22 +292,52 @@ async fn empty_tool_params_are_rejected(backend: Backend) {
     let alerts = AlertReceiver::start().await;
     let mut fleet = FleetProcess::start(
         &db,
-        &args(&["--orders", "1000", "--llm-base-url", &llm_url, "--alert-webhook-url", &alerts.url]),
+        &args(&[
+            "--orders",
+            "1000",
+            "--llm-base-url",
+            &llm_url,
+            "--alert-webhook-url",
+            &alerts.url,
+        ]),
     )
     .await;
     let scenario = ScenarioFile::new(&calls_scenario(&fleet.stream_url(), 1, "1s", 2, "8s"));
     let summary = within(Duration::from_secs(60), scenario.run()).await;
-    assert!(summary.calls.completed >= 1, "{:?} {:?}", summary.calls, summary.failure_examples);
+    assert!(
+        summary.calls.completed >= 1,
+        "{:?} {:?}",
+        summary.calls,
+        summary.failure_examples
+    );
     assert_eq!(summary.calls.failed, 0, "{:?}", summary.failure_examples);
     assert!(control.faulted() >= 2);
     let metrics = fleet.metrics().await;
-    assert!(metrics.get("tool_calls_rejected_total{reason=\"missing_required\"}") >= 2.0, "{}", metrics.text);
-    assert!(alerts.wait_for("ToolCallRejected", "firing", Duration::from_secs(5)).await);
+    assert!(
+        metrics.get("tool_calls_rejected_total{reason=\"missing_required\"}") >= 2.0,
+        "{}",
+        metrics.text
+    );
+    assert!(
+        alerts
+            .wait_for("ToolCallRejected", "firing", Duration::from_secs(5))
+            .await
+    );
     let events = db.connect().await.recent_events(100).await.unwrap();
-    let rejected: Vec<_> = events.iter().filter(|e| e.kind == "tool_call_rejected").collect();
+    let rejected: Vec<_> = events
+        .iter()
+        .filter(|e| e.kind == "tool_call_rejected")
+        .collect();
     assert!(!rejected.is_empty(), "{events:?}");
-    assert!(rejected[0].detail.contains("missing_required"), "{:?}", rejected[0]);
-    assert!(fleet.exited(Duration::ZERO).await.is_none(), "still serving");
+    assert!(
+        rejected[0].detail.contains("missing_required"),
+        "{:?}",
+        rejected[0]
+    );
+    assert!(
+        fleet.exited(Duration::ZERO).await.is_none(),
+        "still serving"
+    );
     fleet.stop().await;
     db.remove().await;
 }
@@ -254,19 +357,40 @@ async fn empty_tool_params_kill_the_unvalidated_fleet(backend: Backend) {
     let mut fleet = FleetProcess::start(
         &db,
         &args(&[
-            "--orders", "1000000", "--memory-limit", "512MiB", "--llm-base-url", &llm_url,
-            "--bug", "unvalidated-tool-params",
+            "--orders",
+            "1000000",
+            "--memory-limit",
+            "512MiB",
+            "--llm-base-url",
+            &llm_url,
+            "--bug",
+            "unvalidated-tool-params",
         ]),
     )
     .await;
     let baseline = fleet.metrics().await.get("process_resident_memory_bytes");
-    assert!(baseline < 256.0 * 1024.0 * 1024.0, "starts well under the limit: {baseline}");
+    assert!(
+        baseline < 256.0 * 1024.0 * 1024.0,
+        "starts well under the limit: {baseline}"
+    );
     let scenario = ScenarioFile::new(&calls_scenario(&fleet.stream_url(), 1, "1s", 1, "20s"));
     let run = tokio::spawn(async move { scenario.run().await });
-    let status = fleet.exited(Duration::from_secs(90)).await.expect("the fleet dies");
+    let status = fleet
+        .exited(Duration::from_secs(90))
+        .await
+        .expect("the fleet dies");
     use std::os::unix::process::ExitStatusExt;
-    assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}\n{}", fleet.printed());
-    assert!(fleet.printed().contains("memory limit exceeded"), "{}", fleet.printed());
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGKILL),
+        "{status:?}\n{}",
+        fleet.printed()
+    );
+    assert!(
+        fleet.printed().contains("memory limit exceeded"),
+        "{}",
+        fleet.printed()
+    );
     let summary = within(Duration::from_secs(60), run).await.unwrap();
     assert_eq!(summary.calls.completed, 0, "{:?}", summary.calls);
     db.remove().await;
@@ -295,24 +419,38 @@ async fn long_transactions_exhaust_the_pool(backend: Backend) {
     };
     for bug in [true, false] {
         let alerts = AlertReceiver::start().await;
-        let mut list = vec!["--orders", "1000", "--db-pool-size", "3", "--alert-webhook-url", &alerts.url];
+        let mut list = vec![
+            "--orders",
+            "1000",
+            "--db-pool-size",
+            "3",
+            "--alert-webhook-url",
+            &alerts.url,
+        ];
         if bug {
             list.extend(["--bug", "long-transactions"]);
         }
         let fleet = FleetProcess::start(&db, &args(&list)).await;
         let scenario = ScenarioFile::new(&calls_scenario(&fleet.stream_url(), 8, "8s", 3, "6s"));
-        let (peak, summary) = peak_pool_use(&fleet, within(Duration::from_secs(90), scenario.run())).await;
+        let (peak, summary) =
+            peak_pool_use(&fleet, within(Duration::from_secs(90), scenario.run())).await;
         if bug {
             assert_eq!(peak, 3.0, "the pool is exhausted");
             assert!(
-                alerts.wait_for("DbPoolSaturated", "firing", Duration::from_secs(5)).await,
+                alerts
+                    .wait_for("DbPoolSaturated", "firing", Duration::from_secs(5))
+                    .await,
                 "received: {:?}",
                 alerts.names("firing")
             );
         } else {
             assert_eq!(summary.calls.failed, 0, "{:?}", summary.failure_examples);
             assert!(peak < 3.0, "the fixed fleet saturated the pool ({peak})");
-            assert!(!alerts.names("firing").contains(&"DbPoolSaturated".to_string()));
+            assert!(
+                !alerts
+                    .names("firing")
+                    .contains(&"DbPoolSaturated".to_string())
+            );
         }
         fleet.stop().await;
     }
@@ -330,18 +468,41 @@ async fn healer_restarts_stalled_workers(backend: Backend) {
     let fleet = FleetProcess::start(
         &db,
         &args(&[
-            "--orders", "1000", "--workers", "2", "--bug", "silent-stall", "--stall-after-calls", "1",
-            "--stall-after", "1s", "--heal-interval", "250ms",
+            "--orders",
+            "1000",
+            "--workers",
+            "2",
+            "--bug",
+            "silent-stall",
+            "--stall-after-calls",
+            "1",
+            "--stall-after",
+            "1s",
+            "--heal-interval",
+            "250ms",
         ]),
     )
     .await;
     let scenario = ScenarioFile::new(&calls_scenario(&fleet.stream_url(), 2, "4s", 3, "8s"));
     let summary = within(Duration::from_secs(90), scenario.run()).await;
-    assert_eq!(summary.calls.failed, 0, "{:?}\n{}", summary.failure_examples, fleet.printed());
+    assert_eq!(
+        summary.calls.failed,
+        0,
+        "{:?}\n{}",
+        summary.failure_examples,
+        fleet.printed()
+    );
     let metrics = fleet.metrics().await;
-    assert!(metrics.get("healer_restarts_total") >= 1.0, "{}", metrics.text);
+    assert!(
+        metrics.get("healer_restarts_total") >= 1.0,
+        "{}",
+        metrics.text
+    );
     let events = db.connect().await.recent_events(200).await.unwrap();
-    let restarts: Vec<_> = events.iter().filter(|e| e.kind == "worker_restarted").collect();
+    let restarts: Vec<_> = events
+        .iter()
+        .filter(|e| e.kind == "worker_restarted")
+        .collect();
     assert!(!restarts.is_empty(), "{events:?}");
     for restart in &restarts {
         // "silent for 1.3s; generation …"
@@ -370,14 +531,31 @@ async fn without_the_healer_the_fleet_stops_answering(backend: Backend) {
     let fleet = FleetProcess::start(
         &db,
         &args(&[
-            "--orders", "1000", "--workers", "2", "--bug", "silent-stall", "--bug", "no-healer",
-            "--stall-after-calls", "1", "--stall-after", "1s", "--heal-interval", "250ms",
+            "--orders",
+            "1000",
+            "--workers",
+            "2",
+            "--bug",
+            "silent-stall",
+            "--bug",
+            "no-healer",
+            "--stall-after-calls",
+            "1",
+            "--stall-after",
+            "1s",
+            "--heal-interval",
+            "250ms",
         ]),
     )
     .await;
     let scenario = ScenarioFile::new(&calls_scenario(&fleet.stream_url(), 2, "4s", 3, "3s"));
     let summary = within(Duration::from_secs(90), scenario.run()).await;
-    let timeouts = summary.calls.by_outcome.get(CallOutcome::TurnTimeout.as_str()).copied().unwrap_or(0);
+    let timeouts = summary
+        .calls
+        .by_outcome
+        .get(CallOutcome::TurnTimeout.as_str())
+        .copied()
+        .unwrap_or(0);
     assert!(timeouts >= 1, "{:?}", summary.calls);
     let metrics = fleet.metrics().await;
     assert_eq!(metrics.get("healer_restarts_total"), 0.0);
@@ -403,14 +581,23 @@ async fn signatures_and_temp_dir_budget(backend: Backend) {
     let fleet = FleetProcess::start(
         &db,
         &args(&[
-            "--orders", "100", "--twilio-auth-token", "s3cret", "--temp-dir-budget", "1MiB",
-            "--alert-webhook-url", &alerts.url,
+            "--orders",
+            "100",
+            "--twilio-auth-token",
+            "s3cret",
+            "--temp-dir-budget",
+            "1MiB",
+            "--alert-webhook-url",
+            &alerts.url,
         ]),
     )
     .await;
     let http = reqwest::Client::new();
     let url = format!("http://{}/voice", fleet.address);
-    let params = vec![("CallSid".to_string(), "CA0123".to_string()), ("From".to_string(), "+1555".to_string())];
+    let params = vec![
+        ("CallSid".to_string(), "CA0123".to_string()),
+        ("From".to_string(), "+1555".to_string()),
+    ];
     let unsigned = http.post(&url).form(&params).send().await.unwrap();
     assert_eq!(unsigned.status().as_u16(), 403);
     let good = signature::compute("s3cret", &url, &params);
@@ -438,12 +625,23 @@ async fn signatures_and_temp_dir_budget(backend: Backend) {
     assert_eq!(fleet.metrics().await.get("signature_rejections_total"), 2.0);
 
     std::fs::write(fleet.audio_dir.join("leaked.wav"), vec![0u8; 2 << 20]).unwrap();
-    assert!(alerts.wait_for("TempDirGrowing", "firing", Duration::from_secs(10)).await);
+    assert!(
+        alerts
+            .wait_for("TempDirGrowing", "firing", Duration::from_secs(10))
+            .await
+    );
     let (status, body) = fleet.health().await;
     assert_eq!(status, 503);
-    assert!(body["reasons"].to_string().contains("temp dir over budget"), "{body}");
+    assert!(
+        body["reasons"].to_string().contains("temp dir over budget"),
+        "{body}"
+    );
     std::fs::remove_file(fleet.audio_dir.join("leaked.wav")).unwrap();
-    assert!(alerts.wait_for("TempDirGrowing", "resolved", Duration::from_secs(15)).await);
+    assert!(
+        alerts
+            .wait_for("TempDirGrowing", "resolved", Duration::from_secs(15))
+            .await
+    );
     fleet.stop().await;
     db.remove().await;
 }

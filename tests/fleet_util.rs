@@ -296,7 +296,13 @@ impl AlertReceiver {
 
 /// A scenario calling `stream_url` with `concurrency` calls of `turns` turns, held for
 /// `hold`.
-pub fn calls_scenario(stream_url: &str, concurrency: u32, hold: &str, turns: u32, turn_timeout: &str) -> String {
+pub fn calls_scenario(
+    stream_url: &str,
+    concurrency: u32,
+    hold: &str,
+    turns: u32,
+    turn_timeout: &str,
+) -> String {
     format!(
         r#"
 name = "fleet-test"

@@ -48,7 +48,8 @@ use crate::standin::{self, llm as llm_standin, tts as tts_standin};
 pub enum Bug {
     /// Retries TTS 429s at once, in a loop (a retry storm), ignoring `Retry-After`.
     NoBackoff,
-    /// Runs tools with whatever the LLM gave; `{}` loads every order row into memory.
+    /// Runs tools with whatever the LLM gave, with no statement timeout; `{}` loads every
+    /// order row into memory.
     UnvalidatedToolParams,
     /// Never deletes TTS temp files (no delete after playback, no sweep).
     TempLeak,
@@ -290,7 +291,11 @@ pub async fn run(
         url: database_url,
         pool_size: options.db_pool_size,
         acquire_timeout: DB_ACQUIRE_TIMEOUT,
-        statement_timeout: (!options.has(Bug::LongTransactions)).then_some(DB_STATEMENT_TIMEOUT),
+        // The incidents' fleets had no statement timeout: the long transactions held their
+        // connections, and `find({})` ran to completion (and to the OOM kill).
+        statement_timeout: (!options.has(Bug::LongTransactions)
+            && !options.has(Bug::UnvalidatedToolParams))
+        .then_some(DB_STATEMENT_TIMEOUT),
     })
     .await?;
     let seeded = db.seed_orders(options.orders).await?;
