@@ -16,6 +16,9 @@ use super::{Fleet, memory, tempdir};
 
 /// How often alert conditions are evaluated.
 const EVALUATE_EVERY: Duration = Duration::from_millis(250);
+/// How long the pool must stay at 95% or more before `DbPoolSaturated` fires: a pool
+/// that fills for an instant under a burst is doing its job.
+const POOL_SATURATED_FOR: Duration = Duration::from_secs(1);
 /// RSS growth over [`MEMORY_WINDOW`] that raises `MemoryGrowth`.
 const MEMORY_GROWTH_BYTES: u64 = 256 << 20;
 const MEMORY_WINDOW: Duration = Duration::from_secs(60);
@@ -107,6 +110,7 @@ pub async fn evaluate(fleet: Arc<Fleet>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_429 = fleet.metrics.tts_requests_total.get("429");
     let mut last_pool_timeouts = fleet.metrics.db_pool_timeouts_total.load(Ordering::Relaxed);
+    let mut pool_saturated_since: Option<Instant> = None;
     let mut rss_window: std::collections::VecDeque<(Instant, u64)> = Default::default();
     let mut last_measure: Option<Instant> = None;
     let mut last_sweep = Instant::now();
@@ -127,16 +131,23 @@ pub async fn evaluate(fleet: Arc<Fleet>) {
             });
 
         let (in_use, size) = (fleet.db.pool_in_use(), fleet.db.pool_size());
+        if !pool_saturated(in_use, size) {
+            pool_saturated_since = None;
+        } else if pool_saturated_since.is_none() {
+            pool_saturated_since = Some(now);
+        }
+        let saturated_for = pool_saturated_since.map_or(Duration::ZERO, |since| now - since);
         let timeouts = fleet.metrics.db_pool_timeouts_total.load(Ordering::Relaxed);
         let new_timeouts = timeouts.saturating_sub(last_pool_timeouts);
         last_pool_timeouts = timeouts;
         fleet.alerts.observe(
             AlertName::DbPoolSaturated,
-            pool_saturated(in_use, size) || new_timeouts > 0,
+            saturated_for >= POOL_SATURATED_FOR || new_timeouts > 0,
             now,
             || {
                 format!(
-                    "db pool at {in_use}/{size}; {new_timeouts} waits for a connection timed out"
+                    "db pool at {in_use}/{size} for {:.1}s; {new_timeouts} waits for a connection timed out",
+                    saturated_for.as_secs_f64()
                 )
             },
         );
