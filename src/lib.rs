@@ -22,6 +22,10 @@
 //! - [`observe`] reads processes from the outside (memory, CPU).
 //! - [`target`] resolves the fleet under test, starting it as a child process if asked.
 //! - [`sink`] is a minimal Twilio-speaking echo fleet, the harness's own baseline target.
+//! - [`fleet`] is the reference fleet, a real small voice-agent server with switchable
+//!   production bugs; it stands apart from the harness and shares only [`twilio`],
+//!   [`audio`] and [`standin`] (the OpenAI-compatible LLM and TTS stand-ins).
+//! - [`units`] parses sizes such as `512MiB`.
 //! - [`run`] wires the pieces for `voxsoak run`.
 
 pub mod audio;

@@ -473,3 +473,77 @@ async fn fleet_bugs_need_the_embedded_fleet() {
         "nothing was started"
     );
 }
+
+/// `voxsoak run` on a scenario with `fleet = "embedded"` starts the real reference fleet,
+/// its calls get real turns, the journal names it, and when the run is over the fleet is
+/// stopped. (That stopping removes its temp dir is shown with a fake fleet above.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_against_the_embedded_fleet_gets_real_turns_and_cleans_up() {
+    let scenario = crate::util::ScenarioFile::new(&format!(
+        r#"
+name = "embedded-e2e"
+[target]
+fleet = "embedded"
+orders = 5000
+[load]
+stages = [{{ ramp_to = 3, over = "1s" }}, {{ hold = "6s" }}]
+[calls]
+turn_timeout = "8s"
+fixtures = ["{}/*.wav"]
+[[scripts]]
+name = "talk"
+turns = 2
+[slo]
+call_success = ">= 100%"
+response_p95 = "<= 1500ms"
+"#,
+        crate::util::fixtures_dir().display()
+    ));
+    let options = voxsoak::run::RunOptions {
+        scenario: scenario.path.clone(),
+        out: Some(scenario.out_dir()),
+        duration: None,
+        seed: None,
+        progress: false,
+        exe: crate::util::voxsoak_exe(),
+        fleet_bugs: vec![voxsoak::fleet::Bug::TempLeak],
+    };
+    let outcome = crate::util::within(
+        std::time::Duration::from_secs(120),
+        voxsoak::run::run(options, Default::default()),
+    )
+    .await
+    .expect("the run is carried out");
+    let summary = outcome.summary;
+    assert!(
+        summary.calls.completed >= 3,
+        "{:?} {:?}",
+        summary.calls,
+        summary.failure_examples
+    );
+    assert_eq!(summary.calls.failed, 0, "{:?}", summary.failure_examples);
+    assert!(summary.latency_ms.response.count >= 2 * summary.calls.completed);
+    assert!(summary.target.contains("temp-leak"), "{}", summary.target);
+    assert_eq!(
+        summary.verdict,
+        voxsoak::grade::Verdict::Pass,
+        "{:?}",
+        summary.slos
+    );
+    let journal = std::fs::read_to_string(scenario.out_dir().join("journal.jsonl")).unwrap();
+    let started: serde_json::Value = serde_json::from_str(journal.lines().next().unwrap()).unwrap();
+    let target = started["target"].as_str().unwrap_or_default();
+    assert!(target.contains("reference fleet"), "{target}");
+    // No fleet process is left: nothing listens where it did.
+    let address = summary
+        .target
+        .rsplit("ws://")
+        .next()
+        .and_then(|rest| rest.split('/').next())
+        .expect("the target names its address")
+        .to_string();
+    assert!(
+        tokio::net::TcpStream::connect(&address).await.is_err(),
+        "the fleet at {address} was stopped"
+    );
+}
