@@ -313,7 +313,7 @@ async fn to_mulaw(
     }
 }
 
-/// The conversation carried into the next turn: the last [`HISTORY`] user/assistant
+/// The conversation carried into the next turn: the last eight user/assistant
 /// messages (tool traffic stays inside its turn).
 pub fn extend_history(history: &mut Vec<ChatMessage>, user_text: &str, agent_text: &str) {
     history.push(message("user", user_text));
