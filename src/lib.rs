@@ -30,6 +30,7 @@
 
 pub mod audio;
 pub mod call;
+pub mod chaos;
 pub mod cli;
 pub mod exit;
 pub mod fleet;
