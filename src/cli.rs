@@ -59,6 +59,10 @@ pub struct RunArgs {
     /// (repeatable; only with `[target] fleet = "embedded"`).
     #[arg(long = "fleet-bug", value_name = "BUG")]
     pub fleet_bugs: Vec<Bug>,
+    /// Print what would run and be injected, where and when (the plan), and stop: nothing
+    /// is started, nothing is injected.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]
@@ -251,6 +255,9 @@ async fn cancel_on_signal(shutdown: CancellationToken) {
 }
 
 async fn run_command(args: RunArgs, shutdown: CancellationToken) -> i32 {
+    if args.dry_run {
+        return dry_run(&args);
+    }
     let exe = match std::env::current_exe() {
         Ok(exe) => exe,
         Err(error) => {
@@ -278,6 +285,33 @@ async fn run_command(args: RunArgs, shutdown: CancellationToken) -> i32 {
             exit::HARNESS_ERROR
         }
     }
+}
+
+/// `voxsoak run --dry-run`: the plan with the run's overrides, and nothing else.
+fn dry_run(args: &RunArgs) -> i32 {
+    let loaded = match scenario::load(&args.scenario) {
+        Ok(loaded) => loaded,
+        Err(error) => {
+            eprintln!("{}", chain(&error));
+            return exit::HARNESS_ERROR;
+        }
+    };
+    if let Err(error) = crate::target::check_fleet_bugs(&loaded, &args.fleet_bugs) {
+        eprintln!("voxsoak: {}", chain(&error));
+        return exit::HARNESS_ERROR;
+    }
+    let loaded = match args.seed {
+        Some(seed) => loaded.with_seed(seed),
+        None => loaded,
+    };
+    let run_for = args.duration.unwrap_or_else(|| loaded.load.duration());
+    print!("{}", scenario::render_plan_for(&loaded, run_for));
+    if !args.fleet_bugs.is_empty() {
+        let bugs: Vec<&str> = args.fleet_bugs.iter().map(|bug| bug.name()).collect();
+        println!("\n  --fleet-bug        {}", bugs.join(", "));
+    }
+    println!("\ndry run: nothing was started and nothing was injected");
+    exit::PASS
 }
 
 /// An error and its causes on one line: "cannot read x: No such file or directory".

@@ -35,6 +35,7 @@ pub mod cli;
 pub mod exit;
 pub mod fleet;
 pub mod grade;
+pub mod journal;
 pub mod load;
 pub mod observe;
 pub mod report;

@@ -1,7 +1,7 @@
 //! `voxsoak run`: scenario → target → load → aggregate → verdict → run directory.
 
-use std::io::{IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -14,10 +14,14 @@ use tokio_util::sync::CancellationToken;
 use crate::audio::AudioError;
 use crate::audio::vad::VoiceActivity;
 use crate::call::CallContext;
+use crate::chaos::abort::{AbortSwitch, SuccessWatch, serve_kill_switch, watch_kill_switch_file};
+use crate::chaos::{ChaosPlane, ChaosTargets, FaultError};
 use crate::grade::{self, Verdict};
+use crate::journal::Journal;
 use crate::load::aggregate::{Aggregator, Percentiles, Progress, run_aggregator};
 use crate::load::{LoadShaper, UtteranceBank};
 use crate::report::{RunFacts, Summary};
+use crate::scenario::faults::KILL_SWITCH_FILE;
 use crate::scenario::{self, ScenarioError};
 use crate::target::{self, TargetError};
 use crate::twilio::sid;
@@ -56,6 +60,14 @@ pub enum RunError {
     },
     #[error("could not build the HTTP client: {0}")]
     Http(#[source] reqwest::Error),
+    #[error("could not start the chaos plane: {0}")]
+    Chaos(#[source] FaultError),
+    #[error("could not serve the kill switch on {listen}: {source}")]
+    KillSwitch {
+        listen: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// What a finished run produced.
@@ -87,12 +99,26 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<Run
         source,
     })?;
 
-    let resolved = target::resolve(&scenario.target, &options.exe, &options.fleet_bugs).await?;
+    let chaos = ChaosPlane::prepare(&scenario, &run_id)
+        .await
+        .map_err(RunError::Chaos)?;
+    let resolved = target::resolve(
+        &scenario.target,
+        &options.exe,
+        &options.fleet_bugs,
+        &chaos.wiring(),
+    )
+    .await?;
     if let Err(error) = target::preflight(&resolved.endpoint).await {
         if let Some(fleet) = resolved.fleet {
             fleet.stop().await;
         }
         return Err(error.into());
+    }
+    if !scenario.faults.is_empty() && resolved.embedded.is_none() && options.progress {
+        for line in chaos.describe() {
+            eprintln!("voxsoak: {line}");
+        }
     }
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(scenario.seed);
     let allow = Arc::clone(&scenario);
@@ -119,64 +145,140 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<Run
         run_for,
     };
 
-    let mut journal =
-        Journal::create(&out_dir.join("journal.jsonl")).map_err(|source| RunError::Output {
+    let run_start = Instant::now();
+    let journal = Journal::create(&out_dir.join("journal.jsonl"), run_start).map_err(|source| {
+        RunError::Output {
             path: out_dir.clone(),
             source,
-        })?;
-    journal.write(&serde_json::json!({
-        "event": "run_started", "run_id": run_id, "scenario": scenario.name,
-        "seed": scenario.seed, "target": resolved.description,
-        "at": humantime::format_rfc3339_millis(started_at).to_string(),
-        "planned_s": run_for.as_secs_f64(),
-    }));
+        }
+    })?;
+    journal.record(
+        "run_started",
+        serde_json::json!({
+            "run_id": run_id, "scenario": scenario.name,
+            "seed": scenario.seed, "target": resolved.description,
+            "planned_s": run_for.as_secs_f64(),
+            "faults_planned": crate::scenario::faults::timeline(&scenario.faults, run_for, scenario.seed).len(),
+        }),
+    );
 
-    let run_start = Instant::now();
+    // `stop` ends the run early: a signal (through `shutdown`), an abort condition or the
+    // kill switch. The chaos plane also stops when the load is done.
+    let stop = shutdown.child_token();
+    let abort = AbortSwitch::new(stop.clone());
+    let kill_switch_file = out_dir.join(
+        scenario
+            .abort
+            .kill_switch_file
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(KILL_SWITCH_FILE)),
+    );
+    let watchers = CancellationToken::new();
+    tokio::spawn(watch_kill_switch_file(
+        kill_switch_file,
+        abort.clone(),
+        watchers.clone(),
+    ));
+    if let Some(listen) = scenario.abort.kill_switch_listen {
+        let address = serve_kill_switch(listen, abort.clone(), watchers.clone())
+            .await
+            .map_err(|source| RunError::KillSwitch { listen, source })?;
+        journal.record(
+            "kill_switch",
+            serde_json::json!({"url": format!("http://{address}/abort")}),
+        );
+    }
+    let shared_fleet = resolved
+        .fleet
+        .map(|fleet| Arc::new(tokio::sync::Mutex::new(fleet)));
+    let chaos_stop = stop.child_token();
+    let chaos_run = chaos.start(
+        ChaosTargets {
+            fleet: shared_fleet.clone(),
+            database_url: resolved
+                .embedded
+                .as_ref()
+                .map(|info| info.database_url.clone()),
+            audio_tmp_dir: resolved
+                .embedded
+                .as_ref()
+                .map(|info| info.audio_tmp_dir.clone()),
+        },
+        journal.clone(),
+        run_for,
+        scenario.seed,
+        chaos_stop.clone(),
+    );
+
     let (events, receiver) = mpsc::unbounded_channel();
     let mut display = ProgressDisplay::new(options.progress, run_for);
+    let interval_journal = journal.clone();
+    let mut success_watch = SuccessWatch::new(&scenario.abort);
+    let watch_abort = abort.clone();
     let aggregation = tokio::spawn(async move {
         let mut last_interval = run_start;
         let aggregate = run_aggregator(receiver, run_start, |aggregator: &mut Aggregator, now| {
             display.update(aggregator.progress(now));
+            if let Some(watch) = success_watch.as_mut() {
+                let totals = aggregator.totals();
+                let completed = totals.count(crate::call::CallOutcome::Completed);
+                if let Some(reason) = watch.observe(now, completed, totals.graded()) {
+                    watch_abort.trip(format!("abort condition: {reason}"));
+                }
+            }
             if now.saturating_duration_since(last_interval) >= JOURNAL_INTERVAL {
                 last_interval = now;
                 let progress = aggregator.progress(now);
                 let window = aggregator.take_window(now);
-                journal.write(&serde_json::json!({
-                    "event": "interval",
-                    "t_s": round3(progress.elapsed.as_secs_f64()),
-                    "active": progress.active,
-                    "started": window.started,
-                    "ended": window.ended(),
-                    "completed": window.count(crate::call::CallOutcome::Completed),
-                    "failed": window.failed(),
-                    "response_ms": Percentiles::of(&window.response),
-                    "pacing_jitter_ms": Percentiles::of(&window.pacing),
-                }));
+                interval_journal.record(
+                    "interval",
+                    serde_json::json!({
+                        "active": progress.active,
+                        "started": window.started,
+                        "ended": window.ended(),
+                        "completed": window.count(crate::call::CallOutcome::Completed),
+                        "failed": window.failed(),
+                        "response_ms": Percentiles::of(&window.response),
+                        "pacing_jitter_ms": Percentiles::of(&window.pacing),
+                    }),
+                );
             }
         })
         .await;
         display.finish();
-        (aggregate, journal)
+        aggregate
     });
-    let stopped_early = shutdown.clone();
-    shaper.run(events, shutdown).await;
-    let (aggregate, mut journal) = aggregation
+    shaper.run(events, stop.clone()).await;
+    // The load is done (or stopped): clear every fault before anything else stops.
+    chaos_stop.cancel();
+    let chaos_outcome = chaos_run.finish().await;
+    let aggregate = aggregation
         .await
         .expect("the aggregator task does not panic");
-    if let Some(fleet) = resolved.fleet {
-        fleet.stop().await;
+    watchers.cancel();
+    if let Some(fleet) = &shared_fleet {
+        fleet.lock().await.stop_in_place().await;
+    }
+    let removed = chaos_outcome.tear_down();
+    if removed > 0 {
+        journal.record(
+            "harness_files_removed",
+            serde_json::json!({"files": removed}),
+        );
     }
 
     let ended_at = SystemTime::now();
     let slos = grade::grade(&scenario.slo, &aggregate.totals);
-    let (verdict, reason) = if stopped_early.is_cancelled() {
+    let faults = chaos_outcome.reports.clone();
+    let (verdict, reason) = if let Some(reason) = abort.reason() {
+        (Verdict::Aborted, Some(reason))
+    } else if shutdown.is_cancelled() {
         (
             Verdict::Aborted,
             Some("stopped by a signal before the end of the scenario".to_string()),
         )
     } else {
-        (grade::verdict(&slos), None)
+        grade::verdict_with_faults(&slos, &faults)
     };
     let summary = Summary::new(
         RunFacts {
@@ -191,13 +293,16 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<Run
         },
         &aggregate,
         slos,
+        faults,
         verdict,
         reason,
     );
-    journal.write(&serde_json::json!({
-        "event": "run_ended", "verdict": summary.verdict, "wall_s": summary.wall_s,
-        "at": summary.ended_at,
-    }));
+    journal.record(
+        "run_ended",
+        serde_json::json!({
+            "verdict": summary.verdict, "reason": summary.reason, "wall_s": summary.wall_s,
+        }),
+    );
     summary.write(&out_dir).map_err(|source| RunError::Output {
         path: out_dir.clone(),
         source,
@@ -206,10 +311,6 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<Run
 }
 
 const JOURNAL_INTERVAL: Duration = Duration::from_secs(10);
-
-fn round3(value: f64) -> f64 {
-    (value * 1000.0).round() / 1000.0
-}
 
 /// `<scenario>-<UTC timestamp>`, safe as a directory name.
 fn run_id(name: &str, at: SystemTime) -> String {
@@ -229,27 +330,6 @@ fn run_id(name: &str, at: SystemTime) -> String {
         })
         .collect();
     format!("{name}-{stamp}")
-}
-
-/// The run's journal: JSON lines, flushed line by line so a killed run keeps what it wrote.
-#[derive(Debug)]
-struct Journal {
-    file: std::io::BufWriter<std::fs::File>,
-}
-
-impl Journal {
-    fn create(path: &Path) -> std::io::Result<Self> {
-        Ok(Journal {
-            file: std::io::BufWriter::new(std::fs::File::create(path)?),
-        })
-    }
-
-    fn write(&mut self, record: &serde_json::Value) {
-        // A full disk must not stop the run; the summary still reports it.
-        let _ = serde_json::to_writer(&mut self.file, record);
-        let _ = self.file.write_all(b"\n");
-        let _ = self.file.flush();
-    }
 }
 
 /// The live progress line: indicatif on a terminal, a plain line every 10 s otherwise (CI).

@@ -254,7 +254,55 @@ pub struct SpawnedFleet {
     what: &'static str,
     pid: Option<u32>,
     stderr: StderrExcerpt,
+    /// How it was started, to start it again on the same address ([`SpawnedFleet::restart`]).
+    recipe: Recipe,
+    address: SocketAddr,
+    prefix: &'static str,
+    timeout: Duration,
+    restarts: u32,
     temp_dir: Option<TempDir>,
+}
+
+/// A child's command line and environment, kept to start it again.
+#[derive(Debug, Clone)]
+struct Recipe {
+    program: std::ffi::OsString,
+    args: Vec<std::ffi::OsString>,
+    env: Vec<(std::ffi::OsString, Option<std::ffi::OsString>)>,
+}
+
+impl Recipe {
+    fn of(command: &Command) -> Recipe {
+        let std = command.as_std();
+        Recipe {
+            program: std.get_program().to_owned(),
+            args: std.get_args().map(ToOwned::to_owned).collect(),
+            env: std
+                .get_envs()
+                .map(|(key, value)| (key.to_owned(), value.map(ToOwned::to_owned)))
+                .collect(),
+        }
+    }
+
+    /// The same command, listening on `address` instead of what it first asked for.
+    fn command_on(&self, address: SocketAddr) -> Command {
+        let mut command = Command::new(&self.program);
+        let mut args = self.args.iter();
+        while let Some(arg) = args.next() {
+            command.arg(arg);
+            if arg == "--listen" {
+                args.next();
+                command.arg(address.to_string());
+            }
+        }
+        for (key, value) in &self.env {
+            match value {
+                Some(value) => command.env(key, value),
+                None => command.env_remove(key),
+            };
+        }
+        command
+    }
 }
 
 impl SpawnedFleet {
@@ -263,9 +311,66 @@ impl SpawnedFleet {
         self.what
     }
 
-    /// The process id, for observers (memory, CPU).
+    /// The process id, for observers (memory, CPU); a new one after a restart.
     pub fn pid(&self) -> Option<u32> {
         self.pid
+    }
+
+    /// Where it listens (the same address after a restart).
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// How many times [`SpawnedFleet::restart`] started it again.
+    pub fn restarts(&self) -> u32 {
+        self.restarts
+    }
+
+    /// Sends `signal` to the process, if it is still running.
+    pub fn signal(&mut self, signal: libc::c_int) -> std::io::Result<()> {
+        match (self.child.try_wait()?, self.child.id()) {
+            (None, Some(pid)) => {
+                // SAFETY: kill(2) with the pid of our own child, which has not been reaped
+                // (try_wait just saw it running), and a signal number from libc.
+                let result = unsafe { libc::kill(pid as libc::pid_t, signal) };
+                if result == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            }
+            _ => Err(std::io::Error::other("the process has exited")),
+        }
+    }
+
+    /// Waits up to `timeout` for the process to exit; its status if it did.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        tokio::time::timeout(timeout, self.child.wait())
+            .await
+            .ok()
+            .and_then(Result::ok)
+    }
+
+    /// Whether it has exited, and how.
+    pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// Starts it again with the same command line and environment, on the same address,
+    /// once the old process has exited (it is killed first if it has not). The temp dir and
+    /// its database are kept.
+    pub async fn restart(&mut self) -> Result<(), TargetError> {
+        if self.exit_status().is_none() {
+            let _ = self.child.kill().await;
+        }
+        let command = self.recipe.command_on(self.address);
+        let listening = spawn_listening(command, self.what, self.prefix, self.timeout).await?;
+        self.child = listening.child;
+        self.pid = listening.pid;
+        self.stderr = listening.stderr;
+        self.address = listening.address;
+        self.restarts += 1;
+        Ok(())
     }
 
     /// The first and the last lines the fleet wrote to its stderr (see [`StderrExcerpt`]).
@@ -276,6 +381,11 @@ impl SpawnedFleet {
     /// Stops the fleet: SIGTERM, then SIGKILL if it does not exit within a few seconds.
     /// Then removes its temp dir, if it has one.
     pub async fn stop(mut self) {
+        self.stop_in_place().await;
+    }
+
+    /// [`SpawnedFleet::stop`] for a fleet shared with the chaos plane.
+    pub async fn stop_in_place(&mut self) {
         if let Ok(None) = self.child.try_wait()
             && let Some(pid) = self.child.id()
         {
@@ -296,6 +406,16 @@ impl SpawnedFleet {
             let _ = tokio::task::spawn_blocking(move || dir.close()).await;
         }
     }
+}
+
+/// Where the harness points the embedded fleet's dependencies: its own stand-ins (the chaos
+/// plane's, through a fault proxy if the scenario has one) and its alert receiver. `None`:
+/// the fleet's own default (a built-in stand-in; no alerts).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FleetWiring {
+    pub llm_base_url: Option<String>,
+    pub tts_base_url: Option<String>,
+    pub alert_webhook_url: Option<String>,
 }
 
 /// Where the embedded fleet keeps its rows.
@@ -366,6 +486,7 @@ pub async fn resolve(
     target: &Target,
     exe: &Path,
     fleet_bugs: &[Bug],
+    wiring: &FleetWiring,
 ) -> Result<ResolvedTarget, TargetError> {
     if !fleet_bugs.is_empty() && !matches!(target, Target::Embedded(_)) {
         return Err(TargetError::FleetBugNeedsEmbedded {
@@ -388,7 +509,7 @@ pub async fn resolve(
                 embedded: None,
             })
         }
-        Target::Embedded(fleet) => spawn_embedded(exe, fleet, fleet_bugs).await,
+        Target::Embedded(fleet) => spawn_embedded(exe, fleet, fleet_bugs, wiring).await,
         Target::External(external) => {
             let auth_token = match &external.auth_token_env {
                 Some(name) => Some(
@@ -457,6 +578,7 @@ async fn spawn_embedded(
     exe: &Path,
     fleet: &EmbeddedFleet,
     extra_bugs: &[Bug],
+    wiring: &FleetWiring,
 ) -> Result<ResolvedTarget, TargetError> {
     let mut bugs = fleet.bugs.clone();
     for bug in extra_bugs {
@@ -522,6 +644,15 @@ async fn spawn_embedded(
     for bug in &bugs {
         command.arg("--bug").arg(bug.name());
     }
+    for (flag, url) in [
+        ("--llm-base-url", &wiring.llm_base_url),
+        ("--tts-base-url", &wiring.tts_base_url),
+        ("--alert-webhook-url", &wiring.alert_webhook_url),
+    ] {
+        if let Some(url) = url {
+            command.arg(flag).arg(url);
+        }
+    }
 
     let listening = spawn_listening(
         command,
@@ -569,6 +700,9 @@ struct Listening {
     pid: Option<u32>,
     address: SocketAddr,
     stderr: StderrExcerpt,
+    recipe: Recipe,
+    prefix: &'static str,
+    timeout: Duration,
 }
 
 impl Listening {
@@ -578,6 +712,11 @@ impl Listening {
             what: self.what,
             pid: self.pid,
             stderr: self.stderr,
+            recipe: self.recipe,
+            address: self.address,
+            prefix: self.prefix,
+            timeout: self.timeout,
+            restarts: 0,
             temp_dir,
         }
     }
@@ -593,9 +732,10 @@ impl Listening {
 async fn spawn_listening(
     mut command: Command,
     what: &'static str,
-    prefix: &str,
+    prefix: &'static str,
     timeout: Duration,
 ) -> Result<Listening, TargetError> {
+    let recipe = Recipe::of(&command);
     command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -643,6 +783,9 @@ async fn spawn_listening(
                     pid,
                     address,
                     stderr,
+                    recipe,
+                    prefix,
+                    timeout,
                 });
             }
             Err(_) => {

@@ -20,7 +20,7 @@ use voxsoak::cli::{Cli, Command};
 use voxsoak::fleet::Bug;
 use voxsoak::scenario::{EmbeddedFleet, Target};
 use voxsoak::target::{
-    FleetDatabase, ResolvedTarget, SCRUBBED_ENV, TargetError, preflight, resolve,
+    FleetDatabase, FleetWiring, ResolvedTarget, SCRUBBED_ENV, TargetError, preflight, resolve,
 };
 
 /// Set by [`scrubbed_variables_never_reach_the_fleet`] in the environment of the test
@@ -87,7 +87,7 @@ impl FakeVoxsoak {
         // A script just written can be "busy" for a moment when another test's fork still
         // holds the file descriptor it was written through (ETXTBSY): try again.
         for _ in 0..20 {
-            match resolve(target, &self.exe, fleet_bugs).await {
+            match resolve(target, &self.exe, fleet_bugs, &FleetWiring::default()).await {
                 Err(TargetError::Spawn { source, .. })
                     if source.raw_os_error() == Some(libc::ETXTBSY) =>
                 {
@@ -96,7 +96,7 @@ impl FakeVoxsoak {
                 other => return other,
             }
         }
-        resolve(target, &self.exe, fleet_bugs).await
+        resolve(target, &self.exe, fleet_bugs, &FleetWiring::default()).await
     }
 }
 

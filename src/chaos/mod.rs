@@ -62,3 +62,11 @@ impl FaultError {
         }
     }
 }
+
+pub mod abort;
+pub mod plane;
+pub mod process;
+pub mod standin;
+pub mod temp_files;
+
+pub use plane::{ChaosOutcome, ChaosPlane, ChaosRun, ChaosTargets, FaultReport};

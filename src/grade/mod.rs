@@ -181,3 +181,35 @@ pub fn verdict(slos: &[SloVerdict]) -> Verdict {
         Verdict::Fail
     }
 }
+
+/// The verdict once faults were injected: a failed SLO is the fleet's fault (`fail`); with
+/// every SLO met, a fault that was never seen in effect means the run did not test what it
+/// planned (`error`, with the faults named), never `pass`.
+pub fn verdict_with_faults(
+    slos: &[SloVerdict],
+    faults: &[crate::chaos::FaultReport],
+) -> (Verdict, Option<String>) {
+    let verdict = verdict(slos);
+    if verdict == Verdict::Fail {
+        return (verdict, None);
+    }
+    let unconfirmed: Vec<String> = faults
+        .iter()
+        .filter(|fault| !fault.confirmed)
+        .map(|fault| {
+            let why = fault.notes.first().map_or("", String::as_str);
+            format!("{} #{} ({why})", fault.name, fault.occurrence)
+        })
+        .collect();
+    if unconfirmed.is_empty() {
+        (verdict, None)
+    } else {
+        (
+            Verdict::Error,
+            Some(format!(
+                "faults not in effect, so the fleet was not tested against them: {}",
+                unconfirmed.join("; ")
+            )),
+        )
+    }
+}

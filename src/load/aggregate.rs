@@ -246,6 +246,11 @@ impl Aggregator {
         self.totals.started - self.totals.ended()
     }
 
+    /// The run's totals so far.
+    pub fn totals(&self) -> &Totals {
+        &self.totals
+    }
+
     /// Samples the harness's own CPU and memory; called about once a second.
     pub fn sample_harness(&mut self, now: Instant) {
         let Ok(sample) = process::sample(None) else {

@@ -194,6 +194,9 @@ impl LoadShaper {
     }
 }
 
+/// The least time one call holds a slot of the closed model.
+const MIN_SLOT_TIME: Duration = Duration::from_secs(1);
+
 /// The calls in progress.
 #[derive(Debug)]
 struct CallPool {
@@ -222,7 +225,15 @@ impl CallPool {
             // Released however the call ends, a panic included, so a broken call never
             // holds a slot of the closed model.
             let _slot = ActiveSlot(active);
-            run_call(context, plan, events, cancel).await;
+            let started = Instant::now();
+            run_call(context, plan, events, cancel.clone()).await;
+            // A call that ended at once (a fleet refusing connections) keeps its slot for a
+            // moment, as a caller who cannot get through waits before calling again:
+            // otherwise the closed model would hammer a dead fleet with thousands of calls.
+            tokio::select! {
+                () = tokio::time::sleep_until(started + MIN_SLOT_TIME) => {}
+                () = cancel.cancelled() => {}
+            }
         });
     }
 }

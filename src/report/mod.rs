@@ -38,7 +38,7 @@ pub struct Summary {
     pub protocol_errors: BTreeMap<&'static str, u64>,
     /// The first distinct reasons calls failed, for a person to read.
     pub failure_examples: Vec<FailureExample>,
-    pub faults: Vec<serde_json::Value>,
+    pub faults: Vec<crate::chaos::FaultReport>,
     pub slos: Vec<SloVerdict>,
     pub fleet: FleetBlock,
     pub harness: HarnessUsage,
@@ -106,6 +106,7 @@ impl Summary {
         facts: RunFacts,
         aggregate: &Aggregate,
         slos: Vec<SloVerdict>,
+        faults: Vec<crate::chaos::FaultReport>,
         verdict: Verdict,
         reason: Option<String>,
     ) -> Self {
@@ -156,7 +157,7 @@ impl Summary {
                     detail: detail.clone(),
                 })
                 .collect(),
-            faults: Vec::new(),
+            faults,
             slos,
             fleet: FleetBlock::default(),
             harness: aggregate.harness,
@@ -253,6 +254,26 @@ impl Summary {
             h.cpu_pct_avg,
             h.cpu_pct_max,
         );
+        for fault in &self.faults {
+            let window = match (fault.injected_at_s, fault.cleared_at_s) {
+                (Some(injected), Some(cleared)) => format!("{injected:.1}s–{cleared:.1}s"),
+                (Some(injected), None) => format!("from {injected:.1}s"),
+                _ => format!("planned at {:.1}s, not injected", fault.planned_at_s),
+            };
+            let state = if fault.confirmed {
+                "in effect"
+            } else {
+                "NOT IN EFFECT"
+            };
+            let _ = writeln!(
+                out,
+                "  fault {} #{} ({}) {window}: {state}; {}",
+                fault.name,
+                fault.occurrence,
+                fault.kind,
+                fault.notes.first().map_or("", String::as_str)
+            );
+        }
         for slo in &self.slos {
             let _ = writeln!(
                 out,

@@ -136,6 +136,7 @@
 //!   (`"<= 99%"` for call_success) is an error.
 
 mod error;
+pub mod faults;
 mod plan;
 mod raw;
 mod schedule;
@@ -143,13 +144,18 @@ mod validate;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_faults;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use error::{Diagnostic, ScenarioError};
-pub use plan::render_plan;
+pub use faults::{
+    AbortConditions, ChaosSettings, DetectionRule, FaultKind, FaultSpec, ScheduledFault,
+};
+pub use plan::{render_plan, render_plan_for};
 pub use schedule::{ArrivalOffsets, CallChoice, PlannedStep, UtteranceSource};
 
 /// The hosts a target may live on when the scenario does not say otherwise: the harness
@@ -195,6 +201,10 @@ pub struct Scenario {
     /// Never empty.
     pub scripts: Vec<CallScript>,
     pub slo: Slos,
+    /// `[[faults]]`, in file order.
+    pub faults: Vec<ScheduledFault>,
+    pub chaos: ChaosSettings,
+    pub abort: AbortConditions,
 }
 
 impl Scenario {

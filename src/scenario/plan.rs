@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use crate::units::format_byte_size;
 
+use super::faults::DbPoolMethod;
 use super::{
-    ArrivalPattern, CallChoice, Endpoint, Load, PlannedStep, Scenario, ScriptBody, Stage, Step,
-    Target, UtteranceRef, UtteranceSource,
+    ArrivalPattern, CallChoice, Endpoint, FaultSpec, Load, PlannedStep, Scenario, ScriptBody,
+    Stage, Step, Target, UtteranceRef, UtteranceSource,
 };
 
 /// Width of the label column.
@@ -17,9 +18,16 @@ const LABEL: usize = 19;
 /// How many planned calls and arrivals the plan shows.
 const SHOWN_CALLS: u64 = 5;
 const SHOWN_ARRIVALS: usize = 10;
+/// How many fault injections the plan lists.
+const SHOWN_INJECTIONS: usize = 20;
 
 /// The plan text for `scenario`; deterministic for a given scenario and seed.
 pub fn render_plan(scenario: &Scenario) -> String {
+    render_plan_for(scenario, scenario.load.duration())
+}
+
+/// The plan for a run cut (or held) at `run_for` (`--duration`).
+pub fn render_plan_for(scenario: &Scenario, run_for: Duration) -> String {
     let mut plan = Plan::default();
     plan.header(scenario);
     plan.target(scenario);
@@ -27,6 +35,8 @@ pub fn render_plan(scenario: &Scenario) -> String {
     plan.calls(scenario);
     plan.scripts(scenario);
     plan.first_calls(scenario);
+    plan.faults(scenario, run_for);
+    plan.abort(scenario);
     plan.slo(scenario);
     plan.text
 }
@@ -351,6 +361,98 @@ impl Plan {
         }
     }
 
+    fn faults(&mut self, scenario: &Scenario, run_for: Duration) {
+        self.section("faults");
+        if scenario.faults.is_empty() {
+            self.line(2, "none: no fault is injected");
+            return;
+        }
+        for fault in &scenario.faults {
+            self.line(2, format!("{} ({})", fault.name, fault.kind));
+            self.row("  does", describe_fault(&fault.fault, scenario));
+            let mut when = format!(
+                "at {} for {}",
+                format_duration(fault.at),
+                format_duration(fault.duration)
+            );
+            if let Some(every) = fault.every {
+                let _ = write!(when, ", every {}", format_duration(every.every));
+                if !every.jitter.is_zero() {
+                    let _ = write!(when, " ± {}", format_duration(every.jitter));
+                }
+            }
+            self.row("  when", when);
+            let rules: Vec<String> = fault.detect.iter().map(ToString::to_string).collect();
+            self.row("  detected by", rules.join(" or "));
+        }
+        let timeline = super::faults::timeline(&scenario.faults, run_for, scenario.seed);
+        self.line(
+            2,
+            format!(
+                "timeline ({} injections in {}):",
+                timeline.len(),
+                format_duration(run_for)
+            ),
+        );
+        for occurrence in timeline.iter().take(SHOWN_INJECTIONS) {
+            let fault = &scenario.faults[occurrence.fault];
+            self.line(
+                4,
+                format!(
+                    "{} – {}  {} #{}",
+                    format_offset(occurrence.at, false),
+                    format_offset(occurrence.until, false),
+                    fault.name,
+                    occurrence.number
+                ),
+            );
+        }
+        if timeline.len() > SHOWN_INJECTIONS {
+            self.line(
+                4,
+                format!("… and {} more", timeline.len() - SHOWN_INJECTIONS),
+            );
+        }
+        let planned = scenario.faults.len();
+        let never = (0..planned)
+            .filter(|index| !timeline.iter().any(|occurrence| occurrence.fault == *index))
+            .map(|index| scenario.faults[index].name.clone())
+            .collect::<Vec<_>>();
+        if !never.is_empty() {
+            self.line(
+                4,
+                format!(
+                    "never injected (starts after the run ends): {}",
+                    never.join(", ")
+                ),
+            );
+        }
+    }
+
+    fn abort(&mut self, scenario: &Scenario) {
+        let abort = &scenario.abort;
+        self.section("abort");
+        match abort.call_success_below_pct {
+            Some(pct) => self.row(
+                "call success",
+                format!(
+                    "below {pct}% over {} (at least {} calls) stops chaos and ends the run",
+                    format_duration(abort.over),
+                    abort.min_calls
+                ),
+            ),
+            None => self.row("call success", "no threshold"),
+        }
+        let file = abort.kill_switch_file.as_ref().map_or_else(
+            || super::faults::KILL_SWITCH_FILE.to_owned(),
+            |file| file.display().to_string(),
+        );
+        self.row("kill switch", format!("create {file} in the run directory"));
+        if let Some(listen) = abort.kill_switch_listen {
+            self.row("", format!("or POST http://{listen}/abort"));
+        }
+    }
+
     fn slo(&mut self, scenario: &Scenario) {
         let slo = &scenario.slo;
         self.section("slo");
@@ -367,6 +469,127 @@ impl Plan {
             if let Some(max) = max {
                 self.row(label, format!("<= {}", format_duration(max)));
             }
+        }
+    }
+}
+
+/// What a fault does and where, in one line.
+fn describe_fault(fault: &FaultSpec, scenario: &Scenario) -> String {
+    use crate::standin::llm::LlmFault;
+    use crate::standin::tts::TtsFault;
+    let share = |fraction: f64| {
+        if fraction >= 1.0 {
+            "every request".to_owned()
+        } else {
+            format!("{:.0}% of requests", fraction * 100.0)
+        }
+    };
+    let embedded = matches!(scenario.target, Target::Embedded(_));
+    match fault {
+        FaultSpec::Tts { fault, fraction } => {
+            let answer = match fault {
+                TtsFault::None => "normal answers".to_owned(),
+                TtsFault::RateLimited { retry_after } => match retry_after {
+                    Some(after) => format!("429 with Retry-After {}", format_duration(*after)),
+                    None => "429 without Retry-After".to_owned(),
+                },
+                TtsFault::ServerError { code } => format!("{code}"),
+                TtsFault::Slow { delay } => format!("answers {} late", format_duration(*delay)),
+                TtsFault::Timeout => "no answer at all".to_owned(),
+            };
+            format!(
+                "the TTS stand-in answers {} with {answer}",
+                share(*fraction)
+            )
+        }
+        FaultSpec::Llm {
+            fault,
+            fraction,
+            latency,
+        } => match fault {
+            LlmFault::None => format!(
+                "the LLM stand-in answers every request {} late",
+                format_duration(*latency)
+            ),
+            LlmFault::EmptyToolParams => format!(
+                "the LLM stand-in calls the tool with {{}} in {}",
+                share(*fraction).replace("request", "tool call")
+            ),
+            LlmFault::Status { code, .. } => {
+                format!("the LLM stand-in answers {} with {code}", share(*fraction))
+            }
+            other => format!(
+                "the LLM stand-in sends {} for {}",
+                other.name(),
+                share(*fraction)
+            ),
+        },
+        FaultSpec::DbPoolExhaustion(db) => {
+            let database = if embedded {
+                "the fleet's database".to_owned()
+            } else {
+                format!(
+                    "the database in ${}",
+                    db.database_url_env.as_deref().unwrap_or("?")
+                )
+            };
+            match db.method {
+                DbPoolMethod::HoldLocks { holders } => format!(
+                    "{holders} transactions hold the locks the fleet's queries need in {database}"
+                ),
+                DbPoolMethod::TakeSlots { leave, max } => format!(
+                    "takes the connection slots of {database} (leaves {leave} free, at most {max})"
+                ),
+            }
+        }
+        FaultSpec::TempFileLeak(leak) => format!(
+            "writes {} files at {}/s into {} (at most {}); removed when the run ends",
+            format_byte_size(leak.file_size),
+            format_byte_size(leak.bytes_per_second),
+            leak.dir
+                .as_ref()
+                .map_or("the fleet's AUDIO_TMP_DIR".to_owned(), |dir| dir
+                    .display()
+                    .to_string()),
+            format_byte_size(leak.max_total)
+        ),
+        FaultSpec::Proxy(proxy) => {
+            let mut toxics = Vec::new();
+            let t = &proxy.toxics;
+            if !t.latency.is_zero() || !t.jitter.is_zero() {
+                toxics.push(format!(
+                    "latency {} ± {}",
+                    format_duration(t.latency),
+                    format_duration(t.jitter)
+                ));
+            }
+            if let Some(bandwidth) = t.bandwidth {
+                toxics.push(format!("bandwidth {}/s", format_byte_size(bandwidth)));
+            }
+            if let Some((size, delay)) = t.slice {
+                toxics.push(format!(
+                    "slices of {size} B every {}",
+                    format_duration(delay)
+                ));
+            }
+            for (on, name) in [(t.stall, "stall"), (t.reset, "reset"), (t.down, "down")] {
+                if on {
+                    toxics.push(name.to_owned());
+                }
+            }
+            let listen = proxy
+                .listen
+                .map_or(String::new(), |listen| format!(" (listening on {listen})"));
+            format!(
+                "a proxy in front of {}{listen}: {} for {:.0}% of connections",
+                proxy.upstream,
+                toxics.join(", "),
+                t.toxicity * 100.0
+            )
+        }
+        FaultSpec::ProcessStall => "SIGSTOP to the fleet process; SIGCONT at the end".to_owned(),
+        FaultSpec::ProcessKill => {
+            "SIGKILL to the fleet process; started again on the same port at the end".to_owned()
         }
     }
 }

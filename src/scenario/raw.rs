@@ -40,6 +40,9 @@ pub(super) struct RawScenario {
     pub calls: Option<RawCalls>,
     pub scripts: Option<Spanned<Vec<Spanned<RawScript>>>>,
     pub slo: Option<RawSlo>,
+    pub faults: Option<Spanned<Vec<Spanned<RawFault>>>>,
+    pub chaos: Option<Spanned<RawChaos>>,
+    pub abort: Option<Spanned<RawAbort>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -211,4 +214,111 @@ pub(super) struct RawSlo {
     pub response_p99: Option<RawValue>,
     pub first_audio_p95: Option<RawValue>,
     pub pacing_jitter_p99: Option<RawValue>,
+}
+
+/// One `[[faults]]` entry. Every kind's parameters are listed here; phase 2 refuses the
+/// ones its kind does not take, with the kind in the message.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawFault {
+    pub kind: Option<Spanned<String>>,
+    pub name: Option<Spanned<String>>,
+    pub at: Option<RawValue>,
+    #[serde(rename = "for")]
+    pub duration: Option<RawValue>,
+    pub every: Option<RawValue>,
+    pub every_jitter: Option<RawValue>,
+    pub detect: Option<RawValue>,
+    // Stand-ins (tts_*, llm_*, *_tool_params).
+    pub fraction: Option<RawValue>,
+    pub retry_after: Option<RawValue>,
+    pub code: Option<Spanned<i64>>,
+    pub delay: Option<RawValue>,
+    pub variant: Option<Spanned<String>>,
+    pub bytes: Option<Spanned<i64>>,
+    pub tool: Option<Spanned<String>>,
+    // db_pool_exhaustion
+    pub method: Option<Spanned<String>>,
+    pub holders: Option<Spanned<i64>>,
+    pub leave: Option<Spanned<i64>>,
+    pub max_connections: Option<Spanned<i64>>,
+    pub database_url_env: Option<Spanned<String>>,
+    // temp_file_leak
+    pub file_size: Option<RawValue>,
+    pub rate: Option<RawValue>,
+    pub max_total: Option<RawValue>,
+    pub dir: Option<Spanned<String>>,
+    // proxy
+    pub upstream: Option<Spanned<String>>,
+    pub listen: Option<Spanned<String>>,
+    pub latency: Option<RawValue>,
+    pub jitter: Option<RawValue>,
+    pub bandwidth: Option<RawValue>,
+    pub stall: Option<Spanned<bool>>,
+    pub reset: Option<Spanned<bool>>,
+    pub slice_size: Option<Spanned<i64>>,
+    pub slice_delay: Option<RawValue>,
+    pub down: Option<Spanned<bool>>,
+    pub toxicity: Option<RawValue>,
+}
+
+impl RawFault {
+    /// The kind-specific keys present, with their spans, in file-format order.
+    pub(super) fn parameter_keys(&self) -> Vec<(&'static str, std::ops::Range<usize>)> {
+        fn span<T>(value: &Option<Spanned<T>>) -> Option<std::ops::Range<usize>> {
+            value.as_ref().map(Spanned::span)
+        }
+        [
+            ("fraction", span(&self.fraction)),
+            ("retry_after", span(&self.retry_after)),
+            ("code", span(&self.code)),
+            ("delay", span(&self.delay)),
+            ("variant", span(&self.variant)),
+            ("bytes", span(&self.bytes)),
+            ("tool", span(&self.tool)),
+            ("method", span(&self.method)),
+            ("holders", span(&self.holders)),
+            ("leave", span(&self.leave)),
+            ("max_connections", span(&self.max_connections)),
+            ("database_url_env", span(&self.database_url_env)),
+            ("file_size", span(&self.file_size)),
+            ("rate", span(&self.rate)),
+            ("max_total", span(&self.max_total)),
+            ("dir", span(&self.dir)),
+            ("upstream", span(&self.upstream)),
+            ("listen", span(&self.listen)),
+            ("latency", span(&self.latency)),
+            ("jitter", span(&self.jitter)),
+            ("bandwidth", span(&self.bandwidth)),
+            ("stall", span(&self.stall)),
+            ("reset", span(&self.reset)),
+            ("slice_size", span(&self.slice_size)),
+            ("slice_delay", span(&self.slice_delay)),
+            ("down", span(&self.down)),
+            ("toxicity", span(&self.toxicity)),
+        ]
+        .into_iter()
+        .filter_map(|(key, span)| span.map(|span| (key, span)))
+        .collect()
+    }
+}
+
+/// `[chaos]`: where the stand-ins listen (an external fleet must be pointed at them).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawChaos {
+    pub tts_listen: Option<Spanned<String>>,
+    pub llm_listen: Option<Spanned<String>>,
+    pub confirm_within: Option<RawValue>,
+}
+
+/// `[abort]`: when chaos stops at once and the run ends as aborted.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAbort {
+    pub call_success_below: Option<RawValue>,
+    pub over: Option<RawValue>,
+    pub min_calls: Option<Spanned<i64>>,
+    pub kill_switch_file: Option<Spanned<String>>,
+    pub kill_switch_listen: Option<Spanned<String>>,
 }

@@ -190,6 +190,12 @@ fn full_sink_file_with_stages() {
             first_audio_p95_max: Some(secs(2)),
             pacing_jitter_p99_max: Some(millis(5)),
         },
+        faults: Vec::new(),
+        chaos: ChaosSettings {
+            confirm_within: super::faults::DEFAULT_CONFIRM_WITHIN,
+            ..ChaosSettings::default()
+        },
+        abort: AbortConditions::default(),
     };
     assert_eq!(scenario, expected);
     assert_eq!(scenario.load.duration(), secs(30));

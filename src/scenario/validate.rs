@@ -20,6 +20,9 @@ use super::{
 };
 use crate::fleet::Bug;
 
+#[path = "validate_faults.rs"]
+mod faults;
+
 /// Longer than any soak; keeps every `Instant + duration` in range.
 const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
 /// More than one harness process can drive; keeps a typo from spawning billions of tasks.
@@ -107,6 +110,9 @@ impl Validator<'_> {
         let (calls, fixtures) = self.calls(raw.calls, path);
         let scripts = self.scripts(raw.scripts, &fixtures);
         let slo = self.slo(raw.slo);
+        let chaos = self.chaos(raw.chaos);
+        let faults = self.faults(raw.faults, &target, &allow_hosts, &chaos);
+        let abort = self.abort(raw.abort);
         Scenario {
             name,
             description: raw.description,
@@ -118,6 +124,9 @@ impl Validator<'_> {
             calls,
             scripts,
             slo,
+            faults,
+            chaos,
+            abort,
         }
     }
 

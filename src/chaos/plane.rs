@@ -1,0 +1,560 @@
+//! The chaos plane of one run: starts the stand-ins (and the proxies in front of them)
+//! before the fleet, then injects each planned fault on time, confirms it, clears it, and
+//! journals every step. However the run ends, every fault is cleared: the scheduler clears
+//! on its stop token, and each fault undoes itself when dropped (a panic).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::json;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::process::{ProcessKillFault, ProcessStallFault, SharedFleet};
+use super::standin::{LlmStandInFault, StandIns, TtsStandInFault, base_url};
+use super::temp_files::{HarnessFiles, LeakParams, TempFileLeakFault};
+use super::{Confirmation, FaultError};
+use crate::journal::{Journal, round_ms};
+use crate::scenario::faults::{FaultSpec, Occurrence, ScheduledFault, timeline};
+use crate::scenario::{Scenario, Target};
+use crate::target::FleetWiring;
+
+/// How often an unconfirmed fault looks again.
+const CONFIRM_POLL: Duration = Duration::from_millis(250);
+/// How many of the calls an LLM fault hit are journaled one by one per injection; the rest
+/// are counted.
+const MAX_JOURNALED_HITS: u64 = 100;
+
+/// What happened to one injection, for `summary.json` `faults[]`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct FaultReport {
+    pub kind: &'static str,
+    pub name: String,
+    /// 1 for the first injection of this fault, 2 for the next, …
+    pub occurrence: u32,
+    pub planned_at_s: f64,
+    /// None: it was never injected (the run ended first, or injecting failed).
+    pub injected_at_s: Option<f64>,
+    pub cleared_at_s: Option<f64>,
+    /// Whether it was seen to be in effect. A fault that is not is never graded as passed.
+    pub confirmed: bool,
+    /// When it was seen to be in effect.
+    pub confirmed_at_s: Option<f64>,
+    /// Filled by the grader.
+    pub detected_after_s: Option<f64>,
+    pub detected_by: Option<String>,
+    pub recovered_after_s: Option<f64>,
+    pub calls_failed_during: Option<u64>,
+    pub notes: Vec<String>,
+}
+
+/// What the chaos plane needs to know about the fleet once it runs.
+#[derive(Debug, Clone, Default)]
+pub struct ChaosTargets {
+    /// The fleet process, when the harness started it.
+    pub fleet: Option<SharedFleet>,
+    /// The fleet's database URL (never printed).
+    pub database_url: Option<String>,
+    /// The fleet's audio temp dir (embedded fleet).
+    pub audio_tmp_dir: Option<PathBuf>,
+}
+
+/// The chaos plane before the fleet starts: its stand-ins are up.
+#[derive(Debug)]
+pub struct ChaosPlane {
+    faults: Vec<ScheduledFault>,
+    confirm_within: Duration,
+    standins: Option<StandIns>,
+    files: HarnessFiles,
+    /// Stops the stand-ins once everything else has stopped.
+    servers: CancellationToken,
+    tag: String,
+}
+
+impl ChaosPlane {
+    /// Starts what the fleet must be pointed at before it starts: the stand-ins, for the
+    /// embedded fleet always (the harness sees every TTS request) and for other fleets when
+    /// a fault needs them.
+    pub async fn prepare(scenario: &Scenario, tag: &str) -> Result<ChaosPlane, FaultError> {
+        let servers = CancellationToken::new();
+        let needs_standins = matches!(scenario.target, Target::Embedded(_))
+            || scenario
+                .faults
+                .iter()
+                .any(|fault| matches!(fault.fault, FaultSpec::Tts { .. } | FaultSpec::Llm { .. }));
+        let standins = if needs_standins {
+            Some(
+                StandIns::start(
+                    scenario.chaos.tts_listen,
+                    scenario.chaos.llm_listen,
+                    scenario.seed,
+                    servers.clone(),
+                )
+                .await?,
+            )
+        } else {
+            None
+        };
+        Ok(ChaosPlane {
+            faults: scenario.faults.clone(),
+            confirm_within: scenario.chaos.confirm_within,
+            standins,
+            files: HarnessFiles::default(),
+            servers,
+            tag: tag.to_owned(),
+        })
+    }
+
+    /// Where the embedded fleet's LLM and TTS must point.
+    pub fn wiring(&self) -> FleetWiring {
+        FleetWiring {
+            llm_base_url: self
+                .standins
+                .as_ref()
+                .map(|standins| base_url(standins.llm_server.address)),
+            tts_base_url: self
+                .standins
+                .as_ref()
+                .map(|standins| base_url(standins.tts_server.address)),
+            alert_webhook_url: None,
+        }
+    }
+
+    /// Lines for the terminal: where the stand-ins listen (an external fleet must be
+    /// pointed there).
+    pub fn describe(&self) -> Vec<String> {
+        match &self.standins {
+            Some(standins) => vec![
+                format!("TTS stand-in: {}", base_url(standins.tts_server.address)),
+                format!("LLM stand-in: {}", base_url(standins.llm_server.address)),
+            ],
+            None => Vec::new(),
+        }
+    }
+
+    pub fn standins(&self) -> Option<&StandIns> {
+        self.standins.as_ref()
+    }
+
+    /// Runs the timeline from `start` in a task of its own until it is done or `stop` is
+    /// cancelled; every injected fault is cleared before the task ends.
+    pub fn start(
+        self,
+        targets: ChaosTargets,
+        journal: Journal,
+        run_for: Duration,
+        seed: u64,
+        stop: CancellationToken,
+    ) -> ChaosRun {
+        let occurrences = timeline(&self.faults, run_for, seed);
+        let shared = Arc::new(Shared {
+            faults: self.faults,
+            confirm_within: self.confirm_within,
+            standins: self.standins,
+            files: self.files.clone(),
+            targets,
+            journal,
+            tag: self.tag,
+        });
+        let task = tokio::spawn(run_timeline(Arc::clone(&shared), occurrences, stop));
+        ChaosRun {
+            task,
+            files: self.files,
+            servers: self.servers,
+        }
+    }
+}
+
+/// The chaos plane while the run goes on.
+#[derive(Debug)]
+pub struct ChaosRun {
+    task: tokio::task::JoinHandle<Vec<FaultReport>>,
+    files: HarnessFiles,
+    servers: CancellationToken,
+}
+
+impl ChaosRun {
+    /// Waits for the scheduler (cancel its stop token first to end it early): every fault
+    /// has been cleared when this returns.
+    pub async fn finish(self) -> ChaosOutcome {
+        let reports = match self.task.await {
+            Ok(reports) => reports,
+            Err(error) => {
+                tracing::error!(%error, "the chaos scheduler failed");
+                Vec::new()
+            }
+        };
+        ChaosOutcome {
+            reports,
+            files: self.files,
+            servers: self.servers,
+        }
+    }
+}
+
+/// The faults' reports, and what is left to tear down once the fleet has stopped.
+#[derive(Debug)]
+pub struct ChaosOutcome {
+    pub reports: Vec<FaultReport>,
+    files: HarnessFiles,
+    servers: CancellationToken,
+}
+
+impl ChaosOutcome {
+    /// Removes every file the harness leaked and stops the stand-ins. Returns how many
+    /// files were removed.
+    pub fn tear_down(&self) -> u64 {
+        let (removed, _) = self.files.remove_all();
+        self.servers.cancel();
+        removed
+    }
+}
+
+impl Drop for ChaosOutcome {
+    fn drop(&mut self) {
+        self.tear_down();
+    }
+}
+
+#[derive(Debug)]
+struct Shared {
+    faults: Vec<ScheduledFault>,
+    confirm_within: Duration,
+    standins: Option<StandIns>,
+    files: HarnessFiles,
+    targets: ChaosTargets,
+    journal: Journal,
+    tag: String,
+}
+
+async fn run_timeline(
+    shared: Arc<Shared>,
+    occurrences: Vec<Occurrence>,
+    stop: CancellationToken,
+) -> Vec<FaultReport> {
+    let start = shared.journal.started();
+    let mut tasks = JoinSet::new();
+    let mut pending = Vec::new();
+    for occurrence in occurrences {
+        let fault = &shared.faults[occurrence.fault];
+        let report = FaultReport {
+            kind: fault.kind.name(),
+            name: fault.name.clone(),
+            occurrence: occurrence.number,
+            planned_at_s: round_ms(occurrence.at.as_secs_f64()),
+            injected_at_s: None,
+            cleared_at_s: None,
+            confirmed: false,
+            confirmed_at_s: None,
+            detected_after_s: None,
+            detected_by: None,
+            recovered_after_s: None,
+            calls_failed_during: None,
+            notes: Vec::new(),
+        };
+        // Start each one when its time comes, so a 72-hour timeline holds tasks only for
+        // the faults that are on.
+        tokio::select! {
+            () = tokio::time::sleep_until(start + occurrence.at) => {}
+            () = stop.cancelled() => {
+                pending.push(report);
+                continue;
+            }
+        }
+        if stop.is_cancelled() {
+            pending.push(report);
+            continue;
+        }
+        let shared = Arc::clone(&shared);
+        let stop = stop.clone();
+        tasks.spawn(async move { run_occurrence(shared, occurrence, report, stop).await });
+    }
+    let mut reports = pending;
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok(report) => reports.push(report),
+            Err(error) => {
+                // Its fault was undone when the task unwound (every fault undoes itself on
+                // drop); say so in the journal.
+                shared.journal.record(
+                    "chaos_error",
+                    json!({"error": format!("a fault task failed: {error}")}),
+                );
+            }
+        }
+    }
+    reports.sort_by(|a, b| {
+        a.planned_at_s
+            .total_cmp(&b.planned_at_s)
+            .then(a.name.cmp(&b.name))
+    });
+    reports
+}
+
+async fn run_occurrence(
+    shared: Arc<Shared>,
+    occurrence: Occurrence,
+    mut report: FaultReport,
+    stop: CancellationToken,
+) -> FaultReport {
+    let journal = &shared.journal;
+    let start = journal.started();
+    let fault = &shared.faults[occurrence.fault];
+    let identity =
+        json!({"fault": fault.name, "kind": fault.kind.name(), "occurrence": occurrence.number});
+    let mut injected = match inject(&shared, fault, &occurrence).await {
+        Ok(injected) => injected,
+        Err(error) => {
+            journal.record(
+                "fault_failed",
+                merge(&identity, json!({"error": error.to_string()})),
+            );
+            report.notes.push(format!("not injected: {error}"));
+            return report;
+        }
+    };
+    let injected_at = journal.elapsed_s();
+    report.injected_at_s = Some(injected_at);
+    journal.record(
+        "fault_injected",
+        merge(
+            &identity,
+            json!({
+                "planned_at_s": report.planned_at_s,
+                "until_s": round_ms(occurrence.until.as_secs_f64()),
+                "target": injected.target(),
+            }),
+        ),
+    );
+
+    let until = start + occurrence.until;
+    let confirm_by = (Instant::now() + shared.confirm_within).min(until);
+    let mut hits = 0u64;
+    let confirmation = loop {
+        hits += injected.journal_hits(journal, &identity, hits);
+        let confirmation = injected.confirm().await;
+        if confirmation.in_effect || Instant::now() >= confirm_by || stop.is_cancelled() {
+            break confirmation;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(CONFIRM_POLL) => {}
+            () = stop.cancelled() => {}
+        }
+    };
+    if confirmation.in_effect {
+        report.confirmed = true;
+        report.confirmed_at_s = Some(journal.elapsed_s());
+        journal.record(
+            "fault_confirmed",
+            merge(&identity, json!({"evidence": confirmation.evidence})),
+        );
+    } else {
+        journal.record(
+            "fault_not_in_effect",
+            merge(&identity, json!({"evidence": confirmation.evidence})),
+        );
+    }
+    report.notes.push(confirmation.evidence);
+
+    // On until its time is up or the run stops; LLM hits are journaled as they come.
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep_until(until) => break,
+            () = stop.cancelled() => break,
+            () = tokio::time::sleep(Duration::from_secs(1)) => {
+                hits += injected.journal_hits(journal, &identity, hits);
+            }
+        }
+    }
+    hits += injected.journal_hits(journal, &identity, hits);
+    if hits > MAX_JOURNALED_HITS {
+        report.notes.push(format!(
+            "{hits} calls hit; the first {MAX_JOURNALED_HITS} are in the journal"
+        ));
+    }
+    let early = stop.is_cancelled() && Instant::now() < until;
+    match injected.clear().await {
+        Ok(note) => {
+            report.cleared_at_s = Some(journal.elapsed_s());
+            journal.record(
+                "fault_cleared",
+                merge(&identity, json!({"note": note, "early": early})),
+            );
+            report.notes.push(note);
+        }
+        Err(error) => {
+            report.cleared_at_s = Some(journal.elapsed_s());
+            journal.record(
+                "fault_clear_failed",
+                merge(&identity, json!({"error": error.to_string()})),
+            );
+            report.notes.push(format!("clearing failed: {error}"));
+        }
+    }
+    report
+}
+
+fn merge(identity: &serde_json::Value, extra: serde_json::Value) -> serde_json::Value {
+    let mut merged = identity.clone();
+    if let (Some(merged), serde_json::Value::Object(extra)) = (merged.as_object_mut(), extra) {
+        merged.extend(extra);
+    }
+    merged
+}
+
+/// An injected fault of any kind.
+#[derive(Debug)]
+enum Injected {
+    Tts(TtsStandInFault),
+    Llm(LlmStandInFault),
+    TempFileLeak(TempFileLeakFault, PathBuf),
+    ProcessStall(ProcessStallFault),
+    ProcessKill(ProcessKillFault),
+}
+
+impl Injected {
+    async fn confirm(&mut self) -> Confirmation {
+        match self {
+            Injected::Tts(fault) => fault.confirm().await,
+            Injected::Llm(fault) => fault.confirm().await,
+            Injected::TempFileLeak(fault, _) => fault.confirm().await,
+            Injected::ProcessStall(fault) => fault.confirm().await,
+            Injected::ProcessKill(fault) => fault.confirm().await,
+        }
+    }
+
+    async fn clear(self) -> Result<String, FaultError> {
+        match self {
+            Injected::Tts(fault) => fault.clear().await,
+            Injected::Llm(fault) => fault.clear().await,
+            Injected::TempFileLeak(fault, _) => fault.clear().await,
+            Injected::ProcessStall(fault) => fault.clear().await,
+            Injected::ProcessKill(fault) => fault.clear().await,
+        }
+    }
+
+    /// Where it acts, for the journal.
+    fn target(&self) -> String {
+        match self {
+            Injected::Tts(_) => "the TTS stand-in".to_owned(),
+            Injected::Llm(_) => "the LLM stand-in".to_owned(),
+            Injected::TempFileLeak(_, dir) => dir.display().to_string(),
+            Injected::ProcessStall(_) | Injected::ProcessKill(_) => "the fleet process".to_owned(),
+        }
+    }
+
+    /// Journals the calls an LLM fault hit since the last time (the first
+    /// [`MAX_JOURNALED_HITS`] of them); returns how many there were.
+    fn journal_hits(
+        &mut self,
+        journal: &Journal,
+        identity: &serde_json::Value,
+        before: u64,
+    ) -> u64 {
+        let Injected::Llm(fault) = self else {
+            return 0;
+        };
+        let hits = fault.take_hits();
+        for (index, hit) in hits.iter().enumerate() {
+            if before + index as u64 >= MAX_JOURNALED_HITS {
+                break;
+            }
+            journal.record(
+                "llm_fault_hit",
+                merge(
+                    identity,
+                    json!({"call": hit.user, "hit": hit.fault, "status": hit.status}),
+                ),
+            );
+        }
+        hits.len() as u64
+    }
+}
+
+async fn inject(
+    shared: &Shared,
+    fault: &ScheduledFault,
+    occurrence: &Occurrence,
+) -> Result<Injected, FaultError> {
+    let kind = fault.kind.name();
+    let missing = |what: &str| FaultError::new(kind, format!("no {what} to act on"));
+    Ok(match &fault.fault {
+        FaultSpec::Tts {
+            fault: tts,
+            fraction,
+        } => {
+            let standins = shared
+                .standins
+                .as_ref()
+                .ok_or_else(|| missing("TTS stand-in"))?;
+            Injected::Tts(TtsStandInFault::inject(
+                kind,
+                Arc::clone(&standins.tts),
+                tts.clone(),
+                *fraction,
+            ))
+        }
+        FaultSpec::Llm {
+            fault: llm,
+            fraction,
+            latency,
+        } => {
+            let standins = shared
+                .standins
+                .as_ref()
+                .ok_or_else(|| missing("LLM stand-in"))?;
+            Injected::Llm(LlmStandInFault::inject(
+                kind,
+                Arc::clone(&standins.llm),
+                llm.clone(),
+                *fraction,
+                *latency,
+            ))
+        }
+        FaultSpec::TempFileLeak(leak) => {
+            let dir = leak
+                .dir
+                .clone()
+                .or_else(|| shared.targets.audio_tmp_dir.clone())
+                .ok_or_else(|| missing("temp dir"))?;
+            let params = LeakParams {
+                dir: dir.clone(),
+                file_size: leak.file_size,
+                bytes_per_second: leak.bytes_per_second,
+                max_total: leak.max_total,
+                tag: format!(
+                    "{}-{}-{}",
+                    shared.tag,
+                    occurrence.fault + 1,
+                    occurrence.number
+                ),
+            };
+            Injected::TempFileLeak(
+                TempFileLeakFault::inject(params, shared.files.clone()).await?,
+                dir,
+            )
+        }
+        FaultSpec::ProcessStall => {
+            let fleet = shared
+                .targets
+                .fleet
+                .clone()
+                .ok_or_else(|| missing("fleet process"))?;
+            Injected::ProcessStall(ProcessStallFault::inject(fleet).await?)
+        }
+        FaultSpec::ProcessKill => {
+            let fleet = shared
+                .targets
+                .fleet
+                .clone()
+                .ok_or_else(|| missing("fleet process"))?;
+            Injected::ProcessKill(ProcessKillFault::inject(fleet).await?)
+        }
+        FaultSpec::DbPoolExhaustion(_) | FaultSpec::Proxy(_) => {
+            return Err(FaultError::new(kind, "not available in this build yet"));
+        }
+    })
+}

@@ -1,0 +1,163 @@
+//! `process_stall` and `process_kill`: signals to a fleet the harness started.
+//!
+//! A stall is SIGSTOP (the process is frozen: sockets stay open, nothing answers, the
+//! quietest outage there is) and SIGCONT at clear. A kill is SIGKILL, as an OOM killer or a
+//! node failure would, and the fleet is started again at clear on the same address, as a
+//! supervisor would.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Mutex;
+
+use super::{Confirmation, FaultError};
+use crate::target::SpawnedFleet;
+
+/// A fleet process the run and the chaos plane share.
+pub type SharedFleet = Arc<Mutex<SpawnedFleet>>;
+
+/// How long a killed fleet may take to be reaped.
+const EXIT_WAIT: Duration = Duration::from_secs(5);
+
+/// The scheduler state of a process, from `/proc/PID/stat` (`T` is stopped).
+fn process_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may hold spaces; the state follows it.
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.trim_start().chars().next()
+}
+
+/// SIGSTOP until cleared.
+#[derive(Debug)]
+pub struct ProcessStallFault {
+    fleet: SharedFleet,
+    pid: u32,
+    resumed: bool,
+}
+
+impl ProcessStallFault {
+    pub async fn inject(fleet: SharedFleet) -> Result<Self, FaultError> {
+        let mut process = fleet.lock().await;
+        let pid = process
+            .pid()
+            .ok_or_else(|| FaultError::new("process_stall", "the fleet has no pid"))?;
+        process.signal(libc::SIGSTOP).map_err(|error| {
+            FaultError::new("process_stall", format!("SIGSTOP to pid {pid}: {error}"))
+        })?;
+        drop(process);
+        Ok(ProcessStallFault {
+            fleet,
+            pid,
+            resumed: false,
+        })
+    }
+
+    /// In effect while the kernel reports the process stopped.
+    pub async fn confirm(&mut self) -> Confirmation {
+        match process_state(self.pid) {
+            Some('T') => Confirmation::in_effect(format!("pid {} is stopped (SIGSTOP)", self.pid)),
+            Some(state) => Confirmation::not_in_effect(format!(
+                "pid {} is in state {state}, not stopped",
+                self.pid
+            )),
+            None => Confirmation::not_in_effect(format!("pid {} is gone", self.pid)),
+        }
+    }
+
+    pub async fn clear(mut self) -> Result<String, FaultError> {
+        let mut process = self.fleet.lock().await;
+        self.resumed = true;
+        if process.pid() != Some(self.pid) || process.exit_status().is_some() {
+            return Ok(format!(
+                "pid {} is no longer running; nothing to resume",
+                self.pid
+            ));
+        }
+        process.signal(libc::SIGCONT).map_err(|error| {
+            FaultError::new(
+                "process_stall",
+                format!("SIGCONT to pid {}: {error}", self.pid),
+            )
+        })?;
+        let state = process_state(self.pid);
+        if state == Some('T') {
+            return Err(FaultError::new(
+                "process_stall",
+                format!("pid {} is still stopped after SIGCONT", self.pid),
+            ));
+        }
+        Ok(format!("pid {} resumed (SIGCONT)", self.pid))
+    }
+}
+
+impl Drop for ProcessStallFault {
+    fn drop(&mut self) {
+        if !self.resumed {
+            // No `.await` here: signal the pid directly. It is our child's pid (the fleet
+            // handle outlives this fault), and SIGCONT to a running process does nothing.
+            // SAFETY: kill(2) with a valid signal number; the pid is our unreaped child's.
+            unsafe {
+                libc::kill(self.pid as libc::pid_t, libc::SIGCONT);
+            }
+        }
+    }
+}
+
+/// SIGKILL, then a restart at clear.
+#[derive(Debug)]
+pub struct ProcessKillFault {
+    fleet: SharedFleet,
+    pid: u32,
+    status: Option<std::process::ExitStatus>,
+}
+
+impl ProcessKillFault {
+    pub async fn inject(fleet: SharedFleet) -> Result<Self, FaultError> {
+        let mut process = fleet.lock().await;
+        let pid = process
+            .pid()
+            .ok_or_else(|| FaultError::new("process_kill", "the fleet has no pid"))?;
+        process.signal(libc::SIGKILL).map_err(|error| {
+            FaultError::new("process_kill", format!("SIGKILL to pid {pid}: {error}"))
+        })?;
+        let status = process.wait_exit(EXIT_WAIT).await;
+        drop(process);
+        Ok(ProcessKillFault { fleet, pid, status })
+    }
+
+    /// In effect once the process has died of the signal.
+    pub async fn confirm(&mut self) -> Confirmation {
+        use std::os::unix::process::ExitStatusExt;
+        if self.status.is_none() {
+            self.status = self.fleet.lock().await.exit_status();
+        }
+        match self.status {
+            Some(status) if status.signal() == Some(libc::SIGKILL) => {
+                Confirmation::in_effect(format!("pid {} was killed (SIGKILL)", self.pid))
+            }
+            Some(status) => Confirmation::in_effect(format!("pid {} is dead ({status})", self.pid)),
+            None => Confirmation::not_in_effect(format!("pid {} is still running", self.pid)),
+        }
+    }
+
+    /// Starts the fleet again on the same address.
+    pub async fn clear(self) -> Result<String, FaultError> {
+        let mut process = self.fleet.lock().await;
+        if process.pid() != Some(self.pid) {
+            return Ok(format!(
+                "the fleet was already started again (pid {})",
+                process.pid().unwrap_or(0)
+            ));
+        }
+        process
+            .restart()
+            .await
+            .map_err(|error| FaultError::new("process_kill", format!("restart failed: {error}")))?;
+        Ok(format!(
+            "started again as pid {} on {} (restart {})",
+            process.pid().unwrap_or(0),
+            process.address(),
+            process.restarts()
+        ))
+    }
+}

@@ -1,0 +1,439 @@
+//! The chaos part of a scenario: `[[faults]]` (what to inject, when, for how long, and
+//! which fleet signal counts as detecting it), `[chaos]` (where the stand-ins listen) and
+//! `[abort]` (when chaos stops at once).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::standin::llm::LlmFault;
+use crate::standin::tts::TtsFault;
+
+/// The fault kinds a scenario can name, as it names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum FaultKind {
+    Tts429,
+    TtsError,
+    TtsSlow,
+    TtsTimeout,
+    EmptyToolParams,
+    MalformedToolParams,
+    LlmTruncatedStream,
+    LlmSlow,
+    LlmError,
+    DbPoolExhaustion,
+    TempFileLeak,
+    Proxy,
+    ProcessStall,
+    ProcessKill,
+}
+
+impl FaultKind {
+    pub const ALL: [FaultKind; 14] = [
+        FaultKind::Tts429,
+        FaultKind::TtsError,
+        FaultKind::TtsSlow,
+        FaultKind::TtsTimeout,
+        FaultKind::EmptyToolParams,
+        FaultKind::MalformedToolParams,
+        FaultKind::LlmTruncatedStream,
+        FaultKind::LlmSlow,
+        FaultKind::LlmError,
+        FaultKind::DbPoolExhaustion,
+        FaultKind::TempFileLeak,
+        FaultKind::Proxy,
+        FaultKind::ProcessStall,
+        FaultKind::ProcessKill,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultKind::Tts429 => "tts_429",
+            FaultKind::TtsError => "tts_error",
+            FaultKind::TtsSlow => "tts_slow",
+            FaultKind::TtsTimeout => "tts_timeout",
+            FaultKind::EmptyToolParams => "empty_tool_params",
+            FaultKind::MalformedToolParams => "malformed_tool_params",
+            FaultKind::LlmTruncatedStream => "llm_truncated_stream",
+            FaultKind::LlmSlow => "llm_slow",
+            FaultKind::LlmError => "llm_error",
+            FaultKind::DbPoolExhaustion => "db_pool_exhaustion",
+            FaultKind::TempFileLeak => "temp_file_leak",
+            FaultKind::Proxy => "proxy",
+            FaultKind::ProcessStall => "process_stall",
+            FaultKind::ProcessKill => "process_kill",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<FaultKind> {
+        FaultKind::ALL.into_iter().find(|kind| kind.name() == name)
+    }
+
+    /// The kind-specific keys it takes (the common ones, `at`, `for`, `every`, … are
+    /// always allowed).
+    pub fn parameters(self) -> &'static [&'static str] {
+        match self {
+            FaultKind::Tts429 => &["fraction", "retry_after"],
+            FaultKind::TtsError => &["fraction", "code"],
+            FaultKind::TtsSlow => &["fraction", "delay"],
+            FaultKind::TtsTimeout => &["fraction"],
+            FaultKind::EmptyToolParams | FaultKind::LlmTruncatedStream => &["fraction"],
+            FaultKind::MalformedToolParams => &["fraction", "variant", "bytes", "tool"],
+            FaultKind::LlmSlow => &["fraction", "delay"],
+            FaultKind::LlmError => &["fraction", "code", "retry_after"],
+            FaultKind::DbPoolExhaustion => &[
+                "method",
+                "holders",
+                "leave",
+                "max_connections",
+                "database_url_env",
+            ],
+            FaultKind::TempFileLeak => &["file_size", "rate", "max_total", "dir"],
+            FaultKind::Proxy => &[
+                "upstream",
+                "listen",
+                "latency",
+                "jitter",
+                "bandwidth",
+                "stall",
+                "reset",
+                "slice_size",
+                "slice_delay",
+                "down",
+                "toxicity",
+            ],
+            FaultKind::ProcessStall | FaultKind::ProcessKill => &[],
+        }
+    }
+
+    /// The fleet signal that detects it on the reference fleet, when the scenario names
+    /// none: the alert the reference fleet raises, or its health.
+    pub fn default_detection(self) -> DetectionRule {
+        let alert = |name: &str| DetectionRule::Alert {
+            name: name.to_owned(),
+        };
+        match self {
+            FaultKind::Tts429 | FaultKind::TtsError | FaultKind::TtsTimeout => {
+                alert("TtsRateLimited")
+            }
+            FaultKind::EmptyToolParams | FaultKind::MalformedToolParams => {
+                alert("ToolCallRejected")
+            }
+            FaultKind::DbPoolExhaustion => alert("DbPoolSaturated"),
+            FaultKind::TempFileLeak => alert("TempDirGrowing"),
+            FaultKind::TtsSlow
+            | FaultKind::LlmTruncatedStream
+            | FaultKind::LlmSlow
+            | FaultKind::LlmError
+            | FaultKind::Proxy
+            | FaultKind::ProcessStall
+            | FaultKind::ProcessKill => DetectionRule::Unhealthy,
+        }
+    }
+
+    /// Whether the fleet is meant to heal by itself while the fault is on (time to recover
+    /// counts from injection), rather than once it is cleared.
+    pub fn heals_itself(self) -> bool {
+        matches!(self, FaultKind::ProcessKill)
+    }
+}
+
+impl std::fmt::Display for FaultKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One `[[faults]]` entry, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScheduledFault {
+    /// `name`; else the kind (`tts_429`), or `tts_429-2` for the second unnamed `tts_429`.
+    pub name: String,
+    pub kind: FaultKind,
+    pub fault: FaultSpec,
+    /// First injection, from the start of the run.
+    pub at: Duration,
+    /// How long each injection lasts.
+    pub duration: Duration,
+    pub every: Option<Recurrence>,
+    /// Any of these counts as detection; never empty (the kind's default when unnamed).
+    pub detect: Vec<DetectionRule>,
+    /// The line of the entry in the scenario file, for messages.
+    pub line: usize,
+}
+
+/// A fault that recurs through a long soak: every `every`, each time moved by a seeded
+/// uniform draw in `-jitter..=jitter`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Recurrence {
+    pub every: Duration,
+    pub jitter: Duration,
+}
+
+/// What a fault does, with its parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FaultSpec {
+    /// The TTS stand-in answers with `fault` for `fraction` of requests.
+    Tts {
+        fault: TtsFault,
+        fraction: f64,
+    },
+    /// The LLM stand-in answers with `fault` (or after `latency`) for `fraction` of
+    /// requests.
+    Llm {
+        fault: LlmFault,
+        fraction: f64,
+        latency: Duration,
+    },
+    DbPoolExhaustion(DbPoolExhaustion),
+    TempFileLeak(TempFileLeak),
+    Proxy(ProxyFault),
+    /// SIGSTOP the fleet the harness started; SIGCONT at clear.
+    ProcessStall,
+    /// SIGKILL the fleet the harness started; start it again (same ports) at clear.
+    ProcessKill,
+}
+
+/// `db_pool_exhaustion`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DbPoolExhaustion {
+    pub method: DbPoolMethod,
+    /// For a fleet the harness did not start: the environment variable with the fleet's
+    /// database URL.
+    pub database_url_env: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DbPoolMethod {
+    /// Open transactions that hold the locks the fleet's queries need.
+    HoldLocks { holders: u32 },
+    /// PostgreSQL: take the server's (or the database's) connection slots, leaving
+    /// `leave` free, at most `max`.
+    TakeSlots { leave: u32, max: u32 },
+}
+
+/// `temp_file_leak`: files of `file_size` written into the fleet's temp dir at `rate`
+/// bytes per second, at most `max_total` in all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TempFileLeak {
+    pub file_size: u64,
+    pub bytes_per_second: u64,
+    pub max_total: u64,
+    /// The directory; the embedded fleet's `AUDIO_TMP_DIR` when not given.
+    pub dir: Option<PathBuf>,
+}
+
+/// `proxy`: a TCP fault proxy in front of one of the fleet's dependencies.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProxyFault {
+    pub upstream: ProxyUpstream,
+    /// Where the proxy listens; for an external fleet, which must be pointed at it.
+    pub listen: Option<SocketAddr>,
+    pub toxics: ProxyToxicsSpec,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ProxyUpstream {
+    /// The TTS stand-in (the embedded fleet is pointed at the proxy).
+    Tts,
+    /// The LLM stand-in.
+    Llm,
+    /// Any `host:port` (on `allow_hosts`).
+    Address(String),
+}
+
+impl std::fmt::Display for ProxyUpstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ProxyUpstream::Tts => f.write_str("the TTS stand-in"),
+            ProxyUpstream::Llm => f.write_str("the LLM stand-in"),
+            ProxyUpstream::Address(address) => f.write_str(address),
+        }
+    }
+}
+
+/// The toxics a `proxy` fault switches on.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ProxyToxicsSpec {
+    pub latency: Duration,
+    pub jitter: Duration,
+    /// Bytes per second, each direction.
+    pub bandwidth: Option<u64>,
+    pub stall: bool,
+    pub reset: bool,
+    /// Slices of this many bytes, `slice_delay` apart.
+    pub slice: Option<(usize, Duration)>,
+    pub down: bool,
+    /// Share of connections affected.
+    pub toxicity: f64,
+}
+
+/// A fleet signal that counts as the fleet having noticed a fault.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DetectionRule {
+    /// An alert with this name reaches the harness's receiver, firing.
+    Alert { name: String },
+    /// A health probe fails.
+    Unhealthy,
+    /// A metric condition on the fleet's `/metrics` holds.
+    Metric(MetricCondition),
+    /// A line of the fleet's log matches (the embedded fleet's stdout/stderr, or `file`).
+    Log {
+        pattern: String,
+        file: Option<PathBuf>,
+    },
+}
+
+impl std::fmt::Display for DetectionRule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DetectionRule::Alert { name } => write!(f, "alert {name}"),
+            DetectionRule::Unhealthy => f.write_str("health unhealthy"),
+            DetectionRule::Metric(condition) => write!(f, "metric {}", condition.text),
+            DetectionRule::Log { pattern, file } => match file {
+                Some(file) => write!(f, "log /{pattern}/ in {}", file.display()),
+                None => write!(f, "log /{pattern}/"),
+            },
+        }
+    }
+}
+
+/// `series [/ series] OP number`, e.g. `db_pool_in_use / db_pool_size > 0.95` or
+/// `tts_requests_total{status="429"} >= 1`. A series sums every sample of that name whose
+/// labels include the selector's.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricCondition {
+    pub numerator: SeriesSelector,
+    pub denominator: Option<SeriesSelector>,
+    pub comparison: Comparison,
+    pub threshold: f64,
+    /// As written, for messages.
+    pub text: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeriesSelector {
+    pub name: String,
+    pub labels: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Comparison {
+    Greater,
+    GreaterOrEqual,
+    Less,
+    LessOrEqual,
+    Equal,
+}
+
+impl Comparison {
+    pub fn holds(self, value: f64, threshold: f64) -> bool {
+        match self {
+            Comparison::Greater => value > threshold,
+            Comparison::GreaterOrEqual => value >= threshold,
+            Comparison::Less => value < threshold,
+            Comparison::LessOrEqual => value <= threshold,
+            Comparison::Equal => value == threshold,
+        }
+    }
+}
+
+/// `[chaos]`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ChaosSettings {
+    /// Where the TTS stand-in listens; port 0 (any free port) by default. An external fleet
+    /// needs a fixed one to be pointed at.
+    pub tts_listen: Option<SocketAddr>,
+    pub llm_listen: Option<SocketAddr>,
+    /// How long a fault has to show it is in effect before it is reported as not.
+    pub confirm_within: Duration,
+}
+
+/// How long a fault has to confirm by default.
+pub const DEFAULT_CONFIRM_WITHIN: Duration = Duration::from_secs(15);
+
+/// `[abort]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AbortConditions {
+    /// Abort when call success over the last `over` falls below this percentage.
+    pub call_success_below_pct: Option<f64>,
+    pub over: Duration,
+    /// Calls that must have ended in the window before its success rate counts.
+    pub min_calls: u32,
+    /// A file whose appearance aborts the run; `ABORT` in the run directory when not
+    /// given (relative paths are relative to the run directory).
+    pub kill_switch_file: Option<PathBuf>,
+    /// An HTTP endpoint (`POST /abort`) that aborts the run.
+    pub kill_switch_listen: Option<SocketAddr>,
+}
+
+impl Default for AbortConditions {
+    fn default() -> Self {
+        AbortConditions {
+            call_success_below_pct: None,
+            over: Duration::from_secs(60),
+            min_calls: 10,
+            kill_switch_file: None,
+            kill_switch_listen: None,
+        }
+    }
+}
+
+/// The kill-switch file name in the run directory.
+pub const KILL_SWITCH_FILE: &str = "ABORT";
+
+/// One injection of a scheduled fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Occurrence {
+    /// Index into [`Scenario::faults`](super::Scenario::faults).
+    pub fault: usize,
+    /// 1 for the first injection of that fault, 2 for the next, …
+    pub number: u32,
+    /// Injection, from the start of the run.
+    pub at: Duration,
+    /// Clear, from the start of the run (cut at the end of the run).
+    pub until: Duration,
+}
+
+/// Most injections one run plans (a fault every minute for 30 days is 43,200).
+pub const MAX_OCCURRENCES: usize = 100_000;
+
+/// Every injection within `run_for`, in time order. Recurring faults move by a draw from a
+/// generator seeded with the scenario seed and the fault's index, so the same seed gives
+/// the same timeline.
+pub fn timeline(faults: &[ScheduledFault], run_for: Duration, seed: u64) -> Vec<Occurrence> {
+    use rand::{RngExt, SeedableRng};
+    let mut occurrences = Vec::new();
+    for (index, fault) in faults.iter().enumerate() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(
+            seed ^ 0x6661_756c_7473_0000 ^ (index as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+        );
+        let mut at = fault.at;
+        let mut number = 1u32;
+        while at < run_for && occurrences.len() < MAX_OCCURRENCES {
+            let until = (at + fault.duration).min(run_for);
+            occurrences.push(Occurrence {
+                fault: index,
+                number,
+                at,
+                until,
+            });
+            let Some(recurrence) = fault.every else {
+                break;
+            };
+            let nominal = fault.at + recurrence.every * number;
+            let jitter = recurrence.jitter.as_secs_f64();
+            let offset = if jitter > 0.0 {
+                rng.random_range(-jitter..=jitter)
+            } else {
+                0.0
+            };
+            let next = Duration::from_secs_f64((nominal.as_secs_f64() + offset).max(0.0));
+            // Validation keeps occurrences apart; this keeps them in order regardless.
+            at = next.max(until + Duration::from_secs(1));
+            number += 1;
+        }
+    }
+    occurrences.sort_by_key(|occurrence| (occurrence.at, occurrence.fault));
+    occurrences
+}

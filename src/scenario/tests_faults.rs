@@ -1,0 +1,364 @@
+//! `[[faults]]`, `[chaos]` and `[abort]`: parsing, defaults, errors with positions, and the
+//! timeline.
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::faults::*;
+use super::*;
+use crate::standin::llm::LlmFault;
+use crate::standin::tts::TtsFault;
+
+const EMBEDDED: &str = "[target]\nfleet = \"embedded\"\n[load]\nstages = [{ ramp_to = 1, over = \"1s\" }, { hold = \"10m\" }]\n";
+const EXTERNAL: &str = "[target]\nstream_url = \"ws://127.0.0.1:9/stream\"\n[load]\nstages = [{ ramp_to = 1, over = \"1s\" }, { hold = \"10m\" }]\n";
+
+fn parse_ok(source: &str) -> Scenario {
+    parse(source, Path::new("/nowhere/faults.toml")).unwrap_or_else(|error| panic!("{error}"))
+}
+
+fn errors(source: &str) -> Vec<String> {
+    match parse(source, Path::new("/nowhere/faults.toml")) {
+        Ok(_) => panic!("expected errors for:\n{source}"),
+        Err(ScenarioError::Invalid { diagnostics, .. }) => diagnostics
+            .iter()
+            .map(|d| format!("{}:{}: {}", d.line, d.column, d.message))
+            .collect(),
+        Err(error) => panic!("unexpected error {error:?}"),
+    }
+}
+
+fn secs(seconds: u64) -> Duration {
+    Duration::from_secs(seconds)
+}
+
+#[test]
+fn every_seed_fault_parses_with_its_parameters_and_default_detection() {
+    let scenario = parse_ok(&format!(
+        r#"{EMBEDDED}
+[[faults]]
+kind = "tts_429"
+at = "30s"
+for = "90s"
+retry_after = "2s"
+fraction = 0.5
+
+[[faults]]
+kind = "db_pool_exhaustion"
+name = "pool"
+at = "3m"
+for = "1m"
+holders = 3
+detect = {{ metric = "db_pool_in_use / db_pool_size > 0.95" }}
+
+[[faults]]
+kind = "empty_tool_params"
+at = "5m"
+for = "30s"
+detect = [{{ alert = "ToolCallRejected" }}, {{ health = "unhealthy" }}]
+
+[[faults]]
+kind = "temp_file_leak"
+at = "6m"
+for = "1m"
+file_size = "2MiB"
+rate = "8MiB/s"
+every = "2m"
+every_jitter = "10s"
+"#
+    ));
+    let faults = &scenario.faults;
+    assert_eq!(faults.len(), 4);
+    assert_eq!(faults[0].name, "tts_429");
+    assert_eq!(faults[0].line, 6);
+    assert_eq!(
+        faults[0].fault,
+        FaultSpec::Tts {
+            fault: TtsFault::RateLimited {
+                retry_after: Some(secs(2))
+            },
+            fraction: 0.5
+        }
+    );
+    assert_eq!((faults[0].at, faults[0].duration), (secs(30), secs(90)));
+    assert_eq!(
+        faults[0].detect,
+        vec![DetectionRule::Alert {
+            name: "TtsRateLimited".into()
+        }]
+    );
+    assert_eq!(faults[1].name, "pool");
+    assert_eq!(
+        faults[1].fault,
+        FaultSpec::DbPoolExhaustion(DbPoolExhaustion {
+            method: DbPoolMethod::HoldLocks { holders: 3 },
+            database_url_env: None
+        })
+    );
+    let DetectionRule::Metric(condition) = &faults[1].detect[0] else {
+        panic!("{:?}", faults[1].detect)
+    };
+    assert_eq!(condition.threshold, 0.95);
+    assert_eq!(
+        faults[2].fault,
+        FaultSpec::Llm {
+            fault: LlmFault::EmptyToolParams,
+            fraction: 1.0,
+            latency: Duration::ZERO
+        }
+    );
+    assert_eq!(faults[2].detect.len(), 2);
+    assert_eq!(faults[2].detect[1], DetectionRule::Unhealthy);
+    assert_eq!(
+        faults[3].fault,
+        FaultSpec::TempFileLeak(TempFileLeak {
+            file_size: 2 << 20,
+            bytes_per_second: 8 << 20,
+            max_total: 1 << 30,
+            dir: None
+        })
+    );
+    assert_eq!(
+        faults[3].every,
+        Some(Recurrence {
+            every: secs(120),
+            jitter: secs(10)
+        })
+    );
+}
+
+#[test]
+fn wrong_parameters_are_named_with_their_position() {
+    let found = errors(&format!(
+        r#"{EMBEDDED}
+[[faults]]
+kind = "tts_429"
+for = "1m"
+holders = 3
+
+[[faults]]
+kind = "tts_4299"
+for = "1m"
+
+[[faults]]
+kind = "proxy"
+for = "1m"
+upstream = "tts"
+
+[[faults]]
+kind = "db_pool_exhaustion"
+for = "1m"
+method = "take_slots"
+"#
+    ));
+    assert_eq!(
+        found,
+        vec![
+            "9:11: tts_429 does not take holders; it takes fraction, retry_after",
+            "12:8: unknown fault kind \"tts_4299\"; expected one of tts_429, tts_error, tts_slow, tts_timeout, empty_tool_params, malformed_tool_params, llm_truncated_stream, llm_slow, llm_error, db_pool_exhaustion, temp_file_leak, proxy, process_stall, process_kill",
+            "15:1: proxy needs at least one toxic: latency, jitter, bandwidth, stall, reset, slice_size or down",
+            "23:10: method = \"take_slots\" needs PostgreSQL (SQLite has no connection slots); set [target] database_url_env, or use method = \"hold_locks\"",
+        ]
+    );
+}
+
+#[test]
+fn missing_for_overlapping_recurrence_and_bad_detect_rules() {
+    let found = errors(&format!(
+        r#"{EMBEDDED}
+[[faults]]
+kind = "process_stall"
+
+[[faults]]
+kind = "process_kill"
+for = "1m"
+every = "1m"
+
+[[faults]]
+kind = "tts_error"
+for = "1m"
+detect = {{ metric = "db_pool_in_use >" }}
+
+[[faults]]
+kind = "tts_slow"
+for = "1m"
+delay = "5s"
+detect = {{ log = "(unclosed" }}
+"#
+    ));
+    assert_eq!(found.len(), 4, "{found:#?}");
+    assert!(
+        found[0].starts_with("6:1: process_stall needs for"),
+        "{}",
+        found[0]
+    );
+    assert!(
+        found[1].starts_with("12:9: every must be longer than for"),
+        "{}",
+        found[1]
+    );
+    assert!(
+        found[2].starts_with("17:10: detect metric \"db_pool_in_use >\": expected a number"),
+        "{}",
+        found[2]
+    );
+    assert!(
+        found[3].starts_with("23:10: detect log: not a valid regex"),
+        "{}",
+        found[3]
+    );
+}
+
+#[test]
+fn external_fleets_must_say_where_stand_ins_listen_and_cannot_be_signalled() {
+    let found = errors(&format!(
+        r#"{EXTERNAL}
+[[faults]]
+kind = "tts_429"
+for = "1m"
+
+[[faults]]
+kind = "process_kill"
+for = "1m"
+
+[[faults]]
+kind = "temp_file_leak"
+for = "1m"
+"#
+    ));
+    assert_eq!(found.len(), 3, "{found:#?}");
+    assert!(found[0].contains("[chaos] tts_listen"), "{}", found[0]);
+    assert!(
+        found[1].contains("cannot signal an external fleet"),
+        "{}",
+        found[1]
+    );
+    assert!(
+        found[2].contains("temp_file_leak needs dir"),
+        "{}",
+        found[2]
+    );
+
+    let scenario = parse_ok(&format!(
+        r#"{EXTERNAL}
+[chaos]
+tts_listen = "127.0.0.1:9100"
+[[faults]]
+kind = "tts_429"
+for = "1m"
+[[faults]]
+kind = "proxy"
+for = "1m"
+upstream = "127.0.0.1:5432"
+listen = "127.0.0.1:15432"
+latency = "200ms"
+jitter = "50ms"
+"#
+    ));
+    assert_eq!(
+        scenario.chaos.tts_listen,
+        Some("127.0.0.1:9100".parse().unwrap())
+    );
+    let FaultSpec::Proxy(proxy) = &scenario.faults[1].fault else {
+        panic!()
+    };
+    assert_eq!(
+        proxy.upstream,
+        ProxyUpstream::Address("127.0.0.1:5432".into())
+    );
+    assert_eq!(proxy.toxics.latency, Duration::from_millis(200));
+
+    let found = errors(&format!(
+        r#"{EXTERNAL}
+[chaos]
+tts_listen = "0.0.0.0:9100"
+[[faults]]
+kind = "proxy"
+for = "1m"
+upstream = "db.example.com:5432"
+listen = "127.0.0.1:15432"
+down = true
+"#
+    ));
+    assert_eq!(found.len(), 2, "{found:#?}");
+    assert!(
+        found[0].contains("must be a loopback address"),
+        "{}",
+        found[0]
+    );
+    assert!(found[1].contains("not in allow_hosts"), "{}", found[1]);
+}
+
+#[test]
+fn abort_conditions_parse_and_default() {
+    let scenario = parse_ok(EMBEDDED);
+    assert_eq!(scenario.abort, AbortConditions::default());
+    let scenario = parse_ok(&format!(
+        r#"{EMBEDDED}
+[abort]
+call_success_below = "50%"
+over = "30s"
+min_calls = 5
+kill_switch_file = "STOP"
+kill_switch_listen = "127.0.0.1:0"
+"#
+    ));
+    assert_eq!(scenario.abort.call_success_below_pct, Some(50.0));
+    assert_eq!(scenario.abort.over, secs(30));
+    assert_eq!(scenario.abort.min_calls, 5);
+    assert_eq!(
+        scenario.abort.kill_switch_file,
+        Some(std::path::PathBuf::from("STOP"))
+    );
+    let found = errors(&format!("{EMBEDDED}\n[abort]\ncall_success_below = 50\n"));
+    assert!(
+        found[0].starts_with("7:22: call_success_below: expected a percentage"),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn the_timeline_recurs_with_seeded_jitter_and_stops_at_the_end() {
+    let scenario = parse_ok(&format!(
+        r#"{EMBEDDED}
+[[faults]]
+kind = "tts_429"
+at = "1m"
+for = "30s"
+every = "2m"
+every_jitter = "20s"
+
+[[faults]]
+kind = "process_stall"
+at = "9m50s"
+for = "1m"
+
+[[faults]]
+kind = "process_kill"
+at = "11m"
+for = "1m"
+"#
+    ));
+    let run_for = secs(600);
+    let timeline = timeline(&scenario.faults, run_for, scenario.seed);
+    assert_eq!(
+        timeline,
+        super::faults::timeline(&scenario.faults, run_for, scenario.seed)
+    );
+    let tts: Vec<&Occurrence> = timeline.iter().filter(|o| o.fault == 0).collect();
+    assert_eq!(tts.len(), 5, "{timeline:#?}");
+    for (index, occurrence) in tts.iter().enumerate() {
+        let nominal = 60 + 120 * index as i64;
+        let at = occurrence.at.as_secs_f64() as i64;
+        assert!((at - nominal).abs() <= 20 || index == 0, "{occurrence:?}");
+        assert_eq!(occurrence.until - occurrence.at, secs(30));
+        assert_eq!(occurrence.number as usize, index + 1);
+    }
+    assert_eq!(tts[0].at, secs(60), "the first one is on time");
+    let other_seed = super::faults::timeline(&scenario.faults, run_for, scenario.seed + 1);
+    assert_ne!(timeline, other_seed, "jitter depends on the seed");
+    // The stall is cut at the end of the run; the kill starts after it and never happens.
+    let stall = timeline.iter().find(|o| o.fault == 1).unwrap();
+    assert_eq!((stall.at, stall.until), (secs(590), run_for));
+    assert!(!timeline.iter().any(|o| o.fault == 2));
+    assert!(timeline.windows(2).all(|pair| pair[0].at <= pair[1].at));
+}
