@@ -162,6 +162,21 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<Run
         }),
     );
 
+    if let Some(info) = &resolved.embedded {
+        journal.record(
+            "fleet",
+            serde_json::json!({
+                "http": info.http_base.as_str(),
+                "pid": info.pid,
+                "audio_tmp_dir": info.audio_tmp_dir,
+                "database": match info.database {
+                    target::FleetDatabase::Sqlite { .. } => "sqlite",
+                    target::FleetDatabase::Postgres { .. } => "postgres",
+                },
+                "bugs": info.bugs.iter().map(|bug| bug.name()).collect::<Vec<_>>(),
+            }),
+        );
+    }
     // `stop` ends the run early: a signal (through `shutdown`), an abort condition or the
     // kill switch. The chaos plane also stops when the load is done.
     let stop = shutdown.child_token();

@@ -231,6 +231,19 @@ impl Metrics {
         })
     }
 
+    /// The sum of every series of metric `name`, whatever its labels.
+    pub fn sum(&self, name: &str) -> f64 {
+        self.text
+            .lines()
+            .filter(|line| !line.starts_with('#'))
+            .filter_map(|line| {
+                let (series, value) = line.rsplit_once(' ')?;
+                let metric = series.split('{').next()?;
+                (metric == name).then(|| value.parse::<f64>().ok())?
+            })
+            .sum()
+    }
+
     /// The value, or 0 for a labelled series not written yet.
     pub fn get(&self, series: &str) -> f64 {
         self.value(series).unwrap_or(0.0)

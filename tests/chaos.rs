@@ -1,0 +1,426 @@
+//! The chaos plane against the real reference fleet: each fault is injected by a real
+//! `voxsoak run`, confirmed, seen in the fleet's own metrics or health, and undone.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use voxsoak::fleet::Bug;
+use voxsoak::grade::Verdict;
+use voxsoak::run::{RunError, RunOptions, RunOutcome, run};
+
+use crate::fleet_util::{Metrics, eventually};
+use crate::util::{ScenarioFile, fixtures_dir, voxsoak_exe, within};
+
+/// A `voxsoak run` going on in this process.
+pub struct LiveRun {
+    task: JoinHandle<Result<RunOutcome, RunError>>,
+    pub out: PathBuf,
+    pub shutdown: CancellationToken,
+    _scenario: ScenarioFile,
+    http: reqwest::Client,
+}
+
+impl LiveRun {
+    pub fn start(toml: &str, bugs: &[Bug]) -> LiveRun {
+        let scenario = ScenarioFile::new(toml);
+        let out = scenario.out_dir();
+        let shutdown = CancellationToken::new();
+        let options = RunOptions {
+            scenario: scenario.path.clone(),
+            out: Some(out.clone()),
+            duration: None,
+            seed: None,
+            progress: false,
+            exe: voxsoak_exe(),
+            fleet_bugs: bugs.to_vec(),
+        };
+        let task = tokio::spawn(run(options, shutdown.clone()));
+        LiveRun {
+            task,
+            out,
+            shutdown,
+            _scenario: scenario,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// The first journal record for which `matches` holds, waiting up to `limit` for it.
+    pub async fn event(&self, limit: Duration, matches: impl Fn(&Value) -> bool) -> Value {
+        journal_event(&self.out.join("journal.jsonl"), limit, matches).await
+    }
+
+    /// The record of `event` for the fault named `fault`.
+    pub async fn fault_event(&self, event: &str, fault: &str, limit: Duration) -> Value {
+        self.event(limit, |record| {
+            record["event"] == event && record["fault"] == fault
+        })
+        .await
+    }
+
+    /// `http://127.0.0.1:PORT/` of the embedded fleet.
+    pub async fn fleet_http(&self) -> String {
+        let fleet = self
+            .event(Duration::from_secs(90), |record| record["event"] == "fleet")
+            .await;
+        fleet["http"].as_str().expect("fleet http").to_owned()
+    }
+
+    pub async fn metrics(&self, http: &str) -> Metrics {
+        let text = self
+            .http
+            .get(format!("{http}metrics"))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("metrics body");
+        Metrics { text }
+    }
+
+    /// The health status, or None when the fleet does not answer within 2 s.
+    pub async fn health(&self, http: &str) -> Option<u16> {
+        self.http
+            .get(format!("{http}health"))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .ok()
+            .map(|response| response.status().as_u16())
+    }
+
+    pub async fn finish(self) -> RunOutcome {
+        within(Duration::from_secs(180), self.task)
+            .await
+            .expect("the run task does not panic")
+            .unwrap_or_else(|error| panic!("the run failed: {error}"))
+    }
+}
+
+/// Polls a journal file for a record.
+pub async fn journal_event(
+    path: &Path,
+    limit: Duration,
+    matches: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Ok(text) = std::fs::read_to_string(path) {
+            // The last line may be half-written: only whole lines are read.
+            for line in text.lines() {
+                if let Ok(record) = serde_json::from_str::<Value>(line)
+                    && matches(&record)
+                {
+                    return record;
+                }
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no such journal record within {limit:?}; the journal:\n{}",
+            std::fs::read_to_string(path).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// An embedded-fleet scenario with `faults` appended: `concurrency` calls held for `hold`.
+pub fn embedded_scenario(extra_target: &str, concurrency: u32, hold: &str, faults: &str) -> String {
+    format!(
+        r#"
+name = "chaos-test"
+seed = 11
+[target]
+fleet = "embedded"
+orders = 5000
+{extra_target}
+[load]
+stages = [{{ ramp_to = {concurrency}, over = "1s" }}, {{ hold = "{hold}" }}]
+[calls]
+turn_timeout = "8s"
+fixtures = ["{fixtures}/*.wav"]
+[[scripts]]
+name = "talk"
+turns = 3
+[slo]
+call_success = ">= 0%"
+{faults}
+"#,
+        fixtures = fixtures_dir().display()
+    )
+}
+
+fn fault<'a>(outcome: &'a RunOutcome, name: &str) -> &'a voxsoak::chaos::FaultReport {
+    outcome
+        .summary
+        .faults
+        .iter()
+        .find(|fault| fault.name == name)
+        .unwrap_or_else(|| panic!("no fault {name} in {:#?}", outcome.summary.faults))
+}
+
+/// TTS 429s are served for real: the fleet's own metrics count them while the fault is on,
+/// and it gets 200s again once it is cleared. The buggy fleet (no backoff) sends many more
+/// requests into the same window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tts_429_is_served_confirmed_seen_by_the_fleet_and_cleared() {
+    let faults = r#"
+[[faults]]
+kind = "tts_429"
+at = "3s"
+for = "8s"
+retry_after = "1s"
+"#;
+    let mut requests_429 = Vec::new();
+    for bugs in [vec![], vec![Bug::NoBackoff]] {
+        let live = LiveRun::start(&embedded_scenario("", 3, "16s", faults), &bugs);
+        let http = live.fleet_http().await;
+        live.fault_event("fault_confirmed", "tts_429", Duration::from_secs(30))
+            .await;
+        let seen = eventually(Duration::from_secs(10), || async {
+            live.metrics(&http)
+                .await
+                .get(r#"tts_requests_total{status="429"}"#)
+                > 0.0
+        })
+        .await;
+        assert!(seen, "the fleet counts the 429s it got");
+        live.fault_event("fault_cleared", "tts_429", Duration::from_secs(30))
+            .await;
+        let ok_at_clear = live
+            .metrics(&http)
+            .await
+            .get(r#"tts_requests_total{status="200"}"#);
+        let recovered = eventually(Duration::from_secs(15), || async {
+            live.metrics(&http)
+                .await
+                .get(r#"tts_requests_total{status="200"}"#)
+                > ok_at_clear
+        })
+        .await;
+        assert!(recovered, "TTS answers 200 again after the clear");
+        let during = live
+            .metrics(&http)
+            .await
+            .get(r#"tts_requests_total{status="429"}"#);
+        let outcome = live.finish().await;
+        let report = fault(&outcome, "tts_429");
+        assert!(report.confirmed, "{report:?}");
+        let (injected, cleared) = (report.injected_at_s.unwrap(), report.cleared_at_s.unwrap());
+        assert!((2.9..4.5).contains(&injected), "{report:?}");
+        assert!((cleared - injected - 8.0).abs() < 1.5, "{report:?}");
+        assert!(
+            report.notes.iter().any(|note| note.contains("× 429")),
+            "{report:?}"
+        );
+        requests_429.push(during);
+    }
+    let (fixed, storm) = (requests_429[0], requests_429[1]);
+    assert!(
+        storm >= 5.0 * fixed,
+        "no-backoff sends at least 5× the 429'd requests: fixed {fixed}, buggy {storm}"
+    );
+}
+
+/// Leaked files land in the fleet's temp dir (its own metric sees them) and the harness's
+/// files are gone once the run is over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn temp_file_leak_fills_the_fleet_temp_dir() {
+    let faults = r#"
+[[faults]]
+kind = "temp_file_leak"
+at = "2s"
+for = "4s"
+file_size = "512KiB"
+rate = "2MiB/s"
+"#;
+    let live = LiveRun::start(&embedded_scenario("", 1, "8s", faults), &[Bug::TempLeak]);
+    let http = live.fleet_http().await;
+    let fleet = live
+        .event(Duration::from_secs(30), |record| record["event"] == "fleet")
+        .await;
+    let audio_dir = PathBuf::from(fleet["audio_tmp_dir"].as_str().unwrap());
+    live.fault_event("fault_confirmed", "temp_file_leak", Duration::from_secs(30))
+        .await;
+    let grew = eventually(Duration::from_secs(15), || async {
+        live.metrics(&http).await.get("temp_dir_bytes") >= 2.0 * 512.0 * 1024.0
+    })
+    .await;
+    assert!(grew, "the fleet's temp_dir_bytes counts the leaked files");
+    let leaked = || {
+        std::fs::read_dir(&audio_dir)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter(|entry| {
+                        entry
+                            .file_name()
+                            .to_string_lossy()
+                            .starts_with("voxsoak-leak-")
+                    })
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    assert!(leaked() >= 2);
+    let outcome = live.finish().await;
+    assert!(fault(&outcome, "temp_file_leak").confirmed);
+    assert_eq!(leaked(), 0, "every file the harness wrote is gone");
+}
+
+/// `{}` tool calls reach the fleet: the fixed fleet rejects them (its metric counts them),
+/// the buggy one runs them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn empty_tool_params_are_rejected_by_the_fixed_fleet_only() {
+    let faults = r#"
+[[faults]]
+kind = "empty_tool_params"
+at = "2s"
+for = "10s"
+"#;
+    for bugs in [vec![], vec![Bug::UnvalidatedToolParams]] {
+        let live = LiveRun::start(&embedded_scenario("", 2, "14s", faults), &bugs);
+        let http = live.fleet_http().await;
+        live.fault_event(
+            "fault_confirmed",
+            "empty_tool_params",
+            Duration::from_secs(30),
+        )
+        .await;
+        let hit = live
+            .event(Duration::from_secs(5), |record| {
+                record["event"] == "llm_fault_hit"
+            })
+            .await;
+        assert!(
+            hit["call"]
+                .as_str()
+                .is_some_and(|sid| sid.starts_with("CA")),
+            "{hit}"
+        );
+        live.fault_event(
+            "fault_cleared",
+            "empty_tool_params",
+            Duration::from_secs(30),
+        )
+        .await;
+        let rejected = live.metrics(&http).await.sum("tool_calls_rejected_total");
+        let outcome = live.finish().await;
+        assert!(fault(&outcome, "empty_tool_params").confirmed);
+        if bugs.is_empty() {
+            assert!(rejected >= 1.0, "the fixed fleet rejects {{}}: {rejected}");
+        } else {
+            assert_eq!(rejected, 0.0, "the buggy fleet runs the tool with {{}}");
+        }
+    }
+}
+
+/// SIGSTOP freezes the fleet (health does not answer) until SIGCONT; SIGKILL takes it down
+/// and it is started again on the same port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn process_stall_and_kill_take_the_fleet_down_and_it_comes_back() {
+    let faults = r#"
+[[faults]]
+kind = "process_stall"
+at = "2s"
+for = "4s"
+[[faults]]
+kind = "process_kill"
+at = "9s"
+for = "2s"
+"#;
+    let live = LiveRun::start(&embedded_scenario("", 1, "16s", faults), &[]);
+    let http = live.fleet_http().await;
+    assert_eq!(live.health(&http).await, Some(200));
+    live.fault_event("fault_confirmed", "process_stall", Duration::from_secs(30))
+        .await;
+    assert_eq!(
+        live.health(&http).await,
+        None,
+        "a stopped fleet answers nothing"
+    );
+    live.fault_event("fault_cleared", "process_stall", Duration::from_secs(30))
+        .await;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            live.health(&http).await == Some(200)
+        })
+        .await
+    );
+    live.fault_event("fault_confirmed", "process_kill", Duration::from_secs(30))
+        .await;
+    assert_eq!(
+        live.health(&http).await,
+        None,
+        "a killed fleet answers nothing"
+    );
+    let cleared = live
+        .fault_event("fault_cleared", "process_kill", Duration::from_secs(60))
+        .await;
+    assert!(
+        cleared["note"].as_str().unwrap().contains("started again"),
+        "{cleared}"
+    );
+    assert_eq!(
+        live.health(&http).await,
+        Some(200),
+        "the same port answers again"
+    );
+    let outcome = live.finish().await;
+    assert!(fault(&outcome, "process_stall").confirmed);
+    assert!(fault(&outcome, "process_kill").confirmed);
+    assert_eq!(
+        outcome.summary.verdict,
+        Verdict::Pass,
+        "{:?}",
+        outcome.summary.reason
+    );
+}
+
+/// A fault that never takes effect is reported as such, and the run is not a pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_fault_that_never_takes_effect_is_not_a_pass() {
+    // No calls place no LLM requests: the tool-call fault can never hit anything.
+    let toml = embedded_scenario(
+        "",
+        1,
+        "4s",
+        r#"
+[chaos]
+confirm_within = "2s"
+[[faults]]
+kind = "llm_error"
+at = "1s"
+for = "2s"
+"#,
+    )
+    .replace(
+        r#"turns = 3"#,
+        "steps = [{ pause = \"6s\" }, { hangup = true }]",
+    );
+    let live = LiveRun::start(&toml, &[]);
+    let record = live
+        .fault_event("fault_not_in_effect", "llm_error", Duration::from_secs(60))
+        .await;
+    assert!(
+        record["evidence"].as_str().unwrap().contains("0 of 0"),
+        "{record}"
+    );
+    let outcome = live.finish().await;
+    assert!(!fault(&outcome, "llm_error").confirmed);
+    assert_eq!(outcome.summary.verdict, Verdict::Error);
+    assert!(
+        outcome
+            .summary
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("not in effect"),
+        "{:?}",
+        outcome.summary.reason
+    );
+}
