@@ -424,3 +424,128 @@ for = "2s"
         outcome.summary.reason
     );
 }
+
+/// However a run ends, its faults are undone: `voxsoak run` gets SIGTERM while every fault
+/// is on, clears each one (journaled as cleared early), removes the files it leaked, and
+/// ends as aborted (exit 2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_run_stopped_by_sigterm_mid_fault_undoes_every_fault() {
+    let leak_dir = tempfile::tempdir().unwrap();
+    let faults = format!(
+        r#"
+[[faults]]
+kind = "tts_429"
+at = "1s"
+for = "5m"
+[[faults]]
+kind = "temp_file_leak"
+at = "1s"
+for = "5m"
+file_size = "64KiB"
+rate = "1MiB/s"
+dir = "{}"
+[[faults]]
+kind = "process_stall"
+at = "2s"
+for = "5m"
+"#,
+        leak_dir.path().display()
+    );
+    let scenario = ScenarioFile::new(&embedded_scenario("", 2, "10m", &faults));
+    let out = scenario.out_dir();
+    let child = tokio::process::Command::new(voxsoak_exe())
+        .arg("run")
+        .arg(&scenario.path)
+        .arg("--out")
+        .arg(&out)
+        .arg("--quiet")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start voxsoak run");
+    let journal = out.join("journal.jsonl");
+    for name in ["tts_429", "temp_file_leak", "process_stall"] {
+        journal_event(&journal, Duration::from_secs(90), |record| {
+            record["event"] == "fault_confirmed" && record["fault"] == name
+        })
+        .await;
+    }
+    let fleet = journal_event(&journal, Duration::from_secs(5), |record| {
+        record["event"] == "fleet"
+    })
+    .await;
+    let fleet_pid = fleet["pid"].as_u64().unwrap();
+    let leaked = |dir: &Path| std::fs::read_dir(dir).unwrap().count();
+    assert!(leaked(leak_dir.path()) > 0);
+
+    // SAFETY: kill(2) on our own child with a valid signal.
+    unsafe {
+        libc::kill(child.id().unwrap() as libc::pid_t, libc::SIGTERM);
+    }
+    let output = within(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(2),
+        "aborted runs exit 2; stderr:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let summary: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["verdict"], "aborted");
+    for fault in summary["faults"].as_array().unwrap() {
+        assert_eq!(fault["confirmed"], true, "{fault}");
+        assert!(fault["cleared_at_s"].as_f64().is_some(), "{fault}");
+    }
+    let text = std::fs::read_to_string(&journal).unwrap();
+    let cleared: Vec<Value> = text
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|record| record["event"] == "fault_cleared")
+        .collect();
+    assert_eq!(cleared.len(), 3, "{text}");
+    assert!(
+        cleared.iter().all(|record| record["early"] == true),
+        "{text}"
+    );
+    assert_eq!(leaked(leak_dir.path()), 0, "the harness's files are gone");
+    // The stalled fleet was resumed and then stopped: its pid is gone.
+    assert!(
+        !Path::new(&format!("/proc/{fleet_pid}")).exists(),
+        "the fleet process is gone"
+    );
+}
+
+/// Ctrl-C in-process (the shutdown token) and the kill-switch file both end the run as
+/// aborted with the reason, faults cleared.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_kill_switch_file_aborts_the_run_and_clears_faults() {
+    let faults = r#"
+[[faults]]
+kind = "tts_error"
+at = "1s"
+for = "5m"
+"#;
+    let live = LiveRun::start(&embedded_scenario("", 1, "10m", faults), &[]);
+    live.fault_event("fault_confirmed", "tts_error", Duration::from_secs(60))
+        .await;
+    std::fs::write(live.out.join("ABORT"), b"").unwrap();
+    let token = live.shutdown.clone();
+    let outcome = live.finish().await;
+    assert!(!token.is_cancelled(), "the kill switch is not a signal");
+    assert_eq!(outcome.summary.verdict, Verdict::Aborted);
+    assert!(
+        outcome
+            .summary
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("kill switch"),
+        "{:?}",
+        outcome.summary.reason
+    );
+    let report = fault(&outcome, "tts_error");
+    assert!(report.cleared_at_s.is_some(), "{report:?}");
+}
