@@ -27,7 +27,26 @@ fn path_str(path: &Path) -> &str {
 
 #[test]
 fn shipped_scenarios_validate_and_plan() {
-    for name in ["sink-baseline", "smoke"] {
+    let shipped = [
+        "sink-baseline",
+        "smoke",
+        "faults/tts-429",
+        "faults/db-pool-exhaustion",
+        "faults/empty-tool-params",
+        "faults/temp-file-leak",
+        "faults/proxy",
+        "faults/process",
+    ];
+    let in_dir: Vec<String> = std::fs::read_dir("scenarios/faults")
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        in_dir.len(),
+        6,
+        "one scenario per fault kind family: {in_dir:?}"
+    );
+    for name in shipped {
         let file = format!("scenarios/{name}.toml");
         let validated = voxsoak(&["validate", &file]);
         assert_eq!(
@@ -44,8 +63,46 @@ fn shipped_scenarios_validate_and_plan() {
             stderr(&planned)
         );
         let text = String::from_utf8_lossy(&planned.stdout);
-        assert!(text.contains(name), "{text}");
+        let stem = name.rsplit('/').next().unwrap();
+        assert!(text.contains(stem), "{text}");
+        if name.starts_with("faults/") {
+            assert!(!text.contains("none: no fault is injected"), "{text}");
+        }
     }
+}
+
+/// `run --dry-run` prints the plan with its faults, where and when, and starts nothing.
+#[test]
+fn dry_run_prints_the_faults_and_starts_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let output = voxsoak(&[
+        "run",
+        "scenarios/faults/process.toml",
+        "--dry-run",
+        "--out",
+        path_str(&out),
+        "--duration",
+        "70s",
+    ]);
+    assert_eq!(
+        output.status.code(),
+        Some(exit::PASS),
+        "{}",
+        stderr(&output)
+    );
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.contains("SIGSTOP to the fleet process"), "{text}");
+    assert!(
+        text.contains("00:00:20 – 00:00:35  process_stall #1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("00:01:00 – 00:01:05  process_kill #1"),
+        "{text}"
+    );
+    assert!(text.contains("dry run: nothing was started"), "{text}");
+    assert!(!out.exists(), "a dry run writes no run directory");
 }
 
 /// Each bad scenario exits 2 with `file:line:column: what was expected`.
