@@ -64,6 +64,7 @@ impl FaultError {
 }
 
 pub mod abort;
+pub mod fault;
 pub mod plane;
 pub mod process;
 pub mod standin;

@@ -13,10 +13,11 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::process::{ProcessKillFault, ProcessStallFault, SharedFleet};
-use super::standin::{LlmStandInFault, StandIns, TtsStandInFault, base_url};
-use super::temp_files::{HarnessFiles, LeakParams, TempFileLeakFault};
-use super::{Confirmation, FaultError};
+use super::FaultError;
+use super::fault::{FaultEnvironment, MAX_JOURNALED_HITS, inject};
+use super::process::SharedFleet;
+use super::standin::{StandIns, base_url};
+use super::temp_files::HarnessFiles;
 use crate::journal::{Journal, round_ms};
 use crate::scenario::faults::{FaultSpec, Occurrence, ScheduledFault, timeline};
 use crate::scenario::{Scenario, Target};
@@ -24,9 +25,6 @@ use crate::target::FleetWiring;
 
 /// How often an unconfirmed fault looks again.
 const CONFIRM_POLL: Duration = Duration::from_millis(250);
-/// How many of the calls an LLM fault hit are journaled one by one per injection; the rest
-/// are counted.
-const MAX_JOURNALED_HITS: u64 = 100;
 
 /// What happened to one injection, for `summary.json` `faults[]`.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -153,11 +151,13 @@ impl ChaosPlane {
         let shared = Arc::new(Shared {
             faults: self.faults,
             confirm_within: self.confirm_within,
-            standins: self.standins,
-            files: self.files.clone(),
-            targets,
+            environment: FaultEnvironment {
+                standins: self.standins,
+                files: self.files.clone(),
+                targets,
+                tag: self.tag,
+            },
             journal,
-            tag: self.tag,
         });
         let task = tokio::spawn(run_timeline(Arc::clone(&shared), occurrences, stop));
         ChaosRun {
@@ -223,11 +223,8 @@ impl Drop for ChaosOutcome {
 struct Shared {
     faults: Vec<ScheduledFault>,
     confirm_within: Duration,
-    standins: Option<StandIns>,
-    files: HarnessFiles,
-    targets: ChaosTargets,
+    environment: FaultEnvironment,
     journal: Journal,
-    tag: String,
 }
 
 async fn run_timeline(
@@ -305,7 +302,7 @@ async fn run_occurrence(
     let fault = &shared.faults[occurrence.fault];
     let identity =
         json!({"fault": fault.name, "kind": fault.kind.name(), "occurrence": occurrence.number});
-    let mut injected = match inject(&shared, fault, &occurrence).await {
+    let mut injected = match inject(&shared.environment, fault, &occurrence).await {
         Ok(injected) => injected,
         Err(error) => {
             journal.record(
@@ -397,164 +394,10 @@ async fn run_occurrence(
     report
 }
 
-fn merge(identity: &serde_json::Value, extra: serde_json::Value) -> serde_json::Value {
+pub(super) fn merge(identity: &serde_json::Value, extra: serde_json::Value) -> serde_json::Value {
     let mut merged = identity.clone();
     if let (Some(merged), serde_json::Value::Object(extra)) = (merged.as_object_mut(), extra) {
         merged.extend(extra);
     }
     merged
-}
-
-/// An injected fault of any kind.
-#[derive(Debug)]
-enum Injected {
-    Tts(TtsStandInFault),
-    Llm(LlmStandInFault),
-    TempFileLeak(TempFileLeakFault, PathBuf),
-    ProcessStall(ProcessStallFault),
-    ProcessKill(ProcessKillFault),
-}
-
-impl Injected {
-    async fn confirm(&mut self) -> Confirmation {
-        match self {
-            Injected::Tts(fault) => fault.confirm().await,
-            Injected::Llm(fault) => fault.confirm().await,
-            Injected::TempFileLeak(fault, _) => fault.confirm().await,
-            Injected::ProcessStall(fault) => fault.confirm().await,
-            Injected::ProcessKill(fault) => fault.confirm().await,
-        }
-    }
-
-    async fn clear(self) -> Result<String, FaultError> {
-        match self {
-            Injected::Tts(fault) => fault.clear().await,
-            Injected::Llm(fault) => fault.clear().await,
-            Injected::TempFileLeak(fault, _) => fault.clear().await,
-            Injected::ProcessStall(fault) => fault.clear().await,
-            Injected::ProcessKill(fault) => fault.clear().await,
-        }
-    }
-
-    /// Where it acts, for the journal.
-    fn target(&self) -> String {
-        match self {
-            Injected::Tts(_) => "the TTS stand-in".to_owned(),
-            Injected::Llm(_) => "the LLM stand-in".to_owned(),
-            Injected::TempFileLeak(_, dir) => dir.display().to_string(),
-            Injected::ProcessStall(_) | Injected::ProcessKill(_) => "the fleet process".to_owned(),
-        }
-    }
-
-    /// Journals the calls an LLM fault hit since the last time (the first
-    /// [`MAX_JOURNALED_HITS`] of them); returns how many there were.
-    fn journal_hits(
-        &mut self,
-        journal: &Journal,
-        identity: &serde_json::Value,
-        before: u64,
-    ) -> u64 {
-        let Injected::Llm(fault) = self else {
-            return 0;
-        };
-        let hits = fault.take_hits();
-        for (index, hit) in hits.iter().enumerate() {
-            if before + index as u64 >= MAX_JOURNALED_HITS {
-                break;
-            }
-            journal.record(
-                "llm_fault_hit",
-                merge(
-                    identity,
-                    json!({"call": hit.user, "hit": hit.fault, "status": hit.status}),
-                ),
-            );
-        }
-        hits.len() as u64
-    }
-}
-
-async fn inject(
-    shared: &Shared,
-    fault: &ScheduledFault,
-    occurrence: &Occurrence,
-) -> Result<Injected, FaultError> {
-    let kind = fault.kind.name();
-    let missing = |what: &str| FaultError::new(kind, format!("no {what} to act on"));
-    Ok(match &fault.fault {
-        FaultSpec::Tts {
-            fault: tts,
-            fraction,
-        } => {
-            let standins = shared
-                .standins
-                .as_ref()
-                .ok_or_else(|| missing("TTS stand-in"))?;
-            Injected::Tts(TtsStandInFault::inject(
-                kind,
-                Arc::clone(&standins.tts),
-                tts.clone(),
-                *fraction,
-            ))
-        }
-        FaultSpec::Llm {
-            fault: llm,
-            fraction,
-            latency,
-        } => {
-            let standins = shared
-                .standins
-                .as_ref()
-                .ok_or_else(|| missing("LLM stand-in"))?;
-            Injected::Llm(LlmStandInFault::inject(
-                kind,
-                Arc::clone(&standins.llm),
-                llm.clone(),
-                *fraction,
-                *latency,
-            ))
-        }
-        FaultSpec::TempFileLeak(leak) => {
-            let dir = leak
-                .dir
-                .clone()
-                .or_else(|| shared.targets.audio_tmp_dir.clone())
-                .ok_or_else(|| missing("temp dir"))?;
-            let params = LeakParams {
-                dir: dir.clone(),
-                file_size: leak.file_size,
-                bytes_per_second: leak.bytes_per_second,
-                max_total: leak.max_total,
-                tag: format!(
-                    "{}-{}-{}",
-                    shared.tag,
-                    occurrence.fault + 1,
-                    occurrence.number
-                ),
-            };
-            Injected::TempFileLeak(
-                TempFileLeakFault::inject(params, shared.files.clone()).await?,
-                dir,
-            )
-        }
-        FaultSpec::ProcessStall => {
-            let fleet = shared
-                .targets
-                .fleet
-                .clone()
-                .ok_or_else(|| missing("fleet process"))?;
-            Injected::ProcessStall(ProcessStallFault::inject(fleet).await?)
-        }
-        FaultSpec::ProcessKill => {
-            let fleet = shared
-                .targets
-                .fleet
-                .clone()
-                .ok_or_else(|| missing("fleet process"))?;
-            Injected::ProcessKill(ProcessKillFault::inject(fleet).await?)
-        }
-        FaultSpec::DbPoolExhaustion(_) | FaultSpec::Proxy(_) => {
-            return Err(FaultError::new(kind, "not available in this build yet"));
-        }
-    })
 }

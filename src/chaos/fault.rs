@@ -1,0 +1,187 @@
+//! One injected fault of any kind, behind one interface: what the scheduler and `voxsoak
+//! chaos` drive.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::plane::merge;
+use super::process::{ProcessKillFault, ProcessStallFault};
+use super::standin::{LlmStandInFault, StandIns, TtsStandInFault};
+use super::temp_files::{HarnessFiles, LeakParams, TempFileLeakFault};
+use super::{ChaosTargets, Confirmation, FaultError};
+use crate::journal::Journal;
+use crate::scenario::faults::{FaultSpec, Occurrence, ScheduledFault};
+use serde_json::json;
+
+/// How many of the calls an LLM fault hit are journaled one by one per injection; the rest
+/// are counted.
+pub const MAX_JOURNALED_HITS: u64 = 100;
+
+/// What faults act on.
+#[derive(Debug)]
+pub struct FaultEnvironment {
+    pub standins: Option<StandIns>,
+    /// Every file the harness creates, removed when the run ends.
+    pub files: HarnessFiles,
+    pub targets: ChaosTargets,
+    /// Part of every leaked file's name (the run id).
+    pub tag: String,
+}
+
+/// An injected fault of any kind.
+#[derive(Debug)]
+pub enum ActiveFault {
+    Tts(TtsStandInFault),
+    Llm(LlmStandInFault),
+    TempFileLeak(TempFileLeakFault, PathBuf),
+    ProcessStall(ProcessStallFault),
+    ProcessKill(ProcessKillFault),
+}
+
+impl ActiveFault {
+    pub async fn confirm(&mut self) -> Confirmation {
+        match self {
+            ActiveFault::Tts(fault) => fault.confirm().await,
+            ActiveFault::Llm(fault) => fault.confirm().await,
+            ActiveFault::TempFileLeak(fault, _) => fault.confirm().await,
+            ActiveFault::ProcessStall(fault) => fault.confirm().await,
+            ActiveFault::ProcessKill(fault) => fault.confirm().await,
+        }
+    }
+
+    pub async fn clear(self) -> Result<String, FaultError> {
+        match self {
+            ActiveFault::Tts(fault) => fault.clear().await,
+            ActiveFault::Llm(fault) => fault.clear().await,
+            ActiveFault::TempFileLeak(fault, _) => fault.clear().await,
+            ActiveFault::ProcessStall(fault) => fault.clear().await,
+            ActiveFault::ProcessKill(fault) => fault.clear().await,
+        }
+    }
+
+    /// Where it acts, for the journal.
+    pub fn target(&self) -> String {
+        match self {
+            ActiveFault::Tts(_) => "the TTS stand-in".to_owned(),
+            ActiveFault::Llm(_) => "the LLM stand-in".to_owned(),
+            ActiveFault::TempFileLeak(_, dir) => dir.display().to_string(),
+            ActiveFault::ProcessStall(_) | ActiveFault::ProcessKill(_) => {
+                "the fleet process".to_owned()
+            }
+        }
+    }
+
+    /// Journals the calls an LLM fault hit since the last time (the first
+    /// [`MAX_JOURNALED_HITS`] of them); returns how many there were.
+    pub fn journal_hits(
+        &mut self,
+        journal: &Journal,
+        identity: &serde_json::Value,
+        before: u64,
+    ) -> u64 {
+        let ActiveFault::Llm(fault) = self else {
+            return 0;
+        };
+        let hits = fault.take_hits();
+        for (index, hit) in hits.iter().enumerate() {
+            if before + index as u64 >= MAX_JOURNALED_HITS {
+                break;
+            }
+            journal.record(
+                "llm_fault_hit",
+                merge(
+                    identity,
+                    json!({"call": hit.user, "hit": hit.fault, "status": hit.status}),
+                ),
+            );
+        }
+        hits.len() as u64
+    }
+}
+
+/// Injects `fault` (its `occurrence`-th time) with what `environment` offers.
+pub async fn inject(
+    environment: &FaultEnvironment,
+    fault: &ScheduledFault,
+    occurrence: &Occurrence,
+) -> Result<ActiveFault, FaultError> {
+    let shared = environment;
+    let kind = fault.kind.name();
+    let missing = |what: &str| FaultError::new(kind, format!("no {what} to act on"));
+    Ok(match &fault.fault {
+        FaultSpec::Tts {
+            fault: tts,
+            fraction,
+        } => {
+            let standins = shared
+                .standins
+                .as_ref()
+                .ok_or_else(|| missing("TTS stand-in"))?;
+            ActiveFault::Tts(TtsStandInFault::inject(
+                kind,
+                Arc::clone(&standins.tts),
+                tts.clone(),
+                *fraction,
+            ))
+        }
+        FaultSpec::Llm {
+            fault: llm,
+            fraction,
+            latency,
+        } => {
+            let standins = shared
+                .standins
+                .as_ref()
+                .ok_or_else(|| missing("LLM stand-in"))?;
+            ActiveFault::Llm(LlmStandInFault::inject(
+                kind,
+                Arc::clone(&standins.llm),
+                llm.clone(),
+                *fraction,
+                *latency,
+            ))
+        }
+        FaultSpec::TempFileLeak(leak) => {
+            let dir = leak
+                .dir
+                .clone()
+                .or_else(|| shared.targets.audio_tmp_dir.clone())
+                .ok_or_else(|| missing("temp dir"))?;
+            let params = LeakParams {
+                dir: dir.clone(),
+                file_size: leak.file_size,
+                bytes_per_second: leak.bytes_per_second,
+                max_total: leak.max_total,
+                tag: format!(
+                    "{}-{}-{}",
+                    shared.tag,
+                    occurrence.fault + 1,
+                    occurrence.number
+                ),
+            };
+            ActiveFault::TempFileLeak(
+                TempFileLeakFault::inject(params, shared.files.clone()).await?,
+                dir,
+            )
+        }
+        FaultSpec::ProcessStall => {
+            let fleet = shared
+                .targets
+                .fleet
+                .clone()
+                .ok_or_else(|| missing("fleet process"))?;
+            ActiveFault::ProcessStall(ProcessStallFault::inject(fleet).await?)
+        }
+        FaultSpec::ProcessKill => {
+            let fleet = shared
+                .targets
+                .fleet
+                .clone()
+                .ok_or_else(|| missing("fleet process"))?;
+            ActiveFault::ProcessKill(ProcessKillFault::inject(fleet).await?)
+        }
+        FaultSpec::DbPoolExhaustion(_) | FaultSpec::Proxy(_) => {
+            return Err(FaultError::new(kind, "not available in this build yet"));
+        }
+    })
+}
