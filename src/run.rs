@@ -15,6 +15,7 @@ use crate::audio::AudioError;
 use crate::audio::vad::VoiceActivity;
 use crate::call::CallContext;
 use crate::chaos::abort::{AbortSwitch, SuccessWatch, serve_kill_switch, watch_kill_switch_file};
+use crate::chaos::process::ProcessTarget;
 use crate::chaos::{ChaosPlane, ChaosTargets, FaultError};
 use crate::grade::{self, Verdict};
 use crate::journal::Journal;
@@ -209,7 +210,7 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<Run
     let chaos_stop = stop.child_token();
     let chaos_run = chaos.start(
         ChaosTargets {
-            fleet: shared_fleet.clone(),
+            fleet: shared_fleet.clone().map(ProcessTarget::Spawned),
             database_url: resolved
                 .embedded
                 .as_ref()

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::FaultError;
 use super::fault::{FaultEnvironment, MAX_JOURNALED_HITS, inject};
-use super::process::SharedFleet;
+use super::process::ProcessTarget;
 use super::standin::{StandIns, base_url};
 use super::temp_files::HarnessFiles;
 use crate::journal::{Journal, round_ms};
@@ -52,8 +52,9 @@ pub struct FaultReport {
 /// What the chaos plane needs to know about the fleet once it runs.
 #[derive(Debug, Clone, Default)]
 pub struct ChaosTargets {
-    /// The fleet process, when the harness started it.
-    pub fleet: Option<SharedFleet>,
+    /// The fleet process, when the harness started it (or the pid `voxsoak chaos` was
+    /// given).
+    pub fleet: Option<ProcessTarget>,
     /// The fleet's database URL (never printed).
     pub database_url: Option<String>,
     /// The fleet's audio temp dir (embedded fleet).

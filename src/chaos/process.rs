@@ -16,6 +16,29 @@ use crate::target::SpawnedFleet;
 /// A fleet process the run and the chaos plane share.
 pub type SharedFleet = Arc<Mutex<SpawnedFleet>>;
 
+/// The process a fault signals: one the harness started (and can start again), or any pid
+/// (`voxsoak chaos process_stall --pid N`).
+#[derive(Debug, Clone)]
+pub enum ProcessTarget {
+    Spawned(SharedFleet),
+    Pid(u32),
+}
+
+/// kill(2) on a pid the harness did not start.
+fn signal_pid(pid: u32, signal: libc::c_int) -> std::io::Result<()> {
+    let pid = libc::pid_t::try_from(pid)
+        .ok()
+        .filter(|pid| *pid > 0)
+        .ok_or_else(|| std::io::Error::other("not a process id"))?;
+    // SAFETY: kill(2) with a positive pid (never 0 or -1, which would signal groups) and a
+    // signal number from libc.
+    if unsafe { libc::kill(pid, signal) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 /// How long a killed fleet may take to be reaped.
 const EXIT_WAIT: Duration = Duration::from_secs(5);
 
@@ -30,23 +53,33 @@ fn process_state(pid: u32) -> Option<char> {
 /// SIGSTOP until cleared.
 #[derive(Debug)]
 pub struct ProcessStallFault {
-    fleet: SharedFleet,
+    target: ProcessTarget,
     pid: u32,
     resumed: bool,
 }
 
 impl ProcessStallFault {
-    pub async fn inject(fleet: SharedFleet) -> Result<Self, FaultError> {
-        let mut process = fleet.lock().await;
-        let pid = process
-            .pid()
-            .ok_or_else(|| FaultError::new("process_stall", "the fleet has no pid"))?;
-        process.signal(libc::SIGSTOP).map_err(|error| {
-            FaultError::new("process_stall", format!("SIGSTOP to pid {pid}: {error}"))
-        })?;
-        drop(process);
+    pub async fn inject(target: ProcessTarget) -> Result<Self, FaultError> {
+        let stop_error =
+            |pid, error| FaultError::new("process_stall", format!("SIGSTOP to pid {pid}: {error}"));
+        let pid = match &target {
+            ProcessTarget::Spawned(fleet) => {
+                let mut process = fleet.lock().await;
+                let pid = process
+                    .pid()
+                    .ok_or_else(|| FaultError::new("process_stall", "the fleet has no pid"))?;
+                process
+                    .signal(libc::SIGSTOP)
+                    .map_err(|error| stop_error(pid, error))?;
+                pid
+            }
+            ProcessTarget::Pid(pid) => {
+                signal_pid(*pid, libc::SIGSTOP).map_err(|error| stop_error(*pid, error))?;
+                *pid
+            }
+        };
         Ok(ProcessStallFault {
-            fleet,
+            target,
             pid,
             resumed: false,
         })
@@ -65,20 +98,27 @@ impl ProcessStallFault {
     }
 
     pub async fn clear(mut self) -> Result<String, FaultError> {
-        let mut process = self.fleet.lock().await;
         self.resumed = true;
-        if process.pid() != Some(self.pid) || process.exit_status().is_some() {
-            return Ok(format!(
-                "pid {} is no longer running; nothing to resume",
-                self.pid
-            ));
+        let cont_error = |pid, error| {
+            FaultError::new("process_stall", format!("SIGCONT to pid {pid}: {error}"))
+        };
+        match &self.target {
+            ProcessTarget::Spawned(fleet) => {
+                let mut process = fleet.lock().await;
+                if process.pid() != Some(self.pid) || process.exit_status().is_some() {
+                    return Ok(format!(
+                        "pid {} is no longer running; nothing to resume",
+                        self.pid
+                    ));
+                }
+                process
+                    .signal(libc::SIGCONT)
+                    .map_err(|error| cont_error(self.pid, error))?;
+            }
+            ProcessTarget::Pid(pid) => {
+                signal_pid(*pid, libc::SIGCONT).map_err(|error| cont_error(*pid, error))?;
+            }
         }
-        process.signal(libc::SIGCONT).map_err(|error| {
-            FaultError::new(
-                "process_stall",
-                format!("SIGCONT to pid {}: {error}", self.pid),
-            )
-        })?;
         let state = process_state(self.pid);
         if state == Some('T') {
             return Err(FaultError::new(
@@ -106,30 +146,56 @@ impl Drop for ProcessStallFault {
 /// SIGKILL, then a restart at clear.
 #[derive(Debug)]
 pub struct ProcessKillFault {
-    fleet: SharedFleet,
+    target: ProcessTarget,
     pid: u32,
     status: Option<std::process::ExitStatus>,
 }
 
 impl ProcessKillFault {
-    pub async fn inject(fleet: SharedFleet) -> Result<Self, FaultError> {
-        let mut process = fleet.lock().await;
-        let pid = process
-            .pid()
-            .ok_or_else(|| FaultError::new("process_kill", "the fleet has no pid"))?;
-        process.signal(libc::SIGKILL).map_err(|error| {
-            FaultError::new("process_kill", format!("SIGKILL to pid {pid}: {error}"))
-        })?;
-        let status = process.wait_exit(EXIT_WAIT).await;
-        drop(process);
-        Ok(ProcessKillFault { fleet, pid, status })
+    pub async fn inject(target: ProcessTarget) -> Result<Self, FaultError> {
+        let kill_error =
+            |pid, error| FaultError::new("process_kill", format!("SIGKILL to pid {pid}: {error}"));
+        let (pid, status) = match &target {
+            ProcessTarget::Spawned(fleet) => {
+                let mut process = fleet.lock().await;
+                let pid = process
+                    .pid()
+                    .ok_or_else(|| FaultError::new("process_kill", "the fleet has no pid"))?;
+                process
+                    .signal(libc::SIGKILL)
+                    .map_err(|error| kill_error(pid, error))?;
+                (pid, process.wait_exit(EXIT_WAIT).await)
+            }
+            ProcessTarget::Pid(pid) => {
+                signal_pid(*pid, libc::SIGKILL).map_err(|error| kill_error(*pid, error))?;
+                (*pid, None)
+            }
+        };
+        Ok(ProcessKillFault {
+            target,
+            pid,
+            status,
+        })
     }
 
     /// In effect once the process has died of the signal.
     pub async fn confirm(&mut self) -> Confirmation {
         use std::os::unix::process::ExitStatusExt;
-        if self.status.is_none() {
-            self.status = self.fleet.lock().await.exit_status();
+        if let ProcessTarget::Pid(pid) = self.target {
+            // Not our child: gone from /proc (or a zombie its parent has not reaped) is dead.
+            return match process_state(pid) {
+                None | Some('Z') | Some('X') => {
+                    Confirmation::in_effect(format!("pid {pid} was killed (SIGKILL)"))
+                }
+                Some(state) => {
+                    Confirmation::not_in_effect(format!("pid {pid} is still there (state {state})"))
+                }
+            };
+        }
+        if self.status.is_none()
+            && let ProcessTarget::Spawned(fleet) = &self.target
+        {
+            self.status = fleet.lock().await.exit_status();
         }
         match self.status {
             Some(status) if status.signal() == Some(libc::SIGKILL) => {
@@ -140,9 +206,18 @@ impl ProcessKillFault {
         }
     }
 
-    /// Starts the fleet again on the same address.
+    /// Starts the fleet again on the same address (only a fleet the harness started: any
+    /// other is left to its own supervisor).
     pub async fn clear(self) -> Result<String, FaultError> {
-        let mut process = self.fleet.lock().await;
+        let fleet = match &self.target {
+            ProcessTarget::Spawned(fleet) => fleet,
+            ProcessTarget::Pid(pid) => {
+                return Ok(format!(
+                    "pid {pid} is not restarted: voxsoak did not start it, its supervisor must"
+                ));
+            }
+        };
+        let mut process = fleet.lock().await;
         if process.pid() != Some(self.pid) {
             return Ok(format!(
                 "the fleet was already started again (pid {})",
