@@ -1,6 +1,7 @@
 //! Integration tests: the harness against real servers on loopback (the sink, the reference
 //! fleet, and small misbehaving fleets written here). One test binary, modules by subject.
 
+mod chaos_db;
 mod cli;
 mod embedded_target;
 mod fleet;
