@@ -1021,9 +1021,7 @@ async fn confirm_postgres_slots(
     );
     match ended {
         SlotsEnded::Refused(message) => {
-            evidence.push_str(&format!(
-                "; at inject the server refused with \"{message}\""
-            ));
+            evidence.push_str(&format!("; at inject the server refused: {message}"));
         }
         SlotsEnded::Max => evidence.push_str("; stopped at max"),
         SlotsEnded::Counted => {}
@@ -1036,7 +1034,7 @@ async fn confirm_postgres_slots(
             .application_name(&format!("{}-probe", sessions.tag));
         match connect_postgres(&probe_options).await {
             Err(ConnectFailure::Refused(message)) => {
-                evidence.push_str(&format!("; a fresh connection was refused: \"{message}\""));
+                evidence.push_str(&format!("; a fresh connection was refused: {message}"));
                 in_effect = alive == held as i64;
             }
             Err(ConnectFailure::Other(message)) => {
