@@ -19,6 +19,8 @@
 
 use serde::Serialize;
 
+pub mod db;
+
 /// What a fault's confirmation found.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Confirmation {
