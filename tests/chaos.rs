@@ -549,3 +549,94 @@ for = "5m"
     let report = fault(&outcome, "tts_error");
     assert!(report.cleared_at_s.is_some(), "{report:?}");
 }
+
+/// A run on the real PostgreSQL, cancelled (as Ctrl-C does) while the DB locks are held, a
+/// TTS fault is on and files are leaking: afterwards nothing of the harness holds a lock,
+/// a fresh session can lock every table at once, and the leaked files are gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_run_cancelled_mid_fault_releases_postgres_locks_and_files() {
+    use voxsoak::fleet::db::testing::TestPostgres;
+    let Some(postgres) = TestPostgres::create("chaos_interrupt").await else {
+        return;
+    };
+    let variable = "VOXSOAK_TEST_CHAOS_INTERRUPT_DB";
+    // SAFETY: set once before the run reads it; no other test uses this name.
+    unsafe {
+        std::env::set_var(variable, &postgres.url);
+    }
+    let leak_dir = tempfile::tempdir().unwrap();
+    let faults = format!(
+        r#"
+[[faults]]
+kind = "db_pool_exhaustion"
+at = "1s"
+for = "5m"
+holders = 2
+[[faults]]
+kind = "tts_429"
+at = "1s"
+for = "5m"
+[[faults]]
+kind = "temp_file_leak"
+at = "1s"
+for = "5m"
+file_size = "64KiB"
+rate = "1MiB/s"
+dir = "{}"
+"#,
+        leak_dir.path().display()
+    );
+    let toml = embedded_scenario(
+        &format!("database_url_env = \"{variable}\"\ndb_pool_size = 4"),
+        2,
+        "10m",
+        &faults,
+    );
+    let live = LiveRun::start(&toml, &[]);
+    for name in ["db_pool_exhaustion", "tts_429", "temp_file_leak"] {
+        live.fault_event("fault_confirmed", name, Duration::from_secs(90))
+            .await;
+    }
+    let http = live.fleet_http().await;
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            live.health(&http).await == Some(503)
+        })
+        .await,
+        "the fleet's pool fills up behind the locks"
+    );
+    live.shutdown.cancel();
+    let outcome = live.finish().await;
+    assert_eq!(outcome.summary.verdict, Verdict::Aborted);
+    for report in &outcome.summary.faults {
+        assert!(
+            report.confirmed && report.cleared_at_s.is_some(),
+            "{report:?}"
+        );
+    }
+    assert_eq!(std::fs::read_dir(leak_dir.path()).unwrap().count(), 0);
+
+    // Nothing holds a lock on the fleet's tables: all of them can be locked at once, now.
+    let mut connection = <sqlx::PgConnection as sqlx::Connection>::connect(&postgres.url)
+        .await
+        .unwrap();
+    sqlx::query("SET lock_timeout = '1s'")
+        .execute(&mut connection)
+        .await
+        .unwrap();
+    let mut transaction = sqlx::Connection::begin(&mut connection).await.unwrap();
+    sqlx::query("LOCK TABLE orders, turns, events, health_checks IN ACCESS EXCLUSIVE MODE NOWAIT")
+        .execute(&mut *transaction)
+        .await
+        .expect("no lock is left behind");
+    transaction.rollback().await.unwrap();
+    let (others,): (i64,) = sqlx::query_as(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    .fetch_one(&mut connection)
+    .await
+    .unwrap();
+    assert_eq!(others, 0, "no session of the harness or the fleet is left");
+    drop(connection);
+    postgres.drop_database().await;
+}

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use super::db::DbPoolFault;
 use super::plane::merge;
 use super::process::{ProcessKillFault, ProcessStallFault};
 use super::standin::{LlmStandInFault, StandIns, TtsStandInFault};
@@ -31,6 +32,7 @@ pub struct FaultEnvironment {
 /// An injected fault of any kind.
 #[derive(Debug)]
 pub enum ActiveFault {
+    DbPool(Box<DbPoolFault>),
     Tts(TtsStandInFault),
     Llm(LlmStandInFault),
     TempFileLeak(TempFileLeakFault, PathBuf),
@@ -41,6 +43,7 @@ pub enum ActiveFault {
 impl ActiveFault {
     pub async fn confirm(&mut self) -> Confirmation {
         match self {
+            ActiveFault::DbPool(fault) => fault.confirm().await,
             ActiveFault::Tts(fault) => fault.confirm().await,
             ActiveFault::Llm(fault) => fault.confirm().await,
             ActiveFault::TempFileLeak(fault, _) => fault.confirm().await,
@@ -51,6 +54,7 @@ impl ActiveFault {
 
     pub async fn clear(self) -> Result<String, FaultError> {
         match self {
+            ActiveFault::DbPool(fault) => fault.clear().await,
             ActiveFault::Tts(fault) => fault.clear().await,
             ActiveFault::Llm(fault) => fault.clear().await,
             ActiveFault::TempFileLeak(fault, _) => fault.clear().await,
@@ -62,6 +66,7 @@ impl ActiveFault {
     /// Where it acts, for the journal.
     pub fn target(&self) -> String {
         match self {
+            ActiveFault::DbPool(fault) => fault.database().to_owned(),
             ActiveFault::Tts(_) => "the TTS stand-in".to_owned(),
             ActiveFault::Llm(_) => "the LLM stand-in".to_owned(),
             ActiveFault::TempFileLeak(_, dir) => dir.display().to_string(),
@@ -180,7 +185,23 @@ pub async fn inject(
                 .ok_or_else(|| missing("fleet process"))?;
             ActiveFault::ProcessKill(ProcessKillFault::inject(fleet).await?)
         }
-        FaultSpec::DbPoolExhaustion(_) | FaultSpec::Proxy(_) => {
+        FaultSpec::DbPoolExhaustion(db) => {
+            let url = match &db.database_url_env {
+                Some(name) => std::env::var(name).map_err(|_| {
+                    FaultError::new(
+                        kind,
+                        format!("the variable {name} named by database_url_env is not set"),
+                    )
+                })?,
+                None => shared
+                    .targets
+                    .database_url
+                    .clone()
+                    .ok_or_else(|| missing("database"))?,
+            };
+            ActiveFault::DbPool(Box::new(DbPoolFault::inject(&url, db.method).await?))
+        }
+        FaultSpec::Proxy(_) => {
             return Err(FaultError::new(kind, "not available in this build yet"));
         }
     })

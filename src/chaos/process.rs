@@ -99,9 +99,8 @@ impl ProcessStallFault {
 
     pub async fn clear(mut self) -> Result<String, FaultError> {
         self.resumed = true;
-        let cont_error = |pid, error| {
-            FaultError::new("process_stall", format!("SIGCONT to pid {pid}: {error}"))
-        };
+        let cont_error =
+            |pid, error| FaultError::new("process_stall", format!("SIGCONT to pid {pid}: {error}"));
         match &self.target {
             ProcessTarget::Spawned(fleet) => {
                 let mut process = fleet.lock().await;

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use crate::chaos::db::DbPoolMethod;
 use crate::standin::llm::LlmFault;
 use crate::standin::tts::TtsFault;
 
@@ -201,15 +202,6 @@ pub struct DbPoolExhaustion {
     /// For a fleet the harness did not start: the environment variable with the fleet's
     /// database URL.
     pub database_url_env: Option<String>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DbPoolMethod {
-    /// Open transactions that hold the locks the fleet's queries need.
-    HoldLocks { holders: u32 },
-    /// PostgreSQL: take the server's (or the database's) connection slots, leaving
-    /// `leave` free, at most `max`.
-    TakeSlots { leave: u32, max: u32 },
 }
 
 /// `temp_file_leak`: files of `file_size` written into the fleet's temp dir at `rate`
