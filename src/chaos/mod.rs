@@ -17,6 +17,8 @@
 //! panic in a task): it undoes what can be undone without `.await` (closing connections,
 //! removing files, SIGCONT).
 
+pub mod proxy;
+
 use serde::Serialize;
 
 pub mod db;
