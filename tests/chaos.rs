@@ -448,6 +448,12 @@ dir = "{}"
 kind = "process_stall"
 at = "2s"
 for = "5m"
+[[faults]]
+kind = "proxy"
+upstream = "llm"
+down = true
+at = "1s"
+for = "5m"
 "#,
         leak_dir.path().display()
     );
@@ -465,7 +471,7 @@ for = "5m"
         .spawn()
         .expect("start voxsoak run");
     let journal = out.join("journal.jsonl");
-    for name in ["tts_429", "temp_file_leak", "process_stall"] {
+    for name in ["tts_429", "temp_file_leak", "process_stall", "proxy"] {
         journal_event(&journal, Duration::from_secs(90), |record| {
             record["event"] == "fault_confirmed" && record["fault"] == name
         })
@@ -505,10 +511,21 @@ for = "5m"
         .filter_map(|line| serde_json::from_str::<Value>(line).ok())
         .filter(|record| record["event"] == "fault_cleared")
         .collect();
-    assert_eq!(cleared.len(), 3, "{text}");
+    assert_eq!(cleared.len(), 4, "{text}");
     assert!(
         cleared.iter().all(|record| record["early"] == true),
         "{text}"
+    );
+    let proxy = cleared
+        .iter()
+        .find(|record| record["fault"] == "proxy")
+        .unwrap();
+    assert!(
+        proxy["note"]
+            .as_str()
+            .unwrap()
+            .contains("reached the upstream"),
+        "the proxy passes traffic again before it stops: {proxy}"
     );
     assert_eq!(leaked(leak_dir.path()), 0, "the harness's files are gone");
     // The stalled fleet was resumed and then stopped: its pid is gone.
@@ -639,4 +656,51 @@ dir = "{}"
     assert_eq!(others, 0, "no session of the harness or the fleet is left");
     drop(connection);
     postgres.drop_database().await;
+}
+
+/// A fault proxy in front of the TTS stand-in: while it is down the fleet's TTS requests
+/// fail (its own metrics say so), and once cleared they succeed again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_proxy_in_front_of_the_tts_takes_it_down_and_gives_it_back() {
+    let faults = r#"
+[[faults]]
+kind = "proxy"
+upstream = "tts"
+down = true
+at = "3s"
+for = "6s"
+"#;
+    let live = LiveRun::start(&embedded_scenario("", 3, "16s", faults), &[]);
+    let http = live.fleet_http().await;
+    let ok = |metrics: &Metrics| metrics.get(r#"tts_requests_total{status="200"}"#);
+    let failed = |metrics: &Metrics| metrics.sum("tts_requests_total") - ok(metrics);
+    live.fault_event("fault_confirmed", "proxy", Duration::from_secs(30))
+        .await;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            failed(&live.metrics(&http).await) > 0.0
+        })
+        .await,
+        "the fleet sees its TTS fail behind the proxy"
+    );
+    let cleared = live
+        .fault_event("fault_cleared", "proxy", Duration::from_secs(30))
+        .await;
+    assert!(
+        cleared["note"]
+            .as_str()
+            .unwrap()
+            .contains("reached the upstream"),
+        "{cleared}"
+    );
+    let ok_at_clear = ok(&live.metrics(&http).await);
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            ok(&live.metrics(&http).await) > ok_at_clear
+        })
+        .await,
+        "TTS works again through the proxy"
+    );
+    let outcome = live.finish().await;
+    assert!(fault(&outcome, "proxy").confirmed);
 }

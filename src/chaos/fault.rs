@@ -5,8 +5,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::db::DbPoolFault;
+use super::plane::ProxyEntry;
 use super::plane::merge;
 use super::process::{ProcessKillFault, ProcessStallFault};
+use super::proxy::{ProxyFault, ProxyToxics, Slicing};
 use super::standin::{LlmStandInFault, StandIns, TtsStandInFault};
 use super::temp_files::{HarnessFiles, LeakParams, TempFileLeakFault};
 use super::{ChaosTargets, Confirmation, FaultError};
@@ -22,6 +24,7 @@ pub const MAX_JOURNALED_HITS: u64 = 100;
 #[derive(Debug)]
 pub struct FaultEnvironment {
     pub standins: Option<StandIns>,
+    pub proxies: Vec<ProxyEntry>,
     /// Every file the harness creates, removed when the run ends.
     pub files: HarnessFiles,
     pub targets: ChaosTargets,
@@ -32,6 +35,7 @@ pub struct FaultEnvironment {
 /// An injected fault of any kind.
 #[derive(Debug)]
 pub enum ActiveFault {
+    Proxy(ProxyFault),
     DbPool(Box<DbPoolFault>),
     Tts(TtsStandInFault),
     Llm(LlmStandInFault),
@@ -44,6 +48,7 @@ impl ActiveFault {
     pub async fn confirm(&mut self) -> Confirmation {
         match self {
             ActiveFault::DbPool(fault) => fault.confirm().await,
+            ActiveFault::Proxy(fault) => fault.confirm().await,
             ActiveFault::Tts(fault) => fault.confirm().await,
             ActiveFault::Llm(fault) => fault.confirm().await,
             ActiveFault::TempFileLeak(fault, _) => fault.confirm().await,
@@ -55,6 +60,7 @@ impl ActiveFault {
     pub async fn clear(self) -> Result<String, FaultError> {
         match self {
             ActiveFault::DbPool(fault) => fault.clear().await,
+            ActiveFault::Proxy(fault) => fault.clear().await,
             ActiveFault::Tts(fault) => fault.clear().await,
             ActiveFault::Llm(fault) => fault.clear().await,
             ActiveFault::TempFileLeak(fault, _) => fault.clear().await,
@@ -67,6 +73,11 @@ impl ActiveFault {
     pub fn target(&self) -> String {
         match self {
             ActiveFault::DbPool(fault) => fault.database().to_owned(),
+            ActiveFault::Proxy(fault) => format!(
+                "the proxy on {} in front of {}",
+                fault.proxy().address(),
+                fault.proxy().upstream()
+            ),
             ActiveFault::Tts(_) => "the TTS stand-in".to_owned(),
             ActiveFault::Llm(_) => "the LLM stand-in".to_owned(),
             ActiveFault::TempFileLeak(_, dir) => dir.display().to_string(),
@@ -201,8 +212,28 @@ pub async fn inject(
             };
             ActiveFault::DbPool(Box::new(DbPoolFault::inject(&url, db.method).await?))
         }
-        FaultSpec::Proxy(_) => {
-            return Err(FaultError::new(kind, "not available in this build yet"));
+        FaultSpec::Proxy(spec) => {
+            let entry = shared
+                .proxies
+                .iter()
+                .find(|entry| entry.upstream == spec.upstream && entry.listen == spec.listen)
+                .ok_or_else(|| missing("proxy"))?;
+            let toxics = ProxyToxics {
+                latency: spec.toxics.latency,
+                jitter: spec.toxics.jitter,
+                bandwidth: spec.toxics.bandwidth,
+                slicing: spec
+                    .toxics
+                    .slice
+                    .map(|(size, delay)| Slicing { size, delay }),
+                stall: spec.toxics.stall,
+                reset: spec.toxics.reset,
+                down: spec.toxics.down,
+                toxicity: spec.toxics.toxicity,
+                seed: occurrence.fault as u64 * 1000 + u64::from(occurrence.number),
+                ..ProxyToxics::pass_through()
+            };
+            ActiveFault::Proxy(ProxyFault::inject(entry.proxy.clone(), toxics)?)
         }
     })
 }

@@ -3,6 +3,7 @@
 //! journals every step. However the run ends, every fault is cleared: the scheduler clears
 //! on its stop token, and each fault undoes itself when dropped (a panic).
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,15 +17,25 @@ use tokio_util::sync::CancellationToken;
 use super::FaultError;
 use super::fault::{FaultEnvironment, MAX_JOURNALED_HITS, inject};
 use super::process::ProcessTarget;
+use super::proxy::FaultProxy;
 use super::standin::{StandIns, base_url};
 use super::temp_files::HarnessFiles;
 use crate::journal::{Journal, round_ms};
-use crate::scenario::faults::{FaultSpec, Occurrence, ScheduledFault, timeline};
+use crate::scenario::faults::{FaultSpec, Occurrence, ProxyUpstream, ScheduledFault, timeline};
 use crate::scenario::{Scenario, Target};
 use crate::target::FleetWiring;
 
 /// How often an unconfirmed fault looks again.
 const CONFIRM_POLL: Duration = Duration::from_millis(250);
+
+/// A fault proxy the plane started, and what it stands in front of.
+#[derive(Debug)]
+pub struct ProxyEntry {
+    pub upstream: ProxyUpstream,
+    /// The `listen` the scenario gave, if any.
+    pub listen: Option<SocketAddr>,
+    pub proxy: FaultProxy,
+}
 
 /// What happened to one injection, for `summary.json` `faults[]`.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -67,6 +78,7 @@ pub struct ChaosPlane {
     faults: Vec<ScheduledFault>,
     confirm_within: Duration,
     standins: Option<StandIns>,
+    proxies: Vec<ProxyEntry>,
     files: HarnessFiles,
     /// Stops the stand-ins once everything else has stopped.
     servers: CancellationToken,
@@ -79,16 +91,25 @@ impl ChaosPlane {
     /// a fault needs them.
     pub async fn prepare(scenario: &Scenario, tag: &str) -> Result<ChaosPlane, FaultError> {
         let servers = CancellationToken::new();
+        let proxied = |upstream: ProxyUpstream| {
+            scenario.faults.iter().any(|fault| {
+                matches!(&fault.fault, FaultSpec::Proxy(proxy) if proxy.upstream == upstream)
+            })
+        };
+        let (tts_proxied, llm_proxied) = (proxied(ProxyUpstream::Tts), proxied(ProxyUpstream::Llm));
         let needs_standins = matches!(scenario.target, Target::Embedded(_))
+            || tts_proxied
+            || llm_proxied
             || scenario
                 .faults
                 .iter()
                 .any(|fault| matches!(fault.fault, FaultSpec::Tts { .. } | FaultSpec::Llm { .. }));
+        // A proxied stand-in listens anywhere; its proxy takes the address the fleet uses.
         let standins = if needs_standins {
             Some(
                 StandIns::start(
-                    scenario.chaos.tts_listen,
-                    scenario.chaos.llm_listen,
+                    scenario.chaos.tts_listen.filter(|_| !tts_proxied),
+                    scenario.chaos.llm_listen.filter(|_| !llm_proxied),
                     scenario.seed,
                     servers.clone(),
                 )
@@ -97,27 +118,77 @@ impl ChaosPlane {
         } else {
             None
         };
+        let mut proxies = Vec::new();
+        for fault in &scenario.faults {
+            let FaultSpec::Proxy(proxy) = &fault.fault else {
+                continue;
+            };
+            if proxies.iter().any(|known: &ProxyEntry| {
+                known.upstream == proxy.upstream && known.listen == proxy.listen
+            }) {
+                continue;
+            }
+            let any = SocketAddr::from(([127, 0, 0, 1], 0));
+            let (upstream, listen) = match (&proxy.upstream, &standins) {
+                (ProxyUpstream::Tts, Some(standins)) => (
+                    standins.tts_server.address,
+                    proxy.listen.or(scenario.chaos.tts_listen).unwrap_or(any),
+                ),
+                (ProxyUpstream::Llm, Some(standins)) => (
+                    standins.llm_server.address,
+                    proxy.listen.or(scenario.chaos.llm_listen).unwrap_or(any),
+                ),
+                (ProxyUpstream::Address(address), _) => {
+                    let resolved = tokio::net::lookup_host(address.as_str())
+                        .await
+                        .ok()
+                        .and_then(|mut addresses| addresses.next())
+                        .ok_or_else(|| {
+                            FaultError::new("proxy", format!("cannot resolve upstream {address}"))
+                        })?;
+                    (resolved, proxy.listen.unwrap_or(any))
+                }
+                _ => unreachable!("stand-ins run whenever a proxy stands in front of one"),
+            };
+            let running = FaultProxy::spawn(listen, upstream, servers.clone())
+                .await
+                .map_err(|error| {
+                    FaultError::new("proxy", format!("cannot listen on {listen}: {error}"))
+                })?;
+            proxies.push(ProxyEntry {
+                upstream: proxy.upstream.clone(),
+                listen: proxy.listen,
+                proxy: running,
+            });
+        }
         Ok(ChaosPlane {
             faults: scenario.faults.clone(),
             confirm_within: scenario.chaos.confirm_within,
             standins,
+            proxies,
             files: HarnessFiles::default(),
             servers,
             tag: tag.to_owned(),
         })
     }
 
+    /// The address the fleet must use for a stand-in: its proxy's, if it has one.
+    fn fleet_facing(&self, upstream: ProxyUpstream, direct: SocketAddr) -> SocketAddr {
+        self.proxies
+            .iter()
+            .find(|entry| entry.upstream == upstream)
+            .map_or(direct, |entry| entry.proxy.address())
+    }
+
     /// Where the embedded fleet's LLM and TTS must point.
     pub fn wiring(&self) -> FleetWiring {
         FleetWiring {
-            llm_base_url: self
-                .standins
-                .as_ref()
-                .map(|standins| base_url(standins.llm_server.address)),
-            tts_base_url: self
-                .standins
-                .as_ref()
-                .map(|standins| base_url(standins.tts_server.address)),
+            llm_base_url: self.standins.as_ref().map(|standins| {
+                base_url(self.fleet_facing(ProxyUpstream::Llm, standins.llm_server.address))
+            }),
+            tts_base_url: self.standins.as_ref().map(|standins| {
+                base_url(self.fleet_facing(ProxyUpstream::Tts, standins.tts_server.address))
+            }),
             alert_webhook_url: None,
         }
     }
@@ -125,13 +196,34 @@ impl ChaosPlane {
     /// Lines for the terminal: where the stand-ins listen (an external fleet must be
     /// pointed there).
     pub fn describe(&self) -> Vec<String> {
-        match &self.standins {
-            Some(standins) => vec![
-                format!("TTS stand-in: {}", base_url(standins.tts_server.address)),
-                format!("LLM stand-in: {}", base_url(standins.llm_server.address)),
-            ],
-            None => Vec::new(),
+        let mut lines = Vec::new();
+        if let Some(standins) = &self.standins {
+            let wiring = self.wiring();
+            lines.push(format!(
+                "point the fleet's TTS_BASE_URL at {} (voxsoak's TTS stand-in{})",
+                wiring.tts_base_url.unwrap_or_default(),
+                if self.fleet_facing(ProxyUpstream::Tts, standins.tts_server.address)
+                    == standins.tts_server.address
+                {
+                    ""
+                } else {
+                    ", behind a fault proxy"
+                }
+            ));
+            lines.push(format!(
+                "point the fleet's LLM_BASE_URL at {} (voxsoak's LLM stand-in)",
+                wiring.llm_base_url.unwrap_or_default()
+            ));
         }
+        for entry in &self.proxies {
+            if let ProxyUpstream::Address(address) = &entry.upstream {
+                lines.push(format!(
+                    "fault proxy for {address} listens on {}",
+                    entry.proxy.address()
+                ));
+            }
+        }
+        lines
     }
 
     pub fn standins(&self) -> Option<&StandIns> {
@@ -154,6 +246,7 @@ impl ChaosPlane {
             confirm_within: self.confirm_within,
             environment: FaultEnvironment {
                 standins: self.standins,
+                proxies: self.proxies,
                 files: self.files.clone(),
                 targets,
                 tag: self.tag,
