@@ -111,6 +111,34 @@
 //! response_p99 = "<= 3s"
 //! first_audio_p95 = "<= 2s"         # connect -> first agent audio
 //! pacing_jitter_p99 = "<= 5ms"      # the harness's own media pacing
+//!
+//! [[faults]]                        # optional, repeatable: see the README's chaos table
+//! kind = "db_pool_exhaustion"       # tts_429 tts_error tts_slow tts_timeout
+//!                                   # empty_tool_params malformed_tool_params
+//!                                   # llm_truncated_stream llm_slow llm_error
+//!                                   # db_pool_exhaustion temp_file_leak proxy
+//!                                   # process_stall process_kill
+//! name = "pool"                     # default: the kind (numbered when it repeats); unique
+//! at = "3m"                         # default 0s
+//! for = "1m"                        # required, > 0
+//! every = "2h"                      # optional; every > for + 2 × every_jitter + 1s
+//! every_jitter = "10m"
+//! detect = { alert = "DbPoolSaturated" }  # or { health = "unhealthy" },
+//!                                   # { metric = "a / b > 0.95" }, { log = "re", file = "…" },
+//!                                   # or a list; default per kind
+//! method = "hold_locks"             # kind parameters; a kind refuses the others'
+//! holders = 3
+//!
+//! [chaos]                           # optional
+//! tts_listen = "127.0.0.1:9100"     # loopback only; required for stand-in faults against an
+//! llm_listen = "127.0.0.1:9101"     # external fleet (which must be pointed there)
+//! confirm_within = "15s"
+//!
+//! [abort]                           # optional
+//! call_success_below = "50%"        # over the last `over` (default 60s), with at least
+//! over = "60s"                      # `min_calls` (default 10) ended calls in it
+//! kill_switch_file = "ABORT"        # default; relative to the run directory
+//! kill_switch_listen = "127.0.0.1:9911"  # POST /abort; loopback only
 //! ```
 //!
 //! Rules the example does not show:
@@ -132,6 +160,10 @@
 //!   of 1000); see [`crate::units::parse_byte_size`]. Bare numbers are errors.
 //! - The embedded fleet always listens on 127.0.0.1, whatever `allow_hosts` says; calls go
 //!   to its `ws://127.0.0.1:PORT/stream`.
+//! - Fault rules: `take_slots` needs PostgreSQL; process faults need a fleet the harness
+//!   started; `temp_file_leak` needs `dir` unless the fleet is embedded; a proxy in front of
+//!   a `host:port` needs `listen` and the host in `allow_hosts`; `db_pool_exhaustion`
+//!   against an external fleet needs `database_url_env`.
 //! - SLO thresholds may omit the operator (`"99.5%"`, `"1500ms"`), but a wrong direction
 //!   (`"<= 99%"` for call_success) is an error.
 
