@@ -93,11 +93,29 @@ impl LiveRun {
             .map(|response| response.status().as_u16())
     }
 
-    pub async fn finish(self) -> RunOutcome {
-        within(Duration::from_secs(180), self.task)
+    pub async fn finish(self) -> FinishedRun {
+        let outcome = within(Duration::from_secs(180), self.task)
             .await
             .expect("the run task does not panic")
-            .unwrap_or_else(|error| panic!("the run failed: {error}"))
+            .unwrap_or_else(|error| panic!("the run failed: {error}"));
+        FinishedRun {
+            outcome,
+            _scenario: self._scenario,
+        }
+    }
+}
+
+/// A finished run; its run directory lives as long as this.
+pub struct FinishedRun {
+    pub outcome: RunOutcome,
+    _scenario: ScenarioFile,
+}
+
+impl std::ops::Deref for FinishedRun {
+    type Target = RunOutcome;
+
+    fn deref(&self) -> &RunOutcome {
+        &self.outcome
     }
 }
 
@@ -126,6 +144,20 @@ pub async fn journal_event(
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// The sums of `fields` over every `event` record of a journal.
+fn journal_sum(path: &Path, event: &str, fields: &[&str; 2]) -> (f64, f64) {
+    let text = std::fs::read_to_string(path).unwrap();
+    text.lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|record| record["event"] == event)
+        .fold((0.0, 0.0), |(a, b), record| {
+            (
+                a + record[fields[0]].as_f64().unwrap_or(0.0),
+                b + record[fields[1]].as_f64().unwrap_or(0.0),
+            )
+        })
 }
 
 /// An embedded-fleet scenario with `faults` appended: `concurrency` calls held for `hold`.
@@ -218,6 +250,24 @@ retry_after = "1s"
             "{report:?}"
         );
         requests_429.push(during);
+        // The journal has the stand-in's view: retries, and those that came before the
+        // Retry-After the 429 asked for.
+        let (retries, ignored) = journal_sum(
+            &outcome.out_dir.join("journal.jsonl"),
+            "tts_requests",
+            &["retries", "retry_after_ignored"],
+        );
+        if bugs.is_empty() {
+            assert_eq!(
+                ignored, 0.0,
+                "the fixed fleet honours Retry-After ({retries} retries)"
+            );
+        } else {
+            assert!(
+                ignored >= 5.0,
+                "no-backoff ignores Retry-After: {ignored} of {retries} retries"
+            );
+        }
     }
     let (fixed, storm) = (requests_429[0], requests_429[1]);
     assert!(

@@ -73,5 +73,6 @@ pub mod plane;
 pub mod process;
 pub mod standin;
 pub mod temp_files;
+pub mod tts_log;
 
 pub use plane::{ChaosOutcome, ChaosPlane, ChaosRun, ChaosTargets, FaultReport};

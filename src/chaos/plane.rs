@@ -20,6 +20,7 @@ use super::process::ProcessTarget;
 use super::proxy::FaultProxy;
 use super::standin::{StandIns, base_url};
 use super::temp_files::HarnessFiles;
+use super::tts_log::journal_tts_requests;
 use crate::journal::{Journal, round_ms};
 use crate::scenario::faults::{FaultSpec, Occurrence, ProxyUpstream, ScheduledFault, timeline};
 use crate::scenario::{Scenario, Target};
@@ -241,6 +242,14 @@ impl ChaosPlane {
         stop: CancellationToken,
     ) -> ChaosRun {
         let occurrences = timeline(&self.faults, run_for, seed);
+        let log_stop = CancellationToken::new();
+        let tts_log = self.standins.as_ref().map(|standins| {
+            tokio::spawn(journal_tts_requests(
+                Arc::clone(&standins.tts),
+                journal.clone(),
+                log_stop.clone(),
+            ))
+        });
         let shared = Arc::new(Shared {
             faults: self.faults,
             confirm_within: self.confirm_within,
@@ -256,6 +265,8 @@ impl ChaosPlane {
         let task = tokio::spawn(run_timeline(Arc::clone(&shared), occurrences, stop));
         ChaosRun {
             task,
+            tts_log,
+            log_stop,
             files: self.files,
             servers: self.servers,
         }
@@ -266,6 +277,9 @@ impl ChaosPlane {
 #[derive(Debug)]
 pub struct ChaosRun {
     task: tokio::task::JoinHandle<Vec<FaultReport>>,
+    /// Journals the TTS stand-in's requests (`tts_requests`).
+    tts_log: Option<tokio::task::JoinHandle<()>>,
+    log_stop: CancellationToken,
     files: HarnessFiles,
     servers: CancellationToken,
 }
@@ -281,6 +295,10 @@ impl ChaosRun {
                 Vec::new()
             }
         };
+        self.log_stop.cancel();
+        if let Some(tts_log) = self.tts_log {
+            let _ = tts_log.await;
+        }
         ChaosOutcome {
             reports,
             files: self.files,
