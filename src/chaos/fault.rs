@@ -30,6 +30,15 @@ pub struct FaultEnvironment {
     pub targets: ChaosTargets,
     /// Part of every leaked file's name (the run id).
     pub tag: String,
+    /// Hosts the harness may connect to (`[target] allow_hosts`): a database fault checks
+    /// its server against them.
+    pub allow_hosts: Vec<String>,
+}
+
+impl FaultEnvironment {
+    fn host_allowed(&self, host: &str) -> bool {
+        crate::scenario::host_in(&self.allow_hosts, host)
+    }
 }
 
 /// An injected fault of any kind.
@@ -210,6 +219,19 @@ pub async fn inject(
                     .clone()
                     .ok_or_else(|| missing("database"))?,
             };
+            if let Ok(parsed) = url::Url::parse(&url)
+                && parsed.scheme().starts_with("postgres")
+            {
+                let host = parsed.host_str().unwrap_or("localhost");
+                if !shared.host_allowed(host) {
+                    return Err(FaultError::new(
+                        kind,
+                        format!(
+                            "the database host {host} is not in allow_hosts; add it to [target] allow_hosts to inject faults there"
+                        ),
+                    ));
+                }
+            }
             ActiveFault::DbPool(Box::new(DbPoolFault::inject(&url, db.method).await?))
         }
         FaultSpec::Proxy(spec) => {
@@ -236,4 +258,57 @@ pub async fn inject(
             ActiveFault::Proxy(ProxyFault::inject(entry.proxy.clone(), toxics)?)
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::faults::{DbPoolExhaustion, DbPoolMethod, FaultKind};
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn a_database_outside_allow_hosts_is_refused_before_any_connection() {
+        let variable = "VOXSOAK_TEST_FAULT_FOREIGN_DB";
+        // SAFETY: set once; no other test reads this name.
+        unsafe {
+            std::env::set_var(
+                variable,
+                "postgres://fleet:secret@db.example.com:5432/fleet",
+            );
+        }
+        let environment = FaultEnvironment {
+            standins: None,
+            proxies: Vec::new(),
+            files: HarnessFiles::default(),
+            targets: ChaosTargets::default(),
+            tag: "test".into(),
+            allow_hosts: vec!["127.0.0.1".into(), "localhost".into()],
+        };
+        let fault = ScheduledFault {
+            name: "db".into(),
+            kind: FaultKind::DbPoolExhaustion,
+            fault: FaultSpec::DbPoolExhaustion(DbPoolExhaustion {
+                method: DbPoolMethod::hold_locks(),
+                database_url_env: Some(variable.into()),
+            }),
+            at: Duration::ZERO,
+            duration: Duration::from_secs(1),
+            every: None,
+            detect: Vec::new(),
+            line: 1,
+        };
+        let occurrence = Occurrence {
+            fault: 0,
+            number: 1,
+            at: Duration::ZERO,
+            until: Duration::from_secs(1),
+        };
+        let error = inject(&environment, &fault, &occurrence).await.unwrap_err();
+        let message = error.to_string();
+        assert!(
+            message.contains("db.example.com is not in allow_hosts"),
+            "{message}"
+        );
+        assert!(!message.contains("secret"), "{message}");
+    }
 }

@@ -80,6 +80,7 @@ pub struct ChaosPlane {
     confirm_within: Duration,
     standins: Option<StandIns>,
     proxies: Vec<ProxyEntry>,
+    allow_hosts: Vec<String>,
     files: HarnessFiles,
     /// Stops the stand-ins once everything else has stopped.
     servers: CancellationToken,
@@ -167,6 +168,7 @@ impl ChaosPlane {
             confirm_within: scenario.chaos.confirm_within,
             standins,
             proxies,
+            allow_hosts: scenario.allow_hosts.clone(),
             files: HarnessFiles::default(),
             servers,
             tag: tag.to_owned(),
@@ -256,6 +258,7 @@ impl ChaosPlane {
             environment: FaultEnvironment {
                 standins: self.standins,
                 proxies: self.proxies,
+                allow_hosts: self.allow_hosts,
                 files: self.files.clone(),
                 targets,
                 tag: self.tag,

@@ -243,7 +243,7 @@ impl Scenario {
     /// Whether the harness may connect to `host` (case-insensitive; `[::1]` and `::1` are
     /// the same host, as are `localhost` and `localhost.`).
     pub fn host_allowed(&self, host: &str) -> bool {
-        validate::host_in(&self.allow_hosts, host)
+        host_in(&self.allow_hosts, host)
     }
 
     /// The same scenario with another seed (`--seed` on the command line).
@@ -251,6 +251,11 @@ impl Scenario {
         self.seed = seed;
         self
     }
+}
+
+/// Whether `host` is one of `allowed`, compared as [`Scenario::host_allowed`] does.
+pub fn host_in(allowed: &[String], host: &str) -> bool {
+    validate::host_in(allowed, host)
 }
 
 fn normalize_host(host: &str) -> String {

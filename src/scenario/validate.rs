@@ -1397,7 +1397,18 @@ impl Validator<'_> {
     /// `">= 99.5%"` (or `"99.5%"`) → 99.5.
     fn percent_threshold(&mut self, value: &RawValue) -> Option<f64> {
         const EXPECTED: &str = r#"expected a threshold such as ">= 99.5%""#;
-        let rest = self.threshold_operand(value, ">=", "call_success is a minimum", EXPECTED)?;
+        self.percent(value, ">=", "call_success is a minimum", EXPECTED)
+    }
+
+    /// A percentage from 0% to 100% after an optional `operator`.
+    fn percent(
+        &mut self,
+        value: &RawValue,
+        operator: &str,
+        direction: &str,
+        expected: &str,
+    ) -> Option<f64> {
+        let rest = self.threshold_operand(value, operator, direction, expected)?;
         let pct = rest
             .strip_suffix('%')
             .and_then(|number| number.trim().parse::<f64>().ok())
@@ -1406,7 +1417,7 @@ impl Validator<'_> {
             self.error(
                 value.span(),
                 format!(
-                    "{EXPECTED} (0% to 100%), found {}",
+                    "{expected} (0% to 100%), found {}",
                     describe(value.get_ref())
                 ),
             );

@@ -947,25 +947,7 @@ impl Validator<'_> {
     /// `"50%"` or `"< 50%"` → 50.0.
     fn below_percent(&mut self, value: &RawValue) -> Option<f64> {
         const EXPECTED: &str = r#"call_success_below: expected a percentage such as "50%""#;
-        let toml::Value::String(text) = value.get_ref() else {
-            self.error(
-                value.span(),
-                format!("{EXPECTED}, found {}", describe(value.get_ref())),
-            );
-            return None;
-        };
-        let number = text.trim().trim_start_matches('<').trim();
-        let pct = number
-            .strip_suffix('%')
-            .and_then(|number| number.trim().parse::<f64>().ok())
-            .filter(|pct| (0.0..=100.0).contains(pct));
-        if pct.is_none() {
-            self.error(
-                value.span(),
-                format!("{EXPECTED} (0% to 100%), found {text:?}"),
-            );
-        }
-        pct
+        self.percent(value, "<", "call_success_below is a floor", EXPECTED)
     }
 }
 
