@@ -263,12 +263,30 @@ pub struct SpawnedFleet {
     temp_dir: Option<TempDir>,
 }
 
-/// A child's command line and environment, kept to start it again.
-#[derive(Debug, Clone)]
+/// A child's command line and environment, kept to start it again. Its `Debug` names the
+/// variables but never shows their values (the database URL may hold a password).
+#[derive(Clone)]
 struct Recipe {
     program: std::ffi::OsString,
     args: Vec<std::ffi::OsString>,
     env: Vec<(std::ffi::OsString, Option<std::ffi::OsString>)>,
+}
+
+impl fmt::Debug for Recipe {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Recipe")
+            .field("program", &self.program)
+            .field("args", &self.args)
+            .field(
+                "env",
+                &self
+                    .env
+                    .iter()
+                    .map(|(key, value)| (key, if value.is_some() { "set" } else { "removed" }))
+                    .collect::<Vec<_>>(),
+            )
+            .finish()
+    }
 }
 
 impl Recipe {

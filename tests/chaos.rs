@@ -754,3 +754,113 @@ for = "6s"
     let outcome = live.finish().await;
     assert!(fault(&outcome, "proxy").confirmed);
 }
+
+/// A port that was free a moment ago (for a fleet that must be told where the stand-ins
+/// will listen before they do).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Against a fleet the harness did not start (the reference fleet run by hand, pointed at
+/// `[chaos] tts_listen` / `llm_listen`): the stand-in faults, the database fault through
+/// `database_url_env` and a leak into the fleet's dir all take effect and are undone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn faults_against_an_external_fleet_pointed_at_the_stand_ins() {
+    use crate::fleet_util::{Backend, FleetProcess, TestDb};
+    let db = TestDb::create(Backend::Sqlite, "external").await.unwrap();
+    let (tts, llm) = (free_port(), free_port());
+    let fleet = FleetProcess::start(
+        &db,
+        &[
+            "--orders".into(),
+            "2000".into(),
+            "--tts-base-url".into(),
+            format!("http://127.0.0.1:{tts}/v1"),
+            "--llm-base-url".into(),
+            format!("http://127.0.0.1:{llm}/v1"),
+        ],
+    )
+    .await;
+    let variable = "VOXSOAK_TEST_EXTERNAL_FLEET_DB";
+    // SAFETY: set once before the run reads it; no other test uses this name.
+    unsafe {
+        std::env::set_var(variable, db.url());
+    }
+    let toml = format!(
+        r#"
+name = "external-chaos"
+[target]
+stream_url = "{stream}"
+[load]
+stages = [{{ ramp_to = 2, over = "1s" }}, {{ hold = "12s" }}]
+[calls]
+turn_timeout = "8s"
+fixtures = ["{fixtures}/*.wav"]
+[[scripts]]
+name = "talk"
+turns = 3
+[slo]
+call_success = ">= 0%"
+[chaos]
+tts_listen = "127.0.0.1:{tts}"
+llm_listen = "127.0.0.1:{llm}"
+[[faults]]
+kind = "tts_429"
+at = "2s"
+for = "4s"
+[[faults]]
+kind = "db_pool_exhaustion"
+database_url_env = "{variable}"
+at = "2s"
+for = "4s"
+[[faults]]
+kind = "temp_file_leak"
+dir = "{audio}"
+file_size = "64KiB"
+rate = "1MiB/s"
+at = "2s"
+for = "3s"
+"#,
+        stream = fleet.stream_url(),
+        fixtures = fixtures_dir().display(),
+        audio = fleet.audio_dir.display(),
+    );
+    let live = LiveRun::start(&toml, &[]);
+    let outcome = live.finish().await;
+    for name in ["tts_429", "db_pool_exhaustion", "temp_file_leak"] {
+        let report = fault(&outcome, name);
+        assert!(report.confirmed, "{report:?}");
+        assert!(report.cleared_at_s.is_some(), "{report:?}");
+    }
+    assert!(
+        outcome.summary.calls.completed >= 2,
+        "calls reached the fleet through its stand-ins: {:?}",
+        outcome.summary.calls
+    );
+    let leaked = std::fs::read_dir(&fleet.audio_dir)
+        .unwrap()
+        .flatten()
+        .filter(|entry| {
+            entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with("voxsoak-leak-")
+        })
+        .count();
+    assert_eq!(
+        leaked, 0,
+        "the harness removed its files from the fleet's dir"
+    );
+    // The fleet keeps running after the run, healthy again (the lock is gone).
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            fleet.health().await.0 == 200
+        })
+        .await
+    );
+    fleet.stop().await;
+}
