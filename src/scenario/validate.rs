@@ -21,7 +21,7 @@ use super::{
 use crate::fleet::Bug;
 
 #[path = "validate_faults.rs"]
-mod faults;
+pub(super) mod faults;
 
 /// Longer than any soak; keeps every `Instant + duration` in range.
 const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);

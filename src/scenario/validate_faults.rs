@@ -979,7 +979,7 @@ fn split_host_port(address: &str) -> Option<(&str, u16)> {
 }
 
 /// Parses `series [/ series] OP number`.
-pub(crate) fn parse_metric_condition(text: &str) -> Result<MetricCondition, String> {
+pub fn parse_metric_condition(text: &str) -> Result<MetricCondition, String> {
     let operators = [
         (">=", Comparison::GreaterOrEqual),
         ("<=", Comparison::LessOrEqual),

@@ -1,0 +1,122 @@
+//! The alert receiver: an HTTP endpoint taking what a fleet (or its Alertmanager) posts, in
+//! the Alertmanager webhook format (`{"alerts": [{"status", "labels": {"alertname"}}]}`)
+//! or as plain JSON (`{"name", "status"}`, or a list of them). Every alert becomes a
+//! [`Signal::Alert`]; a body that is neither is answered 400 and counted, never trusted.
+
+use std::net::SocketAddr;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::routing::post;
+use serde_json::Value;
+use tokio::sync::mpsc::UnboundedSender;
+use tokio_util::sync::CancellationToken;
+
+use super::{Observation, Signal};
+
+/// The largest alert body taken; Alertmanager batches are far smaller.
+const MAX_BODY: usize = 1 << 20;
+/// Longest alert name kept (a fleet could send anything).
+const MAX_NAME: usize = 200;
+
+/// Serves `POST /alerts` (and `POST /`) on `listen` until `stop`; returns the bound address.
+pub async fn serve(
+    listen: SocketAddr,
+    observations: UnboundedSender<Observation>,
+    stop: CancellationToken,
+) -> std::io::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    let address = listener.local_addr()?;
+    let router = Router::new()
+        .route("/alerts", post(receive))
+        .route("/", post(receive))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(observations);
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router)
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await;
+    });
+    Ok(address)
+}
+
+async fn receive(State(observations): State<UnboundedSender<Observation>>, body: Bytes) -> StatusCode {
+    match parse(&body) {
+        Some(alerts) => {
+            for (name, firing) in alerts {
+                let _ = observations.send(Observation::now(Signal::Alert { name, firing }));
+            }
+            StatusCode::OK
+        }
+        None => {
+            let _ = observations.send(Observation::now(Signal::BadAlert));
+            StatusCode::BAD_REQUEST
+        }
+    }
+}
+
+/// The (name, firing) pairs in a body, or None if it is not an alert payload.
+pub fn parse(body: &[u8]) -> Option<Vec<(String, bool)>> {
+    let value: Value = serde_json::from_slice(body).ok()?;
+    let items: Vec<&Value> = match &value {
+        Value::Object(object) => match object.get("alerts") {
+            Some(Value::Array(alerts)) => alerts.iter().collect(),
+            Some(_) => return None,
+            None => vec![&value],
+        },
+        Value::Array(items) => items.iter().collect(),
+        _ => return None,
+    };
+    let group_status = value.get("status").and_then(Value::as_str);
+    let mut alerts = Vec::new();
+    for item in items {
+        let name = item
+            .get("labels")
+            .and_then(|labels| labels.get("alertname"))
+            .or_else(|| item.get("name"))
+            .or_else(|| item.get("alertname"))
+            .and_then(Value::as_str)?;
+        let status = item
+            .get("status")
+            .and_then(Value::as_str)
+            .or(group_status)
+            .unwrap_or("firing");
+        let name: String = name.chars().take(MAX_NAME).collect();
+        alerts.push((name, status != "resolved"));
+    }
+    Some(alerts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alertmanager_and_plain_payloads_parse() {
+        let alertmanager = br#"{"version":"4","status":"firing","receiver":"voxsoak",
+            "alerts":[{"status":"firing","labels":{"alertname":"TtsRateLimited"}},
+                      {"status":"resolved","labels":{"alertname":"DbPoolSaturated"}}]}"#;
+        assert_eq!(
+            parse(alertmanager),
+            Some(vec![
+                ("TtsRateLimited".into(), true),
+                ("DbPoolSaturated".into(), false)
+            ])
+        );
+        assert_eq!(
+            parse(br#"{"name":"WorkerStalled","status":"resolved"}"#),
+            Some(vec![("WorkerStalled".into(), false)])
+        );
+        assert_eq!(
+            parse(br#"[{"name":"A"},{"alertname":"B"}]"#),
+            Some(vec![("A".into(), true), ("B".into(), true)])
+        );
+        assert_eq!(parse(b"not json"), None);
+        assert_eq!(parse(br#"{"alerts": 3}"#), None);
+        assert_eq!(parse(br#"{"alerts": [{"labels": {}}]}"#), None);
+        let long = format!(r#"{{"name":"{}"}}"#, "x".repeat(10_000));
+        assert_eq!(parse(long.as_bytes()).unwrap()[0].0.len(), MAX_NAME);
+    }
+}

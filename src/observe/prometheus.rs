@@ -1,0 +1,271 @@
+//! The Prometheus scraper: `GET /metrics` in the text exposition format, the samples of
+//! the series a scenario names, and its `detect` conditions evaluated on every scrape.
+
+use std::time::Duration;
+
+use tokio::sync::mpsc::UnboundedSender;
+use tokio_util::sync::CancellationToken;
+
+use super::{Observation, Signal};
+use crate::scenario::faults::{MetricCondition, SeriesSelector};
+
+/// The largest `/metrics` page read; a bigger one is a failed scrape.
+const MAX_PAGE: usize = 8 << 20;
+
+/// One sample: a series name, its labels and its value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub name: String,
+    pub labels: Vec<(String, String)>,
+    pub value: f64,
+}
+
+/// The samples of a page in the text exposition format. Comments, blank lines and lines
+/// that do not parse are skipped (a fleet's page is not trusted to be well formed).
+pub fn parse(page: &str) -> Vec<Sample> {
+    page.lines().filter_map(parse_line).collect()
+}
+
+fn parse_line(line: &str) -> Option<Sample> {
+    let line = line.trim();
+    if line.is_empty() || line.starts_with('#') {
+        return None;
+    }
+    let name_end = line
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+        .unwrap_or(line.len());
+    let name = &line[..name_end];
+    if name.is_empty() {
+        return None;
+    }
+    let mut rest = &line[name_end..];
+    let mut labels = Vec::new();
+    if let Some(inner) = rest.strip_prefix('{') {
+        let (parsed, after) = parse_labels(inner)?;
+        labels = parsed;
+        rest = after;
+    }
+    let value = rest.split_whitespace().next()?;
+    let value = match value {
+        "+Inf" => f64::INFINITY,
+        "-Inf" => f64::NEG_INFINITY,
+        "NaN" => f64::NAN,
+        number => number.parse().ok()?,
+    };
+    Some(Sample {
+        name: name.to_owned(),
+        labels,
+        value,
+    })
+}
+
+/// `a="x",b="y\"z"}` → labels and the text after the `}`.
+fn parse_labels(mut text: &str) -> Option<(Vec<(String, String)>, &str)> {
+    let mut labels = Vec::new();
+    loop {
+        text = text.trim_start();
+        if let Some(after) = text.strip_prefix('}') {
+            return Some((labels, after));
+        }
+        let (name, after) = text.split_once('=')?;
+        let mut chars = after.trim_start().strip_prefix('"')?.char_indices();
+        let body = after.trim_start().strip_prefix('"')?;
+        let mut value = String::new();
+        let mut end = None;
+        while let Some((index, c)) = chars.next() {
+            match c {
+                '\\' => match chars.next() {
+                    Some((_, 'n')) => value.push('\n'),
+                    Some((_, other)) => value.push(other),
+                    None => return None,
+                },
+                '"' => {
+                    end = Some(index);
+                    break;
+                }
+                other => value.push(other),
+            }
+        }
+        labels.push((name.trim().to_owned(), value));
+        text = &body[end? + 1..];
+        text = text.trim_start();
+        text = text.strip_prefix(',').unwrap_or(text);
+    }
+}
+
+/// The sum of every sample of the selector's name whose labels include its labels; None
+/// when there is none.
+pub fn select(samples: &[Sample], selector: &SeriesSelector) -> Option<f64> {
+    let mut matched = samples.iter().filter(|sample| {
+        sample.name == selector.name
+            && selector
+                .labels
+                .iter()
+                .all(|wanted| sample.labels.iter().any(|label| label == wanted))
+    });
+    let first = matched.next()?.value;
+    Some(matched.fold(first, |sum, sample| sum + sample.value))
+}
+
+/// The condition's left-hand value on these samples (None: a series is missing, or the
+/// denominator is zero).
+pub fn evaluate(samples: &[Sample], condition: &MetricCondition) -> Option<f64> {
+    let numerator = select(samples, &condition.numerator)?;
+    match &condition.denominator {
+        Some(denominator) => {
+            let denominator = select(samples, denominator)?;
+            (denominator != 0.0).then(|| numerator / denominator)
+        }
+        None => Some(numerator),
+    }
+}
+
+/// Scrapes `url` every `interval` until `stop`, evaluating `conditions` each time.
+pub async fn scrape(
+    http: reqwest::Client,
+    url: String,
+    interval: Duration,
+    conditions: Vec<MetricCondition>,
+    observations: UnboundedSender<Observation>,
+    stop: CancellationToken,
+) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            () = stop.cancelled() => return,
+        }
+        let page = tokio::select! {
+            page = fetch(&http, &url, interval.max(Duration::from_secs(2))) => page,
+            () = stop.cancelled() => return,
+        };
+        let signals = match page {
+            Ok(page) => {
+                let samples = parse(&page);
+                let mut signals: Vec<Signal> = conditions
+                    .iter()
+                    .enumerate()
+                    .map(|(index, condition)| {
+                        let value = evaluate(&samples, condition);
+                        Signal::Condition {
+                            index,
+                            holds: value.is_some_and(|value| {
+                                condition.comparison.holds(value, condition.threshold)
+                            }),
+                            value,
+                        }
+                    })
+                    .collect();
+                let gauge = |name: &str| {
+                    select(
+                        &samples,
+                        &SeriesSelector {
+                            name: name.to_owned(),
+                            labels: Vec::new(),
+                        },
+                    )
+                };
+                signals.push(Signal::Gauges {
+                    rss_bytes: gauge("process_resident_memory_bytes"),
+                    temp_dir_bytes: gauge("temp_dir_bytes"),
+                });
+                signals
+            }
+            Err(reason) => vec![Signal::ScrapeFailed { reason }],
+        };
+        for signal in signals {
+            if observations.send(Observation::now(signal)).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+async fn fetch(http: &reqwest::Client, url: &str, timeout: Duration) -> Result<String, String> {
+    let response = http
+        .get(url)
+        .timeout(timeout)
+        .send()
+        .await
+        .map_err(|error| error.without_url().to_string())?;
+    if !response.status().is_success() {
+        return Err(format!("status {}", response.status().as_u16()));
+    }
+    if response.content_length().is_some_and(|length| length > MAX_PAGE as u64) {
+        return Err("the page is over 8 MiB".to_owned());
+    }
+    let bytes = response
+        .bytes()
+        .await
+        .map_err(|error| error.without_url().to_string())?;
+    if bytes.len() > MAX_PAGE {
+        return Err("the page is over 8 MiB".to_owned());
+    }
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::faults::Comparison;
+
+    const PAGE: &str = r#"# HELP db_pool_in_use Connections in use.
+# TYPE db_pool_in_use gauge
+db_pool_in_use 19
+db_pool_size 20
+tts_requests_total{status="200"} 40
+tts_requests_total{status="429",path="/v1/audio/speech"} 7
+weird{a="x\"y",b="}"} 1.5e3 1700000000
+garbage line here
+response_seconds_bucket{le="+Inf"} +Inf
+"#;
+
+    fn selector(name: &str, labels: &[(&str, &str)]) -> SeriesSelector {
+        SeriesSelector {
+            name: name.into(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn the_exposition_format_parses_and_garbage_is_skipped() {
+        let samples = parse(PAGE);
+        assert_eq!(samples.len(), 6);
+        assert_eq!(select(&samples, &selector("db_pool_in_use", &[])), Some(19.0));
+        assert_eq!(select(&samples, &selector("tts_requests_total", &[])), Some(47.0));
+        assert_eq!(
+            select(&samples, &selector("tts_requests_total", &[("status", "429")])),
+            Some(7.0)
+        );
+        assert_eq!(
+            select(&samples, &selector("weird", &[("a", "x\"y"), ("b", "}")])),
+            Some(1500.0)
+        );
+        assert_eq!(select(&samples, &selector("missing", &[])), None);
+        assert!(parse("{}\n=\nname{a=\"unterminated} 1\n").is_empty());
+    }
+
+    #[test]
+    fn conditions_divide_and_compare() {
+        let samples = parse(PAGE);
+        let condition = MetricCondition {
+            numerator: selector("db_pool_in_use", &[]),
+            denominator: Some(selector("db_pool_size", &[])),
+            comparison: Comparison::Greater,
+            threshold: 0.9,
+            text: String::new(),
+        };
+        assert_eq!(evaluate(&samples, &condition), Some(0.95));
+        let zero = parse("a 1\nb 0\n");
+        let divide_by_zero = MetricCondition {
+            numerator: selector("a", &[]),
+            denominator: Some(selector("b", &[])),
+            ..condition
+        };
+        assert_eq!(evaluate(&zero, &divide_by_zero), None);
+    }
+}
