@@ -66,7 +66,9 @@ impl ActiveFault {
         }
     }
 
-    pub async fn clear(self) -> Result<String, FaultError> {
+    /// Undoes it. `ending`: the run is stopping, so a killed fleet is not started again
+    /// (the run stops it anyway).
+    pub async fn clear(self, ending: bool) -> Result<String, FaultError> {
         match self {
             ActiveFault::DbPool(fault) => fault.clear().await,
             ActiveFault::Proxy(fault) => fault.clear().await,
@@ -74,6 +76,7 @@ impl ActiveFault {
             ActiveFault::Llm(fault) => fault.clear().await,
             ActiveFault::TempFileLeak(fault, _) => fault.clear().await,
             ActiveFault::ProcessStall(fault) => fault.clear().await,
+            ActiveFault::ProcessKill(fault) if ending => Ok(fault.leave_dead()),
             ActiveFault::ProcessKill(fault) => fault.clear().await,
         }
     }

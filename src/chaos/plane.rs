@@ -3,6 +3,7 @@
 //! journals every step. However the run ends, every fault is cleared: the scheduler clears
 //! on its stop token, and each fault undoes itself when dropped (a panic).
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -53,7 +54,11 @@ pub struct FaultReport {
     pub confirmed: bool,
     /// When it was seen to be in effect.
     pub confirmed_at_s: Option<f64>,
-    /// Filled by the grader.
+    /// Undoing it failed (locks may still be held, the fleet not restarted): the run's
+    /// verdict is `error`.
+    pub clear_failed: bool,
+    /// From the observers' signals (the embedded fleet); null when nothing was watched or
+    /// nothing matched.
     pub detected_after_s: Option<f64>,
     pub detected_by: Option<String>,
     pub recovered_after_s: Option<f64>,
@@ -61,8 +66,9 @@ pub struct FaultReport {
     pub notes: Vec<String>,
 }
 
-/// What the chaos plane needs to know about the fleet once it runs.
-#[derive(Debug, Clone, Default)]
+/// What the chaos plane needs to know about the fleet once it runs. Its `Debug` never
+/// shows the database URL.
+#[derive(Clone, Default)]
 pub struct ChaosTargets {
     /// The fleet process, when the harness started it (or the pid `voxsoak chaos` was
     /// given).
@@ -73,6 +79,16 @@ pub struct ChaosTargets {
     pub audio_tmp_dir: Option<PathBuf>,
 }
 
+impl std::fmt::Debug for ChaosTargets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChaosTargets")
+            .field("fleet", &self.fleet)
+            .field("database_url", &self.database_url.as_ref().map(|_| "…"))
+            .field("audio_tmp_dir", &self.audio_tmp_dir)
+            .finish()
+    }
+}
+
 /// The chaos plane before the fleet starts: its stand-ins are up.
 #[derive(Debug)]
 pub struct ChaosPlane {
@@ -81,10 +97,22 @@ pub struct ChaosPlane {
     standins: Option<StandIns>,
     proxies: Vec<ProxyEntry>,
     allow_hosts: Vec<String>,
+    /// Set by [`ChaosPlane::start`], which hands the servers on to the run.
+    started: bool,
     files: HarnessFiles,
     /// Stops the stand-ins once everything else has stopped.
     servers: CancellationToken,
     tag: String,
+}
+
+impl Drop for ChaosPlane {
+    /// A plane dropped before it started (the run failed to start the fleet): its stand-ins
+    /// and proxies stop.
+    fn drop(&mut self) {
+        if !self.started {
+            self.servers.cancel();
+        }
+    }
 }
 
 impl ChaosPlane {
@@ -169,6 +197,7 @@ impl ChaosPlane {
             standins,
             proxies,
             allow_hosts: scenario.allow_hosts.clone(),
+            started: false,
             files: HarnessFiles::default(),
             servers,
             tag: tag.to_owned(),
@@ -236,13 +265,14 @@ impl ChaosPlane {
     /// Runs the timeline from `start` in a task of its own until it is done or `stop` is
     /// cancelled; every injected fault is cleared before the task ends.
     pub fn start(
-        self,
+        mut self,
         targets: ChaosTargets,
         journal: Journal,
         run_for: Duration,
         seed: u64,
         stop: CancellationToken,
     ) -> ChaosRun {
+        self.started = true;
         let occurrences = timeline(&self.faults, run_for, seed);
         let log_stop = CancellationToken::new();
         let tts_log = self.standins.as_ref().map(|standins| {
@@ -253,15 +283,15 @@ impl ChaosPlane {
             ))
         });
         let shared = Arc::new(Shared {
-            faults: self.faults,
+            faults: std::mem::take(&mut self.faults),
             confirm_within: self.confirm_within,
             environment: FaultEnvironment {
-                standins: self.standins,
-                proxies: self.proxies,
-                allow_hosts: self.allow_hosts,
+                standins: self.standins.take(),
+                proxies: std::mem::take(&mut self.proxies),
+                allow_hosts: std::mem::take(&mut self.allow_hosts),
                 files: self.files.clone(),
                 targets,
-                tag: self.tag,
+                tag: std::mem::take(&mut self.tag),
             },
             journal,
         });
@@ -270,8 +300,8 @@ impl ChaosPlane {
             task,
             tts_log,
             log_stop,
-            files: self.files,
-            servers: self.servers,
+            files: self.files.clone(),
+            servers: self.servers.clone(),
         }
     }
 }
@@ -322,7 +352,7 @@ impl ChaosOutcome {
     /// Removes every file the harness leaked and stops the stand-ins. Returns how many
     /// files were removed.
     pub fn tear_down(&self) -> u64 {
-        let (removed, _) = self.files.remove_all();
+        let removed = self.files.remove_all();
         self.servers.cancel();
         removed
     }
@@ -349,8 +379,13 @@ async fn run_timeline(
 ) -> Vec<FaultReport> {
     let start = shared.journal.started();
     let mut tasks = JoinSet::new();
-    let mut pending = Vec::new();
+    // What each running task would report had it not panicked.
+    let mut running: HashMap<tokio::task::Id, FaultReport> = HashMap::new();
+    let mut reports = Vec::new();
     for occurrence in occurrences {
+        while let Some(joined) = tasks.try_join_next_with_id() {
+            reports.push(finished(&shared, &mut running, joined));
+        }
         let fault = &shared.faults[occurrence.fault];
         let report = FaultReport {
             kind: fault.kind.name(),
@@ -361,6 +396,7 @@ async fn run_timeline(
             cleared_at_s: None,
             confirmed: false,
             confirmed_at_s: None,
+            clear_failed: false,
             detected_after_s: None,
             detected_by: None,
             recovered_after_s: None,
@@ -372,31 +408,22 @@ async fn run_timeline(
         tokio::select! {
             () = tokio::time::sleep_until(start + occurrence.at) => {}
             () = stop.cancelled() => {
-                pending.push(report);
+                reports.push(report);
                 continue;
             }
         }
         if stop.is_cancelled() {
-            pending.push(report);
+            reports.push(report);
             continue;
         }
-        let shared = Arc::clone(&shared);
+        let placeholder = report.clone();
+        let task_shared = Arc::clone(&shared);
         let stop = stop.clone();
-        tasks.spawn(async move { run_occurrence(shared, occurrence, report, stop).await });
+        let handle = tasks.spawn(async move { run_occurrence(task_shared, occurrence, report, stop).await });
+        running.insert(handle.id(), placeholder);
     }
-    let mut reports = pending;
-    while let Some(joined) = tasks.join_next().await {
-        match joined {
-            Ok(report) => reports.push(report),
-            Err(error) => {
-                // Its fault was undone when the task unwound (every fault undoes itself on
-                // drop); say so in the journal.
-                shared.journal.record(
-                    "chaos_error",
-                    json!({"error": format!("a fault task failed: {error}")}),
-                );
-            }
-        }
+    while let Some(joined) = tasks.join_next_with_id().await {
+        reports.push(finished(&shared, &mut running, joined));
     }
     reports.sort_by(|a, b| {
         a.planned_at_s
@@ -404,6 +431,48 @@ async fn run_timeline(
             .then(a.name.cmp(&b.name))
     });
     reports
+}
+
+/// A finished occurrence's report; for a task that panicked, what it would have reported,
+/// marked as failed (its fault undid itself as the task unwound).
+fn finished(
+    shared: &Shared,
+    running: &mut HashMap<tokio::task::Id, FaultReport>,
+    joined: Result<(tokio::task::Id, FaultReport), tokio::task::JoinError>,
+) -> FaultReport {
+    match joined {
+        Ok((id, report)) => {
+            running.remove(&id);
+            report
+        }
+        Err(error) => {
+            let mut report = running.remove(&error.id()).unwrap_or_else(|| FaultReport {
+                kind: "unknown",
+                name: "unknown".into(),
+                occurrence: 0,
+                planned_at_s: 0.0,
+                injected_at_s: None,
+                cleared_at_s: None,
+                confirmed: false,
+                confirmed_at_s: None,
+                clear_failed: false,
+                detected_after_s: None,
+                detected_by: None,
+                recovered_after_s: None,
+                calls_failed_during: None,
+                notes: Vec::new(),
+            });
+            shared.journal.record(
+                "chaos_error",
+                json!({"fault": report.name, "error": format!("the fault's task failed: {error}")}),
+            );
+            report.confirmed = false;
+            report
+                .notes
+                .push(format!("the fault's task failed ({error}); it was undone as it unwound"));
+            report
+        }
+    }
 }
 
 async fn run_occurrence(
@@ -488,7 +557,21 @@ async fn run_occurrence(
         ));
     }
     let early = stop.is_cancelled() && Instant::now() < until;
-    match injected.clear().await {
+    if !report.confirmed {
+        // A fault may take effect after `confirm_within` (no traffic yet, a small fraction):
+        // look once more before undoing it.
+        let late = injected.confirm().await;
+        if late.in_effect {
+            report.confirmed = true;
+            report.confirmed_at_s = Some(journal.elapsed_s());
+            journal.record(
+                "fault_confirmed",
+                merge(&identity, json!({"evidence": late.evidence, "late": true})),
+            );
+            report.notes.push(late.evidence);
+        }
+    }
+    match injected.clear(stop.is_cancelled()).await {
         Ok(note) => {
             report.cleared_at_s = Some(journal.elapsed_s());
             journal.record(
@@ -498,7 +581,7 @@ async fn run_occurrence(
             report.notes.push(note);
         }
         Err(error) => {
-            report.cleared_at_s = Some(journal.elapsed_s());
+            report.clear_failed = true;
             journal.record(
                 "fault_clear_failed",
                 merge(&identity, json!({"error": error.to_string()})),

@@ -205,6 +205,12 @@ impl ProcessKillFault {
         }
     }
 
+    /// The run is ending: the fleet stays down (the run stops it anyway, and a restart could
+    /// take up to a minute).
+    pub fn leave_dead(self) -> String {
+        format!("pid {} was not started again: the run is ending", self.pid)
+    }
+
     /// Starts the fleet again on the same address (only a fleet the harness started: any
     /// other is left to its own supervisor).
     pub async fn clear(self) -> Result<String, FaultError> {

@@ -1101,6 +1101,9 @@ pub struct ProxyFault {
     /// The `set` this fault made, so clearing cannot undo someone else's.
     generation: u64,
     cleared: bool,
+    /// Probe connections this fault made (they count among the affected connections, but
+    /// only the fleet's own traffic shows the fault reaches the fleet).
+    probes: u64,
 }
 
 impl ProxyFault {
@@ -1125,6 +1128,7 @@ impl ProxyFault {
             toxics,
             generation,
             cleared: false,
+            probes: 0,
         })
     }
 
@@ -1136,10 +1140,10 @@ impl ProxyFault {
         &self.toxics
     }
 
-    /// In effect only if seen: for `down`, `reset` and `stall` a probe connection (sending
-    /// nothing) must be closed, reset or held silent, or else (toxicity below 1 spared the
-    /// probe) other connections must have been; for the shaping toxics, chunks must have
-    /// been delayed, throttled or sliced since the `set`, since an idle proxy shows nothing.
+    /// In effect only if the fleet's traffic met it: for `down`, `reset` and `stall`,
+    /// connections other than voxsoak's own probe must have been closed, reset or held since
+    /// the `set` (the probe, which sends nothing, only shows what the proxy does); for the
+    /// shaping toxics, chunks must have been delayed, throttled or sliced since the `set`.
     pub async fn confirm(&mut self) -> Confirmation {
         let counters = self.proxy.counters();
         if counters.generation != self.generation {
@@ -1168,6 +1172,7 @@ impl ProxyFault {
             return self.confirm_shaping(&counters);
         };
         let probe = self.proxy.probe().await;
+        self.probes += 1;
         let client_agrees = match saw {
             ProxySaw::Down => matches!(probe.client, ProbeClient::Closed | ProbeClient::Reset),
             ProxySaw::Reset => probe.client == ProbeClient::Reset,
@@ -1175,16 +1180,19 @@ impl ProxyFault {
         };
         let counters = self.proxy.counters();
         let address = self.proxy.address();
-        if probe.proxy.as_ref() == Some(&saw) && client_agrees {
+        // Connections other than our probes: the fleet's own traffic met the fault.
+        let others = counters.affected_connections.saturating_sub(self.probes);
+        let probe_agrees = probe.proxy.as_ref() == Some(&saw) && client_agrees;
+        if others > 0 {
             Confirmation::in_effect(format!(
-                "proxy {address} ({name}): {probe}; {} connections affected since set",
-                counters.affected_connections
+                "proxy {address} ({name}): {others} connections other than voxsoak's probes \
+                 affected since set (toxicity {}); {probe}",
+                toxics.toxicity
             ))
-        } else if counters.affected_connections > 0 {
-            Confirmation::in_effect(format!(
-                "proxy {address} ({name}): {} connections affected since set (toxicity {}); \
-                 {probe}",
-                counters.affected_connections, toxics.toxicity
+        } else if probe_agrees {
+            Confirmation::not_in_effect(format!(
+                "proxy {address} ({name}): {probe}, but no connection of the fleet came \
+                 through it since set (is the fleet pointed at {address}?)"
             ))
         } else {
             Confirmation::not_in_effect(format!(

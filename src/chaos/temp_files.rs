@@ -17,49 +17,41 @@ use crate::units::format_byte_size;
 const KIND: &str = "temp_file_leak";
 
 /// Every file the harness created in a fleet's dirs, removed when the run ends however it
-/// ends (and when the last handle is dropped).
+/// ends. Kept as (dir, name prefix) pairs, one per leak, not a path per file: a leak of
+/// small files over days would otherwise grow without bound.
 #[derive(Debug, Clone, Default)]
 pub struct HarnessFiles {
-    paths: Arc<Mutex<Vec<PathBuf>>>,
+    leaks: Arc<Mutex<Vec<(PathBuf, String)>>>,
 }
 
 impl HarnessFiles {
-    fn add(&self, path: PathBuf) {
-        self.lock().push(path);
+    fn add(&self, dir: PathBuf, prefix: String) {
+        self.lock().push((dir, prefix));
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<PathBuf>> {
-        self.paths.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(PathBuf, String)>> {
+        self.leaks.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Removes every file still there; returns (files removed, files already gone).
-    pub fn remove_all(&self) -> (u64, u64) {
-        let paths = std::mem::take(&mut *self.lock());
+    /// Removes every file of every leak still there; returns how many were removed.
+    pub fn remove_all(&self) -> u64 {
+        let leaks = std::mem::take(&mut *self.lock());
         let mut removed = 0;
-        let mut gone = 0;
-        for path in paths {
-            match std::fs::remove_file(&path) {
-                Ok(()) => removed += 1,
-                Err(error) if error.kind() == std::io::ErrorKind::NotFound => gone += 1,
-                Err(error) => {
-                    tracing::warn!(path = %path.display(), %error, "could not remove a leaked file");
+        for (dir, prefix) in leaks {
+            for path in files_with_prefix(&dir, &prefix) {
+                match std::fs::remove_file(&path) {
+                    Ok(()) => removed += 1,
+                    Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(error) => {
+                        tracing::warn!(path = %path.display(), %error, "could not remove a leaked file");
+                    }
                 }
             }
         }
-        (removed, gone)
+        removed
     }
 
-    /// Files the harness created that still exist, and their bytes.
-    pub fn present(&self) -> (u64, u64) {
-        self.lock().iter().fold((0, 0), |(files, bytes), path| {
-            match std::fs::metadata(path) {
-                Ok(metadata) => (files + 1, bytes + metadata.len()),
-                Err(_) => (files, bytes),
-            }
-        })
-    }
-
-    /// How many files are registered.
+    /// How many leaks are registered.
     pub fn len(&self) -> usize {
         self.lock().len()
     }
@@ -67,6 +59,28 @@ impl HarnessFiles {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// The regular files in `dir` whose names start with `prefix`.
+fn files_with_prefix(dir: &Path, prefix: &str) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|entry| entry.file_name().to_string_lossy().starts_with(prefix))
+        .map(|entry| entry.path())
+        .collect()
+}
+
+/// Files of one leak that still exist, and their bytes.
+fn present(dir: &Path, prefix: &str) -> (u64, u64) {
+    files_with_prefix(dir, prefix)
+        .iter()
+        .fold((0, 0), |(files, bytes), path| match std::fs::metadata(path) {
+            Ok(metadata) => (files + 1, bytes + metadata.len()),
+            Err(_) => (files, bytes),
+        })
 }
 
 /// Parameters of one leak.
@@ -80,11 +94,17 @@ pub struct LeakParams {
     pub tag: String,
 }
 
+impl LeakParams {
+    /// What every file of this leak's name starts with.
+    fn prefix(&self) -> String {
+        format!("voxsoak-leak-{}-", self.tag)
+    }
+}
+
 /// A leak in progress.
 #[derive(Debug)]
 pub struct TempFileLeakFault {
     params: LeakParams,
-    files: HarnessFiles,
     stop: CancellationToken,
     writer: Option<JoinHandle<WriterReport>>,
     written: Arc<Mutex<WriterReport>>,
@@ -114,15 +134,11 @@ impl TempFileLeakFault {
         }
         let stop = CancellationToken::new();
         let written = Arc::new(Mutex::new(WriterReport::default()));
-        let writer = tokio::spawn(write_files(
-            params.clone(),
-            files.clone(),
-            stop.clone(),
-            Arc::clone(&written),
-        ));
+        // Registered before the first file exists, so however the run ends it is removed.
+        files.add(params.dir.clone(), params.prefix());
+        let writer = tokio::spawn(write_files(params.clone(), stop.clone(), Arc::clone(&written)));
         Ok(TempFileLeakFault {
             params,
-            files,
             stop,
             writer: Some(writer),
             written,
@@ -136,10 +152,10 @@ impl TempFileLeakFault {
             .clone()
     }
 
-    /// In effect once files the harness wrote exist in the dir.
+    /// In effect once files this leak wrote exist in the dir.
     pub async fn confirm(&mut self) -> Confirmation {
         let report = self.report();
-        let (present, bytes) = self.files.present();
+        let (present, bytes) = present(&self.params.dir, &self.params.prefix());
         let dir = self.params.dir.display();
         if let Some(error) = report.error {
             return Confirmation::not_in_effect(format!("writing into {dir} failed: {error}"));
@@ -150,7 +166,7 @@ impl TempFileLeakFault {
             format_byte_size(report.bytes),
             format_byte_size(bytes)
         );
-        if present > 0 || report.files > 0 && report.bytes > 0 {
+        if present > 0 {
             Confirmation::in_effect(evidence)
         } else {
             Confirmation::not_in_effect(evidence)
@@ -165,7 +181,7 @@ impl TempFileLeakFault {
             let _ = writer.await;
         }
         let report = self.report();
-        let (present, bytes) = self.files.present();
+        let (present, bytes) = present(&self.params.dir, &self.params.prefix());
         Ok(format!(
             "stopped writing after {} files ({}); {present} ({}) still in {}, removed when the run ends",
             report.files,
@@ -187,7 +203,6 @@ impl Drop for TempFileLeakFault {
 
 async fn write_files(
     params: LeakParams,
-    files: HarnessFiles,
     stop: CancellationToken,
     written: Arc<Mutex<WriterReport>>,
 ) -> WriterReport {
@@ -211,9 +226,7 @@ async fn write_files(
         index += 1;
         let path = params
             .dir
-            .join(format!("voxsoak-leak-{}-{index:06}.wav", params.tag));
-        // Registered before it exists, so a crash mid-write still leaves it on the list.
-        files.add(path.clone());
+            .join(format!("{}{index:06}.wav", params.prefix()));
         let chunk = Arc::clone(&chunk);
         let result =
             tokio::task::spawn_blocking(move || write_file(&path, file_size, &chunk)).await;
@@ -295,9 +308,8 @@ mod tests {
             .unwrap()
             .path();
         std::fs::remove_file(first).unwrap();
-        let (removed, gone) = files.remove_all();
+        let removed = files.remove_all();
         assert_eq!(removed as usize, after_clear - 1);
-        assert_eq!(gone, 1);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 
@@ -312,8 +324,11 @@ mod tests {
         let writer = fault.writer.take().unwrap();
         let report = writer.await.unwrap();
         assert_eq!(report.files, 3);
-        assert_eq!(files.present(), (3, 3 * (64 << 10)));
-        files.remove_all();
+        assert_eq!(present(dir.path(), "voxsoak-leak-test-"), (3, 3 * (64 << 10)));
+        // Someone else's file in the same dir is never touched.
+        std::fs::write(dir.path().join("fleet-reply.wav"), b"x").unwrap();
+        assert_eq!(files.remove_all(), 3);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 
     #[tokio::test]

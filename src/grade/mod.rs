@@ -182,13 +182,28 @@ pub fn verdict(slos: &[SloVerdict]) -> Verdict {
     }
 }
 
-/// The verdict once faults were injected: a failed SLO is the fleet's fault (`fail`); with
+/// The verdict once faults were injected: a fault the harness could not undo makes the run
+/// `error` whatever else happened; then a failed SLO is the fleet's fault (`fail`); with
 /// every SLO met, a fault that was never seen in effect means the run did not test what it
 /// planned (`error`, with the faults named), never `pass`.
 pub fn verdict_with_faults(
     slos: &[SloVerdict],
     faults: &[crate::chaos::FaultReport],
 ) -> (Verdict, Option<String>) {
+    let not_undone: Vec<String> = faults
+        .iter()
+        .filter(|fault| fault.clear_failed)
+        .map(|fault| format!("{} #{}", fault.name, fault.occurrence))
+        .collect();
+    if !not_undone.is_empty() {
+        return (
+            Verdict::Error,
+            Some(format!(
+                "faults could not be undone (see the journal's fault_clear_failed): {}",
+                not_undone.join(", ")
+            )),
+        );
+    }
     let verdict = verdict(slos);
     if verdict == Verdict::Fail {
         return (verdict, None);

@@ -85,12 +85,13 @@ impl Observed {
     }
 }
 
-/// Runs until every sender is gone; `conditions` are the metric conditions the scrapers
-/// evaluate, by index.
+/// Runs until every sender is gone, or `stop` (then what is already queued is still taken);
+/// `conditions` are the metric conditions the scrapers evaluate, by index.
 pub async fn run_hub(
     mut observations: UnboundedReceiver<Observation>,
     journal: Journal,
     conditions: Vec<MetricCondition>,
+    stop: tokio_util::sync::CancellationToken,
 ) -> Observed {
     let start = journal.started();
     let mut observed = Observed::default();
@@ -98,7 +99,15 @@ pub async fn run_hub(
     let mut holding = vec![false; conditions.len()];
     let mut scrape_ok = true;
     let mut last_sample_s = f64::NEG_INFINITY;
-    while let Some(observation) = observations.recv().await {
+    loop {
+        let observation = tokio::select! {
+            biased;
+            observation = observations.recv() => observation,
+            () = stop.cancelled() => observations.try_recv().ok(),
+        };
+        let Some(observation) = observation else {
+            break;
+        };
         let t_s = round_ms(observation.at.saturating_duration_since(start).as_secs_f64());
         match observation.signal {
             Signal::Alert { name, firing } => {
@@ -228,7 +237,13 @@ mod tests {
             sender.send(Observation { at: at(s), signal }).unwrap();
         }
         drop(sender);
-        let observed = run_hub(receiver, journal, vec![condition.clone()]).await;
+        let observed = run_hub(
+            receiver,
+            journal,
+            vec![condition.clone()],
+            tokio_util::sync::CancellationToken::new(),
+        )
+        .await;
         assert_eq!(observed.health_probes, 5);
         assert_eq!(observed.healthy_probes, 3);
         assert_eq!(observed.transitions.len(), 5, "{:?}", observed.transitions);

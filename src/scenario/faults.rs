@@ -388,10 +388,15 @@ pub struct Occurrence {
     pub until: Duration,
 }
 
-/// Most injections one run plans (a fault every minute for 30 days is 43,200).
-pub const MAX_OCCURRENCES: usize = 100_000;
+/// Most injections of one fault in a run (every 30 s for 72 hours is 8,640).
+pub const MAX_OCCURRENCES: usize = 10_000;
 
-/// Every injection within `run_for`, in time order. Recurring faults move by a draw from a
+/// An injection is not planned with less than this (or its whole `for`, if shorter) left
+/// before the run ends: it could not be confirmed in effect in the time left.
+pub const MIN_TIME_LEFT: Duration = DEFAULT_CONFIRM_WITHIN;
+
+/// Every injection within `run_for` (with at least [`MIN_TIME_LEFT`], or its whole `for`,
+/// left before the end), in time order, at most [`MAX_OCCURRENCES`] per fault. Recurring faults move by a draw from a
 /// generator seeded with the scenario seed and the fault's index, so the same seed gives
 /// the same timeline.
 pub fn timeline(faults: &[ScheduledFault], run_for: Duration, seed: u64) -> Vec<Occurrence> {
@@ -403,7 +408,11 @@ pub fn timeline(faults: &[ScheduledFault], run_for: Duration, seed: u64) -> Vec<
         );
         let mut at = fault.at;
         let mut number = 1u32;
-        while at < run_for && occurrences.len() < MAX_OCCURRENCES {
+        let needed = fault.duration.min(MIN_TIME_LEFT);
+        while at < run_for
+            && run_for - at >= needed
+            && (number as usize) <= MAX_OCCURRENCES
+        {
             let until = (at + fault.duration).min(run_for);
             occurrences.push(Occurrence {
                 fault: index,

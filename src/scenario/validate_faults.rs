@@ -326,7 +326,23 @@ impl Validator<'_> {
                 FaultSpec::DbPoolExhaustion(self.db_pool(raw, span, target)?)
             }
             FaultKind::TempFileLeak => FaultSpec::TempFileLeak(self.temp_leak(raw, span, target)?),
-            FaultKind::Proxy => FaultSpec::Proxy(self.proxy(raw, span, target, allow_hosts)?),
+            FaultKind::Proxy => {
+                let proxy = self.proxy(raw, span, target, allow_hosts)?;
+                let listen_missing = match proxy.upstream {
+                    ProxyUpstream::Tts => chaos.tts_listen.is_none().then_some("tts_listen"),
+                    ProxyUpstream::Llm => chaos.llm_listen.is_none().then_some("llm_listen"),
+                    ProxyUpstream::Address(_) => None,
+                };
+                if let (true, Some(key)) = (external, listen_missing) {
+                    self.error(
+                        span.clone(),
+                        format!(
+                            "a proxy in front of a stand-in, against an external fleet, needs [chaos] {key} = \"127.0.0.1:PORT\": the proxy listens there and the fleet must be pointed at it"
+                        ),
+                    );
+                }
+                FaultSpec::Proxy(proxy)
+            }
             FaultKind::ProcessStall | FaultKind::ProcessKill => {
                 if external {
                     self.error(
@@ -668,14 +684,12 @@ impl Validator<'_> {
                 "a proxy in front of host:port needs listen = \"127.0.0.1:PORT\": the fleet must be pointed at the proxy",
             );
         }
-        if matches!(target, Target::External(_))
-            && !matches!(upstream, ProxyUpstream::Address(_))
-            && raw.listen.is_some()
+        if !matches!(upstream, ProxyUpstream::Address(_))
+            && let Some(listen) = &raw.listen
         {
-            let at = raw.listen.as_ref().map(Spanned::span).unwrap_or_default();
             self.error(
-                at,
-                "a proxy in front of a stand-in listens where [chaos] tts_listen / llm_listen say; drop listen",
+                listen.span(),
+                "a proxy in front of a stand-in takes the stand-in's address (the embedded fleet is pointed at it; an external fleet at [chaos] tts_listen / llm_listen); drop listen",
             );
         }
         let duration = |validator: &mut Self, value: Option<&RawValue>, key: &str| match value {

@@ -91,6 +91,9 @@ pub struct TtsRecord {
     pub faulted: bool,
 }
 
+/// The longest `X-Request-Id` kept, in bytes.
+pub const MAX_REQUEST_ID: usize = 128;
+
 /// The status a [`TtsRecord`] carries for a request the stand-in never answered
 /// ([`TtsFault::Timeout`]): no HTTP status was ever sent.
 pub const NO_ANSWER: u16 = 0;
@@ -246,9 +249,12 @@ async fn speech(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let at = SystemTime::now();
-    let request_id = headers
-        .get("x-request-id")
-        .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned());
+    // Kept per request in the recent records and by the retry log: a fleet sending huge ids
+    // must not grow the harness's memory, so only the first bytes count.
+    let request_id = headers.get("x-request-id").map(|value| {
+        let bytes = value.as_bytes();
+        String::from_utf8_lossy(&bytes[..bytes.len().min(MAX_REQUEST_ID)]).into_owned()
+    });
     let control = &state.control;
     let behaviour = control.behaviour();
 
