@@ -37,6 +37,59 @@ pub enum Command {
     /// The reference fleet: a real small voice-agent server (Twilio Media Streams, LLM with a
     /// tool, database, TTS, workers and a self-healer) with switchable production bugs.
     Fleet(FleetArgs),
+    /// Inject one fault by hand against a fleet that is already running, with a live view,
+    /// and undo it on exit (the duration passes, Ctrl-C, SIGTERM).
+    #[command(after_help = crate::chaos::by_hand::KINDS_HELP)]
+    Chaos(ChaosArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ChaosArgs {
+    /// The fault kind, as a scenario's `[[faults]]` kind names it (listed below).
+    #[arg(value_name = "KIND")]
+    pub kind: String,
+    /// How long the fault stays on (e.g. 30s, 5m).
+    #[arg(long = "for", value_name = "DURATION", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// A parameter of the kind, as in a `[[faults]]` entry (repeatable): a number or bool is
+    /// read as such, anything else as a string, e.g. --set rate=4MiB/s --set holders=3.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub settings: Vec<String>,
+    /// process_stall / process_kill: the process to signal.
+    #[arg(long)]
+    pub pid: Option<u32>,
+    /// db_pool_exhaustion: the NAME of the variable holding the fleet's database URL.
+    #[arg(long, value_name = "NAME")]
+    pub database_url_env: Option<String>,
+    /// temp_file_leak: the fleet's temp dir.
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Stand-in kinds (tts_*, llm_*, *_tool_params): where the stand-in serves, e.g.
+    /// 127.0.0.1:9100; the fleet must already be pointed at it.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// A host a proxy's upstream may be on, besides loopback (repeatable).
+    #[arg(long = "allow-host", value_name = "HOST")]
+    pub allow_hosts: Vec<String>,
+    /// Seeds the draws of fraction and toxicity.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+impl ChaosArgs {
+    pub fn into_request(self) -> crate::chaos::by_hand::ByHandRequest {
+        crate::chaos::by_hand::ByHandRequest {
+            kind: self.kind,
+            duration: self.duration,
+            settings: self.settings,
+            pid: self.pid,
+            database_url_env: self.database_url_env,
+            dir: self.dir,
+            listen: self.listen,
+            allow_hosts: self.allow_hosts,
+            seed: self.seed,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -205,6 +258,7 @@ pub fn main(cli: Cli) -> i32 {
         Command::Sink(args) => {
             with_runtime(|shutdown| async move { sink_command(args, shutdown).await })
         }
+        Command::Chaos(args) => chaos_command(args),
         Command::Fleet(args) => with_runtime(|shutdown| async move {
             match crate::fleet::run(args.into_options(), shutdown).await {
                 Ok(()) => exit::PASS,
@@ -327,6 +381,31 @@ fn chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+/// `voxsoak chaos`: arguments are checked before anything starts; the fault is undone
+/// before this returns, however it ends.
+fn chaos_command(args: ChaosArgs) -> i32 {
+    use crate::chaos::by_hand;
+    let checked = match by_hand::check(&args.into_request()) {
+        Ok(checked) => checked,
+        Err(error) => {
+            eprintln!("voxsoak chaos: {}", chain(&error));
+            return exit::HARNESS_ERROR;
+        }
+    };
+    with_runtime(|shutdown| async move {
+        match by_hand::run(checked, shutdown).await {
+            Ok(outcome) => {
+                print!("{}", by_hand::render_outcome(&outcome));
+                outcome.exit_code()
+            }
+            Err(error) => {
+                eprintln!("voxsoak chaos: {}", chain(&error));
+                exit::HARNESS_ERROR
+            }
+        }
+    })
 }
 
 async fn sink_command(args: SinkArgs, shutdown: CancellationToken) -> i32 {

@@ -2,6 +2,7 @@
 //! fleet, and small misbehaving fleets written here). One test binary, modules by subject.
 
 mod chaos;
+mod chaos_cli;
 mod chaos_db;
 mod cli;
 mod embedded_target;

@@ -68,6 +68,7 @@ impl FaultError {
 }
 
 pub mod abort;
+pub mod by_hand;
 pub mod fault;
 pub mod plane;
 pub mod process;
