@@ -124,6 +124,8 @@ pub struct ByHandFault {
     pub standin_listen: Option<SocketAddr>,
     pub pid: Option<u32>,
     pub seed: u64,
+    /// Loopback and `--allow-host`: a database fault checks its server against them.
+    pub allow_hosts: Vec<String>,
 }
 
 /// How it went.
@@ -304,6 +306,11 @@ pub fn check(request: &ByHandRequest) -> Result<ByHandFault, ByHandError> {
         standin_listen,
         pid: request.pid,
         seed: request.seed,
+        allow_hosts: LOOPBACK
+            .iter()
+            .map(|host| (*host).to_owned())
+            .chain(request.allow_hosts.iter().cloned())
+            .collect(),
     })
 }
 
@@ -486,7 +493,7 @@ struct Started {
 
 impl Started {
     fn tear_down(&self) -> u64 {
-        let (removed, _) = self.files.remove_all();
+        let removed = self.files.remove_all();
         self.servers.cancel();
         removed
     }
@@ -596,6 +603,7 @@ async fn environment(
             files: started.files.clone(),
             targets,
             tag: format!("chaos-{}", std::process::id()),
+            allow_hosts: checked.allow_hosts.clone(),
         },
         notes,
     ))
@@ -651,7 +659,7 @@ pub async fn run(
     );
     let (confirmed, last) = watch(&mut injected, start, duration, &shutdown).await;
     let interrupted = shutdown.is_cancelled() && start.elapsed() < duration;
-    let cleared = injected.clear().await;
+    let cleared = injected.clear(false).await;
     let files_removed = started.tear_down();
     drop(environment);
     Ok(ByHandOutcome {

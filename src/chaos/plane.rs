@@ -419,7 +419,8 @@ async fn run_timeline(
         let placeholder = report.clone();
         let task_shared = Arc::clone(&shared);
         let stop = stop.clone();
-        let handle = tasks.spawn(async move { run_occurrence(task_shared, occurrence, report, stop).await });
+        let handle =
+            tasks.spawn(async move { run_occurrence(task_shared, occurrence, report, stop).await });
         running.insert(handle.id(), placeholder);
     }
     while let Some(joined) = tasks.join_next_with_id().await {
@@ -467,9 +468,9 @@ fn finished(
                 json!({"fault": report.name, "error": format!("the fault's task failed: {error}")}),
             );
             report.confirmed = false;
-            report
-                .notes
-                .push(format!("the fault's task failed ({error}); it was undone as it unwound"));
+            report.notes.push(format!(
+                "the fault's task failed ({error}); it was undone as it unwound"
+            ));
             report
         }
     }

@@ -77,9 +77,11 @@ fn files_with_prefix(dir: &Path, prefix: &str) -> Vec<PathBuf> {
 fn present(dir: &Path, prefix: &str) -> (u64, u64) {
     files_with_prefix(dir, prefix)
         .iter()
-        .fold((0, 0), |(files, bytes), path| match std::fs::metadata(path) {
-            Ok(metadata) => (files + 1, bytes + metadata.len()),
-            Err(_) => (files, bytes),
+        .fold((0, 0), |(files, bytes), path| {
+            match std::fs::metadata(path) {
+                Ok(metadata) => (files + 1, bytes + metadata.len()),
+                Err(_) => (files, bytes),
+            }
         })
 }
 
@@ -136,7 +138,11 @@ impl TempFileLeakFault {
         let written = Arc::new(Mutex::new(WriterReport::default()));
         // Registered before the first file exists, so however the run ends it is removed.
         files.add(params.dir.clone(), params.prefix());
-        let writer = tokio::spawn(write_files(params.clone(), stop.clone(), Arc::clone(&written)));
+        let writer = tokio::spawn(write_files(
+            params.clone(),
+            stop.clone(),
+            Arc::clone(&written),
+        ));
         Ok(TempFileLeakFault {
             params,
             stop,
@@ -324,7 +330,10 @@ mod tests {
         let writer = fault.writer.take().unwrap();
         let report = writer.await.unwrap();
         assert_eq!(report.files, 3);
-        assert_eq!(present(dir.path(), "voxsoak-leak-test-"), (3, 3 * (64 << 10)));
+        assert_eq!(
+            present(dir.path(), "voxsoak-leak-test-"),
+            (3, 3 * (64 << 10))
+        );
         // Someone else's file in the same dir is never touched.
         std::fs::write(dir.path().join("fleet-reply.wav"), b"x").unwrap();
         assert_eq!(files.remove_all(), 3);

@@ -42,7 +42,10 @@ pub async fn serve(
     Ok(address)
 }
 
-async fn receive(State(observations): State<UnboundedSender<Observation>>, body: Bytes) -> StatusCode {
+async fn receive(
+    State(observations): State<UnboundedSender<Observation>>,
+    body: Bytes,
+) -> StatusCode {
     match parse(&body) {
         Some(alerts) => {
             for (name, firing) in alerts {

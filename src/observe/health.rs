@@ -48,7 +48,12 @@ async fn probe(http: &reqwest::Client, url: &str, timeout: Duration) -> Signal {
         Ok(Ok((status, body))) => Signal::Health {
             healthy: status.is_success(),
             status: Some(status.as_u16()),
-            detail: body.chars().take(DETAIL_CHARS).collect::<String>().trim().to_owned(),
+            detail: body
+                .chars()
+                .take(DETAIL_CHARS)
+                .collect::<String>()
+                .trim()
+                .to_owned(),
         },
         Ok(Err(error)) => Signal::Health {
             healthy: false,

@@ -108,7 +108,12 @@ pub async fn run_hub(
         let Some(observation) = observation else {
             break;
         };
-        let t_s = round_ms(observation.at.saturating_duration_since(start).as_secs_f64());
+        let t_s = round_ms(
+            observation
+                .at
+                .saturating_duration_since(start)
+                .as_secs_f64(),
+        );
         match observation.signal {
             Signal::Alert { name, firing } => {
                 observed.alerts_received += 1;
@@ -144,7 +149,14 @@ pub async fn run_hub(
                         "health",
                         json!({"healthy": now, "status": status, "detail": detail, "seen_s": t_s}),
                     );
-                    observed.push(t_s, if now { Change::Healthy } else { Change::Unhealthy });
+                    observed.push(
+                        t_s,
+                        if now {
+                            Change::Healthy
+                        } else {
+                            Change::Unhealthy
+                        },
+                    );
                 }
             }
             Signal::Condition {
@@ -230,8 +242,21 @@ mod tests {
             (2, health(true)),
             (3, health(false)),
             (4, health(false)),
-            (5, Signal::Condition { index: 0, holds: true, value: Some(4.0) }),
-            (6, Signal::Alert { name: "DbPoolSaturated".into(), firing: true }),
+            (
+                5,
+                Signal::Condition {
+                    index: 0,
+                    holds: true,
+                    value: Some(4.0),
+                },
+            ),
+            (
+                6,
+                Signal::Alert {
+                    name: "DbPoolSaturated".into(),
+                    firing: true,
+                },
+            ),
             (7, health(true)),
         ] {
             sender.send(Observation { at: at(s), signal }).unwrap();
@@ -248,13 +273,19 @@ mod tests {
         assert_eq!(observed.healthy_probes, 3);
         assert_eq!(observed.transitions.len(), 5, "{:?}", observed.transitions);
         let rules = [
-            DetectionRule::Alert { name: "DbPoolSaturated".into() },
+            DetectionRule::Alert {
+                name: "DbPoolSaturated".into(),
+            },
             DetectionRule::Metric(condition),
         ];
         let (first, rule) = observed.first_match(&rules, 4.0, 100.0).unwrap();
         assert_eq!(first.t_s, 5.0);
         assert!(matches!(rule, DetectionRule::Metric(_)));
-        assert!(observed.first_match(&[DetectionRule::Unhealthy], 3.5, 100.0).is_none());
+        assert!(
+            observed
+                .first_match(&[DetectionRule::Unhealthy], 3.5, 100.0)
+                .is_none()
+        );
         let text = std::fs::read_to_string(dir.path().join("j.jsonl")).unwrap();
         assert_eq!(text.matches("\"event\":\"health\"").count(), 3);
     }

@@ -6,8 +6,8 @@
 pub mod alerts;
 pub mod health;
 pub mod hub;
-pub mod prometheus;
 pub mod process;
+pub mod prometheus;
 
 use tokio::time::Instant;
 
@@ -41,7 +41,11 @@ pub enum Signal {
         detail: String,
     },
     /// A metric condition of a fault's `detect` rule, evaluated on one scrape.
-    Condition { index: usize, holds: bool, value: Option<f64> },
+    Condition {
+        index: usize,
+        holds: bool,
+        value: Option<f64>,
+    },
     /// A scrape of the fleet's gauges that matter over long runs.
     Gauges {
         rss_bytes: Option<f64>,

@@ -192,7 +192,10 @@ async fn fetch(http: &reqwest::Client, url: &str, timeout: Duration) -> Result<S
     if !response.status().is_success() {
         return Err(format!("status {}", response.status().as_u16()));
     }
-    if response.content_length().is_some_and(|length| length > MAX_PAGE as u64) {
+    if response
+        .content_length()
+        .is_some_and(|length| length > MAX_PAGE as u64)
+    {
         return Err("the page is over 8 MiB".to_owned());
     }
     let bytes = response
@@ -235,10 +238,19 @@ response_seconds_bucket{le="+Inf"} +Inf
     fn the_exposition_format_parses_and_garbage_is_skipped() {
         let samples = parse(PAGE);
         assert_eq!(samples.len(), 6);
-        assert_eq!(select(&samples, &selector("db_pool_in_use", &[])), Some(19.0));
-        assert_eq!(select(&samples, &selector("tts_requests_total", &[])), Some(47.0));
         assert_eq!(
-            select(&samples, &selector("tts_requests_total", &[("status", "429")])),
+            select(&samples, &selector("db_pool_in_use", &[])),
+            Some(19.0)
+        );
+        assert_eq!(
+            select(&samples, &selector("tts_requests_total", &[])),
+            Some(47.0)
+        );
+        assert_eq!(
+            select(
+                &samples,
+                &selector("tts_requests_total", &[("status", "429")])
+            ),
             Some(7.0)
         );
         assert_eq!(

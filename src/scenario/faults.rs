@@ -409,10 +409,7 @@ pub fn timeline(faults: &[ScheduledFault], run_for: Duration, seed: u64) -> Vec<
         let mut at = fault.at;
         let mut number = 1u32;
         let needed = fault.duration.min(MIN_TIME_LEFT);
-        while at < run_for
-            && run_for - at >= needed
-            && (number as usize) <= MAX_OCCURRENCES
-        {
+        while at < run_for && run_for - at >= needed && (number as usize) <= MAX_OCCURRENCES {
             let until = (at + fault.duration).min(run_for);
             occurrences.push(Occurrence {
                 fault: index,
