@@ -21,6 +21,7 @@ use crate::grade::{self, Verdict};
 use crate::journal::Journal;
 use crate::load::aggregate::{Aggregator, Percentiles, Progress, run_aggregator};
 use crate::load::{LoadShaper, UtteranceBank};
+use crate::observe;
 use crate::report::{RunFacts, Summary};
 use crate::scenario::faults::KILL_SWITCH_FILE;
 use crate::scenario::{self, ScenarioError};
@@ -63,6 +64,12 @@ pub enum RunError {
     Http(#[source] reqwest::Error),
     #[error("could not start the chaos plane: {0}")]
     Chaos(#[source] FaultError),
+    #[error("could not start the {what}: {source}")]
+    Observer {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("could not serve the kill switch on {listen}: {source}")]
     KillSwitch {
         listen: std::net::SocketAddr,
@@ -100,16 +107,49 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<Run
         source,
     })?;
 
+    // `stop` ends the run early: a signal (through `shutdown`), an abort condition or the
+    // kill switch. The chaos plane also stops when the load is done.
+    let stop = shutdown.child_token();
+    let abort = AbortSwitch::new(stop.clone());
+    let watchers = CancellationToken::new();
+    let kill_switch_file = out_dir.join(
+        scenario
+            .abort
+            .kill_switch_file
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(KILL_SWITCH_FILE)),
+    );
+    // A switch left over from an earlier run in this directory must not abort this one.
+    let _ = std::fs::remove_file(&kill_switch_file);
+    let kill_switch_url = match scenario.abort.kill_switch_listen {
+        Some(listen) => Some(
+            serve_kill_switch(listen, abort.clone(), watchers.clone())
+                .await
+                .map_err(|source| RunError::KillSwitch { listen, source })?,
+        ),
+        None => None,
+    };
     let chaos = ChaosPlane::prepare(&scenario, &run_id)
         .await
         .map_err(RunError::Chaos)?;
-    let resolved = target::resolve(
-        &scenario.target,
-        &options.exe,
-        &options.fleet_bugs,
-        &chaos.wiring(),
-    )
-    .await?;
+    // The observers watch the fleet the harness starts: its alerts come to the receiver.
+    let (observations, observed_rx) = mpsc::unbounded_channel();
+    let mut wiring = chaos.wiring();
+    if matches!(scenario.target, scenario::Target::Embedded(_)) {
+        let receiver = observe::alerts::serve(
+            std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            observations.clone(),
+            watchers.clone(),
+        )
+        .await
+        .map_err(|source| RunError::Observer {
+            what: "alert receiver",
+            source,
+        })?;
+        wiring.alert_webhook_url = Some(format!("http://{receiver}/alerts"));
+    }
+    let resolved =
+        target::resolve(&scenario.target, &options.exe, &options.fleet_bugs, &wiring).await?;
     if let Err(error) = target::preflight(&resolved.endpoint).await {
         if let Some(fleet) = resolved.fleet {
             fleet.stop().await;
@@ -178,32 +218,45 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<Run
             }),
         );
     }
-    // `stop` ends the run early: a signal (through `shutdown`), an abort condition or the
-    // kill switch. The chaos plane also stops when the load is done.
-    let stop = shutdown.child_token();
-    let abort = AbortSwitch::new(stop.clone());
-    let kill_switch_file = out_dir.join(
-        scenario
-            .abort
-            .kill_switch_file
-            .clone()
-            .unwrap_or_else(|| PathBuf::from(KILL_SWITCH_FILE)),
-    );
-    let watchers = CancellationToken::new();
-    tokio::spawn(watch_kill_switch_file(
-        kill_switch_file,
-        abort.clone(),
-        watchers.clone(),
-    ));
-    if let Some(listen) = scenario.abort.kill_switch_listen {
-        let address = serve_kill_switch(listen, abort.clone(), watchers.clone())
-            .await
-            .map_err(|source| RunError::KillSwitch { listen, source })?;
+    if let Some(address) = kill_switch_url {
         journal.record(
             "kill_switch",
             serde_json::json!({"url": format!("http://{address}/abort")}),
         );
     }
+    tokio::spawn(watch_kill_switch_file(
+        kill_switch_file,
+        abort.clone(),
+        watchers.clone(),
+    ));
+    let conditions = metric_conditions(&scenario);
+    let observer_stop = CancellationToken::new();
+    if let Some(info) = &resolved.embedded {
+        let http = reqwest::Client::new();
+        tokio::spawn(observe::health::poll(
+            http.clone(),
+            format!("{}health", info.http_base),
+            HEALTH_INTERVAL,
+            HEALTH_TIMEOUT,
+            observations.clone(),
+            observer_stop.clone(),
+        ));
+        tokio::spawn(observe::prometheus::scrape(
+            http,
+            format!("{}metrics", info.http_base),
+            SCRAPE_INTERVAL,
+            conditions.clone(),
+            observations.clone(),
+            observer_stop.clone(),
+        ));
+    }
+    drop(observations);
+    let hub = tokio::spawn(observe::hub::run_hub(
+        observed_rx,
+        journal.clone(),
+        conditions,
+        observer_stop.clone(),
+    ));
     let shared_fleet = resolved
         .fleet
         .map(|fleet| Arc::new(tokio::sync::Mutex::new(fleet)));
@@ -271,7 +324,10 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<Run
     let aggregate = aggregation
         .await
         .expect("the aggregator task does not panic");
+    // The observers stop before the fleet does, so its shutdown is not an outage.
+    observer_stop.cancel();
     watchers.cancel();
+    let observed = hub.await.unwrap_or_default();
     if let Some(fleet) = &shared_fleet {
         fleet.lock().await.stop_in_place().await;
     }
@@ -285,7 +341,8 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<Run
 
     let ended_at = SystemTime::now();
     let slos = grade::grade(&scenario.slo, &aggregate.totals);
-    let faults = chaos_outcome.reports.clone();
+    let mut faults = chaos_outcome.reports.clone();
+    grade::detections(&mut faults, &scenario.faults, &observed);
     let (verdict, reason) = if let Some(reason) = abort.reason() {
         (Verdict::Aborted, Some(reason))
     } else if shutdown.is_cancelled() {
@@ -327,6 +384,28 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<Run
 }
 
 const JOURNAL_INTERVAL: Duration = Duration::from_secs(10);
+/// How often the fleet's health is probed, and how long a probe may take.
+const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often its `/metrics` is scraped.
+const SCRAPE_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Every metric condition the faults' `detect` rules name, once each.
+fn metric_conditions(
+    scenario: &scenario::Scenario,
+) -> Vec<crate::scenario::faults::MetricCondition> {
+    let mut conditions: Vec<crate::scenario::faults::MetricCondition> = Vec::new();
+    for fault in &scenario.faults {
+        for rule in &fault.detect {
+            if let scenario::DetectionRule::Metric(condition) = rule
+                && !conditions.iter().any(|known| known.text == condition.text)
+            {
+                conditions.push(condition.clone());
+            }
+        }
+    }
+    conditions
+}
 
 /// `<scenario>-<UTC timestamp>`, safe as a directory name.
 fn run_id(name: &str, at: SystemTime) -> String {

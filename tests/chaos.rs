@@ -249,6 +249,13 @@ retry_after = "1s"
             report.notes.iter().any(|note| note.contains("× 429")),
             "{report:?}"
         );
+        // The harness's own receiver got the fleet's alert: that is the detection.
+        assert_eq!(
+            report.detected_by.as_deref(),
+            Some("alert TtsRateLimited"),
+            "{report:?}"
+        );
+        assert!(report.detected_after_s.unwrap() < 8.0, "{report:?}");
         requests_429.push(during);
         // The journal has the stand-in's view: retries, and those that came before the
         // Retry-After the 429 asked for.

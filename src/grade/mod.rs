@@ -228,3 +228,103 @@ pub fn verdict_with_faults(
         )
     }
 }
+
+/// Fills each fault's `detected_after_s` / `detected_by`: the first fleet signal matching
+/// one of its `detect` rules at or after its injection and before its next injection.
+pub fn detections(
+    reports: &mut [crate::chaos::FaultReport],
+    faults: &[crate::scenario::ScheduledFault],
+    observed: &crate::observe::hub::Observed,
+) {
+    for index in 0..reports.len() {
+        let Some(injected) = reports[index].injected_at_s else {
+            continue;
+        };
+        let Some(fault) = faults
+            .iter()
+            .find(|fault| fault.name == reports[index].name)
+        else {
+            continue;
+        };
+        let next = reports
+            .iter()
+            .filter(|other| other.name == fault.name)
+            .filter_map(|other| other.injected_at_s)
+            .filter(|at| *at > injected)
+            .fold(f64::INFINITY, f64::min);
+        if let Some((transition, rule)) = observed.first_match(&fault.detect, injected, next) {
+            let report = &mut reports[index];
+            report.detected_after_s = Some(crate::journal::round_ms(transition.t_s - injected));
+            report.detected_by = Some(rule.to_string());
+        }
+    }
+}
+
+#[cfg(test)]
+mod detection_tests {
+    use super::*;
+    use crate::chaos::FaultReport;
+    use crate::observe::hub::{Change, Observed, Transition};
+    use crate::scenario::faults::{DetectionRule, FaultKind, FaultSpec, ScheduledFault};
+    use crate::standin::tts::TtsFault;
+
+    fn report(injected: f64, occurrence: u32) -> FaultReport {
+        FaultReport {
+            kind: "tts_429",
+            name: "tts".into(),
+            occurrence,
+            planned_at_s: injected,
+            injected_at_s: Some(injected),
+            cleared_at_s: Some(injected + 30.0),
+            confirmed: true,
+            confirmed_at_s: Some(injected + 1.0),
+            clear_failed: false,
+            detected_after_s: None,
+            detected_by: None,
+            recovered_after_s: None,
+            calls_failed_during: None,
+            notes: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn each_injection_is_detected_by_the_first_matching_signal_after_it() {
+        let fault = ScheduledFault {
+            name: "tts".into(),
+            kind: FaultKind::Tts429,
+            fault: FaultSpec::Tts {
+                fault: TtsFault::RateLimited { retry_after: None },
+                fraction: 1.0,
+            },
+            at: Duration::from_secs(10),
+            duration: Duration::from_secs(30),
+            every: None,
+            detect: vec![
+                DetectionRule::Alert {
+                    name: "TtsRateLimited".into(),
+                },
+                DetectionRule::Unhealthy,
+            ],
+            line: 1,
+        };
+        let at = |t_s: f64, change: Change| Transition { t_s, change };
+        let observed = Observed {
+            transitions: vec![
+                // Before the first injection: not a detection.
+                at(5.0, Change::AlertFiring("TtsRateLimited".into())),
+                at(12.5, Change::AlertFiring("SomethingElse".into())),
+                at(14.25, Change::Unhealthy),
+                at(16.0, Change::AlertFiring("TtsRateLimited".into())),
+            ],
+            ..Observed::default()
+        };
+        let mut reports = vec![report(10.0, 1), report(100.0, 2)];
+        detections(&mut reports, &[fault], &observed);
+        assert_eq!(reports[0].detected_after_s, Some(4.25));
+        assert_eq!(reports[0].detected_by.as_deref(), Some("health unhealthy"));
+        assert_eq!(
+            reports[1].detected_after_s, None,
+            "nothing after the second one"
+        );
+    }
+}
