@@ -260,17 +260,28 @@ impl Summary {
                 (Some(injected), None) => format!("from {injected:.1}s"),
                 _ => format!("planned at {:.1}s, not injected", fault.planned_at_s),
             };
-            let state = if fault.confirmed {
+            let state = if fault.clear_failed {
+                "in effect, NOT UNDONE"
+            } else if fault.confirmed {
                 "in effect"
             } else {
                 "NOT IN EFFECT"
             };
+            let detected = match (&fault.detected_by, fault.detected_after_s) {
+                (Some(by), Some(after)) => format!("; detected after {after:.1}s ({by})"),
+                _ if fault.confirmed => "; no detection seen".to_owned(),
+                _ => String::new(),
+            };
+            let kind = if fault.kind == fault.name {
+                String::new()
+            } else {
+                format!(" ({})", fault.kind)
+            };
             let _ = writeln!(
                 out,
-                "  fault {} #{} ({}) {window}: {state}; {}",
+                "  fault {} #{}{kind} {window}: {state}{detected}\n        {}",
                 fault.name,
                 fault.occurrence,
-                fault.kind,
                 fault.notes.first().map_or("", String::as_str)
             );
         }
