@@ -9,7 +9,7 @@ use super::plane::ProxyEntry;
 use super::plane::merge;
 use super::process::{ProcessKillFault, ProcessStallFault};
 use super::proxy::{ProxyFault, ProxyToxics, Slicing};
-use super::standin::{LlmStandInFault, StandIns, TtsStandInFault};
+use super::standin::{LlmStandInFault, StandInClaim, StandIns, TtsStandInFault};
 use super::temp_files::{HarnessFiles, LeakParams, TempFileLeakFault};
 use super::{ChaosTargets, Confirmation, FaultError};
 use crate::journal::Journal;
@@ -145,9 +145,11 @@ pub async fn inject(
                 .standins
                 .as_ref()
                 .ok_or_else(|| missing("TTS stand-in"))?;
+            let claim = StandInClaim::take(&standins.tts_owner, &fault.name, "TTS")?;
             ActiveFault::Tts(TtsStandInFault::inject(
                 kind,
                 Arc::clone(&standins.tts),
+                claim,
                 tts.clone(),
                 *fraction,
             ))
@@ -161,9 +163,11 @@ pub async fn inject(
                 .standins
                 .as_ref()
                 .ok_or_else(|| missing("LLM stand-in"))?;
+            let claim = StandInClaim::take(&standins.llm_owner, &fault.name, "LLM")?;
             ActiveFault::Llm(LlmStandInFault::inject(
                 kind,
                 Arc::clone(&standins.llm),
+                claim,
                 llm.clone(),
                 *fraction,
                 *latency,
@@ -313,5 +317,59 @@ mod tests {
             "{message}"
         );
         assert!(!message.contains("secret"), "{message}");
+    }
+
+    #[tokio::test]
+    async fn a_stand_in_serves_one_fault_at_a_time() {
+        use crate::standin::tts::TtsFault;
+        let stop = tokio_util::sync::CancellationToken::new();
+        let standins = StandIns::start(None, None, 1, stop.clone()).await.unwrap();
+        let environment = FaultEnvironment {
+            standins: Some(standins.clone()),
+            proxies: Vec::new(),
+            files: HarnessFiles::default(),
+            targets: ChaosTargets::default(),
+            tag: "test".into(),
+            allow_hosts: Vec::new(),
+        };
+        let tts = |name: &str, fault| ScheduledFault {
+            name: name.into(),
+            kind: FaultKind::Tts429,
+            fault: FaultSpec::Tts {
+                fault,
+                fraction: 1.0,
+            },
+            at: Duration::ZERO,
+            duration: Duration::from_secs(1),
+            every: None,
+            detect: Vec::new(),
+            line: 1,
+        };
+        let occurrence = Occurrence {
+            fault: 0,
+            number: 1,
+            at: Duration::ZERO,
+            until: Duration::from_secs(1),
+        };
+        let first = tts("first", TtsFault::RateLimited { retry_after: None });
+        let second = tts("second", TtsFault::ServerError { code: 503 });
+        let active = inject(&environment, &first, &occurrence).await.unwrap();
+        let error = inject(&environment, &second, &occurrence)
+            .await
+            .unwrap_err();
+        assert!(
+            error.to_string().contains("second would overlap first"),
+            "{error}"
+        );
+        assert_eq!(
+            standins.tts.behaviour().fault,
+            TtsFault::RateLimited { retry_after: None },
+            "the first fault is untouched"
+        );
+        active.clear(false).await.unwrap();
+        let active = inject(&environment, &second, &occurrence).await.unwrap();
+        drop(active);
+        assert_eq!(standins.tts.behaviour().fault, TtsFault::None);
+        stop.cancel();
     }
 }

@@ -22,6 +22,49 @@ pub struct StandIns {
     pub llm: Arc<LlmControl>,
     pub tts_server: Running,
     pub llm_server: Running,
+    /// The fault on each stand-in right now: one at a time, since a stand-in has one
+    /// behaviour and a second fault would silently replace the first.
+    pub tts_owner: OwnerSlot,
+    pub llm_owner: OwnerSlot,
+}
+
+/// Who holds a stand-in.
+pub type OwnerSlot = Arc<std::sync::Mutex<Option<String>>>;
+
+/// A stand-in held by one fault until dropped.
+#[derive(Debug)]
+pub struct StandInClaim {
+    slot: OwnerSlot,
+}
+
+impl StandInClaim {
+    /// Takes `slot` for `who`, or says which fault holds it.
+    pub fn take(slot: &OwnerSlot, who: &str, what: &str) -> Result<Self, FaultError> {
+        let mut owner = slot
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(holder) = owner.as_ref() {
+            return Err(FaultError::new(
+                "stand-in",
+                format!(
+                    "{who} would overlap {holder} on the {what} stand-in, which serves one fault at a time; move one of them"
+                ),
+            ));
+        }
+        *owner = Some(who.to_owned());
+        Ok(StandInClaim {
+            slot: Arc::clone(slot),
+        })
+    }
+}
+
+impl Drop for StandInClaim {
+    fn drop(&mut self) {
+        *self
+            .slot
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+    }
 }
 
 impl StandIns {
@@ -53,6 +96,8 @@ impl StandIns {
             llm,
             tts_server,
             llm_server,
+            tts_owner: OwnerSlot::default(),
+            llm_owner: OwnerSlot::default(),
         })
     }
 }
@@ -68,6 +113,8 @@ pub struct TtsStandInFault {
     faulted: u64,
     lost: u64,
     cleared: bool,
+    /// Declared last: released after `Drop` has restored the stand-in.
+    _claim: StandInClaim,
 }
 
 impl TtsStandInFault {
@@ -75,6 +122,7 @@ impl TtsStandInFault {
     pub fn inject(
         kind: &'static str,
         control: Arc<TtsControl>,
+        claim: StandInClaim,
         fault: TtsFault,
         fraction: f64,
     ) -> TtsStandInFault {
@@ -92,6 +140,7 @@ impl TtsStandInFault {
             faulted: 0,
             lost: 0,
             cleared: false,
+            _claim: claim,
         }
     }
 
@@ -182,12 +231,15 @@ pub struct LlmStandInFault {
     hits: u64,
     lost: u64,
     cleared: bool,
+    /// Declared last: released after `Drop` has restored the stand-in.
+    _claim: StandInClaim,
 }
 
 impl LlmStandInFault {
     pub fn inject(
         kind: &'static str,
         control: Arc<LlmControl>,
+        claim: StandInClaim,
         fault: LlmFault,
         fraction: f64,
         latency: std::time::Duration,
@@ -209,6 +261,7 @@ impl LlmStandInFault {
             hits: 0,
             lost: 0,
             cleared: false,
+            _claim: claim,
         }
     }
 
