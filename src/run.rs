@@ -328,8 +328,11 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<Run
     observer_stop.cancel();
     watchers.cancel();
     let observed = hub.await.unwrap_or_default();
+    let mut restarts = None;
     if let Some(fleet) = &shared_fleet {
-        fleet.lock().await.stop_in_place().await;
+        let mut fleet = fleet.lock().await;
+        restarts = Some(u64::from(fleet.restarts()));
+        fleet.stop_in_place().await;
     }
     let removed = chaos_outcome.tear_down();
     if removed > 0 {
@@ -370,6 +373,24 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<Run
         verdict,
         reason,
     );
+    let mut summary = summary;
+    if resolved.embedded.is_some() {
+        let warm_up = grade::warm_up_s(summary.wall_s);
+        let mib = |bytes: f64| (bytes / (1024.0 * 1024.0) * 10.0).round() / 10.0;
+        summary.fleet = crate::report::FleetBlock {
+            rss_mib_max: observed
+                .rss_samples
+                .iter()
+                .map(|(_, bytes)| mib(*bytes))
+                .reduce(f64::max),
+            rss_growth_mib_per_h: grade::growth_mib_per_hour(&observed.rss_samples, warm_up),
+            restarts,
+            temp_dir_growth_mib_per_h: grade::growth_mib_per_hour(
+                &observed.temp_dir_samples,
+                warm_up,
+            ),
+        };
+    }
     journal.record(
         "run_ended",
         serde_json::json!({

@@ -430,6 +430,9 @@ for = "2s"
     let outcome = live.finish().await;
     assert!(fault(&outcome, "process_stall").confirmed);
     assert!(fault(&outcome, "process_kill").confirmed);
+    let fleet = &outcome.summary.fleet;
+    assert_eq!(fleet.restarts, Some(1), "{fleet:?}");
+    assert!(fleet.rss_mib_max.is_some_and(|mib| mib > 1.0), "{fleet:?}");
     assert_eq!(
         outcome.summary.verdict,
         Verdict::Pass,

@@ -328,3 +328,65 @@ mod detection_tests {
         );
     }
 }
+
+/// Least-squares slope of `(seconds, bytes)` samples in MiB per hour, over the samples from
+/// `warm_up_s` on; None with fewer than 3 samples or less than a minute of them.
+pub fn growth_mib_per_hour(samples: &[(f64, f64)], warm_up_s: f64) -> Option<f64> {
+    let points: Vec<(f64, f64)> = samples
+        .iter()
+        .copied()
+        .filter(|(t, _)| *t >= warm_up_s)
+        .collect();
+    let (first, last) = (points.first()?.0, points.last()?.0);
+    if points.len() < 3 || last - first < 60.0 {
+        return None;
+    }
+    let n = points.len() as f64;
+    let mean_t = points.iter().map(|(t, _)| t).sum::<f64>() / n;
+    let mean_y = points.iter().map(|(_, y)| y).sum::<f64>() / n;
+    let (covariance, variance) = points.iter().fold((0.0, 0.0), |(c, v), (t, y)| {
+        (
+            c + (t - mean_t) * (y - mean_y),
+            v + (t - mean_t) * (t - mean_t),
+        )
+    });
+    (variance > 0.0).then(|| {
+        let bytes_per_second = covariance / variance;
+        (bytes_per_second * 3600.0 / (1024.0 * 1024.0) * 100.0).round() / 100.0
+    })
+}
+
+/// How long a run warms up before growth counts: a fifth of it, at most 5 minutes.
+pub fn warm_up_s(run_s: f64) -> f64 {
+    (run_s / 5.0).min(300.0)
+}
+
+#[cfg(test)]
+mod growth_tests {
+    use super::*;
+
+    #[test]
+    fn slope_of_a_known_series() {
+        // 10 MiB/h = 2912.7 bytes/s, sampled every 10 s for 10 minutes, after a start spike
+        // the warm-up leaves out.
+        let per_second = 10.0 * 1024.0 * 1024.0 / 3600.0;
+        let mut samples: Vec<(f64, f64)> = (0..=60)
+            .map(|i| {
+                let t = f64::from(i) * 10.0;
+                (t, 100e6 + per_second * t)
+            })
+            .collect();
+        samples[0].1 = 900e6;
+        assert_eq!(growth_mib_per_hour(&samples, 60.0), Some(10.0));
+        let flat: Vec<(f64, f64)> = (0..30).map(|i| (f64::from(i) * 10.0, 5e6)).collect();
+        assert_eq!(growth_mib_per_hour(&flat, 0.0), Some(0.0));
+        assert_eq!(
+            growth_mib_per_hour(&flat[..2], 0.0),
+            None,
+            "too few samples"
+        );
+        assert_eq!(growth_mib_per_hour(&flat[..5], 0.0), None, "under a minute");
+        assert_eq!(warm_up_s(180.0), 36.0);
+        assert_eq!(warm_up_s(72.0 * 3600.0), 300.0);
+    }
+}

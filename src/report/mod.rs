@@ -254,6 +254,22 @@ impl Summary {
             h.cpu_pct_avg,
             h.cpu_pct_max,
         );
+        let fleet = &self.fleet;
+        if fleet.rss_mib_max.is_some() || fleet.restarts.is_some() {
+            let number = |value: Option<f64>, unit: &str| {
+                value.map_or("n/a".to_owned(), |value| format!("{value:.1} {unit}"))
+            };
+            let _ = writeln!(
+                out,
+                "  fleet      RSS max {}, RSS growth {}, temp dir growth {}, restarts {}",
+                number(fleet.rss_mib_max, "MiB"),
+                number(fleet.rss_growth_mib_per_h, "MiB/h"),
+                number(fleet.temp_dir_growth_mib_per_h, "MiB/h"),
+                fleet
+                    .restarts
+                    .map_or("n/a".to_owned(), |restarts| restarts.to_string()),
+            );
+        }
         for fault in &self.faults {
             let window = match (fault.injected_at_s, fault.cleared_at_s) {
                 (Some(injected), Some(cleared)) => format!("{injected:.1}s–{cleared:.1}s"),
