@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::ProgressBar;
 use rand::SeedableRng;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -460,13 +460,7 @@ struct ProgressDisplay {
 impl ProgressDisplay {
     fn new(enabled: bool, total: Duration) -> Self {
         let terminal = std::io::stderr().is_terminal();
-        let bar = (enabled && terminal).then(|| {
-            let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(4));
-            bar.set_style(
-                ProgressStyle::with_template("{spinner} {msg}").expect("static template"),
-            );
-            bar
-        });
+        let bar = (enabled && terminal).then(crate::report::live_bar);
         ProgressDisplay {
             bar,
             plain: enabled && !terminal,
@@ -478,8 +472,8 @@ impl ProgressDisplay {
     fn line(&self, progress: &Progress) -> String {
         format!(
             "{} / {}  active {:>5}  started {:>6}  {:>6.1} calls/s  success {}  p95 response {}",
-            clock(progress.elapsed),
-            clock(self.total),
+            crate::report::clock(progress.elapsed),
+            crate::report::clock(self.total),
             progress.active,
             progress.started,
             progress.calls_per_second,
@@ -513,14 +507,4 @@ impl ProgressDisplay {
             bar.finish_and_clear();
         }
     }
-}
-
-fn clock(duration: Duration) -> String {
-    let seconds = duration.as_secs();
-    format!(
-        "{:02}:{:02}:{:02}",
-        seconds / 3600,
-        seconds / 60 % 60,
-        seconds % 60
-    )
 }

@@ -19,7 +19,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::ProgressBar;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -723,13 +723,9 @@ struct LiveView {
 
 impl LiveView {
     fn new(total: Duration) -> Self {
-        let bar = std::io::stderr().is_terminal().then(|| {
-            let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(4));
-            bar.set_style(
-                ProgressStyle::with_template("{spinner} {msg}").expect("static template"),
-            );
-            bar
-        });
+        let bar = std::io::stderr()
+            .is_terminal()
+            .then(crate::report::live_bar);
         LiveView {
             bar,
             total,
@@ -766,8 +762,8 @@ impl LiveView {
 pub fn progress_line(elapsed: Duration, total: Duration, confirmation: &Confirmation) -> String {
     format!(
         "{} / {}  {:<14} {}",
-        clock(elapsed),
-        clock(total),
+        crate::report::clock(elapsed),
+        crate::report::clock(total),
         if confirmation.in_effect {
             "in effect"
         } else {
@@ -777,23 +773,16 @@ pub fn progress_line(elapsed: Duration, total: Duration, confirmation: &Confirma
     )
 }
 
-fn clock(duration: Duration) -> String {
-    let seconds = duration.as_secs();
-    format!(
-        "{:02}:{:02}:{:02}",
-        seconds / 3600,
-        seconds / 60 % 60,
-        seconds % 60
-    )
-}
-
 /// The lines printed at the end.
 pub fn render_outcome(outcome: &ByHandOutcome) -> String {
     let mut text = String::new();
     let ended = if outcome.interrupted {
-        format!("stopped early after {}", clock(outcome.elapsed))
+        format!(
+            "stopped early after {}",
+            crate::report::clock(outcome.elapsed)
+        )
     } else {
-        format!("ended after {}", clock(outcome.elapsed))
+        format!("ended after {}", crate::report::clock(outcome.elapsed))
     };
     text.push_str(&format!("{ended}; last seen: {}\n", outcome.last.evidence));
     match &outcome.cleared {

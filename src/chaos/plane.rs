@@ -66,6 +66,28 @@ pub struct FaultReport {
     pub notes: Vec<String>,
 }
 
+impl FaultReport {
+    /// The report of an injection planned at `planned_at_s`, before anything happened.
+    pub fn planned(kind: &'static str, name: String, occurrence: u32, planned_at_s: f64) -> Self {
+        FaultReport {
+            kind,
+            name,
+            occurrence,
+            planned_at_s,
+            injected_at_s: None,
+            cleared_at_s: None,
+            confirmed: false,
+            confirmed_at_s: None,
+            clear_failed: false,
+            detected_after_s: None,
+            detected_by: None,
+            recovered_after_s: None,
+            calls_failed_during: None,
+            notes: Vec::new(),
+        }
+    }
+}
+
 /// What the chaos plane needs to know about the fleet once it runs. Its `Debug` never
 /// shows the database URL.
 #[derive(Clone, Default)]
@@ -387,22 +409,12 @@ async fn run_timeline(
             reports.push(finished(&shared, &mut running, joined));
         }
         let fault = &shared.faults[occurrence.fault];
-        let report = FaultReport {
-            kind: fault.kind.name(),
-            name: fault.name.clone(),
-            occurrence: occurrence.number,
-            planned_at_s: round_ms(occurrence.at.as_secs_f64()),
-            injected_at_s: None,
-            cleared_at_s: None,
-            confirmed: false,
-            confirmed_at_s: None,
-            clear_failed: false,
-            detected_after_s: None,
-            detected_by: None,
-            recovered_after_s: None,
-            calls_failed_during: None,
-            notes: Vec::new(),
-        };
+        let report = FaultReport::planned(
+            fault.kind.name(),
+            fault.name.clone(),
+            occurrence.number,
+            round_ms(occurrence.at.as_secs_f64()),
+        );
         // Start each one when its time comes, so a 72-hour timeline holds tasks only for
         // the faults that are on.
         tokio::select! {
@@ -447,22 +459,9 @@ fn finished(
             report
         }
         Err(error) => {
-            let mut report = running.remove(&error.id()).unwrap_or_else(|| FaultReport {
-                kind: "unknown",
-                name: "unknown".into(),
-                occurrence: 0,
-                planned_at_s: 0.0,
-                injected_at_s: None,
-                cleared_at_s: None,
-                confirmed: false,
-                confirmed_at_s: None,
-                clear_failed: false,
-                detected_after_s: None,
-                detected_by: None,
-                recovered_after_s: None,
-                calls_failed_during: None,
-                notes: Vec::new(),
-            });
+            let mut report = running
+                .remove(&error.id())
+                .unwrap_or_else(|| FaultReport::planned("unknown", "unknown".into(), 0, 0.0));
             shared.journal.record(
                 "chaos_error",
                 json!({"fault": report.name, "error": format!("the fault's task failed: {error}")}),

@@ -270,20 +270,11 @@ mod detection_tests {
 
     fn report(injected: f64, occurrence: u32) -> FaultReport {
         FaultReport {
-            kind: "tts_429",
-            name: "tts".into(),
-            occurrence,
-            planned_at_s: injected,
             injected_at_s: Some(injected),
             cleared_at_s: Some(injected + 30.0),
             confirmed: true,
             confirmed_at_s: Some(injected + 1.0),
-            clear_failed: false,
-            detected_after_s: None,
-            detected_by: None,
-            recovered_after_s: None,
-            calls_failed_during: None,
-            notes: Vec::new(),
+            ..FaultReport::planned("tts_429", "tts".into(), occurrence, injected)
         }
     }
 

@@ -315,3 +315,26 @@ impl Summary {
         out
     }
 }
+
+/// `HH:MM:SS`, as the live lines show elapsed time.
+pub fn clock(duration: std::time::Duration) -> String {
+    let seconds = duration.as_secs();
+    format!(
+        "{:02}:{:02}:{:02}",
+        seconds / 3600,
+        seconds / 60 % 60,
+        seconds % 60
+    )
+}
+
+/// A one-line spinner with a message, drawn on stderr at most 4 times a second.
+pub fn live_bar() -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::with_draw_target(
+        None,
+        indicatif::ProgressDrawTarget::stderr_with_hz(4),
+    );
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {msg}").expect("static template"),
+    );
+    bar
+}
