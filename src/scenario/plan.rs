@@ -422,7 +422,7 @@ impl Plan {
             self.line(
                 4,
                 format!(
-                    "never injected (starts after the run ends): {}",
+                    "never injected (starts after the run ends, or too close to its end to be confirmed): {}",
                     never.join(", ")
                 ),
             );
