@@ -482,8 +482,8 @@ impl fmt::Debug for EmbeddedFleetInfo {
     }
 }
 
-/// The endpoint calls go to, and the process behind it when the harness started it.
-#[derive(Debug)]
+/// The endpoint calls go to, and the process behind it when the harness started it. Its
+/// `Debug` never shows the auth token.
 pub struct ResolvedTarget {
     pub endpoint: CallEndpoint,
     pub auth_token: Option<String>,
@@ -493,6 +493,18 @@ pub struct ResolvedTarget {
     /// A short description for the summary (`sink (started by voxsoak) ws://…`,
     /// `reference fleet (started by voxsoak, bugs: none) ws://…`, or the URL).
     pub description: String,
+}
+
+impl fmt::Debug for ResolvedTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResolvedTarget")
+            .field("endpoint", &self.endpoint)
+            .field("auth_token", &self.auth_token.as_ref().map(|_| "…"))
+            .field("fleet", &self.fleet)
+            .field("embedded", &self.embedded)
+            .field("description", &self.description)
+            .finish()
+    }
 }
 
 /// Resolves the scenario's target, starting the fleet when the scenario asks for one.
