@@ -343,9 +343,15 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<Run
     }
 
     let ended_at = SystemTime::now();
-    let slos = grade::grade(&scenario.slo, &aggregate.totals);
+    let mut slos = grade::grade(&scenario.slo, &aggregate.totals);
     let mut faults = chaos_outcome.reports.clone();
     grade::detections(&mut faults, &scenario.faults, &observed);
+    slos.extend(grade::grade_chaos(
+        &scenario.slo,
+        &faults,
+        chaos_outcome.retries.as_ref(),
+        run_start.elapsed().as_secs_f64(),
+    ));
     let (verdict, reason) = if let Some(reason) = abort.reason() {
         (Verdict::Aborted, Some(reason))
     } else if shutdown.is_cancelled() {

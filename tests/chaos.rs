@@ -209,7 +209,11 @@ retry_after = "1s"
 "#;
     let mut requests_429 = Vec::new();
     for bugs in [vec![], vec![Bug::NoBackoff]] {
-        let live = LiveRun::start(&embedded_scenario("", 3, "16s", faults), &bugs);
+        let toml = embedded_scenario("", 3, "16s", faults).replace(
+            "call_success = \">= 0%\"",
+            "call_success = \">= 0%\"\nno_retry_storm = true\ndetect_within = \"10s\"",
+        );
+        let live = LiveRun::start(&toml, &bugs);
         let http = live.fleet_http().await;
         live.fault_event("fault_confirmed", "tts_429", Duration::from_secs(30))
             .await;
@@ -257,6 +261,31 @@ retry_after = "1s"
         );
         assert!(report.detected_after_s.unwrap() < 8.0, "{report:?}");
         requests_429.push(during);
+        // The verdict: the retry-storm SLO fails the buggy fleet only (exit 1), and both
+        // fleets noticed the 429s within 10 s.
+        let slo = |name: &str| {
+            outcome
+                .summary
+                .slos
+                .iter()
+                .find(|slo| slo.name == name)
+                .unwrap_or_else(|| panic!("no SLO {name}: {:?}", outcome.summary.slos))
+                .clone()
+        };
+        assert!(slo("detect_within").pass, "{:?}", slo("detect_within"));
+        let storm = slo("no_retry_storm");
+        if bugs.is_empty() {
+            assert!(storm.pass, "{storm:?}");
+            assert_eq!(outcome.summary.verdict, Verdict::Pass);
+        } else {
+            assert!(!storm.pass, "{storm:?}");
+            assert!(storm.why.starts_with("TTS retry storm"), "{storm:?}");
+            assert_eq!(outcome.summary.verdict, Verdict::Fail);
+            assert_eq!(
+                outcome.summary.verdict.exit_code(),
+                voxsoak::exit::SLO_FAILED
+            );
+        }
         // The journal has the stand-in's view: retries, and those that came before the
         // Retry-After the 429 asked for.
         let (retries, ignored) = journal_sum(

@@ -63,11 +63,33 @@ struct LastAttempt {
 pub struct TtsLog {
     window: TtsWindow,
     last: HashMap<String, LastAttempt>,
+    totals: RetryTotals,
 }
 
+/// The whole run's retry behaviour, for the `no_retry_storm` SLO.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct RetryTotals {
+    /// Requests answered while a TTS fault was on, and the others.
+    pub requests_faulted: u64,
+    pub requests_calm: u64,
+    pub retries: u64,
+    /// Retries less than [`IMMEDIATE`] after the previous attempt.
+    pub immediate_retries: u64,
+    pub retry_after_ignored: u64,
+}
+
+/// A retry sooner than this after the attempt before it is immediate: no backoff at all.
+pub const IMMEDIATE: Duration = Duration::from_millis(100);
+
 impl TtsLog {
-    /// Takes one record; `retry_after` is what the stand-in asked for in that answer.
-    pub fn add(&mut self, record: &TtsRecord, retry_after: Option<Duration>) {
+    /// Takes one record; `retry_after` is what the stand-in asked for in that answer;
+    /// `faulted`: a TTS fault was on when it came.
+    pub fn add(&mut self, record: &TtsRecord, retry_after: Option<Duration>, faulted: bool) {
+        if faulted {
+            self.totals.requests_faulted += 1;
+        } else {
+            self.totals.requests_calm += 1;
+        }
         let window = &mut self.window;
         window.requests += 1;
         *window.by_status.entry(record.status).or_insert(0) += 1;
@@ -79,11 +101,16 @@ impl TtsLog {
             let gap = record.at.duration_since(previous.at).unwrap_or_default();
             if gap < RETRY_HORIZON {
                 window.retries += 1;
+                self.totals.retries += 1;
+                if gap < IMMEDIATE {
+                    self.totals.immediate_retries += 1;
+                }
                 let _ = window
                     .retry_gap_ms
                     .record((gap.as_micros() as u64).clamp(1, 3_600_000_000));
                 if previous.retry_after.is_some_and(|asked| gap < asked) {
                     window.retry_after_ignored += 1;
+                    self.totals.retry_after_ignored += 1;
                 }
             }
         }
@@ -125,12 +152,12 @@ impl TtsLog {
     }
 }
 
-/// Journals `tts_requests` every [`WINDOW`] until `stop`.
+/// Journals `tts_requests` every [`WINDOW`] until `stop`; returns the run's totals.
 pub async fn journal_tts_requests(
     control: std::sync::Arc<TtsControl>,
     journal: Journal,
     stop: CancellationToken,
-) {
+) -> RetryTotals {
     let mut records = control.subscribe();
     let mut log = TtsLog::default();
     let mut ticks = tokio::time::interval(WINDOW);
@@ -139,11 +166,13 @@ pub async fn journal_tts_requests(
         tokio::select! {
             record = records.recv() => match record {
                 Ok(record) => {
-                    let retry_after = match control.behaviour().fault {
+                    let fault = control.behaviour().fault;
+                    let retry_after = match fault {
                         crate::standin::tts::TtsFault::RateLimited { retry_after } => retry_after,
                         _ => None,
                     };
-                    log.add(&record, retry_after);
+                    let faulted = fault != crate::standin::tts::TtsFault::None;
+                    log.add(&record, retry_after, faulted);
                 }
                 Err(RecvError::Lagged(lost)) => {
                     journal.record("tts_requests_lost", json!({"records": lost}));
@@ -161,6 +190,7 @@ pub async fn journal_tts_requests(
     if let Some(fields) = log.take() {
         journal.record("tts_requests", fields);
     }
+    log.totals
 }
 
 #[cfg(test)]
@@ -182,12 +212,12 @@ mod tests {
         let mut log = TtsLog::default();
         let after = Some(Duration::from_secs(1));
         // One utterance retried at once twice (a storm), then after 1.5 s (honoured).
-        log.add(&record(0, 429, "CA1-1"), after);
-        log.add(&record(10, 429, "CA1-1"), after);
-        log.add(&record(20, 429, "CA1-1"), after);
-        log.add(&record(1520, 200, "CA1-1"), after);
+        log.add(&record(0, 429, "CA1-1"), after, true);
+        log.add(&record(10, 429, "CA1-1"), after, true);
+        log.add(&record(20, 429, "CA1-1"), after, true);
+        log.add(&record(1520, 200, "CA1-1"), after, false);
         // Another utterance, first try only.
-        log.add(&record(30, 200, "CA2-1"), None);
+        log.add(&record(30, 200, "CA2-1"), None, false);
         let window = log.take().unwrap();
         assert_eq!(window["requests"], 5);
         assert_eq!(window["by_status"]["429"], 3);
@@ -197,7 +227,17 @@ mod tests {
         assert_eq!(window["retry_gap_ms"]["count"], 3);
         assert!(log.take().is_none(), "a fresh window is empty");
         // Much later, the same id is a new try, not a retry.
-        log.add(&record(600_000, 200, "CA1-1"), None);
+        log.add(&record(600_000, 200, "CA1-1"), None, false);
         assert_eq!(log.take().unwrap()["retries"], 0);
+        assert_eq!(
+            log.totals,
+            RetryTotals {
+                requests_faulted: 3,
+                requests_calm: 3,
+                retries: 3,
+                immediate_retries: 2,
+                retry_after_ignored: 2,
+            }
+        );
     }
 }

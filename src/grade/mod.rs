@@ -381,3 +381,205 @@ mod growth_tests {
         assert_eq!(warm_up_s(72.0 * 3600.0), 300.0);
     }
 }
+
+/// The chaos SLOs: `detect_within` over every injected, confirmed fault, and
+/// `no_retry_storm` over what the TTS stand-in saw.
+pub fn grade_chaos(
+    slos: &Slos,
+    faults: &[crate::chaos::FaultReport],
+    retries: Option<&crate::chaos::tts_log::RetryTotals>,
+    wall_s: f64,
+) -> Vec<SloVerdict> {
+    let mut verdicts = Vec::new();
+    if let Some(within) = slos.detect_within {
+        verdicts.push(detect_within(within, faults));
+    }
+    if slos.no_retry_storm {
+        verdicts.push(no_retry_storm(retries, faults, wall_s));
+    }
+    verdicts
+}
+
+fn detect_within(within: Duration, faults: &[crate::chaos::FaultReport]) -> SloVerdict {
+    let threshold = format!("<= {}", humantime::format_duration(within));
+    let limit = within.as_secs_f64();
+    let graded: Vec<&crate::chaos::FaultReport> =
+        faults.iter().filter(|fault| fault.confirmed).collect();
+    if graded.is_empty() {
+        return SloVerdict {
+            name: "detect_within",
+            threshold,
+            measured: "no fault".into(),
+            pass: true,
+            why: "no fault was in effect, so there was nothing to detect".into(),
+        };
+    }
+    let late: Vec<String> = graded
+        .iter()
+        .filter(|fault| fault.detected_after_s.is_none_or(|after| after > limit))
+        .map(|fault| match fault.detected_after_s {
+            Some(after) => format!("{} #{} after {after:.1}s", fault.name, fault.occurrence),
+            None => format!("{} #{} never", fault.name, fault.occurrence),
+        })
+        .collect();
+    let slowest = graded
+        .iter()
+        .filter_map(|fault| fault.detected_after_s)
+        .fold(None, |max: Option<f64>, after| {
+            Some(max.map_or(after, |max| max.max(after)))
+        });
+    let measured = if late.iter().any(|line| line.ends_with("never")) {
+        "undetected".to_owned()
+    } else {
+        slowest.map_or("undetected".to_owned(), |after| format!("{after:.1}s"))
+    };
+    if late.is_empty() {
+        SloVerdict {
+            name: "detect_within",
+            threshold,
+            measured,
+            pass: true,
+            why: format!(
+                "all {} faults were detected by the fleet's own signals in time",
+                graded.len()
+            ),
+        }
+    } else {
+        SloVerdict {
+            name: "detect_within",
+            threshold,
+            measured,
+            pass: false,
+            why: format!("not detected in time: {}", late.join(", ")),
+        }
+    }
+}
+
+fn no_retry_storm(
+    retries: Option<&crate::chaos::tts_log::RetryTotals>,
+    faults: &[crate::chaos::FaultReport],
+    wall_s: f64,
+) -> SloVerdict {
+    let threshold = "true".to_owned();
+    let Some(totals) = retries else {
+        return SloVerdict {
+            name: "no_retry_storm",
+            threshold,
+            measured: "not measured".into(),
+            pass: false,
+            why: "the TTS stand-in did not run, so the fleet's retries could not be seen".into(),
+        };
+    };
+    let faulted_s: f64 = faults
+        .iter()
+        .filter(|fault| fault.kind.starts_with("tts_"))
+        .filter_map(|fault| Some(fault.cleared_at_s? - fault.injected_at_s?))
+        .sum();
+    let calm_s = (wall_s - faulted_s).max(1.0);
+    let rate = |requests: u64, seconds: f64| requests as f64 / seconds.max(1.0);
+    let faulted_rate = rate(totals.requests_faulted, faulted_s);
+    let calm_rate = rate(totals.requests_calm, calm_s);
+    let immediate_share = if totals.retries == 0 {
+        0.0
+    } else {
+        totals.immediate_retries as f64 / totals.retries as f64
+    };
+    // A storm: most retries with no backoff at all, or retries before the Retry-After the
+    // server asked for.
+    let storm = (totals.retries >= 10 && immediate_share > 0.5) || totals.retry_after_ignored > 0;
+    let measured = format!("{faulted_rate:.1} req/s in TTS fault windows vs {calm_rate:.1} calm");
+    let shape = if totals.retries == 0 {
+        "no retries".to_owned()
+    } else {
+        format!(
+            "{} of {} retries immediate (< 100 ms), Retry-After {}",
+            totals.immediate_retries,
+            totals.retries,
+            if totals.retry_after_ignored == 0 {
+                "honoured".to_owned()
+            } else {
+                format!("ignored {}×", totals.retry_after_ignored)
+            }
+        )
+    };
+    SloVerdict {
+        name: "no_retry_storm",
+        threshold,
+        pass: !storm,
+        why: if storm {
+            format!("TTS retry storm: {measured}; {shape}")
+        } else {
+            format!("backoff: {measured}; {shape}")
+        },
+        measured,
+    }
+}
+
+#[cfg(test)]
+mod chaos_slo_tests {
+    use super::*;
+    use crate::chaos::FaultReport;
+    use crate::chaos::tts_log::RetryTotals;
+
+    fn tts_fault(detected: Option<f64>) -> FaultReport {
+        FaultReport {
+            injected_at_s: Some(20.0),
+            cleared_at_s: Some(40.0),
+            confirmed: true,
+            detected_after_s: detected,
+            ..FaultReport::planned("tts_429", "tts_429".into(), 1, 20.0)
+        }
+    }
+
+    #[test]
+    fn detect_within_fails_on_a_late_or_missing_detection() {
+        let within = Duration::from_secs(10);
+        let ok = detect_within(within, &[tts_fault(Some(0.3))]);
+        assert!(ok.pass, "{ok:?}");
+        assert_eq!(ok.measured, "0.3s");
+        let late = detect_within(within, &[tts_fault(Some(12.0))]);
+        assert!(!late.pass);
+        assert!(late.why.contains("tts_429 #1 after 12.0s"), "{late:?}");
+        let never = detect_within(within, &[tts_fault(Some(1.0)), tts_fault(None)]);
+        assert!(!never.pass);
+        assert_eq!(never.measured, "undetected");
+    }
+
+    #[test]
+    fn a_storm_is_immediate_retries_or_retry_after_ignored() {
+        let faults = [tts_fault(Some(0.3))];
+        let storm = RetryTotals {
+            requests_faulted: 800,
+            requests_calm: 160,
+            retries: 780,
+            immediate_retries: 770,
+            retry_after_ignored: 0,
+        };
+        let verdict = no_retry_storm(Some(&storm), &faults, 180.0);
+        assert!(!verdict.pass);
+        assert_eq!(
+            verdict.measured,
+            "40.0 req/s in TTS fault windows vs 1.0 calm"
+        );
+        assert!(
+            verdict.why.contains("770 of 780 retries immediate"),
+            "{verdict:?}"
+        );
+        let backoff = RetryTotals {
+            requests_faulted: 40,
+            requests_calm: 160,
+            retries: 30,
+            immediate_retries: 0,
+            retry_after_ignored: 0,
+        };
+        let verdict = no_retry_storm(Some(&backoff), &faults, 180.0);
+        assert!(verdict.pass, "{verdict:?}");
+        assert!(verdict.why.contains("Retry-After honoured"), "{verdict:?}");
+        let ignored = RetryTotals {
+            retry_after_ignored: 3,
+            ..backoff
+        };
+        assert!(!no_retry_storm(Some(&ignored), &faults, 180.0).pass);
+        assert!(!no_retry_storm(None, &faults, 180.0).pass);
+    }
+}

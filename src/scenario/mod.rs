@@ -111,6 +111,8 @@
 //! response_p99 = "<= 3s"
 //! first_audio_p95 = "<= 2s"         # connect -> first agent audio
 //! pacing_jitter_p99 = "<= 5ms"      # the harness's own media pacing
+//! detect_within = "2m18s"           # every injected fault detected within this
+//! no_retry_storm = true             # no immediate TTS retries; Retry-After honoured
 //!
 //! [[faults]]                        # optional, repeatable: see the README's chaos table
 //! kind = "db_pool_exhaustion"       # tts_429 tts_error tts_slow tts_timeout
@@ -508,6 +510,10 @@ pub struct Slos {
     pub response_p99_max: Option<Duration>,
     pub first_audio_p95_max: Option<Duration>,
     pub pacing_jitter_p99_max: Option<Duration>,
+    /// Every injected fault must be detected (a `detect` signal) within this.
+    pub detect_within: Option<Duration>,
+    /// The fleet must not storm the TTS: no immediate retries, `Retry-After` honoured.
+    pub no_retry_storm: bool,
 }
 
 impl Default for Slos {
@@ -518,6 +524,8 @@ impl Default for Slos {
             response_p99_max: None,
             first_audio_p95_max: None,
             pacing_jitter_p99_max: None,
+            detect_within: None,
+            no_retry_storm: false,
         }
     }
 }

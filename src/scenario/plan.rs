@@ -470,6 +470,15 @@ impl Plan {
                 self.row(label, format!("<= {}", format_duration(max)));
             }
         }
+        if let Some(within) = slo.detect_within {
+            self.row("detect within", format!("<= {}", format_duration(within)));
+        }
+        if slo.no_retry_storm {
+            self.row(
+                "no retry storm",
+                "no immediate TTS retries; Retry-After honoured",
+            );
+        }
     }
 }
 

@@ -214,6 +214,8 @@ pub(super) struct RawSlo {
     pub response_p99: Option<RawValue>,
     pub first_audio_p95: Option<RawValue>,
     pub pacing_jitter_p99: Option<RawValue>,
+    pub detect_within: Option<RawValue>,
+    pub no_retry_storm: Option<Spanned<bool>>,
 }
 
 /// One `[[faults]]` entry. Every kind's parameters are listed here; phase 2 refuses the

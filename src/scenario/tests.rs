@@ -189,6 +189,8 @@ fn full_sink_file_with_stages() {
             response_p99_max: Some(secs(3)),
             first_audio_p95_max: Some(secs(2)),
             pacing_jitter_p99_max: Some(millis(5)),
+            detect_within: None,
+            no_retry_storm: false,
         },
         faults: Vec::new(),
         chaos: ChaosSettings {

@@ -369,3 +369,15 @@ for = "1m"
     assert!(!timeline.iter().any(|o| o.fault == 3));
     assert!(timeline.windows(2).all(|pair| pair[0].at <= pair[1].at));
 }
+
+#[test]
+fn chaos_slos_parse() {
+    let scenario = parse_ok(&format!(
+        "{EMBEDDED}\n[slo]\ndetect_within = \"2m18s\"\nno_retry_storm = true\n"
+    ));
+    assert_eq!(scenario.slo.detect_within, Some(secs(138)));
+    assert!(scenario.slo.no_retry_storm);
+    assert!(!parse_ok(EMBEDDED).slo.no_retry_storm);
+    let found = errors(&format!("{EMBEDDED}\n[slo]\ndetect_within = \">= 1m\"\n"));
+    assert!(found[0].contains("detect_within is a maximum"), "{found:?}");
+}

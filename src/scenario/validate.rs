@@ -1391,6 +1391,14 @@ impl Validator<'_> {
             .pacing_jitter_p99
             .as_ref()
             .and_then(|value| self.latency_threshold(value, "pacing_jitter_p99"));
+        slos.detect_within = raw
+            .detect_within
+            .as_ref()
+            .and_then(|value| self.latency_threshold(value, "detect_within"));
+        slos.no_retry_storm = raw
+            .no_retry_storm
+            .as_ref()
+            .is_some_and(|flag| *flag.get_ref());
         slos
     }
 
