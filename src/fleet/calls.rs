@@ -8,7 +8,7 @@
 //! the long-transactions bug) its transaction committed. If the caller talks over the
 //! agent (barge-in) the call sends `clear`.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -31,7 +31,7 @@ use crate::audio::vad::{SpeechEvent, SpeechSegmenter, VoiceActivity};
 use crate::audio::{FRAME, FRAME_SAMPLES};
 use crate::standin::openai::ChatMessage;
 use crate::twilio::messages::{self, TwilioEvent, parse_twilio_event};
-use crate::twilio::{signature, twiml};
+use crate::twilio::webhook::serve;
 
 /// Silence after speech that ends a caller turn (as the sink's endpointer).
 const END_OF_TURN: Duration = crate::sink::END_OF_TURN;
@@ -48,27 +48,13 @@ pub async fn voice(
     headers: HeaderMap,
     Form(params): Form<Vec<(String, String)>>,
 ) -> Response {
-    let host = host(&headers);
+    let host = serve::request_host(&headers);
     if let Some(refused) = fleet.refuse_unsigned(&headers, &format!("http://{host}/voice"), &params)
     {
         return refused;
     }
-    let call_sid = params
-        .iter()
-        .find(|(key, _)| key == "CallSid")
-        .map(|(_, value)| value.clone())
-        .unwrap_or_default();
-    let parameters = BTreeMap::from([("CallSid".to_string(), call_sid)]);
-    let body = twiml::connect_stream(&format!("ws://{host}/stream"), &parameters);
+    let body = serve::connect_answer(host, &params);
     ([(header::CONTENT_TYPE, "text/xml")], body).into_response()
-}
-
-/// The Host the client used, which is what Twilio signs.
-fn host(headers: &HeaderMap) -> &str {
-    headers
-        .get(header::HOST)
-        .and_then(|value| value.to_str().ok())
-        .unwrap_or("127.0.0.1")
 }
 
 impl Fleet {
@@ -80,11 +66,7 @@ impl Fleet {
         params: &[(String, String)],
     ) -> Option<Response> {
         let token = self.options.twilio_auth_token.as_ref()?;
-        let given = headers
-            .get(signature::HEADER)
-            .and_then(|value| value.to_str().ok())
-            .unwrap_or_default();
-        if signature::validate(token, url, params, given) {
+        if serve::signed(headers, token, url, params) {
             return None;
         }
         self.metrics
@@ -100,7 +82,7 @@ pub async fn stream(
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    let url = format!("ws://{}/stream", host(&headers));
+    let url = format!("ws://{}/stream", serve::request_host(&headers));
     if let Some(refused) = fleet.refuse_unsigned(&headers, &url, &[]) {
         return refused;
     }

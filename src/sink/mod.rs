@@ -9,7 +9,6 @@
 //! Endpoints: `POST /voice` (voice webhook → TwiML `<Connect><Stream>`), `GET /stream`
 //! (the Media Streams WebSocket), `GET /health`, `GET /metrics` (Prometheus text).
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,7 +30,8 @@ use crate::audio::FRAME_SAMPLES;
 use crate::audio::synth;
 use crate::audio::vad::{SpeechEvent, SpeechSegmenter, VoiceActivity};
 use crate::twilio::messages::{self, TwilioEvent, parse_twilio_event};
-use crate::twilio::{mulaw, signature, twiml};
+use crate::twilio::mulaw;
+use crate::twilio::webhook::serve;
 
 /// The sink's reply is sent in pieces of this much audio, as a TTS stream would arrive.
 const REPLY_CHUNK: Duration = Duration::from_millis(100);
@@ -149,27 +149,13 @@ async fn voice(
     headers: HeaderMap,
     Form(params): Form<Vec<(String, String)>>,
 ) -> Response {
-    let host = host(&headers);
+    let host = serve::request_host(&headers);
     if let Some(refused) = state.refuse_unsigned(&headers, &format!("http://{host}/voice"), &params)
     {
         return refused;
     }
-    let call_sid = params
-        .iter()
-        .find(|(key, _)| key == "CallSid")
-        .map(|(_, value)| value.clone())
-        .unwrap_or_default();
-    let parameters = BTreeMap::from([("CallSid".to_string(), call_sid)]);
-    let body = twiml::connect_stream(&format!("ws://{host}/stream"), &parameters);
+    let body = serve::connect_answer(host, &params);
     ([(header::CONTENT_TYPE, "text/xml")], body).into_response()
-}
-
-/// The Host the client used, which is what Twilio signs (URLs are rebuilt from it).
-fn host(headers: &HeaderMap) -> &str {
-    headers
-        .get(header::HOST)
-        .and_then(|value| value.to_str().ok())
-        .unwrap_or("127.0.0.1")
 }
 
 impl SinkState {
@@ -182,11 +168,7 @@ impl SinkState {
         params: &[(String, String)],
     ) -> Option<Response> {
         let token = self.options.auth_token.as_ref()?;
-        let given = headers
-            .get(signature::HEADER)
-            .and_then(|value| value.to_str().ok())
-            .unwrap_or_default();
-        if signature::validate(token, url, params, given) {
+        if serve::signed(headers, token, url, params) {
             return None;
         }
         self.counters
@@ -201,7 +183,7 @@ async fn stream(
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    let url = format!("ws://{}/stream", host(&headers));
+    let url = format!("ws://{}/stream", serve::request_host(&headers));
     if let Some(refused) = state.refuse_unsigned(&headers, &url, &[]) {
         return refused;
     }

@@ -104,3 +104,48 @@ mod tests {
         );
     }
 }
+
+/// The fleet's side of the webhook and the stream handshake, shared by the fleets voxsoak
+/// ships (`sink` and the reference fleet).
+pub mod serve {
+    use std::collections::BTreeMap;
+
+    use axum::http::{HeaderMap, header};
+
+    use crate::twilio::{signature, twiml};
+
+    /// The Host the client used, which is what Twilio signs (URLs are rebuilt from it).
+    pub fn request_host(headers: &HeaderMap) -> &str {
+        headers
+            .get(header::HOST)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or("127.0.0.1")
+    }
+
+    /// Whether the request carries a valid `X-Twilio-Signature` for `url` and `params`
+    /// (none for the stream upgrade) under `token`.
+    pub fn signed(
+        headers: &HeaderMap,
+        token: &str,
+        url: &str,
+        params: &[(String, String)],
+    ) -> bool {
+        let given = headers
+            .get(signature::HEADER)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default();
+        signature::validate(token, url, params, given)
+    }
+
+    /// The TwiML answer to a voice webhook received on `host`: connect the call to
+    /// `ws://HOST/stream`, passing its `CallSid` as a stream parameter.
+    pub fn connect_answer(host: &str, params: &[(String, String)]) -> String {
+        let call_sid = params
+            .iter()
+            .find(|(key, _)| key == "CallSid")
+            .map(|(_, value)| value.clone())
+            .unwrap_or_default();
+        let parameters = BTreeMap::from([("CallSid".to_string(), call_sid)]);
+        twiml::connect_stream(&format!("ws://{host}/stream"), &parameters)
+    }
+}
