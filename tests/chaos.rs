@@ -69,17 +69,7 @@ impl LiveRun {
     }
 
     pub async fn metrics(&self, http: &str) -> Metrics {
-        let text = self
-            .http
-            .get(format!("{http}metrics"))
-            .timeout(Duration::from_secs(5))
-            .send()
-            .await
-            .expect("GET /metrics")
-            .text()
-            .await
-            .expect("metrics body");
-        Metrics { text }
+        Metrics::scrape(&self.http, &format!("{http}metrics")).await
     }
 
     /// The health status, or None when the fleet does not answer within 2 s.

@@ -158,17 +158,7 @@ impl FleetProcess {
 
     /// `GET /metrics`, parsed into (series with labels, value) pairs.
     pub async fn metrics(&self) -> Metrics {
-        let text = self
-            .http
-            .get(format!("http://{}/metrics", self.address))
-            .timeout(Duration::from_secs(5))
-            .send()
-            .await
-            .expect("GET /metrics")
-            .text()
-            .await
-            .expect("metrics body");
-        Metrics { text }
+        Metrics::scrape(&self.http, &format!("http://{}/metrics", self.address)).await
     }
 
     /// `GET /health`: status and JSON body.
@@ -223,6 +213,20 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// `GET url` (a `/metrics` page) over real HTTP.
+    pub async fn scrape(http: &reqwest::Client, url: &str) -> Metrics {
+        let text = http
+            .get(url)
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("metrics body");
+        Metrics { text }
+    }
+
     /// The value of the series written exactly `series` (name plus labels, if any).
     pub fn value(&self, series: &str) -> Option<f64> {
         self.text.lines().find_map(|line| {
