@@ -32,6 +32,13 @@ pub enum Command {
     Validate { scenario: PathBuf },
     /// Print the scenario's timeline (stages, arrivals, scripts, SLOs). Nothing runs.
     Plan { scenario: PathBuf },
+    /// Re-create a run directory's reports (summary.json) from its journal.jsonl alone, and
+    /// print the verdict. Works on the journal of a run that was killed (verdict
+    /// `aborted`). Exit codes as for `run`.
+    Report {
+        /// The run directory (it holds journal.jsonl).
+        run_dir: PathBuf,
+    },
     /// A minimal Twilio-speaking echo fleet for tests and benchmarks.
     Sink(SinkArgs),
     /// The reference fleet: a real small voice-agent server (Twilio Media Streams, LLM with a
@@ -252,6 +259,7 @@ pub fn main(cli: Cli) -> i32 {
                 exit::HARNESS_ERROR
             }
         },
+        Command::Report { run_dir } => report_command(&run_dir),
         Command::Run(args) => {
             with_runtime(|shutdown| async move { run_command(args, shutdown).await })
         }
@@ -306,6 +314,34 @@ async fn cancel_on_signal(shutdown: CancellationToken) {
     }
     eprintln!("voxsoak: stopping (signal received); ending calls and writing reports");
     shutdown.cancel();
+}
+
+fn report_command(run_dir: &std::path::Path) -> i32 {
+    let journal = run_dir.join("journal.jsonl");
+    if !journal.is_file() {
+        eprintln!(
+            "voxsoak report: {} has no journal.jsonl (expected a run directory written by voxsoak run)",
+            run_dir.display()
+        );
+        return exit::HARNESS_ERROR;
+    }
+    match crate::report::Summary::rebuild(run_dir) {
+        Ok(summary) => {
+            for problem in &summary.journal.problems {
+                eprintln!("voxsoak report: skipped {problem}");
+            }
+            print!("{}", summary.render_text());
+            println!("  reports    {}", run_dir.display());
+            summary.verdict.exit_code()
+        }
+        Err(error) => {
+            eprintln!(
+                "voxsoak report: could not rebuild the reports of {}: {error}",
+                run_dir.display()
+            );
+            exit::HARNESS_ERROR
+        }
+    }
 }
 
 async fn run_command(args: RunArgs, shutdown: CancellationToken) -> i32 {

@@ -17,12 +17,12 @@ use crate::call::CallContext;
 use crate::chaos::abort::{AbortSwitch, SuccessWatch, serve_kill_switch, watch_kill_switch_file};
 use crate::chaos::process::ProcessTarget;
 use crate::chaos::{ChaosPlane, ChaosTargets, FaultError};
-use crate::grade::{self, Verdict};
+use crate::grade;
 use crate::journal::Journal;
-use crate::load::aggregate::{Aggregator, Percentiles, Progress, run_aggregator};
+use crate::load::aggregate::{Aggregator, Progress, run_aggregator};
 use crate::load::{LoadShaper, UtteranceBank};
 use crate::observe;
-use crate::report::{RunFacts, Summary};
+use crate::report::Summary;
 use crate::scenario::faults::KILL_SWITCH_FILE;
 use crate::scenario::{self, ScenarioError};
 use crate::target::{self, TargetError};
@@ -197,7 +197,9 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<Run
         "run_started",
         serde_json::json!({
             "run_id": run_id, "scenario": scenario.name,
+            "scenario_path": options.scenario.display().to_string(),
             "seed": scenario.seed, "target": resolved.description,
+            "grading": grade::plan::GradePlan::from_scenario(&scenario),
             "planned_s": run_for.as_secs_f64(),
             "faults_planned": crate::scenario::faults::timeline(&scenario.faults, run_for, scenario.seed).len(),
         }),
@@ -260,6 +262,18 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<Run
     let shared_fleet = resolved
         .fleet
         .map(|fleet| Arc::new(tokio::sync::Mutex::new(fleet)));
+    // The embedded fleet is watched as its supervisor would: memory, CPU, exits, and a
+    // restart after a crash.
+    let fleet_watch_stop = CancellationToken::new();
+    let fleet_watch = match (&shared_fleet, &resolved.embedded) {
+        (Some(fleet), Some(_)) => Some(tokio::spawn(observe::fleet_process::watch(
+            Arc::clone(fleet),
+            journal.clone(),
+            true,
+            fleet_watch_stop.clone(),
+        ))),
+        _ => None,
+    };
     let chaos_stop = stop.child_token();
     let chaos_run = chaos.start(
         ChaosTargets {
@@ -286,7 +300,7 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<Run
     let watch_abort = abort.clone();
     let aggregation = tokio::spawn(async move {
         let mut last_interval = run_start;
-        let aggregate = run_aggregator(receiver, run_start, |aggregator: &mut Aggregator, now| {
+        let aggregate = run_aggregator(receiver, run_start, |aggregator: &mut Aggregator, now, last| {
             display.update(aggregator.progress(now));
             if let Some(watch) = success_watch.as_mut() {
                 let totals = aggregator.totals();
@@ -295,22 +309,33 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<Run
                     watch_abort.trip(format!("abort condition: {reason}"));
                 }
             }
-            if now.saturating_duration_since(last_interval) >= JOURNAL_INTERVAL {
+            if last || now.saturating_duration_since(last_interval) >= JOURNAL_INTERVAL {
                 last_interval = now;
-                let progress = aggregator.progress(now);
-                let window = aggregator.take_window(now);
-                interval_journal.record(
-                    "interval",
-                    serde_json::json!({
-                        "active": progress.active,
-                        "started": window.started,
-                        "ended": window.ended(),
-                        "completed": window.count(crate::call::CallOutcome::Completed),
-                        "failed": window.failed(),
-                        "response_ms": Percentiles::of(&window.response),
-                        "pacing_jitter_ms": Percentiles::of(&window.pacing),
-                    }),
+                let from_s = crate::journal::round_ms(
+                    aggregator.window_start().saturating_duration_since(run_start).as_secs_f64(),
                 );
+                let active = aggregator.active();
+                let harness = aggregator.harness();
+                let examples: Vec<serde_json::Value> = aggregator
+                    .new_failure_examples()
+                    .iter()
+                    .map(|(outcome, detail)| serde_json::json!({"outcome": outcome.as_str(), "detail": detail}))
+                    .collect();
+                let window = aggregator.take_window(now);
+                let mut record = window.to_record();
+                if let Some(fields) = record.as_object_mut() {
+                    fields.insert("from_s".into(), from_s.into());
+                    fields.insert("active".into(), active.into());
+                    if !examples.is_empty() {
+                        fields.insert("failure_examples".into(), examples.into());
+                    }
+                    fields.insert(
+                        "harness".into(),
+                        serde_json::to_value(harness).unwrap_or_default(),
+                    );
+                }
+                interval_journal.record("interval", record);
+                interval_journal.sync();
             }
         })
         .await;
@@ -326,13 +351,15 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<Run
         .expect("the aggregator task does not panic");
     // The observers stop before the fleet does, so its shutdown is not an outage.
     observer_stop.cancel();
+    fleet_watch_stop.cancel();
     watchers.cancel();
-    let observed = hub.await.unwrap_or_default();
-    let mut restarts = None;
+    let _ = hub.await;
+    if let Some(watch) = fleet_watch {
+        let _ = watch.await;
+    }
+    drop(aggregate);
     if let Some(fleet) = &shared_fleet {
-        let mut fleet = fleet.lock().await;
-        restarts = Some(u64::from(fleet.restarts()));
-        fleet.stop_in_place().await;
+        fleet.lock().await.stop_in_place().await;
     }
     let removed = chaos_outcome.tear_down();
     if removed > 0 {
@@ -341,69 +368,21 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<Run
             serde_json::json!({"files": removed}),
         );
     }
-
-    let ended_at = SystemTime::now();
-    let mut slos = grade::grade(&scenario.slo, &aggregate.totals);
-    let mut faults = chaos_outcome.reports.clone();
-    grade::detections(&mut faults, &scenario.faults, &observed);
-    slos.extend(grade::grade_chaos(
-        &scenario.slo,
-        &faults,
-        chaos_outcome.retries.as_ref(),
-        run_start.elapsed().as_secs_f64(),
-    ));
-    let (verdict, reason) = if let Some(reason) = abort.reason() {
-        (Verdict::Aborted, Some(reason))
+    let stopped = if let Some(reason) = abort.reason() {
+        Some(reason)
     } else if shutdown.is_cancelled() {
-        (
-            Verdict::Aborted,
-            Some("stopped by a signal before the end of the scenario".to_string()),
-        )
+        Some("stopped by a signal before the end of the scenario".to_string())
     } else {
-        grade::verdict_with_faults(&slos, &faults)
+        None
     };
-    let summary = Summary::new(
-        RunFacts {
-            run_id,
-            scenario: scenario.name.clone(),
-            scenario_path: options.scenario.display().to_string(),
-            seed: scenario.seed,
-            target: resolved.description,
-            started_at,
-            ended_at,
-            wall_s: run_start.elapsed().as_secs_f64(),
-        },
-        &aggregate,
-        slos,
-        faults,
-        verdict,
-        reason,
-    );
-    let mut summary = summary;
-    if resolved.embedded.is_some() {
-        let warm_up = grade::warm_up_s(summary.wall_s);
-        let mib = |bytes: f64| (bytes / (1024.0 * 1024.0) * 10.0).round() / 10.0;
-        summary.fleet = crate::report::FleetBlock {
-            rss_mib_max: observed
-                .rss_samples
-                .iter()
-                .map(|(_, bytes)| mib(*bytes))
-                .reduce(f64::max),
-            rss_growth_mib_per_h: grade::growth_mib_per_hour(&observed.rss_samples, warm_up),
-            restarts,
-            temp_dir_growth_mib_per_h: grade::growth_mib_per_hour(
-                &observed.temp_dir_samples,
-                warm_up,
-            ),
-        };
-    }
     journal.record(
         "run_ended",
-        serde_json::json!({
-            "verdict": summary.verdict, "reason": summary.reason, "wall_s": summary.wall_s,
-        }),
+        serde_json::json!({"stopped": stopped, "wall_s": crate::journal::round_ms(run_start.elapsed().as_secs_f64())}),
     );
-    summary.write(&out_dir).map_err(|source| RunError::Output {
+    journal.sync();
+    // The verdict and every report come from the journal alone, as `voxsoak report` makes
+    // them.
+    let summary = Summary::rebuild(&out_dir).map_err(|source| RunError::Output {
         path: out_dir.clone(),
         source,
     })?;

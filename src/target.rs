@@ -260,6 +260,9 @@ pub struct SpawnedFleet {
     prefix: &'static str,
     timeout: Duration,
     restarts: u32,
+    /// The harness sent it SIGKILL or SIGTERM (a fault, or stopping it): its exit is not a
+    /// crash.
+    stopped_by_harness: bool,
     temp_dir: Option<TempDir>,
 }
 
@@ -344,10 +347,18 @@ impl SpawnedFleet {
         self.restarts
     }
 
+    /// Whether its exit (if it exited) was the harness's doing: it sent SIGKILL or SIGTERM.
+    pub fn stopped_by_harness(&self) -> bool {
+        self.stopped_by_harness
+    }
+
     /// Sends `signal` to the process, if it is still running.
     pub fn signal(&mut self, signal: libc::c_int) -> std::io::Result<()> {
         match (self.child.try_wait()?, self.child.id()) {
             (None, Some(pid)) => {
+                if matches!(signal, libc::SIGKILL | libc::SIGTERM) {
+                    self.stopped_by_harness = true;
+                }
                 // SAFETY: kill(2) with the pid of our own child, which has not been reaped
                 // (try_wait just saw it running), and a signal number from libc.
                 let result = unsafe { libc::kill(pid as libc::pid_t, signal) };
@@ -388,6 +399,7 @@ impl SpawnedFleet {
         self.stderr = listening.stderr;
         self.address = listening.address;
         self.restarts += 1;
+        self.stopped_by_harness = false;
         Ok(())
     }
 
@@ -404,6 +416,7 @@ impl SpawnedFleet {
 
     /// [`SpawnedFleet::stop`] for a fleet shared with the chaos plane.
     pub async fn stop_in_place(&mut self) {
+        self.stopped_by_harness = true;
         if let Ok(None) = self.child.try_wait()
             && let Some(pid) = self.child.id()
         {
@@ -747,6 +760,7 @@ impl Listening {
             prefix: self.prefix,
             timeout: self.timeout,
             restarts: 0,
+            stopped_by_harness: false,
             temp_dir,
         }
     }

@@ -292,6 +292,7 @@ pub fn check(request: &ByHandRequest) -> Result<ByHandFault, ByHandError> {
             duration: request.duration,
             every: None,
             detect: vec![kind.default_detection()],
+            recover_from: crate::scenario::faults::RecoverFrom::Clear,
             line: 0,
         }
     } else {

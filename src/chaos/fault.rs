@@ -302,6 +302,7 @@ mod tests {
             duration: Duration::from_secs(1),
             every: None,
             detect: Vec::new(),
+            recover_from: crate::scenario::faults::RecoverFrom::Clear,
             line: 1,
         };
         let occurrence = Occurrence {
@@ -343,6 +344,7 @@ mod tests {
             duration: Duration::from_secs(1),
             every: None,
             detect: Vec::new(),
+            recover_from: crate::scenario::faults::RecoverFrom::Clear,
             line: 1,
         };
         let occurrence = Occurrence {

@@ -61,8 +61,15 @@ pub struct FaultReport {
     /// nothing matched.
     pub detected_after_s: Option<f64>,
     pub detected_by: Option<String>,
+    /// From `recover_from` (the clear, or the injection) until the steady state held for
+    /// the stable window; null when it never did before the run ended.
     pub recovered_after_s: Option<f64>,
+    pub recover_from: Option<crate::scenario::faults::RecoverFrom>,
+    /// Impact: calls that failed in the journal intervals the fault overlapped, and the
+    /// response p95 then against the p95 outside every fault window.
     pub calls_failed_during: Option<u64>,
+    pub response_p95_during_ms: Option<f64>,
+    pub response_p95_calm_ms: Option<f64>,
     pub notes: Vec<String>,
 }
 
@@ -82,7 +89,10 @@ impl FaultReport {
             detected_after_s: None,
             detected_by: None,
             recovered_after_s: None,
+            recover_from: None,
             calls_failed_during: None,
+            response_p95_during_ms: None,
+            response_p95_calm_ms: None,
             notes: Vec::new(),
         }
     }

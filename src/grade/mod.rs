@@ -6,7 +6,15 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::load::aggregate::{Percentiles, Totals};
-use crate::scenario::Slos;
+
+pub mod evaluate;
+pub mod plan;
+pub mod recovery;
+pub mod replay;
+
+pub use evaluate::evaluate;
+use plan::{FaultPlan, RuleSpec, SloPlan};
+use replay::Signal;
 
 /// One SLO's verdict, as `summary.json` `slos[]` carries it.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -41,7 +49,7 @@ impl Verdict {
 }
 
 /// Grades the run totals against the scenario's SLOs.
-pub fn grade(slos: &Slos, totals: &Totals) -> Vec<SloVerdict> {
+pub fn grade(slos: &SloPlan, totals: &Totals) -> Vec<SloVerdict> {
     let mut verdicts = Vec::new();
     if let Some(min) = slos.call_success_min_pct {
         verdicts.push(call_success(min, totals));
@@ -49,28 +57,28 @@ pub fn grade(slos: &Slos, totals: &Totals) -> Vec<SloVerdict> {
     let latency_slos = [
         (
             "response_p95",
-            slos.response_p95_max,
+            slos.response_p95_max_s,
             &totals.response,
             0.95,
             "response latency",
         ),
         (
             "response_p99",
-            slos.response_p99_max,
+            slos.response_p99_max_s,
             &totals.response,
             0.99,
             "response latency",
         ),
         (
             "first_audio_p95",
-            slos.first_audio_p95_max,
+            slos.first_audio_p95_max_s,
             &totals.first_audio,
             0.95,
             "time to first agent audio",
         ),
         (
             "pacing_jitter_p99",
-            slos.pacing_jitter_p99_max,
+            slos.pacing_jitter_p99_max_s,
             &totals.pacing,
             0.99,
             "harness send-pacing jitter",
@@ -78,7 +86,13 @@ pub fn grade(slos: &Slos, totals: &Totals) -> Vec<SloVerdict> {
     ];
     for (name, max, histogram, quantile, what) in latency_slos {
         let Some(max) = max else { continue };
-        verdicts.push(latency(name, max, histogram, quantile, what));
+        verdicts.push(latency(
+            name,
+            Duration::from_secs_f64(max),
+            histogram,
+            quantile,
+            what,
+        ));
     }
     verdicts
 }
@@ -229,12 +243,25 @@ pub fn verdict_with_faults(
     }
 }
 
+/// Whether `signal` is the one `rule` names.
+pub fn signal_matches(signal: &Signal, rule: &RuleSpec) -> bool {
+    match (signal, rule) {
+        (Signal::AlertFiring(name), RuleSpec::Alert { alert }) => name == alert,
+        (Signal::Unhealthy, RuleSpec::Health { .. }) => true,
+        (Signal::ConditionHolds(text), RuleSpec::Metric { metric }) => text == metric,
+        (Signal::LogMatched { pattern, file }, RuleSpec::Log { log, file: wanted }) => {
+            pattern == log && wanted.as_ref().is_none_or(|wanted| wanted == file)
+        }
+        _ => false,
+    }
+}
+
 /// Fills each fault's `detected_after_s` / `detected_by`: the first fleet signal matching
 /// one of its `detect` rules at or after its injection and before its next injection.
 pub fn detections(
     reports: &mut [crate::chaos::FaultReport],
-    faults: &[crate::scenario::ScheduledFault],
-    observed: &crate::observe::hub::Observed,
+    faults: &[FaultPlan],
+    signals: &[(f64, Signal)],
 ) {
     for index in 0..reports.len() {
         let Some(injected) = reports[index].injected_at_s else {
@@ -252,9 +279,19 @@ pub fn detections(
             .filter_map(|other| other.injected_at_s)
             .filter(|at| *at > injected)
             .fold(f64::INFINITY, f64::min);
-        if let Some((transition, rule)) = observed.first_match(&fault.detect, injected, next) {
+        let first = signals
+            .iter()
+            .filter(|(t_s, _)| *t_s >= injected && *t_s < next)
+            .find_map(|(t_s, signal)| {
+                fault
+                    .detect
+                    .iter()
+                    .find(|rule| signal_matches(signal, rule))
+                    .map(|rule| (*t_s, rule))
+            });
+        if let Some((t_s, rule)) = first {
             let report = &mut reports[index];
-            report.detected_after_s = Some(crate::journal::round_ms(transition.t_s - injected));
+            report.detected_after_s = Some(crate::journal::round_ms(t_s - injected));
             report.detected_by = Some(rule.to_string());
         }
     }
@@ -264,9 +301,7 @@ pub fn detections(
 mod detection_tests {
     use super::*;
     use crate::chaos::FaultReport;
-    use crate::observe::hub::{Change, Observed, Transition};
-    use crate::scenario::faults::{DetectionRule, FaultKind, FaultSpec, ScheduledFault};
-    use crate::standin::tts::TtsFault;
+    use crate::scenario::faults::RecoverFrom;
 
     fn report(injected: f64, occurrence: u32) -> FaultReport {
         FaultReport {
@@ -280,43 +315,52 @@ mod detection_tests {
 
     #[test]
     fn each_injection_is_detected_by_the_first_matching_signal_after_it() {
-        let fault = ScheduledFault {
+        let fault = FaultPlan {
             name: "tts".into(),
-            kind: FaultKind::Tts429,
-            fault: FaultSpec::Tts {
-                fault: TtsFault::RateLimited { retry_after: None },
-                fraction: 1.0,
-            },
-            at: Duration::from_secs(10),
-            duration: Duration::from_secs(30),
-            every: None,
+            kind: "tts_429".into(),
             detect: vec![
-                DetectionRule::Alert {
-                    name: "TtsRateLimited".into(),
+                RuleSpec::Alert {
+                    alert: "TtsRateLimited".into(),
                 },
-                DetectionRule::Unhealthy,
+                RuleSpec::Health {
+                    health: "unhealthy".into(),
+                },
             ],
-            line: 1,
+            recover_from: RecoverFrom::Clear,
         };
-        let at = |t_s: f64, change: Change| Transition { t_s, change };
-        let observed = Observed {
-            transitions: vec![
-                // Before the first injection: not a detection.
-                at(5.0, Change::AlertFiring("TtsRateLimited".into())),
-                at(12.5, Change::AlertFiring("SomethingElse".into())),
-                at(14.25, Change::Unhealthy),
-                at(16.0, Change::AlertFiring("TtsRateLimited".into())),
-            ],
-            ..Observed::default()
-        };
+        let signals = vec![
+            // Before the first injection: not a detection.
+            (5.0, Signal::AlertFiring("TtsRateLimited".into())),
+            (12.5, Signal::AlertFiring("SomethingElse".into())),
+            (14.25, Signal::Unhealthy),
+            (16.0, Signal::AlertFiring("TtsRateLimited".into())),
+        ];
         let mut reports = vec![report(10.0, 1), report(100.0, 2)];
-        detections(&mut reports, &[fault], &observed);
+        detections(&mut reports, &[fault], &signals);
         assert_eq!(reports[0].detected_after_s, Some(4.25));
         assert_eq!(reports[0].detected_by.as_deref(), Some("health unhealthy"));
         assert_eq!(
             reports[1].detected_after_s, None,
             "nothing after the second one"
         );
+    }
+
+    #[test]
+    fn a_log_rule_without_a_file_matches_the_default_log() {
+        let rule = RuleSpec::Log {
+            log: "stalled".into(),
+            file: None,
+        };
+        let signal = Signal::LogMatched {
+            pattern: "stalled".into(),
+            file: "/run/fleet.log".into(),
+        };
+        assert!(signal_matches(&signal, &rule));
+        let elsewhere = RuleSpec::Log {
+            log: "stalled".into(),
+            file: Some("/other.log".into()),
+        };
+        assert!(!signal_matches(&signal, &elsewhere));
     }
 }
 
@@ -382,25 +426,7 @@ mod growth_tests {
     }
 }
 
-/// The chaos SLOs: `detect_within` over every injected, confirmed fault, and
-/// `no_retry_storm` over what the TTS stand-in saw.
-pub fn grade_chaos(
-    slos: &Slos,
-    faults: &[crate::chaos::FaultReport],
-    retries: Option<&crate::chaos::tts_log::RetryTotals>,
-    wall_s: f64,
-) -> Vec<SloVerdict> {
-    let mut verdicts = Vec::new();
-    if let Some(within) = slos.detect_within {
-        verdicts.push(detect_within(within, faults));
-    }
-    if slos.no_retry_storm {
-        verdicts.push(no_retry_storm(retries, faults, wall_s));
-    }
-    verdicts
-}
-
-fn detect_within(within: Duration, faults: &[crate::chaos::FaultReport]) -> SloVerdict {
+pub(crate) fn detect_within(within: Duration, faults: &[crate::chaos::FaultReport]) -> SloVerdict {
     let threshold = format!("<= {}", humantime::format_duration(within));
     let limit = within.as_secs_f64();
     let graded: Vec<&crate::chaos::FaultReport> =
@@ -455,7 +481,7 @@ fn detect_within(within: Duration, faults: &[crate::chaos::FaultReport]) -> SloV
     }
 }
 
-fn no_retry_storm(
+pub(crate) fn no_retry_storm(
     retries: Option<&crate::chaos::tts_log::RetryTotals>,
     faults: &[crate::chaos::FaultReport],
     wall_s: f64,

@@ -5,6 +5,12 @@
 //! monotonic clock) and `at` (the wall clock, RFC 3339 with milliseconds); the rest of its
 //! fields depend on the event. Writers share one [`Journal`] handle; a line is written
 //! whole under a lock, so lines from different tasks never interleave.
+//!
+//! The records, their fields, and how to read them with `jq` are listed in the README
+//! ("The run journal"). [`read`] reads a journal back, as `voxsoak report` does: a last
+//! line cut short by a crash is left out and said, never an error.
+
+pub mod histogram;
 
 use std::io::Write;
 use std::path::Path;
@@ -96,6 +102,17 @@ impl Journal {
         }
     }
 
+    /// Asks the OS to put what was written on disk (once an interval: a power cut then loses
+    /// at most that interval; a killed harness loses nothing the OS already has).
+    pub fn sync(&self) {
+        let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(file) = inner.file.as_mut()
+            && file.get_ref().sync_data().is_err()
+        {
+            inner.failed_writes += 1;
+        }
+    }
+
     /// How many records could not be written.
     pub fn failed_writes(&self) -> u64 {
         self.inner
@@ -103,6 +120,101 @@ impl Journal {
             .unwrap_or_else(PoisonError::into_inner)
             .failed_writes
     }
+}
+
+/// A journal read back: its records in order, and what could not be read.
+#[derive(Debug, Default)]
+pub struct JournalRead {
+    pub records: Vec<Value>,
+    /// Lines that are not JSON objects, as `line N: why` (at most [`MAX_PROBLEMS`]).
+    pub problems: Vec<String>,
+    /// The last line had no newline and was not whole JSON: the harness was killed while
+    /// writing it.
+    pub cut_short: bool,
+}
+
+/// Unreadable lines named one by one; more are only counted.
+pub const MAX_PROBLEMS: usize = 20;
+
+/// Reads the journal at `path`, calling `each` with every record in order (so a 72-hour
+/// journal is never held in memory whole). A last line cut short by a crash is skipped and
+/// flagged; any other unreadable line is skipped and named with its line and column.
+pub fn read_each(
+    path: &Path,
+    mut each: impl FnMut(&Value),
+) -> std::io::Result<(Vec<String>, bool, u64)> {
+    use std::io::BufRead;
+    let file = std::fs::File::open(path)?;
+    let mut reader = std::io::BufReader::new(file);
+    let mut problems = Vec::new();
+    let mut unreadable = 0u64;
+    let mut cut_short = false;
+    let mut records = 0u64;
+    let mut line = Vec::new();
+    let mut number = 0u64;
+    loop {
+        line.clear();
+        let read = reader.read_until(b'\n', &mut line)?;
+        if read == 0 {
+            break;
+        }
+        number += 1;
+        let whole = line.last() == Some(&b'\n');
+        let text = String::from_utf8_lossy(&line);
+        let text = text.trim();
+        if text.is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<Value>(text) {
+            Ok(value @ Value::Object(_)) => {
+                records += 1;
+                each(&value);
+            }
+            Ok(_) => {
+                unreadable += 1;
+                if problems.len() < MAX_PROBLEMS {
+                    problems.push(format!(
+                        "{}:{number}:1: expected a JSON object, found another JSON value",
+                        path.display()
+                    ));
+                }
+            }
+            Err(_) if !whole => cut_short = true,
+            Err(error) => {
+                unreadable += 1;
+                if problems.len() < MAX_PROBLEMS {
+                    let message = error.to_string();
+                    let message = message
+                        .split(" at line ")
+                        .next()
+                        .unwrap_or(message.as_str());
+                    problems.push(format!(
+                        "{}:{number}:{}: not JSON: {message}",
+                        path.display(),
+                        error.column()
+                    ));
+                }
+            }
+        }
+    }
+    if unreadable > problems.len() as u64 {
+        problems.push(format!(
+            "{} more unreadable lines",
+            unreadable - problems.len() as u64
+        ));
+    }
+    Ok((problems, cut_short, records))
+}
+
+/// Reads the whole journal at `path` into memory (tests and small journals).
+pub fn read(path: &Path) -> std::io::Result<JournalRead> {
+    let mut records = Vec::new();
+    let (problems, cut_short, _) = read_each(path, |record| records.push(record.clone()))?;
+    Ok(JournalRead {
+        records,
+        problems,
+        cut_short,
+    })
 }
 
 /// Rounds seconds to milliseconds, as the journal and the summary carry them.
@@ -142,5 +254,35 @@ mod tests {
         assert!(humantime::parse_rfc3339(lines[0]["at"].as_str().unwrap()).is_ok());
         assert_eq!(lines[1]["n"], 1);
         assert_eq!(journal.failed_writes(), 0);
+    }
+
+    #[test]
+    fn reading_back_skips_a_line_cut_short_and_names_a_bad_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.jsonl");
+        std::fs::write(
+            &path,
+            "{\"event\":\"run_started\",\"t_s\":0.0}\n\
+             not json at all\n\
+             [1,2]\n\
+             {\"event\":\"interval\",\"t_s\":5.0}\n\
+             {\"event\":\"interval\",\"t_",
+        )
+        .unwrap();
+        let read = read(&path).unwrap();
+        let events: Vec<&str> = read
+            .records
+            .iter()
+            .map(|record| record["event"].as_str().unwrap())
+            .collect();
+        assert_eq!(events, ["run_started", "interval"]);
+        assert!(read.cut_short);
+        assert_eq!(read.problems.len(), 2, "{:?}", read.problems);
+        assert!(
+            read.problems[0].ends_with("journal.jsonl:2:2: not JSON: expected ident"),
+            "{:?}",
+            read.problems
+        );
+        assert!(read.problems[1].contains(":3:1: expected a JSON object"));
     }
 }

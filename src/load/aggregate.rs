@@ -32,7 +32,7 @@ pub struct Totals {
     pub dropped: u64,
     pub replies: u64,
     pub marks_echoed: u64,
-    pub protocol_errors: BTreeMap<&'static str, u64>,
+    pub protocol_errors: BTreeMap<String, u64>,
     pub connect: Histogram<u64>,
     pub first_audio: Histogram<u64>,
     pub response: Histogram<u64>,
@@ -94,7 +94,7 @@ impl Totals {
                 }
             }
             CallEvent::ProtocolError { kind } => {
-                *self.protocol_errors.entry(kind).or_default() += 1
+                *self.protocol_errors.entry((*kind).to_owned()).or_default() += 1
             }
             CallEvent::Ended { outcome, .. } => *self.outcomes.entry(*outcome).or_default() += 1,
         }
@@ -129,6 +129,121 @@ impl Totals {
     pub fn failed(&self) -> u64 {
         self.graded() - self.count(CallOutcome::Completed)
     }
+
+    /// The histograms by their journal name.
+    fn histograms(&self) -> [(&'static str, &Histogram<u64>); 6] {
+        [
+            ("response", &self.response),
+            ("first_audio", &self.first_audio),
+            ("connect", &self.connect),
+            ("dead_air", &self.dead_air),
+            ("mark_wait", &self.mark_wait),
+            ("pacing", &self.pacing),
+        ]
+    }
+
+    fn histogram_mut(&mut self, name: &str) -> Option<&mut Histogram<u64>> {
+        Some(match name {
+            "response" => &mut self.response,
+            "first_audio" => &mut self.first_audio,
+            "connect" => &mut self.connect,
+            "dead_air" => &mut self.dead_air,
+            "mark_wait" => &mut self.mark_wait,
+            "pacing" => &mut self.pacing,
+            _ => return None,
+        })
+    }
+
+    /// This interval's calls as journal fields: counts, outcomes, percentiles for people
+    /// with `jq`, and every histogram serialized (`hist`), so the run's totals can be
+    /// rebuilt exactly from the journal ([`Totals::add_record`]).
+    pub fn to_record(&self) -> serde_json::Value {
+        let hist: serde_json::Map<String, serde_json::Value> = self
+            .histograms()
+            .into_iter()
+            .filter_map(|(name, histogram)| {
+                crate::journal::histogram::encode(histogram)
+                    .map(|text| (name.to_owned(), text.into()))
+            })
+            .collect();
+        serde_json::json!({
+            "started": self.started,
+            "connected": self.connected,
+            "completed": self.count(CallOutcome::Completed),
+            "failed": self.failed(),
+            "dropped": self.dropped,
+            "replies": self.replies,
+            "marks_echoed": self.marks_echoed,
+            "outcomes": self.outcomes.iter().map(|(outcome, count)| (outcome.as_str(), *count)).collect::<BTreeMap<_, _>>(),
+            "protocol_errors": self.protocol_errors,
+            "response_ms": Percentiles::of(&self.response),
+            "hist": hist,
+        })
+    }
+
+    /// Adds an `interval` record's calls (written by [`Totals::to_record`]); a field that
+    /// cannot be read is named in the error, and what could be read is kept.
+    pub fn add_record(&mut self, record: &serde_json::Value) -> Result<(), String> {
+        let count = |key: &str| {
+            record
+                .get(key)
+                .and_then(serde_json::Value::as_u64)
+                .unwrap_or(0)
+        };
+        self.started += count("started");
+        self.connected += count("connected");
+        self.dropped += count("dropped");
+        self.replies += count("replies");
+        self.marks_echoed += count("marks_echoed");
+        let mut problems = Vec::new();
+        if let Some(outcomes) = record
+            .get("outcomes")
+            .and_then(serde_json::Value::as_object)
+        {
+            for (name, value) in outcomes {
+                match CallOutcome::ALL
+                    .iter()
+                    .find(|outcome| outcome.as_str() == name)
+                {
+                    Some(outcome) => {
+                        *self.outcomes.entry(*outcome).or_default() += value.as_u64().unwrap_or(0)
+                    }
+                    None => problems.push(format!("unknown outcome {name:?}")),
+                }
+            }
+        }
+        if let Some(errors) = record
+            .get("protocol_errors")
+            .and_then(serde_json::Value::as_object)
+        {
+            for (kind, value) in errors {
+                *self.protocol_errors.entry(kind.clone()).or_default() +=
+                    value.as_u64().unwrap_or(0);
+            }
+        }
+        if let Some(hist) = record.get("hist").and_then(serde_json::Value::as_object) {
+            for (name, text) in hist {
+                let Some(into) = self.histogram_mut(name) else {
+                    problems.push(format!("unknown histogram {name:?}"));
+                    continue;
+                };
+                match text.as_str().map(crate::journal::histogram::decode) {
+                    Some(Ok(histogram)) => {
+                        if into.add(&histogram).is_err() {
+                            problems.push(format!("histogram {name} out of range"));
+                        }
+                    }
+                    Some(Err(error)) => problems.push(format!("histogram {name}: {error}")),
+                    None => problems.push(format!("histogram {name} is not a string")),
+                }
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems.join("; "))
+        }
+    }
 }
 
 /// Percentiles of a latency histogram in milliseconds, as `summary.json` carries them.
@@ -159,7 +274,8 @@ impl Percentiles {
 
 /// The harness's own load: a harness that runs out of CPU cannot pace audio, and its verdict
 /// would blame the fleet for its own lateness.
-#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, Serialize, serde::Deserialize, PartialEq)]
+#[serde(default)]
 pub struct HarnessUsage {
     pub peak_active_calls: u64,
     pub rss_mib_baseline: f64,
@@ -196,6 +312,8 @@ pub struct Aggregator {
     totals: Totals,
     window: Totals,
     failure_examples: Vec<(CallOutcome, String)>,
+    /// How many of them were handed out by [`Aggregator::new_failure_examples`].
+    examples_taken: usize,
     run_start: Instant,
     window_start: Instant,
     harness: HarnessUsage,
@@ -211,6 +329,7 @@ impl Aggregator {
             totals: Totals::default(),
             window: Totals::default(),
             failure_examples: Vec::new(),
+            examples_taken: 0,
             run_start,
             window_start: run_start,
             harness: HarnessUsage::default(),
@@ -315,6 +434,23 @@ impl Aggregator {
         std::mem::take(&mut self.window)
     }
 
+    /// When the current interval started.
+    pub fn window_start(&self) -> Instant {
+        self.window_start
+    }
+
+    /// Failure examples found since the last call (each is journaled once).
+    pub fn new_failure_examples(&mut self) -> &[(CallOutcome, String)] {
+        let from = self.examples_taken.min(self.failure_examples.len());
+        self.examples_taken = self.failure_examples.len();
+        &self.failure_examples[from..]
+    }
+
+    /// The harness's own usage so far.
+    pub fn harness(&self) -> HarnessUsage {
+        self.harness
+    }
+
     pub fn finish(self) -> Aggregate {
         Aggregate {
             totals: self.totals,
@@ -329,11 +465,12 @@ fn mib(bytes: u64) -> f64 {
 }
 
 /// Receives events until every sender is dropped, calling `on_tick` about once a second
-/// with the aggregator so the caller can draw progress and write interval records.
+/// with the aggregator so the caller can draw progress and write interval records; the
+/// last call, once every sender is gone, has `last` set.
 pub async fn run_aggregator(
     mut events: UnboundedReceiver<CallEvent>,
     run_start: Instant,
-    mut on_tick: impl FnMut(&mut Aggregator, Instant),
+    mut on_tick: impl FnMut(&mut Aggregator, Instant, bool),
 ) -> Aggregate {
     let mut aggregator = Aggregator::new(run_start);
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
@@ -347,13 +484,13 @@ pub async fn run_aggregator(
                 // The tick's own instant is when it was due; under load it fires late, and
                 // CPU over the real wall time is what counts.
                 aggregator.sample_harness(Instant::now());
-                on_tick(&mut aggregator, now);
+                on_tick(&mut aggregator, now, false);
             }
         }
     }
     let now = Instant::now();
     aggregator.sample_harness(now);
-    on_tick(&mut aggregator, now);
+    on_tick(&mut aggregator, now, true);
     aggregator.finish()
 }
 
@@ -424,6 +561,46 @@ mod tests {
         assert!((p.p50 - 50.0).abs() < 0.1, "{p:?}");
         assert!((p.p95 - 95.0).abs() < 0.1, "{p:?}");
         assert!((p.max - 100.0).abs() < 0.1, "{p:?}");
+    }
+
+    #[test]
+    fn an_interval_record_rebuilds_its_totals() {
+        let mut totals = Totals::default();
+        totals.apply(&CallEvent::Started);
+        totals.apply(&CallEvent::Started);
+        totals.apply(&CallEvent::Connected {
+            connect: Duration::from_millis(40),
+        });
+        for ms in [300, 500, 900] {
+            totals.apply(&CallEvent::Reply {
+                latency: Duration::from_millis(ms),
+                dead_air: Duration::ZERO,
+            });
+        }
+        totals.apply(&ended(CallOutcome::Completed));
+        totals.apply(&ended(CallOutcome::TurnTimeout));
+        totals.apply(&CallEvent::ProtocolError { kind: "bad_json" });
+        totals.apply(&CallEvent::Dropped);
+        let record = totals.to_record();
+        assert_eq!(record["failed"], 2, "{record}");
+        assert_eq!(record["outcomes"]["turn_timeout"], 1);
+        // Two intervals' records add up to the sum of both.
+        let mut rebuilt = Totals::default();
+        rebuilt.add_record(&record).unwrap();
+        rebuilt.add_record(&record).unwrap();
+        assert_eq!(rebuilt.started, 4);
+        assert_eq!(rebuilt.dropped, 2);
+        assert_eq!(rebuilt.count(CallOutcome::Completed), 2);
+        assert_eq!(rebuilt.protocol_errors["bad_json"], 2);
+        assert_eq!(rebuilt.response.len(), 6);
+        assert_eq!(rebuilt.response.max(), totals.response.max());
+        assert_eq!(rebuilt.connect.len(), 2);
+        let mut broken = record.clone();
+        broken["hist"]["response"] = "not a histogram".into();
+        broken["outcomes"]["exploded"] = 1.into();
+        let error = Totals::default().add_record(&broken).unwrap_err();
+        assert!(error.contains("unknown outcome \"exploded\""), "{error}");
+        assert!(error.contains("histogram response"), "{error}");
     }
 
     #[test]

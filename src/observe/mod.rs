@@ -4,6 +4,7 @@
 //! the transitions the grader needs to tell when the fleet noticed a fault.
 
 pub mod alerts;
+pub mod fleet_process;
 pub mod health;
 pub mod hub;
 pub mod process;

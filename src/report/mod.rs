@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::call::CallOutcome;
 use crate::grade::{SloVerdict, Verdict};
-use crate::load::aggregate::{Aggregate, HarnessUsage, Percentiles};
+use crate::load::aggregate::{HarnessUsage, Percentiles, Totals};
 
 /// Bumped whenever a field changes meaning or is removed; new fields do not bump it.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -35,13 +35,45 @@ pub struct Summary {
     pub pacing_jitter_ms: Percentiles,
     pub replies: u64,
     pub marks_echoed: u64,
-    pub protocol_errors: BTreeMap<&'static str, u64>,
+    pub protocol_errors: BTreeMap<String, u64>,
     /// The first distinct reasons calls failed, for a person to read.
     pub failure_examples: Vec<FailureExample>,
     pub faults: Vec<crate::chaos::FaultReport>,
+    /// Each fault over its repeated injections: MTTD and MTTR with percentiles.
+    pub fault_stats: Vec<FaultStats>,
     pub slos: Vec<SloVerdict>,
+    /// Healthy share of the probed time outside fault windows; null when nothing probed.
+    pub uptime: Option<crate::grade::recovery::Uptime>,
     pub fleet: FleetBlock,
     pub harness: HarnessUsage,
+    /// What the summary was rebuilt from.
+    pub journal: JournalBlock,
+}
+
+/// One fault name over its injections.
+#[derive(Debug, Clone, Serialize)]
+pub struct FaultStats {
+    pub name: String,
+    pub kind: String,
+    pub injected: usize,
+    pub confirmed: usize,
+    pub detected: usize,
+    pub recovered: usize,
+    /// Over the confirmed injections that were detected (MTTD is its mean).
+    pub time_to_detect_s: Option<crate::grade::recovery::Spread>,
+    /// Over the confirmed injections that recovered (MTTR is its mean).
+    pub time_to_recover_s: Option<crate::grade::recovery::Spread>,
+    pub calls_failed: u64,
+}
+
+/// The journal the summary was built from.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct JournalBlock {
+    pub records: u64,
+    /// The last line was cut short (the harness was killed while writing it).
+    pub cut_short: bool,
+    /// Lines or fields that could not be read, with their line and column.
+    pub problems: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -72,13 +104,19 @@ pub struct LatencyBlock {
     pub mark_wait: Percentiles,
 }
 
-/// What is known of the fleet's process. Filled when the harness started the fleet and
-/// observes it (the observers issue); null until then.
+/// What is known of the fleet's process and temp dir (null where nothing was watched).
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct FleetBlock {
     pub rss_mib_max: Option<f64>,
+    /// Least-squares slope after warm-up.
     pub rss_growth_mib_per_h: Option<f64>,
+    /// Restarts by the harness: `process_kill` faults and restarts after crashes.
     pub restarts: Option<u64>,
+    /// Exits the harness did not cause (the fleet the harness started).
+    pub crashes: Option<u64>,
+    /// Every exit, as `12.3s: killed by signal 9 (SIGKILL)`.
+    pub exits: Vec<String>,
+    pub temp_dir_mib_max: Option<f64>,
     pub temp_dir_growth_mib_per_h: Option<f64>,
 }
 
@@ -96,21 +134,24 @@ pub struct RunFacts {
     pub scenario_path: String,
     pub seed: u64,
     pub target: String,
-    pub started_at: std::time::SystemTime,
-    pub ended_at: std::time::SystemTime,
+    /// RFC 3339.
+    pub started_at: String,
+    pub ended_at: String,
     pub wall_s: f64,
 }
 
 impl Summary {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         facts: RunFacts,
-        aggregate: &Aggregate,
+        totals: &Totals,
+        failure_examples: &[(CallOutcome, String)],
+        harness: HarnessUsage,
         slos: Vec<SloVerdict>,
         faults: Vec<crate::chaos::FaultReport>,
         verdict: Verdict,
         reason: Option<String>,
     ) -> Self {
-        let totals = &aggregate.totals;
         let by_outcome = CallOutcome::ALL
             .iter()
             .map(|outcome| (outcome.as_str(), totals.count(*outcome)))
@@ -124,8 +165,8 @@ impl Summary {
             target: facts.target,
             verdict,
             reason,
-            started_at: humantime::format_rfc3339_millis(facts.started_at).to_string(),
-            ended_at: humantime::format_rfc3339_millis(facts.ended_at).to_string(),
+            started_at: facts.started_at,
+            ended_at: facts.ended_at,
             wall_s: (facts.wall_s * 1000.0).round() / 1000.0,
             calls: CallCounts {
                 started: totals.started,
@@ -149,8 +190,7 @@ impl Summary {
             replies: totals.replies,
             marks_echoed: totals.marks_echoed,
             protocol_errors: totals.protocol_errors.clone(),
-            failure_examples: aggregate
-                .failure_examples
+            failure_examples: failure_examples
                 .iter()
                 .map(|(outcome, detail)| FailureExample {
                     outcome: *outcome,
@@ -158,10 +198,22 @@ impl Summary {
                 })
                 .collect(),
             faults,
+            fault_stats: Vec::new(),
             slos,
+            uptime: None,
             fleet: FleetBlock::default(),
-            harness: aggregate.harness,
+            harness,
+            journal: JournalBlock::default(),
         }
+    }
+
+    /// Re-creates the run directory's reports from its `journal.jsonl` alone (what
+    /// `voxsoak report` does, and what `voxsoak run` does at its end).
+    pub fn rebuild(dir: &Path) -> io::Result<Summary> {
+        let run = crate::grade::replay::read(&dir.join("journal.jsonl"))?;
+        let summary = crate::grade::evaluate(&run);
+        summary.write(dir)?;
+        Ok(summary)
     }
 
     /// Writes `summary.json` into `dir` atomically (a reader never sees half a file).
@@ -255,19 +307,35 @@ impl Summary {
             h.cpu_pct_max,
         );
         let fleet = &self.fleet;
-        if fleet.rss_mib_max.is_some() || fleet.restarts.is_some() {
+        if fleet.rss_mib_max.is_some()
+            || fleet.restarts.is_some()
+            || fleet.temp_dir_mib_max.is_some()
+        {
             let number = |value: Option<f64>, unit: &str| {
                 value.map_or("n/a".to_owned(), |value| format!("{value:.1} {unit}"))
             };
             let _ = writeln!(
                 out,
-                "  fleet      RSS max {}, RSS growth {}, temp dir growth {}, restarts {}",
+                "  fleet      RSS max {}, RSS growth {}, temp dir growth {}, restarts {}, crashes {}",
                 number(fleet.rss_mib_max, "MiB"),
                 number(fleet.rss_growth_mib_per_h, "MiB/h"),
                 number(fleet.temp_dir_growth_mib_per_h, "MiB/h"),
                 fleet
                     .restarts
                     .map_or("n/a".to_owned(), |restarts| restarts.to_string()),
+                fleet
+                    .crashes
+                    .map_or("n/a".to_owned(), |crashes| crashes.to_string()),
+            );
+            for exit in &fleet.exits {
+                let _ = writeln!(out, "  exit       {exit}");
+            }
+        }
+        if let Some(uptime) = &self.uptime {
+            let _ = writeln!(
+                out,
+                "  uptime     {:.2}% of {:.0}s probed outside fault windows; {} outages, longest {:.1}s",
+                uptime.pct, uptime.probed_s, uptime.outages, uptime.longest_outage_s
             );
         }
         for fault in &self.faults {
@@ -283,11 +351,22 @@ impl Summary {
             } else {
                 "NOT IN EFFECT"
             };
-            let detected = match (&fault.detected_by, fault.detected_after_s) {
+            let mut detected = match (&fault.detected_by, fault.detected_after_s) {
                 (Some(by), Some(after)) => format!("; detected after {after:.1}s ({by})"),
                 _ if fault.confirmed => "; no detection seen".to_owned(),
                 _ => String::new(),
             };
+            if fault.confirmed {
+                detected.push_str(&match (fault.recovered_after_s, fault.recover_from) {
+                    (Some(after), Some(from)) => {
+                        format!("; recovered {after:.1}s after its {}", from.name())
+                    }
+                    _ => "; not recovered".to_owned(),
+                });
+            }
+            if let Some(failed) = fault.calls_failed_during.filter(|failed| *failed > 0) {
+                detected.push_str(&format!("; {failed} calls failed"));
+            }
             let kind = if fault.kind == fault.name {
                 String::new()
             } else {
@@ -299,6 +378,40 @@ impl Summary {
                 fault.name,
                 fault.occurrence,
                 fault.notes.first().map_or("", String::as_str)
+            );
+        }
+        for stats in self.fault_stats.iter().filter(|stats| stats.injected > 1) {
+            let spread = |spread: &Option<crate::grade::recovery::Spread>| {
+                spread.as_ref().map_or("n/a".to_owned(), |s| {
+                    format!(
+                        "mean {:.1}s p50 {:.1}s p95 {:.1}s max {:.1}s",
+                        s.mean, s.p50, s.p95, s.max
+                    )
+                })
+            };
+            let _ = writeln!(
+                out,
+                "  {} ×{}: detect {}; recover {}",
+                stats.name,
+                stats.injected,
+                spread(&stats.time_to_detect_s),
+                spread(&stats.time_to_recover_s)
+            );
+        }
+        if self.journal.cut_short || !self.journal.problems.is_empty() {
+            let _ = writeln!(
+                out,
+                "  journal    {} records{}{}",
+                self.journal.records,
+                if self.journal.cut_short {
+                    "; its last line was cut short"
+                } else {
+                    ""
+                },
+                self.journal
+                    .problems
+                    .first()
+                    .map_or(String::new(), |problem| format!("; {problem}"))
             );
         }
         for slo in &self.slos {

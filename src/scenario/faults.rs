@@ -110,6 +110,15 @@ impl FaultKind {
 
     /// The fleet signal that detects it on the reference fleet, when the scenario names
     /// none: the alert the reference fleet raises, or its health.
+    /// Where time to recover counts from when the entry does not say: from the injection
+    /// for bad tool calls (the fleet must refuse them and go on), from the clear otherwise.
+    pub fn default_recover_from(self) -> RecoverFrom {
+        match self {
+            FaultKind::EmptyToolParams | FaultKind::MalformedToolParams => RecoverFrom::Injection,
+            _ => RecoverFrom::Clear,
+        }
+    }
+
     pub fn default_detection(self) -> DetectionRule {
         let alert = |name: &str| DetectionRule::Alert {
             name: name.to_owned(),
@@ -160,8 +169,30 @@ pub struct ScheduledFault {
     pub every: Option<Recurrence>,
     /// Any of these counts as detection; never empty (the kind's default when unnamed).
     pub detect: Vec<DetectionRule>,
+    /// Where time to recover counts from.
+    pub recover_from: RecoverFrom,
     /// The line of the entry in the scenario file, for messages.
     pub line: usize,
+}
+
+/// Where a fault's time to recover counts from (`recover_from` in a `[[faults]]` entry).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecoverFrom {
+    /// From the harness undoing the fault: the fleet must come back once its cause is gone.
+    Clear,
+    /// From the injection: a fault the fleet must shrug off while it lasts (a bad tool call
+    /// is refused and the call goes on), so any harm at all counts against recovery.
+    Injection,
+}
+
+impl RecoverFrom {
+    pub fn name(self) -> &'static str {
+        match self {
+            RecoverFrom::Clear => "clear",
+            RecoverFrom::Injection => "injection",
+        }
+    }
 }
 
 /// A fault that recurs through a long soak: every `every`, each time moved by a seeded

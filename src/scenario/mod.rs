@@ -113,8 +113,20 @@
 //! pacing_jitter_p99 = "<= 5ms"      # the harness's own media pacing
 //! detect_within = "2m18s"           # every injected fault detected within this
 //! no_retry_storm = true             # no immediate TTS retries; Retry-After honoured
+//! recover_within = "5m"             # every fault recovered from within this: from its
+//!                                   # clear (or injection, see recover_from) until the
+//!                                   # steady state holds for stable_window
+//! stable_window = "20s"             # steady state: health 2xx, calls ending then meet
+//!                                   # call_success, response p95 meets response_p95
+//! uptime = ">= 99.7%"               # healthy share of probed time outside fault windows
+//! memory_growth = "<= 50MiB/h"      # fleet RSS slope after warm-up (a fifth, <= 5 min)
+//! temp_dir_growth = "<= 10MiB/h"    # the fleet's temp-dir bytes, the harness's own
+//!                                   # leaked files left out
+//! max_crashes = 0                   # exits the harness did not cause (embedded fleet)
 //!
 //! [[faults]]                        # optional, repeatable: see the README's chaos table
+//! recover_from = "clear"            # or "injection": a fault the fleet must shrug off
+//!                                   # while it lasts (default for *_tool_params)
 //! kind = "db_pool_exhaustion"       # tts_429 tts_error tts_slow tts_timeout
 //!                                   # empty_tool_params malformed_tool_params
 //!                                   # llm_truncated_stream llm_slow llm_error
@@ -514,7 +526,23 @@ pub struct Slos {
     pub detect_within: Option<Duration>,
     /// The fleet must not storm the TTS: no immediate retries, `Retry-After` honoured.
     pub no_retry_storm: bool,
+    /// Every injected fault must be recovered from (steady state held for
+    /// `stable_window`) within this.
+    pub recover_within: Option<Duration>,
+    /// How long the steady state must hold to count as recovered.
+    pub stable_window: Duration,
+    /// Percentage of health-probed time outside fault windows the fleet must be healthy.
+    pub uptime_min_pct: Option<f64>,
+    /// Most RSS growth of the fleet, in MiB per hour (least-squares slope after warm-up).
+    pub memory_growth_max_mib_h: Option<f64>,
+    /// Most growth of the fleet's temp dir, in MiB per hour.
+    pub temp_dir_growth_max_mib_h: Option<f64>,
+    /// Most times the fleet may exit without the harness stopping it.
+    pub max_crashes: Option<u64>,
 }
+
+/// How long the steady state must hold after a fault before the fleet counts as recovered.
+pub const DEFAULT_STABLE_WINDOW: Duration = Duration::from_secs(20);
 
 impl Default for Slos {
     fn default() -> Self {
@@ -526,6 +554,12 @@ impl Default for Slos {
             pacing_jitter_p99_max: None,
             detect_within: None,
             no_retry_storm: false,
+            recover_within: None,
+            stable_window: DEFAULT_STABLE_WINDOW,
+            uptime_min_pct: None,
+            memory_growth_max_mib_h: None,
+            temp_dir_growth_max_mib_h: None,
+            max_crashes: None,
         }
     }
 }

@@ -216,6 +216,12 @@ pub(super) struct RawSlo {
     pub pacing_jitter_p99: Option<RawValue>,
     pub detect_within: Option<RawValue>,
     pub no_retry_storm: Option<Spanned<bool>>,
+    pub recover_within: Option<RawValue>,
+    pub stable_window: Option<RawValue>,
+    pub uptime: Option<RawValue>,
+    pub memory_growth: Option<RawValue>,
+    pub temp_dir_growth: Option<RawValue>,
+    pub max_crashes: Option<RawValue>,
 }
 
 /// One `[[faults]]` entry. Every kind's parameters are listed here; phase 2 refuses the
@@ -231,6 +237,7 @@ pub(super) struct RawFault {
     pub every: Option<RawValue>,
     pub every_jitter: Option<RawValue>,
     pub detect: Option<RawValue>,
+    pub recover_from: Option<Spanned<String>>,
     // Stand-ins (tts_*, llm_*, *_tool_params).
     pub fraction: Option<RawValue>,
     pub retry_after: Option<RawValue>,

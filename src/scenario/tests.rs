@@ -191,6 +191,7 @@ fn full_sink_file_with_stages() {
             pacing_jitter_p99_max: Some(millis(5)),
             detect_within: None,
             no_retry_storm: false,
+            ..Slos::default()
         },
         faults: Vec::new(),
         chaos: ChaosSettings {

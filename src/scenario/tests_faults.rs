@@ -381,3 +381,61 @@ fn chaos_slos_parse() {
     let found = errors(&format!("{EMBEDDED}\n[slo]\ndetect_within = \">= 1m\"\n"));
     assert!(found[0].contains("detect_within is a maximum"), "{found:?}");
 }
+
+#[test]
+fn recovery_uptime_growth_and_crash_slos_parse() {
+    let scenario = parse_ok(&format!(
+        "{EMBEDDED}\n[slo]\nrecover_within = \"5m\"\nstable_window = \"45s\"\nuptime = \">= 99.7%\"\nmemory_growth = \"<= 50MiB/h\"\ntemp_dir_growth = \"1GiB/h\"\nmax_crashes = 0\n"
+    ));
+    let slo = &scenario.slo;
+    assert_eq!(slo.recover_within, Some(secs(300)));
+    assert_eq!(slo.stable_window, secs(45));
+    assert_eq!(slo.uptime_min_pct, Some(99.7));
+    assert_eq!(slo.memory_growth_max_mib_h, Some(50.0));
+    assert_eq!(slo.temp_dir_growth_max_mib_h, Some(1024.0));
+    assert_eq!(slo.max_crashes, Some(0));
+    assert_eq!(parse_ok(EMBEDDED).slo.stable_window, DEFAULT_STABLE_WINDOW);
+    let found = errors(&format!(
+        "{EMBEDDED}\n[slo]\nuptime = \"<= 99%\"\nmemory_growth = \"50MiB\"\nmax_crashes = -1\nstable_window = \"soon\"\n"
+    ));
+    assert_eq!(found.len(), 4, "{found:?}");
+    assert!(
+        found[0].starts_with("7:10: uptime is a minimum: write it as >= VALUE"),
+        "{found:?}"
+    );
+    assert!(
+        found[1].starts_with("8:17: memory_growth: expected a growth rate such as \"<= 50MiB/h\""),
+        "{found:?}"
+    );
+    assert!(
+        found[2].contains("max_crashes: expected a whole number"),
+        "{found:?}"
+    );
+    assert!(
+        found[3].contains("stable_window: expected a duration"),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn recover_from_defaults_by_kind_and_can_be_set() {
+    let scenario = parse_ok(&format!(
+        "{EMBEDDED}\n[[faults]]\nkind = \"empty_tool_params\"\nfor = \"10s\"\n[[faults]]\nkind = \"tts_429\"\nfor = \"10s\"\n[[faults]]\nkind = \"tts_error\"\nfor = \"10s\"\nrecover_from = \"injection\"\n"
+    ));
+    let from: Vec<RecoverFrom> = scenario.faults.iter().map(|f| f.recover_from).collect();
+    assert_eq!(
+        from,
+        [
+            RecoverFrom::Injection,
+            RecoverFrom::Clear,
+            RecoverFrom::Injection
+        ]
+    );
+    let found = errors(&format!(
+        "{EMBEDDED}\n[[faults]]\nkind = \"tts_429\"\nfor = \"10s\"\nrecover_from = \"later\"\n"
+    ));
+    assert!(
+        found[0].ends_with(r#"recover_from: expected "clear" or "injection", found "later""#),
+        "{found:?}"
+    );
+}

@@ -1399,7 +1399,72 @@ impl Validator<'_> {
             .no_retry_storm
             .as_ref()
             .is_some_and(|flag| *flag.get_ref());
+        slos.recover_within = raw
+            .recover_within
+            .as_ref()
+            .and_then(|value| self.latency_threshold(value, "recover_within"));
+        if let Some(value) = &raw.stable_window {
+            match value.get_ref() {
+                toml::Value::String(text) => match parse_duration(text) {
+                    Some(window) if window >= Duration::from_secs(1) => slos.stable_window = window,
+                    _ => self.error(
+                        value.span(),
+                        format!(r#"stable_window: expected a duration of at least 1s such as "30s", found {text:?}"#),
+                    ),
+                },
+                other => self.error(
+                    value.span(),
+                    format!(r#"stable_window: expected a duration such as "30s", found {}"#, describe(other)),
+                ),
+            }
+        }
+        if let Some(value) = &raw.uptime {
+            slos.uptime_min_pct = self.percent(
+                value,
+                ">=",
+                "uptime is a minimum",
+                r#"expected a threshold such as ">= 99.7%""#,
+            );
+        }
+        slos.memory_growth_max_mib_h = raw
+            .memory_growth
+            .as_ref()
+            .and_then(|value| self.growth_threshold(value, "memory_growth"));
+        slos.temp_dir_growth_max_mib_h = raw
+            .temp_dir_growth
+            .as_ref()
+            .and_then(|value| self.growth_threshold(value, "temp_dir_growth"));
+        if let Some(value) = &raw.max_crashes {
+            match value.get_ref() {
+                toml::Value::Integer(count) if *count >= 0 => {
+                    slos.max_crashes = Some(*count as u64);
+                }
+                other => self.error(
+                    value.span(),
+                    format!(
+                        "max_crashes: expected a whole number of crashes, 0 or more, found {}",
+                        describe(other)
+                    ),
+                ),
+            }
+        }
         slos
+    }
+
+    /// `"<= 50MiB/h"` → 50.0 (MiB per hour).
+    fn growth_threshold(&mut self, value: &RawValue, key: &str) -> Option<f64> {
+        const EXPECTED: &str = r#"expected a growth rate such as "<= 50MiB/h""#;
+        let rest = self.threshold_operand(value, "<=", &format!("{key} is a maximum"), EXPECTED)?;
+        let bytes = rest
+            .strip_suffix("/h")
+            .and_then(|size| crate::units::parse_byte_size(size.trim()).ok());
+        match bytes {
+            Some(bytes) => Some(bytes as f64 / (1024.0 * 1024.0)),
+            None => {
+                self.error(value.span(), format!("{key}: {EXPECTED}, found {rest:?}"));
+                None
+            }
+        }
     }
 
     /// `">= 99.5%"` (or `"99.5%"`) → 99.5.

@@ -11,7 +11,8 @@ use crate::scenario::Target;
 use crate::scenario::faults::{
     AbortConditions, ChaosSettings, Comparison, DEFAULT_CONFIRM_WITHIN, DbPoolExhaustion,
     DbPoolMethod, DetectionRule, FaultKind, FaultSpec, MetricCondition, ProxyFault,
-    ProxyToxicsSpec, ProxyUpstream, Recurrence, ScheduledFault, SeriesSelector, TempFileLeak,
+    ProxyToxicsSpec, ProxyUpstream, RecoverFrom, Recurrence, ScheduledFault, SeriesSelector,
+    TempFileLeak,
 };
 use crate::scenario::raw::{RawAbort, RawChaos, RawFault, RawValue};
 use crate::standin::llm::LlmFault;
@@ -179,6 +180,22 @@ impl Validator<'_> {
             Some(value) => self.detection_rules(value),
             None => vec![kind.default_detection()],
         };
+        let recover_from = match &raw.recover_from {
+            None => kind.default_recover_from(),
+            Some(value) => match value.get_ref().as_str() {
+                "clear" => RecoverFrom::Clear,
+                "injection" => RecoverFrom::Injection,
+                other => {
+                    self.error(
+                        value.span(),
+                        format!(
+                            r#"recover_from: expected "clear" or "injection", found {other:?}"#
+                        ),
+                    );
+                    RecoverFrom::Clear
+                }
+            },
+        };
         let fault = self.fault_spec(kind, &raw, &span, target, allow_hosts, chaos);
         if self.diagnostics.len() > before {
             return None;
@@ -191,6 +208,7 @@ impl Validator<'_> {
             duration: duration?,
             every,
             detect,
+            recover_from,
             line,
         })
     }

@@ -1,0 +1,179 @@
+//! What the grader needs from the scenario, written into the journal's `run_started`
+//! record (`grading`), so `voxsoak report` grades a run from its journal alone, even where
+//! the scenario file and its fixtures are gone or have changed since.
+
+use serde::{Deserialize, Serialize};
+
+use crate::scenario::faults::{DetectionRule, RecoverFrom};
+use crate::scenario::{Scenario, Slos};
+
+/// The SLOs and the faults' detection rules, in plain units.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GradePlan {
+    pub slo: SloPlan,
+    pub faults: Vec<FaultPlan>,
+}
+
+/// `[slo]`, with durations in seconds and growth in MiB per hour.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SloPlan {
+    pub call_success_min_pct: Option<f64>,
+    pub response_p95_max_s: Option<f64>,
+    pub response_p99_max_s: Option<f64>,
+    pub first_audio_p95_max_s: Option<f64>,
+    pub pacing_jitter_p99_max_s: Option<f64>,
+    pub detect_within_s: Option<f64>,
+    pub no_retry_storm: bool,
+    pub recover_within_s: Option<f64>,
+    pub stable_window_s: f64,
+    pub uptime_min_pct: Option<f64>,
+    pub memory_growth_max_mib_h: Option<f64>,
+    pub temp_dir_growth_max_mib_h: Option<f64>,
+    pub max_crashes: Option<u64>,
+}
+
+/// One `[[faults]]` entry, as far as grading goes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FaultPlan {
+    pub name: String,
+    pub kind: String,
+    pub detect: Vec<RuleSpec>,
+    pub recover_from: RecoverFrom,
+}
+
+/// A `detect` rule, spelled as in the scenario: `{"alert": "Name"}`,
+/// `{"health": "unhealthy"}`, `{"metric": "a / b > 0.95"}` or `{"log": "regex", "file": …}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum RuleSpec {
+    Alert {
+        alert: String,
+    },
+    Health {
+        health: String,
+    },
+    Metric {
+        metric: String,
+    },
+    Log {
+        log: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        file: Option<String>,
+    },
+}
+
+impl std::fmt::Display for RuleSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RuleSpec::Alert { alert } => write!(f, "alert {alert}"),
+            RuleSpec::Health { health } => write!(f, "health {health}"),
+            RuleSpec::Metric { metric } => write!(f, "metric {metric}"),
+            RuleSpec::Log {
+                log,
+                file: Some(file),
+            } => write!(f, "log /{log}/ in {file}"),
+            RuleSpec::Log { log, file: None } => write!(f, "log /{log}/"),
+        }
+    }
+}
+
+impl From<&DetectionRule> for RuleSpec {
+    fn from(rule: &DetectionRule) -> Self {
+        match rule {
+            DetectionRule::Alert { name } => RuleSpec::Alert {
+                alert: name.clone(),
+            },
+            DetectionRule::Unhealthy => RuleSpec::Health {
+                health: "unhealthy".into(),
+            },
+            DetectionRule::Metric(condition) => RuleSpec::Metric {
+                metric: condition.text.clone(),
+            },
+            DetectionRule::Log { pattern, file } => RuleSpec::Log {
+                log: pattern.clone(),
+                file: file.as_ref().map(|file| file.display().to_string()),
+            },
+        }
+    }
+}
+
+impl SloPlan {
+    pub fn from_slos(slos: &Slos) -> Self {
+        let s = |duration: Option<std::time::Duration>| duration.map(|d| d.as_secs_f64());
+        SloPlan {
+            call_success_min_pct: slos.call_success_min_pct,
+            response_p95_max_s: s(slos.response_p95_max),
+            response_p99_max_s: s(slos.response_p99_max),
+            first_audio_p95_max_s: s(slos.first_audio_p95_max),
+            pacing_jitter_p99_max_s: s(slos.pacing_jitter_p99_max),
+            detect_within_s: s(slos.detect_within),
+            no_retry_storm: slos.no_retry_storm,
+            recover_within_s: s(slos.recover_within),
+            stable_window_s: slos.stable_window.as_secs_f64(),
+            uptime_min_pct: slos.uptime_min_pct,
+            memory_growth_max_mib_h: slos.memory_growth_max_mib_h,
+            temp_dir_growth_max_mib_h: slos.temp_dir_growth_max_mib_h,
+            max_crashes: slos.max_crashes,
+        }
+    }
+}
+
+impl Default for SloPlan {
+    fn default() -> Self {
+        SloPlan::from_slos(&Slos::default())
+    }
+}
+
+impl GradePlan {
+    pub fn from_scenario(scenario: &Scenario) -> Self {
+        GradePlan {
+            slo: SloPlan::from_slos(&scenario.slo),
+            faults: scenario
+                .faults
+                .iter()
+                .map(|fault| FaultPlan {
+                    name: fault.name.clone(),
+                    kind: fault.kind.name().to_owned(),
+                    detect: fault.detect.iter().map(RuleSpec::from).collect(),
+                    recover_from: fault.recover_from,
+                })
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rules_read_back_as_they_were_written() {
+        let rules = vec![
+            RuleSpec::Alert {
+                alert: "TtsRateLimited".into(),
+            },
+            RuleSpec::Health {
+                health: "unhealthy".into(),
+            },
+            RuleSpec::Metric {
+                metric: "db_pool_in_use / db_pool_size > 0.95".into(),
+            },
+            RuleSpec::Log {
+                log: "stall(ed)?".into(),
+                file: None,
+            },
+            RuleSpec::Log {
+                log: "x".into(),
+                file: Some("/var/log/fleet.log".into()),
+            },
+        ];
+        let json = serde_json::to_string(&rules).unwrap();
+        assert!(
+            json.starts_with(r#"[{"alert":"TtsRateLimited"},{"health":"unhealthy"}"#),
+            "{json}"
+        );
+        let back: Vec<RuleSpec> = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, rules);
+        assert_eq!(back[3].to_string(), "log /stall(ed)?/");
+    }
+}

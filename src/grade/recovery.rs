@@ -1,0 +1,264 @@
+//! Time to recover, impact and uptime, from the journal's intervals and health changes.
+//!
+//! The steady state is: health probes answer 2xx, and the calls that end meet the
+//! scenario's `call_success` (each journal interval on its own), and the replies meet its
+//! `response_p95` (when set). A fault is recovered from at the first moment after its clear
+//! (or its injection, with `recover_from = "injection"`) from which the steady state holds
+//! for `stable_window`. Calls are journaled every few seconds, so time to recover has that
+//! resolution; health has the probe's.
+
+use super::plan::SloPlan;
+use super::replay::{IntervalPoint, RunRecord};
+
+/// A stretch of time, in seconds since the run started.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Span {
+    pub from: f64,
+    pub to: f64,
+}
+
+impl Span {
+    fn overlaps(&self, other: &Span) -> bool {
+        self.from < other.to && other.from < self.to
+    }
+}
+
+/// The health probe's unhealthy stretches, up to `end`.
+pub fn unhealthy_spans(health: &[(f64, bool)], end: f64) -> Vec<Span> {
+    let mut spans = Vec::new();
+    let mut down_since: Option<f64> = None;
+    for &(t, healthy) in health {
+        match (healthy, down_since) {
+            (false, None) => down_since = Some(t),
+            (true, Some(from)) => {
+                spans.push(Span { from, to: t });
+                down_since = None;
+            }
+            _ => {}
+        }
+    }
+    if let Some(from) = down_since {
+        spans.push(Span {
+            from,
+            to: end.max(from),
+        });
+    }
+    spans
+}
+
+/// Why an interval breaks the steady state, if it does.
+pub fn interval_trouble(interval: &IntervalPoint, slo: &SloPlan) -> Option<String> {
+    let graded = interval.completed + interval.failed;
+    let min_pct = slo.call_success_min_pct.unwrap_or(99.0);
+    if graded > 0 && min_pct > 0.0 {
+        let pct = 100.0 * interval.completed as f64 / graded as f64;
+        if pct < min_pct {
+            return Some(format!(
+                "{} of {graded} calls failed ({pct:.0}% success)",
+                interval.failed
+            ));
+        }
+    }
+    if let (Some(max_s), Some(p95_ms)) = (slo.response_p95_max_s, interval.response_p95_ms)
+        && p95_ms > max_s * 1000.0
+    {
+        return Some(format!("response p95 {p95_ms:.0} ms"));
+    }
+    None
+}
+
+/// Every stretch the steady state did not hold, sorted by start.
+pub fn trouble_spans(run: &RunRecord, slo: &SloPlan) -> Vec<Span> {
+    let mut spans = unhealthy_spans(&run.health, run.end_s());
+    spans.extend(
+        run.intervals
+            .iter()
+            .filter(|interval| interval_trouble(interval, slo).is_some())
+            .map(|interval| Span {
+                from: interval.from_s,
+                to: interval.to_s,
+            }),
+    );
+    spans.sort_by(|a, b| a.from.total_cmp(&b.from));
+    spans
+}
+
+/// Seconds from `start` until the steady state begins to hold for `window` without a
+/// break; None when it never did before observation ended at `end`.
+pub fn time_to_recover(troubles: &[Span], start: f64, window: f64, end: f64) -> Option<f64> {
+    let mut candidate = start;
+    for span in troubles {
+        if span.to <= candidate {
+            continue;
+        }
+        if span.from >= candidate + window {
+            break;
+        }
+        candidate = span.to;
+    }
+    (candidate + window <= end + 1e-9).then(|| crate::journal::round_ms(candidate - start))
+}
+
+/// Healthy share of the probed time outside `excluded` stretches (the fault windows).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Uptime {
+    pub pct: f64,
+    /// Seconds between the first probe and the end, fault windows left out.
+    pub probed_s: f64,
+    pub down_s: f64,
+    pub excluded_s: f64,
+    /// Unhealthy stretches outside fault windows, and the longest of them.
+    pub outages: u64,
+    pub longest_outage_s: f64,
+}
+
+pub fn uptime(health: &[(f64, bool)], end: f64, excluded: &[Span]) -> Option<Uptime> {
+    let first = health.first()?.0;
+    if end <= first {
+        return None;
+    }
+    let whole = Span {
+        from: first,
+        to: end,
+    };
+    let mut excluded: Vec<Span> = excluded
+        .iter()
+        .filter(|span| span.overlaps(&whole))
+        .map(|span| Span {
+            from: span.from.max(first),
+            to: span.to.min(end),
+        })
+        .collect();
+    excluded.sort_by(|a, b| a.from.total_cmp(&b.from));
+    let merged = merge(&excluded);
+    let excluded_s: f64 = merged.iter().map(|span| span.to - span.from).sum();
+    let mut down_s = 0.0;
+    let mut outages = 0;
+    let mut longest: f64 = 0.0;
+    for span in unhealthy_spans(health, end) {
+        let outside = outside(span, &merged);
+        if outside > 0.0 {
+            outages += 1;
+            longest = longest.max(outside);
+        }
+        down_s += outside;
+    }
+    let probed_s = (end - first - excluded_s).max(0.0);
+    let pct = if probed_s > 0.0 {
+        100.0 * (probed_s - down_s).max(0.0) / probed_s
+    } else {
+        100.0
+    };
+    Some(Uptime {
+        pct: (pct * 100.0).round() / 100.0,
+        probed_s: crate::journal::round_ms(probed_s),
+        down_s: crate::journal::round_ms(down_s),
+        excluded_s: crate::journal::round_ms(excluded_s),
+        outages,
+        longest_outage_s: crate::journal::round_ms(longest),
+    })
+}
+
+fn merge(sorted: &[Span]) -> Vec<Span> {
+    let mut merged: Vec<Span> = Vec::new();
+    for span in sorted {
+        match merged.last_mut() {
+            Some(last) if span.from <= last.to => last.to = last.to.max(span.to),
+            _ => merged.push(*span),
+        }
+    }
+    merged
+}
+
+/// How much of `span` lies outside the (merged, sorted) `excluded` stretches.
+fn outside(span: Span, excluded: &[Span]) -> f64 {
+    let covered: f64 = excluded
+        .iter()
+        .filter(|ex| ex.overlaps(&span))
+        .map(|ex| ex.to.min(span.to) - ex.from.max(span.from))
+        .sum();
+    (span.to - span.from - covered).max(0.0)
+}
+
+/// Nearest-rank percentiles of a few values (times to detect or recover).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Spread {
+    pub count: usize,
+    pub mean: f64,
+    pub p50: f64,
+    pub p95: f64,
+    pub max: f64,
+}
+
+pub fn spread(values: &[f64]) -> Option<Spread> {
+    if values.is_empty() {
+        return None;
+    }
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let rank =
+        |q: f64| sorted[((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1];
+    let r = crate::journal::round_ms;
+    Some(Spread {
+        count: sorted.len(),
+        mean: r(sorted.iter().sum::<f64>() / sorted.len() as f64),
+        p50: r(rank(0.50)),
+        p95: r(rank(0.95)),
+        max: r(sorted[sorted.len() - 1]),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn span(from: f64, to: f64) -> Span {
+        Span { from, to }
+    }
+
+    #[test]
+    fn recovery_is_the_start_of_the_first_stable_window() {
+        let troubles = [span(10.0, 20.0), span(25.0, 30.0), span(70.0, 75.0)];
+        // Cleared at 12: trouble until 20, again 25-30, then calm for 40 s.
+        assert_eq!(time_to_recover(&troubles, 12.0, 20.0, 200.0), Some(18.0));
+        // A window of 50 s is broken by the trouble at 70.
+        assert_eq!(time_to_recover(&troubles, 12.0, 50.0, 200.0), Some(63.0));
+        // Calm from the start: recovered at once.
+        assert_eq!(time_to_recover(&troubles, 35.0, 20.0, 200.0), Some(0.0));
+        // The run ends before a whole window of calm.
+        assert_eq!(time_to_recover(&troubles, 72.0, 20.0, 90.0), None);
+        assert_eq!(time_to_recover(&troubles, 72.0, 15.0, 90.0), Some(3.0));
+    }
+
+    #[test]
+    fn uptime_leaves_fault_windows_out() {
+        // Probed 0-100; down 10-20 (inside a fault 5-25) and 50-54 (outside).
+        let health = [
+            (0.0, true),
+            (10.0, false),
+            (20.0, true),
+            (50.0, false),
+            (54.0, true),
+        ];
+        let up = uptime(&health, 100.0, &[span(5.0, 25.0)]).unwrap();
+        assert_eq!(up.probed_s, 80.0);
+        assert_eq!(up.down_s, 4.0);
+        assert_eq!(up.pct, 95.0);
+        assert_eq!(up.outages, 1);
+        assert_eq!(up.longest_outage_s, 4.0);
+        // Down at the end and never back: counted up to the end.
+        let up = uptime(&[(0.0, true), (90.0, false)], 100.0, &[]).unwrap();
+        assert_eq!(up.pct, 90.0);
+        assert_eq!(uptime(&[], 100.0, &[]), None);
+    }
+
+    #[test]
+    fn spread_of_repeated_injections() {
+        let s = spread(&[4.0, 1.0, 3.0, 2.0, 10.0]).unwrap();
+        assert_eq!(
+            (s.count, s.p50, s.p95, s.max, s.mean),
+            (5, 3.0, 10.0, 10.0, 4.0)
+        );
+        assert_eq!(spread(&[]), None);
+    }
+}

@@ -1,0 +1,418 @@
+//! Reads a run's journal back into what the grader needs: the plan, the calls per interval
+//! and in total, every fault's injections, the fleet's signals, its process and temp dir.
+//! The grader and the reports read only this, so `voxsoak report` re-creates every report
+//! from the journal, and a journal cut short by a crash still grades what it holds.
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use super::plan::GradePlan;
+use crate::call::CallOutcome;
+use crate::chaos::FaultReport;
+use crate::chaos::tts_log::RetryTotals;
+use crate::load::aggregate::{HarnessUsage, Totals};
+use crate::scenario::faults::FaultKind;
+
+/// Failure examples kept, as the live aggregator keeps them.
+const FAILURE_EXAMPLES: usize = 10;
+/// Signals kept for matching; a fleet flapping every second for 72 hours stays far below.
+const MAX_SIGNALS: usize = 500_000;
+
+/// A fleet signal, as the journal recorded it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Signal {
+    AlertFiring(String),
+    AlertResolved(String),
+    Unhealthy,
+    Healthy,
+    /// A metric condition (its text) started to hold.
+    ConditionHolds(String),
+    ConditionCleared(String),
+    /// A log line matched `pattern` in `file`.
+    LogMatched {
+        pattern: String,
+        file: String,
+    },
+}
+
+/// One journal interval's calls, enough to tell whether the steady state held then.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IntervalPoint {
+    pub from_s: f64,
+    pub to_s: f64,
+    pub completed: u64,
+    pub failed: u64,
+    pub response_p95_ms: Option<f64>,
+    /// The interval's response histogram, serialized (merged on demand for fault impact).
+    pub response: Option<String>,
+}
+
+/// The fleet process exiting.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FleetExit {
+    pub t_s: f64,
+    /// As a shell shows it: `exit 1`, `killed by signal 9 (SIGKILL)`.
+    pub status: String,
+    /// The harness stopped or killed it (a `process_kill` fault, the end of the run).
+    pub by_harness: bool,
+}
+
+/// How the run ended, from `run_ended`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ended {
+    pub t_s: f64,
+    pub at: String,
+    /// Why it stopped early (a signal, an abort condition, the kill switch).
+    pub stopped: Option<String>,
+}
+
+/// Everything the grader reads from a journal.
+#[derive(Debug, Clone, Default)]
+pub struct RunRecord {
+    pub run_id: String,
+    pub scenario: String,
+    pub scenario_path: String,
+    pub seed: u64,
+    pub target: String,
+    pub started_at: String,
+    pub planned_s: f64,
+    pub plan: Option<GradePlan>,
+    /// The harness started the fleet (embedded): its process was watched.
+    pub fleet_spawned: bool,
+    pub totals: Totals,
+    pub intervals: Vec<IntervalPoint>,
+    pub failure_examples: Vec<(CallOutcome, String)>,
+    pub harness: HarnessUsage,
+    pub faults: Vec<FaultReport>,
+    pub signals: Vec<(f64, Signal)>,
+    /// (t_s, healthy) at each change of the health probe's answer.
+    pub health: Vec<(f64, bool)>,
+    /// (t_s, bytes) of the fleet's RSS and temp dir, for growth slopes.
+    pub rss: Vec<(f64, f64)>,
+    pub rss_max_bytes: Option<f64>,
+    pub temp_dir: Vec<(f64, f64)>,
+    pub exits: Vec<FleetExit>,
+    pub restarts: u64,
+    pub retries: Option<RetryTotals>,
+    pub ended: Option<Ended>,
+    /// The last record's time: where observation ends when `run_ended` is missing.
+    pub last_t_s: f64,
+    pub last_at: String,
+    /// Lines and fields that could not be read, for the summary.
+    pub problems: Vec<String>,
+    pub records: u64,
+    pub cut_short: bool,
+}
+
+impl RunRecord {
+    /// When observation ended: `run_ended`, or the last record of a journal cut short.
+    pub fn end_s(&self) -> f64 {
+        self.ended.as_ref().map_or(self.last_t_s, |ended| ended.t_s)
+    }
+}
+
+/// Reads the journal at `path`.
+pub fn read(path: &Path) -> std::io::Result<RunRecord> {
+    let mut run = RunRecord::default();
+    let mut problems = Vec::new();
+    let (unreadable, cut_short, records) =
+        crate::journal::read_each(path, |record| run.add(record, &mut problems))?;
+    run.problems = unreadable;
+    run.problems.extend(problems);
+    run.cut_short = cut_short;
+    run.records = records;
+    run.faults.sort_by(|a, b| {
+        a.planned_at_s
+            .total_cmp(&b.planned_at_s)
+            .then(a.name.cmp(&b.name))
+            .then(a.occurrence.cmp(&b.occurrence))
+    });
+    Ok(run)
+}
+
+fn str_of(record: &Value, key: &str) -> String {
+    record
+        .get(key)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn f64_of(record: &Value, key: &str) -> Option<f64> {
+    record.get(key).and_then(Value::as_f64)
+}
+
+fn u64_of(record: &Value, key: &str) -> u64 {
+    record.get(key).and_then(Value::as_u64).unwrap_or(0)
+}
+
+impl RunRecord {
+    fn add(&mut self, record: &Value, problems: &mut Vec<String>) {
+        let event = record.get("event").and_then(Value::as_str).unwrap_or("");
+        let t_s = f64_of(record, "t_s").unwrap_or(self.last_t_s);
+        // An observation is timed when it was seen, which may be before it was journaled.
+        let seen_s = f64_of(record, "seen_s").unwrap_or(t_s);
+        self.last_t_s = self.last_t_s.max(t_s);
+        if let Some(at) = record.get("at").and_then(Value::as_str) {
+            self.last_at = at.to_owned();
+        }
+        let mut problem = |what: String| {
+            if problems.len() < crate::journal::MAX_PROBLEMS {
+                problems.push(format!("{event} at {t_s}s: {what}"));
+            }
+        };
+        match event {
+            "run_started" => {
+                self.run_id = str_of(record, "run_id");
+                self.scenario = str_of(record, "scenario");
+                self.scenario_path = str_of(record, "scenario_path");
+                self.seed = u64_of(record, "seed");
+                self.target = str_of(record, "target");
+                self.started_at = str_of(record, "at");
+                self.planned_s = f64_of(record, "planned_s").unwrap_or(0.0);
+                match record
+                    .get("grading")
+                    .map(|plan| serde_json::from_value(plan.clone()))
+                {
+                    Some(Ok(plan)) => self.plan = Some(plan),
+                    Some(Err(error)) => problem(format!("grading plan unreadable: {error}")),
+                    None => problem("no grading plan: default SLOs apply".into()),
+                }
+            }
+            "fleet" => self.fleet_spawned = record.get("pid").is_some_and(|pid| !pid.is_null()),
+            "interval" => self.add_interval(record, t_s, &mut problem),
+            "fault_injected"
+            | "fault_confirmed"
+            | "fault_not_in_effect"
+            | "fault_cleared"
+            | "fault_clear_failed"
+            | "fault_failed"
+            | "fault_not_injected" => self.add_fault_event(event, record, t_s),
+            "chaos_error" => {
+                let name = str_of(record, "fault");
+                if let Some(report) = self
+                    .faults
+                    .iter_mut()
+                    .rev()
+                    .find(|report| report.name == name)
+                {
+                    report.confirmed = false;
+                    report.notes.push(str_of(record, "error"));
+                }
+            }
+            "alert" => {
+                let name = str_of(record, "name");
+                let firing = record.get("status").and_then(Value::as_str) == Some("firing");
+                self.signal(
+                    seen_s,
+                    if firing {
+                        Signal::AlertFiring(name)
+                    } else {
+                        Signal::AlertResolved(name)
+                    },
+                );
+            }
+            "health" => {
+                let healthy = record
+                    .get("healthy")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false);
+                self.health.push((seen_s, healthy));
+                self.signal(
+                    seen_s,
+                    if healthy {
+                        Signal::Healthy
+                    } else {
+                        Signal::Unhealthy
+                    },
+                );
+            }
+            "metric_condition" => {
+                let text = str_of(record, "condition");
+                let holds = record
+                    .get("holds")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false);
+                self.signal(
+                    seen_s,
+                    if holds {
+                        Signal::ConditionHolds(text)
+                    } else {
+                        Signal::ConditionCleared(text)
+                    },
+                );
+            }
+            "log_match" => self.signal(
+                seen_s,
+                Signal::LogMatched {
+                    pattern: str_of(record, "pattern"),
+                    file: str_of(record, "file"),
+                },
+            ),
+            "fleet_process" => {
+                if let Some(rss) = f64_of(record, "rss_bytes") {
+                    self.rss.push((seen_s, rss));
+                }
+                let peak = f64_of(record, "rss_max_bytes").or(f64_of(record, "rss_bytes"));
+                if let Some(peak) = peak {
+                    self.rss_max_bytes = Some(self.rss_max_bytes.map_or(peak, |max| max.max(peak)));
+                }
+            }
+            // The fleet's own gauges, from /metrics: used when no process or temp-dir
+            // sampler ran (an external fleet).
+            "fleet_sample" => {
+                if let Some(rss) = f64_of(record, "rss_bytes")
+                    && !self.fleet_spawned
+                {
+                    self.rss.push((seen_s, rss));
+                    self.rss_max_bytes = Some(self.rss_max_bytes.map_or(rss, |max| max.max(rss)));
+                }
+            }
+            "temp_dir" => {
+                if let Some(bytes) = f64_of(record, "bytes") {
+                    self.temp_dir.push((seen_s, bytes));
+                }
+            }
+            "fleet_exited" => self.exits.push(FleetExit {
+                t_s: seen_s,
+                status: str_of(record, "status"),
+                by_harness: record
+                    .get("by_harness")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false),
+            }),
+            "fleet_restarted" => self.restarts += 1,
+            "tts_requests" => {
+                let totals = self.retries.get_or_insert_with(RetryTotals::default);
+                let requests = u64_of(record, "requests");
+                let faulted = u64_of(record, "faulted");
+                totals.requests_faulted += faulted;
+                totals.requests_calm += requests.saturating_sub(faulted);
+                totals.retries += u64_of(record, "retries");
+                totals.immediate_retries += u64_of(record, "immediate_retries");
+                totals.retry_after_ignored += u64_of(record, "retry_after_ignored");
+            }
+            "tts_standin" => {
+                self.retries.get_or_insert_with(RetryTotals::default);
+            }
+            "run_ended" => {
+                self.ended = Some(Ended {
+                    t_s,
+                    at: str_of(record, "at"),
+                    stopped: record
+                        .get("stopped")
+                        .and_then(Value::as_str)
+                        .map(str::to_owned),
+                });
+            }
+            _ => {}
+        }
+    }
+
+    fn signal(&mut self, t_s: f64, signal: Signal) {
+        if self.signals.len() < MAX_SIGNALS {
+            self.signals.push((t_s, signal));
+        }
+    }
+
+    fn add_interval(&mut self, record: &Value, t_s: f64, problem: &mut impl FnMut(String)) {
+        if let Err(error) = self.totals.add_record(record) {
+            problem(error);
+        }
+        if let Some(harness) = record.get("harness") {
+            match serde_json::from_value::<HarnessUsage>(harness.clone()) {
+                Ok(harness) => self.harness = harness,
+                Err(error) => problem(format!("harness usage unreadable: {error}")),
+            }
+        }
+        if let Some(examples) = record.get("failure_examples").and_then(Value::as_array) {
+            for example in examples {
+                let outcome = str_of(example, "outcome");
+                let Some(outcome) = CallOutcome::ALL
+                    .into_iter()
+                    .find(|known| known.as_str() == outcome)
+                else {
+                    continue;
+                };
+                if self.failure_examples.len() < FAILURE_EXAMPLES {
+                    self.failure_examples
+                        .push((outcome, str_of(example, "detail")));
+                }
+            }
+        }
+        self.intervals.push(IntervalPoint {
+            from_s: f64_of(record, "from_s").unwrap_or(t_s),
+            to_s: t_s,
+            completed: u64_of(record, "completed"),
+            failed: u64_of(record, "failed"),
+            response_p95_ms: record
+                .get("response_ms")
+                .filter(|p| p.get("count").and_then(Value::as_u64).unwrap_or(0) > 0)
+                .and_then(|p| f64_of(p, "p95")),
+            response: record
+                .get("hist")
+                .and_then(|hist| hist.get("response"))
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+        });
+    }
+
+    /// Builds each injection's report from its events, so a journal cut short mid-fault
+    /// still shows the fault as injected (and never cleared).
+    fn add_fault_event(&mut self, event: &str, record: &Value, t_s: f64) {
+        let name = str_of(record, "fault");
+        let occurrence = u64_of(record, "occurrence") as u32;
+        let index = match self
+            .faults
+            .iter()
+            .position(|report| report.name == name && report.occurrence == occurrence)
+        {
+            Some(index) => index,
+            None => {
+                let kind_name = str_of(record, "kind");
+                let kind = FaultKind::ALL
+                    .into_iter()
+                    .find(|kind| kind.name() == kind_name)
+                    .map_or("unknown", FaultKind::name);
+                let planned = f64_of(record, "planned_at_s").unwrap_or(t_s);
+                self.faults
+                    .push(FaultReport::planned(kind, name, occurrence, planned));
+                self.faults.len() - 1
+            }
+        };
+        let report = &mut self.faults[index];
+        let text = |key: &str| {
+            record
+                .get(key)
+                .and_then(Value::as_str)
+                .filter(|text| !text.is_empty())
+                .map(str::to_owned)
+        };
+        match event {
+            "fault_injected" => report.injected_at_s = Some(t_s),
+            "fault_confirmed" => {
+                report.confirmed = true;
+                report.confirmed_at_s = Some(t_s);
+                report.notes.extend(text("evidence"));
+            }
+            "fault_not_in_effect" => report.notes.extend(text("evidence")),
+            "fault_cleared" => {
+                report.cleared_at_s = Some(t_s);
+                report.notes.extend(text("note"));
+            }
+            "fault_clear_failed" => {
+                report.clear_failed = true;
+                report
+                    .notes
+                    .extend(text("error").map(|error| format!("clearing failed: {error}")));
+            }
+            "fault_failed" => report
+                .notes
+                .extend(text("error").map(|error| format!("not injected: {error}"))),
+            _ => report
+                .notes
+                .push("not injected: the run ended before its time".into()),
+        }
+    }
+}

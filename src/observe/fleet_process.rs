@@ -1,0 +1,147 @@
+//! Watches the fleet process the harness started, as its supervisor would: resident memory
+//! and CPU every second (journaled as `fleet_process` every 10 s, with the peak between),
+//! every exit with its status (`fleet_exited`: a crash unless the harness stopped it), and
+//! a restart after a crash (`fleet_restarted`), with a backoff doubling from 1 s to 30 s
+//! as a pod's restart policy would.
+
+use std::os::unix::process::ExitStatusExt as _;
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::chaos::process::SharedFleet;
+use crate::journal::Journal;
+
+const SAMPLE_EVERY: Duration = Duration::from_secs(1);
+const JOURNAL_EVERY: Duration = Duration::from_secs(10);
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// An exit status as a shell shows it: `exit 1`, `killed by signal 9 (SIGKILL)`.
+pub fn describe_exit(status: std::process::ExitStatus) -> String {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit {code}"),
+        (None, Some(signal)) => {
+            let name = match signal {
+                libc::SIGKILL => " (SIGKILL: the memory limit, an OOM kill or kill -9)",
+                libc::SIGSEGV => " (SIGSEGV)",
+                libc::SIGABRT => " (SIGABRT: a panic that aborts, or abort())",
+                libc::SIGTERM => " (SIGTERM)",
+                _ => "",
+            };
+            format!("killed by signal {signal}{name}")
+        }
+        (None, None) => "exited".to_owned(),
+    }
+}
+
+/// Runs until `stop`; `restart_on_crash`: start the fleet again after it exits on its own.
+pub async fn watch(
+    fleet: SharedFleet,
+    journal: Journal,
+    restart_on_crash: bool,
+    stop: CancellationToken,
+) {
+    let mut ticks = tokio::time::interval(SAMPLE_EVERY);
+    let mut last_pid = fleet.lock().await.pid();
+    let mut exit_seen_for: Option<u32> = None;
+    let mut crashes = 0u32;
+    let mut window_start = Instant::now();
+    let mut rss_max = 0u64;
+    let mut first_cpu: Option<(Instant, Duration)> = None;
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            () = stop.cancelled() => return,
+        }
+        let mut guard = fleet.lock().await;
+        let pid = guard.pid();
+        if pid != last_pid {
+            // Started again (a process_kill fault's clear, or a restart below).
+            journal.record(
+                "fleet_restarted",
+                json!({"pid": pid, "restarts": guard.restarts()}),
+            );
+            last_pid = pid;
+            first_cpu = None;
+        }
+        if let Some(status) = guard.exit_status() {
+            if exit_seen_for == pid && pid.is_some() {
+                continue;
+            }
+            exit_seen_for = pid;
+            let by_harness = guard.stopped_by_harness();
+            if stop.is_cancelled() {
+                return;
+            }
+            journal.record(
+                "fleet_exited",
+                json!({
+                    "pid": pid, "status": describe_exit(status), "code": status.code(),
+                    "signal": status.signal(), "by_harness": by_harness,
+                    "rss_max_bytes": rss_max,
+                }),
+            );
+            if by_harness || !restart_on_crash {
+                continue;
+            }
+            drop(guard);
+            crashes += 1;
+            let backoff = FIRST_BACKOFF
+                .saturating_mul(1 << (crashes - 1).min(5))
+                .min(MAX_BACKOFF);
+            tokio::select! {
+                () = tokio::time::sleep(backoff) => {}
+                () = stop.cancelled() => return,
+            }
+            let mut guard = fleet.lock().await;
+            if guard.exit_status().is_some()
+                && !stop.is_cancelled()
+                && let Err(error) = guard.restart().await
+            {
+                journal.record("fleet_restart_failed", json!({"error": error.to_string()}));
+            }
+            continue;
+        }
+        drop(guard);
+        let Some(pid) = pid else { continue };
+        let Ok(sample) = super::process::sample(Some(pid)) else {
+            continue;
+        };
+        rss_max = rss_max.max(sample.rss_bytes);
+        let now = Instant::now();
+        let first = *first_cpu.get_or_insert((now, sample.cpu_time));
+        if now.saturating_duration_since(window_start) >= JOURNAL_EVERY {
+            let wall = now.saturating_duration_since(first.0).as_secs_f64();
+            let cpu_pct = (wall > 0.5).then(|| {
+                let pct = 100.0 * sample.cpu_time.saturating_sub(first.1).as_secs_f64() / wall;
+                (pct * 10.0).round() / 10.0
+            });
+            journal.record(
+                "fleet_process",
+                json!({
+                    "pid": pid, "rss_bytes": sample.rss_bytes, "rss_max_bytes": rss_max,
+                    "cpu_pct": cpu_pct,
+                }),
+            );
+            first_cpu = Some((now, sample.cpu_time));
+            window_start = now;
+            rss_max = sample.rss_bytes;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exits_read_as_a_shell_shows_them() {
+        let exited = std::process::ExitStatus::from_raw(3 << 8);
+        assert_eq!(describe_exit(exited), "exit 3");
+        let killed = std::process::ExitStatus::from_raw(libc::SIGKILL);
+        assert!(describe_exit(killed).starts_with("killed by signal 9 (SIGKILL"));
+    }
+}
