@@ -389,7 +389,9 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<Run
     Ok(RunOutcome { summary, out_dir })
 }
 
-const JOURNAL_INTERVAL: Duration = Duration::from_secs(10);
+/// How often call aggregates are journaled: the resolution of time to recover, and the
+/// most a harness killed with `kill -9` loses.
+const JOURNAL_INTERVAL: Duration = Duration::from_secs(5);
 /// How often the fleet's health is probed, and how long a probe may take.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);

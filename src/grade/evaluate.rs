@@ -25,15 +25,35 @@ pub fn evaluate(run: &RunRecord) -> Summary {
     let windows = fault_windows(&faults, end);
     let troubles = recovery::trouble_spans(run, &plan.slo);
     let calm = response_outside(run, &windows);
+    let injections: Vec<f64> = faults.iter().filter_map(|f| f.injected_at_s).collect();
     for report in &mut faults {
         let from = plan
             .faults
             .iter()
             .find(|fault| fault.name == report.name)
             .map_or(RecoverFrom::Clear, |fault| fault.recover_from);
-        recover_and_impact(report, from, run, &plan.slo, &troubles, calm);
+        recover_and_impact(report, from, run, &plan.slo, &troubles, calm, &injections);
     }
-    let uptime = recovery::uptime(&run.health, end, &windows);
+    // Uptime is the downtime nobody injected: each fault's window runs until the fleet
+    // recovered from it (recover_within grades that part), or until its clear plus the
+    // recover_within allowance when it never did.
+    let recovering: Vec<Span> = faults
+        .iter()
+        .filter_map(|fault| {
+            let from = fault.injected_at_s?;
+            let cleared = fault.cleared_at_s.unwrap_or(end);
+            let recovered = match (fault.recovered_after_s, fault.recover_from) {
+                (Some(after), Some(RecoverFrom::Injection)) => from + after,
+                (Some(after), _) => cleared + after,
+                (None, _) => cleared + plan.slo.recover_within_s.unwrap_or(0.0),
+            };
+            Some(Span {
+                from,
+                to: recovered.max(cleared).min(end),
+            })
+        })
+        .collect();
+    let uptime = recovery::uptime(&run.health, end, &recovering);
 
     let mut slos = super::grade(&plan.slo, &run.totals);
     if let Some(within) = plan.slo.detect_within_s {
@@ -218,6 +238,7 @@ fn recover_and_impact(
     slo: &SloPlan,
     troubles: &[Span],
     calm_p95_ms: Option<f64>,
+    injections: &[f64],
 ) {
     let Some(injected) = report.injected_at_s else {
         return;
@@ -258,7 +279,13 @@ fn recover_and_impact(
             .push("never cleared, so recovery could not be measured".into());
         return;
     };
-    report.recovered_after_s = recovery::time_to_recover(troubles, start, slo.stable_window_s, end);
+    let next = injections
+        .iter()
+        .copied()
+        .filter(|at| *at > injected)
+        .fold(f64::INFINITY, f64::min);
+    report.recovered_after_s =
+        recovery::time_to_recover(troubles, start, slo.stable_window_s, next, end);
     if report.recovered_after_s.is_none() {
         report.notes.push(format!(
             "not recovered: the steady state did not hold for {}s between the {} at {start:.1}s and the end at {end:.1}s",
@@ -371,12 +398,12 @@ fn uptime_slo(min: f64, uptime: Option<&Uptime>) -> SloVerdict {
         pass,
         why: if uptime.outages == 0 {
             format!(
-                "healthy for all {:.0}s probed outside fault windows ({:.0}s of fault windows left out)",
+                "healthy for all {:.0}s probed outside faults and their recovery ({:.0}s of faults and recovery left out)",
                 uptime.probed_s, uptime.excluded_s
             )
         } else {
             format!(
-                "unhealthy {:.1}s of {:.0}s probed outside fault windows, in {} outages (longest {:.1}s); {:.0}s of fault windows left out",
+                "unhealthy {:.1}s of {:.0}s probed outside faults and their recovery, in {} outages (longest {:.1}s); {:.0}s of faults and recovery left out",
                 uptime.down_s,
                 uptime.probed_s,
                 uptime.outages,
@@ -607,13 +634,14 @@ mod tests {
             recover.why,
             "not back in steady state in time: db #1 after 40.0s, leak #1 never"
         );
-        // Uptime: 299 s probed less 55 s of fault windows; down 120-160 and 230-300.
+        // Uptime leaves out each fault until it recovered (the leak, never recovered, until
+        // its clear plus recover_within): 299 s probed less 20 + 60 + 50 s; down 250-300.
         let uptime = summary.uptime.unwrap();
-        assert_eq!(uptime.probed_s, 244.0);
-        assert_eq!(uptime.down_s, 110.0);
-        assert_eq!(uptime.outages, 2);
+        assert_eq!(uptime.probed_s, 169.0);
+        assert_eq!(uptime.down_s, 50.0);
+        assert_eq!(uptime.outages, 1);
         assert!(!slo(&summary, "uptime").pass);
-        assert_eq!(slo(&summary, "uptime").measured, "54.92%");
+        assert_eq!(slo(&summary, "uptime").measured, "70.41%");
         // A slope of exactly 10 MiB/h passes a 50 MiB/h limit.
         assert_eq!(summary.fleet.rss_growth_mib_per_h, Some(10.0));
         let memory = slo(&summary, "memory_growth");

@@ -84,19 +84,30 @@ pub fn trouble_spans(run: &RunRecord, slo: &SloPlan) -> Vec<Span> {
 }
 
 /// Seconds from `start` until the steady state begins to hold for `window` without a
-/// break; None when it never did before observation ended at `end`.
-pub fn time_to_recover(troubles: &[Span], start: f64, window: f64, end: f64) -> Option<f64> {
+/// break, or without a break until `next` (the next fault's injection, whose own trouble is
+/// not this fault's) if that comes first; None when it never did before observation ended
+/// at `end`.
+pub fn time_to_recover(
+    troubles: &[Span],
+    start: f64,
+    window: f64,
+    next: f64,
+    end: f64,
+) -> Option<f64> {
     let mut candidate = start;
     for span in troubles {
         if span.to <= candidate {
             continue;
         }
-        if span.from >= candidate + window {
+        let held_until = (candidate + window).min(next);
+        if span.from >= held_until {
             break;
         }
         candidate = span.to;
     }
-    (candidate + window <= end + 1e-9).then(|| crate::journal::round_ms(candidate - start))
+    let held_until = (candidate + window).min(next);
+    (candidate < next && held_until <= end + 1e-9)
+        .then(|| crate::journal::round_ms(candidate - start))
 }
 
 /// Healthy share of the probed time outside `excluded` stretches (the fault windows).
@@ -220,14 +231,39 @@ mod tests {
     fn recovery_is_the_start_of_the_first_stable_window() {
         let troubles = [span(10.0, 20.0), span(25.0, 30.0), span(70.0, 75.0)];
         // Cleared at 12: trouble until 20, again 25-30, then calm for 40 s.
-        assert_eq!(time_to_recover(&troubles, 12.0, 20.0, 200.0), Some(18.0));
+        let none = f64::INFINITY;
+        assert_eq!(
+            time_to_recover(&troubles, 12.0, 20.0, none, 200.0),
+            Some(18.0)
+        );
         // A window of 50 s is broken by the trouble at 70.
-        assert_eq!(time_to_recover(&troubles, 12.0, 50.0, 200.0), Some(63.0));
+        assert_eq!(
+            time_to_recover(&troubles, 12.0, 50.0, none, 200.0),
+            Some(63.0)
+        );
+        // ...unless the next fault is injected at 70: calm from 30 until then counts.
+        assert_eq!(
+            time_to_recover(&troubles, 12.0, 50.0, 70.0, 200.0),
+            Some(18.0)
+        );
+        // Trouble until the next fault itself: not recovered from this one.
+        assert_eq!(time_to_recover(&troubles, 12.0, 20.0, 18.0, 200.0), None);
+        // Calm from 20 until the next fault at 25: recovered, its trouble is its own.
+        assert_eq!(
+            time_to_recover(&troubles, 12.0, 20.0, 25.0, 200.0),
+            Some(8.0)
+        );
         // Calm from the start: recovered at once.
-        assert_eq!(time_to_recover(&troubles, 35.0, 20.0, 200.0), Some(0.0));
+        assert_eq!(
+            time_to_recover(&troubles, 35.0, 20.0, none, 200.0),
+            Some(0.0)
+        );
         // The run ends before a whole window of calm.
-        assert_eq!(time_to_recover(&troubles, 72.0, 20.0, 90.0), None);
-        assert_eq!(time_to_recover(&troubles, 72.0, 15.0, 90.0), Some(3.0));
+        assert_eq!(time_to_recover(&troubles, 72.0, 20.0, none, 90.0), None);
+        assert_eq!(
+            time_to_recover(&troubles, 72.0, 15.0, none, 90.0),
+            Some(3.0)
+        );
     }
 
     #[test]

@@ -42,7 +42,7 @@ pub struct Summary {
     /// Each fault over its repeated injections: MTTD and MTTR with percentiles.
     pub fault_stats: Vec<FaultStats>,
     pub slos: Vec<SloVerdict>,
-    /// Healthy share of the probed time outside fault windows; null when nothing probed.
+    /// Healthy share of the probed time outside faults and their recovery; null when nothing probed.
     pub uptime: Option<crate::grade::recovery::Uptime>,
     pub fleet: FleetBlock,
     pub harness: HarnessUsage,
@@ -334,7 +334,7 @@ impl Summary {
         if let Some(uptime) = &self.uptime {
             let _ = writeln!(
                 out,
-                "  uptime     {:.2}% of {:.0}s probed outside fault windows; {} outages, longest {:.1}s",
+                "  uptime     {:.2}% of {:.0}s probed outside faults and their recovery; {} outages, longest {:.1}s",
                 uptime.pct, uptime.probed_s, uptime.outages, uptime.longest_outage_s
             );
         }

@@ -1,0 +1,161 @@
+//! `voxsoak report RUN_DIR`: every report comes from the journal alone, so a report made
+//! afterwards matches the run's, and a harness killed with `kill -9` leaves a journal that
+//! still grades.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use voxsoak::exit;
+
+use crate::util::{ScenarioFile, fixtures_dir, voxsoak_exe};
+
+/// A child process killed when dropped, so a failing test leaves nothing running.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `voxsoak sink` on a free port, started by the test (so killing the harness leaves no
+/// orphan behind); its stream URL.
+fn start_sink() -> (Killed, String) {
+    let mut child = Command::new(voxsoak_exe())
+        .args(["sink", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the sink");
+    let mut first = String::new();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    stdout.read_line(&mut first).unwrap();
+    // Keep reading, so the sink never writes into a closed pipe.
+    std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+    let address = first
+        .split_whitespace()
+        .find(|word| word.parse::<std::net::SocketAddr>().is_ok())
+        .unwrap_or_else(|| panic!("no address in {first:?}"))
+        .to_owned();
+    (Killed(child), format!("ws://{address}/stream"))
+}
+
+fn scenario(stream_url: &str, hold: &str) -> ScenarioFile {
+    ScenarioFile::new(&format!(
+        "[target]\nstream_url = \"{stream_url}\"\n[load]\nstages = [{{ ramp_to = 4, over = \"1s\" }}, {{ hold = \"{hold}\" }}]\n[calls]\nfixtures = [\"{}/*.wav\"]\n[[scripts]]\nname = \"short\"\nturns = 1\n[slo]\ncall_success = \">= 50%\"\n",
+        fixtures_dir().display()
+    ))
+}
+
+fn interval_records(journal: &Path) -> usize {
+    std::fs::read_to_string(journal)
+        .unwrap_or_default()
+        .lines()
+        .filter(|line| line.contains(r#""event":"interval""#))
+        .count()
+}
+
+fn report(dir: &Path) -> (i32, String, serde_json::Value) {
+    let output = Command::new(voxsoak_exe())
+        .args(["report", dir.to_str().unwrap()])
+        .output()
+        .expect("run voxsoak report");
+    let summary = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("summary.json")).expect("summary.json"),
+    )
+    .expect("summary.json is JSON");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        summary,
+    )
+}
+
+#[test]
+fn a_report_made_afterwards_is_the_runs_own() {
+    let (_sink, url) = start_sink();
+    let scenario = scenario(&url, "6s");
+    let status = Command::new(voxsoak_exe())
+        .args(["run", scenario.path.to_str().unwrap(), "--quiet", "--out"])
+        .arg(scenario.out_dir())
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(exit::PASS));
+    let written = std::fs::read_to_string(scenario.out_dir().join("summary.json")).unwrap();
+    std::fs::remove_file(scenario.out_dir().join("summary.json")).unwrap();
+    let (code, stdout, rebuilt) = report(&scenario.out_dir());
+    assert_eq!(code, exit::PASS, "{stdout}");
+    assert!(stdout.contains(": PASS"), "{stdout}");
+    let written: serde_json::Value = serde_json::from_str(&written).unwrap();
+    assert_eq!(
+        rebuilt, written,
+        "the report rebuilt from the journal differs"
+    );
+    assert!(rebuilt["calls"]["completed"].as_u64().unwrap() >= 1);
+    assert!(rebuilt["latency_ms"]["response"]["count"].as_u64().unwrap() >= 1);
+}
+
+#[test]
+fn a_harness_killed_with_kill_9_leaves_a_journal_that_still_grades() {
+    let (_sink, url) = start_sink();
+    let scenario = scenario(&url, "10m");
+    let harness = Killed(
+        Command::new(voxsoak_exe())
+            .args(["run", scenario.path.to_str().unwrap(), "--quiet", "--out"])
+            .arg(scenario.out_dir())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let journal = scenario.out_dir().join("journal.jsonl");
+    // Two intervals journaled (about 10 s of calls), then kill -9.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while interval_records(&journal) < 2 {
+        assert!(Instant::now() < deadline, "no intervals journaled");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // SAFETY: kill(2) on our own child.
+    unsafe {
+        libc::kill(harness.0.id() as libc::pid_t, libc::SIGKILL);
+    }
+    drop(harness);
+    assert!(
+        !scenario.out_dir().join("summary.json").exists(),
+        "a killed run wrote no summary"
+    );
+    let (code, stdout, summary) = report(&scenario.out_dir());
+    assert_eq!(code, exit::HARNESS_ERROR, "{stdout}");
+    assert!(stdout.contains(": ABORTED"), "{stdout}");
+    assert_eq!(summary["verdict"], "aborted");
+    let reason = summary["reason"].as_str().unwrap();
+    assert!(reason.contains("without run_ended"), "{reason}");
+    assert!(
+        summary["calls"]["started"].as_u64().unwrap() >= 1,
+        "{summary}"
+    );
+    assert!(summary["wall_s"].as_f64().unwrap() >= 10.0, "{summary}");
+    assert!(
+        summary["slos"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|slo| slo["name"] == "call_success")
+    );
+    assert!(summary["journal"]["records"].as_u64().unwrap() >= 3);
+}
+
+#[test]
+fn report_on_a_directory_without_a_journal_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(voxsoak_exe())
+        .args(["report", dir.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(exit::HARNESS_ERROR));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("has no journal.jsonl"), "{stderr}");
+}
