@@ -505,7 +505,10 @@ async fn run_occurrence(
         Err(error) => {
             journal.record(
                 "fault_failed",
-                merge(&identity, json!({"error": error.to_string()})),
+                merge(
+                    &identity,
+                    json!({"error": error.to_string(), "planned_at_s": report.planned_at_s}),
+                ),
             );
             report.notes.push(format!("not injected: {error}"));
             return report;

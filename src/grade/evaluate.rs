@@ -97,6 +97,9 @@ pub fn evaluate(run: &RunRecord) -> Summary {
     if let Some(max) = plan.slo.max_crashes {
         slos.push(crashes_slo(max, run));
     }
+    if plan.slo.no_unprovoked_alerts {
+        slos.push(unprovoked_alerts(run, &windows, plan.slo.stable_window_s));
+    }
 
     let (verdict, reason) = match &run.ended {
         None => (
@@ -457,6 +460,56 @@ fn growth_slo(
     }
 }
 
+/// Alerts that fired with no fault in effect, nor within `grace` of a clear.
+fn unprovoked_alerts(run: &RunRecord, windows: &[Span], grace: f64) -> SloVerdict {
+    let threshold = "true".to_owned();
+    let provoked = |t: f64| {
+        windows
+            .iter()
+            .any(|window| t >= window.from && t <= window.to + grace)
+    };
+    let mut unprovoked: Vec<(String, Vec<f64>)> = Vec::new();
+    let mut total = 0;
+    for (t, signal) in &run.signals {
+        let super::replay::Signal::AlertFiring(name) = signal else {
+            continue;
+        };
+        total += 1;
+        if provoked(*t) {
+            continue;
+        }
+        match unprovoked.iter_mut().find(|(known, _)| known == name) {
+            Some((_, times)) => times.push(*t),
+            None => unprovoked.push((name.clone(), vec![*t])),
+        }
+    }
+    let count: usize = unprovoked.iter().map(|(_, times)| times.len()).sum();
+    SloVerdict {
+        name: "no_unprovoked_alerts",
+        threshold,
+        measured: format!("{count} unprovoked"),
+        pass: count == 0,
+        why: if count == 0 {
+            format!("all {total} alerts fired while a fault was in effect or just cleared")
+        } else {
+            let list: Vec<String> = unprovoked
+                .iter()
+                .map(|(name, times)| {
+                    let shown: Vec<String> =
+                        times.iter().take(5).map(|t| format!("{t:.1}s")).collect();
+                    let more = if times.len() > 5 {
+                        format!(" and {} more", times.len() - 5)
+                    } else {
+                        String::new()
+                    };
+                    format!("{name} at {}{more}", shown.join(", "))
+                })
+                .collect();
+            format!("alerts fired with no fault in effect: {}", list.join("; "))
+        },
+    }
+}
+
 fn crashes_slo(max: u64, run: &RunRecord) -> SloVerdict {
     let threshold = format!("<= {max}");
     if !run.fleet_spawned {
@@ -514,7 +567,7 @@ mod tests {
                     "no_retry_storm": false, "recover_within_s": 30.0,
                     "stable_window_s": 20.0, "uptime_min_pct": 99.0,
                     "memory_growth_max_mib_h": 50.0, "temp_dir_growth_max_mib_h": null,
-                    "max_crashes": 0},
+                    "max_crashes": 0, "no_unprovoked_alerts": true},
                 "faults": [
                     {"name": "tts", "kind": "tts_429", "detect": [{"alert": "TtsRateLimited"}], "recover_from": "clear"},
                     {"name": "db", "kind": "db_pool_exhaustion", "detect": [{"health": "unhealthy"}], "recover_from": "clear"},
@@ -561,6 +614,8 @@ mod tests {
             fault("fault_confirmed", "leak", "temp_file_leak", 201.0),
             fault("fault_cleared", "leak", "temp_file_leak", 220.0),
             json!({"event": "health", "t_s": 230.0, "healthy": false}),
+            json!({"event": "alert", "t_s": 80.0, "name": "WorkerStalled", "status": "firing"}),
+            json!({"event": "alert", "t_s": 124.0, "name": "DbPoolSaturated", "status": "firing"}),
             json!({"event": "fleet_exited", "t_s": 250.0, "status": "killed by signal 9 (SIGKILL)", "by_harness": false}),
             json!({"event": "fleet_restarted", "t_s": 252.0, "pid": 4243}),
             json!({"event": "run_ended", "t_s": 300.0, "at": "2026-11-23T10:05:00.000Z", "stopped": null}),
@@ -654,6 +709,14 @@ mod tests {
             "the fleet exited on its own 1×: killed by signal 9 (SIGKILL) at 250.0s"
         );
         assert_eq!(summary.fleet.restarts, Some(1));
+        // WorkerStalled at 80 s came with no fault in effect; DbPoolSaturated at 124 s came
+        // within the stable window after the DB fault's clear.
+        let quiet = slo(&summary, "no_unprovoked_alerts");
+        assert!(!quiet.pass);
+        assert_eq!(
+            quiet.why,
+            "alerts fired with no fault in effect: WorkerStalled at 80.0s"
+        );
         // Calls: 300 completed, 5 failed.
         assert_eq!(summary.calls.completed, 300);
         assert_eq!(summary.calls.failed, 5);

@@ -30,6 +30,8 @@ pub struct SloPlan {
     pub memory_growth_max_mib_h: Option<f64>,
     pub temp_dir_growth_max_mib_h: Option<f64>,
     pub max_crashes: Option<u64>,
+    #[serde(default)]
+    pub no_unprovoked_alerts: bool,
 }
 
 /// One `[[faults]]` entry, as far as grading goes.
@@ -114,6 +116,7 @@ impl SloPlan {
             memory_growth_max_mib_h: slos.memory_growth_max_mib_h,
             temp_dir_growth_max_mib_h: slos.temp_dir_growth_max_mib_h,
             max_crashes: slos.max_crashes,
+            no_unprovoked_alerts: slos.no_unprovoked_alerts,
         }
     }
 }

@@ -123,6 +123,8 @@
 //! temp_dir_growth = "<= 10MiB/h"    # the fleet's temp-dir bytes, the harness's own
 //!                                   # leaked files left out
 //! max_crashes = 0                   # exits the harness did not cause (embedded fleet)
+//! no_unprovoked_alerts = true       # no alert fires with no fault in effect (a clear's
+//!                                   # stable_window still counts as the fault's)
 //!
 //! [[faults]]                        # optional, repeatable: see the README's chaos table
 //! recover_from = "clear"            # or "injection": a fault the fleet must shrug off
@@ -539,6 +541,9 @@ pub struct Slos {
     pub temp_dir_growth_max_mib_h: Option<f64>,
     /// Most times the fleet may exit without the harness stopping it.
     pub max_crashes: Option<u64>,
+    /// No alert may fire while no fault is in effect (or within `stable_window` of a
+    /// clear): an alert nobody provoked is an incident.
+    pub no_unprovoked_alerts: bool,
 }
 
 /// How long the steady state must hold after a fault before the fleet counts as recovered.
@@ -560,6 +565,7 @@ impl Default for Slos {
             memory_growth_max_mib_h: None,
             temp_dir_growth_max_mib_h: None,
             max_crashes: None,
+            no_unprovoked_alerts: false,
         }
     }
 }

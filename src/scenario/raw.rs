@@ -222,6 +222,7 @@ pub(super) struct RawSlo {
     pub memory_growth: Option<RawValue>,
     pub temp_dir_growth: Option<RawValue>,
     pub max_crashes: Option<RawValue>,
+    pub no_unprovoked_alerts: Option<Spanned<bool>>,
 }
 
 /// One `[[faults]]` entry. Every kind's parameters are listed here; phase 2 refuses the

@@ -385,7 +385,7 @@ fn chaos_slos_parse() {
 #[test]
 fn recovery_uptime_growth_and_crash_slos_parse() {
     let scenario = parse_ok(&format!(
-        "{EMBEDDED}\n[slo]\nrecover_within = \"5m\"\nstable_window = \"45s\"\nuptime = \">= 99.7%\"\nmemory_growth = \"<= 50MiB/h\"\ntemp_dir_growth = \"1GiB/h\"\nmax_crashes = 0\n"
+        "{EMBEDDED}\n[slo]\nrecover_within = \"5m\"\nstable_window = \"45s\"\nuptime = \">= 99.7%\"\nmemory_growth = \"<= 50MiB/h\"\ntemp_dir_growth = \"1GiB/h\"\nmax_crashes = 0\nno_unprovoked_alerts = true\n"
     ));
     let slo = &scenario.slo;
     assert_eq!(slo.recover_within, Some(secs(300)));
@@ -394,6 +394,7 @@ fn recovery_uptime_growth_and_crash_slos_parse() {
     assert_eq!(slo.memory_growth_max_mib_h, Some(50.0));
     assert_eq!(slo.temp_dir_growth_max_mib_h, Some(1024.0));
     assert_eq!(slo.max_crashes, Some(0));
+    assert!(slo.no_unprovoked_alerts);
     assert_eq!(parse_ok(EMBEDDED).slo.stable_window, DEFAULT_STABLE_WINDOW);
     let found = errors(&format!(
         "{EMBEDDED}\n[slo]\nuptime = \"<= 99%\"\nmemory_growth = \"50MiB\"\nmax_crashes = -1\nstable_window = \"soon\"\n"

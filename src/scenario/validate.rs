@@ -1434,6 +1434,10 @@ impl Validator<'_> {
             .temp_dir_growth
             .as_ref()
             .and_then(|value| self.growth_threshold(value, "temp_dir_growth"));
+        slos.no_unprovoked_alerts = raw
+            .no_unprovoked_alerts
+            .as_ref()
+            .is_some_and(|flag| *flag.get_ref());
         if let Some(value) = &raw.max_crashes {
             match value.get_ref() {
                 toml::Value::Integer(count) if *count >= 0 => {
