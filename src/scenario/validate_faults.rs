@@ -13,6 +13,7 @@ use crate::scenario::faults::{
     DbPoolMethod, DetectionRule, FaultKind, FaultSpec, MetricCondition, ProxyFault,
     ProxyToxicsSpec, ProxyUpstream, Recurrence, ScheduledFault, SeriesSelector, TempFileLeak,
 };
+use crate::scenario::observe::ObserveSettings;
 use crate::scenario::raw::{RawAbort, RawChaos, RawFault, RawValue};
 use crate::standin::llm::LlmFault;
 use crate::standin::tts::TtsFault;
@@ -37,6 +38,7 @@ impl Validator<'_> {
         target: &Target,
         allow_hosts: &[String],
         chaos: &ChaosSettings,
+        observe: &ObserveSettings,
     ) -> Vec<ScheduledFault> {
         let Some(raw) = raw else {
             return Vec::new();
@@ -82,6 +84,7 @@ impl Validator<'_> {
                 target,
                 allow_hosts,
                 chaos,
+                observe,
             ) {
                 if !names.insert(fault.name.clone()) {
                     self.error_at(
@@ -121,6 +124,7 @@ impl Validator<'_> {
         target: &Target,
         allow_hosts: &[String],
         chaos: &ChaosSettings,
+        observe: &ObserveSettings,
     ) -> Option<ScheduledFault> {
         let Some(kind_text) = &raw.kind else {
             self.error(
@@ -179,6 +183,14 @@ impl Validator<'_> {
             Some(value) => self.detection_rules(value),
             None => vec![kind.default_detection()],
         };
+        self.detection_observed(
+            kind,
+            &detect,
+            raw.detect.as_ref().map(Spanned::span),
+            span.clone(),
+            target,
+            observe,
+        );
         let fault = self.fault_spec(kind, &raw, &span, target, allow_hosts, chaos);
         if self.diagnostics.len() > before {
             return None;
@@ -1050,6 +1062,12 @@ fn split_outside_braces(text: &str, separator: char) -> Option<(&str, &str)> {
         }
     }
     None
+}
+
+/// Parses a series selector: `name` or `name{label="value",…}` (the left side of a metric
+/// condition, or a `[observe] record` entry).
+pub fn parse_series_selector(text: &str) -> Result<SeriesSelector, String> {
+    parse_selector(text.trim())
 }
 
 /// `name` or `name{label="value",…}`.
