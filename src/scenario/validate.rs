@@ -114,7 +114,15 @@ impl Validator<'_> {
         let slo = self.slo(raw.slo);
         let chaos = self.chaos(raw.chaos);
         let observe = self.observe(raw.observe, &target, &allow_hosts);
-        let faults = self.faults(raw.faults, &target, &allow_hosts, &chaos, &observe);
+        let faults = self.faults(
+            raw.faults,
+            &faults::FaultContext {
+                target: &target,
+                allow_hosts: &allow_hosts,
+                chaos: &chaos,
+                observe: &observe,
+            },
+        );
         let abort = self.abort(raw.abort);
         Scenario {
             name,

@@ -31,14 +31,19 @@ const MAX_OVERSIZED_BYTES: i64 = 3 << 20;
 /// Every gap between two occurrences of a recurring fault is at least this.
 const MIN_EVERY: Duration = Duration::from_secs(1);
 
+/// What a `[[faults]]` entry is checked against: the rest of the scenario.
+pub(super) struct FaultContext<'a> {
+    pub target: &'a Target,
+    pub allow_hosts: &'a [String],
+    pub chaos: &'a ChaosSettings,
+    pub observe: &'a ObserveSettings,
+}
+
 impl Validator<'_> {
     pub(super) fn faults(
         &mut self,
         raw: Option<Spanned<Vec<Spanned<RawFault>>>>,
-        target: &Target,
-        allow_hosts: &[String],
-        chaos: &ChaosSettings,
-        observe: &ObserveSettings,
+        context: &FaultContext<'_>,
     ) -> Vec<ScheduledFault> {
         let Some(raw) = raw else {
             return Vec::new();
@@ -77,15 +82,8 @@ impl Validator<'_> {
                     kind.clone()
                 }
             });
-            if let Some(fault) = self.fault(
-                entry,
-                default_name.unwrap_or_default(),
-                span,
-                target,
-                allow_hosts,
-                chaos,
-                observe,
-            ) {
+            if let Some(fault) = self.fault(entry, default_name.unwrap_or_default(), span, context)
+            {
                 if !names.insert(fault.name.clone()) {
                     self.error_at(
                         self.offset_of_line(fault.line),
@@ -121,11 +119,14 @@ impl Validator<'_> {
         raw: RawFault,
         default_name: String,
         span: std::ops::Range<usize>,
-        target: &Target,
-        allow_hosts: &[String],
-        chaos: &ChaosSettings,
-        observe: &ObserveSettings,
+        context: &FaultContext<'_>,
     ) -> Option<ScheduledFault> {
+        let FaultContext {
+            target,
+            allow_hosts,
+            chaos,
+            observe,
+        } = *context;
         let Some(kind_text) = &raw.kind else {
             self.error(
                 span,
