@@ -9,5 +9,6 @@ mod embedded_target;
 mod fleet;
 mod fleet_util;
 mod misbehaving_fleet;
+mod observe;
 mod sink_calls;
 mod util;
