@@ -130,21 +130,19 @@ impl LogTail {
 impl Followed {
     fn poll(&mut self, events: &mut Vec<LogEvent>) {
         let mut matched = vec![false; self.patterns.len()];
-        let now = match std::fs::metadata(&self.path) {
-            Ok(metadata) => Some(((metadata.dev(), metadata.ino()), metadata.len())),
-            Err(error) if error.kind() == ErrorKind::NotFound => None,
+        let (identity, length) = match std::fs::metadata(&self.path) {
+            Ok(metadata) => ((metadata.dev(), metadata.ino()), metadata.len()),
             Err(error) => {
-                self.unreadable(error, events);
-                None
+                if error.kind() != ErrorKind::NotFound {
+                    self.unreadable(error, events);
+                }
+                // Renamed away and not created again yet (or the path cannot be looked
+                // up): what was written to the file already open is still there to read.
+                if let Err(error) = self.read(&mut matched, events) {
+                    self.unreadable(error, events);
+                }
+                return;
             }
-        };
-        let Some((identity, length)) = now else {
-            // Renamed away and not created again yet: what was written to the old file
-            // before the rename is still there to read.
-            if self.open.is_some() {
-                self.read(&mut matched, events);
-            }
-            return;
         };
         match &mut self.open {
             Some(open) if open.identity == identity => {
@@ -155,8 +153,9 @@ impl Followed {
             }
             _ => {
                 if self.open.is_some() {
-                    // Rotated: the rest of the old file first.
-                    self.read(&mut matched, events);
+                    // Rotated: the rest of the old file first (an error there is the end
+                    // of the old file, not a reason to stop following the path).
+                    let _ = self.read(&mut matched, events);
                     self.finish_pending(&mut matched, events);
                 }
                 match OpenFile::open(&self.path, false) {
@@ -173,20 +172,21 @@ impl Followed {
                 }
             }
         }
-        self.read(&mut matched, events);
+        match self.read(&mut matched, events) {
+            Ok(()) => self.reported = false,
+            Err(error) => self.unreadable(error, events),
+        }
     }
 
-    /// Reads the open file from its offset to its end (at most [`MAX_READ_PER_POLL`]).
-    fn read(&mut self, matched: &mut [bool], events: &mut Vec<LogEvent>) {
+    /// Reads the open file from its offset to its end (at most [`MAX_READ_PER_POLL`]);
+    /// the lines read before an error are still matched.
+    fn read(&mut self, matched: &mut [bool], events: &mut Vec<LogEvent>) -> std::io::Result<()> {
         let Some(open) = &mut self.open else {
-            return;
+            return Ok(());
         };
         let mut chunk = vec![0u8; CHUNK];
         let mut budget = MAX_READ_PER_POLL;
-        if let Err(error) = open.file.seek(SeekFrom::Start(open.offset)) {
-            self.unreadable(error, events);
-            return;
-        }
+        open.file.seek(SeekFrom::Start(open.offset))?;
         let mut failure = None;
         let mut lines: Vec<Vec<u8>> = Vec::new();
         while budget > 0 {
@@ -213,10 +213,7 @@ impl Followed {
         for line in lines {
             self.match_line(&line, matched, events);
         }
-        match failure {
-            Some(error) => self.unreadable(error, events),
-            None => self.reported = false,
-        }
+        failure.map_or(Ok(()), Err)
     }
 
     /// A line without its newline (the last of a file that was truncated or rotated).
@@ -464,6 +461,28 @@ mod tests {
             matches(tail.poll()),
             vec![pair("tail", "bad \u{fffd}\u{fffd} bytes tail")]
         );
+    }
+
+    #[test]
+    fn a_path_that_cannot_be_read_is_reported_once() {
+        let dir = tempfile::tempdir().unwrap();
+        // A directory where the log should be: opening works, reading does not (also for
+        // root, whom file permissions do not stop).
+        let log = dir.path().join("fleet.log");
+        std::fs::create_dir(&log).unwrap();
+        let mut tail = tail(&log, &["match"]);
+        let events = tail.poll();
+        assert!(
+            matches!(&events[..], [LogEvent::Unreadable { file, .. }] if *file == log),
+            "{events:?}"
+        );
+        assert!(tail.poll().is_empty(), "reported once");
+        std::fs::remove_dir(&log).unwrap();
+        append(&log, "a match at last\n");
+        assert_eq!(matches(tail.poll()), vec![pair("match", "a match at last")]);
+        std::fs::remove_file(&log).unwrap();
+        std::fs::create_dir(&log).unwrap();
+        assert_eq!(tail.poll().len(), 1, "reported again once it was readable");
     }
 
     #[test]
