@@ -290,11 +290,13 @@ pub async fn run_hub(
                 last_log_match.insert(key.clone(), t_s);
                 let (pattern, file) = key;
                 let line: String = line.chars().take(LOG_LINE_CHARS).collect();
+                // `default`: the file rules naming none read, so a replay of the journal
+                // pairs the match with the same rules as the hub.
+                let default = default_log_file.as_ref() == Some(&file);
                 journal.record(
                     "log_match",
-                    json!({"pattern": pattern, "file": file.display().to_string(), "line": line, "seen_s": t_s}),
+                    json!({"pattern": pattern, "file": file.display().to_string(), "default": default, "line": line, "seen_s": t_s}),
                 );
-                let default = default_log_file.as_ref() == Some(&file);
                 observed.push(
                     t_s,
                     Change::LogMatched {
@@ -518,7 +520,9 @@ mod tests {
         assert_eq!(matches[0]["pattern"], "alert firing");
         assert_eq!(matches[0]["file"], "/run/fleet.log");
         assert_eq!(matches[0]["line"].as_str().unwrap().chars().count(), 200);
+        assert_eq!(matches[0]["default"], true);
         assert_eq!(matches[1]["line"], "elsewhere");
+        assert_eq!(matches[1]["default"], false);
         assert_eq!(of("log_unreadable").len(), 1);
     }
 }
