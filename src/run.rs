@@ -132,21 +132,20 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<Run
     let chaos = ChaosPlane::prepare(&scenario, &run_id)
         .await
         .map_err(RunError::Chaos)?;
-    // The observers watch the fleet the harness starts: its alerts come to the receiver.
+    // The alert receiver listens before the fleet starts: the embedded fleet is pointed at
+    // it, and keeps its output in the run directory for the log observer.
     let (observations, observed_rx) = mpsc::unbounded_channel();
     let mut wiring = chaos.wiring();
-    if matches!(scenario.target, scenario::Target::Embedded(_)) {
-        let receiver = observe::alerts::serve(
-            std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
-            observations.clone(),
-            watchers.clone(),
-        )
+    let alerts = observe::serve_alerts(&scenario, observations.clone(), watchers.clone())
         .await
         .map_err(|source| RunError::Observer {
             what: "alert receiver",
             source,
         })?;
-        wiring.alert_webhook_url = Some(format!("http://{receiver}/alerts"));
+    let fleet_log = out_dir.join(observe::FLEET_LOG);
+    if matches!(scenario.target, scenario::Target::Embedded(_)) {
+        wiring.alert_webhook_url = alerts.map(|receiver| format!("http://{receiver}/alerts"));
+        wiring.output_log = Some(fleet_log.clone());
     }
     let resolved =
         target::resolve(&scenario.target, &options.exe, &options.fleet_bugs, &wiring).await?;
@@ -231,34 +230,19 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<Run
         abort.clone(),
         watchers.clone(),
     ));
-    let conditions = metric_conditions(&scenario);
     let observer_stop = CancellationToken::new();
-    if let Some(info) = &resolved.embedded {
-        let http = reqwest::Client::new();
-        tokio::spawn(observe::health::poll(
-            http.clone(),
-            format!("{}health", info.http_base),
-            HEALTH_INTERVAL,
-            HEALTH_TIMEOUT,
-            observations.clone(),
-            observer_stop.clone(),
-        ));
-        tokio::spawn(observe::prometheus::scrape(
-            http,
-            format!("{}metrics", info.http_base),
-            SCRAPE_INTERVAL,
-            conditions.clone(),
-            observations.clone(),
-            observer_stop.clone(),
-        ));
-    }
-    drop(observations);
-    let hub = tokio::spawn(observe::hub::run_hub(
-        observed_rx,
+    let hub = observe::start(
+        &scenario,
+        resolved.embedded.as_ref(),
+        observe::RunContext {
+            run_id: &run_id,
+            fleet_log: Some(&fleet_log),
+            alerts,
+        },
         journal.clone(),
-        conditions,
+        (observations, observed_rx),
         observer_stop.clone(),
-    ));
+    );
     let shared_fleet = resolved
         .fleet
         .map(|fleet| Arc::new(tokio::sync::Mutex::new(fleet)));
@@ -392,28 +376,6 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<Run
 /// How often call aggregates are journaled: the resolution of time to recover, and the
 /// most a harness killed with `kill -9` loses.
 const JOURNAL_INTERVAL: Duration = Duration::from_secs(5);
-/// How often the fleet's health is probed, and how long a probe may take.
-const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
-const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
-/// How often its `/metrics` is scraped.
-const SCRAPE_INTERVAL: Duration = Duration::from_secs(2);
-
-/// Every metric condition the faults' `detect` rules name, once each.
-fn metric_conditions(
-    scenario: &scenario::Scenario,
-) -> Vec<crate::scenario::faults::MetricCondition> {
-    let mut conditions: Vec<crate::scenario::faults::MetricCondition> = Vec::new();
-    for fault in &scenario.faults {
-        for rule in &fault.detect {
-            if let scenario::DetectionRule::Metric(condition) = rule
-                && !conditions.iter().any(|known| known.text == condition.text)
-            {
-                conditions.push(condition.clone());
-            }
-        }
-    }
-    conditions
-}
 
 /// `<scenario>-<UTC timestamp>`, safe as a directory name.
 fn run_id(name: &str, at: SystemTime) -> String {

@@ -4,7 +4,9 @@
 //! Two fleets can be started: `voxsoak sink` (`fleet = "sink"`) and the reference fleet
 //! `voxsoak fleet` (`fleet = "embedded"`). Both are started the same way: in their own
 //! process group, with both pipes drained, the variables in [`SCRUBBED_ENV`] removed from
-//! their environment, and their address read from their first line of output.
+//! their environment, and their address read from their first line of output. The
+//! embedded fleet's output is also appended to a file ([`FleetWiring::output_log`]), for
+//! the log observer.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -87,6 +89,12 @@ pub enum TargetError {
     BadAddress { what: &'static str, address: String },
     #[error("could not prepare the embedded fleet's temp dir: {source}")]
     TempDir {
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("could not open {} for the embedded fleet's output: {source}", path.display())]
+    OutputLog {
+        path: PathBuf,
         #[source]
         source: std::io::Error,
     },
@@ -201,21 +209,60 @@ impl StderrExcerpt {
     }
 }
 
+/// A file a started fleet's stdout and stderr are both appended to, a whole line at a
+/// time (so lines from the two pipes never mix). Write errors are ignored: the fleet's
+/// output is kept for the log observer, never at the cost of draining its pipes.
+#[derive(Debug, Clone)]
+struct OutputLog(Arc<Mutex<std::fs::File>>);
+
+impl OutputLog {
+    fn open(path: &Path) -> std::io::Result<OutputLog> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        Ok(OutputLog(Arc::new(Mutex::new(file))))
+    }
+
+    fn write_line(&self, line: &str) {
+        use std::io::Write;
+        let mut file = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut bytes = Vec::with_capacity(line.len() + 1);
+        bytes.extend_from_slice(line.as_bytes());
+        bytes.push(b'\n');
+        let _ = file.write_all(&bytes);
+    }
+}
+
 /// Lines from a child's pipe, each cut to [`MAX_LINE_BYTES`], so a child that never
-/// prints a newline cannot make the harness buffer without bound.
+/// prints a newline cannot make the harness buffer without bound; each also goes to the
+/// output log, if there is one.
 struct PipeLines<R> {
     reader: BufReader<R>,
+    log: Option<OutputLog>,
 }
 
 impl<R: AsyncRead + Unpin> PipeLines<R> {
-    fn new(pipe: R) -> Self {
+    fn new(pipe: R, log: Option<OutputLog>) -> Self {
         PipeLines {
             reader: BufReader::new(pipe),
+            log,
         }
     }
 
     /// The next line without its line ending; None at the end of the pipe (or on an error).
     async fn next_line(&mut self) -> Option<String> {
+        let line = self.read_line().await?;
+        if let Some(log) = &self.log {
+            log.write_line(&line);
+        }
+        Some(line)
+    }
+
+    async fn read_line(&mut self) -> Option<String> {
         let mut line = Vec::new();
         loop {
             let chunk = match self.reader.fill_buf().await {
@@ -263,6 +310,8 @@ pub struct SpawnedFleet {
     /// The harness sent it SIGKILL or SIGTERM (a fault, or stopping it): its exit is not a
     /// crash.
     stopped_by_harness: bool,
+    /// Where its output is also kept (again after a restart).
+    log: Option<OutputLog>,
     temp_dir: Option<TempDir>,
 }
 
@@ -393,7 +442,14 @@ impl SpawnedFleet {
             let _ = self.child.kill().await;
         }
         let command = self.recipe.command_on(self.address);
-        let listening = spawn_listening(command, self.what, self.prefix, self.timeout).await?;
+        let listening = spawn_listening(
+            command,
+            self.what,
+            self.prefix,
+            self.timeout,
+            self.log.clone(),
+        )
+        .await?;
         self.child = listening.child;
         self.pid = listening.pid;
         self.stderr = listening.stderr;
@@ -447,6 +503,10 @@ pub struct FleetWiring {
     pub llm_base_url: Option<String>,
     pub tts_base_url: Option<String>,
     pub alert_webhook_url: Option<String>,
+    /// A file the embedded fleet's stdout and stderr are appended to, line by line (each
+    /// cut to 2 KiB), kept across restarts: the run directory's `fleet.log`, which the log
+    /// observer follows.
+    pub output_log: Option<PathBuf>,
 }
 
 /// Where the embedded fleet keeps its rows.
@@ -613,6 +673,7 @@ async fn spawn_sink(exe: &Path, options: &SinkOptions) -> Result<Listening, Targ
         "voxsoak sink",
         LISTENING_PREFIX,
         SINK_SPAWN_TIMEOUT,
+        None,
     )
     .await
 }
@@ -639,6 +700,15 @@ async fn spawn_embedded(
             }
             Some((name.clone(), url))
         }
+        None => None,
+    };
+    let output_log = match &wiring.output_log {
+        Some(path) => Some(
+            OutputLog::open(path).map_err(|source| TargetError::OutputLog {
+                path: path.clone(),
+                source,
+            })?,
+        ),
         None => None,
     };
     let temp_error = |source| TargetError::TempDir { source };
@@ -702,6 +772,7 @@ async fn spawn_embedded(
         "voxsoak fleet",
         crate::fleet::LISTENING_PREFIX,
         FLEET_SPAWN_TIMEOUT,
+        output_log,
     )
     .await?;
     let address = listening.address;
@@ -746,6 +817,7 @@ struct Listening {
     recipe: Recipe,
     prefix: &'static str,
     timeout: Duration,
+    log: Option<OutputLog>,
 }
 
 impl Listening {
@@ -761,6 +833,7 @@ impl Listening {
             timeout: self.timeout,
             restarts: 0,
             stopped_by_harness: false,
+            log: self.log,
             temp_dir,
         }
     }
@@ -771,13 +844,15 @@ impl Listening {
 /// terminal reaches the harness, which ends the calls and then stops the fleet, instead of
 /// killing the fleet under live calls), is killed if the handle is dropped, and has both
 /// pipes drained for as long as it lives (so it never blocks on a full one); the last
-/// lines of its stderr are kept for messages. A child that exits before printing its
-/// address is reported at once, with its exit status and stderr.
+/// lines of its stderr are kept for messages, and both pipes' lines go to `log` if given.
+/// A child that exits before printing its address is reported at once, with its exit
+/// status and stderr.
 async fn spawn_listening(
     mut command: Command,
     what: &'static str,
     prefix: &'static str,
     timeout: Duration,
+    log: Option<OutputLog>,
 ) -> Result<Listening, TargetError> {
     let recipe = Recipe::of(&command);
     command
@@ -795,13 +870,14 @@ async fn spawn_listening(
     let stderr = StderrExcerpt::default();
     let stderr_pipe = child.stderr.take().expect("stderr is piped");
     let tail = stderr.clone();
+    let stderr_log = log.clone();
     let stderr_done = tokio::spawn(async move {
-        let mut lines = PipeLines::new(stderr_pipe);
+        let mut lines = PipeLines::new(stderr_pipe, stderr_log);
         while let Some(line) = lines.next_line().await {
             tail.push(line);
         }
     });
-    let mut stdout = PipeLines::new(child.stdout.take().expect("stdout is piped"));
+    let mut stdout = PipeLines::new(child.stdout.take().expect("stdout is piped"), log.clone());
     let deadline = Instant::now() + timeout;
     let reported = tokio::time::timeout_at(deadline, async {
         while let Some(line) = stdout.next_line().await {
@@ -830,6 +906,7 @@ async fn spawn_listening(
                     recipe,
                     prefix,
                     timeout,
+                    log,
                 });
             }
             Err(_) => {
@@ -909,7 +986,7 @@ mod tests {
     async fn pipe_lines_are_bounded_and_split() {
         let long = "x".repeat(MAX_LINE_BYTES * 3);
         let input = format!("first\r\n{long}\nlast without newline");
-        let mut lines = PipeLines::new(input.as_bytes());
+        let mut lines = PipeLines::new(input.as_bytes(), None);
         assert_eq!(lines.next_line().await.as_deref(), Some("first"));
         assert_eq!(lines.next_line().await.unwrap().len(), MAX_LINE_BYTES);
         assert_eq!(
@@ -917,6 +994,23 @@ mod tests {
             Some("last without newline")
         );
         assert_eq!(lines.next_line().await, None);
+    }
+
+    #[tokio::test]
+    async fn pipe_lines_go_to_the_output_log_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fleet.log");
+        std::fs::write(&path, "from an earlier start\n").unwrap();
+        let log = OutputLog::open(&path).unwrap();
+        let mut stdout = PipeLines::new("one\r\ntwo".as_bytes(), Some(log.clone()));
+        let mut stderr = PipeLines::new("oops\n".as_bytes(), Some(log));
+        assert_eq!(stdout.next_line().await.as_deref(), Some("one"));
+        assert_eq!(stderr.next_line().await.as_deref(), Some("oops"));
+        stdout.drain().await;
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "from an earlier start\none\noops\ntwo\n"
+        );
     }
 
     #[test]

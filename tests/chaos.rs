@@ -786,7 +786,7 @@ for = "6s"
 
 /// A port that was free a moment ago (for a fleet that must be told where the stand-ins
 /// will listen before they do).
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

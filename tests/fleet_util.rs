@@ -87,6 +87,23 @@ impl FleetProcess {
     /// Starts the fleet with `--database-url`, `--audio-tmp-dir`, `--listen 127.0.0.1:0` and
     /// `args`; returns once it prints its address.
     pub async fn start(db: &TestDb, args: &[String]) -> FleetProcess {
+        FleetProcess::start_logged(db, args, None).await
+    }
+
+    /// [`FleetProcess::start`], with every line of its stdout also appended to `log` (as a
+    /// process supervisor would write the fleet's log).
+    pub async fn start_logged(
+        db: &TestDb,
+        args: &[String],
+        log: Option<&std::path::Path>,
+    ) -> FleetProcess {
+        let mut log = log.map(|path| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .expect("open the fleet's log")
+        });
         let dir = tempfile::tempdir().expect("temp dir");
         let audio_dir = dir.path().join("audio");
         let mut command = Command::new(voxsoak_exe());
@@ -119,6 +136,10 @@ impl FleetProcess {
                     && let Some(sender) = address_sender.take()
                 {
                     let _ = sender.send(address.trim().to_string());
+                }
+                if let Some(file) = &mut log {
+                    use std::io::Write;
+                    let _ = writeln!(file, "{line}");
                 }
                 keep(&collected, line);
             }

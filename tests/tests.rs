@@ -9,6 +9,8 @@ mod embedded_target;
 mod fleet;
 mod fleet_util;
 mod misbehaving_fleet;
+mod observe;
 mod report;
 mod sink_calls;
 mod util;
+mod verdicts;

@@ -42,6 +42,10 @@ const PLAIN_LINE_EVERY: Duration = Duration::from_secs(5);
 const LOOPBACK: [&str; 3] = ["127.0.0.1", "localhost", "::1"];
 /// The synthetic scenario's target: never connected to, only there to make it external.
 const PLACEHOLDER_STREAM_URL: &str = "ws://127.0.0.1:9/";
+/// The synthetic scenario's health and metrics URLs: by hand nothing is observed, but a
+/// fault's default `detect` rule must still validate against an external target.
+const PLACEHOLDER_HEALTH_URL: &str = "http://127.0.0.1:9/health";
+const PLACEHOLDER_METRICS_URL: &str = "http://127.0.0.1:9/metrics";
 
 /// The fault kinds and what each needs by hand, for `voxsoak chaos --help`.
 pub const KINDS_HELP: &str = "\
@@ -410,8 +414,18 @@ fn synthetic_scenario(
         fault.insert("database_url_env".into(), Value::String(name.clone()));
     }
     fault.extend(parameters);
+    let mut observe = toml::Table::new();
+    observe.insert(
+        "health_url".into(),
+        Value::String(PLACEHOLDER_HEALTH_URL.into()),
+    );
+    observe.insert(
+        "metrics_url".into(),
+        Value::String(PLACEHOLDER_METRICS_URL.into()),
+    );
     let mut document = toml::Table::new();
     document.insert("target".into(), Value::Table(target));
+    document.insert("observe".into(), Value::Table(observe));
     document.insert("load".into(), Value::Table(load));
     if let Some(listen) = &request.listen {
         let key = if uses_tts(kind) {

@@ -254,6 +254,7 @@ impl ChaosPlane {
                 base_url(self.fleet_facing(ProxyUpstream::Tts, standins.tts_server.address))
             }),
             alert_webhook_url: None,
+            output_log: None,
         }
     }
 

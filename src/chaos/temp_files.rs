@@ -99,8 +99,15 @@ pub struct LeakParams {
 impl LeakParams {
     /// What every file of this leak's name starts with.
     fn prefix(&self) -> String {
-        format!("voxsoak-leak-{}-", self.tag)
+        leak_prefix(&self.tag)
     }
+}
+
+/// What the name of every file leaked under `tag` starts with. A run's leaks are tagged
+/// `<run id>-<fault>-<occurrence>`, so `leak_prefix(run_id)` starts every file name the
+/// run leaks: the temp-dir observer leaves them out to measure the fleet's own files.
+pub fn leak_prefix(tag: &str) -> String {
+    format!("voxsoak-leak-{tag}-")
 }
 
 /// A leak in progress.

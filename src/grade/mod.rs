@@ -249,8 +249,19 @@ pub fn signal_matches(signal: &Signal, rule: &RuleSpec) -> bool {
         (Signal::AlertFiring(name), RuleSpec::Alert { alert }) => name == alert,
         (Signal::Unhealthy, RuleSpec::Health { .. }) => true,
         (Signal::ConditionHolds(text), RuleSpec::Metric { metric }) => text == metric,
-        (Signal::LogMatched { pattern, file }, RuleSpec::Log { log, file: wanted }) => {
-            pattern == log && wanted.as_ref().is_none_or(|wanted| wanted == file)
+        (
+            Signal::LogMatched {
+                pattern,
+                file,
+                default,
+            },
+            RuleSpec::Log { log, file: wanted },
+        ) => {
+            pattern == log
+                && match wanted {
+                    Some(wanted) => wanted == file,
+                    None => *default,
+                }
         }
         _ => false,
     }
@@ -354,6 +365,7 @@ mod detection_tests {
         let signal = Signal::LogMatched {
             pattern: "stalled".into(),
             file: "/run/fleet.log".into(),
+            default: true,
         };
         assert!(signal_matches(&signal, &rule));
         let elsewhere = RuleSpec::Log {
@@ -361,6 +373,13 @@ mod detection_tests {
             file: Some("/other.log".into()),
         };
         assert!(!signal_matches(&signal, &elsewhere));
+        let named = Signal::LogMatched {
+            pattern: "stalled".into(),
+            file: "/other.log".into(),
+            default: false,
+        };
+        assert!(signal_matches(&named, &elsewhere));
+        assert!(!signal_matches(&named, &rule), "not the default log");
     }
 }
 

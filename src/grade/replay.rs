@@ -33,6 +33,8 @@ pub enum Signal {
     LogMatched {
         pattern: String,
         file: String,
+        /// The file is the default log, which rules naming no file read.
+        default: bool,
     },
 }
 
@@ -248,6 +250,10 @@ impl RunRecord {
                 Signal::LogMatched {
                     pattern: str_of(record, "pattern"),
                     file: str_of(record, "file"),
+                    default: record
+                        .get("default")
+                        .and_then(Value::as_bool)
+                        .unwrap_or(false),
                 },
             ),
             "fleet_process" => {

@@ -48,8 +48,12 @@ async fn receive(
 ) -> StatusCode {
     match parse(&body) {
         Some(alerts) => {
-            for (name, firing) in alerts {
-                let _ = observations.send(Observation::now(Signal::Alert { name, firing }));
+            for alert in alerts {
+                let _ = observations.send(Observation::now(Signal::Alert {
+                    name: alert.name,
+                    firing: alert.firing,
+                    starts_at: alert.starts_at,
+                }));
             }
             StatusCode::OK
         }
@@ -60,8 +64,17 @@ async fn receive(
     }
 }
 
-/// The (name, firing) pairs in a body, or None if it is not an alert payload.
-pub fn parse(body: &[u8]) -> Option<Vec<(String, bool)>> {
+/// One alert of a payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceivedAlert {
+    pub name: String,
+    pub firing: bool,
+    /// `startsAt`, when the sender gave it (at most 40 characters).
+    pub starts_at: Option<String>,
+}
+
+/// The alerts in a body, or None if it is not an alert payload.
+pub fn parse(body: &[u8]) -> Option<Vec<ReceivedAlert>> {
     let value: Value = serde_json::from_slice(body).ok()?;
     let items: Vec<&Value> = match &value {
         Value::Object(object) => match object.get("alerts") {
@@ -87,7 +100,15 @@ pub fn parse(body: &[u8]) -> Option<Vec<(String, bool)>> {
             .or(group_status)
             .unwrap_or("firing");
         let name: String = name.chars().take(MAX_NAME).collect();
-        alerts.push((name, status != "resolved"));
+        let starts_at = item
+            .get("startsAt")
+            .and_then(Value::as_str)
+            .map(|at| at.chars().take(40).collect());
+        alerts.push(ReceivedAlert {
+            name,
+            firing: status != "resolved",
+            starts_at,
+        });
     }
     Some(alerts)
 }
@@ -96,30 +117,40 @@ pub fn parse(body: &[u8]) -> Option<Vec<(String, bool)>> {
 mod tests {
     use super::*;
 
+    fn pairs(alerts: Option<Vec<ReceivedAlert>>) -> Option<Vec<(String, bool)>> {
+        alerts.map(|alerts| alerts.into_iter().map(|a| (a.name, a.firing)).collect())
+    }
+
     #[test]
     fn alertmanager_and_plain_payloads_parse() {
         let alertmanager = br#"{"version":"4","status":"firing","receiver":"voxsoak",
             "alerts":[{"status":"firing","labels":{"alertname":"TtsRateLimited"}},
                       {"status":"resolved","labels":{"alertname":"DbPoolSaturated"}}]}"#;
         assert_eq!(
-            parse(alertmanager),
+            pairs(parse(alertmanager)),
             Some(vec![
                 ("TtsRateLimited".into(), true),
                 ("DbPoolSaturated".into(), false)
             ])
         );
         assert_eq!(
-            parse(br#"{"name":"WorkerStalled","status":"resolved"}"#),
+            pairs(parse(br#"{"name":"WorkerStalled","status":"resolved"}"#)),
             Some(vec![("WorkerStalled".into(), false)])
         );
         assert_eq!(
-            parse(br#"[{"name":"A"},{"alertname":"B"}]"#),
+            pairs(parse(br#"[{"name":"A"},{"alertname":"B"}]"#)),
             Some(vec![("A".into(), true), ("B".into(), true)])
         );
         assert_eq!(parse(b"not json"), None);
         assert_eq!(parse(br#"{"alerts": 3}"#), None);
         assert_eq!(parse(br#"{"alerts": [{"labels": {}}]}"#), None);
         let long = format!(r#"{{"name":"{}"}}"#, "x".repeat(10_000));
-        assert_eq!(parse(long.as_bytes()).unwrap()[0].0.len(), MAX_NAME);
+        assert_eq!(parse(long.as_bytes()).unwrap()[0].name.len(), MAX_NAME);
+        let dated =
+            br#"{"alerts":[{"labels":{"alertname":"A"},"startsAt":"2026-11-23T10:00:01.250Z"}]}"#;
+        assert_eq!(
+            parse(dated).unwrap()[0].starts_at.as_deref(),
+            Some("2026-11-23T10:00:01.250Z")
+        );
     }
 }

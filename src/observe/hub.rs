@@ -1,6 +1,9 @@
 //! One task receives every observation, journals what changed (never every probe), and
 //! keeps the transitions the grader matches against each fault's `detect` rules.
 
+use std::collections::HashMap;
+use std::path::PathBuf;
+
 use serde_json::json;
 use tokio::sync::mpsc::UnboundedReceiver;
 
@@ -12,6 +15,13 @@ use crate::scenario::faults::{DetectionRule, MetricCondition};
 const MAX_TRANSITIONS: usize = 500_000;
 /// How often a `fleet_sample` (RSS, temp dir) is journaled.
 const SAMPLE_EVERY_S: f64 = 10.0;
+/// How often the `record` series are journaled (one `metrics` record).
+const RECORD_EVERY_S: f64 = 10.0;
+/// A pattern matching again in the same file within this is counted, not journaled: a
+/// chatty log must not turn the journal into a copy of itself.
+const LOG_MATCH_EVERY_S: f64 = 1.0;
+/// How much of a matching line is journaled.
+const LOG_LINE_CHARS: usize = 200;
 
 /// A change the fleet showed, at `t_s` seconds since the run started.
 #[derive(Debug, Clone, PartialEq)]
@@ -29,6 +39,13 @@ pub enum Change {
     /// The condition (its text) started to hold.
     ConditionHolds(String),
     ConditionCleared(String),
+    /// A line of `file` matched `pattern`; `default` when `file` is the log that rules
+    /// naming no file read (`[observe] log_file`, or the embedded fleet's output).
+    LogMatched {
+        pattern: String,
+        file: PathBuf,
+        default: bool,
+    },
 }
 
 impl Change {
@@ -39,6 +56,23 @@ impl Change {
             (Change::Unhealthy, DetectionRule::Unhealthy) => true,
             (Change::ConditionHolds(text), DetectionRule::Metric(condition)) => {
                 *text == condition.text
+            }
+            (
+                Change::LogMatched {
+                    pattern,
+                    file,
+                    default,
+                },
+                DetectionRule::Log {
+                    pattern: wanted,
+                    file: wanted_file,
+                },
+            ) => {
+                pattern == wanted
+                    && match wanted_file {
+                        Some(wanted_file) => wanted_file == file,
+                        None => *default,
+                    }
             }
             _ => false,
         }
@@ -54,7 +88,10 @@ pub struct Observed {
     pub alerts_received: u64,
     pub bad_alerts: u64,
     pub scrapes_failed: u64,
-    /// (t_s, bytes) samples every ~10 s, for growth slopes.
+    /// Lines that matched a log pattern, journaled or not.
+    pub log_matches: u64,
+    /// (t_s, bytes) samples, for growth slopes: RSS from `/metrics` every ~10 s; the temp
+    /// dir from the temp-dir sampler (without the harness's own files), every sample.
     pub rss_samples: Vec<(f64, f64)>,
     pub temp_dir_samples: Vec<(f64, f64)>,
 }
@@ -85,16 +122,30 @@ impl Observed {
     }
 }
 
-/// Runs until every sender is gone, or `stop` (then what is already queued is still taken);
-/// `conditions` are the metric conditions the scrapers evaluate, by index.
+/// What the hub needs to know to read the observations.
+#[derive(Debug, Clone, Default)]
+pub struct HubSettings {
+    /// The metric conditions the scraper evaluates, by index.
+    pub conditions: Vec<MetricCondition>,
+    /// The log `{ log = "…" }` rules naming no file read.
+    pub default_log_file: Option<PathBuf>,
+}
+
+/// Runs until every sender is gone, or `stop` (then what is already queued is still taken).
 pub async fn run_hub(
     mut observations: UnboundedReceiver<Observation>,
     journal: Journal,
-    conditions: Vec<MetricCondition>,
+    settings: HubSettings,
     stop: tokio_util::sync::CancellationToken,
 ) -> Observed {
+    let HubSettings {
+        conditions,
+        default_log_file,
+    } = settings;
     let start = journal.started();
     let mut observed = Observed::default();
+    let mut last_recorded_s = f64::NEG_INFINITY;
+    let mut last_log_match: HashMap<(String, PathBuf), f64> = HashMap::new();
     let mut healthy: Option<bool> = None;
     let mut holding = vec![false; conditions.len()];
     let mut scrape_ok = true;
@@ -115,11 +166,18 @@ pub async fn run_hub(
                 .as_secs_f64(),
         );
         match observation.signal {
-            Signal::Alert { name, firing } => {
+            Signal::Alert {
+                name,
+                firing,
+                starts_at,
+            } => {
                 observed.alerts_received += 1;
                 journal.record(
                     "alert",
-                    json!({"name": name, "status": if firing { "firing" } else { "resolved" }, "seen_s": t_s}),
+                    json!({
+                        "name": name, "status": if firing { "firing" } else { "resolved" },
+                        "starts_at": starts_at, "seen_s": t_s,
+                    }),
                 );
                 observed.push(
                     t_s,
@@ -199,10 +257,67 @@ pub async fn run_hub(
                     if let Some(rss) = rss_bytes {
                         observed.rss_samples.push((t_s, rss));
                     }
-                    if let Some(bytes) = temp_dir_bytes {
-                        observed.temp_dir_samples.push((t_s, bytes));
-                    }
                 }
+            }
+            Signal::Recorded { values } => {
+                if t_s - last_recorded_s >= RECORD_EVERY_S {
+                    last_recorded_s = t_s;
+                    let values: serde_json::Map<String, serde_json::Value> = values
+                        .into_iter()
+                        .map(|(text, value)| (text, json!(value)))
+                        .collect();
+                    journal.record("metrics", json!({"values": values, "seen_s": t_s}));
+                }
+            }
+            Signal::TempDir {
+                bytes,
+                files,
+                capped,
+            } => {
+                let mut record = json!({"bytes": bytes, "files": files, "seen_s": t_s});
+                if capped {
+                    record["capped"] = json!(true);
+                }
+                journal.record("temp_dir", record);
+                observed.temp_dir_samples.push((t_s, bytes as f64));
+            }
+            Signal::LogMatch {
+                pattern,
+                file,
+                line,
+            } => {
+                observed.log_matches += 1;
+                let key = (pattern, file);
+                if last_log_match
+                    .get(&key)
+                    .is_some_and(|last| t_s - last < LOG_MATCH_EVERY_S)
+                {
+                    continue;
+                }
+                last_log_match.insert(key.clone(), t_s);
+                let (pattern, file) = key;
+                let line: String = line.chars().take(LOG_LINE_CHARS).collect();
+                // `default`: the file rules naming none read, so a replay of the journal
+                // pairs the match with the same rules as the hub.
+                let default = default_log_file.as_ref() == Some(&file);
+                journal.record(
+                    "log_match",
+                    json!({"pattern": pattern, "file": file.display().to_string(), "default": default, "line": line, "seen_s": t_s}),
+                );
+                observed.push(
+                    t_s,
+                    Change::LogMatched {
+                        pattern,
+                        file,
+                        default,
+                    },
+                );
+            }
+            Signal::LogUnreadable { file, reason } => {
+                journal.record(
+                    "log_unreadable",
+                    json!({"file": file.display().to_string(), "reason": reason, "seen_s": t_s}),
+                );
             }
             Signal::ScrapeFailed { reason } => {
                 observed.scrapes_failed += 1;
@@ -255,6 +370,7 @@ mod tests {
                 Signal::Alert {
                     name: "DbPoolSaturated".into(),
                     firing: true,
+                    starts_at: None,
                 },
             ),
             (7, health(true)),
@@ -265,7 +381,10 @@ mod tests {
         let observed = run_hub(
             receiver,
             journal,
-            vec![condition.clone()],
+            HubSettings {
+                conditions: vec![condition.clone()],
+                default_log_file: None,
+            },
             tokio_util::sync::CancellationToken::new(),
         )
         .await;
@@ -288,5 +407,130 @@ mod tests {
         );
         let text = std::fs::read_to_string(dir.path().join("j.jsonl")).unwrap();
         assert_eq!(text.matches("\"event\":\"health\"").count(), 3);
+    }
+
+    #[tokio::test]
+    async fn temp_dir_metrics_and_log_matches_are_journaled() {
+        let dir = tempfile::tempdir().unwrap();
+        let start = Instant::now();
+        let journal = Journal::create(&dir.path().join("j.jsonl"), start).unwrap();
+        let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let default_log = PathBuf::from("/run/fleet.log");
+        let other_log = PathBuf::from("/var/log/other.log");
+        let matched = |file: &PathBuf, line: &str| Signal::LogMatch {
+            pattern: "alert firing".into(),
+            file: file.clone(),
+            line: line.into(),
+        };
+        let recorded = |value| Signal::Recorded {
+            values: vec![("db_pool_in_use".into(), value), ("absent".into(), None)],
+        };
+        for (ms, signal) in [
+            (
+                1_000,
+                Signal::TempDir {
+                    bytes: 10,
+                    files: 1,
+                    capped: false,
+                },
+            ),
+            (1_500, recorded(Some(3.0))),
+            (2_000, matched(&default_log, &"x".repeat(1000))),
+            // Within a second of the last match of the same pattern and file: counted only.
+            (2_500, matched(&default_log, "again")),
+            (2_600, matched(&other_log, "elsewhere")),
+            (
+                3_000,
+                Signal::TempDir {
+                    bytes: 30,
+                    files: 2,
+                    capped: true,
+                },
+            ),
+            (5_000, recorded(Some(4.0))),
+            (11_500, recorded(Some(5.0))),
+            (12_000, matched(&default_log, "later")),
+            (
+                12_100,
+                Signal::LogUnreadable {
+                    file: other_log.clone(),
+                    reason: "Permission denied".into(),
+                },
+            ),
+        ] {
+            sender.send(Observation { at: at(ms), signal }).unwrap();
+        }
+        drop(sender);
+        let observed = run_hub(
+            receiver,
+            journal,
+            HubSettings {
+                conditions: Vec::new(),
+                default_log_file: Some(default_log.clone()),
+            },
+            tokio_util::sync::CancellationToken::new(),
+        )
+        .await;
+        assert_eq!(observed.temp_dir_samples, vec![(1.0, 10.0), (3.0, 30.0)]);
+        assert_eq!(observed.log_matches, 4);
+        assert_eq!(observed.transitions.len(), 3, "{:?}", observed.transitions);
+
+        let default_rule = [DetectionRule::Log {
+            pattern: "alert firing".into(),
+            file: None,
+        }];
+        let other_rule = [DetectionRule::Log {
+            pattern: "alert firing".into(),
+            file: Some(other_log.clone()),
+        }];
+        let named_default = [DetectionRule::Log {
+            pattern: "alert firing".into(),
+            file: Some(default_log.clone()),
+        }];
+        let other_pattern = [DetectionRule::Log {
+            pattern: "alert".into(),
+            file: None,
+        }];
+        let first = |rules: &[DetectionRule], from: f64| {
+            observed
+                .first_match(rules, from, f64::INFINITY)
+                .map(|(transition, _)| transition.t_s)
+        };
+        assert_eq!(first(&default_rule, 0.0), Some(2.0));
+        assert_eq!(first(&default_rule, 2.1), Some(12.0));
+        assert_eq!(first(&named_default, 0.0), Some(2.0));
+        assert_eq!(first(&other_rule, 0.0), Some(2.6));
+        assert_eq!(first(&other_rule, 3.0), None);
+        assert_eq!(first(&other_pattern, 0.0), None);
+
+        let text = std::fs::read_to_string(dir.path().join("j.jsonl")).unwrap();
+        let records: Vec<serde_json::Value> = text
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
+        let of = |event: &str| -> Vec<&serde_json::Value> {
+            records.iter().filter(|r| r["event"] == event).collect()
+        };
+        let temp_dir = of("temp_dir");
+        assert_eq!(temp_dir.len(), 2);
+        assert_eq!(temp_dir[0]["bytes"], 10);
+        assert_eq!(temp_dir[0]["files"], 1);
+        assert!(temp_dir[0].get("capped").is_none());
+        assert_eq!(temp_dir[1]["capped"], true);
+        let metrics = of("metrics");
+        assert_eq!(metrics.len(), 2, "at most one every 10 s: {metrics:?}");
+        assert_eq!(metrics[0]["values"]["db_pool_in_use"], 3.0);
+        assert!(metrics[0]["values"]["absent"].is_null());
+        assert_eq!(metrics[1]["values"]["db_pool_in_use"], 5.0);
+        let matches = of("log_match");
+        assert_eq!(matches.len(), 3);
+        assert_eq!(matches[0]["pattern"], "alert firing");
+        assert_eq!(matches[0]["file"], "/run/fleet.log");
+        assert_eq!(matches[0]["line"].as_str().unwrap().chars().count(), 200);
+        assert_eq!(matches[0]["default"], true);
+        assert_eq!(matches[1]["line"], "elsewhere");
+        assert_eq!(matches[1]["default"], false);
+        assert_eq!(of("log_unreadable").len(), 1);
     }
 }

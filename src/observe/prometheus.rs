@@ -1,5 +1,6 @@
 //! The Prometheus scraper: `GET /metrics` in the text exposition format, the samples of
-//! the series a scenario names, and its `detect` conditions evaluated on every scrape.
+//! the series a scenario names (`[observe] record`), and its `detect` conditions evaluated
+//! on every scrape.
 
 use std::time::Duration;
 
@@ -8,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Observation, Signal};
 use crate::scenario::faults::{MetricCondition, SeriesSelector};
+use crate::scenario::observe::RecordedSeries;
 
 /// The largest `/metrics` page read; a bigger one is a failed scrape.
 const MAX_PAGE: usize = 8 << 20;
@@ -120,15 +122,30 @@ pub fn evaluate(samples: &[Sample], condition: &MetricCondition) -> Option<f64> 
     }
 }
 
-/// Scrapes `url` every `interval` until `stop`, evaluating `conditions` each time.
+/// What one scraper reads.
+#[derive(Debug, Clone)]
+pub struct ScrapeSettings {
+    pub url: String,
+    pub interval: Duration,
+    /// Evaluated on every scrape ([`Signal::Condition`], by index).
+    pub conditions: Vec<MetricCondition>,
+    /// Read on every scrape ([`Signal::Recorded`]); the hub decides what to journal.
+    pub record: Vec<RecordedSeries>,
+}
+
+/// Scrapes every `settings.interval` until `stop`.
 pub async fn scrape(
     http: reqwest::Client,
-    url: String,
-    interval: Duration,
-    conditions: Vec<MetricCondition>,
+    settings: ScrapeSettings,
     observations: UnboundedSender<Observation>,
     stop: CancellationToken,
 ) {
+    let ScrapeSettings {
+        url,
+        interval,
+        conditions,
+        record,
+    } = settings;
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -170,6 +187,11 @@ pub async fn scrape(
                     rss_bytes: gauge("process_resident_memory_bytes"),
                     temp_dir_bytes: gauge("temp_dir_bytes"),
                 });
+                if !record.is_empty() {
+                    signals.push(Signal::Recorded {
+                        values: recorded(&samples, &record),
+                    });
+                }
                 signals
             }
             Err(reason) => vec![Signal::ScrapeFailed { reason }],
@@ -180,6 +202,14 @@ pub async fn scrape(
             }
         }
     }
+}
+
+/// Each recorded series' value on these samples, keyed by its text.
+pub fn recorded(samples: &[Sample], record: &[RecordedSeries]) -> Vec<(String, Option<f64>)> {
+    record
+        .iter()
+        .map(|series| (series.text.clone(), select(samples, &series.selector)))
+        .collect()
 }
 
 async fn fetch(http: &reqwest::Client, url: &str, timeout: Duration) -> Result<String, String> {
@@ -259,6 +289,33 @@ response_seconds_bucket{le="+Inf"} +Inf
         );
         assert_eq!(select(&samples, &selector("missing", &[])), None);
         assert!(parse("{}\n=\nname{a=\"unterminated} 1\n").is_empty());
+    }
+
+    #[test]
+    fn recorded_series_are_keyed_by_their_text() {
+        let samples = parse(PAGE);
+        let record = [
+            RecordedSeries {
+                text: "db_pool_in_use".into(),
+                selector: selector("db_pool_in_use", &[]),
+            },
+            RecordedSeries {
+                text: r#"tts_requests_total{status="429"}"#.into(),
+                selector: selector("tts_requests_total", &[("status", "429")]),
+            },
+            RecordedSeries {
+                text: "missing".into(),
+                selector: selector("missing", &[]),
+            },
+        ];
+        assert_eq!(
+            recorded(&samples, &record),
+            vec![
+                ("db_pool_in_use".to_owned(), Some(19.0)),
+                (r#"tts_requests_total{status="429"}"#.to_owned(), Some(7.0)),
+                ("missing".to_owned(), None),
+            ]
+        );
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use super::validate::faults::parse_metric_condition;
+pub use super::validate::faults::{parse_metric_condition, parse_series_selector};
 pub use crate::chaos::db::DbPoolMethod;
 use crate::standin::llm::LlmFault;
 use crate::standin::tts::TtsFault;

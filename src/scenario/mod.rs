@@ -155,6 +155,33 @@
 //! over = "60s"                      # `min_calls` (default 10) ended calls in it
 //! kill_switch_file = "ABORT"        # default; relative to the run directory
 //! kill_switch_listen = "127.0.0.1:9911"  # POST /abort; loopback only
+//!
+//! [observe]                         # optional: how the observers watch the fleet. Defaults
+//!                                   # are the embedded fleet's; an external fleet is only
+//!                                   # watched where this table says
+//! health_url = "http://127.0.0.1:8080/health"    # GET; 2xx is healthy. Default: the
+//!                                   # embedded fleet's /health, none for an external fleet
+//! health_interval = "1s"            # default 1s, at least 100ms
+//! health_timeout = "2s"             # default 2s: no answer in time is unhealthy
+//! metrics_url = "http://127.0.0.1:8080/metrics"  # Prometheus text; default: the embedded
+//!                                   # fleet's /metrics, none for an external fleet
+//! scrape_interval = "2s"            # default 2s, at least 100ms
+//! record = ["db_pool_in_use", 'tts_requests_total{status="429"}']  # series journaled in
+//!                                   # one `metrics` record at most every 10 s (null when
+//!                                   # absent); a series sums every sample whose labels
+//!                                   # include the selector's
+//! alerts_listen = "127.0.0.1:9093"  # external fleets only, loopback only: where the alert
+//!                                   # receiver listens (point the fleet's Alertmanager
+//!                                   # webhook at http://127.0.0.1:9093/alerts). The embedded
+//!                                   # fleet's receiver is on a free port, wired by the harness
+//! temp_dir = "/var/tmp/fleet-audio" # walked every temp_dir_interval (recursively, at most
+//!                                   # 100,000 entries, symlinks not followed, the harness's
+//!                                   # own leaked files left out); default: the embedded
+//!                                   # fleet's audio temp dir
+//! temp_dir_interval = "10s"         # default 10s, at least 1s
+//! log_file = "/var/log/fleet.log"   # read like `tail -F` by { log = "…" } detect rules that
+//!                                   # name no file; default: the embedded fleet's stdout and
+//!                                   # stderr (kept in the run directory's fleet.log)
 //! ```
 //!
 //! Rules the example does not show:
@@ -180,11 +207,21 @@
 //!   started; `temp_file_leak` needs `dir` unless the fleet is embedded; a proxy in front of
 //!   a `host:port` needs `listen` and the host in `allow_hosts`; `db_pool_exhaustion`
 //!   against an external fleet needs `database_url_env`.
+//! - `[observe]`: `health_url` and `metrics_url` are `http://` URLs whose host must be in
+//!   `allow_hosts`. Against a fleet that is not embedded, `health_interval`/`health_timeout`
+//!   need `health_url`, `scrape_interval` and `record` need `metrics_url`, and
+//!   `temp_dir_interval` needs `temp_dir`. Paths (`temp_dir`, `log_file`, a detect rule's
+//!   `file`) are used as written: a relative one is relative to the directory voxsoak runs in.
+//! - Against an external fleet, a fault whose `detect` rules (or its kind's default rule)
+//!   include `health = "unhealthy"` needs `[observe] health_url`, and one with
+//!   `{ metric = "…" }` needs `metrics_url`. A `{ log = "…" }` rule with no `file` needs
+//!   `[observe] log_file` unless the fleet is embedded.
 //! - SLO thresholds may omit the operator (`"99.5%"`, `"1500ms"`), but a wrong direction
 //!   (`"<= 99%"` for call_success) is an error.
 
 mod error;
 pub mod faults;
+pub mod observe;
 mod plan;
 mod raw;
 mod schedule;
@@ -194,6 +231,8 @@ mod validate;
 mod tests;
 #[cfg(test)]
 mod tests_faults;
+#[cfg(test)]
+mod tests_observe;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -203,6 +242,7 @@ pub use error::{Diagnostic, ScenarioError};
 pub use faults::{
     AbortConditions, ChaosSettings, DetectionRule, FaultKind, FaultSpec, ScheduledFault,
 };
+pub use observe::ObserveSettings;
 pub use plan::{render_plan, render_plan_for};
 pub use schedule::{ArrivalOffsets, CallChoice, PlannedStep, UtteranceSource};
 
@@ -253,6 +293,8 @@ pub struct Scenario {
     pub faults: Vec<ScheduledFault>,
     pub chaos: ChaosSettings,
     pub abort: AbortConditions,
+    /// `[observe]`: where the observers watch the fleet.
+    pub observe: ObserveSettings,
 }
 
 impl Scenario {

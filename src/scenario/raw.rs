@@ -43,6 +43,7 @@ pub(super) struct RawScenario {
     pub faults: Option<Spanned<Vec<Spanned<RawFault>>>>,
     pub chaos: Option<Spanned<RawChaos>>,
     pub abort: Option<Spanned<RawAbort>>,
+    pub observe: Option<Spanned<RawObserve>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -331,4 +332,20 @@ pub(super) struct RawAbort {
     pub min_calls: Option<Spanned<i64>>,
     pub kill_switch_file: Option<Spanned<String>>,
     pub kill_switch_listen: Option<Spanned<String>>,
+}
+
+/// `[observe]`: where and how often the observers watch the fleet.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawObserve {
+    pub health_url: Option<Spanned<String>>,
+    pub health_interval: Option<RawValue>,
+    pub health_timeout: Option<RawValue>,
+    pub metrics_url: Option<Spanned<String>>,
+    pub scrape_interval: Option<RawValue>,
+    pub record: Option<Spanned<Vec<Spanned<String>>>>,
+    pub alerts_listen: Option<Spanned<String>>,
+    pub temp_dir: Option<Spanned<String>>,
+    pub temp_dir_interval: Option<RawValue>,
+    pub log_file: Option<Spanned<String>>,
 }

@@ -199,6 +199,7 @@ fn full_sink_file_with_stages() {
             ..ChaosSettings::default()
         },
         abort: AbortConditions::default(),
+        observe: ObserveSettings::default(),
     };
     assert_eq!(scenario, expected);
     assert_eq!(scenario.load.duration(), secs(30));

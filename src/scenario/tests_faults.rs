@@ -242,6 +242,8 @@ for = "1m"
         r#"{EXTERNAL}
 [chaos]
 tts_listen = "127.0.0.1:9100"
+[observe]
+health_url = "http://127.0.0.1:9/health"
 [[faults]]
 kind = "tts_429"
 for = "1m"
@@ -277,6 +279,7 @@ for = "1m"
 upstream = "db.example.com:5432"
 listen = "127.0.0.1:15432"
 down = true
+detect = {{ alert = "DbDown" }}
 "#
     ));
     assert_eq!(found.len(), 2, "{found:#?}");

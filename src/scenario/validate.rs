@@ -22,6 +22,8 @@ use crate::fleet::Bug;
 
 #[path = "validate_faults.rs"]
 pub(super) mod faults;
+#[path = "validate_observe.rs"]
+mod observe;
 
 /// Longer than any soak; keeps every `Instant + duration` in range.
 const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -111,7 +113,16 @@ impl Validator<'_> {
         let scripts = self.scripts(raw.scripts, &fixtures);
         let slo = self.slo(raw.slo);
         let chaos = self.chaos(raw.chaos);
-        let faults = self.faults(raw.faults, &target, &allow_hosts, &chaos);
+        let observe = self.observe(raw.observe, &target, &allow_hosts);
+        let faults = self.faults(
+            raw.faults,
+            &faults::FaultContext {
+                target: &target,
+                allow_hosts: &allow_hosts,
+                chaos: &chaos,
+                observe: &observe,
+            },
+        );
         let abort = self.abort(raw.abort);
         Scenario {
             name,
@@ -127,6 +138,7 @@ impl Validator<'_> {
             faults,
             chaos,
             abort,
+            observe,
         }
     }
 

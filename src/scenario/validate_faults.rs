@@ -14,6 +14,7 @@ use crate::scenario::faults::{
     ProxyToxicsSpec, ProxyUpstream, RecoverFrom, Recurrence, ScheduledFault, SeriesSelector,
     TempFileLeak,
 };
+use crate::scenario::observe::ObserveSettings;
 use crate::scenario::raw::{RawAbort, RawChaos, RawFault, RawValue};
 use crate::standin::llm::LlmFault;
 use crate::standin::tts::TtsFault;
@@ -31,13 +32,19 @@ const MAX_OVERSIZED_BYTES: i64 = 3 << 20;
 /// Every gap between two occurrences of a recurring fault is at least this.
 const MIN_EVERY: Duration = Duration::from_secs(1);
 
+/// What a `[[faults]]` entry is checked against: the rest of the scenario.
+pub(super) struct FaultContext<'a> {
+    pub target: &'a Target,
+    pub allow_hosts: &'a [String],
+    pub chaos: &'a ChaosSettings,
+    pub observe: &'a ObserveSettings,
+}
+
 impl Validator<'_> {
     pub(super) fn faults(
         &mut self,
         raw: Option<Spanned<Vec<Spanned<RawFault>>>>,
-        target: &Target,
-        allow_hosts: &[String],
-        chaos: &ChaosSettings,
+        context: &FaultContext<'_>,
     ) -> Vec<ScheduledFault> {
         let Some(raw) = raw else {
             return Vec::new();
@@ -76,14 +83,8 @@ impl Validator<'_> {
                     kind.clone()
                 }
             });
-            if let Some(fault) = self.fault(
-                entry,
-                default_name.unwrap_or_default(),
-                span,
-                target,
-                allow_hosts,
-                chaos,
-            ) {
+            if let Some(fault) = self.fault(entry, default_name.unwrap_or_default(), span, context)
+            {
                 if !names.insert(fault.name.clone()) {
                     self.error_at(
                         self.offset_of_line(fault.line),
@@ -119,10 +120,14 @@ impl Validator<'_> {
         raw: RawFault,
         default_name: String,
         span: std::ops::Range<usize>,
-        target: &Target,
-        allow_hosts: &[String],
-        chaos: &ChaosSettings,
+        context: &FaultContext<'_>,
     ) -> Option<ScheduledFault> {
+        let FaultContext {
+            target,
+            allow_hosts,
+            chaos,
+            observe,
+        } = *context;
         let Some(kind_text) = &raw.kind else {
             self.error(
                 span,
@@ -180,6 +185,14 @@ impl Validator<'_> {
             Some(value) => self.detection_rules(value),
             None => vec![kind.default_detection()],
         };
+        self.detection_observed(
+            kind,
+            &detect,
+            raw.detect.as_ref().map(Spanned::span),
+            span.clone(),
+            target,
+            observe,
+        );
         let recover_from = match &raw.recover_from {
             None => kind.default_recover_from(),
             Some(value) => match value.get_ref().as_str() {
@@ -1068,6 +1081,12 @@ fn split_outside_braces(text: &str, separator: char) -> Option<(&str, &str)> {
         }
     }
     None
+}
+
+/// Parses a series selector: `name` or `name{label="value",…}` (the left side of a metric
+/// condition, or a `[observe] record` entry).
+pub fn parse_series_selector(text: &str) -> Result<SeriesSelector, String> {
+    parse_selector(text.trim())
 }
 
 /// `name` or `name{label="value",…}`.

@@ -1,0 +1,298 @@
+//! `[observe]`: parsing, defaults, errors with positions, and how the faults' `detect` rules
+//! are checked against it.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::faults::{DetectionRule, SeriesSelector};
+use super::observe::{ObserveSettings, RecordedSeries};
+use super::*;
+
+const EMBEDDED: &str = "[target]\nfleet = \"embedded\"\n[load]\nstages = [{ ramp_to = 1, over = \"1s\" }, { hold = \"10m\" }]\n";
+const EXTERNAL: &str = "[target]\nstream_url = \"ws://127.0.0.1:9/stream\"\n[load]\nstages = [{ ramp_to = 1, over = \"1s\" }, { hold = \"10m\" }]\n";
+
+fn parse_ok(source: &str) -> Scenario {
+    parse(source, Path::new("/nowhere/observe.toml")).unwrap_or_else(|error| panic!("{error}"))
+}
+
+fn errors(source: &str) -> Vec<String> {
+    match parse(source, Path::new("/nowhere/observe.toml")) {
+        Ok(_) => panic!("expected errors for:\n{source}"),
+        Err(ScenarioError::Invalid { diagnostics, .. }) => diagnostics
+            .iter()
+            .map(|d| format!("{}:{}: {}", d.line, d.column, d.message))
+            .collect(),
+        Err(error) => panic!("unexpected error {error:?}"),
+    }
+}
+
+#[test]
+fn every_key_parses_for_an_external_fleet() {
+    let scenario = parse_ok(&format!(
+        r#"{EXTERNAL}
+[observe]
+health_url = "http://127.0.0.1:8080/health"
+health_interval = "500ms"
+health_timeout = "3s"
+metrics_url = "http://localhost:8080/metrics"
+scrape_interval = "5s"
+record = ["db_pool_in_use", 'tts_requests_total{{status="429"}}']
+alerts_listen = "127.0.0.1:9093"
+temp_dir = "/var/tmp/fleet-audio"
+temp_dir_interval = "30s"
+log_file = "/var/log/fleet.log"
+"#
+    ));
+    let observe = scenario.observe;
+    assert_eq!(
+        observe.health_url.as_ref().map(url::Url::as_str),
+        Some("http://127.0.0.1:8080/health")
+    );
+    assert_eq!(observe.health_interval, Duration::from_millis(500));
+    assert_eq!(observe.health_timeout, Duration::from_secs(3));
+    assert_eq!(
+        observe.metrics_url.as_ref().map(url::Url::as_str),
+        Some("http://localhost:8080/metrics")
+    );
+    assert_eq!(observe.scrape_interval, Duration::from_secs(5));
+    assert_eq!(
+        observe.record,
+        vec![
+            RecordedSeries {
+                text: "db_pool_in_use".into(),
+                selector: SeriesSelector {
+                    name: "db_pool_in_use".into(),
+                    labels: vec![]
+                }
+            },
+            RecordedSeries {
+                text: r#"tts_requests_total{status="429"}"#.into(),
+                selector: SeriesSelector {
+                    name: "tts_requests_total".into(),
+                    labels: vec![("status".into(), "429".into())]
+                }
+            },
+        ]
+    );
+    assert_eq!(
+        observe.alerts_listen,
+        Some("127.0.0.1:9093".parse().unwrap())
+    );
+    assert_eq!(
+        observe.temp_dir,
+        Some(PathBuf::from("/var/tmp/fleet-audio"))
+    );
+    assert_eq!(observe.temp_dir_interval, Duration::from_secs(30));
+    assert_eq!(observe.log_file, Some(PathBuf::from("/var/log/fleet.log")));
+}
+
+#[test]
+fn defaults_without_the_table() {
+    assert_eq!(parse_ok(EMBEDDED).observe, ObserveSettings::default());
+    let defaults = ObserveSettings::default();
+    assert_eq!(defaults.health_interval, Duration::from_secs(1));
+    assert_eq!(defaults.health_timeout, Duration::from_secs(2));
+    assert_eq!(defaults.scrape_interval, Duration::from_secs(2));
+    assert_eq!(defaults.temp_dir_interval, Duration::from_secs(10));
+    assert!(defaults.health_url.is_none() && defaults.metrics_url.is_none());
+    // The embedded fleet's intervals can be tuned without naming its URLs.
+    let tuned = parse_ok(&format!(
+        "{EMBEDDED}[observe]\nhealth_interval = \"2s\"\nscrape_interval = \"250ms\"\ntemp_dir_interval = \"1s\"\n"
+    ));
+    assert_eq!(tuned.observe.health_interval, Duration::from_secs(2));
+    assert_eq!(tuned.observe.scrape_interval, Duration::from_millis(250));
+    assert_eq!(tuned.observe.temp_dir_interval, Duration::from_secs(1));
+}
+
+#[test]
+fn unknown_keys_are_refused_with_their_position() {
+    let found = errors(&format!("{EMBEDDED}[observe]\nhealth_urls = \"x\"\n"));
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].starts_with("6:1: unknown field `health_urls`"),
+        "{found:?}"
+    );
+    assert!(found[0].contains("expected one of"), "{found:?}");
+}
+
+#[test]
+fn urls_must_be_http_and_on_allowed_hosts() {
+    let found = errors(&format!(
+        r#"{EXTERNAL}[observe]
+health_url = "http://fleet.internal:8080/health"
+metrics_url = "https://127.0.0.1/metrics"
+"#
+    ));
+    assert_eq!(
+        found,
+        vec![
+            r#"6:14: host "fleet.internal" is not in allow_hosts (loopback only by default); add it to [target] allow_hosts to allow it"#,
+            "7:15: metrics_url: TLS (https://) is not supported by this build yet; use http:// (targets are on loopback or your own network)",
+        ]
+    );
+    let found = errors(&format!(
+        "{EXTERNAL}[observe]\nhealth_url = \"ws://127.0.0.1/health\"\nmetrics_url = \"not a url\"\n"
+    ));
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert!(
+        found[0].starts_with("6:14: health_url must be a http:// or https:// URL"),
+        "{found:?}"
+    );
+    assert!(
+        found[1].starts_with("7:15: metrics_url is not a valid URL"),
+        "{found:?}"
+    );
+    // A host named in allow_hosts is fine.
+    let scenario = parse_ok(
+        "[target]\nstream_url = \"ws://fleet.internal:8080/stream\"\nallow_hosts = [\"fleet.internal\"]\n[load]\nstages = [{ ramp_to = 1, over = \"1s\" }]\n[observe]\nhealth_url = \"http://fleet.internal:8080/health\"\n",
+    );
+    assert_eq!(
+        scenario.observe.health_url.unwrap().host_str(),
+        Some("fleet.internal")
+    );
+}
+
+#[test]
+fn bad_values_point_at_the_value() {
+    let found = errors(&format!(
+        r#"{EXTERNAL}[observe]
+health_url = "http://127.0.0.1:8080/health"
+metrics_url = "http://127.0.0.1:8080/metrics"
+health_interval = "10ms"
+health_timeout = "0s"
+scrape_interval = 2
+record = ["db_pool_in_use", "9bad", "up{{job=x}}", "db_pool_in_use"]
+alerts_listen = "0.0.0.0:9093"
+temp_dir = ""
+temp_dir_interval = "500ms"
+log_file = "fleet.log"
+"#
+    ));
+    assert_eq!(
+        found,
+        vec![
+            "8:19: health_interval must be at least 100ms, found 10ms",
+            r#"9:18: health_timeout must be longer than zero, found "0s""#,
+            r#"10:19: expected a duration such as "30s" or "1m30s", found 2"#,
+            r#"11:29: record: expected a series such as "db_pool_in_use" or "tts_requests_total{status=\"429\"}": expected a metric name, found "9bad""#,
+            r#"11:37: record: expected a series such as "db_pool_in_use" or "tts_requests_total{status=\"429\"}": label values are quoted: {job=x}"#,
+            r#"11:50: record lists "db_pool_in_use" twice; list each series once"#,
+            "12:17: alerts_listen must be a loopback address (127.0.0.1:PORT or [::1]:PORT); the harness never listens on 0.0.0.0",
+            "13:12: temp_dir must not be empty",
+            "14:21: temp_dir_interval must be at least 1s, found 500ms",
+        ]
+    );
+    let found = errors(&format!(
+        "{EXTERNAL}[observe]\nalerts_listen = \"localhost\"\n"
+    ));
+    assert_eq!(
+        found,
+        vec![r#"6:17: alerts_listen: expected "127.0.0.1:PORT", found "localhost""#]
+    );
+}
+
+#[test]
+fn alerts_listen_is_for_external_fleets_only() {
+    let found = errors(&format!(
+        "{EMBEDDED}[observe]\nalerts_listen = \"127.0.0.1:9093\"\n"
+    ));
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].starts_with("6:17: alerts_listen is for an external fleet"),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn tuning_keys_need_what_they_tune_unless_embedded() {
+    let found = errors(&format!(
+        r#"{EXTERNAL}[observe]
+health_interval = "2s"
+health_timeout = "1s"
+scrape_interval = "2s"
+record = ["up"]
+temp_dir_interval = "5s"
+"#
+    ));
+    assert_eq!(
+        found,
+        vec![
+            "6:19: health_interval needs [observe] health_url when the fleet is not embedded (only the embedded fleet has a default health_url)",
+            "7:18: health_timeout needs [observe] health_url when the fleet is not embedded (only the embedded fleet has a default health_url)",
+            "8:19: scrape_interval needs [observe] metrics_url when the fleet is not embedded (only the embedded fleet has a default metrics_url)",
+            "9:10: record needs [observe] metrics_url when the fleet is not embedded (only the embedded fleet has a default metrics_url)",
+            "10:21: temp_dir_interval needs [observe] temp_dir when the fleet is not embedded (only the embedded fleet has a default temp_dir)",
+        ]
+    );
+}
+
+#[test]
+fn a_log_rule_without_a_file_needs_log_file_unless_embedded() {
+    let fault = "[[faults]]\nkind = \"temp_file_leak\"\ndir = \"/tmp/x\"\nfor = \"1m\"\ndetect = { log = \"disk full\" }\n";
+    let found = errors(&format!("{EXTERNAL}{fault}"));
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].starts_with(
+            r#"9:10: temp_file_leak's detect rule { log = "…" } names no file: only the embedded fleet's own output is read by default; with an external fleet add file = "/path/to/fleet.log" to the rule or set [observe] log_file"#
+        ),
+        "{found:?}"
+    );
+    // The same with fleet = "sink", whose output is not kept.
+    let sink = "[target]\nfleet = \"sink\"\n[load]\nstages = [{ ramp_to = 1, over = \"1s\" }]\n";
+    let found = errors(&format!("{sink}{fault}"));
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].contains(r#"with fleet = "sink" add file"#),
+        "{found:?}"
+    );
+
+    // With [observe] log_file, with a file in the rule, or against the embedded fleet: fine.
+    let with_log_file = parse_ok(&format!(
+        "{EXTERNAL}[observe]\nlog_file = \"/var/log/fleet.log\"\n{fault}"
+    ));
+    assert_eq!(
+        with_log_file.faults[0].detect,
+        vec![DetectionRule::Log {
+            pattern: "disk full".into(),
+            file: None
+        }]
+    );
+    parse_ok(&format!(
+        "{EXTERNAL}[[faults]]\nkind = \"temp_file_leak\"\ndir = \"/tmp/x\"\nfor = \"1m\"\ndetect = {{ log = \"disk full\", file = \"/var/log/x.log\" }}\n"
+    ));
+    parse_ok(&format!(
+        "{EMBEDDED}[[faults]]\nkind = \"temp_file_leak\"\nfor = \"1m\"\ndetect = {{ log = \"disk full\" }}\n"
+    ));
+}
+
+#[test]
+fn health_and_metric_rules_need_their_urls_against_an_external_fleet() {
+    let faults = r#"[chaos]
+tts_listen = "127.0.0.1:9100"
+[[faults]]
+kind = "tts_slow"
+delay = "2s"
+for = "1m"
+[[faults]]
+kind = "tts_429"
+for = "1m"
+at = "5m"
+detect = [{ alert = "TtsRateLimited" }, { metric = "tts_requests_total{status=\"429\"} > 0" }]
+"#;
+    let found = errors(&format!("{EXTERNAL}{faults}"));
+    assert_eq!(
+        found,
+        vec![
+            r#"7:1: tts_slow's default detect rule health = "unhealthy" needs [observe] health_url = "http://HOST:PORT/health" against an external fleet: the harness must know where to probe"#,
+            r#"15:10: tts_429's detect rule { metric = "…" } needs [observe] metrics_url = "http://HOST:PORT/metrics" against an external fleet: the harness must know where to scrape"#,
+        ]
+    );
+    let scenario = parse_ok(&format!(
+        "{EXTERNAL}[observe]\nhealth_url = \"http://127.0.0.1:8080/health\"\nmetrics_url = \"http://127.0.0.1:8080/metrics\"\n{faults}"
+    ));
+    assert_eq!(scenario.faults.len(), 2);
+    // The embedded fleet has both by default.
+    parse_ok(&format!(
+        "{EMBEDDED}[[faults]]\nkind = \"tts_slow\"\ndelay = \"2s\"\nfor = \"1m\"\n"
+    ));
+}
