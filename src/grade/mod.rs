@@ -259,7 +259,7 @@ pub fn signal_matches(signal: &Signal, rule: &RuleSpec) -> bool {
         ) => {
             pattern == log
                 && match wanted {
-                    Some(wanted) => wanted == file,
+                    Some(wanted) => std::path::Path::new(wanted) == file,
                     None => *default,
                 }
         }

@@ -19,24 +19,8 @@ const FAILURE_EXAMPLES: usize = 10;
 /// Signals kept for matching; a fleet flapping every second for 72 hours stays far below.
 const MAX_SIGNALS: usize = 500_000;
 
-/// A fleet signal, as the journal recorded it.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Signal {
-    AlertFiring(String),
-    AlertResolved(String),
-    Unhealthy,
-    Healthy,
-    /// A metric condition (its text) started to hold.
-    ConditionHolds(String),
-    ConditionCleared(String),
-    /// A log line matched `pattern` in `file`.
-    LogMatched {
-        pattern: String,
-        file: String,
-        /// The file is the default log, which rules naming no file read.
-        default: bool,
-    },
-}
+/// A fleet signal, as the journal recorded it: the changes the observers' hub journals.
+pub use crate::observe::hub::Change as Signal;
 
 /// One journal interval's calls, enough to tell whether the steady state held then.
 #[derive(Debug, Clone, PartialEq)]
@@ -249,7 +233,7 @@ impl RunRecord {
                 seen_s,
                 Signal::LogMatched {
                     pattern: str_of(record, "pattern"),
-                    file: str_of(record, "file"),
+                    file: std::path::PathBuf::from(str_of(record, "file")),
                     default: record
                         .get("default")
                         .and_then(Value::as_bool)
