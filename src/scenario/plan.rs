@@ -479,6 +479,37 @@ impl Plan {
                 "no immediate TTS retries; Retry-After honoured",
             );
         }
+        if let Some(within) = slo.recover_within {
+            self.row(
+                "recover within",
+                format!(
+                    "<= {} (steady for {})",
+                    format_duration(within),
+                    format_duration(slo.stable_window)
+                ),
+            );
+        }
+        if let Some(pct) = slo.uptime_min_pct {
+            self.row(
+                "uptime",
+                format!(">= {pct}% outside faults and their recovery"),
+            );
+        }
+        let growth = [
+            ("memory growth", slo.memory_growth_max_mib_h),
+            ("temp dir growth", slo.temp_dir_growth_max_mib_h),
+        ];
+        for (label, max) in growth {
+            if let Some(max) = max {
+                self.row(label, format!("<= {max}MiB/h"));
+            }
+        }
+        if let Some(max) = slo.max_crashes {
+            self.row("max crashes", max.to_string());
+        }
+        if slo.no_unprovoked_alerts {
+            self.row("unprovoked alerts", "none: no alert with no fault in effect");
+        }
     }
 }
 
