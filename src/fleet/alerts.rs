@@ -185,7 +185,7 @@ impl Alerts {
     }
 }
 
-/// Sends notifications one at a time, in order: log line, `events` row, webhook POST.
+/// Sends notifications one at a time, in order: log line, webhook POST, `events` row.
 async fn deliver(mut queue: mpsc::UnboundedReceiver<Notification>, sink: AlertSink) {
     while let Some(notification) = queue.recv().await {
         let status = if notification.firing {
@@ -198,6 +198,26 @@ async fn deliver(mut queue: mpsc::UnboundedReceiver<Notification>, sink: AlertSi
             "voxsoak fleet: alert {status} {name}: {}",
             notification.summary
         );
+        // The webhook first: an alert about the database must not wait behind a write to
+        // it (the events row below waits for a connection when the pool is exhausted).
+        if let Some(url) = &sink.webhook_url {
+            let body = alertmanager_payload(&notification, &sink.external_url);
+            for attempt in 0..3u32 {
+                let sent = sink
+                    .http
+                    .post(url)
+                    .timeout(Duration::from_secs(2))
+                    .json(&body)
+                    .send()
+                    .await
+                    .is_ok_and(|response| response.status().is_success());
+                if sent {
+                    sink.metrics.alerts_sent_total.add(name, 1);
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+            }
+        }
         let kind = if notification.firing {
             "alert_firing"
         } else {
@@ -206,25 +226,6 @@ async fn deliver(mut queue: mpsc::UnboundedReceiver<Notification>, sink: AlertSi
         let detail = format!("{name}: {}", notification.summary);
         if sink.db.log_event(kind, None, None, &detail).await.is_err() {
             sink.metrics.db_errors_total.add("log_event", 1);
-        }
-        let Some(url) = &sink.webhook_url else {
-            continue;
-        };
-        let body = alertmanager_payload(&notification, &sink.external_url);
-        for attempt in 0..3u32 {
-            let sent = sink
-                .http
-                .post(url)
-                .timeout(Duration::from_secs(2))
-                .json(&body)
-                .send()
-                .await
-                .is_ok_and(|response| response.status().is_success());
-            if sent {
-                sink.metrics.alerts_sent_total.add(name, 1);
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
         }
     }
 }

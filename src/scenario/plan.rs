@@ -508,7 +508,10 @@ impl Plan {
             self.row("max crashes", max.to_string());
         }
         if slo.no_unprovoked_alerts {
-            self.row("unprovoked alerts", "none: no alert with no fault in effect");
+            self.row(
+                "unprovoked alerts",
+                "none: no alert with no fault in effect",
+            );
         }
     }
 }
