@@ -142,7 +142,11 @@ pub fn uptime(health: &[(f64, bool)], end: f64, excluded: &[Span]) -> Option<Upt
         .collect();
     excluded.sort_by(|a, b| a.from.total_cmp(&b.from));
     let merged = merge(&excluded);
-    let excluded_s: f64 = merged.iter().map(|span| span.to - span.from).sum();
+    // A fold from 0.0: an empty f64 sum is -0.0, which would print as "-0s".
+    let excluded_s = merged
+        .iter()
+        .map(|span| span.to - span.from)
+        .fold(0.0, |total, length| total + length);
     let mut down_s = 0.0;
     let mut outages = 0;
     let mut longest: f64 = 0.0;
@@ -286,6 +290,8 @@ mod tests {
         let up = uptime(&[(0.0, true), (90.0, false)], 100.0, &[]).unwrap();
         assert_eq!(up.pct, 90.0);
         assert_eq!(uptime(&[], 100.0, &[]), None);
+        let nothing_left_out = uptime(&[(0.0, true)], 10.0, &[]).unwrap();
+        assert!(nothing_left_out.excluded_s.is_sign_positive(), "not -0");
     }
 
     #[test]
