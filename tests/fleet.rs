@@ -506,7 +506,10 @@ async fn healer_restarts_stalled_workers(backend: Backend) {
         ]),
     )
     .await;
-    let scenario = ScenarioFile::new(&calls_scenario(&fleet.stream_url(), 2, "4s", 3, "8s"));
+    // With a stall after every turn on both workers, a retried turn can meet a second and a
+    // third stall (about 1.3 s each) before it is served or abandoned with an apology: the
+    // turn timeout leaves room for that, so a failure here means the healer did not act.
+    let scenario = ScenarioFile::new(&calls_scenario(&fleet.stream_url(), 2, "4s", 3, "15s"));
     let summary = within(Duration::from_secs(90), scenario.run()).await;
     assert_eq!(
         summary.calls.failed,
