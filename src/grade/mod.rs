@@ -267,6 +267,24 @@ pub fn signal_matches(signal: &Signal, rule: &RuleSpec) -> bool {
     }
 }
 
+/// The first signal in `from_s..until_s` that one of `rules` names, and that rule.
+pub fn first_match<'a>(
+    signals: &[(f64, Signal)],
+    rules: &'a [RuleSpec],
+    from_s: f64,
+    until_s: f64,
+) -> Option<(f64, &'a RuleSpec)> {
+    signals
+        .iter()
+        .filter(|(t_s, _)| *t_s >= from_s && *t_s < until_s)
+        .find_map(|(t_s, signal)| {
+            rules
+                .iter()
+                .find(|rule| signal_matches(signal, rule))
+                .map(|rule| (*t_s, rule))
+        })
+}
+
 /// Fills each fault's `detected_after_s` / `detected_by`: the first fleet signal matching
 /// one of its `detect` rules at or after its injection and before its next injection.
 pub fn detections(
@@ -290,17 +308,7 @@ pub fn detections(
             .filter_map(|other| other.injected_at_s)
             .filter(|at| *at > injected)
             .fold(f64::INFINITY, f64::min);
-        let first = signals
-            .iter()
-            .filter(|(t_s, _)| *t_s >= injected && *t_s < next)
-            .find_map(|(t_s, signal)| {
-                fault
-                    .detect
-                    .iter()
-                    .find(|rule| signal_matches(signal, rule))
-                    .map(|rule| (*t_s, rule))
-            });
-        if let Some((t_s, rule)) = first {
+        if let Some((t_s, rule)) = first_match(signals, &fault.detect, injected, next) {
             let report = &mut reports[index];
             report.detected_after_s = Some(crate::journal::round_ms(t_s - injected));
             report.detected_by = Some(rule.to_string());

@@ -3,7 +3,7 @@
 //! The grader and the reports read only this, so `voxsoak report` re-creates every report
 //! from the journal, and a journal cut short by a crash still grades what it holds.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
@@ -19,8 +19,24 @@ const FAILURE_EXAMPLES: usize = 10;
 /// Signals kept for matching; a fleet flapping every second for 72 hours stays far below.
 const MAX_SIGNALS: usize = 500_000;
 
-/// A fleet signal, as the journal recorded it: the changes the observers' hub journals.
-pub use crate::observe::hub::Change as Signal;
+/// A change the fleet showed, as the observers' hub journaled it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Signal {
+    AlertFiring(String),
+    AlertResolved(String),
+    Unhealthy,
+    Healthy,
+    /// A metric condition (its text) started to hold.
+    ConditionHolds(String),
+    ConditionCleared(String),
+    /// A line of `file` matched `pattern`; `default` when `file` is the log that rules
+    /// naming no file read (`[observe] log_file`, or the embedded fleet's output).
+    LogMatched {
+        pattern: String,
+        file: PathBuf,
+        default: bool,
+    },
+}
 
 /// One journal interval's calls, enough to tell whether the steady state held then.
 #[derive(Debug, Clone, PartialEq)]
@@ -233,7 +249,7 @@ impl RunRecord {
                 seen_s,
                 Signal::LogMatched {
                     pattern: str_of(record, "pattern"),
-                    file: std::path::PathBuf::from(str_of(record, "file")),
+                    file: PathBuf::from(str_of(record, "file")),
                     default: record
                         .get("default")
                         .and_then(Value::as_bool)

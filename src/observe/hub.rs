@@ -1,5 +1,6 @@
-//! One task receives every observation, journals what changed (never every probe), and
-//! keeps the transitions the grader matches against each fault's `detect` rules.
+//! One task receives every observation and journals what changed (never every probe).
+//! The grader reads the transitions back from the journal (`grade::replay`); the hub keeps
+//! only counters, so its memory does not grow with the run.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -9,10 +10,8 @@ use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::{Observation, Signal};
 use crate::journal::{Journal, round_ms};
-use crate::scenario::faults::{DetectionRule, MetricCondition};
+use crate::scenario::faults::MetricCondition;
 
-/// Most transitions kept; a fleet flapping every second for 72 hours stays far below.
-const MAX_TRANSITIONS: usize = 500_000;
 /// How often a `fleet_sample` (RSS, temp dir) is journaled.
 const SAMPLE_EVERY_S: f64 = 10.0;
 /// How often the `record` series are journaled (one `metrics` record).
@@ -23,66 +22,9 @@ const LOG_MATCH_EVERY_S: f64 = 1.0;
 /// How much of a matching line is journaled.
 const LOG_LINE_CHARS: usize = 200;
 
-/// A change the fleet showed, at `t_s` seconds since the run started.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Transition {
-    pub t_s: f64,
-    pub change: Change,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum Change {
-    AlertFiring(String),
-    AlertResolved(String),
-    Unhealthy,
-    Healthy,
-    /// The condition (its text) started to hold.
-    ConditionHolds(String),
-    ConditionCleared(String),
-    /// A line of `file` matched `pattern`; `default` when `file` is the log that rules
-    /// naming no file read (`[observe] log_file`, or the embedded fleet's output).
-    LogMatched {
-        pattern: String,
-        file: PathBuf,
-        default: bool,
-    },
-}
-
-impl Change {
-    /// Whether this change is the signal `rule` names.
-    pub fn matches(&self, rule: &DetectionRule) -> bool {
-        match (self, rule) {
-            (Change::AlertFiring(name), DetectionRule::Alert { name: wanted }) => name == wanted,
-            (Change::Unhealthy, DetectionRule::Unhealthy) => true,
-            (Change::ConditionHolds(text), DetectionRule::Metric(condition)) => {
-                *text == condition.text
-            }
-            (
-                Change::LogMatched {
-                    pattern,
-                    file,
-                    default,
-                },
-                DetectionRule::Log {
-                    pattern: wanted,
-                    file: wanted_file,
-                },
-            ) => {
-                pattern == wanted
-                    && match wanted_file {
-                        Some(wanted_file) => wanted_file == file,
-                        None => *default,
-                    }
-            }
-            _ => false,
-        }
-    }
-}
-
 /// What the observers saw over the run.
 #[derive(Debug, Clone, Default)]
 pub struct Observed {
-    pub transitions: Vec<Transition>,
     pub health_probes: u64,
     pub healthy_probes: u64,
     pub alerts_received: u64,
@@ -90,36 +32,6 @@ pub struct Observed {
     pub scrapes_failed: u64,
     /// Lines that matched a log pattern, journaled or not.
     pub log_matches: u64,
-    /// (t_s, bytes) samples, for growth slopes: RSS from `/metrics` every ~10 s; the temp
-    /// dir from the temp-dir sampler (without the harness's own files), every sample.
-    pub rss_samples: Vec<(f64, f64)>,
-    pub temp_dir_samples: Vec<(f64, f64)>,
-}
-
-impl Observed {
-    /// The first transition at or after `from_s` (and before `until_s`) matching any rule.
-    pub fn first_match<'a>(
-        &'a self,
-        rules: &'a [DetectionRule],
-        from_s: f64,
-        until_s: f64,
-    ) -> Option<(&'a Transition, &'a DetectionRule)> {
-        self.transitions
-            .iter()
-            .filter(|transition| transition.t_s >= from_s && transition.t_s < until_s)
-            .find_map(|transition| {
-                rules
-                    .iter()
-                    .find(|rule| transition.change.matches(rule))
-                    .map(|rule| (transition, rule))
-            })
-    }
-
-    fn push(&mut self, t_s: f64, change: Change) {
-        if self.transitions.len() < MAX_TRANSITIONS {
-            self.transitions.push(Transition { t_s, change });
-        }
-    }
 }
 
 /// What the hub needs to know to read the observations.
@@ -179,14 +91,6 @@ pub async fn run_hub(
                         "starts_at": starts_at, "seen_s": t_s,
                     }),
                 );
-                observed.push(
-                    t_s,
-                    if firing {
-                        Change::AlertFiring(name)
-                    } else {
-                        Change::AlertResolved(name)
-                    },
-                );
             }
             Signal::BadAlert => {
                 observed.bad_alerts += 1;
@@ -207,14 +111,6 @@ pub async fn run_hub(
                         "health",
                         json!({"healthy": now, "status": status, "detail": detail, "seen_s": t_s}),
                     );
-                    observed.push(
-                        t_s,
-                        if now {
-                            Change::Healthy
-                        } else {
-                            Change::Unhealthy
-                        },
-                    );
                 }
             }
             Signal::Condition {
@@ -232,14 +128,6 @@ pub async fn run_hub(
                         "metric_condition",
                         json!({"condition": text, "holds": holds, "value": value, "seen_s": t_s}),
                     );
-                    observed.push(
-                        t_s,
-                        if holds {
-                            Change::ConditionHolds(text)
-                        } else {
-                            Change::ConditionCleared(text)
-                        },
-                    );
                 }
                 scrape_ok = true;
             }
@@ -254,9 +142,6 @@ pub async fn run_hub(
                         "fleet_sample",
                         json!({"rss_bytes": rss_bytes, "temp_dir_bytes": temp_dir_bytes, "seen_s": t_s}),
                     );
-                    if let Some(rss) = rss_bytes {
-                        observed.rss_samples.push((t_s, rss));
-                    }
                 }
             }
             Signal::Recorded { values } => {
@@ -279,7 +164,6 @@ pub async fn run_hub(
                     record["capped"] = json!(true);
                 }
                 journal.record("temp_dir", record);
-                observed.temp_dir_samples.push((t_s, bytes as f64));
             }
             Signal::LogMatch {
                 pattern,
@@ -304,14 +188,6 @@ pub async fn run_hub(
                     "log_match",
                     json!({"pattern": pattern, "file": file.display().to_string(), "default": default, "line": line, "seen_s": t_s}),
                 );
-                observed.push(
-                    t_s,
-                    Change::LogMatched {
-                        pattern,
-                        file,
-                        default,
-                    },
-                );
             }
             Signal::LogUnreadable { file, reason } => {
                 journal.record(
@@ -334,9 +210,18 @@ pub async fn run_hub(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::grade::first_match;
+    use crate::grade::plan::RuleSpec;
+    use crate::grade::replay::{self, RunRecord};
     use crate::observe::Observation;
+    use crate::scenario::faults::DetectionRule;
     use std::time::Duration;
     use tokio::time::Instant;
+
+    /// The journal read back as the grader reads it.
+    fn replayed(path: &std::path::Path) -> RunRecord {
+        replay::read(path).unwrap()
+    }
 
     #[tokio::test]
     async fn only_changes_are_journaled_and_matched() {
@@ -390,20 +275,25 @@ mod tests {
         .await;
         assert_eq!(observed.health_probes, 5);
         assert_eq!(observed.healthy_probes, 3);
-        assert_eq!(observed.transitions.len(), 5, "{:?}", observed.transitions);
+        let signals = replayed(&dir.path().join("j.jsonl")).signals;
+        assert_eq!(signals.len(), 5, "{signals:?}");
         let rules = [
-            DetectionRule::Alert {
-                name: "DbPoolSaturated".into(),
+            RuleSpec::Alert {
+                alert: "DbPoolSaturated".into(),
             },
-            DetectionRule::Metric(condition),
+            RuleSpec::from(&DetectionRule::Metric(condition)),
         ];
-        let (first, rule) = observed.first_match(&rules, 4.0, 100.0).unwrap();
-        assert_eq!(first.t_s, 5.0);
-        assert!(matches!(rule, DetectionRule::Metric(_)));
+        let (at, rule) = first_match(&signals, &rules, 4.0, f64::INFINITY).unwrap();
+        assert_eq!(at, 5.0);
+        assert!(matches!(rule, RuleSpec::Metric { .. }));
         assert!(
-            observed
-                .first_match(&[DetectionRule::Unhealthy], 3.5, 100.0)
-                .is_none()
+            first_match(
+                &signals,
+                &[RuleSpec::from(&DetectionRule::Unhealthy)],
+                3.5,
+                f64::INFINITY
+            )
+            .is_none()
         );
         let text = std::fs::read_to_string(dir.path().join("j.jsonl")).unwrap();
         assert_eq!(text.matches("\"event\":\"health\"").count(), 3);
@@ -472,30 +362,26 @@ mod tests {
             tokio_util::sync::CancellationToken::new(),
         )
         .await;
-        assert_eq!(observed.temp_dir_samples, vec![(1.0, 10.0), (3.0, 30.0)]);
+        let replay = replayed(&dir.path().join("j.jsonl"));
+        assert_eq!(replay.temp_dir, vec![(1.0, 10.0), (3.0, 30.0)]);
         assert_eq!(observed.log_matches, 4);
-        assert_eq!(observed.transitions.len(), 3, "{:?}", observed.transitions);
+        assert_eq!(replay.signals.len(), 3, "{:?}", replay.signals);
 
-        let default_rule = [DetectionRule::Log {
-            pattern: "alert firing".into(),
-            file: None,
-        }];
-        let other_rule = [DetectionRule::Log {
-            pattern: "alert firing".into(),
-            file: Some(other_log.clone()),
-        }];
-        let named_default = [DetectionRule::Log {
-            pattern: "alert firing".into(),
-            file: Some(default_log.clone()),
-        }];
-        let other_pattern = [DetectionRule::Log {
+        let log_rule = |file: Option<&PathBuf>| {
+            RuleSpec::from(&DetectionRule::Log {
+                pattern: "alert firing".into(),
+                file: file.cloned(),
+            })
+        };
+        let default_rule = [log_rule(None)];
+        let other_rule = [log_rule(Some(&other_log))];
+        let named_default = [log_rule(Some(&default_log))];
+        let other_pattern = [RuleSpec::from(&DetectionRule::Log {
             pattern: "alert".into(),
             file: None,
-        }];
-        let first = |rules: &[DetectionRule], from: f64| {
-            observed
-                .first_match(rules, from, f64::INFINITY)
-                .map(|(transition, _)| transition.t_s)
+        })];
+        let first = |rules: &[RuleSpec], from: f64| {
+            first_match(&replay.signals, rules, from, f64::INFINITY).map(|(at, _)| at)
         };
         assert_eq!(first(&default_rule, 0.0), Some(2.0));
         assert_eq!(first(&default_rule, 2.1), Some(12.0));
