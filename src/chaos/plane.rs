@@ -21,7 +21,7 @@ use super::process::ProcessTarget;
 use super::proxy::FaultProxy;
 use super::standin::{StandIns, base_url};
 use super::temp_files::HarnessFiles;
-use super::tts_log::{RetryTotals, journal_tts_requests};
+use super::tts_log::journal_tts_requests;
 use crate::journal::{Journal, round_ms};
 use crate::scenario::faults::{FaultSpec, Occurrence, ProxyUpstream, ScheduledFault, timeline};
 use crate::scenario::{Scenario, Target};
@@ -344,7 +344,7 @@ impl ChaosPlane {
 pub struct ChaosRun {
     task: tokio::task::JoinHandle<Vec<FaultReport>>,
     /// Journals the TTS stand-in's requests (`tts_requests`).
-    tts_log: Option<tokio::task::JoinHandle<RetryTotals>>,
+    tts_log: Option<tokio::task::JoinHandle<()>>,
     log_stop: CancellationToken,
     files: HarnessFiles,
     servers: CancellationToken,
@@ -362,13 +362,12 @@ impl ChaosRun {
             }
         };
         self.log_stop.cancel();
-        let retries = match self.tts_log {
-            Some(tts_log) => tts_log.await.ok(),
-            None => None,
-        };
+        // Its last window goes into the journal before the run ends.
+        if let Some(tts_log) = self.tts_log {
+            let _ = tts_log.await;
+        }
         ChaosOutcome {
             reports,
-            retries,
             files: self.files,
             servers: self.servers,
         }
@@ -379,8 +378,6 @@ impl ChaosRun {
 #[derive(Debug)]
 pub struct ChaosOutcome {
     pub reports: Vec<FaultReport>,
-    /// What the TTS stand-in saw of the fleet's retries (when it ran).
-    pub retries: Option<RetryTotals>,
     files: HarnessFiles,
     servers: CancellationToken,
 }

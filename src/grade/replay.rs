@@ -289,16 +289,10 @@ impl RunRecord {
                     .unwrap_or(false),
             }),
             "fleet_restarted" => self.restarts += 1,
-            "tts_requests" => {
-                let totals = self.retries.get_or_insert_with(RetryTotals::default);
-                let requests = u64_of(record, "requests");
-                let faulted = u64_of(record, "faulted");
-                totals.requests_faulted += faulted;
-                totals.requests_calm += requests.saturating_sub(faulted);
-                totals.retries += u64_of(record, "retries");
-                totals.immediate_retries += u64_of(record, "immediate_retries");
-                totals.retry_after_ignored += u64_of(record, "retry_after_ignored");
-            }
+            "tts_requests" => self
+                .retries
+                .get_or_insert_with(RetryTotals::default)
+                .add_window(record),
             "tts_standin" => {
                 self.retries.get_or_insert_with(RetryTotals::default);
             }
