@@ -31,6 +31,11 @@ pub fn parse_byte_size(text: &str) -> Result<u64, String> {
     Ok(bytes as u64)
 }
 
+/// Bytes in MiB, rounded to a tenth (as the summary carries memory and temp-dir sizes).
+pub fn mib(bytes: f64) -> f64 {
+    (bytes / (1024.0 * 1024.0) * 10.0).round() / 10.0
+}
+
 /// `536870912` → `512.0 MiB`.
 pub fn format_byte_size(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];

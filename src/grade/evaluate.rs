@@ -112,7 +112,7 @@ pub fn evaluate(run: &RunRecord) -> Summary {
         Some(ended) if ended.stopped.is_some() => (Verdict::Aborted, ended.stopped.clone()),
         Some(_) => super::verdict_with_faults(&slos, &faults),
     };
-    let mib = |bytes: f64| (bytes / (1024.0 * 1024.0) * 10.0).round() / 10.0;
+    let mib = crate::units::mib;
     let crashes = run.exits.iter().filter(|exit| !exit.by_harness).count() as u64;
     let fleet = FleetBlock {
         rss_mib_max: run.rss_max_bytes.map(mib),
@@ -439,7 +439,7 @@ fn growth_slo(
             ),
         };
     };
-    let mib = |bytes: f64| bytes / (1024.0 * 1024.0);
+    let mib = crate::units::mib;
     let first = samples
         .iter()
         .find(|(t, _)| *t >= warm_up)

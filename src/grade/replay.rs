@@ -11,11 +11,9 @@ use super::plan::GradePlan;
 use crate::call::CallOutcome;
 use crate::chaos::FaultReport;
 use crate::chaos::tts_log::RetryTotals;
-use crate::load::aggregate::{HarnessUsage, Totals};
+use crate::load::aggregate::{FAILURE_EXAMPLES, HarnessUsage, Totals};
 use crate::scenario::faults::FaultKind;
 
-/// Failure examples kept, as the live aggregator keeps them.
-const FAILURE_EXAMPLES: usize = 10;
 /// Signals kept for matching; a fleet flapping every second for 72 hours stays far below.
 const MAX_SIGNALS: usize = 500_000;
 

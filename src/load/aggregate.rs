@@ -16,7 +16,7 @@ use crate::call::{CallEvent, CallOutcome};
 use crate::observe::process;
 
 /// Failure examples kept for the report: enough to see what went wrong, bounded.
-const FAILURE_EXAMPLES: usize = 10;
+pub const FAILURE_EXAMPLES: usize = 10;
 
 /// Latency histograms in microseconds, one significant figure more than the per-call ones.
 fn latency_histogram() -> Histogram<u64> {
@@ -461,7 +461,7 @@ impl Aggregator {
 }
 
 fn mib(bytes: u64) -> f64 {
-    (bytes as f64 / (1024.0 * 1024.0) * 10.0).round() / 10.0
+    crate::units::mib(bytes as f64)
 }
 
 /// Receives events until every sender is dropped, calling `on_tick` about once a second
