@@ -335,51 +335,22 @@ fn fault_stats(faults: &[FaultReport]) -> Vec<FaultStats> {
 }
 
 fn recover_within(within_s: f64, window_s: f64, faults: &[FaultReport]) -> SloVerdict {
-    let threshold = format!(
-        "<= {}",
-        humantime::format_duration(Duration::from_secs_f64(within_s))
-    );
-    let graded: Vec<&FaultReport> = faults.iter().filter(|fault| fault.confirmed).collect();
-    if graded.is_empty() {
-        return SloVerdict {
+    super::every_fault_within(
+        super::Within {
             name: "recover_within",
-            threshold,
-            measured: "no fault".into(),
-            pass: true,
-            why: "no fault was in effect, so there was nothing to recover from".into(),
-        };
-    }
-    let late: Vec<String> = graded
-        .iter()
-        .filter(|fault| fault.recovered_after_s.is_none_or(|after| after > within_s))
-        .map(|fault| match fault.recovered_after_s {
-            Some(after) => format!("{} #{} after {after:.1}s", fault.name, fault.occurrence),
-            None => format!("{} #{} never", fault.name, fault.occurrence),
-        })
-        .collect();
-    let slowest = graded
-        .iter()
-        .filter_map(|fault| fault.recovered_after_s)
-        .reduce(f64::max);
-    let never = graded.iter().any(|fault| fault.recovered_after_s.is_none());
-    let measured = match (never, slowest) {
-        (true, _) | (false, None) => "not recovered".to_owned(),
-        (false, Some(slowest)) => format!("{slowest:.1}s"),
-    };
-    SloVerdict {
-        name: "recover_within",
-        threshold,
-        measured,
-        pass: late.is_empty(),
-        why: if late.is_empty() {
-            format!(
-                "the fleet was back in steady state (health, call success, latency held for {window_s}s) after every one of {} faults in time",
-                graded.len()
-            )
-        } else {
-            format!("not back in steady state in time: {}", late.join(", "))
+            limit: Duration::from_secs_f64(within_s),
+            after: |fault| fault.recovered_after_s,
+            nothing: "no fault was in effect, so there was nothing to recover from",
+            missing: "not recovered",
+            late: "not back in steady state in time",
         },
-    }
+        faults,
+        |count| {
+            format!(
+                "the fleet was back in steady state (health, call success, latency held for {window_s}s) after every one of {count} faults in time"
+            )
+        },
+    )
 }
 
 fn uptime_slo(min: f64, uptime: Option<&Uptime>) -> SloVerdict {

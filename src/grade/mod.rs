@@ -454,57 +454,82 @@ mod growth_tests {
 }
 
 pub(crate) fn detect_within(within: Duration, faults: &[crate::chaos::FaultReport]) -> SloVerdict {
-    let threshold = format!("<= {}", humantime::format_duration(within));
-    let limit = within.as_secs_f64();
+    every_fault_within(
+        Within {
+            name: "detect_within",
+            limit: within,
+            after: |fault| fault.detected_after_s,
+            nothing: "no fault was in effect, so there was nothing to detect",
+            missing: "undetected",
+            late: "not detected in time",
+        },
+        faults,
+        |count| format!("all {count} faults were detected by the fleet's own signals in time"),
+    )
+}
+
+/// An SLO that every confirmed fault meets within a limit: time to detect, time to recover.
+pub(crate) struct Within {
+    pub name: &'static str,
+    pub limit: Duration,
+    /// The fault's time, None when it never came.
+    pub after: fn(&crate::chaos::FaultReport) -> Option<f64>,
+    /// Why it passes with no fault in effect.
+    pub nothing: &'static str,
+    /// Measured when a fault never got there.
+    pub missing: &'static str,
+    /// What comes before the list of faults that were late.
+    pub late: &'static str,
+}
+
+/// Grades `within` over the confirmed faults; `in_time` says why it passed, given their
+/// count.
+pub(crate) fn every_fault_within(
+    within: Within,
+    faults: &[crate::chaos::FaultReport],
+    in_time: impl FnOnce(usize) -> String,
+) -> SloVerdict {
+    let threshold = format!("<= {}", humantime::format_duration(within.limit));
+    let limit = within.limit.as_secs_f64();
     let graded: Vec<&crate::chaos::FaultReport> =
         faults.iter().filter(|fault| fault.confirmed).collect();
     if graded.is_empty() {
         return SloVerdict {
-            name: "detect_within",
+            name: within.name,
             threshold,
             measured: "no fault".into(),
             pass: true,
-            why: "no fault was in effect, so there was nothing to detect".into(),
+            why: within.nothing.into(),
         };
     }
+    let after = within.after;
     let late: Vec<String> = graded
         .iter()
-        .filter(|fault| fault.detected_after_s.is_none_or(|after| after > limit))
-        .map(|fault| match fault.detected_after_s {
+        .filter(|fault| after(fault).is_none_or(|after| after > limit))
+        .map(|fault| match after(fault) {
             Some(after) => format!("{} #{} after {after:.1}s", fault.name, fault.occurrence),
             None => format!("{} #{} never", fault.name, fault.occurrence),
         })
         .collect();
+    let never = graded.iter().any(|fault| after(fault).is_none());
     let slowest = graded
         .iter()
-        .filter_map(|fault| fault.detected_after_s)
-        .fold(None, |max: Option<f64>, after| {
-            Some(max.map_or(after, |max| max.max(after)))
-        });
-    let measured = if late.iter().any(|line| line.ends_with("never")) {
-        "undetected".to_owned()
-    } else {
-        slowest.map_or("undetected".to_owned(), |after| format!("{after:.1}s"))
+        .filter_map(|fault| after(fault))
+        .reduce(f64::max);
+    let measured = match (never, slowest) {
+        (false, Some(slowest)) => format!("{slowest:.1}s"),
+        _ => within.missing.to_owned(),
     };
-    if late.is_empty() {
-        SloVerdict {
-            name: "detect_within",
-            threshold,
-            measured,
-            pass: true,
-            why: format!(
-                "all {} faults were detected by the fleet's own signals in time",
-                graded.len()
-            ),
-        }
-    } else {
-        SloVerdict {
-            name: "detect_within",
-            threshold,
-            measured,
-            pass: false,
-            why: format!("not detected in time: {}", late.join(", ")),
-        }
+    SloVerdict {
+        name: within.name,
+        threshold,
+        measured,
+        pass: late.is_empty(),
+        why: if late.is_empty() {
+            in_time(graded.len())
+        } else {
+            format!("{}: {}", within.late, late.join(", "))
+        },
     }
 }
 
