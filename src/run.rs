@@ -284,53 +284,34 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<Run
     let watch_abort = abort.clone();
     let aggregation = tokio::spawn(async move {
         let mut last_interval = run_start;
-        let aggregate = run_aggregator(receiver, run_start, |aggregator: &mut Aggregator, now, last| {
-            display.update(aggregator.progress(now));
-            if let Some(watch) = success_watch.as_mut() {
-                let totals = aggregator.totals();
-                let completed = totals.count(crate::call::CallOutcome::Completed);
-                if let Some(reason) = watch.observe(now, completed, totals.graded()) {
-                    watch_abort.trip(format!("abort condition: {reason}"));
-                }
-            }
-            if last || now.saturating_duration_since(last_interval) >= JOURNAL_INTERVAL {
-                last_interval = now;
-                let from_s = crate::journal::round_ms(
-                    aggregator.window_start().saturating_duration_since(run_start).as_secs_f64(),
-                );
-                let active = aggregator.active();
-                let harness = aggregator.harness();
-                let examples: Vec<serde_json::Value> = aggregator
-                    .new_failure_examples()
-                    .iter()
-                    .map(|(outcome, detail)| serde_json::json!({"outcome": outcome.as_str(), "detail": detail}))
-                    .collect();
-                let window = aggregator.take_window(now);
-                let mut record = window.to_record();
-                if let Some(fields) = record.as_object_mut() {
-                    fields.insert("from_s".into(), from_s.into());
-                    fields.insert("active".into(), active.into());
-                    if !examples.is_empty() {
-                        fields.insert("failure_examples".into(), examples.into());
+        run_aggregator(
+            receiver,
+            run_start,
+            |aggregator: &mut Aggregator, now, last| {
+                display.update(aggregator.progress(now));
+                if let Some(watch) = success_watch.as_mut() {
+                    let totals = aggregator.totals();
+                    let completed = totals.count(crate::call::CallOutcome::Completed);
+                    if let Some(reason) = watch.observe(now, completed, totals.graded()) {
+                        watch_abort.trip(format!("abort condition: {reason}"));
                     }
-                    fields.insert(
-                        "harness".into(),
-                        serde_json::to_value(harness).unwrap_or_default(),
-                    );
                 }
-                interval_journal.record("interval", record);
-                interval_journal.sync();
-            }
-        })
+                if last || now.saturating_duration_since(last_interval) >= JOURNAL_INTERVAL {
+                    last_interval = now;
+                    let record = aggregator.take_interval_record(now);
+                    interval_journal.record("interval", record);
+                    interval_journal.sync();
+                }
+            },
+        )
         .await;
         display.finish();
-        aggregate
     });
     shaper.run(events, stop.clone()).await;
     // The load is done (or stopped): clear every fault before anything else stops.
     chaos_stop.cancel();
     let chaos_outcome = chaos_run.finish().await;
-    let aggregate = aggregation
+    aggregation
         .await
         .expect("the aggregator task does not panic");
     // The observers stop before the fleet does, so its shutdown is not an outage.
@@ -341,7 +322,6 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<Run
     if let Some(watch) = fleet_watch {
         let _ = watch.await;
     }
-    drop(aggregate);
     if let Some(fleet) = &shared_fleet {
         fleet.lock().await.stop_in_place().await;
     }

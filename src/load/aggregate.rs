@@ -298,21 +298,13 @@ pub struct Progress {
     pub response_p95_ms: Option<f64>,
 }
 
-/// The aggregator's result when every sender is gone.
-#[derive(Debug, Clone)]
-pub struct Aggregate {
-    pub totals: Totals,
-    pub failure_examples: Vec<(CallOutcome, String)>,
-    pub harness: HarnessUsage,
-}
-
 /// Receives every event of the run.
 #[derive(Debug)]
 pub struct Aggregator {
     totals: Totals,
     window: Totals,
     failure_examples: Vec<(CallOutcome, String)>,
-    /// How many of them were handed out by [`Aggregator::new_failure_examples`].
+    /// How many of them went into interval records ([`Aggregator::take_interval_record`]).
     examples_taken: usize,
     run_start: Instant,
     window_start: Instant,
@@ -428,35 +420,37 @@ impl Aggregator {
         }
     }
 
-    /// Closes the current interval and returns its totals.
-    pub fn take_window(&mut self, now: Instant) -> Totals {
-        self.window_start = now;
-        std::mem::take(&mut self.window)
-    }
-
-    /// When the current interval started.
-    pub fn window_start(&self) -> Instant {
-        self.window_start
-    }
-
-    /// Failure examples found since the last call (each is journaled once).
-    pub fn new_failure_examples(&mut self) -> &[(CallOutcome, String)] {
+    /// Closes the current interval and returns its `interval` journal record: the window's
+    /// calls ([`Totals::to_record`]), when it started (`from_s`), the calls active now, the
+    /// failure examples first seen in it, and the harness's usage so far.
+    pub fn take_interval_record(&mut self, now: Instant) -> serde_json::Value {
+        let from_s = crate::journal::round_ms(
+            self.window_start
+                .saturating_duration_since(self.run_start)
+                .as_secs_f64(),
+        );
         let from = self.examples_taken.min(self.failure_examples.len());
         self.examples_taken = self.failure_examples.len();
-        &self.failure_examples[from..]
-    }
-
-    /// The harness's own usage so far.
-    pub fn harness(&self) -> HarnessUsage {
-        self.harness
-    }
-
-    pub fn finish(self) -> Aggregate {
-        Aggregate {
-            totals: self.totals,
-            failure_examples: self.failure_examples,
-            harness: self.harness,
+        let examples: Vec<serde_json::Value> = self.failure_examples[from..]
+            .iter()
+            .map(|(outcome, detail)| {
+                serde_json::json!({"outcome": outcome.as_str(), "detail": detail})
+            })
+            .collect();
+        self.window_start = now;
+        let mut record = std::mem::take(&mut self.window).to_record();
+        if let Some(fields) = record.as_object_mut() {
+            fields.insert("from_s".into(), from_s.into());
+            fields.insert("active".into(), self.active().into());
+            if !examples.is_empty() {
+                fields.insert("failure_examples".into(), examples.into());
+            }
+            fields.insert(
+                "harness".into(),
+                serde_json::to_value(self.harness).unwrap_or_default(),
+            );
         }
+        record
     }
 }
 
@@ -466,12 +460,13 @@ fn mib(bytes: u64) -> f64 {
 
 /// Receives events until every sender is dropped, calling `on_tick` about once a second
 /// with the aggregator so the caller can draw progress and write interval records; the
-/// last call, once every sender is gone, has `last` set.
+/// last call, once every sender is gone, has `last` set. What the run measured is in
+/// those records: the grader reads it back from the journal.
 pub async fn run_aggregator(
     mut events: UnboundedReceiver<CallEvent>,
     run_start: Instant,
     mut on_tick: impl FnMut(&mut Aggregator, Instant, bool),
-) -> Aggregate {
+) {
     let mut aggregator = Aggregator::new(run_start);
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     loop {
@@ -491,7 +486,6 @@ pub async fn run_aggregator(
     let now = Instant::now();
     aggregator.sample_harness(now);
     on_tick(&mut aggregator, now, true);
-    aggregator.finish()
 }
 
 #[cfg(test)]
@@ -523,7 +517,7 @@ mod tests {
         assert_eq!(totals.success_pct(), Some(50.0));
         assert_eq!(totals.failed(), 2, "the turn timeout and the dropped call");
         assert_eq!(aggregator.active(), 0);
-        let examples = aggregator.finish().failure_examples;
+        let examples = aggregator.failure_examples;
         assert_eq!(
             examples.len(),
             1,
@@ -542,7 +536,7 @@ mod tests {
             });
             aggregator.apply(ended(CallOutcome::ConnectFailed));
         }
-        assert_eq!(aggregator.finish().failure_examples.len(), FAILURE_EXAMPLES);
+        assert_eq!(aggregator.failure_examples.len(), FAILURE_EXAMPLES);
     }
 
     #[test]
