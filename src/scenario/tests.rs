@@ -8,12 +8,12 @@ use super::*;
 const SINK: &str = "[target]\nfleet = \"sink\"\n";
 const STAGES: &str = "[load]\nstages = [{ ramp_to = 2, over = \"1s\" }]\n";
 
-fn parse_ok(source: &str) -> Scenario {
+pub(super) fn parse_ok(source: &str) -> Scenario {
     parse(source, Path::new("/nowhere/test.toml")).unwrap_or_else(|error| panic!("{error}"))
 }
 
 /// Every diagnostic as `line:column: message`.
-fn diagnostics(source: &str) -> Vec<String> {
+pub(super) fn diagnostics(source: &str) -> Vec<String> {
     match parse(source, Path::new("/nowhere/test.toml")) {
         Ok(_) => panic!("expected errors for:\n{source}"),
         Err(ScenarioError::Invalid { diagnostics, .. }) => diagnostics

@@ -1,31 +1,16 @@
 //! `[[faults]]`, `[chaos]` and `[abort]`: parsing, defaults, errors with positions, and the
 //! timeline.
 
-use std::path::Path;
 use std::time::Duration;
 
 use super::faults::*;
+use super::tests::{diagnostics as errors, parse_ok};
 use super::*;
 use crate::standin::llm::LlmFault;
 use crate::standin::tts::TtsFault;
 
-const EMBEDDED: &str = "[target]\nfleet = \"embedded\"\n[load]\nstages = [{ ramp_to = 1, over = \"1s\" }, { hold = \"10m\" }]\n";
-const EXTERNAL: &str = "[target]\nstream_url = \"ws://127.0.0.1:9/stream\"\n[load]\nstages = [{ ramp_to = 1, over = \"1s\" }, { hold = \"10m\" }]\n";
-
-fn parse_ok(source: &str) -> Scenario {
-    parse(source, Path::new("/nowhere/faults.toml")).unwrap_or_else(|error| panic!("{error}"))
-}
-
-fn errors(source: &str) -> Vec<String> {
-    match parse(source, Path::new("/nowhere/faults.toml")) {
-        Ok(_) => panic!("expected errors for:\n{source}"),
-        Err(ScenarioError::Invalid { diagnostics, .. }) => diagnostics
-            .iter()
-            .map(|d| format!("{}:{}: {}", d.line, d.column, d.message))
-            .collect(),
-        Err(error) => panic!("unexpected error {error:?}"),
-    }
-}
+pub(super) const EMBEDDED: &str = "[target]\nfleet = \"embedded\"\n[load]\nstages = [{ ramp_to = 1, over = \"1s\" }, { hold = \"10m\" }]\n";
+pub(super) const EXTERNAL: &str = "[target]\nstream_url = \"ws://127.0.0.1:9/stream\"\n[load]\nstages = [{ ramp_to = 1, over = \"1s\" }, { hold = \"10m\" }]\n";
 
 fn secs(seconds: u64) -> Duration {
     Duration::from_secs(seconds)

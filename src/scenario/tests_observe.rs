@@ -1,30 +1,13 @@
 //! `[observe]`: parsing, defaults, errors with positions, and how the faults' `detect` rules
 //! are checked against it.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use super::faults::{DetectionRule, SeriesSelector};
 use super::observe::{ObserveSettings, RecordedSeries};
-use super::*;
-
-const EMBEDDED: &str = "[target]\nfleet = \"embedded\"\n[load]\nstages = [{ ramp_to = 1, over = \"1s\" }, { hold = \"10m\" }]\n";
-const EXTERNAL: &str = "[target]\nstream_url = \"ws://127.0.0.1:9/stream\"\n[load]\nstages = [{ ramp_to = 1, over = \"1s\" }, { hold = \"10m\" }]\n";
-
-fn parse_ok(source: &str) -> Scenario {
-    parse(source, Path::new("/nowhere/observe.toml")).unwrap_or_else(|error| panic!("{error}"))
-}
-
-fn errors(source: &str) -> Vec<String> {
-    match parse(source, Path::new("/nowhere/observe.toml")) {
-        Ok(_) => panic!("expected errors for:\n{source}"),
-        Err(ScenarioError::Invalid { diagnostics, .. }) => diagnostics
-            .iter()
-            .map(|d| format!("{}:{}: {}", d.line, d.column, d.message))
-            .collect(),
-        Err(error) => panic!("unexpected error {error:?}"),
-    }
-}
+use super::tests::{diagnostics as errors, parse_ok};
+use super::tests_faults::{EMBEDDED, EXTERNAL};
 
 #[test]
 fn every_key_parses_for_an_external_fleet() {
