@@ -20,21 +20,10 @@ pub async fn poll(
     observations: UnboundedSender<Observation>,
     stop: CancellationToken,
 ) {
-    let mut ticks = tokio::time::interval(interval);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = ticks.tick() => {}
-            () = stop.cancelled() => return,
-        }
-        let probe = tokio::select! {
-            probe = probe(&http, &url, timeout) => probe,
-            () = stop.cancelled() => return,
-        };
-        if observations.send(Observation::now(probe)).is_err() {
-            return;
-        }
-    }
+    super::every(interval, observations, stop, || async {
+        vec![probe(&http, &url, timeout).await]
+    })
+    .await;
 }
 
 async fn probe(http: &reqwest::Client, url: &str, timeout: Duration) -> Signal {

@@ -47,6 +47,36 @@ pub struct Observation {
     pub signal: Signal,
 }
 
+/// Runs `observe` every `interval` until `stop` (also while one is under way), and sends
+/// each signal it returns to the hub; ends when the hub is gone. The pollers' one loop.
+pub(crate) async fn every<F, Fut>(
+    interval: Duration,
+    observations: UnboundedSender<Observation>,
+    stop: CancellationToken,
+    mut observe: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Vec<Signal>>,
+{
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            () = stop.cancelled() => return,
+        }
+        let signals = tokio::select! {
+            signals = observe() => signals,
+            () = stop.cancelled() => return,
+        };
+        for signal in signals {
+            if observations.send(Observation::now(signal)).is_err() {
+                return;
+            }
+        }
+    }
+}
+
 impl Observation {
     pub fn now(signal: Signal) -> Self {
         Observation {

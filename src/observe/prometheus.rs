@@ -146,62 +146,48 @@ pub async fn scrape(
         conditions,
         record,
     } = settings;
-    let mut ticks = tokio::time::interval(interval);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = ticks.tick() => {}
-            () = stop.cancelled() => return,
-        }
-        let page = tokio::select! {
-            page = fetch(&http, &url, interval.max(Duration::from_secs(2))) => page,
-            () = stop.cancelled() => return,
+    let timeout = interval.max(Duration::from_secs(2));
+    super::every(interval, observations, stop, || async {
+        let page = match fetch(&http, &url, timeout).await {
+            Ok(page) => page,
+            Err(reason) => return vec![Signal::ScrapeFailed { reason }],
         };
-        let signals = match page {
-            Ok(page) => {
-                let samples = parse(&page);
-                let mut signals: Vec<Signal> = conditions
-                    .iter()
-                    .enumerate()
-                    .map(|(index, condition)| {
-                        let value = evaluate(&samples, condition);
-                        Signal::Condition {
-                            index,
-                            holds: value.is_some_and(|value| {
-                                condition.comparison.holds(value, condition.threshold)
-                            }),
-                            value,
-                        }
-                    })
-                    .collect();
-                let gauge = |name: &str| {
-                    select(
-                        &samples,
-                        &SeriesSelector {
-                            name: name.to_owned(),
-                            labels: Vec::new(),
-                        },
-                    )
-                };
-                signals.push(Signal::Gauges {
-                    rss_bytes: gauge("process_resident_memory_bytes"),
-                    temp_dir_bytes: gauge("temp_dir_bytes"),
-                });
-                if !record.is_empty() {
-                    signals.push(Signal::Recorded {
-                        values: recorded(&samples, &record),
-                    });
+        let samples = parse(&page);
+        let mut signals: Vec<Signal> = conditions
+            .iter()
+            .enumerate()
+            .map(|(index, condition)| {
+                let value = evaluate(&samples, condition);
+                Signal::Condition {
+                    index,
+                    holds: value.is_some_and(|value| {
+                        condition.comparison.holds(value, condition.threshold)
+                    }),
+                    value,
                 }
-                signals
-            }
-            Err(reason) => vec![Signal::ScrapeFailed { reason }],
+            })
+            .collect();
+        let gauge = |name: &str| {
+            select(
+                &samples,
+                &SeriesSelector {
+                    name: name.to_owned(),
+                    labels: Vec::new(),
+                },
+            )
         };
-        for signal in signals {
-            if observations.send(Observation::now(signal)).is_err() {
-                return;
-            }
+        signals.push(Signal::Gauges {
+            rss_bytes: gauge("process_resident_memory_bytes"),
+            temp_dir_bytes: gauge("temp_dir_bytes"),
+        });
+        if !record.is_empty() {
+            signals.push(Signal::Recorded {
+                values: recorded(&samples, &record),
+            });
         }
-    }
+        signals
+    })
+    .await;
 }
 
 /// Each recorded series' value on these samples, keyed by its text.

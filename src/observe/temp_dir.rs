@@ -75,32 +75,22 @@ pub async fn sample(
     observations: UnboundedSender<Observation>,
     stop: CancellationToken,
 ) {
-    let mut ticks = tokio::time::interval(interval);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = ticks.tick() => {}
-            () = stop.cancelled() => return,
-        }
+    super::every(interval, observations, stop, || {
         let (walked, prefix) = (dir.clone(), excluded_prefix.clone());
-        let walk = tokio::task::spawn_blocking(move || measure(&walked, &prefix, MAX_ENTRIES));
-        let usage = tokio::select! {
-            usage = walk => usage,
-            () = stop.cancelled() => return,
-        };
-        // A walk that panicked (it does not) is a skipped sample, not a dead observer.
-        let Ok(usage) = usage else {
-            continue;
-        };
-        let signal = Signal::TempDir {
-            bytes: usage.bytes,
-            files: usage.files,
-            capped: usage.capped,
-        };
-        if observations.send(Observation::now(signal)).is_err() {
-            return;
+        async move {
+            let walk = tokio::task::spawn_blocking(move || measure(&walked, &prefix, MAX_ENTRIES));
+            // A walk that panicked (it does not) is a skipped sample, not a dead observer.
+            match walk.await {
+                Ok(usage) => vec![Signal::TempDir {
+                    bytes: usage.bytes,
+                    files: usage.files,
+                    capped: usage.capped,
+                }],
+                Err(_) => Vec::new(),
+            }
         }
-    }
+    })
+    .await;
 }
 
 #[cfg(test)]
