@@ -809,13 +809,22 @@ impl Validator<'_> {
         Some(number)
     }
 
-    fn listen_address(&mut self, value: &Spanned<String>, key: &str) -> Option<SocketAddr> {
+    /// A listening address of the harness's (stand-ins, kill switch, alert receiver): on
+    /// loopback only.
+    pub(super) fn listen_address(
+        &mut self,
+        value: &Spanned<String>,
+        key: &str,
+    ) -> Option<SocketAddr> {
         match value.get_ref().trim().parse::<SocketAddr>() {
             Ok(address) if address.ip().is_loopback() => Some(address),
             Ok(address) => {
                 self.error(
                     value.span(),
-                    format!("{key} must be a loopback address (127.0.0.1:PORT or [::1]:PORT); chaos stand-ins never listen on {}", address.ip()),
+                    format!(
+                        "{key} must be a loopback address (127.0.0.1:PORT or [::1]:PORT); the harness never listens on {}",
+                        address.ip()
+                    ),
                 );
                 None
             }

@@ -1,6 +1,5 @@
 //! Phase 2 for `[observe]`, and the checks that tie the faults' `detect` rules to it.
 
-use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -75,7 +74,7 @@ impl Validator<'_> {
                     "alerts_listen is for an external fleet; the embedded fleet's alerts go to a free loopback port the harness wires itself, so drop alerts_listen",
                 );
             } else {
-                settings.alerts_listen = self.loopback_address(listen, "alerts_listen");
+                settings.alerts_listen = self.listen_address(listen, "alerts_listen");
             }
         }
         settings.temp_dir = raw.temp_dir.as_ref().map(|dir| self.path(dir, "temp_dir"));
@@ -197,33 +196,6 @@ impl Validator<'_> {
             }
         }
         series
-    }
-
-    /// A listening address on loopback.
-    fn loopback_address(&mut self, value: &Spanned<String>, key: &str) -> Option<SocketAddr> {
-        match value.get_ref().trim().parse::<SocketAddr>() {
-            Ok(address) if address.ip().is_loopback() => Some(address),
-            Ok(address) => {
-                self.error(
-                    value.span(),
-                    format!(
-                        "{key} must be a loopback address (127.0.0.1:PORT or [::1]:PORT); the harness never listens on {}",
-                        address.ip()
-                    ),
-                );
-                None
-            }
-            Err(_) => {
-                self.error(
-                    value.span(),
-                    format!(
-                        r#"{key}: expected "127.0.0.1:PORT", found {:?}"#,
-                        value.get_ref()
-                    ),
-                );
-                None
-            }
-        }
     }
 
     fn path(&mut self, value: &Spanned<String>, key: &str) -> PathBuf {
