@@ -151,8 +151,10 @@ pub fn uptime(health: &[(f64, bool)], end: f64, excluded: &[Span]) -> Option<Upt
     let mut outages = 0;
     let mut longest: f64 = 0.0;
     for span in unhealthy_spans(health, end) {
+        // Times are journaled to the millisecond: what float sums leave past an excluded
+        // window's end is not an outage.
         let outside = outside(span, &merged);
-        if outside > 0.0 {
+        if outside >= 0.001 {
             outages += 1;
             longest = longest.max(outside);
         }
@@ -286,6 +288,14 @@ mod tests {
         assert_eq!(up.pct, 95.0);
         assert_eq!(up.outages, 1);
         assert_eq!(up.longest_outage_s, 4.0);
+        // Down exactly while a fault was on, the window's end a float sum away: no outage.
+        let window = Span {
+            from: 0.1 + 0.2,
+            to: 10.0 + 0.1 + 0.2,
+        };
+        let health = [(0.0, true), (0.3, false), (10.3, true)];
+        let inside = uptime(&health, 20.0, &[window]).unwrap();
+        assert_eq!((inside.outages, inside.pct), (0, 100.0), "{inside:?}");
         // Down at the end and never back: counted up to the end.
         let up = uptime(&[(0.0, true), (90.0, false)], 100.0, &[]).unwrap();
         assert_eq!(up.pct, 90.0);
