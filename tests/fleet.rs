@@ -343,6 +343,75 @@ async fn empty_tool_params_are_rejected(backend: Backend) {
 }
 on_both_databases!(empty_tool_params_are_rejected);
 
+/// A TTS that is slow and an LLM that fails: the fixed fleet says the apology (so the call
+/// goes on) and raises `TtsDegraded` and `LlmDegraded`, the alerts that detect every TTS and
+/// LLM fault kind but 429s and bad tool calls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_and_slow_dependencies_raise_degraded_alerts() {
+    let Some(db) = TestDb::create(Backend::Sqlite, "degraded").await else {
+        return;
+    };
+    let (_tts, tts_url) = tts_standin(tts::TtsBehaviour {
+        fault: tts::TtsFault::Slow {
+            delay: Duration::from_millis(2500),
+        },
+        ..Default::default()
+    })
+    .await;
+    let (llm_control, llm_url) = llm_standin(llm::LlmBehaviour {
+        fault: llm::LlmFault::Status {
+            code: 503,
+            retry_after: None,
+        },
+        ..Default::default()
+    })
+    .await;
+    let alerts = AlertReceiver::start().await;
+    let fleet = FleetProcess::start(
+        &db,
+        &args(&[
+            "--orders",
+            "1000",
+            "--tts-base-url",
+            &tts_url,
+            "--llm-base-url",
+            &llm_url,
+            "--alert-webhook-url",
+            &alerts.url,
+        ]),
+    )
+    .await;
+    let scenario = ScenarioFile::new(&calls_scenario(&fleet.stream_url(), 1, "1s", 1, "10s"));
+    let summary = within(Duration::from_secs(60), scenario.run()).await;
+    assert_eq!(summary.calls.failed, 0, "{:?}", summary.failure_examples);
+    assert!(llm_control.faulted() >= 1);
+    for alert in ["TtsDegraded", "LlmDegraded"] {
+        assert!(
+            alerts
+                .wait_for(alert, "firing", Duration::from_secs(5))
+                .await,
+            "{alert}: {:?}\n{}",
+            alerts.names("firing"),
+            fleet.printed()
+        );
+    }
+    let metrics = fleet.metrics().await;
+    assert!(metrics.get("tts_slow_total") >= 1.0, "{}", metrics.text);
+    assert!(
+        metrics.get("llm_requests_total{status=\"503\"}") >= 1.0,
+        "{}",
+        metrics.text
+    );
+    assert!(
+        !alerts
+            .names("firing")
+            .contains(&"TtsRateLimited".to_string()),
+        "a slow TTS is not a rate-limited one"
+    );
+    fleet.stop().await;
+    db.remove().await;
+}
+
 /// `unvalidated-tool-params` with a 1,000,000-row table and a 512 MiB limit: one `{}` tool
 /// call loads every order and the process dies as an OOM-killed pod does (SIGKILL, 137).
 async fn empty_tool_params_kill_the_unvalidated_fleet(backend: Backend) {
@@ -547,6 +616,65 @@ async fn healer_restarts_stalled_workers(backend: Backend) {
     db.remove().await;
 }
 on_both_databases!(healer_restarts_stalled_workers);
+
+/// A process frozen as a whole (SIGSTOP, a paused VM) is not a stalled worker: when it
+/// resumes, every worker's last ping is old, and the fixed fleet's healer gives them a round
+/// to ping again instead of restarting them all (and raising `WorkerStalled`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_process_is_not_a_stalled_worker() {
+    use voxsoak::chaos::process::{ProcessStallFault, ProcessTarget};
+    let Some(db) = TestDb::create(Backend::Sqlite, "frozen").await else {
+        return;
+    };
+    let fleet = FleetProcess::start(
+        &db,
+        &args(&[
+            "--orders",
+            "1000",
+            "--workers",
+            "8",
+            "--stall-after",
+            "1s",
+            "--heal-interval",
+            "250ms",
+        ]),
+    )
+    .await;
+    // Busy when it freezes, as a fleet under load is: on resume, the calls' tasks and the
+    // healer are all due at once.
+    let scenario = ScenarioFile::new(&calls_scenario(&fleet.stream_url(), 6, "8s", 3, "15s"));
+    let calls = tokio::spawn(async move { scenario.run().await });
+    let busy = eventually(Duration::from_secs(20), || async {
+        fleet.metrics().await.get("turns_total") >= 2.0
+    })
+    .await;
+    assert!(busy, "{}", fleet.printed());
+    let stall = ProcessStallFault::inject(ProcessTarget::Pid(fleet.pid()))
+        .await
+        .unwrap();
+    // The fault itself: three stall_afters of standing still.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stall.clear().await.unwrap();
+    let pinging = eventually(Duration::from_secs(10), || async {
+        fleet.metrics().await.get("workers_silent") == 0.0
+    })
+    .await;
+    assert!(pinging, "{}", fleet.metrics().await.text);
+    // Ten more healer rounds: a restart would have happened in the first.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let metrics = fleet.metrics().await;
+    assert_eq!(
+        metrics.get("healer_restarts_total"),
+        0.0,
+        "{}\n{}",
+        metrics.text,
+        fleet.printed()
+    );
+    assert_eq!(fleet.health().await.0, 200);
+    within(Duration::from_secs(60), calls).await.unwrap();
+    fleet.stop().await;
+    db.remove().await;
+}
 
 /// `no-healer` with `silent-stall`: nobody restarts the stalled workers; callers wait in
 /// vain and `/health` says which workers went silent.

@@ -173,6 +173,10 @@ impl FleetProcess {
         format!("ws://{}/stream", self.address)
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("the fleet is running")
+    }
+
     pub fn printed(&self) -> String {
         self.output.lock().unwrap().join("\n")
     }

@@ -23,6 +23,9 @@ enum Behaviour {
     HugeMessage,
     /// Closes the stream right after `start`.
     CloseAfterStart,
+    /// Drops the TCP connection right after `start`, with no WebSocket close: a killed
+    /// process.
+    DropAfterStart,
     /// Reads everything and never says a word.
     Silent,
     /// Accepts TCP and never completes the WebSocket handshake.
@@ -77,6 +80,11 @@ async fn misbehaving_fleet(behaviour: Behaviour) -> SocketAddr {
                     }
                     Behaviour::CloseAfterStart => {
                         let _ = socket.close(None).await;
+                        return;
+                    }
+                    Behaviour::DropAfterStart => {
+                        let mut tcp = socket.into_inner();
+                        let _ = tokio::io::AsyncWriteExt::shutdown(&mut tcp).await;
                         return;
                     }
                     Behaviour::Silent | Behaviour::NoHandshake => Ok(()),
@@ -184,6 +192,18 @@ async fn a_fifty_megabyte_message_is_refused_without_buffering_it() {
 async fn a_fleet_that_closes_early_hung_up() {
     let summary = two_calls(misbehaving_fleet(Behaviour::CloseAfterStart).await, false).await;
     only_outcome(&summary, CallOutcome::FleetHungUp);
+}
+
+/// A fleet that goes away mid-call (killed, crashed) hung up; it broke no protocol.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_that_drops_the_connection_hung_up() {
+    let summary = two_calls(misbehaving_fleet(Behaviour::DropAfterStart).await, false).await;
+    only_outcome(&summary, CallOutcome::FleetHungUp);
+    assert!(
+        summary.protocol_errors.is_empty(),
+        "{:?}",
+        summary.protocol_errors
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

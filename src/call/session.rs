@@ -518,6 +518,16 @@ impl Session<'_> {
                 CallOutcome::FleetHungUp,
                 Some("the fleet closed the stream before the script ended".into()),
             )),
+            // The connection dropped without a close frame: the fleet went away (killed,
+            // crashed, a proxy reset), which is a hang-up, not a malformed stream.
+            Some(Err(tungstenite::Error::Protocol(
+                tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
+            ))) => Err(Ending::Outcome(
+                CallOutcome::FleetHungUp,
+                Some(
+                    "the connection dropped without a WebSocket close (the fleet went away)".into(),
+                ),
+            )),
             Some(Err(tungstenite::Error::Capacity(error))) => {
                 let _ = self.events.send(CallEvent::ProtocolError {
                     kind: "message_too_big",

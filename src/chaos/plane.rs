@@ -498,6 +498,9 @@ async fn run_occurrence(
     let fault = &shared.faults[occurrence.fault];
     let identity =
         json!({"fault": fault.name, "kind": fault.kind.name(), "occurrence": occurrence.number});
+    // The fault takes effect somewhere within `inject`; a fleet signal seen while it runs
+    // (a probe refused by the process just killed) is a detection, not an earlier event.
+    let injected_at = journal.elapsed_s();
     let mut injected = match inject(&shared.environment, fault, &occurrence).await {
         Ok(injected) => injected,
         Err(error) => {
@@ -512,10 +515,10 @@ async fn run_occurrence(
             return report;
         }
     };
-    let injected_at = journal.elapsed_s();
     report.injected_at_s = Some(injected_at);
-    journal.record(
+    journal.record_at(
         "fault_injected",
+        injected_at,
         merge(
             &identity,
             json!({

@@ -23,6 +23,10 @@ use super::metrics::Metrics;
 pub enum AlertName {
     /// The TTS provider answered 429 in the last few seconds.
     TtsRateLimited,
+    /// The TTS provider failed otherwise (5xx, a timeout, a dropped connection) or was slow.
+    TtsDegraded,
+    /// The LLM failed (an error status, a timeout, a truncated or broken stream) or was slow.
+    LlmDegraded,
     /// The database pool is at 95% or more, or a wait for a connection timed out.
     DbPoolSaturated,
     /// The healer keeps restarting workers, or gave up on a job.
@@ -36,8 +40,10 @@ pub enum AlertName {
 }
 
 impl AlertName {
-    pub const ALL: [AlertName; 6] = [
+    pub const ALL: [AlertName; 8] = [
         AlertName::TtsRateLimited,
+        AlertName::TtsDegraded,
+        AlertName::LlmDegraded,
         AlertName::DbPoolSaturated,
         AlertName::WorkerStalled,
         AlertName::TempDirGrowing,
@@ -48,6 +54,8 @@ impl AlertName {
     pub fn as_str(self) -> &'static str {
         match self {
             AlertName::TtsRateLimited => "TtsRateLimited",
+            AlertName::TtsDegraded => "TtsDegraded",
+            AlertName::LlmDegraded => "LlmDegraded",
             AlertName::DbPoolSaturated => "DbPoolSaturated",
             AlertName::WorkerStalled => "WorkerStalled",
             AlertName::TempDirGrowing => "TempDirGrowing",
@@ -68,7 +76,10 @@ impl AlertName {
     /// How long the condition must stay false before the alert resolves.
     pub fn resolve_after(self) -> Duration {
         match self {
-            AlertName::TtsRateLimited | AlertName::DbPoolSaturated => Duration::from_secs(5),
+            AlertName::TtsRateLimited
+            | AlertName::TtsDegraded
+            | AlertName::LlmDegraded
+            | AlertName::DbPoolSaturated => Duration::from_secs(5),
             AlertName::WorkerStalled | AlertName::ToolCallRejected => Duration::from_secs(15),
             AlertName::TempDirGrowing | AlertName::MemoryGrowth => Duration::from_secs(5),
         }

@@ -9,6 +9,9 @@ use crate::standin::openai::{
 
 /// Longest a whole answer may take.
 const TIMEOUT: Duration = Duration::from_secs(20);
+/// An answer that takes longer than this is counted slow (`llm_slow_total`, which raises
+/// `LlmDegraded`).
+pub const SLOW: Duration = Duration::from_secs(3);
 /// Largest answer body read; a bigger one is an error, not an allocation.
 const MAX_ANSWER_BYTES: usize = 8 << 20;
 

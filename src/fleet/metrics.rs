@@ -42,6 +42,19 @@ impl LabelledCounter {
         values.values().sum()
     }
 
+    /// The sum over every label but `except`, read at one instant.
+    pub fn total_except(&self, except: &[&str]) -> u64 {
+        let values = self
+            .values
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        values
+            .iter()
+            .filter(|(label, _)| !except.contains(&label.as_str()))
+            .map(|(_, value)| value)
+            .sum()
+    }
+
     fn snapshot(&self) -> BTreeMap<String, u64> {
         self.values
             .lock()
@@ -83,9 +96,13 @@ pub struct Metrics {
     pub turn_failures_total: LabelledCounter,
     pub response_latency: LatencyHistogram,
     pub llm_requests_total: LabelledCounter,
+    /// LLM answers that took longer than [`super::llm::SLOW`], whatever their outcome.
+    pub llm_slow_total: AtomicU64,
     /// By HTTP status, or `timeout` / `error` when there was none.
     pub tts_requests_total: LabelledCounter,
     pub tts_retries_total: AtomicU64,
+    /// TTS requests (attempts) that took longer than [`super::tts::SLOW`].
+    pub tts_slow_total: AtomicU64,
     /// Turns that played the cached apology because TTS gave up.
     pub tts_fallbacks_total: AtomicU64,
     pub tool_calls_total: AtomicU64,
@@ -154,12 +171,24 @@ impl Metrics {
             "status",
             &self.llm_requests_total,
         );
+        counter(
+            &mut out,
+            "llm_slow_total",
+            "LLM answers slower than 3 s.",
+            load(&self.llm_slow_total),
+        );
         labelled(
             &mut out,
             "tts_requests_total",
             "TTS requests by HTTP status.",
             "status",
             &self.tts_requests_total,
+        );
+        counter(
+            &mut out,
+            "tts_slow_total",
+            "TTS requests slower than 2 s.",
+            load(&self.tts_slow_total),
         );
         counter(
             &mut out,

@@ -238,7 +238,12 @@ impl Fleet {
         tools: Vec<ToolSpec>,
         call_sid: &str,
     ) -> Option<AssistantTurn> {
-        match self.llm.complete(messages, tools, call_sid).await {
+        let asked = tokio::time::Instant::now();
+        let answer = self.llm.complete(messages, tools, call_sid).await;
+        if asked.elapsed() > llm::SLOW {
+            self.metrics.llm_slow_total.fetch_add(1, Ordering::Relaxed);
+        }
+        match answer {
             Ok(turn) => {
                 self.metrics.llm_requests_total.add("200", 1);
                 Some(turn)

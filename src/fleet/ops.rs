@@ -2,7 +2,7 @@
 //! alert conditions from the fleet's own state.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::extract::State;
@@ -11,7 +11,7 @@ use axum::response::IntoResponse;
 use tokio::time::Instant;
 
 use super::alerts::AlertName;
-use super::metrics::Gauges;
+use super::metrics::{Gauges, LabelledCounter};
 use super::{Fleet, memory, tempdir};
 
 /// How often alert conditions are evaluated.
@@ -109,6 +109,8 @@ pub async fn evaluate(fleet: Arc<Fleet>) {
     let mut tick = tokio::time::interval(EVALUATE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_429 = fleet.metrics.tts_requests_total.get("429");
+    let mut tts_trouble = Trouble::default();
+    let mut llm_trouble = Trouble::default();
     let mut last_pool_timeouts = fleet.metrics.db_pool_timeouts_total.load(Ordering::Relaxed);
     let mut pool_saturated_since: Option<Instant> = None;
     let mut rss_window: std::collections::VecDeque<(Instant, u64)> = Default::default();
@@ -128,6 +130,34 @@ pub async fn evaluate(fleet: Arc<Fleet>) {
             .alerts
             .observe(AlertName::TtsRateLimited, new_429 > 0, now, || {
                 format!("TTS answered {new_429} requests with 429 in the last {EVALUATE_EVERY:?}")
+            });
+
+        let metrics = &fleet.metrics;
+        let (failed, slow) = tts_trouble.since_last(
+            &metrics.tts_requests_total,
+            &["200", "429"],
+            &metrics.tts_slow_total,
+        );
+        fleet
+            .alerts
+            .observe(AlertName::TtsDegraded, failed + slow > 0, now, || {
+                format!(
+                    "TTS: {failed} requests failed (5xx, timeout, connection) and {slow} took over {:?} in the last {EVALUATE_EVERY:?}",
+                    super::tts::SLOW
+                )
+            });
+        let (failed, slow) = llm_trouble.since_last(
+            &metrics.llm_requests_total,
+            &["200"],
+            &metrics.llm_slow_total,
+        );
+        fleet
+            .alerts
+            .observe(AlertName::LlmDegraded, failed + slow > 0, now, || {
+                format!(
+                    "LLM: {failed} requests failed (status, timeout, bad stream) and {slow} took over {:?} in the last {EVALUATE_EVERY:?}",
+                    super::llm::SLOW
+                )
             });
 
         let (in_use, size) = (fleet.db.pool_in_use(), fleet.db.pool_size());
@@ -176,6 +206,33 @@ pub async fn evaluate(fleet: Arc<Fleet>) {
                 });
             observe_memory(&fleet, &mut rss_window, now);
         }
+    }
+}
+
+/// A dependency's failures and slow requests since the last evaluation.
+#[derive(Debug, Default)]
+struct Trouble {
+    failed: u64,
+    slow: u64,
+}
+
+impl Trouble {
+    /// The new failures (requests whose outcome label is not one of `fine`) and new slow
+    /// requests since the last call.
+    fn since_last(
+        &mut self,
+        outcomes: &LabelledCounter,
+        fine: &[&str],
+        slow: &AtomicU64,
+    ) -> (u64, u64) {
+        let failed = outcomes.total_except(fine);
+        let slow = slow.load(Ordering::Relaxed);
+        let new = (
+            failed.saturating_sub(self.failed),
+            slow.saturating_sub(self.slow),
+        );
+        (self.failed, self.slow) = (failed, slow);
+        new
     }
 }
 

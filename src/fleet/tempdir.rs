@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 /// Files older than this are removed by the sweep; replies finish playing well before.
-pub const SWEEP_AGE: Duration = Duration::from_secs(60);
+pub const SWEEP_AGE: Duration = Duration::from_secs(20);
 /// How often the sweep runs.
-pub const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
+pub const SWEEP_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Bytes and files directly in the dir (not recursive: workers write flat).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

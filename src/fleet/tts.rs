@@ -20,6 +20,9 @@ use crate::standin::openai::SpeechRequest;
 
 /// Longest one request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// A request that takes longer than this is counted slow (`tts_slow_total`, which raises
+/// `TtsDegraded`): a reply that should take a few hundred milliseconds.
+pub const SLOW: Duration = Duration::from_secs(2);
 /// Largest audio accepted (about 2.8 minutes of 24 kHz 16-bit mono).
 const MAX_AUDIO_BYTES: usize = 8 << 20;
 
@@ -128,10 +131,16 @@ impl TtsClient {
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
             attempts += 1;
+            let sent = Instant::now();
             let attempt = tokio::select! {
                 _ = cancelled.cancelled() => return Err(TtsError::Cancelled),
                 attempt = self.attempt(&request, request_id) => attempt,
             };
+            if sent.elapsed() > SLOW {
+                metrics
+                    .tts_slow_total
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
             let (label, retry_after) = match attempt {
                 Attempt::Audio(audio) => {
                     metrics.tts_requests_total.add("200", 1);

@@ -141,6 +141,7 @@ pub async fn heal(fleet: Arc<Fleet>) {
     let mut restarts: VecDeque<Instant> = VecDeque::new();
     let mut tick = tokio::time::interval(fleet.options.heal_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_round = Instant::now();
     loop {
         tokio::select! {
             _ = fleet.shutdown.cancelled() => return,
@@ -150,6 +151,15 @@ pub async fn heal(fleet: Arc<Fleet>) {
             continue;
         }
         let stall_after = fleet.options.stall_after;
+        // A round this late means the whole process stood still (SIGSTOP, a paused VM, a
+        // starved host): every worker looks silent and none is. Give them a round to ping
+        // before judging, rather than restarting them all at once.
+        let round = Instant::now();
+        let since_last = round.duration_since(last_round);
+        last_round = round;
+        if since_last > fleet.options.heal_interval + stall_after {
+            continue;
+        }
         let cutoff = now_ms() - stall_after.as_millis() as i64;
         let silent = match fleet.db.silent_workers(cutoff).await {
             Ok(silent) => silent,

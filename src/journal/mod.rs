@@ -72,9 +72,15 @@ impl Journal {
     /// Appends `{"event": event, "t_s": …, "at": …, ...fields}`. `fields` must be a JSON
     /// object (anything else is recorded under `"value"`).
     pub fn record(&self, event: &str, fields: Value) {
+        self.record_at(event, self.elapsed_s(), fields);
+    }
+
+    /// As [`Journal::record`], for something that happened at `t_s` (a little earlier
+    /// than now: an injection that began before the call that made it returned).
+    pub fn record_at(&self, event: &str, t_s: f64, fields: Value) {
         let mut record = Map::new();
         record.insert("event".into(), Value::from(event));
-        record.insert("t_s".into(), Value::from(self.elapsed_s()));
+        record.insert("t_s".into(), Value::from(t_s));
         record.insert(
             "at".into(),
             Value::from(humantime::format_rfc3339_millis(SystemTime::now()).to_string()),

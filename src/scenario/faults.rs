@@ -108,8 +108,6 @@ impl FaultKind {
         }
     }
 
-    /// The fleet signal that detects it on the reference fleet, when the scenario names
-    /// none: the alert the reference fleet raises, or its health.
     /// Where time to recover counts from when the entry does not say: from the injection
     /// for bad tool calls (the fleet must refuse them and go on), from the clear otherwise.
     pub fn default_recover_from(self) -> RecoverFrom {
@@ -119,26 +117,29 @@ impl FaultKind {
         }
     }
 
+    /// The fleet signal that detects it on the reference fleet, when the scenario names
+    /// none: the alert the reference fleet raises, or its health (see
+    /// [`FaultSpec::default_detection`] for a proxy).
     pub fn default_detection(self) -> DetectionRule {
         let alert = |name: &str| DetectionRule::Alert {
             name: name.to_owned(),
         };
         match self {
-            FaultKind::Tts429 | FaultKind::TtsError | FaultKind::TtsTimeout => {
-                alert("TtsRateLimited")
+            FaultKind::Tts429 => alert("TtsRateLimited"),
+            FaultKind::TtsError | FaultKind::TtsSlow | FaultKind::TtsTimeout => {
+                alert("TtsDegraded")
             }
             FaultKind::EmptyToolParams | FaultKind::MalformedToolParams => {
                 alert("ToolCallRejected")
             }
+            FaultKind::LlmTruncatedStream | FaultKind::LlmSlow | FaultKind::LlmError => {
+                alert("LlmDegraded")
+            }
             FaultKind::DbPoolExhaustion => alert("DbPoolSaturated"),
             FaultKind::TempFileLeak => alert("TempDirGrowing"),
-            FaultKind::TtsSlow
-            | FaultKind::LlmTruncatedStream
-            | FaultKind::LlmSlow
-            | FaultKind::LlmError
-            | FaultKind::Proxy
-            | FaultKind::ProcessStall
-            | FaultKind::ProcessKill => DetectionRule::Unhealthy,
+            FaultKind::Proxy | FaultKind::ProcessStall | FaultKind::ProcessKill => {
+                DetectionRule::Unhealthy
+            }
         }
     }
 
@@ -152,6 +153,27 @@ impl FaultKind {
 impl std::fmt::Display for FaultKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
+    }
+}
+
+impl FaultSpec {
+    /// The detection rule of an entry that names none: its kind's, except that a proxy in
+    /// front of a stand-in is noticed by the alert on that dependency.
+    pub fn default_detection(&self, kind: FaultKind) -> DetectionRule {
+        let alert = |name: &str| DetectionRule::Alert {
+            name: name.to_owned(),
+        };
+        match self {
+            FaultSpec::Proxy(ProxyFault {
+                upstream: ProxyUpstream::Tts,
+                ..
+            }) => alert("TtsDegraded"),
+            FaultSpec::Proxy(ProxyFault {
+                upstream: ProxyUpstream::Llm,
+                ..
+            }) => alert("LlmDegraded"),
+            _ => kind.default_detection(),
+        }
     }
 }
 

@@ -537,7 +537,9 @@ fn describe_fault(fault: &FaultSpec, scenario: &Scenario) -> String {
                     None => "429 without Retry-After".to_owned(),
                 },
                 TtsFault::ServerError { code } => format!("{code}"),
-                TtsFault::Slow { delay } => format!("answers {} late", format_duration(*delay)),
+                TtsFault::Slow { delay } => {
+                    format!("its audio {} late", format_duration(*delay))
+                }
                 TtsFault::Timeout => "no answer at all".to_owned(),
             };
             format!(

@@ -428,3 +428,46 @@ fn recover_from_defaults_by_kind_and_can_be_set() {
         "{found:?}"
     );
 }
+
+/// Each kind's default detection is a signal the reference fleet really gives: one of its
+/// alerts, or its health. A proxy is noticed by the alert on the dependency behind it.
+#[test]
+fn default_detections_are_signals_the_reference_fleet_gives() {
+    use crate::fleet::alerts::AlertName;
+    let raised: Vec<&str> = AlertName::ALL.iter().map(|alert| alert.as_str()).collect();
+    for kind in FaultKind::ALL {
+        match kind.default_detection() {
+            DetectionRule::Alert { name } => {
+                assert!(raised.contains(&name.as_str()), "{kind}: {name}")
+            }
+            DetectionRule::Unhealthy => assert!(
+                matches!(
+                    kind,
+                    FaultKind::Proxy | FaultKind::ProcessStall | FaultKind::ProcessKill
+                ),
+                "{kind} has an alert of its own"
+            ),
+            other => panic!("{kind}: {other:?}"),
+        }
+    }
+    let scenario = parse_ok(&format!(
+        r#"{EMBEDDED}
+[[faults]]
+kind = "proxy"
+upstream = "tts"
+latency = "1s"
+for = "10s"
+[[faults]]
+kind = "proxy"
+upstream = "llm"
+reset = true
+for = "10s"
+"#
+    ));
+    let alerts: Vec<String> = scenario
+        .faults
+        .iter()
+        .map(|fault| fault.detect[0].to_string())
+        .collect();
+    assert_eq!(alerts, ["alert TtsDegraded", "alert LlmDegraded"]);
+}

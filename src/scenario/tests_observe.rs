@@ -253,8 +253,10 @@ fn health_and_metric_rules_need_their_urls_against_an_external_fleet() {
     let faults = r#"[chaos]
 tts_listen = "127.0.0.1:9100"
 [[faults]]
-kind = "tts_slow"
-delay = "2s"
+kind = "proxy"
+upstream = "127.0.0.1:6379"
+listen = "127.0.0.1:9101"
+latency = "2s"
 for = "1m"
 [[faults]]
 kind = "tts_429"
@@ -266,8 +268,8 @@ detect = [{ alert = "TtsRateLimited" }, { metric = "tts_requests_total{status=\"
     assert_eq!(
         found,
         vec![
-            r#"7:1: tts_slow's default detect rule health = "unhealthy" needs [observe] health_url = "http://HOST:PORT/health" against an external fleet: the harness must know where to probe"#,
-            r#"15:10: tts_429's detect rule { metric = "…" } needs [observe] metrics_url = "http://HOST:PORT/metrics" against an external fleet: the harness must know where to scrape"#,
+            r#"7:1: proxy's default detect rule health = "unhealthy" needs [observe] health_url = "http://HOST:PORT/health" against an external fleet: the harness must know where to probe"#,
+            r#"17:10: tts_429's detect rule { metric = "…" } needs [observe] metrics_url = "http://HOST:PORT/metrics" against an external fleet: the harness must know where to scrape"#,
         ]
     );
     let scenario = parse_ok(&format!(

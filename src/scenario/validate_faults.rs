@@ -181,9 +181,11 @@ impl Validator<'_> {
             }
         };
         let every = self.recurrence(&raw, duration);
-        let detect = match &raw.detect {
-            Some(value) => self.detection_rules(value),
-            None => vec![kind.default_detection()],
+        let fault = self.fault_spec(kind, &raw, &span, target, allow_hosts, chaos);
+        let detect = match (&raw.detect, &fault) {
+            (Some(value), _) => self.detection_rules(value),
+            (None, Some(spec)) => vec![spec.default_detection(kind)],
+            (None, None) => vec![kind.default_detection()],
         };
         self.detection_observed(
             kind,
@@ -209,7 +211,6 @@ impl Validator<'_> {
                 }
             },
         };
-        let fault = self.fault_spec(kind, &raw, &span, target, allow_hosts, chaos);
         if self.diagnostics.len() > before {
             return None;
         }
