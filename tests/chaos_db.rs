@@ -151,10 +151,13 @@ async fn is_healthy(fleet: &FleetProcess) -> bool {
     fleet.health().await.0 == 200
 }
 
-/// `/health` is 503 because the pool is full (`db pool at 3/3`).
+/// `/health` is 503 because the pool is full (`db pool saturated: 3/3 in use`).
 async fn pool_reported_full(fleet: &FleetProcess) -> bool {
     let (status, body) = fleet.health().await;
-    status == 503 && body["reasons"].to_string().contains("db pool at 3/3")
+    status == 503
+        && body["reasons"]
+            .to_string()
+            .contains("db pool saturated: 3/3")
 }
 
 /// The fixed fleet (statement and lock timeouts of 2 s) under `hold_locks`, on health pings

@@ -196,7 +196,8 @@ impl Alerts {
     }
 }
 
-/// Sends notifications one at a time, in order: log line, webhook POST, `events` row.
+/// Sends notifications one at a time, in order: log line, webhook POST; the `events` row is
+/// written beside the queue.
 async fn deliver(mut queue: mpsc::UnboundedReceiver<Notification>, sink: AlertSink) {
     while let Some(notification) = queue.recv().await {
         let status = if notification.firing {
@@ -235,9 +236,14 @@ async fn deliver(mut queue: mpsc::UnboundedReceiver<Notification>, sink: AlertSi
             "alert_resolved"
         };
         let detail = format!("{name}: {}", notification.summary);
-        if sink.db.log_event(kind, None, None, &detail).await.is_err() {
-            sink.metrics.db_errors_total.add("log_event", 1);
-        }
+        // Apart from the queue: with the pool exhausted this write waits for a connection,
+        // and the next alert must not wait behind it.
+        let (db, metrics) = (sink.db.clone(), Arc::clone(&sink.metrics));
+        tokio::spawn(async move {
+            if db.log_event(kind, None, None, &detail).await.is_err() {
+                metrics.db_errors_total.add("log_event", 1);
+            }
+        });
     }
 }
 

@@ -45,9 +45,11 @@ pub async fn health(State(fleet): State<Arc<Fleet>>) -> impl IntoResponse {
 
 fn unhealthy_reasons(fleet: &Fleet) -> Vec<String> {
     let mut reasons = Vec::new();
-    let (in_use, size) = (fleet.db.pool_in_use(), fleet.db.pool_size());
-    if pool_saturated(in_use, size) {
-        reasons.push(format!("db pool at {in_use}/{size}"));
+    // As the alert judges it: a pool full for an instant (every worker's first ping at
+    // start, a burst) is doing its job.
+    if fleet.alerts.is_firing(AlertName::DbPoolSaturated) {
+        let (in_use, size) = (fleet.db.pool_in_use(), fleet.db.pool_size());
+        reasons.push(format!("db pool saturated: {in_use}/{size} in use"));
     }
     if fleet.alerts.is_firing(AlertName::TtsRateLimited) {
         reasons.push("TTS failing: rate limited (429)".to_string());
