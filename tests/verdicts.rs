@@ -267,7 +267,8 @@ fn every_bug_fails_the_slo_that_names_it() {
 }
 
 /// `scenarios/chaos.toml` compressed for every `cargo test`: every fault kind once, 3 to 4 s
-/// each, 10 s apart, six callers, in three minutes. The fixed fleet confirms, detects
+/// each, 12 s apart (18 s after the freeze, whose queued turns take a while to drain), six
+/// callers, in three and a half minutes. The fixed fleet confirms, detects
 /// and recovers from every one of them and passes; the no-backoff fleet fails the retry-storm
 /// SLO and nothing else.
 const EVERY_KIND_QUICK: &str = r#"
@@ -280,7 +281,7 @@ orders = 100000
 temp_dir_budget = "4MiB"
 
 [load]
-stages = [{ ramp_to = 6, over = "3s" }, { hold = "170s" }]
+stages = [{ ramp_to = 6, over = "3s" }, { hold = "200s" }]
 
 [calls]
 turn_timeout = "12s"
@@ -305,66 +306,66 @@ retry_after = "1s"
 
 [[faults]]
 kind = "llm_error"
-at = "50s"
+at = "52s"
 for = "3s"
 
 [[faults]]
 kind = "tts_error"
-at = "60s"
+at = "64s"
 for = "3s"
 
 [[faults]]
 kind = "empty_tool_params"
-at = "70s"
+at = "76s"
 for = "3s"
 
 [[faults]]
 kind = "llm_slow"
 delay = "3200ms"
-at = "80s"
+at = "88s"
 for = "4s"
 
 [[faults]]
 kind = "tts_slow"
 delay = "2500ms"
-at = "90s"
-for = "4s"
-
-[[faults]]
-kind = "db_pool_exhaustion"
 at = "100s"
 for = "4s"
 
 [[faults]]
+kind = "db_pool_exhaustion"
+at = "112s"
+for = "4s"
+
+[[faults]]
 kind = "malformed_tool_params"
-at = "110s"
+at = "124s"
 for = "3s"
 
 [[faults]]
 kind = "tts_timeout"
-at = "120s"
+at = "136s"
 for = "3s"
 
 [[faults]]
 kind = "llm_truncated_stream"
-at = "130s"
+at = "148s"
 for = "3s"
 
 [[faults]]
 kind = "proxy"
 upstream = "tts"
 reset = true
-at = "140s"
+at = "160s"
 for = "3s"
 
 [[faults]]
 kind = "process_stall"
-at = "150s"
+at = "172s"
 for = "3s"
 
 [[faults]]
 kind = "process_kill"
-at = "160s"
+at = "190s"
 for = "2s"
 
 [slo]
