@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::json;
+use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -22,7 +23,9 @@ use super::proxy::FaultProxy;
 use super::standin::{StandIns, base_url};
 use super::temp_files::HarnessFiles;
 use super::tts_log::journal_tts_requests;
+use crate::grade::live::Injection;
 use crate::journal::{Journal, round_ms};
+use crate::observe::{Observation, Signal};
 use crate::scenario::faults::{FaultSpec, Occurrence, ProxyUpstream, ScheduledFault, timeline};
 use crate::scenario::{Scenario, Target};
 use crate::target::FleetWiring;
@@ -296,11 +299,13 @@ impl ChaosPlane {
     }
 
     /// Runs the timeline from `start` in a task of its own until it is done or `stop` is
-    /// cancelled; every injected fault is cleared before the task ends.
+    /// cancelled; every injected fault is cleared before the task ends. Each injection is
+    /// announced to the observers' hub on `observers`, which watches for its detection.
     pub fn start(
         mut self,
         targets: ChaosTargets,
         journal: Journal,
+        observers: Option<UnboundedSender<Observation>>,
         run_for: Duration,
         seed: u64,
         stop: CancellationToken,
@@ -327,6 +332,7 @@ impl ChaosPlane {
                 tag: std::mem::take(&mut self.tag),
             },
             journal,
+            observers,
         });
         let task = tokio::spawn(run_timeline(Arc::clone(&shared), occurrences, stop));
         ChaosRun {
@@ -404,6 +410,8 @@ struct Shared {
     confirm_within: Duration,
     environment: FaultEnvironment,
     journal: Journal,
+    /// The observers' hub, told of each injection.
+    observers: Option<UnboundedSender<Observation>>,
 }
 
 async fn run_timeline(
@@ -512,9 +520,7 @@ async fn run_occurrence(
             return report;
         }
     };
-    let injected_at = journal.elapsed_s();
-    report.injected_at_s = Some(injected_at);
-    journal.record(
+    let injected_at = journal.record(
         "fault_injected",
         merge(
             &identity,
@@ -525,6 +531,15 @@ async fn run_occurrence(
             }),
         ),
     );
+    report.injected_at_s = Some(injected_at);
+    if let Some(observers) = &shared.observers {
+        let _ = observers.send(Observation::now(Signal::FaultInjected(Injection {
+            fault: fault.name.clone(),
+            kind: fault.kind.name().to_owned(),
+            occurrence: occurrence.number,
+            injected_at_s: injected_at,
+        })));
+    }
 
     let until = start + occurrence.until;
     let confirm_by = (Instant::now() + shared.confirm_within).min(until);

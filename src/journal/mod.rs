@@ -70,11 +70,12 @@ impl Journal {
     }
 
     /// Appends `{"event": event, "t_s": …, "at": …, ...fields}`. `fields` must be a JSON
-    /// object (anything else is recorded under `"value"`).
-    pub fn record(&self, event: &str, fields: Value) {
+    /// object (anything else is recorded under `"value"`). Returns the record's `t_s`.
+    pub fn record(&self, event: &str, fields: Value) -> f64 {
+        let t_s = self.elapsed_s();
         let mut record = Map::new();
         record.insert("event".into(), Value::from(event));
-        record.insert("t_s".into(), Value::from(self.elapsed_s()));
+        record.insert("t_s".into(), Value::from(t_s));
         record.insert(
             "at".into(),
             Value::from(humantime::format_rfc3339_millis(SystemTime::now()).to_string()),
@@ -94,12 +95,13 @@ impl Journal {
         line.push(b'\n');
         let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         let Some(file) = inner.file.as_mut() else {
-            return;
+            return t_s;
         };
         let written = file.write_all(&line).and_then(|()| file.flush());
         if written.is_err() {
             inner.failed_writes += 1;
         }
+        t_s
     }
 
     /// Asks the OS to put what was written on disk (once an interval: a power cut then loses

@@ -29,6 +29,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::journal::Journal;
+use crate::report::LiveLines;
 use crate::scenario::faults::{DetectionRule, MetricCondition};
 use crate::scenario::observe::RecordedSeries;
 use crate::scenario::{Scenario, Target};
@@ -136,6 +137,9 @@ pub enum Signal {
     },
     /// A followed log file exists but cannot be read.
     LogUnreadable { file: PathBuf, reason: String },
+    /// Not the fleet's: the chaos plane injected a fault, and the hub watches for the
+    /// signal that detects it.
+    FaultInjected(crate::grade::live::Injection),
 }
 
 /// Starts the alert receiver, if this run has one: for the embedded fleet on a free port
@@ -166,6 +170,8 @@ pub struct RunContext<'a> {
     pub fleet_log: Option<&'a Path>,
     /// Where the alert receiver listens ([`serve_alerts`]), to journal it.
     pub alerts: Option<SocketAddr>,
+    /// Where a fault's detection is told as it happens.
+    pub lines: &'a LiveLines,
 }
 
 /// The health probe of one run.
@@ -383,6 +389,8 @@ pub fn start(
         HubSettings {
             conditions: watch.conditions,
             default_log_file: watch.default_log_file,
+            faults: crate::grade::plan::GradePlan::from_scenario(scenario).faults,
+            lines: run.lines.clone(),
         },
         stop,
     ))
@@ -439,6 +447,7 @@ detect = [{ log = "disk full" }, { log = "TempDirGrowing" }, { metric = "temp_di
                 run_id: "run-1",
                 fleet_log: Some(Path::new("/runs/r/fleet.log")),
                 alerts: None,
+                lines: &LiveLines::default(),
             },
         );
         assert_eq!(
@@ -493,6 +502,7 @@ detect = [{ log = "disk full" }, { log = "TempDirGrowing" }, { metric = "temp_di
             run_id: "run-2",
             fleet_log: Some(Path::new("/runs/r/fleet.log")),
             alerts: None,
+            lines: &LiveLines::default(),
         };
         let watch = Watch::resolve(&bare, None, run);
         assert_eq!(
