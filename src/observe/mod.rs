@@ -255,34 +255,7 @@ impl Watch {
                 .then(|| run.fleet_log.map(Path::to_path_buf))
                 .flatten()
         });
-        let mut conditions: Vec<MetricCondition> = Vec::new();
-        let mut logs: Vec<LogWatch> = Vec::new();
-        for rule in scenario.faults.iter().flat_map(|fault| &fault.detect) {
-            match rule {
-                DetectionRule::Metric(condition) => {
-                    if !conditions.iter().any(|known| known.text == condition.text) {
-                        conditions.push(condition.clone());
-                    }
-                }
-                DetectionRule::Log { pattern, file } => {
-                    let Some(file) = file.clone().or_else(|| default_log_file.clone()) else {
-                        continue;
-                    };
-                    match logs.iter_mut().find(|watch| watch.file == file) {
-                        Some(watch) => {
-                            if !watch.patterns.contains(pattern) {
-                                watch.patterns.push(pattern.clone());
-                            }
-                        }
-                        None => logs.push(LogWatch {
-                            file,
-                            patterns: vec![pattern.clone()],
-                        }),
-                    }
-                }
-                DetectionRule::Alert { .. } | DetectionRule::Unhealthy => {}
-            }
-        }
+        let (conditions, logs) = detect_watches(scenario, default_log_file.as_deref());
         Watch {
             health,
             metrics,
@@ -319,6 +292,44 @@ impl Watch {
             })).collect::<Vec<_>>(),
         })
     }
+}
+
+/// What the faults' `detect` rules need watched: every metric condition, and each log file
+/// with its patterns, once each. Rules naming no file read `default_log_file`; with none,
+/// they are not followed.
+pub fn detect_watches(
+    scenario: &Scenario,
+    default_log_file: Option<&Path>,
+) -> (Vec<MetricCondition>, Vec<LogWatch>) {
+    let mut conditions: Vec<MetricCondition> = Vec::new();
+    let mut logs: Vec<LogWatch> = Vec::new();
+    for rule in scenario.faults.iter().flat_map(|fault| &fault.detect) {
+        match rule {
+            DetectionRule::Metric(condition) => {
+                if !conditions.iter().any(|known| known.text == condition.text) {
+                    conditions.push(condition.clone());
+                }
+            }
+            DetectionRule::Log { pattern, file } => {
+                let Some(file) = file.as_deref().or(default_log_file) else {
+                    continue;
+                };
+                match logs.iter_mut().find(|watch| watch.file == file) {
+                    Some(watch) => {
+                        if !watch.patterns.contains(pattern) {
+                            watch.patterns.push(pattern.clone());
+                        }
+                    }
+                    None => logs.push(LogWatch {
+                        file: file.to_path_buf(),
+                        patterns: vec![pattern.clone()],
+                    }),
+                }
+            }
+            DetectionRule::Alert { .. } | DetectionRule::Unhealthy => {}
+        }
+    }
+    (conditions, logs)
 }
 
 /// Starts every observer of the run but the alert receiver ([`serve_alerts`]), for the
