@@ -162,22 +162,9 @@ impl Detection {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scenario::faults::RecoverFrom;
 
     fn plan() -> Vec<FaultPlan> {
-        vec![FaultPlan {
-            name: "tts".into(),
-            kind: "tts_429".into(),
-            detect: vec![
-                RuleSpec::Alert {
-                    alert: "TtsRateLimited".into(),
-                },
-                RuleSpec::Health {
-                    health: "unhealthy".into(),
-                },
-            ],
-            recover_from: RecoverFrom::Clear,
-        }]
+        vec![super::super::detection_tests::tts_fault()]
     }
 
     fn injection(fault: &str, occurrence: u32, at: f64) -> Injection {

@@ -342,9 +342,9 @@ mod detection_tests {
         }
     }
 
-    #[test]
-    fn each_injection_is_detected_by_the_first_matching_signal_after_it() {
-        let fault = FaultPlan {
+    /// A `tts` fault detected by its alert or by health.
+    pub(super) fn tts_fault() -> FaultPlan {
+        FaultPlan {
             name: "tts".into(),
             kind: "tts_429".into(),
             detect: vec![
@@ -356,7 +356,12 @@ mod detection_tests {
                 },
             ],
             recover_from: RecoverFrom::Clear,
-        };
+        }
+    }
+
+    #[test]
+    fn each_injection_is_detected_by_the_first_matching_signal_after_it() {
+        let fault = tts_fault();
         let signals = vec![
             // Before the first injection: not a detection.
             (5.0, Signal::AlertFiring("TtsRateLimited".into())),
