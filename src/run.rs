@@ -231,6 +231,8 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<Run
         watchers.clone(),
     ));
     let observer_stop = CancellationToken::new();
+    let mut display = ProgressDisplay::new(options.progress, run_for);
+    let injections = observations.clone();
     let hub = observe::start(
         &scenario,
         resolved.embedded.as_ref(),
@@ -238,6 +240,7 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<Run
             run_id: &run_id,
             fleet_log: Some(&fleet_log),
             alerts,
+            lines: &display.lines(),
         },
         journal.clone(),
         (observations, observed_rx),
@@ -272,13 +275,13 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<Run
                 .map(|info| info.audio_tmp_dir.clone()),
         },
         journal.clone(),
+        Some(injections),
         run_for,
         scenario.seed,
         chaos_stop.clone(),
     );
 
     let (events, receiver) = mpsc::unbounded_channel();
-    let mut display = ProgressDisplay::new(options.progress, run_for);
     let interval_journal = journal.clone();
     let mut success_watch = SuccessWatch::new(&scenario.abort);
     let watch_abort = abort.clone();
@@ -396,6 +399,11 @@ impl ProgressDisplay {
             total,
             last_plain: None,
         }
+    }
+
+    /// Where lines about the run go while this is drawn (above it, on a terminal).
+    fn lines(&self) -> crate::report::LiveLines {
+        crate::report::LiveLines::new(self.bar.clone(), self.plain)
     }
 
     fn line(&self, progress: &Progress) -> String {

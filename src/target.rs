@@ -45,6 +45,10 @@ const STDERR_HEAD_LINES: usize = 5;
 const STDERR_TAIL_LINES: usize = 20;
 /// Longer lines (from a child's stdout or stderr) are cut, so memory stays bounded.
 const MAX_LINE_BYTES: usize = 2048;
+/// The embedded fleet's output log is rotated when a line would take it past this (to
+/// `fleet.log.1`, replacing the one before), so a 72-hour run keeps at most about twice
+/// this on disk.
+const OUTPUT_LOG_MAX_BYTES: u64 = 64 << 20;
 
 /// The first line a spawned `voxsoak sink` prints: `voxsoak sink listening on ADDR`.
 pub const LISTENING_PREFIX: &str = "voxsoak sink listening on ";
@@ -210,31 +214,78 @@ impl StderrExcerpt {
 }
 
 /// A file a started fleet's stdout and stderr are both appended to, a whole line at a
-/// time (so lines from the two pipes never mix). Write errors are ignored: the fleet's
-/// output is kept for the log observer, never at the cost of draining its pipes.
+/// time (so lines from the two pipes never mix), rotated like logrotate's `create` (rename
+/// to `NAME.1`, start a new file), which the log observer follows. Write errors are
+/// ignored: the fleet's output is kept for the log observer, never at the cost of draining
+/// its pipes.
 #[derive(Debug, Clone)]
-struct OutputLog(Arc<Mutex<std::fs::File>>);
+struct OutputLog(Arc<Mutex<OutputFile>>);
+
+#[derive(Debug)]
+struct OutputFile {
+    path: PathBuf,
+    file: std::fs::File,
+    /// Its size: what is appended, from what it held when opened.
+    bytes: u64,
+    max_bytes: u64,
+}
 
 impl OutputLog {
     fn open(path: &Path) -> std::io::Result<OutputLog> {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)?;
-        Ok(OutputLog(Arc::new(Mutex::new(file))))
+        OutputLog::open_capped(path, OUTPUT_LOG_MAX_BYTES)
+    }
+
+    /// Rotated when a line would take it past `max_bytes`.
+    fn open_capped(path: &Path, max_bytes: u64) -> std::io::Result<OutputLog> {
+        let file = append_to(path)?;
+        Ok(OutputLog(Arc::new(Mutex::new(OutputFile {
+            path: path.to_path_buf(),
+            bytes: file.metadata()?.len(),
+            file,
+            max_bytes,
+        }))))
     }
 
     fn write_line(&self, line: &str) {
         use std::io::Write;
-        let mut file = self
+        let mut output = self
             .0
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let mut bytes = Vec::with_capacity(line.len() + 1);
         bytes.extend_from_slice(line.as_bytes());
         bytes.push(b'\n');
-        let _ = file.write_all(&bytes);
+        if output.bytes > 0 && output.bytes + bytes.len() as u64 > output.max_bytes {
+            output.rotate();
+        }
+        if output.file.write_all(&bytes).is_ok() {
+            output.bytes += bytes.len() as u64;
+        }
     }
+}
+
+impl OutputFile {
+    /// `NAME` becomes `NAME.1` (replacing it) and a new `NAME` is started; should that
+    /// fail, `NAME` is emptied instead, so the cap holds either way.
+    fn rotate(&mut self) {
+        let mut rotated = self.path.clone().into_os_string();
+        rotated.push(".1");
+        let renewed = std::fs::rename(&self.path, &rotated).and_then(|()| append_to(&self.path));
+        match renewed {
+            Ok(file) => self.file = file,
+            Err(_) => {
+                let _ = self.file.set_len(0);
+            }
+        }
+        self.bytes = 0;
+    }
+}
+
+fn append_to(path: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
 }
 
 /// Lines from a child's pipe, each cut to [`MAX_LINE_BYTES`], so a child that never
@@ -505,7 +556,7 @@ pub struct FleetWiring {
     pub alert_webhook_url: Option<String>,
     /// A file the embedded fleet's stdout and stderr are appended to, line by line (each
     /// cut to 2 KiB), kept across restarts: the run directory's `fleet.log`, which the log
-    /// observer follows.
+    /// observer follows. Rotated to `fleet.log.1` at 64 MiB.
     pub output_log: Option<PathBuf>,
 }
 
@@ -1010,6 +1061,57 @@ mod tests {
         assert_eq!(
             std::fs::read_to_string(&path).unwrap(),
             "from an earlier start\none\noops\ntwo\n"
+        );
+    }
+
+    /// A `{ log = "…" }` rule on the embedded fleet's output still matches once the log has
+    /// been rotated: the log observer follows the new file.
+    #[test]
+    fn the_output_log_rotates_at_its_cap_and_the_log_observer_follows() {
+        use crate::observe::log_tail::{LogEvent, LogTail, LogWatch};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fleet.log");
+        let rotated = dir.path().join("fleet.log.1");
+        let log = OutputLog::open_capped(&path, 100).unwrap();
+        let mut tail = LogTail::start(&[LogWatch {
+            file: path.clone(),
+            patterns: vec!["alert firing TtsRateLimited".into()],
+        }]);
+        let filler = |index: usize| format!("worker {index}: nothing to report here");
+        for index in 0..2 {
+            log.write_line(&filler(index));
+        }
+        assert!(tail.poll().is_empty());
+        assert!(!rotated.exists(), "under the cap");
+        // This line would take it past 100 bytes: it starts the new file.
+        log.write_line("alert firing TtsRateLimited: 3 429s");
+        assert_eq!(
+            std::fs::read_to_string(&rotated).unwrap(),
+            format!("{}\n{}\n", filler(0), filler(1))
+        );
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "alert firing TtsRateLimited: 3 429s\n"
+        );
+        let events = tail.poll();
+        assert!(
+            matches!(&events[..], [LogEvent::Match { line, .. }] if line.ends_with("3 429s")),
+            "{events:?}"
+        );
+        // Rotated again: the older `.1` is replaced, and at most twice the cap is kept.
+        log.write_line(&filler(2));
+        log.write_line("alert firing TtsRateLimited: again");
+        let kept =
+            std::fs::metadata(&path).unwrap().len() + std::fs::metadata(&rotated).unwrap().len();
+        assert!(kept <= 200, "{kept} bytes kept");
+        assert_eq!(
+            std::fs::read_to_string(&rotated).unwrap(),
+            format!("alert firing TtsRateLimited: 3 429s\n{}\n", filler(2))
+        );
+        let events = tail.poll();
+        assert!(
+            matches!(&events[..], [LogEvent::Match { line, .. }] if line.ends_with("again")),
+            "{events:?}"
         );
     }
 

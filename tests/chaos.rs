@@ -250,6 +250,20 @@ retry_after = "1s"
             "{report:?}"
         );
         assert!(report.detected_after_s.unwrap() < 8.0, "{report:?}");
+        // The run journaled the detection as it happened, as the grader found it afterwards.
+        let detected = journal_event(
+            &outcome.out_dir.join("journal.jsonl"),
+            Duration::ZERO,
+            |record| record["event"] == "fault_detected" && record["fault"] == "tts_429",
+        )
+        .await;
+        assert_eq!(detected["occurrence"], 1, "{detected}");
+        assert_eq!(detected["by"], "alert TtsRateLimited", "{detected}");
+        let journaled = detected["after_s"].as_f64().expect("after_s");
+        assert!(
+            (journaled - report.detected_after_s.unwrap()).abs() <= 0.001,
+            "journaled {detected} vs summary {report:?}"
+        );
         requests_429.push(during);
         // The verdict: the retry-storm SLO fails the buggy fleet only (exit 1), and both
         // fleets noticed the 429s within 10 s.

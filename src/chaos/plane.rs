@@ -11,18 +11,21 @@ use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::json;
+use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::FaultError;
-use super::fault::{FaultEnvironment, MAX_JOURNALED_HITS, inject};
+use super::fault::{FaultEnvironment, inject};
 use super::process::ProcessTarget;
 use super::proxy::FaultProxy;
 use super::standin::{StandIns, base_url};
 use super::temp_files::HarnessFiles;
 use super::tts_log::journal_tts_requests;
+use crate::grade::live::Injection;
 use crate::journal::{Journal, round_ms};
+use crate::observe::{Observation, Signal};
 use crate::scenario::faults::{FaultSpec, Occurrence, ProxyUpstream, ScheduledFault, timeline};
 use crate::scenario::{Scenario, Target};
 use crate::target::FleetWiring;
@@ -39,7 +42,8 @@ pub struct ProxyEntry {
     pub proxy: FaultProxy,
 }
 
-/// What happened to one injection, for `summary.json` `faults[]`.
+/// What happened to one injection, for `summary.json` `faults[]`: the grader builds it from
+/// the journal's fault events (`grade::replay`).
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct FaultReport {
     pub kind: &'static str,
@@ -296,11 +300,13 @@ impl ChaosPlane {
     }
 
     /// Runs the timeline from `start` in a task of its own until it is done or `stop` is
-    /// cancelled; every injected fault is cleared before the task ends.
+    /// cancelled; every injected fault is cleared before the task ends. Each injection is
+    /// announced to the observers' hub on `observers`, which watches for its detection.
     pub fn start(
         mut self,
         targets: ChaosTargets,
         journal: Journal,
+        observers: Option<UnboundedSender<Observation>>,
         run_for: Duration,
         seed: u64,
         stop: CancellationToken,
@@ -327,6 +333,7 @@ impl ChaosPlane {
                 tag: std::mem::take(&mut self.tag),
             },
             journal,
+            observers,
         });
         let task = tokio::spawn(run_timeline(Arc::clone(&shared), occurrences, stop));
         ChaosRun {
@@ -342,7 +349,7 @@ impl ChaosPlane {
 /// The chaos plane while the run goes on.
 #[derive(Debug)]
 pub struct ChaosRun {
-    task: tokio::task::JoinHandle<Vec<FaultReport>>,
+    task: tokio::task::JoinHandle<()>,
     /// Journals the TTS stand-in's requests (`tts_requests`).
     tts_log: Option<tokio::task::JoinHandle<()>>,
     log_stop: CancellationToken,
@@ -354,30 +361,25 @@ impl ChaosRun {
     /// Waits for the scheduler (cancel its stop token first to end it early): every fault
     /// has been cleared when this returns.
     pub async fn finish(self) -> ChaosOutcome {
-        let reports = match self.task.await {
-            Ok(reports) => reports,
-            Err(error) => {
-                tracing::error!(%error, "the chaos scheduler failed");
-                Vec::new()
-            }
-        };
+        if let Err(error) = self.task.await {
+            tracing::error!(%error, "the chaos scheduler failed");
+        }
         self.log_stop.cancel();
         // Its last window goes into the journal before the run ends.
         if let Some(tts_log) = self.tts_log {
             let _ = tts_log.await;
         }
         ChaosOutcome {
-            reports,
             files: self.files,
             servers: self.servers,
         }
     }
 }
 
-/// The faults' reports, and what is left to tear down once the fleet has stopped.
+/// What is left to tear down once the fleet has stopped. (What happened to each fault is
+/// in the journal, where the grader reads it.)
 #[derive(Debug)]
 pub struct ChaosOutcome {
-    pub reports: Vec<FaultReport>,
     files: HarnessFiles,
     servers: CancellationToken,
 }
@@ -404,98 +406,68 @@ struct Shared {
     confirm_within: Duration,
     environment: FaultEnvironment,
     journal: Journal,
+    /// The observers' hub, told of each injection.
+    observers: Option<UnboundedSender<Observation>>,
 }
 
-async fn run_timeline(
-    shared: Arc<Shared>,
-    occurrences: Vec<Occurrence>,
-    stop: CancellationToken,
-) -> Vec<FaultReport> {
+async fn run_timeline(shared: Arc<Shared>, occurrences: Vec<Occurrence>, stop: CancellationToken) {
     let start = shared.journal.started();
     let mut tasks = JoinSet::new();
-    // What each running task would report had it not panicked.
-    let mut running: HashMap<tokio::task::Id, FaultReport> = HashMap::new();
-    let mut reports = Vec::new();
+    // The fault each running task injects, to name it should the task panic.
+    let mut running: HashMap<tokio::task::Id, String> = HashMap::new();
     for occurrence in occurrences {
         while let Some(joined) = tasks.try_join_next_with_id() {
-            reports.push(finished(&shared, &mut running, joined));
+            finished(&shared, &mut running, joined);
         }
-        let fault = &shared.faults[occurrence.fault];
-        let report = FaultReport::planned(
-            fault.kind.name(),
-            fault.name.clone(),
-            occurrence.number,
-            round_ms(occurrence.at.as_secs_f64()),
-        );
         // Start each one when its time comes, so a 72-hour timeline holds tasks only for
         // the faults that are on.
         tokio::select! {
             () = tokio::time::sleep_until(start + occurrence.at) => {}
-            () = stop.cancelled() => {
-                reports.push(report);
-                continue;
-            }
+            () = stop.cancelled() => continue,
         }
         if stop.is_cancelled() {
-            reports.push(report);
             continue;
         }
-        let placeholder = report.clone();
+        let name = shared.faults[occurrence.fault].name.clone();
         let task_shared = Arc::clone(&shared);
         let stop = stop.clone();
         let handle =
-            tasks.spawn(async move { run_occurrence(task_shared, occurrence, report, stop).await });
-        running.insert(handle.id(), placeholder);
+            tasks.spawn(async move { run_occurrence(task_shared, occurrence, stop).await });
+        running.insert(handle.id(), name);
     }
     while let Some(joined) = tasks.join_next_with_id().await {
-        reports.push(finished(&shared, &mut running, joined));
+        finished(&shared, &mut running, joined);
     }
-    reports.sort_by(|a, b| {
-        a.planned_at_s
-            .total_cmp(&b.planned_at_s)
-            .then(a.name.cmp(&b.name))
-    });
-    reports
 }
 
-/// A finished occurrence's report; for a task that panicked, what it would have reported,
-/// marked as failed (its fault undid itself as the task unwound).
+/// Forgets a finished occurrence; one whose task panicked is journaled as a `chaos_error`
+/// (its fault undid itself as the task unwound).
 fn finished(
     shared: &Shared,
-    running: &mut HashMap<tokio::task::Id, FaultReport>,
-    joined: Result<(tokio::task::Id, FaultReport), tokio::task::JoinError>,
-) -> FaultReport {
+    running: &mut HashMap<tokio::task::Id, String>,
+    joined: Result<(tokio::task::Id, ()), tokio::task::JoinError>,
+) {
     match joined {
-        Ok((id, report)) => {
+        Ok((id, ())) => {
             running.remove(&id);
-            report
         }
         Err(error) => {
-            let mut report = running
+            let name = running
                 .remove(&error.id())
-                .unwrap_or_else(|| FaultReport::planned("unknown", "unknown".into(), 0, 0.0));
+                .unwrap_or_else(|| "unknown".into());
             shared.journal.record(
                 "chaos_error",
-                json!({"fault": report.name, "error": format!("the fault's task failed: {error}")}),
+                json!({"fault": name, "error": format!("the fault's task failed: {error}")}),
             );
-            report.confirmed = false;
-            report.notes.push(format!(
-                "the fault's task failed ({error}); it was undone as it unwound"
-            ));
-            report
         }
     }
 }
 
-async fn run_occurrence(
-    shared: Arc<Shared>,
-    occurrence: Occurrence,
-    mut report: FaultReport,
-    stop: CancellationToken,
-) -> FaultReport {
+async fn run_occurrence(shared: Arc<Shared>, occurrence: Occurrence, stop: CancellationToken) {
     let journal = &shared.journal;
     let start = journal.started();
     let fault = &shared.faults[occurrence.fault];
+    let planned_at_s = round_ms(occurrence.at.as_secs_f64());
     let identity =
         json!({"fault": fault.name, "kind": fault.kind.name(), "occurrence": occurrence.number});
     // The fault takes effect somewhere within `inject`; a fleet signal seen while it runs
@@ -508,26 +480,32 @@ async fn run_occurrence(
                 "fault_failed",
                 merge(
                     &identity,
-                    json!({"error": error.to_string(), "planned_at_s": report.planned_at_s}),
+                    json!({"error": error.to_string(), "planned_at_s": planned_at_s}),
                 ),
             );
-            report.notes.push(format!("not injected: {error}"));
-            return report;
+            return;
         }
     };
-    report.injected_at_s = Some(injected_at);
     journal.record_at(
         "fault_injected",
         injected_at,
         merge(
             &identity,
             json!({
-                "planned_at_s": report.planned_at_s,
+                "planned_at_s": planned_at_s,
                 "until_s": round_ms(occurrence.until.as_secs_f64()),
                 "target": injected.target(),
             }),
         ),
     );
+    if let Some(observers) = &shared.observers {
+        let _ = observers.send(Observation::now(Signal::FaultInjected(Injection {
+            fault: fault.name.clone(),
+            kind: fault.kind.name().to_owned(),
+            occurrence: occurrence.number,
+            injected_at_s: injected_at,
+        })));
+    }
 
     let until = start + occurrence.until;
     let confirm_by = (Instant::now() + shared.confirm_within).min(until);
@@ -543,20 +521,15 @@ async fn run_occurrence(
             () = stop.cancelled() => {}
         }
     };
-    if confirmation.in_effect {
-        report.confirmed = true;
-        report.confirmed_at_s = Some(journal.elapsed_s());
-        journal.record(
-            "fault_confirmed",
-            merge(&identity, json!({"evidence": confirmation.evidence})),
-        );
-    } else {
-        journal.record(
-            "fault_not_in_effect",
-            merge(&identity, json!({"evidence": confirmation.evidence})),
-        );
-    }
-    report.notes.push(confirmation.evidence);
+    let confirmed = confirmation.in_effect;
+    journal.record(
+        if confirmed {
+            "fault_confirmed"
+        } else {
+            "fault_not_in_effect"
+        },
+        merge(&identity, json!({"evidence": confirmation.evidence})),
+    );
 
     // On until its time is up or the run stops; LLM hits are journaled as they come.
     loop {
@@ -568,46 +541,33 @@ async fn run_occurrence(
             }
         }
     }
-    hits += injected.journal_hits(journal, &identity, hits);
-    if hits > MAX_JOURNALED_HITS {
-        report.notes.push(format!(
-            "{hits} calls hit; the first {MAX_JOURNALED_HITS} are in the journal"
-        ));
-    }
+    injected.journal_hits(journal, &identity, hits);
     let early = stop.is_cancelled() && Instant::now() < until;
-    if !report.confirmed {
+    if !confirmed {
         // A fault may take effect after `confirm_within` (no traffic yet, a small fraction):
         // look once more before undoing it.
         let late = injected.confirm().await;
         if late.in_effect {
-            report.confirmed = true;
-            report.confirmed_at_s = Some(journal.elapsed_s());
             journal.record(
                 "fault_confirmed",
                 merge(&identity, json!({"evidence": late.evidence, "late": true})),
             );
-            report.notes.push(late.evidence);
         }
     }
     match injected.clear(stop.is_cancelled()).await {
         Ok(note) => {
-            report.cleared_at_s = Some(journal.elapsed_s());
             journal.record(
                 "fault_cleared",
                 merge(&identity, json!({"note": note, "early": early})),
             );
-            report.notes.push(note);
         }
         Err(error) => {
-            report.clear_failed = true;
             journal.record(
                 "fault_clear_failed",
                 merge(&identity, json!({"error": error.to_string()})),
             );
-            report.notes.push(format!("clearing failed: {error}"));
         }
     }
-    report
 }
 
 pub(super) fn merge(identity: &serde_json::Value, extra: serde_json::Value) -> serde_json::Value {

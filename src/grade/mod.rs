@@ -8,6 +8,7 @@ use serde::Serialize;
 use crate::load::aggregate::{Percentiles, Totals};
 
 pub mod evaluate;
+pub mod live;
 pub mod plan;
 pub mod recovery;
 pub mod replay;
@@ -267,22 +268,31 @@ pub fn signal_matches(signal: &Signal, rule: &RuleSpec) -> bool {
     }
 }
 
+/// The rule of `rules` by which a signal seen at `t_s` detects an injection whose window
+/// is `from_s..until_s` (from the injection to the fault's next one).
+pub fn detecting_rule<'a>(
+    t_s: f64,
+    signal: &Signal,
+    rules: &'a [RuleSpec],
+    from_s: f64,
+    until_s: f64,
+) -> Option<&'a RuleSpec> {
+    if t_s < from_s || t_s >= until_s {
+        return None;
+    }
+    rules.iter().find(|rule| signal_matches(signal, rule))
+}
+
 /// The first signal in `from_s..until_s` that one of `rules` names, and that rule.
-pub fn first_match<'a>(
-    signals: &[(f64, Signal)],
+pub fn first_match<'a, 's>(
+    signals: impl IntoIterator<Item = &'s (f64, Signal)>,
     rules: &'a [RuleSpec],
     from_s: f64,
     until_s: f64,
 ) -> Option<(f64, &'a RuleSpec)> {
-    signals
-        .iter()
-        .filter(|(t_s, _)| *t_s >= from_s && *t_s < until_s)
-        .find_map(|(t_s, signal)| {
-            rules
-                .iter()
-                .find(|rule| signal_matches(signal, rule))
-                .map(|rule| (*t_s, rule))
-        })
+    signals.into_iter().find_map(|(t_s, signal)| {
+        detecting_rule(*t_s, signal, rules, from_s, until_s).map(|rule| (*t_s, rule))
+    })
 }
 
 /// Fills each fault's `detected_after_s` / `detected_by`: the first fleet signal matching
@@ -332,9 +342,9 @@ mod detection_tests {
         }
     }
 
-    #[test]
-    fn each_injection_is_detected_by_the_first_matching_signal_after_it() {
-        let fault = FaultPlan {
+    /// A `tts` fault detected by its alert or by health.
+    pub(super) fn tts_fault() -> FaultPlan {
+        FaultPlan {
             name: "tts".into(),
             kind: "tts_429".into(),
             detect: vec![
@@ -346,7 +356,12 @@ mod detection_tests {
                 },
             ],
             recover_from: RecoverFrom::Clear,
-        };
+        }
+    }
+
+    #[test]
+    fn each_injection_is_detected_by_the_first_matching_signal_after_it() {
+        let fault = tts_fault();
         let signals = vec![
             // Before the first injection: not a detection.
             (5.0, Signal::AlertFiring("TtsRateLimited".into())),

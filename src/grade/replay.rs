@@ -15,7 +15,7 @@ use crate::load::aggregate::{FAILURE_EXAMPLES, HarnessUsage, Totals};
 use crate::scenario::faults::FaultKind;
 
 /// Signals kept for matching; a fleet flapping every second for 72 hours stays far below.
-const MAX_SIGNALS: usize = 500_000;
+pub(crate) const MAX_SIGNALS: usize = 500_000;
 
 /// A change the fleet showed, as the observers' hub journaled it.
 #[derive(Debug, Clone, PartialEq)]

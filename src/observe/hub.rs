@@ -1,6 +1,8 @@
 //! One task receives every observation and journals what changed (never every probe).
 //! The grader reads the transitions back from the journal (`grade::replay`); the hub keeps
-//! only counters, so its memory does not grow with the run.
+//! only counters, so its memory does not grow with the run. It also journals each fault's
+//! detection as it happens (`fault_detected`), pairing the injections the chaos plane
+//! announces with the signals it journals by the grader's own rules ([`LiveDetections`]).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -9,7 +11,11 @@ use serde_json::json;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::{Observation, Signal};
+use crate::grade::live::{Detection, Injection, LiveDetections};
+use crate::grade::plan::FaultPlan;
+use crate::grade::replay::Signal as Journaled;
 use crate::journal::{Journal, round_ms};
+use crate::report::LiveLines;
 use crate::scenario::faults::MetricCondition;
 
 /// How often a `fleet_sample` (RSS, temp dir) is journaled.
@@ -41,6 +47,56 @@ pub struct HubSettings {
     pub conditions: Vec<MetricCondition>,
     /// The log `{ log = "…" }` rules naming no file read.
     pub default_log_file: Option<PathBuf>,
+    /// The faults and their `detect` rules, as the grader reads them from `run_started`.
+    pub faults: Vec<FaultPlan>,
+    /// Where a detection is told as it happens (`--quiet`: nowhere).
+    pub lines: LiveLines,
+}
+
+/// Journals `fault_detected` once per injection, at the first journaled signal that
+/// detects it, and tells it on the terminal.
+#[derive(Debug)]
+struct Detector {
+    live: LiveDetections,
+    journal: Journal,
+    lines: LiveLines,
+}
+
+impl Detector {
+    fn injected(&mut self, injection: Injection) {
+        if let Some(detection) = self.live.injected(injection) {
+            self.detected(&detection);
+        }
+    }
+
+    /// `signal` was journaled, seen at `seen_s`.
+    fn journaled(&mut self, seen_s: f64, signal: &Journaled) {
+        for detection in self.live.signal(seen_s, signal) {
+            self.detected(&detection);
+        }
+    }
+
+    fn detected(&self, detection: &Detection) {
+        let injection = &detection.injection;
+        self.journal.record(
+            "fault_detected",
+            json!({
+                "fault": injection.fault, "kind": injection.kind,
+                "occurrence": injection.occurrence, "injected_at_s": injection.injected_at_s,
+                "after_s": detection.after_s, "by": detection.by, "seen_s": detection.seen_s,
+            }),
+        );
+        self.lines.say(&format!(
+            "{}  fault {} #{} detected {:.1}s after its injection, by {}",
+            crate::report::clock(std::time::Duration::from_secs_f64(
+                detection.seen_s.max(0.0)
+            )),
+            injection.fault,
+            injection.occurrence,
+            detection.after_s,
+            detection.by
+        ));
+    }
 }
 
 /// Runs until every sender is gone, or `stop` (then what is already queued is still taken).
@@ -53,8 +109,15 @@ pub async fn run_hub(
     let HubSettings {
         conditions,
         default_log_file,
+        faults,
+        lines,
     } = settings;
     let start = journal.started();
+    let mut detector = Detector {
+        live: LiveDetections::new(faults),
+        journal: journal.clone(),
+        lines,
+    };
     let mut observed = Observed::default();
     let mut last_recorded_s = f64::NEG_INFINITY;
     let mut last_log_match: HashMap<(String, PathBuf), f64> = HashMap::new();
@@ -91,6 +154,12 @@ pub async fn run_hub(
                         "starts_at": starts_at, "seen_s": t_s,
                     }),
                 );
+                let signal = if firing {
+                    Journaled::AlertFiring(name)
+                } else {
+                    Journaled::AlertResolved(name)
+                };
+                detector.journaled(t_s, &signal);
             }
             Signal::BadAlert => {
                 observed.bad_alerts += 1;
@@ -111,6 +180,12 @@ pub async fn run_hub(
                         "health",
                         json!({"healthy": now, "status": status, "detail": detail, "seen_s": t_s}),
                     );
+                    let signal = if now {
+                        Journaled::Healthy
+                    } else {
+                        Journaled::Unhealthy
+                    };
+                    detector.journaled(t_s, &signal);
                 }
             }
             Signal::Condition {
@@ -128,6 +203,12 @@ pub async fn run_hub(
                         "metric_condition",
                         json!({"condition": text, "holds": holds, "value": value, "seen_s": t_s}),
                     );
+                    let signal = if holds {
+                        Journaled::ConditionHolds(text)
+                    } else {
+                        Journaled::ConditionCleared(text)
+                    };
+                    detector.journaled(t_s, &signal);
                 }
                 scrape_ok = true;
             }
@@ -184,10 +265,17 @@ pub async fn run_hub(
                 // `default`: the file rules naming none read, so a replay of the journal
                 // pairs the match with the same rules as the hub.
                 let default = default_log_file.as_ref() == Some(&file);
+                let file = file.display().to_string();
                 journal.record(
                     "log_match",
-                    json!({"pattern": pattern, "file": file.display().to_string(), "default": default, "line": line, "seen_s": t_s}),
+                    json!({"pattern": pattern, "file": file, "default": default, "line": line, "seen_s": t_s}),
                 );
+                let signal = Journaled::LogMatched {
+                    pattern,
+                    file: PathBuf::from(file),
+                    default,
+                };
+                detector.journaled(t_s, &signal);
             }
             Signal::LogUnreadable { file, reason } => {
                 journal.record(
@@ -195,6 +283,7 @@ pub async fn run_hub(
                     json!({"file": file.display().to_string(), "reason": reason, "seen_s": t_s}),
                 );
             }
+            Signal::FaultInjected(injection) => detector.injected(injection),
             Signal::ScrapeFailed { reason } => {
                 observed.scrapes_failed += 1;
                 if scrape_ok {
@@ -269,6 +358,7 @@ mod tests {
             HubSettings {
                 conditions: vec![condition.clone()],
                 default_log_file: None,
+                ..HubSettings::default()
             },
             tokio_util::sync::CancellationToken::new(),
         )
@@ -358,6 +448,7 @@ mod tests {
             HubSettings {
                 conditions: Vec::new(),
                 default_log_file: Some(default_log.clone()),
+                ..HubSettings::default()
             },
             tokio_util::sync::CancellationToken::new(),
         )
@@ -418,5 +509,114 @@ mod tests {
         assert_eq!(matches[1]["line"], "elsewhere");
         assert_eq!(matches[1]["default"], false);
         assert_eq!(of("log_unreadable").len(), 1);
+    }
+}
+
+#[cfg(test)]
+mod detection_tests {
+    use super::*;
+    use crate::grade::plan::RuleSpec;
+    use crate::scenario::faults::RecoverFrom;
+    use std::time::Duration;
+    use tokio::time::Instant;
+
+    fn fault(name: &str, alert: &str) -> FaultPlan {
+        FaultPlan {
+            name: name.into(),
+            kind: "tts_429".into(),
+            detect: vec![RuleSpec::Alert {
+                alert: alert.into(),
+            }],
+            recover_from: RecoverFrom::Clear,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_detection_is_journaled_once_as_the_grader_finds_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.jsonl");
+        // The run started 10 s ago, so the faults are injected at about 10 s.
+        let start = Instant::now() - Duration::from_secs(10);
+        let journal = Journal::create(&path, start).unwrap();
+        let faults = vec![
+            fault("tts", "TtsRateLimited"),
+            fault("db", "DbPoolSaturated"),
+        ];
+        let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+        let send = |s: f64, signal| {
+            sender
+                .send(Observation {
+                    at: start + Duration::from_secs_f64(s),
+                    signal,
+                })
+                .unwrap();
+        };
+        let alert = |name: &str| Signal::Alert {
+            name: name.into(),
+            firing: true,
+            starts_at: None,
+        };
+        let inject = |fault: &str| {
+            let injected_at_s = journal.elapsed_s();
+            journal.record_at(
+                "fault_injected",
+                injected_at_s,
+                json!({"fault": fault, "kind": "tts_429", "occurrence": 1}),
+            );
+            let injection = Injection {
+                fault: fault.into(),
+                kind: "tts_429".into(),
+                occurrence: 1,
+                injected_at_s,
+            };
+            (injected_at_s, Signal::FaultInjected(injection))
+        };
+        let (tts_at, tts) = inject("tts");
+        // Seen before the injection: not a detection.
+        send(tts_at - 0.5, alert("TtsRateLimited"));
+        send(tts_at, tts);
+        send(tts_at + 1.0, alert("SomethingElse"));
+        send(tts_at + 2.5, alert("TtsRateLimited"));
+        send(tts_at + 3.0, alert("TtsRateLimited"));
+        // Never detected: nothing is journaled for it.
+        let (db_at, db) = inject("db");
+        send(db_at, db);
+        send(db_at + 4.0, alert("TtsRateLimited"));
+        drop(sender);
+        run_hub(
+            receiver,
+            journal,
+            HubSettings {
+                faults: faults.clone(),
+                ..HubSettings::default()
+            },
+            tokio_util::sync::CancellationToken::new(),
+        )
+        .await;
+
+        let records = crate::journal::read(&path).unwrap().records;
+        let detected: Vec<&serde_json::Value> = records
+            .iter()
+            .filter(|record| record["event"] == "fault_detected")
+            .collect();
+        assert_eq!(detected.len(), 1, "{records:#?}");
+        let record = detected[0];
+        assert_eq!(record["fault"], "tts");
+        assert_eq!(record["kind"], "tts_429");
+        assert_eq!(record["occurrence"], 1);
+        assert_eq!(record["injected_at_s"], tts_at);
+        assert_eq!(record["by"], "alert TtsRateLimited");
+        let after_s = record["after_s"].as_f64().unwrap();
+        assert!((after_s - 2.5).abs() <= 0.001, "{record}");
+        assert!(record["t_s"].is_f64() && record["at"].is_string());
+
+        let mut run = crate::grade::replay::read(&path).unwrap();
+        crate::grade::detections(&mut run.faults, &faults, &run.signals);
+        let graded = |name: &str| {
+            let report = run.faults.iter().find(|fault| fault.name == name).unwrap();
+            report.detected_after_s
+        };
+        assert_eq!(graded("tts"), Some(after_s));
+        assert_eq!(graded("db"), None);
     }
 }

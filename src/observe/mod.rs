@@ -29,6 +29,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::journal::Journal;
+use crate::report::LiveLines;
 use crate::scenario::faults::{DetectionRule, MetricCondition};
 use crate::scenario::observe::RecordedSeries;
 use crate::scenario::{Scenario, Target};
@@ -136,6 +137,9 @@ pub enum Signal {
     },
     /// A followed log file exists but cannot be read.
     LogUnreadable { file: PathBuf, reason: String },
+    /// Not the fleet's: the chaos plane injected a fault, and the hub watches for the
+    /// signal that detects it.
+    FaultInjected(crate::grade::live::Injection),
 }
 
 /// Starts the alert receiver, if this run has one: for the embedded fleet on a free port
@@ -166,6 +170,8 @@ pub struct RunContext<'a> {
     pub fleet_log: Option<&'a Path>,
     /// Where the alert receiver listens ([`serve_alerts`]), to journal it.
     pub alerts: Option<SocketAddr>,
+    /// Where a fault's detection is told as it happens.
+    pub lines: &'a LiveLines,
 }
 
 /// The health probe of one run.
@@ -249,34 +255,7 @@ impl Watch {
                 .then(|| run.fleet_log.map(Path::to_path_buf))
                 .flatten()
         });
-        let mut conditions: Vec<MetricCondition> = Vec::new();
-        let mut logs: Vec<LogWatch> = Vec::new();
-        for rule in scenario.faults.iter().flat_map(|fault| &fault.detect) {
-            match rule {
-                DetectionRule::Metric(condition) => {
-                    if !conditions.iter().any(|known| known.text == condition.text) {
-                        conditions.push(condition.clone());
-                    }
-                }
-                DetectionRule::Log { pattern, file } => {
-                    let Some(file) = file.clone().or_else(|| default_log_file.clone()) else {
-                        continue;
-                    };
-                    match logs.iter_mut().find(|watch| watch.file == file) {
-                        Some(watch) => {
-                            if !watch.patterns.contains(pattern) {
-                                watch.patterns.push(pattern.clone());
-                            }
-                        }
-                        None => logs.push(LogWatch {
-                            file,
-                            patterns: vec![pattern.clone()],
-                        }),
-                    }
-                }
-                DetectionRule::Alert { .. } | DetectionRule::Unhealthy => {}
-            }
-        }
+        let (conditions, logs) = detect_watches(scenario, default_log_file.as_deref());
         Watch {
             health,
             metrics,
@@ -313,6 +292,44 @@ impl Watch {
             })).collect::<Vec<_>>(),
         })
     }
+}
+
+/// What the faults' `detect` rules need watched: every metric condition, and each log file
+/// with its patterns, once each. Rules naming no file read `default_log_file`; with none,
+/// they are not followed.
+pub fn detect_watches(
+    scenario: &Scenario,
+    default_log_file: Option<&Path>,
+) -> (Vec<MetricCondition>, Vec<LogWatch>) {
+    let mut conditions: Vec<MetricCondition> = Vec::new();
+    let mut logs: Vec<LogWatch> = Vec::new();
+    for rule in scenario.faults.iter().flat_map(|fault| &fault.detect) {
+        match rule {
+            DetectionRule::Metric(condition) => {
+                if !conditions.iter().any(|known| known.text == condition.text) {
+                    conditions.push(condition.clone());
+                }
+            }
+            DetectionRule::Log { pattern, file } => {
+                let Some(file) = file.as_deref().or(default_log_file) else {
+                    continue;
+                };
+                match logs.iter_mut().find(|watch| watch.file == file) {
+                    Some(watch) => {
+                        if !watch.patterns.contains(pattern) {
+                            watch.patterns.push(pattern.clone());
+                        }
+                    }
+                    None => logs.push(LogWatch {
+                        file: file.to_path_buf(),
+                        patterns: vec![pattern.clone()],
+                    }),
+                }
+            }
+            DetectionRule::Alert { .. } | DetectionRule::Unhealthy => {}
+        }
+    }
+    (conditions, logs)
 }
 
 /// Starts every observer of the run but the alert receiver ([`serve_alerts`]), for the
@@ -383,6 +400,8 @@ pub fn start(
         HubSettings {
             conditions: watch.conditions,
             default_log_file: watch.default_log_file,
+            faults: crate::grade::plan::GradePlan::from_scenario(scenario).faults,
+            lines: run.lines.clone(),
         },
         stop,
     ))
@@ -439,6 +458,7 @@ detect = [{ log = "disk full" }, { log = "TempDirGrowing" }, { metric = "temp_di
                 run_id: "run-1",
                 fleet_log: Some(Path::new("/runs/r/fleet.log")),
                 alerts: None,
+                lines: &LiveLines::default(),
             },
         );
         assert_eq!(
@@ -493,6 +513,7 @@ detect = [{ log = "disk full" }, { log = "TempDirGrowing" }, { metric = "temp_di
             run_id: "run-2",
             fleet_log: Some(Path::new("/runs/r/fleet.log")),
             alerts: None,
+            lines: &LiveLines::default(),
         };
         let watch = Watch::resolve(&bare, None, run);
         assert_eq!(

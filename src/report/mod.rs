@@ -451,3 +451,27 @@ pub fn live_bar() -> indicatif::ProgressBar {
     );
     bar
 }
+
+/// Lines about the run printed as things happen (a fault detected): above the live bar on a
+/// terminal, plain on stderr otherwise, nowhere with `--quiet` (the default).
+#[derive(Debug, Clone, Default)]
+pub struct LiveLines {
+    /// The run's live bar, when stderr is a terminal: lines go above it, not through it.
+    bar: Option<indicatif::ProgressBar>,
+    plain: bool,
+}
+
+impl LiveLines {
+    /// Lines above `bar`, or plain ones when there is none and `plain`.
+    pub fn new(bar: Option<indicatif::ProgressBar>, plain: bool) -> Self {
+        LiveLines { bar, plain }
+    }
+
+    pub fn say(&self, line: &str) {
+        match &self.bar {
+            Some(bar) => bar.println(line),
+            None if self.plain => eprintln!("{line}"),
+            None => {}
+        }
+    }
+}

@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Duration;
 
+use crate::observe::log_tail::LogWatch;
 use crate::units::format_byte_size;
 
 use super::faults::DbPoolMethod;
@@ -20,6 +21,8 @@ const SHOWN_CALLS: u64 = 5;
 const SHOWN_ARRIVALS: usize = 10;
 /// How many fault injections the plan lists.
 const SHOWN_INJECTIONS: usize = 20;
+/// What the plan says of what the harness points the embedded fleet at, or it at the fleet.
+const WIRED: &str = "wired automatically";
 
 /// The plan text for `scenario`; deterministic for a given scenario and seed.
 pub fn render_plan(scenario: &Scenario) -> String {
@@ -36,6 +39,7 @@ pub fn render_plan_for(scenario: &Scenario, run_for: Duration) -> String {
     plan.scripts(scenario);
     plan.first_calls(scenario);
     plan.faults(scenario, run_for);
+    plan.observers(scenario);
     plan.abort(scenario);
     plan.slo(scenario);
     plan.text
@@ -424,6 +428,121 @@ impl Plan {
                 format!(
                     "never injected (starts after the run ends, or too close to its end to be confirmed): {}",
                     never.join(", ")
+                ),
+            );
+        }
+    }
+
+    /// What the run watches, as `observe::Watch` will resolve it: the scenario's
+    /// `[observe]`, with the embedded fleet's own endpoints, dir and output filled in.
+    fn observers(&mut self, scenario: &Scenario) {
+        let settings = &scenario.observe;
+        let embedded = matches!(scenario.target, Target::Embedded(_));
+        // The scenario's setting, else the embedded fleet's own, else the key to set.
+        let watched = |given: Option<String>, fleet_own: &str, key: &str, how: String| match (
+            given, embedded,
+        ) {
+            (Some(given), _) => format!("{given} {how}"),
+            (None, true) => format!("{fleet_own} {how} ({WIRED})"),
+            (None, false) => format!("none (set [observe] {key})"),
+        };
+        let every = |interval: Duration| format!("every {}", format_duration(interval));
+        self.section("observers");
+        let health = watched(
+            settings.health_url.as_ref().map(|url| format!("GET {url}")),
+            "the fleet's /health",
+            "health_url",
+            format!(
+                "{}, timeout {}",
+                every(settings.health_interval),
+                format_duration(settings.health_timeout)
+            ),
+        );
+        self.row("health", health);
+        let metrics = watched(
+            settings
+                .metrics_url
+                .as_ref()
+                .map(|url| format!("GET {url}")),
+            "the fleet's /metrics",
+            "metrics_url",
+            every(settings.scrape_interval),
+        );
+        self.row("metrics", metrics);
+        let fleet_log = Path::new("<run dir>").join(crate::observe::FLEET_LOG);
+        let default_log =
+            (settings.log_file.as_deref()).or(embedded.then_some(fleet_log.as_path()));
+        let (conditions, logs) = crate::observe::detect_watches(scenario, default_log);
+        if settings.metrics_url.is_some() || embedded {
+            let conditions: Vec<&str> = conditions.iter().map(|c| c.text.as_str()).collect();
+            if !conditions.is_empty() {
+                self.row("  conditions", conditions.join("; "));
+            }
+            let record: Vec<&str> = settings.record.iter().map(|r| r.text.as_str()).collect();
+            if !record.is_empty() {
+                self.row(
+                    "  record",
+                    format!("{} (journaled every 10s)", record.join(", ")),
+                );
+            }
+        }
+        let alerts = match (settings.alerts_listen, embedded) {
+            (_, true) => format!("receiver on a free loopback port the fleet posts to ({WIRED})"),
+            (Some(listen), false) => format!(
+                "receiver on http://{listen}/alerts (point the fleet's Alertmanager webhook there)"
+            ),
+            (None, false) => "none (set [observe] alerts_listen)".to_owned(),
+        };
+        self.row("alerts", alerts);
+        let temp_dir = watched(
+            settings
+                .temp_dir
+                .as_ref()
+                .map(|dir| dir.display().to_string()),
+            "the fleet's audio temp dir",
+            "temp_dir",
+            every(settings.temp_dir_interval),
+        );
+        self.row("temp dir", temp_dir);
+        self.logs(&logs, default_log, embedded.then_some(fleet_log.as_path()));
+        if embedded {
+            self.row(
+                "process",
+                "the fleet's RSS and CPU (journaled every 10s) and exits; restarted after a crash",
+            );
+        }
+    }
+
+    /// The log files the `{ log = "…" }` rules follow, with their patterns.
+    fn logs(&mut self, logs: &[LogWatch], default_log: Option<&Path>, fleet_log: Option<&Path>) {
+        let fleet_output = |file: &Path| {
+            if Some(file) == fleet_log {
+                format!(" (the fleet's stdout and stderr, {WIRED})")
+            } else {
+                String::new()
+            }
+        };
+        if logs.is_empty() {
+            let log = match default_log {
+                Some(file) => format!(
+                    "{}{}, not followed: no {{ log = … }} detect rule",
+                    file.display(),
+                    fleet_output(file)
+                ),
+                None => "none (no { log = … } detect rule)".to_owned(),
+            };
+            self.row("log", log);
+        }
+        for (index, watch) in logs.iter().enumerate() {
+            let patterns: Vec<String> = watch.patterns.iter().map(|p| format!("/{p}/")).collect();
+            let label = if index == 0 { "log" } else { "" };
+            self.row(
+                label,
+                format!(
+                    "{}{}: {}",
+                    watch.file.display(),
+                    fleet_output(&watch.file),
+                    patterns.join(", ")
                 ),
             );
         }

@@ -281,3 +281,73 @@ detect = [{ alert = "TtsRateLimited" }, { metric = "tts_requests_total{status=\"
         "{EMBEDDED}[[faults]]\nkind = \"tts_slow\"\ndelay = \"2s\"\nfor = \"1m\"\n"
     ));
 }
+
+/// `voxsoak plan` lists what the run will watch: the embedded fleet's own endpoints, dir
+/// and output, wired by the harness, or what `[observe]` gives for an external fleet.
+#[test]
+fn the_plan_lists_the_observers() {
+    let plan = |source: &str| {
+        let text = super::render_plan(&parse_ok(source));
+        let from = text.find("\nobservers\n").expect("an observers section");
+        let section = &text[from + 1..];
+        let to = section.find("\n\n").unwrap_or(section.len());
+        section[..to].to_owned()
+    };
+    let leak = "[[faults]]\nkind = \"temp_file_leak\"\nfor = \"1m\"\ndetect = [{ log = \"disk full\" }, { metric = \"temp_dir_bytes > 1000\" }]\n";
+    assert_eq!(
+        plan(&format!("{EMBEDDED}{leak}")),
+        "observers
+  health             the fleet's /health every 1s, timeout 2s (wired automatically)
+  metrics            the fleet's /metrics every 2s (wired automatically)
+    conditions       temp_dir_bytes > 1000
+  alerts             receiver on a free loopback port the fleet posts to (wired automatically)
+  temp dir           the fleet's audio temp dir every 10s (wired automatically)
+  log                <run dir>/fleet.log (the fleet's stdout and stderr, wired automatically): /disk full/
+  process            the fleet's RSS and CPU (journaled every 10s) and exits; restarted after a crash"
+    );
+    assert!(
+        plan(EMBEDDED).contains("  log                <run dir>/fleet.log (the fleet's stdout and stderr, wired automatically), not followed: no { log = … } detect rule"),
+        "{}",
+        plan(EMBEDDED)
+    );
+
+    let configured = format!(
+        r#"{EXTERNAL}
+[observe]
+health_url = "http://127.0.0.1:8080/healthz"
+health_interval = "3s"
+metrics_url = "http://127.0.0.1:8080/metrics"
+scrape_interval = "5s"
+record = ["db_pool_in_use"]
+alerts_listen = "127.0.0.1:9093"
+temp_dir = "/var/tmp/fleet-audio"
+temp_dir_interval = "30s"
+log_file = "/var/log/fleet.log"
+[[faults]]
+kind = "temp_file_leak"
+dir = "/var/tmp/fleet-audio"
+for = "1m"
+detect = [{{ log = "disk full" }}, {{ log = "cleanup", file = "/var/log/cleaner.log" }}]
+"#
+    );
+    assert_eq!(
+        plan(&configured),
+        "observers
+  health             GET http://127.0.0.1:8080/healthz every 3s, timeout 2s
+  metrics            GET http://127.0.0.1:8080/metrics every 5s
+    record           db_pool_in_use (journaled every 10s)
+  alerts             receiver on http://127.0.0.1:9093/alerts (point the fleet's Alertmanager webhook there)
+  temp dir           /var/tmp/fleet-audio every 30s
+  log                /var/log/fleet.log: /disk full/
+                     /var/log/cleaner.log: /cleanup/"
+    );
+    assert_eq!(
+        plan(EXTERNAL),
+        "observers
+  health             none (set [observe] health_url)
+  metrics            none (set [observe] metrics_url)
+  alerts             none (set [observe] alerts_listen)
+  temp dir           none (set [observe] temp_dir)
+  log                none (no { log = … } detect rule)"
+    );
+}
