@@ -267,8 +267,8 @@ fn every_bug_fails_the_slo_that_names_it() {
 }
 
 /// `scenarios/chaos.toml` compressed for every `cargo test`: every fault kind once, 3 to 4 s
-/// each, 12 s apart (18 s after the freeze, whose queued turns take a while to drain), six
-/// callers, in three and a half minutes. The fixed fleet confirms, detects
+/// each, 12 s apart (18 s after the pool exhaustion and the freeze, whose queued turns take
+/// a while to drain), six callers, in three and a half minutes. The fixed fleet confirms, detects
 /// and recovers from every one of them and passes; the no-backoff fleet fails the retry-storm
 /// SLO and nothing else.
 const EVERY_KIND_QUICK: &str = r#"
@@ -279,9 +279,12 @@ seed = 14
 fleet = "embedded"
 orders = 100000
 temp_dir_budget = "4MiB"
+# Small enough for six callers' turns and the workers' pings, waiting behind the held
+# locks, to fill it.
+db_pool_size = 5
 
 [load]
-stages = [{ ramp_to = 6, over = "3s" }, { hold = "200s" }]
+stages = [{ ramp_to = 6, over = "3s" }, { hold = "206s" }]
 
 [calls]
 turn_timeout = "12s"
@@ -338,34 +341,34 @@ for = "4s"
 
 [[faults]]
 kind = "malformed_tool_params"
-at = "124s"
+at = "130s"
 for = "3s"
 
 [[faults]]
 kind = "tts_timeout"
-at = "136s"
+at = "142s"
 for = "3s"
 
 [[faults]]
 kind = "llm_truncated_stream"
-at = "148s"
+at = "154s"
 for = "3s"
 
 [[faults]]
 kind = "proxy"
 upstream = "tts"
 reset = true
-at = "160s"
+at = "166s"
 for = "3s"
 
 [[faults]]
 kind = "process_stall"
-at = "172s"
+at = "178s"
 for = "3s"
 
 [[faults]]
 kind = "process_kill"
-at = "190s"
+at = "196s"
 for = "2s"
 
 [slo]
