@@ -2,7 +2,7 @@
 //! alert conditions from the fleet's own state.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::extract::State;
@@ -11,7 +11,7 @@ use axum::response::IntoResponse;
 use tokio::time::Instant;
 
 use super::alerts::AlertName;
-use super::metrics::{Gauges, LabelledCounter};
+use super::metrics::Gauges;
 use super::{Fleet, memory, tempdir};
 
 /// How often alert conditions are evaluated.
@@ -110,10 +110,16 @@ pub async fn metrics(State(fleet): State<Arc<Fleet>>) -> impl IntoResponse {
 pub async fn evaluate(fleet: Arc<Fleet>) {
     let mut tick = tokio::time::interval(EVALUATE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_429 = fleet.metrics.tts_requests_total.get("429");
-    let mut tts_trouble = Trouble::default();
-    let mut llm_trouble = Trouble::default();
-    let mut last_pool_timeouts = fleet.metrics.db_pool_timeouts_total.load(Ordering::Relaxed);
+    let metrics = &fleet.metrics;
+    // Each counter an alert watches, as of the last evaluation.
+    let tts_failures = || metrics.tts_requests_total.total_except(&["200", "429"]);
+    let llm_failures = || metrics.llm_requests_total.total_except(&["200"]);
+    let mut seen_429 = Growth(metrics.tts_requests_total.get("429"));
+    let mut seen_tts_failed = Growth(tts_failures());
+    let mut seen_tts_slow = Growth(metrics.tts_slow_total.load(Ordering::Relaxed));
+    let mut seen_llm_failed = Growth(llm_failures());
+    let mut seen_llm_slow = Growth(metrics.llm_slow_total.load(Ordering::Relaxed));
+    let mut seen_pool_timeouts = Growth(metrics.db_pool_timeouts_total.load(Ordering::Relaxed));
     let mut pool_saturated_since: Option<Instant> = None;
     let mut rss_window: std::collections::VecDeque<(Instant, u64)> = Default::default();
     let mut last_measure: Option<Instant> = None;
@@ -125,21 +131,15 @@ pub async fn evaluate(fleet: Arc<Fleet>) {
         }
         let now = Instant::now();
 
-        let count_429 = fleet.metrics.tts_requests_total.get("429");
-        let new_429 = count_429.saturating_sub(last_429);
-        last_429 = count_429;
+        let new_429 = seen_429.since(metrics.tts_requests_total.get("429"));
         fleet
             .alerts
             .observe(AlertName::TtsRateLimited, new_429 > 0, now, || {
                 format!("TTS answered {new_429} requests with 429 in the last {EVALUATE_EVERY:?}")
             });
 
-        let metrics = &fleet.metrics;
-        let (failed, slow) = tts_trouble.since_last(
-            &metrics.tts_requests_total,
-            &["200", "429"],
-            &metrics.tts_slow_total,
-        );
+        let failed = seen_tts_failed.since(tts_failures());
+        let slow = seen_tts_slow.since(metrics.tts_slow_total.load(Ordering::Relaxed));
         fleet
             .alerts
             .observe(AlertName::TtsDegraded, failed + slow > 0, now, || {
@@ -148,11 +148,8 @@ pub async fn evaluate(fleet: Arc<Fleet>) {
                     super::tts::SLOW
                 )
             });
-        let (failed, slow) = llm_trouble.since_last(
-            &metrics.llm_requests_total,
-            &["200"],
-            &metrics.llm_slow_total,
-        );
+        let failed = seen_llm_failed.since(llm_failures());
+        let slow = seen_llm_slow.since(metrics.llm_slow_total.load(Ordering::Relaxed));
         fleet
             .alerts
             .observe(AlertName::LlmDegraded, failed + slow > 0, now, || {
@@ -169,9 +166,8 @@ pub async fn evaluate(fleet: Arc<Fleet>) {
             pool_saturated_since = Some(now);
         }
         let saturated_for = pool_saturated_since.map_or(Duration::ZERO, |since| now - since);
-        let timeouts = fleet.metrics.db_pool_timeouts_total.load(Ordering::Relaxed);
-        let new_timeouts = timeouts.saturating_sub(last_pool_timeouts);
-        last_pool_timeouts = timeouts;
+        let new_timeouts =
+            seen_pool_timeouts.since(metrics.db_pool_timeouts_total.load(Ordering::Relaxed));
         fleet.alerts.observe(
             AlertName::DbPoolSaturated,
             saturated_for >= POOL_SATURATED_FOR || new_timeouts > 0,
@@ -211,30 +207,16 @@ pub async fn evaluate(fleet: Arc<Fleet>) {
     }
 }
 
-/// A dependency's failures and slow requests since the last evaluation.
-#[derive(Debug, Default)]
-struct Trouble {
-    failed: u64,
-    slow: u64,
-}
+/// A counter's value at the last evaluation.
+#[derive(Debug)]
+struct Growth(u64);
 
-impl Trouble {
-    /// The new failures (requests whose outcome label is not one of `fine`) and new slow
-    /// requests since the last call.
-    fn since_last(
-        &mut self,
-        outcomes: &LabelledCounter,
-        fine: &[&str],
-        slow: &AtomicU64,
-    ) -> (u64, u64) {
-        let failed = outcomes.total_except(fine);
-        let slow = slow.load(Ordering::Relaxed);
-        let new = (
-            failed.saturating_sub(self.failed),
-            slow.saturating_sub(self.slow),
-        );
-        (self.failed, self.slow) = (failed, slow);
-        new
+impl Growth {
+    /// How much the counter grew since the last call, now that it reads `now`.
+    fn since(&mut self, now: u64) -> u64 {
+        let grown = now.saturating_sub(self.0);
+        self.0 = now;
+        grown
     }
 }
 

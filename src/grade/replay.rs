@@ -36,6 +36,42 @@ pub enum Signal {
     },
 }
 
+impl Signal {
+    /// The signal a journal record carries (`alert`, `health`, `metric_condition`,
+    /// `log_match`); None for any other record. The one reading of them: the grader's, and
+    /// the hub's as it journals them (its live `fault_detected`).
+    pub fn of_record(event: &str, record: &Value) -> Option<Signal> {
+        let flag = |key: &str| record.get(key).and_then(Value::as_bool).unwrap_or(false);
+        let signal = match event {
+            "alert" => {
+                let name = str_of(record, "name");
+                if record.get("status").and_then(Value::as_str) == Some("firing") {
+                    Signal::AlertFiring(name)
+                } else {
+                    Signal::AlertResolved(name)
+                }
+            }
+            "health" if flag("healthy") => Signal::Healthy,
+            "health" => Signal::Unhealthy,
+            "metric_condition" => {
+                let text = str_of(record, "condition");
+                if flag("holds") {
+                    Signal::ConditionHolds(text)
+                } else {
+                    Signal::ConditionCleared(text)
+                }
+            }
+            "log_match" => Signal::LogMatched {
+                pattern: str_of(record, "pattern"),
+                file: PathBuf::from(str_of(record, "file")),
+                default: flag("default"),
+            },
+            _ => return None,
+        };
+        Some(signal)
+    }
+}
+
 /// One journal interval's calls, enough to tell whether the steady state held then.
 #[derive(Debug, Clone, PartialEq)]
 pub struct IntervalPoint {
@@ -201,59 +237,17 @@ impl RunRecord {
                     report.notes.push(str_of(record, "error"));
                 }
             }
-            "alert" => {
-                let name = str_of(record, "name");
-                let firing = record.get("status").and_then(Value::as_str) == Some("firing");
-                self.signal(
-                    seen_s,
-                    if firing {
-                        Signal::AlertFiring(name)
-                    } else {
-                        Signal::AlertResolved(name)
-                    },
-                );
+            "alert" | "metric_condition" | "log_match" => {
+                if let Some(signal) = Signal::of_record(event, record) {
+                    self.signal(seen_s, signal);
+                }
             }
             "health" => {
-                let healthy = record
-                    .get("healthy")
-                    .and_then(Value::as_bool)
-                    .unwrap_or(false);
-                self.health.push((seen_s, healthy));
-                self.signal(
-                    seen_s,
-                    if healthy {
-                        Signal::Healthy
-                    } else {
-                        Signal::Unhealthy
-                    },
-                );
+                if let Some(signal) = Signal::of_record(event, record) {
+                    self.health.push((seen_s, signal == Signal::Healthy));
+                    self.signal(seen_s, signal);
+                }
             }
-            "metric_condition" => {
-                let text = str_of(record, "condition");
-                let holds = record
-                    .get("holds")
-                    .and_then(Value::as_bool)
-                    .unwrap_or(false);
-                self.signal(
-                    seen_s,
-                    if holds {
-                        Signal::ConditionHolds(text)
-                    } else {
-                        Signal::ConditionCleared(text)
-                    },
-                );
-            }
-            "log_match" => self.signal(
-                seen_s,
-                Signal::LogMatched {
-                    pattern: str_of(record, "pattern"),
-                    file: PathBuf::from(str_of(record, "file")),
-                    default: record
-                        .get("default")
-                        .and_then(Value::as_bool)
-                        .unwrap_or(false),
-                },
-            ),
             "fleet_process" => {
                 if let Some(rss) = f64_of(record, "rss_bytes") {
                     self.rss.push((seen_s, rss));

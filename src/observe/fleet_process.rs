@@ -15,7 +15,7 @@ use crate::chaos::process::SharedFleet;
 use crate::journal::Journal;
 
 const SAMPLE_EVERY: Duration = Duration::from_secs(1);
-const JOURNAL_EVERY: Duration = Duration::from_secs(10);
+pub(crate) const JOURNAL_EVERY: Duration = Duration::from_secs(10);
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 

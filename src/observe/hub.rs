@@ -21,7 +21,7 @@ use crate::scenario::faults::MetricCondition;
 /// How often a `fleet_sample` (RSS, temp dir) is journaled.
 const SAMPLE_EVERY_S: f64 = 10.0;
 /// How often the `record` series are journaled (one `metrics` record).
-const RECORD_EVERY_S: f64 = 10.0;
+pub(crate) const RECORD_EVERY_S: f64 = 10.0;
 /// A pattern matching again in the same file within this is counted, not journaled: a
 /// chatty log must not turn the journal into a copy of itself.
 const LOG_MATCH_EVERY_S: f64 = 1.0;
@@ -69,10 +69,15 @@ impl Detector {
         }
     }
 
-    /// `signal` was journaled, seen at `seen_s`.
-    fn journaled(&mut self, seen_s: f64, signal: &Journaled) {
-        for detection in self.live.signal(seen_s, signal) {
-            self.detected(&detection);
+    /// Journals a record that carries a fleet signal (seen at `seen_s`), and pairs the
+    /// signal, as the grader will read it back, with the injections it detects.
+    fn record(&mut self, event: &str, fields: serde_json::Value, seen_s: f64) {
+        let signal = Journaled::of_record(event, &fields);
+        self.journal.record(event, fields);
+        if let Some(signal) = signal {
+            for detection in self.live.signal(seen_s, &signal) {
+                self.detected(&detection);
+            }
         }
     }
 
@@ -147,19 +152,14 @@ pub async fn run_hub(
                 starts_at,
             } => {
                 observed.alerts_received += 1;
-                journal.record(
+                detector.record(
                     "alert",
                     json!({
                         "name": name, "status": if firing { "firing" } else { "resolved" },
                         "starts_at": starts_at, "seen_s": t_s,
                     }),
+                    t_s,
                 );
-                let signal = if firing {
-                    Journaled::AlertFiring(name)
-                } else {
-                    Journaled::AlertResolved(name)
-                };
-                detector.journaled(t_s, &signal);
             }
             Signal::BadAlert => {
                 observed.bad_alerts += 1;
@@ -176,16 +176,11 @@ pub async fn run_hub(
                 observed.healthy_probes += u64::from(now);
                 if healthy != Some(now) {
                     healthy = Some(now);
-                    journal.record(
+                    detector.record(
                         "health",
                         json!({"healthy": now, "status": status, "detail": detail, "seen_s": t_s}),
+                        t_s,
                     );
-                    let signal = if now {
-                        Journaled::Healthy
-                    } else {
-                        Journaled::Unhealthy
-                    };
-                    detector.journaled(t_s, &signal);
                 }
             }
             Signal::Condition {
@@ -198,17 +193,12 @@ pub async fn run_hub(
                 };
                 if *was != holds {
                     *was = holds;
-                    let text = conditions[index].text.clone();
-                    journal.record(
+                    let text = &conditions[index].text;
+                    detector.record(
                         "metric_condition",
                         json!({"condition": text, "holds": holds, "value": value, "seen_s": t_s}),
+                        t_s,
                     );
-                    let signal = if holds {
-                        Journaled::ConditionHolds(text)
-                    } else {
-                        Journaled::ConditionCleared(text)
-                    };
-                    detector.journaled(t_s, &signal);
                 }
                 scrape_ok = true;
             }
@@ -265,17 +255,11 @@ pub async fn run_hub(
                 // `default`: the file rules naming none read, so a replay of the journal
                 // pairs the match with the same rules as the hub.
                 let default = default_log_file.as_ref() == Some(&file);
-                let file = file.display().to_string();
-                journal.record(
+                detector.record(
                     "log_match",
-                    json!({"pattern": pattern, "file": file, "default": default, "line": line, "seen_s": t_s}),
+                    json!({"pattern": pattern, "file": file.display().to_string(), "default": default, "line": line, "seen_s": t_s}),
+                    t_s,
                 );
-                let signal = Journaled::LogMatched {
-                    pattern,
-                    file: PathBuf::from(file),
-                    default,
-                };
-                detector.journaled(t_s, &signal);
             }
             Signal::LogUnreadable { file, reason } => {
                 journal.record(

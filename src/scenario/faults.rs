@@ -121,9 +121,7 @@ impl FaultKind {
     /// none: the alert the reference fleet raises, or its health (see
     /// [`FaultSpec::default_detection`] for a proxy).
     pub fn default_detection(self) -> DetectionRule {
-        let alert = |name: &str| DetectionRule::Alert {
-            name: name.to_owned(),
-        };
+        let alert = DetectionRule::alert;
         match self {
             FaultKind::Tts429 => alert("TtsRateLimited"),
             FaultKind::TtsError | FaultKind::TtsSlow | FaultKind::TtsTimeout => {
@@ -160,9 +158,7 @@ impl FaultSpec {
     /// The detection rule of an entry that names none: its kind's, except that a proxy in
     /// front of a stand-in is noticed by the alert on that dependency.
     pub fn default_detection(&self, kind: FaultKind) -> DetectionRule {
-        let alert = |name: &str| DetectionRule::Alert {
-            name: name.to_owned(),
-        };
+        let alert = DetectionRule::alert;
         match self {
             FaultSpec::Proxy(ProxyFault {
                 upstream: ProxyUpstream::Tts,
@@ -328,6 +324,15 @@ pub enum DetectionRule {
         pattern: String,
         file: Option<PathBuf>,
     },
+}
+
+impl DetectionRule {
+    /// `{ alert = "name" }`.
+    pub fn alert(name: &str) -> Self {
+        DetectionRule::Alert {
+            name: name.to_owned(),
+        }
+    }
 }
 
 impl std::fmt::Display for DetectionRule {

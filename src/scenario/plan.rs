@@ -482,7 +482,13 @@ impl Plan {
             if !record.is_empty() {
                 self.row(
                     "  record",
-                    format!("{} (journaled every 10s)", record.join(", ")),
+                    format!(
+                        "{} (journaled every {})",
+                        record.join(", "),
+                        format_duration(Duration::from_secs_f64(
+                            crate::observe::hub::RECORD_EVERY_S
+                        ))
+                    ),
                 );
             }
         }
@@ -508,7 +514,10 @@ impl Plan {
         if embedded {
             self.row(
                 "process",
-                "the fleet's RSS and CPU (journaled every 10s) and exits; restarted after a crash",
+                format!(
+                    "the fleet's RSS and CPU (journaled every {}) and exits; restarted after a crash",
+                    format_duration(crate::observe::fleet_process::JOURNAL_EVERY)
+                ),
             );
         }
     }
