@@ -176,7 +176,7 @@ call_success = ">= 0%"
     )
 }
 
-fn fault<'a>(outcome: &'a RunOutcome, name: &str) -> &'a voxsoak::chaos::FaultReport {
+fn fault<'a>(outcome: &'a RunOutcome, name: &str) -> &'a voxsoak::grade::FaultReport {
     outcome
         .summary
         .faults

@@ -76,4 +76,4 @@ pub mod standin;
 pub mod temp_files;
 pub mod tts_log;
 
-pub use plane::{ChaosOutcome, ChaosPlane, ChaosRun, ChaosTargets, FaultReport};
+pub use plane::{ChaosOutcome, ChaosPlane, ChaosRun, ChaosTargets};

@@ -9,7 +9,7 @@ use super::plan::{GradePlan, SloPlan};
 use super::recovery::{self, Span, Uptime};
 use super::replay::RunRecord;
 use super::{SloVerdict, Verdict};
-use crate::chaos::FaultReport;
+use crate::grade::FaultReport;
 use crate::report::{FaultStats, FleetBlock, JournalBlock, RunFacts, Summary};
 use crate::scenario::faults::RecoverFrom;
 

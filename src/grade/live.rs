@@ -264,7 +264,7 @@ mod tests {
 
     #[test]
     fn the_live_detections_are_the_graders() {
-        use crate::chaos::FaultReport;
+        use crate::grade::FaultReport;
         let injections = [(10.0, 1), (100.0, 2), (200.0, 3)];
         let signals = vec![
             (5.0, alert("TtsRateLimited")),

@@ -13,6 +13,8 @@ pub mod plan;
 pub mod recovery;
 pub mod replay;
 
+pub use replay::FaultReport;
+
 pub use evaluate::evaluate;
 use plan::{FaultPlan, RuleSpec, SloPlan};
 use replay::Signal;
@@ -203,7 +205,7 @@ pub fn verdict(slos: &[SloVerdict]) -> Verdict {
 /// planned (`error`, with the faults named), never `pass`.
 pub fn verdict_with_faults(
     slos: &[SloVerdict],
-    faults: &[crate::chaos::FaultReport],
+    faults: &[crate::grade::FaultReport],
 ) -> (Verdict, Option<String>) {
     let not_undone: Vec<String> = faults
         .iter()
@@ -298,7 +300,7 @@ pub fn first_match<'a, 's>(
 /// Fills each fault's `detected_after_s` / `detected_by`: the first fleet signal matching
 /// one of its `detect` rules at or after its injection and before its next injection.
 pub fn detections(
-    reports: &mut [crate::chaos::FaultReport],
+    reports: &mut [crate::grade::FaultReport],
     faults: &[FaultPlan],
     signals: &[(f64, Signal)],
 ) {
@@ -329,7 +331,7 @@ pub fn detections(
 #[cfg(test)]
 mod detection_tests {
     use super::*;
-    use crate::chaos::FaultReport;
+    use crate::grade::FaultReport;
     use crate::scenario::faults::RecoverFrom;
 
     fn report(injected: f64, occurrence: u32) -> FaultReport {
@@ -468,7 +470,7 @@ mod growth_tests {
     }
 }
 
-pub(crate) fn detect_within(within: Duration, faults: &[crate::chaos::FaultReport]) -> SloVerdict {
+pub(crate) fn detect_within(within: Duration, faults: &[crate::grade::FaultReport]) -> SloVerdict {
     every_fault_within(
         Within {
             name: "detect_within",
@@ -488,7 +490,7 @@ pub(crate) struct Within {
     pub name: &'static str,
     pub limit: Duration,
     /// The fault's time, None when it never came.
-    pub after: fn(&crate::chaos::FaultReport) -> Option<f64>,
+    pub after: fn(&crate::grade::FaultReport) -> Option<f64>,
     /// Why it passes with no fault in effect.
     pub nothing: &'static str,
     /// Measured when a fault never got there.
@@ -501,12 +503,12 @@ pub(crate) struct Within {
 /// count.
 pub(crate) fn every_fault_within(
     within: Within,
-    faults: &[crate::chaos::FaultReport],
+    faults: &[crate::grade::FaultReport],
     in_time: impl FnOnce(usize) -> String,
 ) -> SloVerdict {
     let threshold = format!("<= {}", humantime::format_duration(within.limit));
     let limit = within.limit.as_secs_f64();
-    let graded: Vec<&crate::chaos::FaultReport> =
+    let graded: Vec<&crate::grade::FaultReport> =
         faults.iter().filter(|fault| fault.confirmed).collect();
     if graded.is_empty() {
         return SloVerdict {
@@ -550,7 +552,7 @@ pub(crate) fn every_fault_within(
 
 pub(crate) fn no_retry_storm(
     retries: Option<&crate::chaos::tts_log::RetryTotals>,
-    faults: &[crate::chaos::FaultReport],
+    faults: &[crate::grade::FaultReport],
     wall_s: f64,
 ) -> SloVerdict {
     let threshold = "true".to_owned();
@@ -611,8 +613,8 @@ pub(crate) fn no_retry_storm(
 #[cfg(test)]
 mod chaos_slo_tests {
     use super::*;
-    use crate::chaos::FaultReport;
     use crate::chaos::tts_log::RetryTotals;
+    use crate::grade::FaultReport;
 
     fn tts_fault(detected: Option<f64>) -> FaultReport {
         FaultReport {

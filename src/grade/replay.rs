@@ -5,11 +5,11 @@
 
 use std::path::{Path, PathBuf};
 
+use serde::Serialize;
 use serde_json::Value;
 
 use super::plan::GradePlan;
 use crate::call::CallOutcome;
-use crate::chaos::FaultReport;
 use crate::chaos::tts_log::RetryTotals;
 use crate::load::aggregate::{FAILURE_EXAMPLES, HarnessUsage, Totals};
 use crate::scenario::faults::FaultKind;
@@ -69,6 +69,66 @@ impl Signal {
             _ => return None,
         };
         Some(signal)
+    }
+}
+
+/// What happened to one injection, for `summary.json` `faults[]`: built from the journal's
+/// fault events.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct FaultReport {
+    pub kind: &'static str,
+    pub name: String,
+    /// 1 for the first injection of this fault, 2 for the next, …
+    pub occurrence: u32,
+    pub planned_at_s: f64,
+    /// None: it was never injected (the run ended first, or injecting failed).
+    pub injected_at_s: Option<f64>,
+    pub cleared_at_s: Option<f64>,
+    /// Whether it was seen to be in effect. A fault that is not is never graded as passed.
+    pub confirmed: bool,
+    /// When it was seen to be in effect.
+    pub confirmed_at_s: Option<f64>,
+    /// Undoing it failed (locks may still be held, the fleet not restarted): the run's
+    /// verdict is `error`.
+    pub clear_failed: bool,
+    /// From the observers' signals (the embedded fleet); null when nothing was watched or
+    /// nothing matched.
+    pub detected_after_s: Option<f64>,
+    pub detected_by: Option<String>,
+    /// From `recover_from` (the clear, or the injection) until the steady state held for
+    /// the stable window; null when it never did before the run ended.
+    pub recovered_after_s: Option<f64>,
+    pub recover_from: Option<crate::scenario::faults::RecoverFrom>,
+    /// Impact: calls that failed in the journal intervals the fault overlapped, and the
+    /// response p95 then against the p95 outside every fault window.
+    pub calls_failed_during: Option<u64>,
+    pub response_p95_during_ms: Option<f64>,
+    pub response_p95_calm_ms: Option<f64>,
+    pub notes: Vec<String>,
+}
+
+impl FaultReport {
+    /// The report of an injection planned at `planned_at_s`, before anything happened.
+    pub fn planned(kind: &'static str, name: String, occurrence: u32, planned_at_s: f64) -> Self {
+        FaultReport {
+            kind,
+            name,
+            occurrence,
+            planned_at_s,
+            injected_at_s: None,
+            cleared_at_s: None,
+            confirmed: false,
+            confirmed_at_s: None,
+            clear_failed: false,
+            detected_after_s: None,
+            detected_by: None,
+            recovered_after_s: None,
+            recover_from: None,
+            calls_failed_during: None,
+            response_p95_during_ms: None,
+            response_p95_calm_ms: None,
+            notes: Vec::new(),
+        }
     }
 }
 

@@ -38,7 +38,7 @@ pub struct Summary {
     pub protocol_errors: BTreeMap<String, u64>,
     /// The first distinct reasons calls failed, for a person to read.
     pub failure_examples: Vec<FailureExample>,
-    pub faults: Vec<crate::chaos::FaultReport>,
+    pub faults: Vec<crate::grade::FaultReport>,
     /// Each fault over its repeated injections: MTTD and MTTR with percentiles.
     pub fault_stats: Vec<FaultStats>,
     pub slos: Vec<SloVerdict>,
@@ -148,7 +148,7 @@ impl Summary {
         failure_examples: &[(CallOutcome, String)],
         harness: HarnessUsage,
         slos: Vec<SloVerdict>,
-        faults: Vec<crate::chaos::FaultReport>,
+        faults: Vec<crate::grade::FaultReport>,
         verdict: Verdict,
         reason: Option<String>,
     ) -> Self {
