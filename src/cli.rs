@@ -232,7 +232,27 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 /// Runs a parsed command line and returns the process exit code.
+/// Sends the harness's own `tracing` events (warnings and errors of its tasks) to stderr.
+/// `VOXSOAK_LOG=debug` (or `trace`, `info`, `warn`, `error`, `off`) changes the level; the
+/// default is `warn`.
+pub fn init_tracing() {
+    let level = std::env::var("VOXSOAK_LOG")
+        .ok()
+        .and_then(|level| {
+            level
+                .parse::<tracing_subscriber::filter::LevelFilter>()
+                .ok()
+        })
+        .unwrap_or(tracing_subscriber::filter::LevelFilter::WARN);
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
 pub fn main(cli: Cli) -> i32 {
+    init_tracing();
     match cli.command {
         Command::Validate { scenario } => match scenario::load(&scenario) {
             Ok(loaded) => {

@@ -296,7 +296,10 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<Run
                     let totals = aggregator.totals();
                     let completed = totals.count(crate::call::CallOutcome::Completed);
                     if let Some(reason) = watch.observe(now, completed, totals.graded()) {
-                        watch_abort.trip(format!("abort condition: {reason}"));
+                        watch_abort.trip(
+                            crate::journal::StoppedBy::AbortCondition,
+                            format!("abort condition: {reason}"),
+                        );
                     }
                 }
                 if last || now.saturating_duration_since(last_interval) >= JOURNAL_INTERVAL {
@@ -314,16 +317,16 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<Run
     // The load is done (or stopped): clear every fault before anything else stops.
     chaos_stop.cancel();
     let chaos_outcome = chaos_run.finish().await;
-    aggregation
-        .await
-        .expect("the aggregator task does not panic");
+    // A task of the harness's own that failed leaves a hole in what was seen: it is
+    // journaled, and the verdict is `error`, never the fleet's failure.
+    harness_task(&journal, "aggregator", aggregation.await);
     // The observers stop before the fleet does, so its shutdown is not an outage.
     observer_stop.cancel();
     fleet_watch_stop.cancel();
     watchers.cancel();
-    let _ = hub.await;
+    harness_task(&journal, "observers' hub", hub.await);
     if let Some(watch) = fleet_watch {
-        let _ = watch.await;
+        harness_task(&journal, "fleet process watcher", watch.await);
     }
     if let Some(fleet) = &shared_fleet {
         fleet.lock().await.stop_in_place().await;
@@ -335,16 +338,24 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<Run
             serde_json::json!({"files": removed}),
         );
     }
-    let stopped = if let Some(reason) = abort.reason() {
-        Some(reason)
+    let stopped = if let Some(stopped) = abort.reason() {
+        Some(stopped)
     } else if shutdown.is_cancelled() {
-        Some("stopped by a signal before the end of the scenario".to_string())
+        Some((
+            crate::journal::StoppedBy::Signal,
+            "stopped by a signal before the end of the scenario".to_string(),
+        ))
     } else {
         None
     };
+    let (stopped_by, stopped) = stopped.unzip();
     journal.record(
         "run_ended",
-        serde_json::json!({"stopped": stopped, "wall_s": crate::journal::round_ms(run_start.elapsed().as_secs_f64())}),
+        serde_json::json!({
+            "stopped": stopped,
+            "stopped_by": stopped_by,
+            "wall_s": crate::journal::round_ms(run_start.elapsed().as_secs_f64()),
+        }),
     );
     journal.sync();
     // The verdict and every report come from the journal alone, as `voxsoak report` makes
@@ -354,6 +365,29 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<Run
         source,
     })?;
     Ok(RunOutcome { summary, out_dir })
+}
+
+/// Journals a harness task that did not end well (it panicked, or was cancelled): a
+/// `harness_error` record, which makes the verdict `error`.
+fn harness_task<T>(journal: &Journal, task: &str, joined: Result<T, tokio::task::JoinError>) {
+    if let Err(error) = joined {
+        let error = match error.try_into_panic() {
+            Ok(panic) => panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|text| (*text).to_owned()))
+                .map_or_else(
+                    || "it panicked".to_owned(),
+                    |text| format!("it panicked: {text}"),
+                ),
+            Err(error) => error.to_string(),
+        };
+        tracing::error!(task, %error, "a harness task failed");
+        journal.record(
+            "harness_error",
+            serde_json::json!({"task": task, "error": error}),
+        );
+    }
 }
 
 /// How often call aggregates are journaled: the resolution of time to recover, and the

@@ -13,6 +13,7 @@ use axum::routing::post;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::journal::StoppedBy;
 use crate::scenario::AbortConditions;
 
 /// How often the kill-switch file is looked for.
@@ -22,7 +23,7 @@ const KILL_SWITCH_POLL: Duration = Duration::from_millis(500);
 #[derive(Debug, Clone)]
 pub struct AbortSwitch {
     token: CancellationToken,
-    reason: Arc<Mutex<Option<String>>>,
+    reason: Arc<Mutex<Option<(StoppedBy, String)>>>,
 }
 
 impl AbortSwitch {
@@ -34,17 +35,19 @@ impl AbortSwitch {
         }
     }
 
-    pub fn trip(&self, reason: impl Into<String>) {
+    /// Stops the run: `by` what (the kill switch, or an abort condition on the fleet's
+    /// calls, which the verdict treats differently), and why.
+    pub fn trip(&self, by: StoppedBy, reason: impl Into<String>) {
         let mut slot = self.reason.lock().unwrap_or_else(PoisonError::into_inner);
         if slot.is_none() {
-            *slot = Some(reason.into());
+            *slot = Some((by, reason.into()));
         }
         drop(slot);
         self.token.cancel();
     }
 
-    /// Why it tripped, if it did.
-    pub fn reason(&self) -> Option<String> {
+    /// What tripped it and why, if it did.
+    pub fn reason(&self) -> Option<(StoppedBy, String)> {
         self.reason
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -107,7 +110,10 @@ impl SuccessWatch {
 pub async fn watch_kill_switch_file(file: PathBuf, switch: AbortSwitch, stop: CancellationToken) {
     loop {
         if tokio::fs::try_exists(&file).await.unwrap_or(false) {
-            switch.trip(format!("kill switch: {} appeared", file.display()));
+            switch.trip(
+                StoppedBy::KillSwitch,
+                format!("kill switch: {} appeared", file.display()),
+            );
             return;
         }
         tokio::select! {
@@ -131,7 +137,10 @@ pub async fn serve_kill_switch(
         post(move || {
             let switch = switch.clone();
             async move {
-                switch.trip(format!("kill switch: POST /abort on {address}"));
+                switch.trip(
+                    StoppedBy::KillSwitch,
+                    format!("kill switch: POST /abort on {address}"),
+                );
                 "aborting: faults are being cleared and the run is ending\n"
             }
         }),
@@ -198,10 +207,13 @@ mod tests {
         assert!(SuccessWatch::new(&AbortConditions::default()).is_none());
         let token = CancellationToken::new();
         let switch = AbortSwitch::new(token.clone());
-        switch.trip("first");
-        switch.trip("second");
+        switch.trip(StoppedBy::KillSwitch, "first");
+        switch.trip(StoppedBy::AbortCondition, "second");
         assert!(token.is_cancelled());
-        assert_eq!(switch.reason().as_deref(), Some("first"));
+        assert_eq!(
+            switch.reason(),
+            Some((StoppedBy::KillSwitch, "first".to_owned()))
+        );
     }
 
     #[tokio::test]
@@ -218,7 +230,9 @@ mod tests {
         std::fs::write(&file, b"").unwrap();
         watcher.await.unwrap();
         assert!(token.is_cancelled());
-        assert!(switch.reason().unwrap().contains("ABORT"));
+        let (by, reason) = switch.reason().unwrap();
+        assert_eq!(by, StoppedBy::KillSwitch);
+        assert!(reason.contains("ABORT"), "{reason}");
 
         let token = CancellationToken::new();
         let switch = AbortSwitch::new(token.clone());
@@ -234,7 +248,7 @@ mod tests {
             .unwrap();
         assert!(response.status().is_success());
         token.cancelled().await;
-        assert!(switch.reason().unwrap().contains("POST /abort"));
+        assert!(switch.reason().unwrap().1.contains("POST /abort"));
         stop.cancel();
     }
 }

@@ -22,7 +22,7 @@ use super::proxy::FaultProxy;
 use super::standin::{StandIns, base_url};
 use super::temp_files::HarnessFiles;
 use super::tts_log::journal_tts_requests;
-use crate::grade::live::Injection;
+use crate::grade::detect::Injection;
 use crate::journal::{Journal, round_ms};
 use crate::observe::{Observation, Signal};
 use crate::scenario::faults::{FaultSpec, Occurrence, ProxyUpstream, ScheduledFault, timeline};
@@ -274,9 +274,11 @@ impl ChaosPlane {
             journal,
             observers,
         });
+        let journal = shared.journal.clone();
         let task = tokio::spawn(run_timeline(Arc::clone(&shared), occurrences, stop));
         ChaosRun {
             task,
+            journal,
             tts_log,
             log_stop,
             files: self.files.clone(),
@@ -289,6 +291,8 @@ impl ChaosPlane {
 #[derive(Debug)]
 pub struct ChaosRun {
     task: tokio::task::JoinHandle<()>,
+    /// Where a failure of the scheduler itself is journaled.
+    journal: Journal,
     /// Journals the TTS stand-in's requests (`tts_requests`).
     tts_log: Option<tokio::task::JoinHandle<()>>,
     log_stop: CancellationToken,
@@ -302,6 +306,12 @@ impl ChaosRun {
     pub async fn finish(self) -> ChaosOutcome {
         if let Err(error) = self.task.await {
             tracing::error!(%error, "the chaos scheduler failed");
+            // Its faults may not have been injected, confirmed or journaled as planned:
+            // the verdict is `error`, not a fleet that missed them.
+            self.journal.record(
+                "harness_error",
+                json!({"task": "chaos scheduler", "error": error.to_string()}),
+            );
         }
         self.log_stop.cancel();
         // Its last window goes into the journal before the run ends.

@@ -5,10 +5,11 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
+use super::detect::Outcome;
 use super::plan::{GradePlan, SloPlan};
-use super::recovery::{self, Span, Uptime};
-use super::replay::RunRecord;
-use super::{SloVerdict, Verdict};
+use super::recovery::{self, GroupRecovery, Member, Span, Uptime};
+use super::replay::{DetectionStatus, RecoveryStatus, RunRecord};
+use super::{SloVerdict, Verdict, shown};
 use crate::grade::FaultReport;
 use crate::report::{FaultStats, FleetBlock, JournalBlock, RunFacts, Summary};
 use crate::scenario::faults::RecoverFrom;
@@ -21,35 +22,29 @@ pub fn evaluate(run: &RunRecord) -> Summary {
     });
     let end = run.end_s();
     let mut faults = run.faults.clone();
-    super::detections(&mut faults, &plan.faults, &run.signals);
+    apply_detections(&mut faults, run);
     let windows = fault_windows(&faults, end);
     let troubles = recovery::trouble_spans(run, &plan.slo);
+    let groups = recover(&mut faults, &plan, &troubles, end);
+    share_signals(&mut faults, &groups);
     let calm = response_outside(run, &windows);
-    let injections: Vec<f64> = faults.iter().filter_map(|f| f.injected_at_s).collect();
     for report in &mut faults {
-        let from = plan
-            .faults
-            .iter()
-            .find(|fault| fault.name == report.name)
-            .map_or(RecoverFrom::Clear, |fault| fault.recover_from);
-        recover_and_impact(report, from, run, &plan.slo, &troubles, calm, &injections);
+        impact(report, run, calm);
     }
-    // Uptime is the downtime nobody injected: each fault's window runs until the fleet
-    // recovered from it (recover_within grades that part), or until its clear plus the
-    // recover_within allowance when it never did.
-    let recovering: Vec<Span> = faults
+    // Uptime is the downtime nobody injected: each group of overlapping faults is left out
+    // from its first injection until the fleet recovered from it (recover_within grades
+    // that part), or until the recovery allowance ran out when it never did.
+    let recovering: Vec<Span> = groups
         .iter()
-        .filter_map(|fault| {
-            let from = fault.injected_at_s?;
-            let cleared = fault.cleared_at_s.unwrap_or(end);
-            let recovered = match (fault.recovered_after_s, fault.recover_from) {
-                (Some(after), Some(RecoverFrom::Injection)) => from + after,
-                (Some(after), _) => cleared + after,
-                (None, _) => cleared + plan.slo.recover_within_s.unwrap_or(0.0),
-            };
+        .filter_map(|group| {
+            let from = group
+                .members
+                .iter()
+                .filter_map(|index| faults[*index].injected_at_s)
+                .reduce(f64::min)?;
             Some(Span {
                 from,
-                to: recovered.max(cleared).min(end),
+                to: group.excluded_until_s.max(from),
             })
         })
         .collect();
@@ -101,24 +96,15 @@ pub fn evaluate(run: &RunRecord) -> Summary {
         slos.push(unprovoked_alerts(run, &windows, plan.slo.stable_window_s));
     }
 
-    let (verdict, reason) = match &run.ended {
-        None => (
-            Verdict::Aborted,
-            Some(format!(
-                "the journal ends at {:.1}s without run_ended: the harness was killed before the run finished (graded from what was journaled)",
-                run.last_t_s
-            )),
-        ),
-        Some(ended) if ended.stopped.is_some() => (Verdict::Aborted, ended.stopped.clone()),
-        Some(_) => super::verdict_with_faults(&slos, &faults),
-    };
+    let (verdict, reason) = run_verdict(run, &slos, &faults);
     let mib = crate::units::mib;
     let crashes = run.exits.iter().filter(|exit| !exit.by_harness).count() as u64;
+    let round2 = |value: f64| (value * 100.0).round() / 100.0;
     let fleet = FleetBlock {
         rss_mib_max: run.rss_max_bytes.map(mib),
-        rss_growth_mib_per_h: rss_growth,
+        rss_growth_mib_per_h: rss_growth.map(round2),
         restarts: run.fleet_spawned.then_some(run.restarts),
-        crashes: run.fleet_spawned.then_some(crashes),
+        crashes: run.process_watched().then_some(crashes),
         exits: run
             .exits
             .iter()
@@ -140,7 +126,7 @@ pub fn evaluate(run: &RunRecord) -> Summary {
             .iter()
             .map(|(_, bytes)| mib(*bytes))
             .reduce(f64::max),
-        temp_dir_growth_mib_per_h: temp_growth,
+        temp_dir_growth_mib_per_h: temp_growth.map(round2),
     };
     let fault_stats = fault_stats(&faults);
     let mut summary = Summary::new(
@@ -174,6 +160,210 @@ pub fn evaluate(run: &RunRecord) -> Summary {
         problems: run.problems.clone(),
     };
     summary
+}
+
+/// The verdict and its reason. A run stopped before its end is `aborted` (it did not test
+/// what it planned), except when an abort condition on the fleet's calls stopped it: then
+/// the fleet failed its calls badly enough to stop the run, which is `fail`.
+fn run_verdict(
+    run: &RunRecord,
+    slos: &[SloVerdict],
+    faults: &[FaultReport],
+) -> (Verdict, Option<String>) {
+    let Some(ended) = &run.ended else {
+        return (
+            Verdict::Aborted,
+            Some(format!(
+                "the journal ends at {:.1}s without run_ended: the harness was killed before the run finished (graded from what was journaled)",
+                run.last_t_s
+            )),
+        );
+    };
+    match (&ended.stopped, ended.stopped_by) {
+        (Some(reason), Some(super::replay::StoppedBy::AbortCondition)) => {
+            if !run.harness_errors.is_empty() {
+                return super::verdict_with_faults(slos, faults, &run.harness_errors);
+            }
+            (
+                Verdict::Fail,
+                Some(format!(
+                    "{reason} (the fleet's calls failed until the run was stopped)"
+                )),
+            )
+        }
+        (Some(reason), _) => (Verdict::Aborted, Some(reason.clone())),
+        (None, _) => super::verdict_with_faults(slos, faults, &run.harness_errors),
+    }
+}
+
+/// Each fault's detection, as the detection engine found it over the journal.
+fn apply_detections(faults: &mut [FaultReport], run: &RunRecord) {
+    for graded in &run.detections {
+        let Some(report) = faults.iter_mut().find(|report| {
+            report.name == graded.injection.fault
+                && report.occurrence == graded.injection.occurrence
+        }) else {
+            continue;
+        };
+        match &graded.outcome {
+            Outcome::Detected(detection) => {
+                report.detected_after_s = Some(detection.after_s);
+                report.detected_by = Some(detection.by.clone());
+                report.detection = Some(DetectionStatus::Detected);
+            }
+            Outcome::AlreadySignalling { rules } => {
+                report.signalling_at_injection = rules.clone();
+                report.detection = Some(DetectionStatus::AlreadySignalling);
+                report.notes.push(format!(
+                    "already signalling at injection ({}), so its detection is not graded",
+                    rules.join(", ")
+                ));
+            }
+            Outcome::Undetected => report.detection = Some(DetectionStatus::Undetected),
+        }
+    }
+    for report in faults.iter_mut() {
+        if !report.confirmed {
+            report.detection = None;
+        } else if report.detection.is_none() && report.injected_at_s.is_some() {
+            report.detection = Some(DetectionStatus::Undetected);
+        }
+    }
+}
+
+/// Recovery of every fault in effect, overlapping ones together; the groups found.
+fn recover(
+    faults: &mut [FaultReport],
+    plan: &GradePlan,
+    troubles: &[Span],
+    end: f64,
+) -> Vec<GroupRecovery> {
+    let slo = &plan.slo;
+    let mut members = Vec::new();
+    for (index, report) in faults.iter_mut().enumerate() {
+        let Some(injected) = report.injected_at_s else {
+            continue;
+        };
+        let from = plan
+            .faults
+            .iter()
+            .find(|fault| fault.name == report.name)
+            .map_or(RecoverFrom::Clear, |fault| fault.recover_from);
+        report.recover_from = Some(from);
+        if !report.confirmed {
+            continue;
+        }
+        let start = match from {
+            RecoverFrom::Clear => report.cleared_at_s,
+            RecoverFrom::Injection => Some(injected),
+        };
+        members.push(Member {
+            index,
+            injected,
+            start: start.unwrap_or(end),
+            cleared: report.cleared_at_s,
+        });
+    }
+    let allowance = slo.recover_within_s.unwrap_or(slo.stable_window_s);
+    let groups = recovery::recover_groups(&members, troubles, slo.stable_window_s, allowance, end);
+    for group in &groups {
+        for &index in &group.members {
+            let others: Vec<String> = group
+                .members
+                .iter()
+                .filter(|other| **other != index)
+                .map(|other| {
+                    let other = &faults[*other];
+                    format!(
+                        "{} #{} from {:.1}s",
+                        other.name,
+                        other.occurrence,
+                        other.injected_at_s.unwrap_or_default()
+                    )
+                })
+                .collect();
+            let report = &mut faults[index];
+            report.recovery = Some(group.status);
+            report.recovery_from_s = Some(group.from_s);
+            report.recovered_after_s = group
+                .at_s
+                .map(|at| crate::journal::round_ms(at - group.from_s));
+            if !others.is_empty() {
+                report.notes.push(format!(
+                    "overlapped {}; recovery counted from the later clear at {:.1}s",
+                    others.join(", "),
+                    group.from_s
+                ));
+                report.overlapped = others;
+            }
+            let from = report.recover_from.unwrap_or(RecoverFrom::Clear);
+            match group.status {
+                RecoveryStatus::Recovered => {}
+                RecoveryStatus::NotRecovered => report.notes.push(format!(
+                    "not recovered: the steady state did not hold for {}s from the {} at {:.1}s within {allowance}s, nor before the end at {end:.1}s",
+                    slo.stable_window_s,
+                    from.name(),
+                    group.from_s
+                )),
+                RecoveryStatus::NotMeasured if report.cleared_at_s.is_none() => report
+                    .notes
+                    .push("never cleared, so recovery could not be measured".into()),
+                RecoveryStatus::NotMeasured => report.notes.push(format!(
+                    "recovery not measured: the run ended {:.1}s after the {} at {:.1}s, before the steady state could be seen to hold",
+                    end - group.from_s,
+                    from.name(),
+                    group.from_s
+                )),
+            }
+        }
+    }
+    groups
+}
+
+/// An injection whose detection shows only because an overlapping earlier fault's signal
+/// was already up (the same alert, the same bad health) shares that fault's detection: it
+/// is said so, and counted once, for the earlier fault.
+fn share_signals(faults: &mut [FaultReport], groups: &[GroupRecovery]) {
+    for group in groups {
+        for (position, &later) in group.members.iter().enumerate() {
+            let earlier = group.members[..position].iter().find_map(|&earlier| {
+                let (a, b) = (&faults[earlier], &faults[later]);
+                let by = a.detected_by.as_ref()?;
+                let shared = match b.detection {
+                    Some(DetectionStatus::AlreadySignalling) => {
+                        b.signalling_at_injection.contains(by)
+                    }
+                    Some(DetectionStatus::Detected) => {
+                        let seen = |fault: &FaultReport| {
+                            Some(fault.injected_at_s? + fault.detected_after_s?)
+                        };
+                        b.detected_by.as_ref() == Some(by)
+                            && seen(a)
+                                .zip(seen(b))
+                                .is_some_and(|(x, y)| (x - y).abs() < 1e-6)
+                    }
+                    _ => false,
+                };
+                shared.then(|| format!("{} #{}", a.name, a.occurrence))
+            });
+            if let Some(earlier) = earlier {
+                let report = &mut faults[later];
+                let by = faults_detected_by(report);
+                report.detection = Some(DetectionStatus::SharedSignal);
+                report.notes.push(format!(
+                    "overlapping {earlier}, shared signal{by}: counted once, for {earlier}"
+                ));
+            }
+        }
+    }
+}
+
+fn faults_detected_by(report: &FaultReport) -> String {
+    report
+        .detected_by
+        .as_ref()
+        .or(report.signalling_at_injection.first())
+        .map_or(String::new(), |by| format!(" ({by})"))
 }
 
 /// Each injected fault's window, from injection to clear (or to the end, never cleared).
@@ -234,24 +424,16 @@ fn response_outside(run: &RunRecord, windows: &[Span]) -> Option<f64> {
     }))
 }
 
-fn recover_and_impact(
-    report: &mut FaultReport,
-    from: RecoverFrom,
-    run: &RunRecord,
-    slo: &SloPlan,
-    troubles: &[Span],
-    calm_p95_ms: Option<f64>,
-    injections: &[f64],
-) {
+/// Impact: the calls that failed in the intervals the fault overlapped, and the response
+/// p95 then against the calm one.
+fn impact(report: &mut FaultReport, run: &RunRecord, calm_p95_ms: Option<f64>) {
     let Some(injected) = report.injected_at_s else {
         return;
     };
-    let end = run.end_s();
     let window = Span {
         from: injected,
-        to: report.cleared_at_s.unwrap_or(end).max(injected),
+        to: report.cleared_at_s.unwrap_or(run.end_s()).max(injected),
     };
-    report.recover_from = Some(from);
     report.calls_failed_during = Some(
         run.intervals
             .iter()
@@ -269,33 +451,6 @@ fn recover_and_impact(
     );
     report.response_p95_during_ms = p95_ms(merged_response(run, |span| overlaps(span, &window)));
     report.response_p95_calm_ms = calm_p95_ms;
-    if !report.confirmed {
-        return;
-    }
-    let start = match from {
-        RecoverFrom::Clear => report.cleared_at_s,
-        RecoverFrom::Injection => Some(injected),
-    };
-    let Some(start) = start else {
-        report
-            .notes
-            .push("never cleared, so recovery could not be measured".into());
-        return;
-    };
-    let next = injections
-        .iter()
-        .copied()
-        .filter(|at| *at > injected)
-        .fold(f64::INFINITY, f64::min);
-    report.recovered_after_s =
-        recovery::time_to_recover(troubles, start, slo.stable_window_s, next, end);
-    if report.recovered_after_s.is_none() {
-        report.notes.push(format!(
-            "not recovered: the steady state did not hold for {}s between the {} at {start:.1}s and the end at {end:.1}s",
-            slo.stable_window_s,
-            from.name()
-        ));
-    }
 }
 
 /// MTTD/MTTR over each fault's repeated injections.
@@ -313,6 +468,7 @@ fn fault_stats(faults: &[FaultReport]) -> Vec<FaultStats> {
             let confirmed: Vec<&&FaultReport> = of.iter().filter(|f| f.confirmed).collect();
             let detect: Vec<f64> = confirmed
                 .iter()
+                .filter(|f| f.detection == Some(DetectionStatus::Detected))
                 .filter_map(|f| f.detected_after_s)
                 .collect();
             let recover: Vec<f64> = confirmed
@@ -340,9 +496,16 @@ fn recover_within(within_s: f64, window_s: f64, faults: &[FaultReport]) -> SloVe
             name: "recover_within",
             limit: Duration::from_secs_f64(within_s),
             after: |fault| fault.recovered_after_s,
+            graded: |fault| match fault.recovery {
+                Some(RecoveryStatus::NotMeasured) => super::Grading::Ungradable(
+                    "recovery not measured (the run ended too soon after its clear)".into(),
+                ),
+                _ => super::Grading::Graded,
+            },
             nothing: "no fault was in effect, so there was nothing to recover from",
             missing: "not recovered",
             late: "not back in steady state in time",
+            unmeasurable: "its recovery could not be measured: the run ended too soon after its clear",
         },
         faults,
         |count| {
@@ -356,21 +519,19 @@ fn recover_within(within_s: f64, window_s: f64, faults: &[FaultReport]) -> SloVe
 fn uptime_slo(min: f64, uptime: Option<&Uptime>) -> SloVerdict {
     let threshold = format!(">= {min}%");
     let Some(uptime) = uptime else {
-        return SloVerdict {
-            name: "uptime",
+        return SloVerdict::not_measured(
+            "uptime",
             threshold,
-            measured: "not measured".into(),
-            pass: false,
-            why: "no health probe answered or failed, so uptime could not be measured (set [observe] health_url)".into(),
-        };
+            "no health probe answered or failed, so uptime could not be measured (set [observe] health_url)".into(),
+        );
     };
-    let pass = uptime.pct >= min;
-    SloVerdict {
-        name: "uptime",
+    let pass = uptime.exact_pct >= min;
+    SloVerdict::measured(
+        "uptime",
         threshold,
-        measured: format!("{:.2}%", uptime.pct),
+        format!("{}%", shown(uptime.exact_pct, min, 2)),
         pass,
-        why: if uptime.outages == 0 {
+        if uptime.outages == 0 {
             format!(
                 "healthy for all {:.0}s probed outside faults and their recovery ({:.0}s of faults and recovery left out)",
                 uptime.probed_s, uptime.excluded_s
@@ -385,7 +546,7 @@ fn uptime_slo(min: f64, uptime: Option<&Uptime>) -> SloVerdict {
                 uptime.excluded_s
             )
         },
-    }
+    )
 }
 
 fn growth_slo(
@@ -398,17 +559,15 @@ fn growth_slo(
 ) -> SloVerdict {
     let threshold = format!("<= {max}MiB/h");
     let Some(slope) = measured else {
-        return SloVerdict {
+        return SloVerdict::not_measured(
             name,
             threshold,
-            measured: "not measured".into(),
-            pass: false,
-            why: format!(
+            format!(
                 "{} {what} samples, {} after the {warm_up:.0}s warm-up: a slope needs 3 or more over a minute",
                 samples.len(),
                 samples.iter().filter(|(t, _)| *t >= warm_up).count()
             ),
-        };
+        );
     };
     let mib = crate::units::mib;
     let first = samples
@@ -417,21 +576,23 @@ fn growth_slo(
         .map(|(_, b)| mib(*b));
     let last = samples.last().map(|(_, b)| mib(*b));
     let pass = slope <= max;
-    SloVerdict {
+    let rate = shown(slope, max, 1);
+    SloVerdict::measured(
         name,
         threshold,
-        measured: format!("{slope:.1}MiB/h"),
+        format!("{rate}MiB/h"),
         pass,
-        why: format!(
-            "{what} grew {slope:.1} MiB/h (least squares after {warm_up:.0}s warm-up; {:.1} MiB then, {:.1} MiB at the end){}",
+        format!(
+            "{what} grew {rate} MiB/h (least squares after {warm_up:.0}s warm-up; {:.1} MiB then, {:.1} MiB at the end){}",
             first.unwrap_or(0.0),
             last.unwrap_or(0.0),
             if pass { "" } else { ": a leak at this rate" }
         ),
-    }
+    )
 }
 
-/// Alerts that fired with no fault in effect, nor within `grace` of a clear.
+/// Alerts that began firing with no fault in effect, nor within `grace` of a clear.
+/// Repeats of an alert already firing are not counted again.
 fn unprovoked_alerts(run: &RunRecord, windows: &[Span], grace: f64) -> SloVerdict {
     let threshold = "true".to_owned();
     let provoked = |t: f64| {
@@ -441,26 +602,26 @@ fn unprovoked_alerts(run: &RunRecord, windows: &[Span], grace: f64) -> SloVerdic
     };
     let mut unprovoked: Vec<(String, Vec<f64>)> = Vec::new();
     let mut total = 0;
-    for (t, signal) in &run.signals {
-        let super::replay::Signal::AlertFiring(name) = signal else {
-            continue;
-        };
+    for onset in &run.alert_onsets {
         total += 1;
-        if provoked(*t) {
+        if provoked(onset.began_s) || provoked(onset.seen_s) {
             continue;
         }
-        match unprovoked.iter_mut().find(|(known, _)| known == name) {
-            Some((_, times)) => times.push(*t),
-            None => unprovoked.push((name.clone(), vec![*t])),
+        match unprovoked
+            .iter_mut()
+            .find(|(known, _)| *known == onset.name)
+        {
+            Some((_, times)) => times.push(onset.seen_s),
+            None => unprovoked.push((onset.name.clone(), vec![onset.seen_s])),
         }
     }
     let count: usize = unprovoked.iter().map(|(_, times)| times.len()).sum();
-    SloVerdict {
-        name: "no_unprovoked_alerts",
+    SloVerdict::measured(
+        "no_unprovoked_alerts",
         threshold,
-        measured: format!("{count} unprovoked"),
-        pass: count == 0,
-        why: if count == 0 {
+        format!("{count} unprovoked"),
+        count == 0,
+        if count == 0 {
             format!("all {total} alerts fired while a fault was in effect or just cleared")
         } else {
             let list: Vec<String> = unprovoked
@@ -478,19 +639,17 @@ fn unprovoked_alerts(run: &RunRecord, windows: &[Span], grace: f64) -> SloVerdic
                 .collect();
             format!("alerts fired with no fault in effect: {}", list.join("; "))
         },
-    }
+    )
 }
 
 fn crashes_slo(max: u64, run: &RunRecord) -> SloVerdict {
     let threshold = format!("<= {max}");
-    if !run.fleet_spawned {
-        return SloVerdict {
-            name: "max_crashes",
+    if !run.process_watched() {
+        return SloVerdict::not_measured(
+            "max_crashes",
             threshold,
-            measured: "not measured".into(),
-            pass: false,
-            why: "the harness did not start the fleet, so it could not see it exit".into(),
-        };
+            "the fleet's process was not watched (the harness did not start it, and [observe] process was not set), so its exits could not be seen".into(),
+        );
     }
     let crashes: Vec<String> = run
         .exits
@@ -499,12 +658,12 @@ fn crashes_slo(max: u64, run: &RunRecord) -> SloVerdict {
         .map(|exit| format!("{} at {:.1}s", exit.status, exit.t_s))
         .collect();
     let pass = crashes.len() as u64 <= max;
-    SloVerdict {
-        name: "max_crashes",
+    SloVerdict::measured(
+        "max_crashes",
         threshold,
-        measured: crashes.len().to_string(),
+        crashes.len().to_string(),
         pass,
-        why: if crashes.is_empty() {
+        if crashes.is_empty() {
             "the fleet never exited on its own".into()
         } else {
             format!(
@@ -513,7 +672,7 @@ fn crashes_slo(max: u64, run: &RunRecord) -> SloVerdict {
                 crashes.join("; ")
             )
         },
-    }
+    )
 }
 
 #[cfg(test)]
@@ -727,5 +886,476 @@ mod tests {
         assert_eq!(leak.injected_at_s, Some(200.0));
         assert_eq!(leak.cleared_at_s, None, "killed before its clear");
         assert!(leak.notes.iter().any(|n| n.contains("never cleared")));
+    }
+}
+
+/// The grading rules, each on a small journal built by hand with a known answer.
+#[cfg(test)]
+mod rules_tests {
+    use std::io::Write as _;
+
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::grade::SloStatus;
+    use crate::grade::replay;
+
+    /// A journal under construction: a run of `end` seconds with calls every 5 s.
+    struct Journal {
+        records: Vec<Value>,
+    }
+
+    impl Journal {
+        /// `slo` and `faults` as `run_started`'s grading carries them.
+        fn new(slo: Value, faults: Value, end: f64) -> Self {
+            let mut grading_slo = json!({
+                "call_success_min_pct": null, "response_p95_max_s": null,
+                "response_p99_max_s": null, "first_audio_p95_max_s": null,
+                "pacing_jitter_p99_max_s": null, "detect_within_s": null,
+                "no_retry_storm": false, "recover_within_s": null, "stable_window_s": 10.0,
+                "uptime_min_pct": null, "memory_growth_max_mib_h": null,
+                "temp_dir_growth_max_mib_h": null, "max_crashes": null,
+                "no_unprovoked_alerts": false});
+            for (key, value) in slo.as_object().unwrap() {
+                grading_slo[key] = value.clone();
+            }
+            let mut records = vec![
+                json!({"event": "run_started", "t_s": 0.0, "at": "2026-12-01T10:00:00.000Z",
+                    "run_id": "rules", "scenario": "rules", "target": "external",
+                    "grading": {"slo": grading_slo, "faults": faults}}),
+                json!({"event": "health", "t_s": 0.5, "healthy": true}),
+            ];
+            let mut from = 0.0;
+            while from < end {
+                records.push(interval(from, from + 5.0, 10, 0));
+                from += 5.0;
+            }
+            records.push(json!({"event": "run_ended", "t_s": end, "at": "2026-12-01T10:10:00.000Z", "stopped": null}));
+            Journal { records }
+        }
+
+        fn push(&mut self, record: Value) -> &mut Self {
+            self.records.push(record);
+            self
+        }
+
+        /// A fault injected at `at`, confirmed, cleared at `until`.
+        fn fault(&mut self, name: &str, occurrence: u32, at: f64, until: f64) -> &mut Self {
+            let base = json!({"fault": name, "kind": "tts_429", "occurrence": occurrence,
+                "planned_at_s": at});
+            for (event, t) in [
+                ("fault_injected", at),
+                ("fault_confirmed", at + 0.1),
+                ("fault_cleared", until),
+            ] {
+                let mut record = base.clone();
+                record["event"] = event.into();
+                record["t_s"] = t.into();
+                self.records.push(record);
+            }
+            self
+        }
+
+        fn alert(&mut self, t: f64, name: &str, firing: bool, starts_s: Option<f64>) -> &mut Self {
+            self.push(
+                json!({"event": "alert", "t_s": t, "seen_s": t, "name": name,
+                "status": if firing { "firing" } else { "resolved" }, "starts_s": starts_s}),
+            )
+        }
+
+        fn health(&mut self, t: f64, healthy: bool) -> &mut Self {
+            self.push(json!({"event": "health", "t_s": t, "seen_s": t, "healthy": healthy}))
+        }
+
+        /// Makes the interval ending at `to` a failing one.
+        fn failing(&mut self, to: f64) -> &mut Self {
+            for record in &mut self.records {
+                if record["event"] == "interval" && record["t_s"] == to {
+                    *record = interval(to - 5.0, to, 2, 8);
+                }
+            }
+            self
+        }
+
+        fn grade(&self) -> Summary {
+            let mut sorted = self.records.clone();
+            // Journal order: by time, a run_ended last.
+            sorted.sort_by(|a, b| {
+                let key = |r: &Value| {
+                    (
+                        r["event"] == "run_ended",
+                        r["t_s"].as_f64().unwrap_or_default(),
+                    )
+                };
+                let (x, y) = (key(a), key(b));
+                x.0.cmp(&y.0).then(x.1.total_cmp(&y.1))
+            });
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("journal.jsonl");
+            let mut file = std::fs::File::create(&path).unwrap();
+            for record in &sorted {
+                writeln!(file, "{record}").unwrap();
+            }
+            drop(file);
+            evaluate(&replay::read(&path).unwrap())
+        }
+    }
+
+    fn interval(from: f64, to: f64, completed: u64, failed: u64) -> Value {
+        json!({"event": "interval", "t_s": to, "from_s": from, "started": completed + failed,
+            "completed": completed, "failed": failed,
+            "outcomes": {"completed": completed, "turn_timeout": failed}})
+    }
+
+    fn alert_fault(name: &str, alert: &str) -> Value {
+        json!({"name": name, "kind": "tts_429", "detect": [{"alert": alert}], "recover_from": "clear"})
+    }
+
+    fn fault<'a>(summary: &'a Summary, name: &str, occurrence: u32) -> &'a FaultReport {
+        summary
+            .faults
+            .iter()
+            .find(|f| f.name == name && f.occurrence == occurrence)
+            .unwrap_or_else(|| panic!("no {name} #{occurrence}: {:#?}", summary.faults))
+    }
+
+    fn slo<'a>(summary: &'a Summary, name: &str) -> &'a SloVerdict {
+        summary
+            .slos
+            .iter()
+            .find(|slo| slo.name == name)
+            .unwrap_or_else(|| panic!("no SLO {name}: {:?}", summary.slos))
+    }
+
+    #[test]
+    fn overlapping_faults_are_each_graded_and_recover_from_the_later_clear() {
+        // The 45-minute soak's failure: tts #1 30-60 s and leak #1 50-80 s overlap; calls
+        // fail 55-85 s. Before, the leak's injection inside the TTS fault's window cut the
+        // TTS fault's recovery short, and it was "never" recovered.
+        let mut journal = Journal::new(
+            json!({"recover_within_s": 60.0, "detect_within_s": 10.0}),
+            json!([
+                alert_fault("tts", "TtsRateLimited"),
+                alert_fault("leak", "TempDirGrowing")
+            ]),
+            300.0,
+        );
+        journal
+            .fault("tts", 1, 30.0, 60.0)
+            .fault("leak", 1, 50.0, 80.0)
+            .alert(31.0, "TtsRateLimited", true, Some(30.8))
+            .alert(52.0, "TempDirGrowing", true, Some(51.5))
+            .failing(60.0)
+            .failing(65.0)
+            .failing(85.0);
+        let summary = journal.grade();
+        let (tts, leak) = (fault(&summary, "tts", 1), fault(&summary, "leak", 1));
+        assert_eq!(tts.detected_after_s, Some(1.0));
+        assert_eq!(leak.detected_after_s, Some(2.0));
+        for report in [tts, leak] {
+            assert_eq!(
+                report.recovery,
+                Some(RecoveryStatus::Recovered),
+                "{report:#?}"
+            );
+            assert_eq!(report.recovery_from_s, Some(80.0));
+            assert_eq!(report.recovered_after_s, Some(5.0));
+        }
+        assert_eq!(tts.overlapped, vec!["leak #1 from 50.0s".to_owned()]);
+        assert_eq!(leak.overlapped, vec!["tts #1 from 30.0s".to_owned()]);
+        assert!(slo(&summary, "recover_within").pass);
+        assert_eq!(summary.verdict, Verdict::Pass, "{:?}", summary.reason);
+    }
+
+    #[test]
+    fn repeated_injections_of_one_fault_stay_separate() {
+        let mut journal = Journal::new(
+            json!({"recover_within_s": 60.0, "detect_within_s": 10.0}),
+            json!([alert_fault("tts", "TtsRateLimited")]),
+            200.0,
+        );
+        journal
+            .fault("tts", 1, 20.0, 30.0)
+            .fault("tts", 2, 100.0, 110.0)
+            .alert(21.0, "TtsRateLimited", true, None)
+            .alert(36.0, "TtsRateLimited", false, None)
+            .alert(103.0, "TtsRateLimited", true, None)
+            .failing(115.0);
+        let summary = journal.grade();
+        assert_eq!(fault(&summary, "tts", 1).detected_after_s, Some(1.0));
+        assert_eq!(fault(&summary, "tts", 2).detected_after_s, Some(3.0));
+        assert_eq!(fault(&summary, "tts", 1).recovered_after_s, Some(0.0));
+        assert_eq!(fault(&summary, "tts", 2).recovered_after_s, Some(5.0));
+        assert!(fault(&summary, "tts", 1).overlapped.is_empty());
+        let stats = &summary.fault_stats[0];
+        assert_eq!((stats.injected, stats.detected, stats.recovered), (2, 2, 2));
+    }
+
+    #[test]
+    fn a_signal_already_showing_at_injection_is_not_graded_as_detected_or_missed() {
+        let mut journal = Journal::new(
+            json!({"detect_within_s": 10.0}),
+            json!([
+                alert_fault("tts", "TtsRateLimited"),
+                alert_fault("db", "DbPoolSaturated")
+            ]),
+            200.0,
+        );
+        journal
+            // Firing since 5 s (not from any fault); repeated by Alertmanager at 45 s.
+            .alert(5.0, "TtsRateLimited", true, Some(5.0))
+            .fault("tts", 1, 40.0, 50.0)
+            .alert(45.0, "TtsRateLimited", true, Some(5.0))
+            // Another fault, detected properly, so the SLO is measured.
+            .fault("db", 1, 100.0, 110.0)
+            .alert(101.5, "DbPoolSaturated", true, Some(101.4));
+        let summary = journal.grade();
+        let tts = fault(&summary, "tts", 1);
+        assert_eq!(tts.detection, Some(DetectionStatus::AlreadySignalling));
+        assert_eq!(tts.detected_after_s, None, "a repeat is not a detection");
+        assert_eq!(tts.signalling_at_injection, vec!["alert TtsRateLimited"]);
+        let detect = slo(&summary, "detect_within");
+        assert_eq!(detect.status, SloStatus::NotMeasured, "{detect:?}");
+        assert!(
+            detect.why.contains("tts") && detect.why.contains("already signalling"),
+            "{detect:?}"
+        );
+        assert_eq!(summary.verdict, Verdict::Error, "never a fleet failure");
+        // With a later injection of the same fault that is detected, the fault was graded.
+        journal
+            .alert(60.0, "TtsRateLimited", false, None)
+            .fault("tts", 2, 150.0, 160.0)
+            .alert(151.0, "TtsRateLimited", true, Some(150.9));
+        let summary = journal.grade();
+        let detect = slo(&summary, "detect_within");
+        assert!(detect.pass, "{detect:?}");
+        assert!(detect.why.contains("not graded: tts #1"), "{detect:?}");
+        assert_eq!(summary.verdict, Verdict::Pass, "{:?}", summary.reason);
+    }
+
+    #[test]
+    fn an_alert_that_began_before_the_injection_does_not_detect_it() {
+        // startsAt 2 s before the injection, first heard of 3 s after it.
+        let mut journal = Journal::new(
+            json!({"detect_within_s": 10.0}),
+            json!([alert_fault("tts", "TtsRateLimited")]),
+            100.0,
+        );
+        journal
+            .fault("tts", 1, 40.0, 50.0)
+            .alert(43.0, "TtsRateLimited", true, Some(38.0));
+        let summary = journal.grade();
+        let tts = fault(&summary, "tts", 1);
+        assert_eq!(tts.detection, Some(DetectionStatus::AlreadySignalling));
+        assert_eq!(tts.detected_after_s, None);
+    }
+
+    #[test]
+    fn overlapping_faults_sharing_a_signal_are_counted_once() {
+        let mut journal = Journal::new(
+            json!({"detect_within_s": 10.0}),
+            json!([
+                alert_fault("tts-error", "TtsDegraded"),
+                alert_fault("tts-proxy", "TtsDegraded")
+            ]),
+            200.0,
+        );
+        journal
+            .fault("tts-error", 1, 40.0, 60.0)
+            .alert(41.0, "TtsDegraded", true, Some(40.9))
+            .fault("tts-proxy", 1, 50.0, 70.0)
+            .alert(76.0, "TtsDegraded", false, None);
+        let summary = journal.grade();
+        assert_eq!(
+            fault(&summary, "tts-error", 1).detection,
+            Some(DetectionStatus::Detected)
+        );
+        let proxy = fault(&summary, "tts-proxy", 1);
+        assert_eq!(proxy.detection, Some(DetectionStatus::SharedSignal));
+        assert!(
+            proxy
+                .notes
+                .iter()
+                .any(|note| note.contains("overlapping tts-error #1, shared signal")),
+            "{proxy:#?}"
+        );
+        let detect = slo(&summary, "detect_within");
+        assert!(detect.pass, "{detect:?}");
+        let stats = summary
+            .fault_stats
+            .iter()
+            .find(|s| s.name == "tts-proxy")
+            .unwrap();
+        assert_eq!(stats.detected, 0, "not double-counted");
+    }
+
+    #[test]
+    fn the_last_repeat_cleared_at_the_end_of_the_run_is_not_graded_unrecovered() {
+        let mut journal = Journal::new(
+            json!({"recover_within_s": 30.0}),
+            json!([alert_fault("tts", "TtsRateLimited")]),
+            100.0,
+        );
+        journal
+            .fault("tts", 1, 20.0, 30.0)
+            // The last repeat, cut short by the end of the run.
+            .fault("tts", 2, 95.0, 99.5)
+            .failing(100.0);
+        let summary = journal.grade();
+        assert_eq!(
+            fault(&summary, "tts", 2).recovery,
+            Some(RecoveryStatus::NotMeasured)
+        );
+        let recover = slo(&summary, "recover_within");
+        assert!(recover.pass, "{recover:?}");
+        assert!(recover.why.contains("not graded: tts #2"), "{recover:?}");
+        assert_eq!(summary.verdict, Verdict::Pass, "{:?}", summary.reason);
+    }
+
+    #[test]
+    fn thresholds_compare_unrounded_values() {
+        // Down 0.305 s of 100 s probed: 99.695% is below 99.7% (and says so).
+        let mut journal = Journal::new(json!({"uptime_min_pct": 99.7}), json!([]), 100.5);
+        journal.health(50.0, false).health(50.305, true);
+        let summary = journal.grade();
+        let uptime = slo(&summary, "uptime");
+        assert!(!uptime.pass, "{uptime:?}");
+        assert_eq!(uptime.measured, "99.69%");
+        // Exactly at the threshold passes.
+        let mut journal = Journal::new(json!({"uptime_min_pct": 99.7}), json!([]), 100.5);
+        journal.health(50.0, false).health(50.3, true);
+        let summary = journal.grade();
+        assert!(
+            slo(&summary, "uptime").pass,
+            "{:?}",
+            slo(&summary, "uptime")
+        );
+        assert_eq!(crate::grade::shown(99.4951, 99.5, 2), "99.495");
+        assert_eq!(crate::grade::shown(99.5, 99.5, 2), "99.50");
+        assert_eq!(crate::grade::shown(97.123, 99.5, 2), "97.12");
+    }
+
+    #[test]
+    fn what_the_run_could_not_measure_is_an_error_not_a_failure() {
+        let journal = Journal::new(
+            json!({"uptime_min_pct": 99.0, "max_crashes": 0, "memory_growth_max_mib_h": 10.0}),
+            json!([]),
+            100.0,
+        );
+        let mut records = journal.records.clone();
+        records.retain(|record| record["event"] != "health");
+        let summary = Journal { records }.grade();
+        for name in ["uptime", "max_crashes", "memory_growth"] {
+            let verdict = slo(&summary, name);
+            assert_eq!(verdict.status, SloStatus::NotMeasured, "{verdict:?}");
+            assert!(!verdict.pass);
+        }
+        assert_eq!(summary.verdict, Verdict::Error);
+        let reason = summary.reason.unwrap();
+        assert!(reason.starts_with("not measured: uptime"), "{reason}");
+        assert_eq!(summary.verdict.exit_code(), crate::exit::HARNESS_ERROR);
+    }
+
+    #[test]
+    fn an_abort_condition_is_the_fleets_failure_a_kill_switch_is_not() {
+        let mut journal = Journal::new(json!({}), json!([]), 100.0);
+        let ended = journal
+            .records
+            .iter_mut()
+            .find(|record| record["event"] == "run_ended")
+            .unwrap();
+        ended["stopped"] = "abort condition: call success 12% over the last 60s".into();
+        ended["stopped_by"] = "abort_condition".into();
+        let summary = journal.grade();
+        assert_eq!(summary.verdict, Verdict::Fail);
+        assert!(summary.reason.unwrap().starts_with("abort condition"));
+        let ended = journal
+            .records
+            .iter_mut()
+            .find(|record| record["event"] == "run_ended")
+            .unwrap();
+        ended["stopped"] = "kill switch: ABORT appeared".into();
+        ended["stopped_by"] = "kill_switch".into();
+        assert_eq!(journal.grade().verdict, Verdict::Aborted);
+    }
+
+    #[test]
+    fn a_harness_task_that_failed_makes_the_run_an_error() {
+        let mut journal = Journal::new(
+            json!({"detect_within_s": 10.0}),
+            json!([alert_fault("tts", "TtsRateLimited")]),
+            100.0,
+        );
+        // The hub died: the fault looks undetected, but that is the harness's doing.
+        journal
+            .fault("tts", 1, 20.0, 30.0)
+            .push(json!({"event": "harness_error",
+            "t_s": 25.0, "task": "observers' hub", "error": "it panicked: boom"}));
+        let summary = journal.grade();
+        assert!(!slo(&summary, "detect_within").pass);
+        assert_eq!(summary.verdict, Verdict::Error);
+        assert!(
+            summary
+                .reason
+                .unwrap()
+                .contains("observers' hub at 25.0s: it panicked: boom")
+        );
+    }
+
+    #[test]
+    fn a_journal_with_negative_and_absurd_values_grades_without_panicking() {
+        let mut journal = Journal::new(
+            json!({"detect_within_s": -5.0, "recover_within_s": -1.0, "stable_window_s": -3.0,
+                "uptime_min_pct": -2.0, "call_success_min_pct": 99.0}),
+            json!([alert_fault("tts", "TtsRateLimited")]),
+            100.0,
+        );
+        journal
+            .fault("tts", 1, -20.0, -30.0)
+            .alert(-5.0, "TtsRateLimited", true, Some(-1e12))
+            .health(-3.0, false)
+            .push(json!({"event": "fleet_process", "t_s": -1.0, "rss_bytes": -5.0}))
+            .push(json!({"event": "interval", "t_s": -4.0, "from_s": 10.0, "completed": 1}));
+        let summary = journal.grade();
+        assert!(
+            summary
+                .journal
+                .problems
+                .iter()
+                .any(|problem| problem.contains("detect_within_s = -5")),
+            "{:?}",
+            summary.journal.problems
+        );
+        assert!(summary.slos.iter().all(|slo| slo.name != "detect_within"));
+        let _ = summary.render_text();
+    }
+
+    #[test]
+    fn detections_survive_a_72_hour_flapping_probe() {
+        // Health flapping every second for 72 hours: far more signals than the grader
+        // could keep; the fault injected in the last hour is still detected.
+        let end = 72.0 * 3600.0;
+        let mut journal = Journal::new(
+            json!({"detect_within_s": 10.0}),
+            json!([{"name": "late", "kind": "tts_429", "detect": [{"alert": "Late"}], "recover_from": "clear"}]),
+            0.0,
+        );
+        for second in 0..(72 * 3600) {
+            journal.health(f64::from(second) + 0.25, second % 2 == 1);
+        }
+        let ended = journal
+            .records
+            .iter_mut()
+            .find(|record| record["event"] == "run_ended")
+            .unwrap();
+        ended["t_s"] = end.into();
+        journal.fault("late", 1, end - 1800.0, end - 1700.0).alert(
+            end - 1798.0,
+            "Late",
+            true,
+            None,
+        );
+        let summary = journal.grade();
+        assert_eq!(fault(&summary, "late", 1).detected_after_s, Some(2.0));
     }
 }

@@ -7,8 +7,8 @@ use serde::Serialize;
 
 use crate::load::aggregate::{Percentiles, Totals};
 
+pub mod detect;
 pub mod evaluate;
-pub mod live;
 pub mod plan;
 pub mod recovery;
 pub mod replay;
@@ -16,8 +16,7 @@ pub mod replay;
 pub use replay::FaultReport;
 
 pub use evaluate::evaluate;
-use plan::{FaultPlan, RuleSpec, SloPlan};
-use replay::Signal;
+use plan::SloPlan;
 
 /// One SLO's verdict, as `summary.json` `slos[]` carries it.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -25,8 +24,77 @@ pub struct SloVerdict {
     pub name: &'static str,
     pub threshold: String,
     pub measured: String,
+    /// Passed. False both when it failed and when it could not be measured (`status`
+    /// tells which).
     pub pass: bool,
+    pub status: SloStatus,
     pub why: String,
+}
+
+/// What became of one SLO.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SloStatus {
+    Pass,
+    /// Measured, and the fleet missed it.
+    Fail,
+    /// The run could not measure it: never blamed on the fleet (the verdict is `error`
+    /// when nothing failed).
+    NotMeasured,
+}
+
+impl SloVerdict {
+    /// A measured SLO: passed or failed.
+    pub fn measured(
+        name: &'static str,
+        threshold: String,
+        measured: String,
+        pass: bool,
+        why: String,
+    ) -> Self {
+        SloVerdict {
+            name,
+            threshold,
+            measured,
+            pass,
+            status: if pass {
+                SloStatus::Pass
+            } else {
+                SloStatus::Fail
+            },
+            why,
+        }
+    }
+
+    /// An SLO the run could not measure, and why.
+    pub fn not_measured(name: &'static str, threshold: String, why: String) -> Self {
+        SloVerdict {
+            name,
+            threshold,
+            measured: "not measured".into(),
+            pass: false,
+            status: SloStatus::NotMeasured,
+            why,
+        }
+    }
+
+    pub fn failed(&self) -> bool {
+        self.status == SloStatus::Fail
+    }
+}
+
+/// `value` with enough decimals (from `decimals`, at most 6) that it does not print as
+/// `threshold` does unless it equals it: a measured 99.695% against `>= 99.7%` must not
+/// read "99.70% FAIL". Comparisons are always made on the unrounded value.
+pub fn shown(value: f64, threshold: f64, decimals: usize) -> String {
+    let mut places = decimals;
+    while places < 6
+        && value != threshold
+        && format!("{value:.places$}") == format!("{threshold:.places$}")
+    {
+        places += 1;
+    }
+    format!("{value:.places$}")
 }
 
 /// The run's verdict. Names are a public contract (`summary.json` `verdict`).
@@ -88,13 +156,14 @@ pub fn grade(slos: &SloPlan, totals: &Totals) -> Vec<SloVerdict> {
         ),
     ];
     for (name, max, histogram, quantile, what) in latency_slos {
-        let Some(max) = max else { continue };
+        let Some(max_s) = max else { continue };
         verdicts.push(latency(
             name,
-            Duration::from_secs_f64(max),
+            max_s * 1000.0,
             histogram,
             quantile,
             what,
+            totals,
         ));
     }
     verdicts
@@ -103,13 +172,18 @@ pub fn grade(slos: &SloPlan, totals: &Totals) -> Vec<SloVerdict> {
 fn call_success(min: f64, totals: &Totals) -> SloVerdict {
     let threshold = format!(">= {min}%");
     let Some(pct) = totals.success_pct() else {
-        return SloVerdict {
-            name: "call_success",
+        return SloVerdict::not_measured(
+            "call_success",
             threshold,
-            measured: "no calls".into(),
-            pass: false,
-            why: "no call ended, so the success rate could not be measured".into(),
-        };
+            if totals.started == 0 {
+                "no call was placed, so the success rate could not be measured".into()
+            } else {
+                format!(
+                    "{} calls were placed and none ended before the run did (they were cancelled), so the success rate could not be measured",
+                    totals.started
+                )
+            },
+        );
     };
     let pass = pct >= min;
     let completed = totals.count(crate::call::CallOutcome::Completed);
@@ -133,43 +207,53 @@ fn call_success(min: f64, totals: &Totals) -> SloVerdict {
             failures.join(", ")
         )
     };
-    SloVerdict {
-        name: "call_success",
+    SloVerdict::measured(
+        "call_success",
         threshold,
-        measured: format!("{pct:.2}%"),
+        format!("{}%", shown(pct, min, 2)),
         pass,
         why,
-    }
+    )
 }
 
 fn latency(
     name: &'static str,
-    max: Duration,
+    max_ms: f64,
     histogram: &hdrhistogram::Histogram<u64>,
     quantile: f64,
     what: &str,
+    totals: &Totals,
 ) -> SloVerdict {
-    let threshold = format!("<= {}", format_ms(max.as_secs_f64() * 1000.0));
+    let threshold = format!("<= {}", format_ms(max_ms));
     if histogram.is_empty() {
-        return SloVerdict {
-            name,
-            threshold,
-            measured: "no samples".into(),
-            pass: false,
-            why: format!("no {what} was measured"),
+        // Calls that failed without a single answer are the fleet's failure (the success
+        // SLO says so); with none failed, there was nothing to time.
+        let failed = totals.failed();
+        return if failed > 0 && name != "pacing_jitter_p99" {
+            SloVerdict::measured(
+                name,
+                threshold,
+                "no answer".into(),
+                false,
+                format!(
+                    "no {what} could be timed: the fleet never answered, and {failed} calls failed"
+                ),
+            )
+        } else {
+            SloVerdict::not_measured(name, threshold, format!("no {what} was measured"))
         };
     }
     let measured_ms = histogram.value_at_quantile(quantile) as f64 / 1000.0;
-    let pass = measured_ms <= max.as_secs_f64() * 1000.0;
+    let pass = measured_ms <= max_ms;
     let label = format!("p{}", (quantile * 100.0).round());
-    SloVerdict {
+    let measured = format_ms_against(measured_ms, max_ms);
+    SloVerdict::measured(
         name,
         threshold,
-        measured: format_ms(measured_ms),
+        measured.clone(),
         pass,
-        why: format!(
-            "{what} {label} {} over {} samples ({})",
-            format_ms(measured_ms),
+        format!(
+            "{what} {label} {measured} over {} samples ({})",
             Percentiles::of(histogram).count,
             if pass {
                 "within the threshold"
@@ -177,6 +261,20 @@ fn latency(
                 "over the threshold"
             }
         ),
+    )
+}
+
+/// A latency as [`format_ms`] writes it, with more decimals where it would otherwise
+/// print as its threshold does.
+fn format_ms_against(ms: f64, threshold_ms: f64) -> String {
+    let plain = format_ms(ms);
+    if ms == threshold_ms || plain != format_ms(threshold_ms) {
+        return plain;
+    }
+    if ms >= 10_000.0 {
+        format!("{}s", shown(ms / 1000.0, threshold_ms / 1000.0, 1))
+    } else {
+        format!("{}ms", shown(ms, threshold_ms, 1))
     }
 }
 
@@ -190,23 +288,39 @@ fn format_ms(ms: f64) -> String {
     }
 }
 
-/// Pass when every SLO passed.
+/// Pass when every SLO passed; fail when one failed; error when none failed but one could
+/// not be measured.
 pub fn verdict(slos: &[SloVerdict]) -> Verdict {
-    if slos.iter().all(|slo| slo.pass) {
+    if slos.iter().any(SloVerdict::failed) {
+        Verdict::Fail
+    } else if slos.iter().all(|slo| slo.pass) {
         Verdict::Pass
     } else {
-        Verdict::Fail
+        Verdict::Error
     }
 }
 
-/// The verdict once faults were injected: a fault the harness could not undo makes the run
-/// `error` whatever else happened; then a failed SLO is the fleet's fault (`fail`); with
-/// every SLO met, a fault that was never seen in effect means the run did not test what it
-/// planned (`error`, with the faults named), never `pass`.
+/// The verdict of a run that went to its end, in this order:
+/// 1. `error` when the harness itself failed (a task of its own panicked: what it should
+///    have seen is missing) or a fault could not be undone;
+/// 2. `fail` when an SLO failed (the fleet is at fault), with the failed SLOs named;
+/// 3. `error` when an SLO could not be measured, or a fault never took effect (the fleet
+///    was not tested against it), never `pass`;
+/// 4. `pass`.
 pub fn verdict_with_faults(
     slos: &[SloVerdict],
     faults: &[crate::grade::FaultReport],
+    harness_errors: &[String],
 ) -> (Verdict, Option<String>) {
+    if !harness_errors.is_empty() {
+        return (
+            Verdict::Error,
+            Some(format!(
+                "the harness failed, so the run could not be graded fully: {}",
+                harness_errors.join("; ")
+            )),
+        );
+    }
     let not_undone: Vec<String> = faults
         .iter()
         .filter(|fault| fault.clear_failed)
@@ -221,10 +335,22 @@ pub fn verdict_with_faults(
             )),
         );
     }
-    let verdict = verdict(slos);
-    if verdict == Verdict::Fail {
-        return (verdict, None);
+    let failed: Vec<&str> = slos
+        .iter()
+        .filter(|slo| slo.failed())
+        .map(|slo| slo.name)
+        .collect();
+    if !failed.is_empty() {
+        return (
+            Verdict::Fail,
+            Some(format!("SLOs failed: {}", failed.join(", "))),
+        );
     }
+    let mut missing: Vec<String> = slos
+        .iter()
+        .filter(|slo| slo.status == SloStatus::NotMeasured)
+        .map(|slo| format!("{} ({})", slo.name, slo.why))
+        .collect();
     let unconfirmed: Vec<String> = faults
         .iter()
         .filter(|fault| !fault.confirmed)
@@ -233,178 +359,19 @@ pub fn verdict_with_faults(
             format!("{} #{} ({why})", fault.name, fault.occurrence)
         })
         .collect();
-    if unconfirmed.is_empty() {
-        (verdict, None)
+    if !unconfirmed.is_empty() {
+        missing.push(format!(
+            "faults not in effect, so the fleet was not tested against them: {}",
+            unconfirmed.join("; ")
+        ));
+    }
+    if missing.is_empty() {
+        (Verdict::Pass, None)
     } else {
         (
             Verdict::Error,
-            Some(format!(
-                "faults not in effect, so the fleet was not tested against them: {}",
-                unconfirmed.join("; ")
-            )),
+            Some(format!("not measured: {}", missing.join("; "))),
         )
-    }
-}
-
-/// Whether `signal` is the one `rule` names.
-pub fn signal_matches(signal: &Signal, rule: &RuleSpec) -> bool {
-    match (signal, rule) {
-        (Signal::AlertFiring(name), RuleSpec::Alert { alert }) => name == alert,
-        (Signal::Unhealthy, RuleSpec::Health { .. }) => true,
-        (Signal::ConditionHolds(text), RuleSpec::Metric { metric }) => text == metric,
-        (
-            Signal::LogMatched {
-                pattern,
-                file,
-                default,
-            },
-            RuleSpec::Log { log, file: wanted },
-        ) => {
-            pattern == log
-                && match wanted {
-                    Some(wanted) => std::path::Path::new(wanted) == file,
-                    None => *default,
-                }
-        }
-        _ => false,
-    }
-}
-
-/// The rule of `rules` by which a signal seen at `t_s` detects an injection whose window
-/// is `from_s..until_s` (from the injection to the fault's next one).
-pub fn detecting_rule<'a>(
-    t_s: f64,
-    signal: &Signal,
-    rules: &'a [RuleSpec],
-    from_s: f64,
-    until_s: f64,
-) -> Option<&'a RuleSpec> {
-    if t_s < from_s || t_s >= until_s {
-        return None;
-    }
-    rules.iter().find(|rule| signal_matches(signal, rule))
-}
-
-/// The first signal in `from_s..until_s` that one of `rules` names, and that rule.
-pub fn first_match<'a, 's>(
-    signals: impl IntoIterator<Item = &'s (f64, Signal)>,
-    rules: &'a [RuleSpec],
-    from_s: f64,
-    until_s: f64,
-) -> Option<(f64, &'a RuleSpec)> {
-    signals.into_iter().find_map(|(t_s, signal)| {
-        detecting_rule(*t_s, signal, rules, from_s, until_s).map(|rule| (*t_s, rule))
-    })
-}
-
-/// Fills each fault's `detected_after_s` / `detected_by`: the first fleet signal matching
-/// one of its `detect` rules at or after its injection and before its next injection.
-pub fn detections(
-    reports: &mut [crate::grade::FaultReport],
-    faults: &[FaultPlan],
-    signals: &[(f64, Signal)],
-) {
-    for index in 0..reports.len() {
-        let Some(injected) = reports[index].injected_at_s else {
-            continue;
-        };
-        let Some(fault) = faults
-            .iter()
-            .find(|fault| fault.name == reports[index].name)
-        else {
-            continue;
-        };
-        let next = reports
-            .iter()
-            .filter(|other| other.name == fault.name)
-            .filter_map(|other| other.injected_at_s)
-            .filter(|at| *at > injected)
-            .fold(f64::INFINITY, f64::min);
-        if let Some((t_s, rule)) = first_match(signals, &fault.detect, injected, next) {
-            let report = &mut reports[index];
-            report.detected_after_s = Some(crate::journal::round_ms(t_s - injected));
-            report.detected_by = Some(rule.to_string());
-        }
-    }
-}
-
-#[cfg(test)]
-mod detection_tests {
-    use super::*;
-    use crate::grade::FaultReport;
-    use crate::scenario::faults::RecoverFrom;
-
-    fn report(injected: f64, occurrence: u32) -> FaultReport {
-        FaultReport {
-            injected_at_s: Some(injected),
-            cleared_at_s: Some(injected + 30.0),
-            confirmed: true,
-            confirmed_at_s: Some(injected + 1.0),
-            ..FaultReport::planned("tts_429", "tts".into(), occurrence, injected)
-        }
-    }
-
-    /// A `tts` fault detected by its alert or by health.
-    pub(super) fn tts_fault() -> FaultPlan {
-        FaultPlan {
-            name: "tts".into(),
-            kind: "tts_429".into(),
-            detect: vec![
-                RuleSpec::Alert {
-                    alert: "TtsRateLimited".into(),
-                },
-                RuleSpec::Health {
-                    health: "unhealthy".into(),
-                },
-            ],
-            recover_from: RecoverFrom::Clear,
-        }
-    }
-
-    #[test]
-    fn each_injection_is_detected_by_the_first_matching_signal_after_it() {
-        let fault = tts_fault();
-        let signals = vec![
-            // Before the first injection: not a detection.
-            (5.0, Signal::AlertFiring("TtsRateLimited".into())),
-            (12.5, Signal::AlertFiring("SomethingElse".into())),
-            (14.25, Signal::Unhealthy),
-            (16.0, Signal::AlertFiring("TtsRateLimited".into())),
-        ];
-        let mut reports = vec![report(10.0, 1), report(100.0, 2)];
-        detections(&mut reports, &[fault], &signals);
-        assert_eq!(reports[0].detected_after_s, Some(4.25));
-        assert_eq!(reports[0].detected_by.as_deref(), Some("health unhealthy"));
-        assert_eq!(
-            reports[1].detected_after_s, None,
-            "nothing after the second one"
-        );
-    }
-
-    #[test]
-    fn a_log_rule_without_a_file_matches_the_default_log() {
-        let rule = RuleSpec::Log {
-            log: "stalled".into(),
-            file: None,
-        };
-        let signal = Signal::LogMatched {
-            pattern: "stalled".into(),
-            file: "/run/fleet.log".into(),
-            default: true,
-        };
-        assert!(signal_matches(&signal, &rule));
-        let elsewhere = RuleSpec::Log {
-            log: "stalled".into(),
-            file: Some("/other.log".into()),
-        };
-        assert!(!signal_matches(&signal, &elsewhere));
-        let named = Signal::LogMatched {
-            pattern: "stalled".into(),
-            file: "/other.log".into(),
-            default: false,
-        };
-        assert!(signal_matches(&named, &elsewhere));
-        assert!(!signal_matches(&named, &rule), "not the default log");
     }
 }
 
@@ -429,10 +396,8 @@ pub fn growth_mib_per_hour(samples: &[(f64, f64)], warm_up_s: f64) -> Option<f64
             v + (t - mean_t) * (t - mean_t),
         )
     });
-    (variance > 0.0).then(|| {
-        let bytes_per_second = covariance / variance;
-        (bytes_per_second * 3600.0 / (1024.0 * 1024.0) * 100.0).round() / 100.0
-    })
+    // Unrounded: the SLO compares this; the summary rounds it for people.
+    (variance > 0.0).then(|| covariance / variance * 3600.0 / (1024.0 * 1024.0))
 }
 
 /// How long a run warms up before growth counts: a fifth of it, at most 5 minutes.
@@ -456,7 +421,8 @@ mod growth_tests {
             })
             .collect();
         samples[0].1 = 900e6;
-        assert_eq!(growth_mib_per_hour(&samples, 60.0), Some(10.0));
+        let slope = growth_mib_per_hour(&samples, 60.0).unwrap();
+        assert!((slope - 10.0).abs() < 1e-9, "{slope}");
         let flat: Vec<(f64, f64)> = (0..30).map(|i| (f64::from(i) * 10.0, 5e6)).collect();
         assert_eq!(growth_mib_per_hour(&flat, 0.0), Some(0.0));
         assert_eq!(
@@ -471,18 +437,40 @@ mod growth_tests {
 }
 
 pub(crate) fn detect_within(within: Duration, faults: &[crate::grade::FaultReport]) -> SloVerdict {
+    use replay::DetectionStatus;
     every_fault_within(
         Within {
             name: "detect_within",
             limit: within,
             after: |fault| fault.detected_after_s,
+            graded: |fault| match fault.detection {
+                Some(DetectionStatus::AlreadySignalling) => Grading::Ungradable(format!(
+                    "already signalling at injection ({})",
+                    fault.signalling_at_injection.join(", ")
+                )),
+                // Graded once, as the overlapping fault whose signal it shares.
+                Some(DetectionStatus::SharedSignal) => {
+                    Grading::Covered("overlapping, shared signal".into())
+                }
+                _ => Grading::Graded,
+            },
             nothing: "no fault was in effect, so there was nothing to detect",
             missing: "undetected",
             late: "not detected in time",
+            unmeasurable: "no injection of it could be detected: its signal was already showing whenever it was injected",
         },
         faults,
         |count| format!("all {count} faults were detected by the fleet's own signals in time"),
     )
+}
+
+/// Whether one confirmed injection counts towards a [`Within`] SLO.
+pub(crate) enum Grading {
+    Graded,
+    /// Left out, because another injection's grade covers it (and why).
+    Covered(String),
+    /// Left out, because it could not be measured (and why).
+    Ungradable(String),
 }
 
 /// An SLO that every confirmed fault meets within a limit: time to detect, time to recover.
@@ -491,16 +479,21 @@ pub(crate) struct Within {
     pub limit: Duration,
     /// The fault's time, None when it never came.
     pub after: fn(&crate::grade::FaultReport) -> Option<f64>,
+    /// Whether a confirmed fault is graded, or why not.
+    pub graded: fn(&crate::grade::FaultReport) -> Grading,
     /// Why it passes with no fault in effect.
     pub nothing: &'static str,
     /// Measured when a fault never got there.
     pub missing: &'static str,
     /// What comes before the list of faults that were late.
     pub late: &'static str,
+    /// Why a fault none of whose injections could be graded leaves the SLO unmeasured.
+    pub unmeasurable: &'static str,
 }
 
 /// Grades `within` over the confirmed faults; `in_time` says why it passed, given their
-/// count.
+/// count. Injections that could not be graded are named; a fault none of whose
+/// injections could be means the SLO was not measured for it.
 pub(crate) fn every_fault_within(
     within: Within,
     faults: &[crate::grade::FaultReport],
@@ -508,46 +501,95 @@ pub(crate) fn every_fault_within(
 ) -> SloVerdict {
     let threshold = format!("<= {}", humantime::format_duration(within.limit));
     let limit = within.limit.as_secs_f64();
-    let graded: Vec<&crate::grade::FaultReport> =
+    let confirmed: Vec<&crate::grade::FaultReport> =
         faults.iter().filter(|fault| fault.confirmed).collect();
-    if graded.is_empty() {
-        return SloVerdict {
-            name: within.name,
+    if confirmed.is_empty() {
+        return SloVerdict::measured(
+            within.name,
             threshold,
-            measured: "no fault".into(),
-            pass: true,
-            why: within.nothing.into(),
-        };
+            "no fault".into(),
+            true,
+            within.nothing.into(),
+        );
+    }
+    let graded_of = within.graded;
+    let graded: Vec<&crate::grade::FaultReport> = confirmed
+        .iter()
+        .copied()
+        .filter(|fault| matches!(graded_of(fault), Grading::Graded))
+        .collect();
+    let left_out: Vec<String> = confirmed
+        .iter()
+        .filter_map(|fault| match graded_of(fault) {
+            Grading::Graded => None,
+            Grading::Covered(why) | Grading::Ungradable(why) => {
+                Some(format!("{} #{}: {why}", fault.name, fault.occurrence))
+            }
+        })
+        .collect();
+    let left_out_text = if left_out.is_empty() {
+        String::new()
+    } else {
+        format!("; not graded: {}", left_out.join(", "))
+    };
+    // A fault (by name) with injections in effect, none of which could be graded, nor
+    // covered by another's grade.
+    let mut ungraded_names: Vec<&str> = Vec::new();
+    for fault in &confirmed {
+        let name = fault.name.as_str();
+        let measured = confirmed
+            .iter()
+            .any(|other| other.name == name && !matches!(graded_of(other), Grading::Ungradable(_)));
+        if !measured && !ungraded_names.contains(&name) {
+            ungraded_names.push(name);
+        }
     }
     let after = within.after;
     let late: Vec<String> = graded
         .iter()
         .filter(|fault| after(fault).is_none_or(|after| after > limit))
         .map(|fault| match after(fault) {
-            Some(after) => format!("{} #{} after {after:.1}s", fault.name, fault.occurrence),
+            Some(after) => format!(
+                "{} #{} after {}s",
+                fault.name,
+                fault.occurrence,
+                shown(after, limit, 1)
+            ),
             None => format!("{} #{} never", fault.name, fault.occurrence),
         })
         .collect();
+    if late.is_empty() && !ungraded_names.is_empty() {
+        return SloVerdict::not_measured(
+            within.name,
+            threshold,
+            format!(
+                "{}: {}{left_out_text}",
+                within.unmeasurable,
+                ungraded_names.join(", ")
+            ),
+        );
+    }
     let never = graded.iter().any(|fault| after(fault).is_none());
     let slowest = graded
         .iter()
         .filter_map(|fault| after(fault))
         .reduce(f64::max);
     let measured = match (never, slowest) {
-        (false, Some(slowest)) => format!("{slowest:.1}s"),
+        (false, Some(slowest)) => format!("{}s", shown(slowest, limit, 1)),
         _ => within.missing.to_owned(),
     };
-    SloVerdict {
-        name: within.name,
+    let pass = late.is_empty();
+    SloVerdict::measured(
+        within.name,
         threshold,
         measured,
-        pass: late.is_empty(),
-        why: if late.is_empty() {
-            in_time(graded.len())
+        pass,
+        if pass {
+            format!("{}{left_out_text}", in_time(graded.len()))
         } else {
-            format!("{}: {}", within.late, late.join(", "))
+            format!("{}: {}{left_out_text}", within.late, late.join(", "))
         },
-    }
+    )
 }
 
 pub(crate) fn no_retry_storm(
@@ -557,13 +599,11 @@ pub(crate) fn no_retry_storm(
 ) -> SloVerdict {
     let threshold = "true".to_owned();
     let Some(totals) = retries else {
-        return SloVerdict {
-            name: "no_retry_storm",
+        return SloVerdict::not_measured(
+            "no_retry_storm",
             threshold,
-            measured: "not measured".into(),
-            pass: false,
-            why: "the TTS stand-in did not run, so the fleet's retries could not be seen".into(),
-        };
+            "the TTS stand-in did not run, so the fleet's retries could not be seen".into(),
+        );
     };
     let faulted_s: f64 = faults
         .iter()
@@ -597,17 +637,12 @@ pub(crate) fn no_retry_storm(
             }
         )
     };
-    SloVerdict {
-        name: "no_retry_storm",
-        threshold,
-        pass: !storm,
-        why: if storm {
-            format!("TTS retry storm: {measured}; {shape}")
-        } else {
-            format!("backoff: {measured}; {shape}")
-        },
-        measured,
-    }
+    let why = if storm {
+        format!("TTS retry storm: {measured}; {shape}")
+    } else {
+        format!("backoff: {measured}; {shape}")
+    };
+    SloVerdict::measured("no_retry_storm", threshold, measured, !storm, why)
 }
 
 #[cfg(test)]
@@ -621,6 +656,11 @@ mod chaos_slo_tests {
             injected_at_s: Some(20.0),
             cleared_at_s: Some(40.0),
             confirmed: true,
+            detection: Some(if detected.is_some() {
+                replay::DetectionStatus::Detected
+            } else {
+                replay::DetectionStatus::Undetected
+            }),
             detected_after_s: detected,
             ..FaultReport::planned("tts_429", "tts_429".into(), 1, 20.0)
         }

@@ -128,6 +128,46 @@ impl Default for SloPlan {
 }
 
 impl GradePlan {
+    /// The plan with every threshold a grader can use: a journal is a file anyone can
+    /// edit, and a negative or non-finite time or limit would make nonsense (or a panic) of
+    /// the grading. Such a threshold is dropped (its SLO is not graded) and named.
+    pub fn sanitized(mut self) -> (GradePlan, Vec<String>) {
+        let mut unusable = Vec::new();
+        let slo = &mut self.slo;
+        for (name, value) in [
+            ("call_success_min_pct", &mut slo.call_success_min_pct),
+            ("response_p95_max_s", &mut slo.response_p95_max_s),
+            ("response_p99_max_s", &mut slo.response_p99_max_s),
+            ("first_audio_p95_max_s", &mut slo.first_audio_p95_max_s),
+            ("pacing_jitter_p99_max_s", &mut slo.pacing_jitter_p99_max_s),
+            ("detect_within_s", &mut slo.detect_within_s),
+            ("recover_within_s", &mut slo.recover_within_s),
+            ("uptime_min_pct", &mut slo.uptime_min_pct),
+            ("memory_growth_max_mib_h", &mut slo.memory_growth_max_mib_h),
+            (
+                "temp_dir_growth_max_mib_h",
+                &mut slo.temp_dir_growth_max_mib_h,
+            ),
+        ] {
+            if let Some(number) = *value
+                && !(number.is_finite() && number >= 0.0)
+            {
+                unusable.push(format!(
+                    "grading plan: {name} = {number} is not a usable threshold; that SLO is not graded"
+                ));
+                *value = None;
+            }
+        }
+        if !(slo.stable_window_s.is_finite() && slo.stable_window_s >= 0.0) {
+            unusable.push(format!(
+                "grading plan: stable_window_s = {} is not usable; the default applies",
+                slo.stable_window_s
+            ));
+            slo.stable_window_s = SloPlan::default().stable_window_s;
+        }
+        (self, unusable)
+    }
+
     pub fn from_scenario(scenario: &Scenario) -> Self {
         GradePlan {
             slo: SloPlan::from_slos(&scenario.slo),

@@ -83,17 +83,21 @@ pub fn trouble_spans(run: &RunRecord, slo: &SloPlan) -> Vec<Span> {
     spans
 }
 
-/// Seconds from `start` until the steady state begins to hold for `window` without a
-/// break, or without a break until `next` (the next fault's injection, whose own trouble is
-/// not this fault's) if that comes first; None when it never did before observation ended
-/// at `end`.
-pub fn time_to_recover(
-    troubles: &[Span],
-    start: f64,
-    window: f64,
-    next: f64,
-    end: f64,
-) -> Option<f64> {
+/// Where a search for the steady state from a start ended.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Found {
+    /// It held from this moment for the whole stable window, or without a break until the
+    /// next fault's injection (whose own trouble is not this fault's).
+    Held(f64),
+    /// The trouble lasted until the next fault's injection.
+    TroubleAtNext,
+    /// The run ended first; the steady state held from this moment to the end.
+    RunEnded(f64),
+}
+
+/// The first moment from `start` on from which the steady state holds for `window`, or
+/// until `next` if that comes first.
+pub fn search(troubles: &[Span], start: f64, window: f64, next: f64, end: f64) -> Found {
     let mut candidate = start;
     for span in troubles {
         if span.to <= candidate {
@@ -105,15 +109,130 @@ pub fn time_to_recover(
         }
         candidate = span.to;
     }
-    let held_until = (candidate + window).min(next);
-    (candidate < next && held_until <= end + 1e-9)
-        .then(|| crate::journal::round_ms(candidate - start))
+    if candidate >= next {
+        Found::TroubleAtNext
+    } else if (candidate + window).min(next) <= end + 1e-9 {
+        Found::Held(candidate)
+    } else {
+        Found::RunEnded(candidate.min(end))
+    }
+}
+
+/// At least this much calm before the run's end counts as a recovery when a whole stable
+/// window did not fit: one journal interval of calls seen succeeding.
+const MIN_CALM_AT_END_S: f64 = 5.0;
+
+/// One injection in effect, for grouping overlapping faults.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Member {
+    /// Its index in the caller's list.
+    pub index: usize,
+    pub injected: f64,
+    /// Where its recovery counts from: its clear, or its injection (`recover_from`).
+    pub start: f64,
+    /// None: never cleared (the run ended while it was on).
+    pub cleared: Option<f64>,
+}
+
+/// How a group of overlapping faults recovered.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupRecovery {
+    /// Indices of its members (the caller's), in injection order.
+    pub members: Vec<usize>,
+    /// Where recovery counts from: the latest start among the members.
+    pub from_s: f64,
+    pub status: super::replay::RecoveryStatus,
+    /// When the steady state came back.
+    pub at_s: Option<f64>,
+    /// Until when its members' trouble is theirs: left out of uptime.
+    pub excluded_until_s: f64,
+}
+
+/// Groups the faults in effect (`members`, any order) into those that overlapped and
+/// finds each group's recovery. Faults overlap when one is injected before another was
+/// cleared, or before the fleet recovered from it (its trouble lasted until the next
+/// injection): then none of them can be told apart, and all recover together, counted from
+/// the latest clear. `allowance` is how long recovery may take (`recover_within`, or the
+/// stable window): past it without the steady state, a fault is not recovered even though
+/// the run ended.
+pub fn recover_groups(
+    members: &[Member],
+    troubles: &[Span],
+    window: f64,
+    allowance: f64,
+    end: f64,
+) -> Vec<GroupRecovery> {
+    use super::replay::RecoveryStatus;
+    let mut sorted = members.to_vec();
+    sorted.sort_by(|a, b| a.injected.total_cmp(&b.injected));
+    let mut groups = Vec::new();
+    let mut i = 0;
+    while i < sorted.len() {
+        let first = sorted[i];
+        let mut group = vec![first.index];
+        let mut from = first.start;
+        let mut reach = first.cleared.unwrap_or(end);
+        let mut never_cleared = first.cleared.is_none();
+        let mut k = i + 1;
+        let (status, at_s) = loop {
+            while k < sorted.len() && sorted[k].injected <= reach {
+                let member = sorted[k];
+                group.push(member.index);
+                from = from.max(member.start);
+                reach = reach.max(member.cleared.unwrap_or(end));
+                never_cleared |= member.cleared.is_none();
+                k += 1;
+            }
+            if never_cleared {
+                break (RecoveryStatus::NotMeasured, None);
+            }
+            let next = sorted
+                .get(k)
+                .map_or(f64::INFINITY, |member| member.injected);
+            match search(troubles, from, window, next, end) {
+                Found::Held(at) => break (RecoveryStatus::Recovered, Some(at)),
+                Found::TroubleAtNext => {
+                    // Joined by the next fault: its injection came before this group was
+                    // back, so what follows is theirs together.
+                    reach = reach.max(next);
+                }
+                Found::RunEnded(at) => {
+                    break if at - from > allowance {
+                        (RecoveryStatus::NotRecovered, None)
+                    } else if end - at >= window.min(MIN_CALM_AT_END_S) {
+                        (RecoveryStatus::Recovered, Some(at))
+                    } else {
+                        (RecoveryStatus::NotMeasured, None)
+                    };
+                }
+            }
+        };
+        let excluded_until_s = match status {
+            RecoveryStatus::Recovered => at_s.unwrap_or(from),
+            RecoveryStatus::NotRecovered => from + allowance,
+            RecoveryStatus::NotMeasured => end,
+        }
+        .max(reach.min(end))
+        .min(end);
+        groups.push(GroupRecovery {
+            members: group,
+            from_s: from,
+            status,
+            at_s,
+            excluded_until_s,
+        });
+        i = k;
+    }
+    groups
 }
 
 /// Healthy share of the probed time outside `excluded` stretches (the fault windows).
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct Uptime {
+    /// Rounded to 0.01 for people; the SLO compares `exact_pct`.
     pub pct: f64,
+    #[serde(skip)]
+    pub exact_pct: f64,
     /// Seconds between the first probe and the end, fault windows left out.
     pub probed_s: f64,
     pub down_s: f64,
@@ -168,6 +287,7 @@ pub fn uptime(health: &[(f64, bool)], end: f64, excluded: &[Span]) -> Option<Upt
     };
     Some(Uptime {
         pct: (pct * 100.0).round() / 100.0,
+        exact_pct: pct,
         probed_s: crate::journal::round_ms(probed_s),
         down_s: crate::journal::round_ms(down_s),
         excluded_s: crate::journal::round_ms(excluded_s),
@@ -239,37 +359,130 @@ mod tests {
         // Cleared at 12: trouble until 20, again 25-30, then calm for 40 s.
         let none = f64::INFINITY;
         assert_eq!(
-            time_to_recover(&troubles, 12.0, 20.0, none, 200.0),
-            Some(18.0)
+            search(&troubles, 12.0, 20.0, none, 200.0),
+            Found::Held(30.0)
         );
         // A window of 50 s is broken by the trouble at 70.
         assert_eq!(
-            time_to_recover(&troubles, 12.0, 50.0, none, 200.0),
-            Some(63.0)
+            search(&troubles, 12.0, 50.0, none, 200.0),
+            Found::Held(75.0)
         );
         // ...unless the next fault is injected at 70: calm from 30 until then counts.
         assert_eq!(
-            time_to_recover(&troubles, 12.0, 50.0, 70.0, 200.0),
-            Some(18.0)
+            search(&troubles, 12.0, 50.0, 70.0, 200.0),
+            Found::Held(30.0)
         );
-        // Trouble until the next fault itself: not recovered from this one.
-        assert_eq!(time_to_recover(&troubles, 12.0, 20.0, 18.0, 200.0), None);
+        // Trouble until the next fault itself.
+        assert_eq!(
+            search(&troubles, 12.0, 20.0, 18.0, 200.0),
+            Found::TroubleAtNext
+        );
         // Calm from 20 until the next fault at 25: recovered, its trouble is its own.
         assert_eq!(
-            time_to_recover(&troubles, 12.0, 20.0, 25.0, 200.0),
-            Some(8.0)
+            search(&troubles, 12.0, 20.0, 25.0, 200.0),
+            Found::Held(20.0)
         );
         // Calm from the start: recovered at once.
         assert_eq!(
-            time_to_recover(&troubles, 35.0, 20.0, none, 200.0),
-            Some(0.0)
+            search(&troubles, 35.0, 20.0, none, 200.0),
+            Found::Held(35.0)
         );
         // The run ends before a whole window of calm.
-        assert_eq!(time_to_recover(&troubles, 72.0, 20.0, none, 90.0), None);
         assert_eq!(
-            time_to_recover(&troubles, 72.0, 15.0, none, 90.0),
-            Some(3.0)
+            search(&troubles, 72.0, 20.0, none, 90.0),
+            Found::RunEnded(75.0)
         );
+        assert_eq!(search(&troubles, 72.0, 15.0, none, 90.0), Found::Held(75.0));
+    }
+
+    fn member(index: usize, injected: f64, cleared: f64) -> Member {
+        Member {
+            index,
+            injected,
+            start: cleared,
+            cleared: Some(cleared),
+        }
+    }
+
+    #[test]
+    fn overlapping_faults_recover_together_from_the_later_clear() {
+        use crate::grade::replay::RecoveryStatus::*;
+        // A 10-30 and B 20-40 overlap; trouble 10-45; C 100-110 stands alone.
+        let troubles = [span(10.0, 45.0), span(100.0, 112.0)];
+        let members = [
+            member(0, 10.0, 30.0),
+            member(1, 20.0, 40.0),
+            member(2, 100.0, 110.0),
+        ];
+        let groups = recover_groups(&members, &troubles, 20.0, 60.0, 300.0);
+        assert_eq!(groups.len(), 2, "{groups:?}");
+        assert_eq!(groups[0].members, vec![0, 1]);
+        assert_eq!(groups[0].from_s, 40.0);
+        assert_eq!((groups[0].status, groups[0].at_s), (Recovered, Some(45.0)));
+        assert_eq!(groups[1].members, vec![2]);
+        assert_eq!((groups[1].status, groups[1].at_s), (Recovered, Some(112.0)));
+        assert_eq!(groups[1].excluded_until_s, 112.0);
+    }
+
+    #[test]
+    fn a_fault_injected_before_the_last_one_recovered_joins_it() {
+        use crate::grade::replay::RecoveryStatus::*;
+        // A 10-20, trouble until 35; B injected at 30 (A not back yet), cleared 40;
+        // trouble until 50, then calm.
+        let troubles = [span(10.0, 35.0), span(30.0, 50.0)];
+        let groups = recover_groups(
+            &[member(0, 10.0, 20.0), member(1, 30.0, 40.0)],
+            &troubles,
+            20.0,
+            60.0,
+            300.0,
+        );
+        assert_eq!(groups.len(), 1, "{groups:?}");
+        assert_eq!(groups[0].members, vec![0, 1]);
+        assert_eq!(groups[0].from_s, 40.0);
+        assert_eq!((groups[0].status, groups[0].at_s), (Recovered, Some(50.0)));
+        // Calm from 25 until B's injection at 30: A recovered before B, alone.
+        let calm = [span(10.0, 25.0), span(30.0, 50.0)];
+        let groups = recover_groups(
+            &[member(0, 10.0, 20.0), member(1, 30.0, 40.0)],
+            &calm,
+            20.0,
+            60.0,
+            300.0,
+        );
+        assert_eq!(groups.len(), 2, "{groups:?}");
+        assert_eq!(groups[0].at_s, Some(25.0));
+    }
+
+    #[test]
+    fn at_the_end_of_the_run_recovery_is_graded_only_when_it_can_be_told() {
+        use crate::grade::replay::RecoveryStatus::*;
+        let grade = |troubles: &[Span], cleared: f64, end: f64| {
+            let groups = recover_groups(&[member(0, 10.0, cleared)], troubles, 20.0, 30.0, end);
+            (groups[0].status, groups[0].at_s)
+        };
+        // Cleared 2 s before the end, in trouble: too soon to tell.
+        assert_eq!(
+            grade(&[span(10.0, 100.0)], 98.0, 100.0),
+            (NotMeasured, None)
+        );
+        // Calm 8 s before the end (a whole interval): recovered, though no full window.
+        assert_eq!(
+            grade(&[span(10.0, 92.0)], 90.0, 100.0),
+            (Recovered, Some(92.0))
+        );
+        // In trouble for 40 s after the clear with 30 s allowed: not recovered.
+        assert_eq!(
+            grade(&[span(10.0, 100.0)], 60.0, 100.0),
+            (NotRecovered, None)
+        );
+        // Never cleared: not measured.
+        let never = Member {
+            cleared: None,
+            ..member(0, 10.0, 10.0)
+        };
+        let groups = recover_groups(&[never], &[], 20.0, 30.0, 100.0);
+        assert_eq!(groups[0].status, NotMeasured);
     }
 
     #[test]

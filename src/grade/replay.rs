@@ -8,14 +8,13 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use serde_json::Value;
 
+use super::detect::{Detector, Graded, Injection};
 use super::plan::GradePlan;
 use crate::call::CallOutcome;
 use crate::chaos::tts_log::RetryTotals;
+pub use crate::journal::StoppedBy;
 use crate::load::aggregate::{FAILURE_EXAMPLES, HarnessUsage, Totals};
 use crate::scenario::faults::FaultKind;
-
-/// Signals kept for matching; a fleet flapping every second for 72 hours stays far below.
-pub(crate) const MAX_SIGNALS: usize = 500_000;
 
 /// A change the fleet showed, as the observers' hub journaled it.
 #[derive(Debug, Clone, PartialEq)]
@@ -40,6 +39,15 @@ impl Signal {
     /// The signal a journal record carries (`alert`, `health`, `metric_condition`,
     /// `log_match`); None for any other record. The one reading of them: the grader's, and
     /// the hub's as it journals them (its live `fault_detected`).
+    /// When an alert's firing began, in run seconds (`starts_s`: its `startsAt` as the hub
+    /// read it against the journal's clock); None when the fleet gave none.
+    pub fn began_s(record: &Value) -> Option<f64> {
+        record
+            .get("starts_s")
+            .and_then(Value::as_f64)
+            .filter(|t| t.is_finite())
+    }
+
     pub fn of_record(event: &str, record: &Value) -> Option<Signal> {
         let flag = |key: &str| record.get(key).and_then(Value::as_bool).unwrap_or(false);
         let signal = match event {
@@ -91,14 +99,26 @@ pub struct FaultReport {
     /// Undoing it failed (locks may still be held, the fleet not restarted): the run's
     /// verdict is `error`.
     pub clear_failed: bool,
-    /// From the observers' signals (the embedded fleet); null when nothing was watched or
-    /// nothing matched.
+    /// How its detection went; null when it was not in effect.
+    pub detection: Option<DetectionStatus>,
+    /// From the injection to the first fleet signal that began after it and matches one
+    /// of its `detect` rules; null when none did.
     pub detected_after_s: Option<f64>,
     pub detected_by: Option<String>,
-    /// From `recover_from` (the clear, or the injection) until the steady state held for
-    /// the stable window; null when it never did before the run ended.
+    /// The `detect` rules whose signal was already showing when it was injected.
+    pub signalling_at_injection: Vec<String>,
+    /// The other faults it overlapped (in effect, or recovering, at the same time), as
+    /// `tts_429 #3 from 16.0s`.
+    pub overlapped: Vec<String>,
+    /// How its recovery went; null when it was not in effect.
+    pub recovery: Option<RecoveryStatus>,
+    /// From `recovery_from_s` until the steady state held for the stable window; null
+    /// when it never did (or could not be measured).
     pub recovered_after_s: Option<f64>,
     pub recover_from: Option<crate::scenario::faults::RecoverFrom>,
+    /// Where time to recover counts from: its clear (or injection, per `recover_from`),
+    /// or the later one of the faults it overlapped.
+    pub recovery_from_s: Option<f64>,
     /// Impact: calls that failed in the journal intervals the fault overlapped, and the
     /// response p95 then against the p95 outside every fault window.
     pub calls_failed_during: Option<u64>,
@@ -120,16 +140,50 @@ impl FaultReport {
             confirmed: false,
             confirmed_at_s: None,
             clear_failed: false,
+            detection: None,
             detected_after_s: None,
             detected_by: None,
+            signalling_at_injection: Vec::new(),
+            overlapped: Vec::new(),
+            recovery: None,
             recovered_after_s: None,
             recover_from: None,
+            recovery_from_s: None,
             calls_failed_during: None,
             response_p95_during_ms: None,
             response_p95_calm_ms: None,
             notes: Vec::new(),
         }
     }
+}
+
+/// How an injection's detection went (`summary.json` `faults[].detection`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DetectionStatus {
+    /// A signal named by its `detect` rules began after it.
+    Detected,
+    /// None did: the fleet did not notice it.
+    Undetected,
+    /// None did, and a rule's signal was already showing when it was injected (an alert
+    /// still firing, health already bad): there was no change to see. Not graded.
+    AlreadySignalling,
+    /// It overlapped an earlier fault whose signal it shares (the same alert, already
+    /// raised for that one): one detection for both, counted once, for the earlier.
+    SharedSignal,
+}
+
+/// How an injection's recovery went (`summary.json` `faults[].recovery`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecoveryStatus {
+    Recovered,
+    /// The steady state did not come back in time (or before the run ended, once the
+    /// `recover_within` allowance had passed).
+    NotRecovered,
+    /// The run ended too soon after the clear to tell (or the fault was never cleared).
+    /// Not graded.
+    NotMeasured,
 }
 
 /// One journal interval's calls, enough to tell whether the steady state held then.
@@ -161,10 +215,20 @@ pub struct Ended {
     pub at: String,
     /// Why it stopped early (a signal, an abort condition, the kill switch).
     pub stopped: Option<String>,
+    pub stopped_by: Option<StoppedBy>,
+}
+
+/// An alert starting to fire.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertOnset {
+    /// Its `startsAt` in run seconds, when the fleet gave one; else when it was seen.
+    pub began_s: f64,
+    pub seen_s: f64,
+    pub name: String,
 }
 
 /// Everything the grader reads from a journal.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct RunRecord {
     pub run_id: String,
     pub scenario: String,
@@ -176,12 +240,22 @@ pub struct RunRecord {
     pub plan: Option<GradePlan>,
     /// The harness started the fleet (embedded): its process was watched.
     pub fleet_spawned: bool,
+    /// The fleet's process was sampled (`fleet_process`): the harness's own child, or an
+    /// external fleet's through `[observe] process`.
+    pub process_sampled: bool,
+    /// The harness's own failures (a task of its own that panicked): the run could not be
+    /// graded fully.
+    pub harness_errors: Vec<String>,
     pub totals: Totals,
     pub intervals: Vec<IntervalPoint>,
     pub failure_examples: Vec<(CallOutcome, String)>,
     pub harness: HarnessUsage,
     pub faults: Vec<FaultReport>,
-    pub signals: Vec<(f64, Signal)>,
+    /// Each injection's detection, from the journal's signals in journal order (the same
+    /// engine the observers' hub ran live).
+    pub detections: Vec<Graded>,
+    /// (began_s, seen_s, name) of every alert that started firing (repeats left out).
+    pub alert_onsets: Vec<AlertOnset>,
     /// (t_s, healthy) at each change of the health probe's answer.
     pub health: Vec<(f64, bool)>,
     /// (t_s, bytes) of the fleet's RSS and temp dir, for growth slopes.
@@ -206,14 +280,23 @@ impl RunRecord {
     pub fn end_s(&self) -> f64 {
         self.ended.as_ref().map_or(self.last_t_s, |ended| ended.t_s)
     }
+
+    /// Whether the fleet's process was watched, so its exits (crashes) were seen.
+    pub fn process_watched(&self) -> bool {
+        self.fleet_spawned || self.process_sampled || !self.exits.is_empty()
+    }
 }
 
 /// Reads the journal at `path`.
 pub fn read(path: &Path) -> std::io::Result<RunRecord> {
     let mut run = RunRecord::default();
     let mut problems = Vec::new();
+    let mut detector = None;
     let (unreadable, cut_short, records) =
-        crate::journal::read_each(path, |record| run.add(record, &mut problems))?;
+        crate::journal::read_each(path, |record| run.add(record, &mut detector, &mut problems))?;
+    if let Some(mut detector) = detector {
+        run.detections.extend(detector.take_finished(true));
+    }
     run.problems = unreadable;
     run.problems.extend(problems);
     run.cut_short = cut_short;
@@ -244,7 +327,7 @@ fn u64_of(record: &Value, key: &str) -> u64 {
 }
 
 impl RunRecord {
-    fn add(&mut self, record: &Value, problems: &mut Vec<String>) {
+    fn add(&mut self, record: &Value, detector: &mut Option<Detector>, problems: &mut Vec<String>) {
         let event = record.get("event").and_then(Value::as_str).unwrap_or("");
         let t_s = f64_of(record, "t_s").unwrap_or(self.last_t_s);
         // An observation is timed when it was seen, which may be before it was journaled.
@@ -269,9 +352,15 @@ impl RunRecord {
                 self.planned_s = f64_of(record, "planned_s").unwrap_or(0.0);
                 match record
                     .get("grading")
-                    .map(|plan| serde_json::from_value(plan.clone()))
+                    .map(|plan| serde_json::from_value::<GradePlan>(plan.clone()))
                 {
-                    Some(Ok(plan)) => self.plan = Some(plan),
+                    Some(Ok(plan)) => {
+                        let (plan, unusable) = plan.sanitized();
+                        for what in unusable {
+                            problem(what);
+                        }
+                        self.plan = Some(plan);
+                    }
                     Some(Err(error)) => problem(format!("grading plan unreadable: {error}")),
                     None => problem("no grading plan: default SLOs apply".into()),
                 }
@@ -284,7 +373,19 @@ impl RunRecord {
             | "fault_cleared"
             | "fault_clear_failed"
             | "fault_failed"
-            | "fault_not_injected" => self.add_fault_event(event, record, t_s),
+            | "fault_not_injected" => {
+                self.add_fault_event(event, record, t_s);
+                if event == "fault_injected" {
+                    let detector = detector.get_or_insert_with(|| self.detector());
+                    detector.injected(Injection {
+                        fault: str_of(record, "fault"),
+                        kind: str_of(record, "kind"),
+                        occurrence: u64_of(record, "occurrence") as u32,
+                        injected_at_s: t_s,
+                    });
+                    self.detections.extend(detector.take_finished(false));
+                }
+            }
             "chaos_error" => {
                 let name = str_of(record, "fault");
                 if let Some(report) = self
@@ -297,18 +398,35 @@ impl RunRecord {
                     report.notes.push(str_of(record, "error"));
                 }
             }
-            "alert" | "metric_condition" | "log_match" => {
+            "alert" | "metric_condition" | "log_match" | "health" => {
                 if let Some(signal) = Signal::of_record(event, record) {
-                    self.signal(seen_s, signal);
+                    if let Signal::Unhealthy | Signal::Healthy = signal {
+                        self.health.push((seen_s, signal == Signal::Healthy));
+                    }
+                    let began_s = Signal::began_s(record);
+                    let detector = detector.get_or_insert_with(|| self.detector());
+                    detector.signal(seen_s, began_s, &signal);
+                    self.detections.extend(detector.take_finished(false));
+                    if let Signal::AlertFiring(name) = &signal
+                        && detector.last_was_onset()
+                    {
+                        self.alert_onsets.push(AlertOnset {
+                            began_s: began_s.unwrap_or(seen_s).min(seen_s),
+                            seen_s,
+                            name: name.clone(),
+                        });
+                    }
                 }
             }
-            "health" => {
-                if let Some(signal) = Signal::of_record(event, record) {
-                    self.health.push((seen_s, signal == Signal::Healthy));
-                    self.signal(seen_s, signal);
-                }
+            "harness_error" if self.harness_errors.len() < crate::journal::MAX_PROBLEMS => {
+                self.harness_errors.push(format!(
+                    "{} at {t_s:.1}s: {}",
+                    str_of(record, "task"),
+                    str_of(record, "error")
+                ));
             }
             "fleet_process" => {
+                self.process_sampled = true;
                 if let Some(rss) = f64_of(record, "rss_bytes") {
                     self.rss.push((seen_s, rss));
                 }
@@ -349,23 +467,39 @@ impl RunRecord {
                 self.retries.get_or_insert_with(RetryTotals::default);
             }
             "run_ended" => {
+                let stopped = record
+                    .get("stopped")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned);
+                let stopped_by = record
+                    .get("stopped_by")
+                    .and_then(|by| serde_json::from_value(by.clone()).ok())
+                    // Journals from before `stopped_by`: an abort condition said so.
+                    .or_else(|| {
+                        stopped
+                            .as_deref()
+                            .filter(|why| why.starts_with("abort condition"))
+                            .map(|_| StoppedBy::AbortCondition)
+                    });
                 self.ended = Some(Ended {
                     t_s,
                     at: str_of(record, "at"),
-                    stopped: record
-                        .get("stopped")
-                        .and_then(Value::as_str)
-                        .map(str::to_owned),
+                    stopped,
+                    stopped_by,
                 });
             }
             _ => {}
         }
     }
 
-    fn signal(&mut self, t_s: f64, signal: Signal) {
-        if self.signals.len() < MAX_SIGNALS {
-            self.signals.push((t_s, signal));
-        }
+    /// The detection engine for this journal's faults (none before `run_started`).
+    fn detector(&self) -> Detector {
+        Detector::new(
+            self.plan
+                .as_ref()
+                .map(|plan| plan.faults.clone())
+                .unwrap_or_default(),
+        )
     }
 
     fn add_interval(&mut self, record: &Value, t_s: f64, problem: &mut impl FnMut(String)) {

@@ -20,6 +20,28 @@ use std::time::SystemTime;
 use serde_json::{Map, Value};
 use tokio::time::Instant;
 
+/// What stopped a run before its end (`run_ended` `stopped_by`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoppedBy {
+    /// SIGINT, SIGTERM, SIGHUP.
+    Signal,
+    /// The kill switch (its file, or `POST /abort`).
+    KillSwitch,
+    /// An `[abort]` condition on the fleet's calls.
+    AbortCondition,
+}
+
+impl StoppedBy {
+    pub fn name(self) -> &'static str {
+        match self {
+            StoppedBy::Signal => "signal",
+            StoppedBy::KillSwitch => "kill_switch",
+            StoppedBy::AbortCondition => "abort_condition",
+        }
+    }
+}
+
 /// A shared handle on the run's `journal.jsonl`.
 #[derive(Debug, Clone)]
 pub struct Journal {

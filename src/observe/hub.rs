@@ -2,7 +2,7 @@
 //! The grader reads the transitions back from the journal (`grade::replay`); the hub keeps
 //! only counters, so its memory does not grow with the run. It also journals each fault's
 //! detection as it happens (`fault_detected`), pairing the injections the chaos plane
-//! announces with the signals it journals by the grader's own rules ([`LiveDetections`]).
+//! announces with the signals it journals by the grader's own engine ([`Detector`]).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -11,7 +11,7 @@ use serde_json::json;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::{Observation, Signal};
-use crate::grade::live::{Detection, Injection, LiveDetections};
+use crate::grade::detect::{self, Detection, Detector, Injection};
 use crate::grade::plan::FaultPlan;
 use crate::grade::replay::Signal as Journaled;
 use crate::journal::{Journal, round_ms};
@@ -56,13 +56,13 @@ pub struct HubSettings {
 /// Journals `fault_detected` once per injection, at the first journaled signal that
 /// detects it, and tells it on the terminal.
 #[derive(Debug)]
-struct Detector {
-    live: LiveDetections,
+struct Detections {
+    live: Detector,
     journal: Journal,
     lines: LiveLines,
 }
 
-impl Detector {
+impl Detections {
     fn injected(&mut self, injection: Injection) {
         if let Some(detection) = self.live.injected(injection) {
             self.detected(&detection);
@@ -73,11 +73,14 @@ impl Detector {
     /// signal, as the grader will read it back, with the injections it detects.
     fn record(&mut self, event: &str, fields: serde_json::Value, seen_s: f64) {
         let signal = Journaled::of_record(event, &fields);
+        let began_s = Journaled::began_s(&fields);
         self.journal.record(event, fields);
         if let Some(signal) = signal {
-            for detection in self.live.signal(seen_s, &signal) {
+            for detection in self.live.signal(seen_s, began_s, &signal) {
                 self.detected(&detection);
             }
+            // Outcomes are the grader's to report; the hub only tells detections.
+            let _ = self.live.take_finished(false);
         }
     }
 
@@ -118,8 +121,8 @@ pub async fn run_hub(
         lines,
     } = settings;
     let start = journal.started();
-    let mut detector = Detector {
-        live: LiveDetections::new(faults),
+    let mut detector = Detections {
+        live: Detector::new(faults),
         journal: journal.clone(),
         lines,
     };
@@ -152,11 +155,26 @@ pub async fn run_hub(
                 starts_at,
             } => {
                 observed.alerts_received += 1;
+                // `startsAt` on the journal's clock: when the fleet says the alert began,
+                // which tells a new alert from one firing since before an injection.
+                let starts_s =
+                    starts_at
+                        .as_deref()
+                        .and_then(detect::parse_wall_clock)
+                        .map(|began| {
+                            let seen = std::time::SystemTime::now()
+                                - tokio::time::Instant::now()
+                                    .saturating_duration_since(observation.at);
+                            match seen.duration_since(began) {
+                                Ok(ago) => round_ms(t_s - ago.as_secs_f64()),
+                                Err(ahead) => round_ms(t_s + ahead.duration().as_secs_f64()),
+                            }
+                        });
                 detector.record(
                     "alert",
                     json!({
                         "name": name, "status": if firing { "firing" } else { "resolved" },
-                        "starts_at": starts_at, "seen_s": t_s,
+                        "starts_at": starts_at, "starts_s": starts_s, "seen_s": t_s,
                     }),
                     t_s,
                 );
@@ -283,7 +301,6 @@ pub async fn run_hub(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::grade::first_match;
     use crate::grade::plan::RuleSpec;
     use crate::grade::replay::{self, RunRecord};
     use crate::observe::Observation;
@@ -294,6 +311,30 @@ mod tests {
     /// The journal read back as the grader reads it.
     fn replayed(path: &std::path::Path) -> RunRecord {
         replay::read(path).unwrap()
+    }
+
+    /// The signals the journal carries, in journal order, as the grader reads them.
+    fn signals(path: &std::path::Path) -> Vec<(f64, Journaled)> {
+        crate::journal::read(path)
+            .unwrap()
+            .records
+            .iter()
+            .filter_map(|record| {
+                let event = record["event"].as_str()?;
+                let signal = Journaled::of_record(event, record)?;
+                Some((record["seen_s"].as_f64()?, signal))
+            })
+            .collect()
+    }
+
+    /// When the first signal from `from` on that one of `rules` names was seen.
+    fn first_match(signals: &[(f64, Journaled)], rules: &[RuleSpec], from: f64) -> Option<f64> {
+        signals
+            .iter()
+            .find(|(at, signal)| {
+                *at >= from && rules.iter().any(|rule| detect::matches(signal, rule))
+            })
+            .map(|(at, _)| *at)
     }
 
     #[tokio::test]
@@ -349,7 +390,7 @@ mod tests {
         .await;
         assert_eq!(observed.health_probes, 5);
         assert_eq!(observed.healthy_probes, 3);
-        let signals = replayed(&dir.path().join("j.jsonl")).signals;
+        let signals = signals(&dir.path().join("j.jsonl"));
         assert_eq!(signals.len(), 5, "{signals:?}");
         let rules = [
             RuleSpec::Alert {
@@ -357,17 +398,11 @@ mod tests {
             },
             RuleSpec::from(&DetectionRule::Metric(condition)),
         ];
-        let (at, rule) = first_match(&signals, &rules, 4.0, f64::INFINITY).unwrap();
-        assert_eq!(at, 5.0);
-        assert!(matches!(rule, RuleSpec::Metric { .. }));
-        assert!(
-            first_match(
-                &signals,
-                &[RuleSpec::from(&DetectionRule::Unhealthy)],
-                3.5,
-                f64::INFINITY
-            )
-            .is_none()
+        assert_eq!(first_match(&signals, &rules, 4.0), Some(5.0));
+        assert_eq!(first_match(&signals, &rules[1..], 4.0), Some(5.0));
+        assert_eq!(
+            first_match(&signals, &[RuleSpec::from(&DetectionRule::Unhealthy)], 3.5),
+            None
         );
         let text = std::fs::read_to_string(dir.path().join("j.jsonl")).unwrap();
         assert_eq!(text.matches("\"event\":\"health\"").count(), 3);
@@ -440,7 +475,8 @@ mod tests {
         let replay = replayed(&dir.path().join("j.jsonl"));
         assert_eq!(replay.temp_dir, vec![(1.0, 10.0), (3.0, 30.0)]);
         assert_eq!(observed.log_matches, 4);
-        assert_eq!(replay.signals.len(), 3, "{:?}", replay.signals);
+        let journaled = signals(&dir.path().join("j.jsonl"));
+        assert_eq!(journaled.len(), 3, "{journaled:?}");
 
         let log_rule = |file: Option<&PathBuf>| {
             RuleSpec::from(&DetectionRule::Log {
@@ -455,9 +491,7 @@ mod tests {
             pattern: "alert".into(),
             file: None,
         })];
-        let first = |rules: &[RuleSpec], from: f64| {
-            first_match(&replay.signals, rules, from, f64::INFINITY).map(|(at, _)| at)
-        };
+        let first = |rules: &[RuleSpec], from: f64| first_match(&journaled, rules, from);
         assert_eq!(first(&default_rule, 0.0), Some(2.0));
         assert_eq!(first(&default_rule, 2.1), Some(12.0));
         assert_eq!(first(&named_default, 0.0), Some(2.0));
@@ -540,6 +574,11 @@ mod detection_tests {
             firing: true,
             starts_at: None,
         };
+        let resolved = |name: &str| Signal::Alert {
+            name: name.into(),
+            firing: false,
+            starts_at: None,
+        };
         let inject = |fault: &str| {
             let injected_at_s = journal.elapsed_s();
             journal.record_at(
@@ -555,14 +594,23 @@ mod detection_tests {
             };
             (injected_at_s, Signal::FaultInjected(injection))
         };
+        journal.record(
+            "run_started",
+            json!({"grading": crate::grade::plan::GradePlan {
+                slo: crate::grade::plan::SloPlan::default(),
+                faults: faults.clone(),
+            }}),
+        );
         let (tts_at, tts) = inject("tts");
-        // Seen before the injection: not a detection.
+        // Seen (and resolved) before the injection: not a detection.
         send(tts_at - 0.5, alert("TtsRateLimited"));
+        send(tts_at - 0.25, resolved("TtsRateLimited"));
         send(tts_at, tts);
         send(tts_at + 1.0, alert("SomethingElse"));
         send(tts_at + 2.5, alert("TtsRateLimited"));
+        // A repeat of the firing alert: not a second detection.
         send(tts_at + 3.0, alert("TtsRateLimited"));
-        // Never detected: nothing is journaled for it.
+        // Never detected (its alert never began): nothing is journaled for it.
         let (db_at, db) = inject("db");
         send(db_at, db);
         send(db_at + 4.0, alert("TtsRateLimited"));
@@ -594,10 +642,14 @@ mod detection_tests {
         assert!((after_s - 2.5).abs() <= 0.001, "{record}");
         assert!(record["t_s"].is_f64() && record["at"].is_string());
 
-        let mut run = crate::grade::replay::read(&path).unwrap();
-        crate::grade::detections(&mut run.faults, &faults, &run.signals);
+        let run = crate::grade::replay::read(&path).unwrap();
+        let summary = crate::grade::evaluate(&run);
         let graded = |name: &str| {
-            let report = run.faults.iter().find(|fault| fault.name == name).unwrap();
+            let report = summary
+                .faults
+                .iter()
+                .find(|fault| fault.name == name)
+                .unwrap();
             report.detected_after_s
         };
         assert_eq!(graded("tts"), Some(after_s));

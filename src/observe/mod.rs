@@ -139,7 +139,7 @@ pub enum Signal {
     LogUnreadable { file: PathBuf, reason: String },
     /// Not the fleet's: the chaos plane injected a fault, and the hub watches for the
     /// signal that detects it.
-    FaultInjected(crate::grade::live::Injection),
+    FaultInjected(crate::grade::detect::Injection),
 }
 
 /// Starts the alert receiver, if this run has one: for the embedded fleet on a free port

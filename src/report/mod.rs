@@ -9,7 +9,8 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::call::CallOutcome;
-use crate::grade::{SloVerdict, Verdict};
+use crate::grade::replay::{DetectionStatus, RecoveryStatus};
+use crate::grade::{SloStatus, SloVerdict, Verdict};
 use crate::load::aggregate::{HarnessUsage, Percentiles, Totals};
 
 /// Bumped whenever a field changes meaning or is removed; new fields do not bump it.
@@ -351,16 +352,25 @@ impl Summary {
             } else {
                 "NOT IN EFFECT"
             };
-            let mut detected = match (&fault.detected_by, fault.detected_after_s) {
-                (Some(by), Some(after)) => format!("; detected after {after:.1}s ({by})"),
+            let mut detected = match (fault.detection, &fault.detected_by, fault.detected_after_s) {
+                (Some(DetectionStatus::SharedSignal), _, _) => {
+                    "; shared signal with an overlapping fault".to_owned()
+                }
+                (Some(DetectionStatus::AlreadySignalling), _, _) => format!(
+                    "; already signalling at injection ({})",
+                    fault.signalling_at_injection.join(", ")
+                ),
+                (_, Some(by), Some(after)) => format!("; detected after {after:.1}s ({by})"),
                 _ if fault.confirmed => "; no detection seen".to_owned(),
                 _ => String::new(),
             };
             if fault.confirmed {
-                detected.push_str(&match (fault.recovered_after_s, fault.recover_from) {
-                    (Some(after), Some(from)) => {
-                        format!("; recovered {after:.1}s after its {}", from.name())
+                let from = fault.recover_from.map_or("clear", |from| from.name());
+                detected.push_str(&match (fault.recovery, fault.recovered_after_s) {
+                    (Some(RecoveryStatus::Recovered), Some(after)) => {
+                        format!("; recovered {after:.1}s after its {from}")
                     }
+                    (Some(RecoveryStatus::NotMeasured), _) => "; recovery not measured".to_owned(),
                     _ => "; not recovered".to_owned(),
                 });
             }
@@ -419,7 +429,11 @@ impl Summary {
                 out,
                 "  SLO {:<18} {} measured {:<10} threshold {:<10} {}",
                 slo.name,
-                if slo.pass { "pass" } else { "FAIL" },
+                match slo.status {
+                    SloStatus::Pass => "pass",
+                    SloStatus::Fail => "FAIL",
+                    SloStatus::NotMeasured => "NOT MEASURED",
+                },
                 slo.measured,
                 slo.threshold,
                 slo.why
