@@ -518,6 +518,44 @@ for = "2s"
     );
 }
 
+/// A fault whose window ends before any traffic reached it is held on until some does (at
+/// most `confirm_within` after its injection), so a short window on a quiet fleet still
+/// tests the fleet: here the callers wait 5 s before they speak, and a 1 s TTS fault at 1 s
+/// meets the fleet's first TTS request seconds after its planned end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_short_fault_is_held_until_traffic_reaches_it() {
+    let toml = embedded_scenario(
+        "",
+        1,
+        "25s",
+        r#"
+[chaos]
+confirm_within = "20s"
+[[faults]]
+kind = "tts_429"
+at = "1s"
+for = "1s"
+"#,
+    )
+    .replace(
+        r#"turns = 3"#,
+        r#"steps = [{ pause = "5s" }, { say = "order-status" }, { pause = "8s" }, { hangup = true }]"#,
+    );
+    let live = LiveRun::start(&toml, &[]);
+    let cleared = live
+        .fault_event("fault_cleared", "tts_429", Duration::from_secs(90))
+        .await;
+    let held = cleared["held_s"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("not held: {cleared}"));
+    assert!(held > 2.0, "{cleared}");
+    let outcome = live.finish().await;
+    let tts = fault(&outcome, "tts_429");
+    assert!(tts.confirmed, "{tts:#?}");
+    let window = tts.cleared_at_s.unwrap() - tts.injected_at_s.unwrap();
+    assert!(window > 3.0 && window < 21.0, "{tts:#?}");
+}
+
 /// However a run ends, its faults are undone: `voxsoak run` gets SIGTERM while every fault
 /// is on, clears each one (journaled as cleared early), removes the files it leaked, and
 /// ends as aborted (exit 2).

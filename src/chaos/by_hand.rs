@@ -646,6 +646,7 @@ pub async fn run(
         number: 1,
         at: Duration::ZERO,
         until: duration,
+        hold_until: duration,
     };
     let injected = tokio::select! {
         injected = inject(&environment, &checked.fault, &occurrence) => injected,

@@ -310,6 +310,7 @@ mod tests {
             number: 1,
             at: Duration::ZERO,
             until: Duration::from_secs(1),
+            hold_until: Duration::from_secs(1),
         };
         let error = inject(&environment, &fault, &occurrence).await.unwrap_err();
         let message = error.to_string();
@@ -352,6 +353,7 @@ mod tests {
             number: 1,
             at: Duration::ZERO,
             until: Duration::from_secs(1),
+            hold_until: Duration::from_secs(1),
         };
         let first = tts("first", TtsFault::RateLimited { retry_after: None });
         let second = tts("second", TtsFault::ServerError { code: 503 });

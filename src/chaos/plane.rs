@@ -457,7 +457,10 @@ async fn run_occurrence(shared: Arc<Shared>, occurrence: Occurrence, stop: Cance
     }
 
     let until = start + occurrence.until;
-    let confirm_by = (Instant::now() + shared.confirm_within).min(until);
+    // Not seen in effect by its end (nothing reached it yet): it stays on until it is,
+    // at most `confirm_within` after the injection and never past the next injection.
+    let hold_until = until.max(start + occurrence.hold_until);
+    let confirm_by = (Instant::now() + shared.confirm_within).min(hold_until);
     let mut hits = 0u64;
     let confirmation = loop {
         hits += injected.journal_hits(journal, &identity, hits);
@@ -471,6 +474,7 @@ async fn run_occurrence(shared: Arc<Shared>, occurrence: Occurrence, stop: Cance
         }
     };
     let confirmed = confirmation.in_effect;
+    let held = Instant::now() > until;
     journal.record(
         if confirmed {
             "fault_confirmed"
@@ -492,6 +496,13 @@ async fn run_occurrence(shared: Arc<Shared>, occurrence: Occurrence, stop: Cance
     }
     injected.journal_hits(journal, &identity, hits);
     let early = stop.is_cancelled() && Instant::now() < until;
+    let held_s = held.then(|| {
+        round_ms(
+            Instant::now()
+                .saturating_duration_since(until)
+                .as_secs_f64(),
+        )
+    });
     if !confirmed {
         // A fault may take effect after `confirm_within` (no traffic yet, a small fraction):
         // look once more before undoing it.
@@ -505,10 +516,12 @@ async fn run_occurrence(shared: Arc<Shared>, occurrence: Occurrence, stop: Cance
     }
     match injected.clear(stop.is_cancelled()).await {
         Ok(note) => {
-            journal.record(
-                "fault_cleared",
-                merge(&identity, json!({"note": note, "early": early})),
-            );
+            let mut fields = json!({"note": note, "early": early});
+            if let Some(held_s) = held_s {
+                // Past its planned end, because it had not met traffic yet.
+                fields["held_s"] = json!(held_s);
+            }
+            journal.record("fault_cleared", merge(&identity, fields));
         }
         Err(error) => {
             journal.record(

@@ -444,6 +444,11 @@ pub struct Occurrence {
     pub at: Duration,
     /// Clear, from the start of the run (cut at the end of the run).
     pub until: Duration,
+    /// How long past `until` it may stay on while it has not been seen in effect (no
+    /// traffic reached it yet): the next injection of any fault, or the end of the run.
+    /// A short window on a quiet fleet is held until it has met traffic, at most
+    /// `confirm_within` after the injection, so a compressed scenario tests every fault.
+    pub hold_until: Duration,
 }
 
 /// Most injections of one fault in a run (every 30 s for 72 hours is 8,640).
@@ -474,6 +479,7 @@ pub fn timeline(faults: &[ScheduledFault], run_for: Duration, seed: u64) -> Vec<
                 number,
                 at,
                 until,
+                hold_until: run_for,
             });
             let Some(recurrence) = fault.every else {
                 break;
@@ -492,5 +498,12 @@ pub fn timeline(faults: &[ScheduledFault], run_for: Duration, seed: u64) -> Vec<
         }
     }
     occurrences.sort_by_key(|occurrence| (occurrence.at, occurrence.fault));
+    // Sorted by start: the next later start is the first one after this one's.
+    for index in 0..occurrences.len() {
+        let at = occurrences[index].at;
+        if let Some(next) = occurrences[index..].iter().find(|next| next.at > at) {
+            occurrences[index].hold_until = next.at;
+        }
+    }
     occurrences
 }

@@ -356,6 +356,11 @@ for = "1m"
     assert!(!timeline.iter().any(|o| o.fault == 2));
     assert!(!timeline.iter().any(|o| o.fault == 3));
     assert!(timeline.windows(2).all(|pair| pair[0].at <= pair[1].at));
+    // A fault not yet in effect may be held on until the next injection, at most.
+    for pair in timeline.windows(2) {
+        assert_eq!(pair[0].hold_until, pair[1].at, "{pair:?}");
+    }
+    assert_eq!(timeline.last().unwrap().hold_until, run_for);
 }
 
 #[test]
