@@ -766,6 +766,26 @@ mod tests {
     }
 
     #[test]
+    fn a_window_journaled_before_chains_were_graded_still_adds_up() {
+        let mut totals = RetryTotals::default();
+        totals.add_window(&json!({
+            "requests": 50, "faulted": 30, "retries": 12, "immediate_retries": 10,
+            "retry_after_ignored": 4,
+        }));
+        assert_eq!(
+            totals,
+            RetryTotals {
+                requests_during_fault: 30,
+                requests_calm: 20,
+                retries: 12,
+                immediate_retries: 10,
+                retry_after_ignored: 4,
+                ..RetryTotals::default()
+            }
+        );
+    }
+
+    #[test]
     fn memory_is_bounded_by_the_logical_requests_remembered() {
         let mut requests = Requests::new();
         for n in 0..(REMEMBERED as u64 + 10) {
