@@ -12,5 +12,6 @@ mod misbehaving_fleet;
 mod observe;
 mod report;
 mod sink_calls;
+mod standin_counts;
 mod util;
 mod verdicts;

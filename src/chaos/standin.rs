@@ -2,17 +2,15 @@
 //! OpenAI-compatible TTS and LLM servers, which the fleet is pointed at, switched to a fault
 //! for a while.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
-use tokio::sync::broadcast::{self, error::TryRecvError};
 use tokio_util::sync::CancellationToken;
 
 use super::{Confirmation, FaultError};
-use crate::standin::llm::{self, LlmBehaviour, LlmControl, LlmFault, LlmRecord};
-use crate::standin::tts::{self, NO_ANSWER, TtsBehaviour, TtsControl, TtsFault, TtsRecord};
+use crate::standin::llm::{self, LlmBehaviour, LlmControl, LlmCounts, LlmFault, LlmRecord};
+use crate::standin::tts::{self, NO_ANSWER, TtsBehaviour, TtsControl, TtsCounts, TtsFault};
 use crate::standin::{self as standins, Running};
 
 /// The TTS and LLM stand-ins of one run, serving until the run's chaos plane stops.
@@ -102,17 +100,16 @@ impl StandIns {
     }
 }
 
-/// A fault on the TTS stand-in.
+/// A fault on the TTS stand-in. Its counts are the stand-in's own, taken when it switched
+/// the fault on and off: exact, however many requests came.
 #[derive(Debug)]
 pub struct TtsStandInFault {
     kind: &'static str,
     control: Arc<TtsControl>,
-    records: broadcast::Receiver<TtsRecord>,
-    /// Answers since injection, by status ([`NO_ANSWER`] for requests left hanging).
-    by_status: BTreeMap<u16, u64>,
-    faulted: u64,
-    lost: u64,
-    cleared: bool,
+    /// The stand-in's counts when the fault was switched on.
+    at_inject: TtsCounts,
+    /// The same when it was switched off.
+    at_clear: Option<TtsCounts>,
     /// Declared last: released after `Drop` has restored the stand-in.
     _claim: StandInClaim,
 }
@@ -126,75 +123,44 @@ impl TtsStandInFault {
         fault: TtsFault,
         fraction: f64,
     ) -> TtsStandInFault {
-        // Subscribe first: every answer the fault decides is seen.
-        let records = control.subscribe();
         let mut behaviour = control.behaviour();
         behaviour.fault = fault;
         behaviour.fraction = fraction;
-        control.set(behaviour);
+        let at_inject = control.switch(behaviour);
         TtsStandInFault {
             kind,
             control,
-            records,
-            by_status: BTreeMap::new(),
-            faulted: 0,
-            lost: 0,
-            cleared: false,
+            at_inject,
+            at_clear: None,
             _claim: claim,
         }
     }
 
-    fn drain(&mut self) {
-        loop {
-            match self.records.try_recv() {
-                Ok(record) => {
-                    *self.by_status.entry(record.status).or_insert(0) += 1;
-                    self.faulted += u64::from(record.faulted);
-                }
-                Err(TryRecvError::Lagged(lost)) => self.lost += lost,
-                Err(TryRecvError::Empty | TryRecvError::Closed) => break,
-            }
-        }
-    }
-
-    fn answered(&self) -> String {
-        let total: u64 = self.by_status.values().sum();
-        let statuses: Vec<String> = self
-            .by_status
-            .iter()
-            .map(|(status, count)| match *status {
-                NO_ANSWER => format!("{count} left unanswered"),
-                status => format!("{count}× {status}"),
-            })
-            .collect();
-        if total == 0 {
-            "no TTS request reached the stand-in".to_owned()
-        } else {
-            format!(
-                "{} of {total} TTS requests faulted ({})",
-                self.faulted,
-                statuses.join(", ")
-            )
-        }
+    /// Requests since injection (until the clear once cleared).
+    fn since(&self) -> TtsCounts {
+        self.at_clear
+            .clone()
+            .unwrap_or_else(|| self.control.counts())
+            .since(&self.at_inject)
     }
 
     /// In effect once the stand-in has answered at least one request with the fault.
     pub async fn confirm(&mut self) -> Confirmation {
-        self.drain();
-        if self.faulted > 0 {
-            Confirmation::in_effect(format!("{} since injection", self.answered()))
+        let since = self.since();
+        let evidence = format!("{} since injection", answered(&since));
+        if since.faulted > 0 {
+            Confirmation::in_effect(evidence)
         } else {
-            Confirmation::not_in_effect(format!("{} since injection", self.answered()))
+            Confirmation::not_in_effect(evidence)
         }
     }
 
     /// Back to healthy answers.
     pub async fn clear(mut self) -> Result<String, FaultError> {
         self.restore();
-        self.drain();
         Ok(format!(
             "the TTS stand-in answers normally again; while on: {}",
-            self.answered()
+            answered(&self.since())
         ))
     }
 
@@ -203,12 +169,11 @@ impl TtsStandInFault {
     }
 
     fn restore(&mut self) {
-        if !self.cleared {
-            self.cleared = true;
+        if self.at_clear.is_none() {
             let mut behaviour = self.control.behaviour();
             behaviour.fault = TtsFault::None;
             behaviour.fraction = 1.0;
-            self.control.set(behaviour);
+            self.at_clear = Some(self.control.switch(behaviour));
         }
     }
 }
@@ -219,18 +184,37 @@ impl Drop for TtsStandInFault {
     }
 }
 
-/// A fault on the LLM stand-in. Every request it hits is passed to `on_hit` (the chaos
-/// plane journals the call it hit).
+/// "N of M TTS requests faulted (…)", for the journal.
+fn answered(counts: &TtsCounts) -> String {
+    if counts.requests == 0 {
+        return "no TTS request reached the stand-in".to_owned();
+    }
+    let statuses: Vec<String> = counts
+        .by_status
+        .iter()
+        .map(|(status, count)| match *status {
+            NO_ANSWER => format!("{count} left unanswered"),
+            status => format!("{count}× {status}"),
+        })
+        .collect();
+    format!(
+        "{} of {} TTS requests faulted ({})",
+        counts.faulted,
+        counts.requests,
+        statuses.join(", ")
+    )
+}
+
+/// A fault on the LLM stand-in. The requests it hits are kept by the stand-in for the
+/// chaos plane to journal ([`LlmStandInFault::take_hits`]); its counts are the stand-in's
+/// own, taken when it switched the fault on and off.
 #[derive(Debug)]
 pub struct LlmStandInFault {
     kind: &'static str,
     control: Arc<LlmControl>,
-    records: broadcast::Receiver<LlmRecord>,
-    requests_at_inject: u64,
+    at_inject: LlmCounts,
+    at_clear: Option<LlmCounts>,
     slow: bool,
-    hits: u64,
-    lost: u64,
-    cleared: bool,
     /// Declared last: released after `Drop` has restored the stand-in.
     _claim: StandInClaim,
 }
@@ -244,10 +228,8 @@ impl LlmStandInFault {
         fraction: f64,
         latency: std::time::Duration,
     ) -> LlmStandInFault {
-        let records = control.subscribe();
-        let requests_at_inject = control.requests();
         let slow = fault == LlmFault::None;
-        control.set(LlmBehaviour {
+        let at_inject = control.switch(LlmBehaviour {
             fault,
             fraction,
             latency,
@@ -255,59 +237,44 @@ impl LlmStandInFault {
         LlmStandInFault {
             kind,
             control,
-            records,
-            requests_at_inject,
+            at_inject,
+            at_clear: None,
             slow,
-            hits: 0,
-            lost: 0,
-            cleared: false,
             _claim: claim,
         }
     }
 
-    /// The requests the fault hit since the last call (for the journal).
+    /// The requests the fault hit since the last call (for the journal; the first
+    /// [`llm::KEPT_HITS`] of them).
     pub fn take_hits(&mut self) -> Vec<LlmRecord> {
-        let mut hits = Vec::new();
-        loop {
-            match self.records.try_recv() {
-                Ok(record) => {
-                    self.hits += 1;
-                    hits.push(record);
-                }
-                Err(TryRecvError::Lagged(lost)) => {
-                    self.hits += lost;
-                    self.lost += lost;
-                }
-                Err(TryRecvError::Empty | TryRecvError::Closed) => break,
-            }
-        }
-        hits
+        self.control.take_hits()
     }
 
-    fn requests_since(&self) -> u64 {
-        self.control
-            .requests()
-            .saturating_sub(self.requests_at_inject)
+    /// Requests since injection (until the clear once cleared).
+    fn since(&self) -> LlmCounts {
+        self.at_clear
+            .unwrap_or_else(|| self.control.counts())
+            .since(&self.at_inject)
     }
 
     /// In effect once a request was hit (a slow model: once a request was answered late).
     pub async fn confirm(&mut self) -> Confirmation {
-        let _ = self.take_hits();
-        let requests = self.requests_since();
+        let since = self.since();
         if self.slow {
-            return if requests > 0 {
+            return if since.requests > 0 {
                 Confirmation::in_effect(format!(
-                    "{requests} LLM requests answered with the added latency since injection"
+                    "{} LLM requests answered with the added latency since injection",
+                    since.requests
                 ))
             } else {
                 Confirmation::not_in_effect("no LLM request reached the stand-in since injection")
             };
         }
         let evidence = format!(
-            "{} of {requests} LLM requests hit since injection",
-            self.hits
+            "{} of {} LLM requests hit since injection",
+            since.faulted, since.requests
         );
-        if self.hits > 0 {
+        if since.faulted > 0 {
             Confirmation::in_effect(evidence)
         } else {
             Confirmation::not_in_effect(evidence)
@@ -316,11 +283,10 @@ impl LlmStandInFault {
 
     pub async fn clear(mut self) -> Result<String, FaultError> {
         self.restore();
-        let _ = self.take_hits();
+        let since = self.since();
         Ok(format!(
             "the LLM stand-in answers normally again; while on it hit {} of {} requests",
-            self.hits,
-            self.requests_since()
+            since.faulted, since.requests
         ))
     }
 
@@ -329,9 +295,8 @@ impl LlmStandInFault {
     }
 
     fn restore(&mut self) {
-        if !self.cleared {
-            self.cleared = true;
-            self.control.set(LlmBehaviour::default());
+        if self.at_clear.is_none() {
+            self.at_clear = Some(self.control.switch(LlmBehaviour::default()));
         }
     }
 }

@@ -592,6 +592,10 @@ pub(crate) fn every_fault_within(
     )
 }
 
+/// The retry rule: a storm when most retry chains (of two or more retries of one logical
+/// request) are unpaced (a constant interval with no backoff and no jitter, or immediate),
+/// or when most logical requests asked to wait by `Retry-After` retried sooner. What counts
+/// as a retry, a chain's shape and the `Retry-After` tolerance: [`crate::chaos::tts_log`].
 pub(crate) fn no_retry_storm(
     retries: Option<&crate::chaos::tts_log::RetryTotals>,
     faults: &[crate::grade::FaultReport],
@@ -612,37 +616,73 @@ pub(crate) fn no_retry_storm(
         .sum();
     let calm_s = (wall_s - faulted_s).max(1.0);
     let rate = |requests: u64, seconds: f64| requests as f64 / seconds.max(1.0);
-    let faulted_rate = rate(totals.requests_faulted, faulted_s);
+    let faulted_rate = rate(totals.requests_during_fault, faulted_s);
     let calm_rate = rate(totals.requests_calm, calm_s);
-    let immediate_share = if totals.retries == 0 {
-        0.0
-    } else {
-        totals.immediate_retries as f64 / totals.retries as f64
-    };
-    // A storm: most retries with no backoff at all, or retries before the Retry-After the
-    // server asked for.
-    let storm = (totals.retries >= 10 && immediate_share > 0.5) || totals.retry_after_ignored > 0;
+    let chains = &totals.chains;
+    let unpaced_storm = chains.unpaced() * 2 > chains.total();
+    let ignored_storm = totals.retry_after_ignored * 2 > totals.retry_after_asked;
+    let storm = unpaced_storm || ignored_storm;
     let measured = format!("{faulted_rate:.1} req/s in TTS fault windows vs {calm_rate:.1} calm");
-    let shape = if totals.retries == 0 {
-        "no retries".to_owned()
-    } else {
-        format!(
-            "{} of {} retries immediate (< 100 ms), Retry-After {}",
-            totals.immediate_retries,
-            totals.retries,
-            if totals.retry_after_ignored == 0 {
-                "honoured".to_owned()
-            } else {
-                format!("ignored {}×", totals.retry_after_ignored)
-            }
-        )
-    };
-    let why = if storm {
-        format!("TTS retry storm: {measured}; {shape}")
-    } else {
-        format!("backoff: {measured}; {shape}")
-    };
+    let mut shape = vec![chain_shapes(totals, unpaced_storm)];
+    if totals.retry_after_asked > 0 || totals.retry_after_ignored > 0 {
+        shape.push(if totals.retry_after_ignored == 0 {
+            format!(
+                "Retry-After honoured by all {} requests asked to wait",
+                totals.retry_after_asked
+            )
+        } else {
+            format!(
+                "Retry-After ignored by {} of {} requests asked to wait",
+                totals.retry_after_ignored, totals.retry_after_asked
+            )
+        });
+    }
+    let why = format!(
+        "{}: {measured}; {}",
+        if storm { "TTS retry storm" } else { "no storm" },
+        shape.join("; ")
+    );
     SloVerdict::measured("no_retry_storm", threshold, measured, !storm, why)
+}
+
+/// The retry chains in a few words: the unpaced ones first when they make the storm.
+fn chain_shapes(totals: &crate::chaos::tts_log::RetryTotals, unpaced_storm: bool) -> String {
+    let chains = &totals.chains;
+    let total = chains.total();
+    if total == 0 {
+        return match totals.retries {
+            0 => "no retries".to_owned(),
+            retries => format!("{retries} retries, no chain of 2 or more to judge by"),
+        };
+    }
+    if unpaced_storm {
+        let mut storms = Vec::new();
+        if let Some(gap_ms) = totals.constant_gap_ms() {
+            storms.push(format!(
+                "{} of {total} retry chains at a constant {gap_ms:.0} ms (no backoff, no jitter)",
+                chains.constant
+            ));
+        }
+        if chains.immediate > 0 {
+            storms.push(format!(
+                "{} of {total} retry chains immediate (under 100 ms apart on average)",
+                chains.immediate
+            ));
+        }
+        return storms.join("; ");
+    }
+    let kinds: Vec<String> = [
+        (chains.backoff, "backing off"),
+        (chains.jittered, "jittered"),
+        (chains.retry_after, "paced by Retry-After"),
+        (chains.constant, "constant"),
+        (chains.immediate, "immediate"),
+    ]
+    .into_iter()
+    .filter(|(count, _)| *count > 0)
+    .map(|(count, kind)| format!("{count} {kind}"))
+    .collect();
+    format!("{total} retry chains: {}", kinds.join(", "))
 }
 
 #[cfg(test)]
@@ -680,41 +720,221 @@ mod chaos_slo_tests {
         assert_eq!(never.measured, "undetected");
     }
 
+    /// The verdict on hand-built request sequences, through the log and its journal
+    /// windows as a run would write and read them.
+    mod sequences {
+        use std::net::SocketAddr;
+        use std::time::{Duration, SystemTime};
+
+        use tokio::time::Instant;
+
+        use super::*;
+        use crate::chaos::tts_log::TtsLog;
+        use crate::standin::tts::{TtsAttempt, TtsEnding, TtsRecord};
+
+        /// `calls` logical requests (ids `CA<n>-1`, 10 s apart), each failing with `status`
+        /// (and `Retry-After`) and retried after each of `gaps(call)` ms, the last time
+        /// with success; then the totals the journal would give.
+        fn run(
+            calls: u64,
+            status: u16,
+            retry_after_s: Option<u64>,
+            gaps: impl Fn(u64) -> Vec<u64>,
+        ) -> RetryTotals {
+            let start = Instant::now();
+            let mut log = TtsLog::default();
+            let mut sequence = 0;
+            let mut send = |log: &mut TtsLog, id: &str, at_ms: u64, status: u16| {
+                sequence += 1;
+                let attempt = TtsAttempt {
+                    record: TtsRecord {
+                        at: SystemTime::UNIX_EPOCH + Duration::from_millis(at_ms),
+                        status,
+                        request_id: Some(id.to_owned()),
+                        input_hash: 7,
+                        faulted: status != 200,
+                        peer: Some(SocketAddr::from(([127, 0, 0, 1], 40_000))),
+                    },
+                    sequence,
+                    arrived: start + Duration::from_millis(at_ms),
+                    fault_on: true,
+                };
+                log.arrived(&attempt);
+                // Answered 5 ms after it came.
+                log.ended(
+                    &attempt,
+                    &TtsEnding {
+                        at: start + Duration::from_millis(at_ms + 5),
+                        failed: status != 200,
+                        retry_after: retry_after_s
+                            .filter(|_| status != 200)
+                            .map(Duration::from_secs),
+                    },
+                );
+                at_ms + 5
+            };
+            let mut totals = RetryTotals::default();
+            for call in 0..calls {
+                let id = format!("CA{call}-1");
+                let gaps = gaps(call);
+                let mut answered = send(&mut log, &id, call * 10_000, status);
+                for (index, gap) in gaps.iter().enumerate() {
+                    let last = index + 1 == gaps.len();
+                    answered = send(
+                        &mut log,
+                        &id,
+                        answered + gap,
+                        if last { 200 } else { status },
+                    );
+                }
+                // A journal window every call, as the log writes one every 5 s.
+                if let Some(window) = log.take(start + Duration::from_millis(answered)) {
+                    totals.add_window(&window);
+                }
+            }
+            totals
+        }
+
+        fn verdict(totals: &RetryTotals) -> SloVerdict {
+            let fault = FaultReport {
+                injected_at_s: Some(0.0),
+                cleared_at_s: Some(60.0),
+                confirmed: true,
+                ..FaultReport::planned("tts_error", "tts_error".into(), 1, 0.0)
+            };
+            no_retry_storm(Some(totals), &[fault], 180.0)
+        }
+
+        /// A deterministic ±`share` jitter for retry `index` of call `call`.
+        fn jitter(call: u64, index: u64, share: f64) -> f64 {
+            let spread = ((call * 7 + index * 13) % 11) as f64 / 10.0; // 0..=1
+            1.0 - share + 2.0 * share * spread
+        }
+
+        #[test]
+        fn a_constant_150_ms_loop_is_a_storm() {
+            let totals = run(14, 503, None, |call| {
+                (0..6).map(|index| 150 + (call + index) % 3).collect()
+            });
+            let verdict = verdict(&totals);
+            assert!(!verdict.pass, "{verdict:?}");
+            assert!(verdict.why.starts_with("TTS retry storm"), "{verdict:?}");
+            assert!(
+                verdict
+                    .why
+                    .contains("14 of 14 retry chains at a constant 151 ms (no backoff, no jitter)"),
+                "{verdict:?}"
+            );
+        }
+
+        #[test]
+        fn an_immediate_loop_is_a_storm() {
+            let totals = run(5, 429, None, |_| vec![10; 40]);
+            let verdict = verdict(&totals);
+            assert!(!verdict.pass, "{verdict:?}");
+            assert!(
+                verdict.why.contains("5 of 5 retry chains immediate"),
+                "{verdict:?}"
+            );
+        }
+
+        #[test]
+        fn exponential_backoff_with_jitter_passes() {
+            // 250 ms doubling to 2 s, each ±20%.
+            let totals = run(20, 503, None, |call| {
+                [250.0, 500.0, 1000.0, 2000.0, 2000.0]
+                    .iter()
+                    .enumerate()
+                    .map(|(index, base)| (base * jitter(call, index as u64, 0.2)) as u64)
+                    .collect()
+            });
+            assert_eq!(totals.chains.total(), 20, "{totals:?}");
+            assert_eq!(totals.chains.unpaced(), 0, "{totals:?}");
+            let verdict = verdict(&totals);
+            assert!(verdict.pass, "{verdict:?}");
+            assert!(verdict.why.starts_with("no storm"), "{verdict:?}");
+            assert!(verdict.why.contains("20 retry chains:"), "{verdict:?}");
+        }
+
+        #[test]
+        fn retry_after_honoured_passes_even_at_a_constant_interval() {
+            // `Retry-After: 2` as sent, waited exactly: constant, and right.
+            let totals = run(10, 429, Some(2), |_| vec![2000, 2000, 2000]);
+            assert_eq!(totals.chains.retry_after, 10, "{totals:?}");
+            assert_eq!(
+                (totals.retry_after_asked, totals.retry_after_ignored),
+                (10, 0)
+            );
+            let verdict = verdict(&totals);
+            assert!(verdict.pass, "{verdict:?}");
+            assert!(
+                verdict
+                    .why
+                    .contains("Retry-After honoured by all 10 requests asked to wait"),
+                "{verdict:?}"
+            );
+        }
+
+        #[test]
+        fn a_retry_half_a_second_after_retry_after_2s_is_ignoring_it() {
+            // Backing off nicely, but from 500 ms when the server asked for 2 s.
+            let totals = run(6, 429, Some(2), |_| vec![500, 2000, 4000]);
+            assert_eq!(
+                (totals.retry_after_asked, totals.retry_after_ignored),
+                (6, 6)
+            );
+            let verdict = verdict(&totals);
+            assert!(!verdict.pass, "{verdict:?}");
+            assert!(
+                verdict
+                    .why
+                    .contains("Retry-After ignored by 6 of 6 requests asked to wait"),
+                "{verdict:?}"
+            );
+        }
+
+        #[test]
+        fn retry_after_is_honoured_at_the_time_asked_less_the_tolerance() {
+            let tolerance = crate::chaos::tts_log::RETRY_AFTER_TOLERANCE.as_millis() as u64;
+            for (gap, honoured) in [
+                (2000, true),
+                (2000 - tolerance, true),
+                (2000 - tolerance - 1, false),
+            ] {
+                let totals = run(4, 429, Some(2), |_| vec![gap, gap]);
+                let verdict = verdict(&totals);
+                assert_eq!(verdict.pass, honoured, "gap {gap} ms: {verdict:?}");
+            }
+        }
+
+        #[test]
+        fn single_retries_have_no_shape_and_pass() {
+            let totals = run(8, 503, None, |_| vec![10]);
+            assert_eq!(totals.retries, 8);
+            let verdict = verdict(&totals);
+            assert!(verdict.pass, "{verdict:?}");
+            assert!(
+                verdict.why.contains("8 retries, no chain of 2 or more"),
+                "{verdict:?}"
+            );
+        }
+    }
+
     #[test]
-    fn a_storm_is_immediate_retries_or_retry_after_ignored() {
+    fn without_the_stand_in_it_is_not_measured_and_without_retries_it_passes() {
         let faults = [tts_fault(Some(0.3))];
-        let storm = RetryTotals {
-            requests_faulted: 800,
+        assert!(!no_retry_storm(None, &faults, 180.0).pass);
+        let calm = RetryTotals {
+            requests_during_fault: 40,
             requests_calm: 160,
-            retries: 780,
-            immediate_retries: 770,
-            retry_after_ignored: 0,
+            ..RetryTotals::default()
         };
-        let verdict = no_retry_storm(Some(&storm), &faults, 180.0);
-        assert!(!verdict.pass);
+        let verdict = no_retry_storm(Some(&calm), &faults, 180.0);
+        assert!(verdict.pass, "{verdict:?}");
         assert_eq!(
             verdict.measured,
-            "40.0 req/s in TTS fault windows vs 1.0 calm"
+            "2.0 req/s in TTS fault windows vs 1.0 calm"
         );
-        assert!(
-            verdict.why.contains("770 of 780 retries immediate"),
-            "{verdict:?}"
-        );
-        let backoff = RetryTotals {
-            requests_faulted: 40,
-            requests_calm: 160,
-            retries: 30,
-            immediate_retries: 0,
-            retry_after_ignored: 0,
-        };
-        let verdict = no_retry_storm(Some(&backoff), &faults, 180.0);
-        assert!(verdict.pass, "{verdict:?}");
-        assert!(verdict.why.contains("Retry-After honoured"), "{verdict:?}");
-        let ignored = RetryTotals {
-            retry_after_ignored: 3,
-            ..backoff
-        };
-        assert!(!no_retry_storm(Some(&ignored), &faults, 180.0).pass);
-        assert!(!no_retry_storm(None, &faults, 180.0).pass);
+        assert!(verdict.why.ends_with("no retries"), "{verdict:?}");
     }
 }

@@ -112,7 +112,7 @@
 //! first_audio_p95 = "<= 2s"         # connect -> first agent audio
 //! pacing_jitter_p99 = "<= 5ms"      # the harness's own media pacing
 //! detect_within = "2m18s"           # every injected fault detected within this
-//! no_retry_storm = true             # no immediate TTS retries; Retry-After honoured
+//! no_retry_storm = true             # TTS retries back off or jitter; Retry-After honoured
 //! recover_within = "5m"             # every fault recovered from within this: from its
 //!                                   # clear (or injection, see recover_from) until the
 //!                                   # steady state holds for stable_window
@@ -568,7 +568,8 @@ pub struct Slos {
     pub pacing_jitter_p99_max: Option<Duration>,
     /// Every injected fault must be detected (a `detect` signal) within this.
     pub detect_within: Option<Duration>,
-    /// The fleet must not storm the TTS: no immediate retries, `Retry-After` honoured.
+    /// The fleet must not storm the TTS: retries back off or jitter, `Retry-After` honoured
+    /// (the rules: `chaos::tts_log`).
     pub no_retry_storm: bool,
     /// Every injected fault must be recovered from (steady state held for
     /// `stable_window`) within this.

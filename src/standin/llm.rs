@@ -10,11 +10,15 @@
 //!
 //! Faults ([`LlmFault`]) are switched on and off at run time through [`LlmControl`] and hit
 //! a `fraction` of the requests they apply to (tool-call faults apply only to answers that
-//! would call a tool). Every request is counted, and every request a fault hit is published
-//! as an [`LlmRecord`] naming the call (the request's `user` field).
+//! would call a tool). Every request is counted ([`LlmCounts`]) under one lock with the
+//! behaviour that decided its answer, so a fault's counts taken at its switches
+//! ([`LlmControl::switch`]) are exact however fast requests come; the first requests a fault
+//! hit are kept as [`LlmRecord`]s naming the call (the request's `user` field) for the
+//! journal ([`LlmControl::take_hits`]).
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use axum::Router;
@@ -29,7 +33,6 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde_json::{Map, Value, json};
 use tokio::net::TcpListener;
-use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use super::openai::{
@@ -37,7 +40,7 @@ use super::openai::{
     FunctionCallDelta, SSE_DONE, ToolCall, ToolCallDelta, sse_event,
 };
 use super::{
-    Running, coin_flip, delay_unless_shutdown, error_response, shutting_down, stable_hash,
+    Running, coin_flip, delay_unless_shutdown, error_response, lock, shutting_down, stable_hash,
     status_error, status_from, unix_secs,
 };
 
@@ -97,62 +100,123 @@ pub struct LlmRecord {
     pub status: u16,
 }
 
+/// The stand-in's counts, as one snapshot.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LlmCounts {
+    pub requests: u64,
+    /// Requests a fault hit.
+    pub faulted: u64,
+}
+
+impl LlmCounts {
+    /// What was counted after `earlier`, a snapshot of the same stand-in.
+    pub fn since(&self, earlier: &LlmCounts) -> LlmCounts {
+        LlmCounts {
+            requests: self.requests.saturating_sub(earlier.requests),
+            faulted: self.faulted.saturating_sub(earlier.faulted),
+        }
+    }
+}
+
+/// How many hits [`LlmControl::take_hits`] keeps between two takes: the first ones (the
+/// journal keeps only the first hits of each injection); later ones are still counted.
+pub const KEPT_HITS: usize = 1024;
+
+/// What the stand-in's count lock guards: the behaviour and everything counted with it.
+#[derive(Debug)]
+struct Ledger {
+    behaviour: LlmBehaviour,
+    counts: LlmCounts,
+    hits: VecDeque<LlmRecord>,
+}
+
 /// Counters and the control knob, shared between the server and whoever drives it.
 #[derive(Debug)]
 pub struct LlmControl {
-    behaviour: RwLock<LlmBehaviour>,
-    requests: AtomicU64,
-    faulted: AtomicU64,
+    ledger: Mutex<Ledger>,
     /// Numbers completion and tool-call ids.
     next_id: AtomicU64,
     /// Decides which requests a fault hits.
     rng: Mutex<ChaCha8Rng>,
-    records: broadcast::Sender<LlmRecord>,
 }
-
-/// How many records a subscriber may fall behind before it loses the oldest.
-const RECORD_CHANNEL: usize = 1024;
 
 impl LlmControl {
     pub fn new(behaviour: LlmBehaviour, seed: u64) -> Arc<Self> {
-        let (records, _) = broadcast::channel(RECORD_CHANNEL);
         Arc::new(LlmControl {
-            behaviour: RwLock::new(behaviour),
-            requests: AtomicU64::new(0),
-            faulted: AtomicU64::new(0),
+            ledger: Mutex::new(Ledger {
+                behaviour,
+                counts: LlmCounts::default(),
+                hits: VecDeque::new(),
+            }),
             next_id: AtomicU64::new(1),
             rng: Mutex::new(ChaCha8Rng::seed_from_u64(seed)),
-            records,
         })
     }
 
     pub fn set(&self, behaviour: LlmBehaviour) {
-        *self
-            .behaviour
-            .write()
-            .unwrap_or_else(PoisonError::into_inner) = behaviour;
+        self.switch(behaviour);
+    }
+
+    /// Sets the behaviour and returns the counts at that moment: every request counted
+    /// after it was answered with the new behaviour. Hits not taken yet are dropped: they
+    /// belong to the behaviour replaced.
+    pub fn switch(&self, behaviour: LlmBehaviour) -> LlmCounts {
+        let mut ledger = lock(&self.ledger);
+        ledger.behaviour = behaviour;
+        ledger.hits.clear();
+        ledger.counts
     }
 
     pub fn behaviour(&self) -> LlmBehaviour {
-        self.behaviour
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        lock(&self.ledger).behaviour.clone()
+    }
+
+    /// Everything counted so far.
+    pub fn counts(&self) -> LlmCounts {
+        lock(&self.ledger).counts
     }
 
     /// Requests answered so far.
     pub fn requests(&self) -> u64 {
-        self.requests.load(Ordering::Relaxed)
+        self.counts().requests
     }
 
     /// Requests a fault hit so far.
     pub fn faulted(&self) -> u64 {
-        self.faulted.load(Ordering::Relaxed)
+        self.counts().faulted
     }
 
-    /// Every [`LlmRecord`] from now on (a lagging receiver loses the oldest).
-    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<LlmRecord> {
-        self.records.subscribe()
+    /// The requests a fault hit since the last take (at most [`KEPT_HITS`] of them, the
+    /// first), oldest first.
+    pub fn take_hits(&self) -> Vec<LlmRecord> {
+        lock(&self.ledger).hits.drain(..).collect()
+    }
+
+    /// Counts one request and decides, under the behaviour of that moment, whether the
+    /// fault hits it; `calls_tool` is None for a request refused before any fault applies.
+    fn admit(&self, calls_tool: Option<bool>, user: Option<&str>) -> (LlmBehaviour, bool) {
+        let mut ledger = lock(&self.ledger);
+        ledger.counts.requests += 1;
+        let behaviour = ledger.behaviour.clone();
+        let hit = calls_tool.is_some_and(|calls_tool| {
+            behaviour.fault.applies(calls_tool) && coin_flip(&self.rng, behaviour.fraction)
+        });
+        if hit {
+            ledger.counts.faulted += 1;
+            if ledger.hits.len() < KEPT_HITS {
+                let status = match &behaviour.fault {
+                    LlmFault::Status { code, .. } => status_from(*code).as_u16(),
+                    _ => 200,
+                };
+                ledger.hits.push_back(LlmRecord {
+                    at: SystemTime::now(),
+                    user: user.map(str::to_owned),
+                    fault: behaviour.fault.name(),
+                    status,
+                });
+            }
+        }
+        (behaviour, hit)
     }
 
     fn next_id(&self) -> u64 {
@@ -229,10 +293,10 @@ async fn chat_completions(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let control = &state.control;
-    control.requests.fetch_add(1, Ordering::Relaxed);
     let body = match body {
         Ok(body) => body,
         Err(rejection) => {
+            control.admit(None, None);
             return error_response(
                 rejection.status(),
                 rejection.body_text(),
@@ -245,6 +309,7 @@ async fn chat_completions(
     let request: ChatRequest = match serde_json::from_slice(&body) {
         Ok(request) => request,
         Err(error) => {
+            control.admit(None, None);
             return error_response(
                 StatusCode::BAD_REQUEST,
                 format!("We could not parse the JSON body of your request: {error}"),
@@ -255,6 +320,7 @@ async fn chat_completions(
         }
     };
     if request.messages.is_empty() {
+        control.admit(None, None);
         return error_response(
             StatusCode::BAD_REQUEST,
             "'messages' must contain at least one message.",
@@ -266,24 +332,11 @@ async fn chat_completions(
 
     let id = control.next_id();
     let script = script(&request, id);
-    let behaviour = control.behaviour();
-    let hit = behaviour.fault.applies(matches!(script, Script::Call(_)))
-        && coin_flip(&control.rng, behaviour.fraction);
+    let (behaviour, hit) = control.admit(
+        Some(matches!(script, Script::Call(_))),
+        request.user.as_deref(),
+    );
     let fault = if hit { behaviour.fault } else { LlmFault::None };
-    if hit {
-        let status = match &fault {
-            LlmFault::Status { code, .. } => status_from(*code).as_u16(),
-            _ => 200,
-        };
-        control.faulted.fetch_add(1, Ordering::Relaxed);
-        // Nobody listening is fine.
-        let _ = control.records.send(LlmRecord {
-            at: SystemTime::now(),
-            user: request.user.clone(),
-            fault: fault.name(),
-            status,
-        });
-    }
 
     if !delay_unless_shutdown(behaviour.latency, &state.shutdown).await {
         return shutting_down();
@@ -1259,32 +1312,77 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn faulted_requests_are_published_with_the_user() {
+    async fn a_switch_gives_the_counts_then_and_drops_the_hits_not_taken() {
         let (control, running, shutdown) = start(with_fault(LlmFault::EmptyToolParams), 1).await;
-        let mut records = control.subscribe();
+        // Not a tool call: not hit.
+        post(&running, &tool_answered("[]", false)).await;
+        post(&running, &user_asks(false)).await;
+        post(&running, &user_asks(true)).await;
+        let at_switch = control.switch(with_fault(LlmFault::Status {
+            code: 503,
+            retry_after: None,
+        }));
+        assert_eq!(
+            at_switch,
+            LlmCounts {
+                requests: 3,
+                faulted: 2
+            }
+        );
+        assert!(
+            control.take_hits().is_empty(),
+            "they belong to the fault replaced"
+        );
+        post(&running, &user_asks(false)).await;
+        let hits = control.take_hits();
+        assert_eq!(hits.len(), 1);
+        assert_eq!((hits[0].fault, hits[0].status), ("status", 503));
+        assert!(control.take_hits().is_empty(), "taken once");
+        assert_eq!(
+            control.counts().since(&at_switch),
+            LlmCounts {
+                requests: 1,
+                faulted: 1
+            }
+        );
+        shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn hits_keep_the_user_and_the_first_ones_are_kept_while_all_are_counted() {
+        let (control, running, shutdown) = start(with_fault(LlmFault::EmptyToolParams), 1).await;
         let mut request = user_asks(false);
         request.user = Some("CA-call-1".to_owned());
         post(&running, &request).await;
-        // Not a tool call: not hit, not published.
-        post(&running, &tool_answered("[]", false)).await;
+        let mut hits = control.take_hits();
         control.set(with_fault(LlmFault::Status {
             code: 500,
             retry_after: None,
         }));
         request.user = None;
         post(&running, &request).await;
+        hits.extend(control.take_hits());
+        assert_eq!(hits.len(), 2);
+        assert_eq!(hits[0].user.as_deref(), Some("CA-call-1"));
+        assert_eq!((hits[0].fault, hits[0].status), ("empty_tool_params", 200));
+        assert_eq!(hits[1].user, None);
+        assert_eq!((hits[1].fault, hits[1].status), ("status", 500));
 
-        let first = records.recv().await.unwrap();
-        assert_eq!(first.user.as_deref(), Some("CA-call-1"));
-        assert_eq!(first.fault, "empty_tool_params");
-        assert_eq!(first.status, 200);
-        let second = records.recv().await.unwrap();
-        assert_eq!(second.user, None);
-        assert_eq!(second.fault, "status");
-        assert_eq!(second.status, 500);
-        assert!(records.try_recv().is_err());
-        assert_eq!(control.requests(), 3);
-        assert_eq!(control.faulted(), 2);
+        let client = reqwest::Client::new();
+        let url = format!("{}/chat/completions", running.base_url());
+        let extra = KEPT_HITS + 20;
+        let sends = (0..extra).map(|_| client.post(&url).json(&request).send());
+        for sent in futures_util::future::join_all(sends).await {
+            assert_eq!(sent.unwrap().status(), 500);
+        }
+        assert_eq!(control.take_hits().len(), KEPT_HITS);
+        assert_eq!(
+            control.counts(),
+            LlmCounts {
+                requests: 2 + extra as u64,
+                faulted: 2 + extra as u64
+            }
+        );
         shutdown.cancel();
     }
 

@@ -46,7 +46,8 @@ impl Running {
 pub const MAX_BODY_BYTES: usize = 4 << 20;
 
 /// Serves `router` on `listener` in a task of its own until `shutdown`, with the body limit
-/// and the OpenAI-style 404 every stand-in has.
+/// and the OpenAI-style 404 every stand-in has. Handlers may extract the client's address
+/// (`ConnectInfo<SocketAddr>`): the TTS stand-in tells one connection from another by it.
 async fn serve(
     listener: TcpListener,
     router: Router,
@@ -57,9 +58,12 @@ async fn serve(
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
     tokio::spawn(async move {
-        if let Err(error) = axum::serve(listener, router)
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await
+        if let Err(error) = axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
         {
             tracing::warn!(%address, %error, "stand-in server failed");
         }

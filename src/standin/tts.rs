@@ -4,28 +4,31 @@
 //! `ms_per_char` for each character, clamped to `min_audio..=max_audio`.
 //!
 //! Faults ([`TtsFault`]) are switched at run time through [`TtsControl`] and hit a
-//! `fraction` of requests. Every request is recorded ([`TtsRecord`]: time, status, the
-//! `X-Request-Id` header a fleet may send, a hash of the input text) so the grader can
-//! measure the fleet's retry rate and backoff shape; the records are published to
-//! subscribers and also kept in a bounded ring of the most recent ones.
+//! `fraction` of requests. Every request is counted ([`TtsCounts`]) and recorded
+//! ([`TtsRecord`]: time, status, the id a fleet may send, a hash of the input text, the
+//! client connection) in the request's own task, under one lock with the behaviour that
+//! decided its answer: a fault's counts taken at its switches ([`TtsControl::switch`]) are
+//! exact however fast requests come. An [`TtsObserver`] (the chaos plane's request log)
+//! sees each request arrive and its answer end, the same way, so the grader can tell the
+//! fleet's retries and their backoff shape; a bounded ring keeps the most recent records.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::Cursor;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use tokio::net::TcpListener;
-use tokio::sync::broadcast;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::openai::SpeechRequest;
@@ -82,98 +85,245 @@ pub struct TtsRecord {
     pub at: std::time::SystemTime,
     /// The status answered, or [`NO_ANSWER`] for a request left hanging.
     pub status: u16,
-    /// The `X-Request-Id` header, if the fleet sent one (the reference fleet sends
-    /// `<call sid>-<turn>`, the same for every retry of one utterance).
+    /// The fleet's id for the logical request: its `X-Request-Id` header, or else its
+    /// `Idempotency-Key` (the reference fleet sends `<call sid>-<turn>` as `X-Request-Id`,
+    /// the same for every retry of one utterance).
     pub request_id: Option<String>,
     /// A hash of the input text: retries of one utterance share it.
     pub input_hash: u64,
     /// Whether a fault decided this answer.
     pub faulted: bool,
+    /// The client end of the connection it came on (address and port): without an id, a
+    /// retry is the same text again on the same connection.
+    pub peer: Option<SocketAddr>,
 }
 
-/// The longest `X-Request-Id` kept, in bytes.
+/// The longest request id kept, in bytes.
 pub const MAX_REQUEST_ID: usize = 128;
 
 /// The status a [`TtsRecord`] carries for a request the stand-in never answered
 /// ([`TtsFault::Timeout`]): no HTTP status was ever sent.
 pub const NO_ANSWER: u16 = 0;
 
+/// The stand-in's counts, as one snapshot: every request is counted exactly once, when its
+/// answer is decided.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TtsCounts {
+    pub requests: u64,
+    /// Requests a fault hit.
+    pub faulted: u64,
+    /// Requests by the status decided for them ([`NO_ANSWER`] for requests left hanging).
+    pub by_status: BTreeMap<u16, u64>,
+}
+
+impl TtsCounts {
+    /// What was counted after `earlier`, a snapshot of the same stand-in.
+    pub fn since(&self, earlier: &TtsCounts) -> TtsCounts {
+        TtsCounts {
+            requests: self.requests.saturating_sub(earlier.requests),
+            faulted: self.faulted.saturating_sub(earlier.faulted),
+            by_status: self
+                .by_status
+                .iter()
+                .map(|(status, count)| {
+                    let before = earlier.by_status.get(status).copied().unwrap_or(0);
+                    (*status, count.saturating_sub(before))
+                })
+                .filter(|(_, count)| *count > 0)
+                .collect(),
+        }
+    }
+}
+
+/// One request being answered, as an [`TtsObserver`] sees it.
+#[derive(Debug, Clone)]
+pub struct TtsAttempt {
+    pub record: TtsRecord,
+    /// Numbers the requests in the order they were counted, from 1.
+    pub sequence: u64,
+    /// When it arrived, on the monotonic clock retry gaps are measured with.
+    pub arrived: Instant,
+    /// A fault was on when it came (whether or not the fault hit it: `record.faulted`).
+    pub fault_on: bool,
+}
+
+/// How the answer to a request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TtsEnding {
+    /// When the answer was handed to the connection, or when the client was seen to give up.
+    pub at: Instant,
+    /// Not a 2xx answer: an error status, or no answer at all (the client gave up or the
+    /// connection broke first, e.g. on a `tts_timeout`).
+    pub failed: bool,
+    /// The `Retry-After` the answer carried, as sent (whole seconds).
+    pub retry_after: Option<Duration>,
+}
+
+/// Sees every request the stand-in takes, in the request's own task: nothing is queued, so
+/// nothing can be dropped or fall behind.
+pub trait TtsObserver: Send + Sync + std::fmt::Debug {
+    /// A request arrived and its answer was decided. Called under the stand-in's count
+    /// lock, so what an observer counts agrees with [`TtsControl::counts`]; keep it short.
+    fn arrived(&self, attempt: &TtsAttempt);
+    /// The answer to `attempt` ended. Called once for every `arrived`.
+    fn ended(&self, attempt: &TtsAttempt, ending: &TtsEnding);
+}
+
+/// What the stand-in's count lock guards: the behaviour and everything counted with it.
+#[derive(Debug)]
+struct Ledger {
+    behaviour: TtsBehaviour,
+    counts: TtsCounts,
+    recent: VecDeque<TtsRecord>,
+    observer: Option<Arc<dyn TtsObserver>>,
+}
+
 /// Counters, recent records and the control knob.
 #[derive(Debug)]
 pub struct TtsControl {
-    behaviour: RwLock<TtsBehaviour>,
-    requests: AtomicU64,
-    by_status: Mutex<BTreeMap<u16, u64>>,
-    recent: Mutex<VecDeque<TtsRecord>>,
+    ledger: Mutex<Ledger>,
     /// Decides which requests a fault hits.
     rng: Mutex<ChaCha8Rng>,
-    records: broadcast::Sender<TtsRecord>,
 }
-
-/// How many records a subscriber may fall behind before it loses the oldest.
-const RECORD_CHANNEL: usize = 1024;
 
 impl TtsControl {
     pub fn new(behaviour: TtsBehaviour, seed: u64) -> Arc<Self> {
-        let (records, _) = broadcast::channel(RECORD_CHANNEL);
         Arc::new(TtsControl {
-            behaviour: RwLock::new(behaviour),
-            requests: AtomicU64::new(0),
-            by_status: Mutex::new(BTreeMap::new()),
-            recent: Mutex::new(VecDeque::new()),
+            ledger: Mutex::new(Ledger {
+                behaviour,
+                counts: TtsCounts::default(),
+                recent: VecDeque::new(),
+                observer: None,
+            }),
             rng: Mutex::new(ChaCha8Rng::seed_from_u64(seed)),
-            records,
         })
     }
 
     pub fn set(&self, behaviour: TtsBehaviour) {
-        *self
-            .behaviour
-            .write()
-            .unwrap_or_else(PoisonError::into_inner) = behaviour;
+        self.switch(behaviour);
+    }
+
+    /// Sets the behaviour and returns the counts at that moment: every request counted
+    /// after it was answered with the new behaviour.
+    pub fn switch(&self, behaviour: TtsBehaviour) -> TtsCounts {
+        let mut ledger = lock(&self.ledger);
+        ledger.behaviour = behaviour;
+        ledger.counts.clone()
     }
 
     pub fn behaviour(&self) -> TtsBehaviour {
-        self.behaviour
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        lock(&self.ledger).behaviour.clone()
+    }
+
+    /// Everything counted so far.
+    pub fn counts(&self) -> TtsCounts {
+        lock(&self.ledger).counts.clone()
     }
 
     /// Requests answered so far, by status.
-    pub fn requests_by_status(&self) -> std::collections::BTreeMap<u16, u64> {
-        lock(&self.by_status).clone()
+    pub fn requests_by_status(&self) -> BTreeMap<u16, u64> {
+        lock(&self.ledger).counts.by_status.clone()
     }
 
     /// All requests so far.
     pub fn requests(&self) -> u64 {
-        self.requests.load(Ordering::Relaxed)
+        lock(&self.ledger).counts.requests
     }
 
     /// The most recent records (at most [`RECENT_RECORDS`]), oldest first.
     pub fn recent(&self) -> Vec<TtsRecord> {
-        lock(&self.recent).iter().cloned().collect()
+        lock(&self.ledger).recent.iter().cloned().collect()
     }
 
-    /// Every [`TtsRecord`] from now on (a lagging receiver loses the oldest).
-    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<TtsRecord> {
-        self.records.subscribe()
+    /// Shows every request from now on to `observer` (None: to nobody), in place of the
+    /// one before.
+    pub fn observe(&self, observer: Option<Arc<dyn TtsObserver>>) {
+        lock(&self.ledger).observer = observer;
     }
 
-    /// Counts, keeps and publishes one request.
-    fn record(&self, record: TtsRecord) {
-        self.requests.fetch_add(1, Ordering::Relaxed);
-        *lock(&self.by_status).entry(record.status).or_insert(0) += 1;
-        {
-            let mut recent = lock(&self.recent);
-            if recent.len() >= RECENT_RECORDS {
-                recent.pop_front();
-            }
-            recent.push_back(record.clone());
+    fn ledger(&self) -> MutexGuard<'_, Ledger> {
+        lock(&self.ledger)
+    }
+}
+
+impl Ledger {
+    /// Counts and keeps one request, shows it to the observer, and returns it as an
+    /// attempt whose end the observer must hear of.
+    fn count(&mut self, record: TtsRecord, arrived: Instant) -> Answering {
+        let counts = &mut self.counts;
+        counts.requests += 1;
+        counts.faulted += u64::from(record.faulted);
+        *counts.by_status.entry(record.status).or_insert(0) += 1;
+        if self.recent.len() >= RECENT_RECORDS {
+            self.recent.pop_front();
         }
-        // Nobody listening is fine.
-        let _ = self.records.send(record);
+        self.recent.push_back(record.clone());
+        let attempt = TtsAttempt {
+            record,
+            sequence: counts.requests,
+            arrived,
+            fault_on: self.behaviour.fault != TtsFault::None,
+        };
+        if let Some(observer) = &self.observer {
+            observer.arrived(&attempt);
+        }
+        Answering {
+            observer: self.observer.clone(),
+            attempt,
+            ended: false,
+        }
     }
+}
+
+/// A counted request whose answer has not ended yet: dropped before [`Answering::answered`]
+/// (the client went away and the server dropped the handler), its observer hears it failed.
+#[derive(Debug)]
+struct Answering {
+    observer: Option<Arc<dyn TtsObserver>>,
+    attempt: TtsAttempt,
+    ended: bool,
+}
+
+impl Answering {
+    /// The answer is handed to the connection.
+    fn answered(mut self, response: &Response) {
+        self.end(TtsEnding {
+            at: Instant::now(),
+            failed: !response.status().is_success(),
+            retry_after: sent_retry_after(response.headers()),
+        });
+    }
+
+    fn end(&mut self, ending: TtsEnding) {
+        self.ended = true;
+        if let Some(observer) = &self.observer {
+            observer.ended(&self.attempt, &ending);
+        }
+    }
+}
+
+impl Drop for Answering {
+    fn drop(&mut self) {
+        if !self.ended {
+            self.end(TtsEnding {
+                at: Instant::now(),
+                failed: true,
+                retry_after: None,
+            });
+        }
+    }
+}
+
+/// The `Retry-After` in `headers` in whole seconds, as the stand-in sends it.
+fn sent_retry_after(headers: &HeaderMap) -> Option<Duration> {
+    headers
+        .get(header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(Duration::from_secs)
 }
 
 /// How many records [`TtsControl::recent`] keeps.
@@ -243,30 +393,72 @@ enum Format {
     Pcm,
 }
 
+/// The fleet's id for the logical request: `X-Request-Id`, else `Idempotency-Key`. Kept per
+/// request in the recent records and by the retry log: a fleet sending huge ids must not
+/// grow the harness's memory, so only the first bytes count.
+fn request_id(headers: &HeaderMap) -> Option<String> {
+    let value = headers
+        .get("x-request-id")
+        .or_else(|| headers.get("idempotency-key"))?;
+    let bytes = value.as_bytes();
+    Some(String::from_utf8_lossy(&bytes[..bytes.len().min(MAX_REQUEST_ID)]).into_owned())
+}
+
 async fn speech(
     State(state): State<Arc<TtsState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let at = SystemTime::now();
-    // Kept per request in the recent records and by the retry log: a fleet sending huge ids
-    // must not grow the harness's memory, so only the first bytes count.
-    let request_id = headers.get("x-request-id").map(|value| {
-        let bytes = value.as_bytes();
-        String::from_utf8_lossy(&bytes[..bytes.len().min(MAX_REQUEST_ID)]).into_owned()
-    });
+    let arrived = Instant::now();
+    let request_id = request_id(&headers);
     let control = &state.control;
-    let behaviour = control.behaviour();
+    let parsed = parse(body);
 
-    let (answer, input_hash, faulted) = match parse(body) {
+    // Decided and counted under one lock: a switch of the behaviour falls between two
+    // requests, never inside one, so a fault's counts are exact.
+    let (behaviour, answer, answering) = {
+        let mut ledger = control.ledger();
+        let behaviour = ledger.behaviour.clone();
+        let (answer, input_hash, faulted) = decide(parsed, &behaviour, &control.rng);
+        let status = match &answer {
+            Answer::Refuse(response) => response.status().as_u16(),
+            Answer::Speak { .. } => 200,
+            Answer::Hang => NO_ANSWER,
+        };
+        // Counted on arrival, so a request whose client gives up is counted too.
+        let record = TtsRecord {
+            at,
+            status,
+            request_id,
+            input_hash,
+            faulted,
+            peer: Some(peer),
+        };
+        let answering = ledger.count(record, arrived);
+        (behaviour, answer, answering)
+    };
+    let response = answer_with(answer, &behaviour, &state.shutdown).await;
+    answering.answered(&response);
+    response
+}
+
+/// The answer `parsed` gets under `behaviour`, the hash of its input, and whether a fault
+/// decided it.
+fn decide(
+    parsed: Result<(SpeechRequest, Format), Refusal>,
+    behaviour: &TtsBehaviour,
+    rng: &Mutex<ChaCha8Rng>,
+) -> (Answer, u64, bool) {
+    match parsed {
         Err(refusal) => {
             let hash = refusal.input_hash;
             (Answer::Refuse(refusal.into_response()), hash, false)
         }
         Ok((request, format)) => {
             let hash = input_hash(&request.input);
-            let hit =
-                behaviour.fault != TtsFault::None && coin_flip(&control.rng, behaviour.fraction);
+            let hit = behaviour.fault != TtsFault::None && coin_flip(rng, behaviour.fraction);
             let fault = if hit {
                 &behaviour.fault
             } else {
@@ -290,28 +482,22 @@ async fn speech(
             };
             (answer, hash, hit)
         }
-    };
-    let status = match &answer {
-        Answer::Refuse(response) => response.status().as_u16(),
-        Answer::Speak { .. } => 200,
-        Answer::Hang => NO_ANSWER,
-    };
-    // Recorded on arrival, so a request whose client gives up is recorded too.
-    control.record(TtsRecord {
-        at,
-        status,
-        request_id,
-        input_hash,
-        faulted,
-    });
+    }
+}
 
+/// Carries out `answer`; the server shutting down first answers 503.
+async fn answer_with(
+    answer: Answer,
+    behaviour: &TtsBehaviour,
+    shutdown: &CancellationToken,
+) -> Response {
     match answer {
         Answer::Hang => {
-            state.shutdown.cancelled().await;
+            shutdown.cancelled().await;
             shutting_down()
         }
         Answer::Refuse(response) => {
-            if !delay_unless_shutdown(behaviour.latency, &state.shutdown).await {
+            if !delay_unless_shutdown(behaviour.latency, shutdown).await {
                 return shutting_down();
             }
             response
@@ -322,10 +508,10 @@ async fn speech(
             delay,
         } => {
             let wait = behaviour.latency.saturating_add(delay);
-            if !delay_unless_shutdown(wait, &state.shutdown).await {
+            if !delay_unless_shutdown(wait, shutdown).await {
                 return shutting_down();
             }
-            let duration = audio_duration(&input, &behaviour);
+            let duration = audio_duration(&input, behaviour);
             match tokio::task::spawn_blocking(move || encode(&synthesize(&input, duration), format))
                 .await
             {
@@ -478,6 +664,14 @@ mod tests {
             .await
             .unwrap();
         (control, running, shutdown)
+    }
+
+    /// 429s for every request.
+    fn rate_limited(retry_after: Option<Duration>) -> TtsBehaviour {
+        TtsBehaviour {
+            fault: TtsFault::RateLimited { retry_after },
+            ..TtsBehaviour::default()
+        }
     }
 
     fn request(input: &str, format: Option<&str>) -> SpeechRequest {
@@ -655,16 +849,8 @@ mod tests {
 
     #[tokio::test]
     async fn rate_limits_server_errors_and_slow_answers() {
-        let (control, running, shutdown) = start(
-            TtsBehaviour {
-                fault: TtsFault::RateLimited {
-                    retry_after: Some(Duration::from_millis(1500)),
-                },
-                ..TtsBehaviour::default()
-            },
-            1,
-        )
-        .await;
+        let (control, running, shutdown) =
+            start(rate_limited(Some(Duration::from_millis(1500))), 1).await;
         let response = speak(&running, "Hello there", Some("wav"), None).await;
         assert_eq!(response.status(), 429);
         assert_eq!(response.headers()[header::RETRY_AFTER], "2");
@@ -754,10 +940,48 @@ mod tests {
         assert_ne!(hits(4, 0.5, 200).await, first);
     }
 
+    /// What an observer saw, in order: each arrival (sequence, record) and each ending.
+    #[derive(Debug, Default)]
+    struct Seen {
+        events: Mutex<Vec<(u64, Option<TtsEnding>)>>,
+        records: Mutex<Vec<TtsRecord>>,
+        changed: tokio::sync::Notify,
+    }
+
+    impl TtsObserver for Seen {
+        fn arrived(&self, attempt: &TtsAttempt) {
+            lock(&self.events).push((attempt.sequence, None));
+            lock(&self.records).push(attempt.record.clone());
+            self.changed.notify_waiters();
+        }
+
+        fn ended(&self, attempt: &TtsAttempt, ending: &TtsEnding) {
+            lock(&self.events).push((attempt.sequence, Some(*ending)));
+            self.changed.notify_waiters();
+        }
+    }
+
+    impl Seen {
+        /// The ending of request `sequence`, once it has come.
+        async fn ending(&self, sequence: u64) -> TtsEnding {
+            loop {
+                let changed = self.changed.notified();
+                let found = lock(&self.events)
+                    .iter()
+                    .find_map(|(seen, ending)| ending.filter(|_| *seen == sequence));
+                if let Some(ending) = found {
+                    return ending;
+                }
+                changed.await;
+            }
+        }
+    }
+
     #[tokio::test]
     async fn requests_are_recorded_with_their_ids_and_input_hashes() {
         let (control, running, shutdown) = start(TtsBehaviour::default(), 1).await;
-        let mut records = control.subscribe();
+        let seen = Arc::new(Seen::default());
+        control.observe(Some(Arc::clone(&seen) as Arc<dyn TtsObserver>));
         let started = std::time::SystemTime::now();
         speak(
             &running,
@@ -788,6 +1012,14 @@ mod tests {
         )
         .await;
         speak(&running, "Goodbye.", Some("pcm"), None).await;
+        // An idempotency key stands for the id when there is no X-Request-Id.
+        reqwest::Client::new()
+            .post(format!("{}/audio/speech", running.base_url()))
+            .header("Idempotency-Key", "key-7")
+            .json(&request("Goodbye.", Some("pcm")))
+            .send()
+            .await
+            .unwrap();
 
         let recent = control.recent();
         let summary: Vec<_> = recent
@@ -801,6 +1033,7 @@ mod tests {
                 (429, Some("CA1-2"), true),
                 (200, Some("CA1-2"), false),
                 (200, None, false),
+                (200, Some("key-7"), false),
             ]
         );
         assert_eq!(recent[0].input_hash, input_hash("Your order has shipped."));
@@ -808,13 +1041,81 @@ mod tests {
         assert_ne!(recent[0].input_hash, recent[1].input_hash);
         assert!(recent.iter().all(|record| record.at >= started));
         assert!(recent.windows(2).all(|pair| pair[0].at <= pair[1].at));
-        for expected in &recent {
-            assert_eq!(&records.recv().await.unwrap(), expected);
-        }
-        assert_eq!(control.requests(), 4);
+        // The client's end of each connection, on loopback.
+        assert!(recent.iter().all(|record| {
+            record.peer.is_some_and(|peer| {
+                peer.ip().is_loopback() && peer.port() != running.address.port()
+            })
+        }));
         assert_eq!(
-            control.requests_by_status(),
-            BTreeMap::from([(200, 3), (429, 1)])
+            *lock(&seen.records),
+            recent,
+            "the observer saw every record"
+        );
+        assert_eq!(control.requests(), 5);
+        assert_eq!(
+            control.counts(),
+            TtsCounts {
+                requests: 5,
+                faulted: 1,
+                by_status: BTreeMap::from([(200, 4), (429, 1)]),
+            }
+        );
+        shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn an_observer_hears_how_each_answer_ended() {
+        let (control, running, shutdown) =
+            start(rate_limited(Some(Duration::from_millis(1500))), 1).await;
+        let seen = Arc::new(Seen::default());
+        control.observe(Some(Arc::clone(&seen) as Arc<dyn TtsObserver>));
+        let asked = speak(&running, "Hello there", Some("pcm"), Some("a")).await;
+        // What the header says (1.5 s rounds up to 2), not what the fault was set to.
+        assert_eq!(asked.headers()[header::RETRY_AFTER], "2");
+        let ending = seen.ending(1).await;
+        assert!(ending.failed);
+        assert_eq!(ending.retry_after, Some(Duration::from_secs(2)));
+
+        control.set(TtsBehaviour::default());
+        speak(&running, "Hello there", Some("pcm"), Some("a")).await;
+        let ending = seen.ending(2).await;
+        assert!(!ending.failed);
+        assert_eq!(ending.retry_after, None);
+
+        // A client that gives up before a slow answer, or before one that never comes: the
+        // answer failed, and ended when it gave up.
+        let gives_up = reqwest::Client::builder()
+            .timeout(Duration::from_millis(300))
+            .build()
+            .unwrap();
+        let faults = [
+            TtsFault::Slow {
+                delay: Duration::from_secs(30),
+            },
+            TtsFault::Timeout,
+        ];
+        for (sequence, fault) in (3..).zip(faults) {
+            control.set(TtsBehaviour {
+                fault: fault.clone(),
+                ..TtsBehaviour::default()
+            });
+            let error = gives_up
+                .post(format!("{}/audio/speech", running.base_url()))
+                .json(&request("Hello there", Some("pcm")))
+                .send()
+                .await
+                .unwrap_err();
+            assert!(error.is_timeout(), "{fault:?}: {error}");
+            let ending = tokio::time::timeout(Duration::from_secs(10), seen.ending(sequence))
+                .await
+                .unwrap_or_else(|_| panic!("{fault:?}: the abandoned answer is seen to end"));
+            assert!(ending.failed, "{fault:?}");
+        }
+        assert_eq!(
+            lock(&seen.events).len(),
+            8,
+            "one arrival and one ending each"
         );
         shutdown.cancel();
     }
@@ -823,13 +1124,17 @@ mod tests {
     fn the_ring_keeps_the_most_recent_records() {
         let control = TtsControl::new(TtsBehaviour::default(), 1);
         for n in 0..RECENT_RECORDS + 5 {
-            control.record(TtsRecord {
-                at: std::time::SystemTime::now(),
-                status: 200,
-                request_id: None,
-                input_hash: n as u64,
-                faulted: false,
-            });
+            control.ledger().count(
+                TtsRecord {
+                    at: std::time::SystemTime::now(),
+                    status: 200,
+                    request_id: None,
+                    input_hash: n as u64,
+                    faulted: false,
+                    peer: None,
+                },
+                tokio::time::Instant::now(),
+            );
         }
         let recent = control.recent();
         assert_eq!(recent.len(), RECENT_RECORDS);
@@ -839,6 +1144,36 @@ mod tests {
             RECENT_RECORDS as u64 + 4
         );
         assert_eq!(control.requests(), RECENT_RECORDS as u64 + 5);
+    }
+
+    #[test]
+    fn counts_since_a_snapshot_are_the_difference() {
+        let earlier = TtsCounts {
+            requests: 10,
+            faulted: 4,
+            by_status: BTreeMap::from([(200, 6), (429, 4)]),
+        };
+        let later = TtsCounts {
+            requests: 15,
+            faulted: 7,
+            by_status: BTreeMap::from([(200, 8), (429, 7)]),
+        };
+        assert_eq!(
+            later.since(&earlier),
+            TtsCounts {
+                requests: 5,
+                faulted: 3,
+                by_status: BTreeMap::from([(200, 2), (429, 3)]),
+            }
+        );
+        let unchanged = TtsCounts {
+            by_status: BTreeMap::from([(200, 6), (429, 4), (503, 1)]),
+            ..earlier.clone()
+        };
+        assert_eq!(
+            unchanged.since(&earlier).by_status,
+            BTreeMap::from([(503, 1)])
+        );
     }
 
     #[tokio::test]
