@@ -50,6 +50,8 @@ mod tts;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+pub use server::LLM_FAILED;
+
 /// What the indie fleet gets wrong, one per process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Behaviour {

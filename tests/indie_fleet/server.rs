@@ -31,6 +31,8 @@ use super::{Behaviour, Config};
 
 /// Printed on stdout once the fleet listens: `indie fleet listening on ADDR`.
 pub const LISTENING: &str = "indie fleet listening on ";
+/// Printed on stderr, with the call SID and the error, when a turn's LLM request failed.
+pub const LLM_FAILED: &str = "indie fleet: the LLM failed a turn of";
 
 /// How long after the last 429 the throttling alert stays firing.
 const THROTTLE_HOLD: Duration = Duration::from_secs(5);
@@ -181,98 +183,99 @@ async fn health(State(fleet): State<Arc<Fleet>>) -> Response {
 
 async fn metrics(State(fleet): State<Arc<Fleet>>) -> Response {
     let counters = &fleet.counters;
-    let mut text = String::new();
-    let mut series = |name: &str, kind: &str, help: &str, samples: &[(String, f64)]| {
-        text.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
-        for (labels, value) in samples {
-            text.push_str(&format!("{name}{labels} {value}\n"));
-        }
-    };
-    let one = |value: u64| vec![(String::new(), value as f64)];
+    let total = |counter: &AtomicU64| counter.load(Ordering::Relaxed) as f64;
     let handled = counters.calls_handled.load(Ordering::Relaxed);
     let ended = counters.calls_ended.load(Ordering::Relaxed);
-    series(
-        "indie_memory_rss_bytes",
-        "gauge",
-        "Resident set size of the fleet process.",
-        &one(resident_bytes()),
-    );
-    series(
-        "indie_scratch_dir_bytes",
-        "gauge",
-        "Bytes of the files in the scratch dir.",
-        &one(counters.scratch_bytes.load(Ordering::Relaxed)),
-    );
-    series(
-        "indie_scratch_dir_files",
-        "gauge",
-        "Files in the scratch dir.",
-        &one(counters.scratch_files.load(Ordering::Relaxed)),
-    );
-    series(
-        "indie_scratch_files_removed_total",
-        "counter",
-        "Scratch files removed by the sweep.",
-        &one(counters.scratch_removed.load(Ordering::Relaxed)),
-    );
-    series(
-        "indie_calls_handled_total",
-        "counter",
-        "Media streams started.",
-        &one(handled),
-    );
-    series(
-        "indie_calls_active",
-        "gauge",
-        "Media streams in progress.",
-        &one(handled.saturating_sub(ended)),
-    );
-    series(
-        "indie_turns_total",
-        "counter",
-        "Caller turns heard.",
-        &one(counters.turns.load(Ordering::Relaxed)),
-    );
-    series(
-        "indie_turns_unanswered_total",
-        "counter",
-        "Caller turns left without an answer.",
-        &one(counters.turns_unanswered.load(Ordering::Relaxed)),
-    );
-    series(
-        "indie_llm_failures_total",
-        "counter",
-        "Chat completions that failed.",
-        &one(counters.llm_failures.load(Ordering::Relaxed)),
-    );
-    series(
-        "indie_tool_rejections_total",
-        "counter",
-        "Tool calls refused for their arguments.",
-        &one(counters.tool_rejections.load(Ordering::Relaxed)),
-    );
+    let unlabelled = [
+        (
+            "indie_memory_rss_bytes",
+            "gauge",
+            "Resident set size of the fleet process.",
+            resident_bytes() as f64,
+        ),
+        (
+            "indie_scratch_dir_bytes",
+            "gauge",
+            "Bytes of the files in the scratch dir.",
+            total(&counters.scratch_bytes),
+        ),
+        (
+            "indie_scratch_dir_files",
+            "gauge",
+            "Files in the scratch dir.",
+            total(&counters.scratch_files),
+        ),
+        (
+            "indie_scratch_files_removed_total",
+            "counter",
+            "Scratch files removed by the sweep.",
+            total(&counters.scratch_removed),
+        ),
+        (
+            "indie_calls_handled_total",
+            "counter",
+            "Media streams started.",
+            handled as f64,
+        ),
+        (
+            "indie_calls_active",
+            "gauge",
+            "Media streams in progress.",
+            handled.saturating_sub(ended) as f64,
+        ),
+        (
+            "indie_turns_total",
+            "counter",
+            "Caller turns heard.",
+            total(&counters.turns),
+        ),
+        (
+            "indie_turns_unanswered_total",
+            "counter",
+            "Caller turns left without an answer.",
+            total(&counters.turns_unanswered),
+        ),
+        (
+            "indie_llm_failures_total",
+            "counter",
+            "Chat completions that failed.",
+            total(&counters.llm_failures),
+        ),
+        (
+            "indie_tool_rejections_total",
+            "counter",
+            "Tool calls refused for their arguments.",
+            total(&counters.tool_rejections),
+        ),
+        (
+            "indie_tts_retries_total",
+            "counter",
+            "Speech requests that were retries.",
+            total(&counters.tts_retries),
+        ),
+        (
+            "indie_tts_gave_up_total",
+            "counter",
+            "Sentences that fell back to the apology prompt.",
+            total(&counters.tts_gave_up),
+        ),
+        (
+            "indie_alerts_sent_total",
+            "counter",
+            "Alert notifications delivered.",
+            total(&counters.alerts_sent),
+        ),
+        (
+            "indie_alerts_failed_total",
+            "counter",
+            "Alert notifications that could not be delivered.",
+            total(&counters.alerts_failed),
+        ),
+    ];
     let statuses: Vec<(String, f64)> = lock(&counters.tts_status)
         .iter()
         .map(|(code, count)| (format!("{{code=\"{code}\"}}"), *count as f64))
         .collect();
-    series(
-        "indie_tts_status_total",
-        "counter",
-        "Speech answers by status.",
-        &statuses,
-    );
-    series(
-        "indie_tts_retries_total",
-        "counter",
-        "Speech requests that were retries.",
-        &one(counters.tts_retries.load(Ordering::Relaxed)),
-    );
-    series(
-        "indie_tts_gave_up_total",
-        "counter",
-        "Sentences that fell back to the apology prompt.",
-        &one(counters.tts_gave_up.load(Ordering::Relaxed)),
-    );
     let firing: Vec<(String, f64)> = {
         let book = lock(&fleet.alerts);
         [
@@ -289,25 +292,36 @@ async fn metrics(State(fleet): State<Arc<Fleet>>) -> Response {
         })
         .collect()
     };
-    series(
-        "indie_alerts_firing",
-        "gauge",
-        "Alerts firing, by name.",
-        &firing,
-    );
-    series(
-        "indie_alerts_sent_total",
-        "counter",
-        "Alert notifications delivered.",
-        &one(counters.alerts_sent.load(Ordering::Relaxed)),
-    );
-    series(
-        "indie_alerts_failed_total",
-        "counter",
-        "Alert notifications that could not be delivered.",
-        &one(counters.alerts_failed.load(Ordering::Relaxed)),
-    );
+    let labelled = [
+        (
+            "indie_tts_status_total",
+            "counter",
+            "Speech answers by status (none: no answer).",
+            statuses,
+        ),
+        (
+            "indie_alerts_firing",
+            "gauge",
+            "Alerts firing, by name.",
+            firing,
+        ),
+    ];
+    let mut text = String::new();
+    for (name, kind, help, value) in unlabelled {
+        series(&mut text, name, kind, help, &[(String::new(), value)]);
+    }
+    for (name, kind, help, samples) in labelled {
+        series(&mut text, name, kind, help, &samples);
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+/// One series in the Prometheus text format: its help, its type and its samples.
+fn series(text: &mut String, name: &str, kind: &str, help: &str, samples: &[(String, f64)]) {
+    text.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+    for (labels, value) in samples {
+        text.push_str(&format!("{name}{labels} {value}\n"));
+    }
 }
 
 /// The process's resident set size from `/proc/self/status` (0 where there is none).
@@ -611,10 +625,7 @@ async fn answer(
             sentence
         }
         Err(error) => {
-            eprintln!(
-                "indie fleet: the LLM failed a turn of {}: {error}",
-                caller.call_sid
-            );
+            eprintln!("{LLM_FAILED} {}: {error}", caller.call_sid);
             bump(&fleet.counters.llm_failures);
             return Some((fleet.apology.clone(), None));
         }
