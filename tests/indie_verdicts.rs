@@ -59,7 +59,9 @@ alerts_listen = "127.0.0.1:@ALERTS@"
 /// Every fault kind the indie fleet has a signal for, in 100 s: TTS 429s recurring every
 /// 35 s (±2 s) without `Retry-After` and once with it, `{}` tool calls, and files leaked
 /// into its scratch dir (which its sweep removes ten seconds later). Each fault is apart
-/// from the others, with room to recover before the next.
+/// from the others, with room to recover before the next. A TTS or LLM fault lasts 5 to 6 s:
+/// each of the three callers asks for speech every 3.5 to 6.5 s (its utterance, the 500 ms
+/// end of turn, the answer played back), so the fault certainly meets traffic.
 const ALL_FAULTS: &str = r#"
 temp_dir = "@SCRATCH@"
 temp_dir_interval = "2s"
@@ -70,7 +72,7 @@ process = { pid_file = "@PID_FILE@" }
 name = "throttle"
 kind = "tts_429"
 at = "8s"
-for = "4s"
+for = "6s"
 every = "35s"
 every_jitter = "2s"
 detect = { alert = "SpeechBackendThrottled" }
@@ -80,14 +82,14 @@ name = "throttle-retry-after"
 kind = "tts_429"
 retry_after = "1s"
 at = "22s"
-for = "3s"
+for = "5s"
 detect = { alert = "SpeechBackendThrottled" }
 
 [[faults]]
 name = "bad-tool-call"
 kind = "empty_tool_params"
 at = "30s"
-for = "3s"
+for = "5s"
 detect = { alert = "ToolArgumentsRejected" }
 
 [[faults]]
@@ -134,7 +136,7 @@ const ONE_THROTTLE: &str = r#"
 name = "throttle"
 kind = "tts_429"
 at = "10s"
-for = "4s"
+for = "6s"
 detect = { alert = "SpeechBackendThrottled" }
 
 [slo]
@@ -153,7 +155,7 @@ const RECURRING_THROTTLES: &str = r#"
 name = "throttle"
 kind = "tts_429"
 at = "8s"
-for = "4s"
+for = "6s"
 every = "20s"
 every_jitter = "2s"
 detect = { alert = "SpeechBackendThrottled" }
@@ -176,7 +178,7 @@ process = { pid_file = "@PID_FILE@" }
 name = "bad-tool-call"
 kind = "empty_tool_params"
 at = "10s"
-for = "3s"
+for = "5s"
 detect = { alert = "ToolArgumentsRejected" }
 
 [slo]

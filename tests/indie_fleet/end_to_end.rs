@@ -85,6 +85,19 @@ impl Backends {
         }
     }
 
+    /// TTS answers 429 (without `Retry-After`) to every request, or speaks again.
+    fn throttle(&self, on: bool) {
+        let fault = if on {
+            TtsFault::RateLimited { retry_after: None }
+        } else {
+            TtsFault::None
+        };
+        self.tts.set(TtsBehaviour {
+            fault,
+            ..TtsBehaviour::default()
+        });
+    }
+
     fn fleet(&self, behaviour: Behaviour) -> IndieFleet {
         IndieFleet::start(behaviour, &self.wiring)
     }
@@ -104,6 +117,12 @@ impl Backends {
                 )
             })
             .collect()
+    }
+
+    /// Whether `alert` (`NAME status`) arrives within `limit`: alerts are evaluated and
+    /// posted apart from the calls that cause them.
+    async fn alerted(&self, alert: &str, limit: Duration) -> bool {
+        eventually(limit, || self.alerts().iter().any(|seen| seen == alert)).await
     }
 
     fn scratch_files(&self) -> Vec<String> {
@@ -273,8 +292,20 @@ async fn a_healthy_fleet_answers_through_a_scratch_file_and_reports_under_its_ow
     );
     let pid = std::fs::read_to_string(backends.wiring.pid_file.as_ref().unwrap()).unwrap();
     assert_eq!(pid.trim(), fleet.pid().to_string());
-    let (status, metrics) = get(format!("{}/metrics", fleet.base_url())).await;
-    assert_eq!(status, 200);
+    // The scratch dir is measured once a second: wait for a measurement after the removal.
+    let mut metrics = String::new();
+    for _ in 0..30 {
+        let (status, page) = get(format!("{}/metrics", fleet.base_url())).await;
+        assert_eq!(status, 200);
+        metrics = page;
+        if metrics
+            .lines()
+            .any(|line| line == "indie_scratch_dir_bytes 0")
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     for series in [
         "indie_calls_handled_total 1",
         "indie_turns_total 2",
@@ -303,10 +334,7 @@ async fn a_healthy_fleet_answers_through_a_scratch_file_and_reports_under_its_ow
 async fn a_throttled_fleet_alerts_apologises_and_resolves() {
     let backends = Backends::start().await;
     let fleet = backends.fleet(Behaviour::Healthy);
-    backends.tts.set(TtsBehaviour {
-        fault: TtsFault::RateLimited { retry_after: None },
-        ..TtsBehaviour::default()
-    });
+    backends.throttle(true);
     let heard = call(&fleet.address, 1).await;
     let answer = heard[0]
         .as_ref()
@@ -319,8 +347,8 @@ async fn a_throttled_fleet_alerts_apologises_and_resolves() {
     );
     assert!(
         backends
-            .alerts()
-            .contains(&"SpeechBackendThrottled firing".to_owned()),
+            .alerted("SpeechBackendThrottled firing", Duration::from_secs(2))
+            .await,
         "{:?}",
         backends.alerts()
     );
@@ -329,12 +357,11 @@ async fn a_throttled_fleet_alerts_apologises_and_resolves() {
         200,
         "throttled is not down"
     );
-    backends.tts.set(TtsBehaviour::default());
+    backends.throttle(false);
     assert!(
-        eventually(Duration::from_secs(8), || backends
-            .alerts()
-            .contains(&"SpeechBackendThrottled resolved".to_owned()))
-        .await,
+        backends
+            .alerted("SpeechBackendThrottled resolved", Duration::from_secs(8))
+            .await,
         "{:?}",
         backends.alerts()
     );
@@ -344,13 +371,10 @@ async fn a_throttled_fleet_alerts_apologises_and_resolves() {
 async fn a_never_recovering_fleet_goes_unhealthy_and_silent_for_good() {
     let backends = Backends::start().await;
     let fleet = backends.fleet(Behaviour::NeverRecovers);
-    backends.tts.set(TtsBehaviour {
-        fault: TtsFault::RateLimited { retry_after: None },
-        ..TtsBehaviour::default()
-    });
+    backends.throttle(true);
     let first = call(&fleet.address, 1).await;
     assert!(first[0].is_none(), "the throttled turn goes unanswered");
-    backends.tts.set(TtsBehaviour::default());
+    backends.throttle(false);
     assert_eq!(get(format!("{}/health", fleet.base_url())).await.0, 503);
     let later = call(&fleet.address, 1).await;
     assert!(later[0].is_none(), "and so does every later one");
@@ -387,8 +411,8 @@ async fn bad_tool_arguments_are_refused_or_crash_the_process() {
     assert!(heard[0].is_some(), "the model's apology is spoken");
     assert!(
         backends
-            .alerts()
-            .contains(&"ToolArgumentsRejected firing".to_owned()),
+            .alerted("ToolArgumentsRejected firing", Duration::from_secs(2))
+            .await,
         "{:?}",
         backends.alerts()
     );
