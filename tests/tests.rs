@@ -8,6 +8,8 @@ mod cli;
 mod embedded_target;
 mod fleet;
 mod fleet_util;
+mod indie_fleet;
+mod indie_verdicts;
 mod misbehaving_fleet;
 mod observe;
 mod report;
