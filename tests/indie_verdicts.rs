@@ -543,7 +543,6 @@ fn constant_retries_ignoring_retry_after_fail_no_retry_storm_and_nothing_else() 
 /// its shape (no growth, no jitter) gives the storm away. The healthy fleet's backoff on the
 /// same scenario passes.
 #[test]
-#[ignore = "needs the backoff shape graded and retry identity by connection (issue 17)"]
 fn constant_retries_fail_no_retry_storm_by_their_shape_alone() {
     let runs = [
         Run {
@@ -568,7 +567,6 @@ fn constant_retries_fail_no_retry_storm_by_their_shape_alone() {
 }
 
 #[test]
-#[ignore = "needs retry identity by connection: today same-text requests of other calls count as retries ignoring Retry-After (issue 17)"]
 fn silent_fleet_fails_detect_within_undetected() {
     let body = all_faults_without_new_keys();
     let runs = [Run {
