@@ -74,6 +74,36 @@ impl OpsServer {
     }
 }
 
+/// Two calls of two turns, held for `hold`, against `target` (a `[target]` body), with
+/// `rest` (`[slo]`, `[chaos]`, `[observe]`) after.
+fn two_calls(name: &str, target: &str, hold: &str, rest: &str) -> String {
+    format!(
+        r#"
+name = "{name}"
+[target]
+{target}
+[load]
+stages = [{{ ramp_to = 2, over = "1s" }}, {{ hold = "{hold}" }}]
+[calls]
+turn_timeout = "8s"
+fixtures = ["{fixtures}/*.wav"]
+[[scripts]]
+name = "talk"
+turns = 2
+{rest}"#,
+        fixtures = fixtures_dir().display(),
+    )
+}
+
+/// Every record of a run's journal.
+fn journal(out_dir: &Path) -> Vec<Value> {
+    std::fs::read_to_string(out_dir.join("journal.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("a journal line is JSON"))
+        .collect()
+}
+
 /// A process standing in for the fleet's: `sleep`, its pid written to `pid_file` as a
 /// daemon writes its own.
 fn start_process(pid_file: &Path) -> std::process::Child {
@@ -100,20 +130,12 @@ async fn an_external_fleet_is_watched_by_its_own_names_pid_file_and_refusals() {
     let dir = tempfile::tempdir().unwrap();
     let pid_file = dir.path().join("fleet.pid");
     let mut first = start_process(&pid_file);
-    let toml = format!(
-        r#"
-name = "external-watch"
-[target]
-stream_url = "ws://{calls}/stream"
-[load]
-stages = [{{ ramp_to = 2, over = "1s" }}, {{ hold = "24s" }}]
-[calls]
-turn_timeout = "8s"
-fixtures = ["{fixtures}/*.wav"]
-[[scripts]]
-name = "talk"
-turns = 2
-[slo]
+    let toml = two_calls(
+        "external-watch",
+        &format!("stream_url = \"ws://{}/stream\"", fleet.address),
+        "24s",
+        &format!(
+            r#"[slo]
 call_success = ">= 0%"
 [observe]
 health_url = "http://{ops}/health"
@@ -124,10 +146,9 @@ rss_metric = 'myfleet_memory_bytes{{kind="rss"}}'
 temp_dir_metric = "myfleet_tmp_bytes"
 process = {{ pid_file = "{pid_file}" }}
 "#,
-        calls = fleet.address,
-        fixtures = fixtures_dir().display(),
-        ops = ops.address,
-        pid_file = pid_file.display(),
+            ops = ops.address,
+            pid_file = pid_file.display(),
+        ),
     );
     let live = LiveRun::start(&toml, &[]);
     let limit = Duration::from_secs(30);
@@ -197,15 +218,11 @@ process = {{ pid_file = "{pid_file}" }}
     assert_eq!(refused["detail"], "connection refused", "{refused}");
 
     let outcome = live.finish().await;
-    let journal = std::fs::read_to_string(outcome.out_dir.join("journal.jsonl")).unwrap();
-    let records: Vec<Value> = journal
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect();
+    let records = journal(&outcome.out_dir);
     let sampled = records
         .iter()
         .find(|record| record["event"] == "fleet_process")
-        .unwrap_or_else(|| panic!("no fleet_process record:\n{journal}"));
+        .unwrap_or_else(|| panic!("no fleet_process record: {records:#?}"));
     assert!(
         sampled["rss_bytes"].as_u64().is_some_and(|rss| rss > 0),
         "{sampled}"
@@ -231,40 +248,20 @@ async fn stand_ins_serve_a_fleet_wired_to_them_with_no_fault() {
     use crate::fleet_util::{Backend, FleetProcess, TestDb};
     let db = TestDb::create(Backend::Sqlite, "standins").await.unwrap();
     let (tts, llm) = (free_port(), free_port());
-    let fleet = FleetProcess::start(
-        &db,
-        &[
-            "--orders".into(),
-            "2000".into(),
-            "--tts-base-url".into(),
-            format!("http://127.0.0.1:{tts}/v1"),
-            "--llm-base-url".into(),
-            format!("http://127.0.0.1:{llm}/v1"),
-        ],
-    )
-    .await;
-    let toml = format!(
-        r#"
-name = "external-baseline"
-[target]
-stream_url = "{stream}"
-[load]
-stages = [{{ ramp_to = 2, over = "1s" }}, {{ hold = "8s" }}]
-[calls]
-turn_timeout = "8s"
-fixtures = ["{fixtures}/*.wav"]
-[[scripts]]
-name = "talk"
-turns = 2
-[slo]
+    let fleet = FleetProcess::start_wired(&db, tts, llm).await;
+    let toml = two_calls(
+        "external-baseline",
+        &format!("stream_url = \"{}\"", fleet.stream_url()),
+        "8s",
+        &format!(
+            r#"[slo]
 call_success = ">= 100%"
 no_retry_storm = true
 [chaos]
 tts_listen = "127.0.0.1:{tts}"
 llm_listen = "127.0.0.1:{llm}"
-"#,
-        stream = fleet.stream_url(),
-        fixtures = fixtures_dir().display(),
+"#
+        ),
     );
     let live = LiveRun::start(&toml, &[]);
     let outcome = live.finish().await;
@@ -277,11 +274,7 @@ llm_listen = "127.0.0.1:{llm}"
         outcome.summary.failure_examples,
         fleet.printed()
     );
-    let journal = std::fs::read_to_string(outcome.out_dir.join("journal.jsonl")).unwrap();
-    let records: Vec<Value> = journal
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect();
+    let records = journal(&outcome.out_dir);
     assert!(
         records
             .iter()
@@ -293,7 +286,7 @@ llm_listen = "127.0.0.1:{llm}"
         .filter(|record| record["event"] == "tts_requests")
         .filter_map(|record| record["by_status"]["200"].as_u64())
         .sum();
-    assert!(answered > 0, "the TTS stand-in answered 200s:\n{journal}");
+    assert!(answered > 0, "the TTS stand-in answered 200s: {records:#?}");
     let storm = outcome
         .summary
         .slos
@@ -314,25 +307,11 @@ llm_listen = "127.0.0.1:{llm}"
 /// measured, and pass.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sink_is_watched_like_a_fleet_the_harness_started() {
-    let toml = format!(
-        r#"
-name = "sink-watched"
-[target]
-fleet = "sink"
-[load]
-stages = [{{ ramp_to = 2, over = "1s" }}, {{ hold = "11s" }}]
-[calls]
-turn_timeout = "5s"
-fixtures = ["{fixtures}/*.wav"]
-[[scripts]]
-name = "talk"
-turns = 2
-[slo]
-call_success = ">= 100%"
-max_crashes = 0
-uptime = ">= 99%"
-"#,
-        fixtures = fixtures_dir().display(),
+    let toml = two_calls(
+        "sink-watched",
+        "fleet = \"sink\"",
+        "11s",
+        "[slo]\ncall_success = \">= 100%\"\nmax_crashes = 0\nuptime = \">= 99%\"\n",
     );
     let live = LiveRun::start(&toml, &[]);
     let fleet = live
@@ -341,11 +320,11 @@ uptime = ">= 99%"
     assert_eq!(fleet["what"], "voxsoak sink", "{fleet}");
     assert!(fleet["pid"].as_u64().is_some(), "{fleet}");
     let outcome = live.finish().await;
-    let journal = std::fs::read_to_string(outcome.out_dir.join("journal.jsonl")).unwrap();
+    let records = journal(&outcome.out_dir);
     for event in ["fleet_process", "health"] {
         assert!(
-            journal.contains(&format!("\"event\":\"{event}\"")),
-            "no {event} record:\n{journal}"
+            records.iter().any(|record| record["event"] == event),
+            "no {event} record: {records:#?}"
         );
     }
     for name in ["max_crashes", "uptime"] {
