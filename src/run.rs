@@ -155,7 +155,8 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<Run
         }
         return Err(error.into());
     }
-    if !scenario.faults.is_empty() && resolved.embedded.is_none() && options.progress {
+    // Also with no fault: a fleet wired to `[chaos] tts_listen` is served by the stand-ins.
+    if resolved.embedded.is_none() && options.progress {
         for line in chaos.describe() {
             eprintln!("voxsoak: {line}");
         }
@@ -204,6 +205,13 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<Run
         }),
     );
 
+    let fleet_http = resolved.http_base();
+    if let (None, Some(sink), Some(http)) = (&resolved.embedded, &resolved.fleet, &fleet_http) {
+        journal.record(
+            "fleet",
+            serde_json::json!({"http": http.as_str(), "pid": sink.pid(), "what": sink.what()}),
+        );
+    }
     if let Some(info) = &resolved.embedded {
         journal.record(
             "fleet",
@@ -240,6 +248,7 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<Run
             run_id: &run_id,
             fleet_log: Some(&fleet_log),
             alerts,
+            fleet_http: fleet_http.as_ref(),
             lines: &display.lines(),
         },
         journal.clone(),
@@ -249,18 +258,17 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<Run
     let shared_fleet = resolved
         .fleet
         .map(|fleet| Arc::new(tokio::sync::Mutex::new(fleet)));
-    // The embedded fleet is watched as its supervisor would: memory, CPU, exits, and a
-    // restart after a crash.
+    // The fleet the harness started (embedded or sink) is watched as its supervisor would:
+    // memory, CPU, exits, and a restart after a crash.
     let fleet_watch_stop = CancellationToken::new();
-    let fleet_watch = match (&shared_fleet, &resolved.embedded) {
-        (Some(fleet), Some(_)) => Some(tokio::spawn(observe::fleet_process::watch(
+    let fleet_watch = shared_fleet.as_ref().map(|fleet| {
+        tokio::spawn(observe::fleet_process::watch(
             Arc::clone(fleet),
             journal.clone(),
             true,
             fleet_watch_stop.clone(),
-        ))),
-        _ => None,
-    };
+        ))
+    });
     let chaos_stop = stop.child_token();
     let chaos_run = chaos.start(
         ChaosTargets {

@@ -619,6 +619,18 @@ pub struct ResolvedTarget {
     pub description: String,
 }
 
+impl ResolvedTarget {
+    /// `http://127.0.0.1:PORT/` of the fleet the harness started (the embedded fleet or the
+    /// sink), where its `/health` and `/metrics` answer; None for a fleet someone else runs.
+    pub fn http_base(&self) -> Option<Url> {
+        match (&self.embedded, &self.fleet) {
+            (Some(info), _) => Some(info.http_base.clone()),
+            (None, Some(fleet)) => Url::parse(&format!("http://{}/", fleet.address())).ok(),
+            (None, None) => None,
+        }
+    }
+}
+
 impl fmt::Debug for ResolvedTarget {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResolvedTarget")

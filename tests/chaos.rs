@@ -854,18 +854,7 @@ async fn faults_against_an_external_fleet_pointed_at_the_stand_ins() {
     use crate::fleet_util::{Backend, FleetProcess, TestDb};
     let db = TestDb::create(Backend::Sqlite, "external").await.unwrap();
     let (tts, llm) = (free_port(), free_port());
-    let fleet = FleetProcess::start(
-        &db,
-        &[
-            "--orders".into(),
-            "2000".into(),
-            "--tts-base-url".into(),
-            format!("http://127.0.0.1:{tts}/v1"),
-            "--llm-base-url".into(),
-            format!("http://127.0.0.1:{llm}/v1"),
-        ],
-    )
-    .await;
+    let fleet = FleetProcess::start_wired(&db, tts, llm).await;
     let variable = "VOXSOAK_TEST_EXTERNAL_FLEET_DB";
     // SAFETY: set once before the run reads it; no other test uses this name.
     unsafe {

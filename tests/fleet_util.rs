@@ -90,6 +90,20 @@ impl FleetProcess {
         FleetProcess::start_logged(db, args, None).await
     }
 
+    /// [`FleetProcess::start`] with a small order table, its TTS and LLM at the harness's
+    /// stand-ins on loopback ports `tts` and `llm` (`[chaos] tts_listen` / `llm_listen`).
+    pub async fn start_wired(db: &TestDb, tts: u16, llm: u16) -> FleetProcess {
+        let args = [
+            "--orders".into(),
+            "2000".into(),
+            "--tts-base-url".into(),
+            format!("http://127.0.0.1:{tts}/v1"),
+            "--llm-base-url".into(),
+            format!("http://127.0.0.1:{llm}/v1"),
+        ];
+        FleetProcess::start(db, &args).await
+    }
+
     /// [`FleetProcess::start`], with every line of its stdout also appended to `log` (as a
     /// process supervisor would write the fleet's log).
     pub async fn start_logged(

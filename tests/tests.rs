@@ -6,6 +6,7 @@ mod chaos_cli;
 mod chaos_db;
 mod cli;
 mod embedded_target;
+mod external_fleet;
 mod fleet;
 mod fleet_util;
 mod indie_fleet;

@@ -92,8 +92,9 @@ impl Drop for ChaosPlane {
 
 impl ChaosPlane {
     /// Starts what the fleet must be pointed at before it starts: the stand-ins, for the
-    /// embedded fleet always (the harness sees every TTS request) and for other fleets when
-    /// a fault needs them.
+    /// embedded fleet always (the harness sees every TTS request), and for other fleets when
+    /// the scenario gives them an address (`[chaos] tts_listen` / `llm_listen`: a fleet is
+    /// wired to them, faults or not) or a fault needs them.
     pub async fn prepare(scenario: &Scenario, tag: &str) -> Result<ChaosPlane, FaultError> {
         let servers = CancellationToken::new();
         let proxied = |upstream: ProxyUpstream| {
@@ -103,6 +104,8 @@ impl ChaosPlane {
         };
         let (tts_proxied, llm_proxied) = (proxied(ProxyUpstream::Tts), proxied(ProxyUpstream::Llm));
         let needs_standins = matches!(scenario.target, Target::Embedded(_))
+            || scenario.chaos.tts_listen.is_some()
+            || scenario.chaos.llm_listen.is_some()
             || tts_proxied
             || llm_proxied
             || scenario

@@ -11,6 +11,7 @@ use serde_json::json;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::process::ProcessSample;
 use crate::chaos::process::SharedFleet;
 use crate::journal::Journal;
 
@@ -37,6 +38,61 @@ pub fn describe_exit(status: std::process::ExitStatus) -> String {
     }
 }
 
+/// The peak RSS and the CPU share of a watched process between two `fleet_process` records
+/// (every [`JOURNAL_EVERY`]), from samples taken more often.
+#[derive(Debug)]
+pub(crate) struct UsageWindow {
+    started: Instant,
+    rss_max: u64,
+    /// The first sample's time and CPU time: the share is over the window.
+    first_cpu: Option<(Instant, Duration)>,
+}
+
+impl UsageWindow {
+    pub(crate) fn new() -> UsageWindow {
+        UsageWindow {
+            started: Instant::now(),
+            rss_max: 0,
+            first_cpu: None,
+        }
+    }
+
+    /// Another process from now on: its CPU time is its own, not a continuation.
+    pub(crate) fn new_process(&mut self) {
+        self.first_cpu = None;
+    }
+
+    /// The most RSS seen since the last record.
+    pub(crate) fn rss_max(&self) -> u64 {
+        self.rss_max
+    }
+
+    /// Adds a sample of `pid`; journals `fleet_process` when the window is over.
+    pub(crate) fn add(&mut self, pid: u32, sample: ProcessSample, journal: &Journal) {
+        self.rss_max = self.rss_max.max(sample.rss_bytes);
+        let now = Instant::now();
+        let first = *self.first_cpu.get_or_insert((now, sample.cpu_time));
+        if now.saturating_duration_since(self.started) < JOURNAL_EVERY {
+            return;
+        }
+        let wall = now.saturating_duration_since(first.0).as_secs_f64();
+        let cpu_pct = (wall > 0.5).then(|| {
+            let pct = 100.0 * sample.cpu_time.saturating_sub(first.1).as_secs_f64() / wall;
+            (pct * 10.0).round() / 10.0
+        });
+        journal.record(
+            "fleet_process",
+            json!({
+                "pid": pid, "rss_bytes": sample.rss_bytes, "rss_max_bytes": self.rss_max,
+                "cpu_pct": cpu_pct,
+            }),
+        );
+        self.first_cpu = Some((now, sample.cpu_time));
+        self.started = now;
+        self.rss_max = sample.rss_bytes;
+    }
+}
+
 /// Runs until `stop`; `restart_on_crash`: start the fleet again after it exits on its own.
 pub async fn watch(
     fleet: SharedFleet,
@@ -48,9 +104,7 @@ pub async fn watch(
     let mut last_pid = fleet.lock().await.pid();
     let mut exit_seen_for: Option<u32> = None;
     let mut crashes = 0u32;
-    let mut window_start = Instant::now();
-    let mut rss_max = 0u64;
-    let mut first_cpu: Option<(Instant, Duration)> = None;
+    let mut usage = UsageWindow::new();
     loop {
         tokio::select! {
             _ = ticks.tick() => {}
@@ -65,7 +119,7 @@ pub async fn watch(
                 json!({"pid": pid, "restarts": guard.restarts()}),
             );
             last_pid = pid;
-            first_cpu = None;
+            usage.new_process();
         }
         if let Some(status) = guard.exit_status() {
             if exit_seen_for == pid && pid.is_some() {
@@ -81,7 +135,7 @@ pub async fn watch(
                 json!({
                     "pid": pid, "status": describe_exit(status), "code": status.code(),
                     "signal": status.signal(), "by_harness": by_harness,
-                    "rss_max_bytes": rss_max,
+                    "rss_max_bytes": usage.rss_max(),
                 }),
             );
             if by_harness || !restart_on_crash {
@@ -107,28 +161,8 @@ pub async fn watch(
         }
         drop(guard);
         let Some(pid) = pid else { continue };
-        let Ok(sample) = super::process::sample(Some(pid)) else {
-            continue;
-        };
-        rss_max = rss_max.max(sample.rss_bytes);
-        let now = Instant::now();
-        let first = *first_cpu.get_or_insert((now, sample.cpu_time));
-        if now.saturating_duration_since(window_start) >= JOURNAL_EVERY {
-            let wall = now.saturating_duration_since(first.0).as_secs_f64();
-            let cpu_pct = (wall > 0.5).then(|| {
-                let pct = 100.0 * sample.cpu_time.saturating_sub(first.1).as_secs_f64() / wall;
-                (pct * 10.0).round() / 10.0
-            });
-            journal.record(
-                "fleet_process",
-                json!({
-                    "pid": pid, "rss_bytes": sample.rss_bytes, "rss_max_bytes": rss_max,
-                    "cpu_pct": cpu_pct,
-                }),
-            );
-            first_cpu = Some((now, sample.cpu_time));
-            window_start = now;
-            rss_max = sample.rss_bytes;
+        if let Ok(sample) = super::process::sample(Some(pid)) {
+            usage.add(pid, sample, &journal);
         }
     }
 }

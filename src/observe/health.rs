@@ -1,27 +1,28 @@
 //! The health poller: `GET` the fleet's health URL every interval; 2xx is healthy, anything
-//! else (or no answer within the timeout) is not.
+//! else (or no answer within the timeout) is not. A probe nothing listened for is told apart
+//! (`refused`): the fleet is not slow, it is down; with `[observe] process = { health = true
+//! }` that is how a crash of a fleet the harness did not start is seen ([`Listening`]).
 
 use std::time::Duration;
 
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
-use super::{Observation, Signal};
+use super::{HealthWatch, Observation, Signal};
 
 /// How much of an unhealthy answer's body is kept.
 const DETAIL_CHARS: usize = 200;
 
-/// Probes `url` every `interval` until `stop`.
+/// Probes `watch.url` every `watch.interval` until `stop`.
 pub async fn poll(
     http: reqwest::Client,
-    url: String,
-    interval: Duration,
-    timeout: Duration,
+    watch: HealthWatch,
     observations: UnboundedSender<Observation>,
     stop: CancellationToken,
 ) {
-    super::every(interval, observations, stop, || async {
-        vec![probe(&http, &url, timeout).await]
+    let url = watch.url.to_string();
+    super::every(watch.interval, observations, stop, || async {
+        vec![probe(&http, &url, watch.timeout).await]
     })
     .await;
 }
@@ -33,6 +34,7 @@ async fn probe(http: &reqwest::Client, url: &str, timeout: Duration) -> Signal {
         let body = response.text().await.unwrap_or_default();
         Ok::<_, reqwest::Error>((status, body))
     };
+    let no_answer = || format!("no answer within {}", humantime::format_duration(timeout));
     match tokio::time::timeout(timeout, answer).await {
         Ok(Ok((status, body))) => Signal::Health {
             healthy: status.is_success(),
@@ -43,16 +45,182 @@ async fn probe(http: &reqwest::Client, url: &str, timeout: Duration) -> Signal {
                 .collect::<String>()
                 .trim()
                 .to_owned(),
+            refused: false,
         },
-        Ok(Err(error)) => Signal::Health {
+        Ok(Err(error)) if error.is_timeout() => Signal::Health {
             healthy: false,
             status: None,
-            detail: error.without_url().to_string(),
+            detail: no_answer(),
+            refused: false,
         },
+        Ok(Err(error)) => {
+            let failure = RequestFailure::of(error);
+            Signal::Health {
+                healthy: false,
+                status: None,
+                detail: failure.detail,
+                refused: failure.refused,
+            }
+        }
         Err(_) => Signal::Health {
             healthy: false,
             status: None,
-            detail: format!("no answer within {}", humantime::format_duration(timeout)),
+            detail: no_answer(),
+            refused: false,
         },
+    }
+}
+
+/// Why an HTTP request got no answer, from its error's whole source chain: reqwest's own
+/// message ("error sending request") says nothing a person can act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestFailure {
+    /// `connection refused`, or every cause in the chain, outermost first.
+    pub detail: String,
+    /// Nothing listened on the port: the server is down, not slow or broken.
+    pub refused: bool,
+}
+
+impl RequestFailure {
+    pub fn of(error: reqwest::Error) -> RequestFailure {
+        let error = error.without_url();
+        let mut refused = false;
+        let mut causes: Vec<String> = Vec::new();
+        let mut next: Option<&(dyn std::error::Error + 'static)> = Some(&error);
+        while let Some(cause) = next {
+            if cause
+                .downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
+            {
+                refused = true;
+            }
+            let text = cause.to_string();
+            // Some layers repeat their cause in their own message.
+            if !causes.last().is_some_and(|outer| outer.contains(&text)) {
+                causes.push(text);
+            }
+            next = cause.source();
+        }
+        RequestFailure {
+            detail: if refused {
+                "connection refused".to_owned()
+            } else {
+                causes.join(": ")
+            },
+            refused,
+        }
+    }
+}
+
+/// Whether the fleet behind a health URL listens, from the probes' outcomes: the URL
+/// refusing connections after it answered is the fleet gone (a crash), answering again is
+/// the fleet back (a restart). A probe that times out says neither.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Listening {
+    /// The last answer or refusal was an answer.
+    up: bool,
+    /// It stopped listening after it had answered, and has not answered since.
+    stopped: bool,
+}
+
+/// A change [`Listening`] saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListeningChange {
+    /// It answered before and refuses now.
+    Stopped,
+    /// It refused after it had answered, and answers again.
+    Resumed,
+}
+
+impl Listening {
+    /// One probe: `answered` (any HTTP status), or `refused`.
+    pub fn probe(&mut self, answered: bool, refused: bool) -> Option<ListeningChange> {
+        if answered {
+            self.up = true;
+            // A fleet that was never up did not crash: coming up is its start.
+            return std::mem::take(&mut self.stopped).then_some(ListeningChange::Resumed);
+        }
+        if refused && self.up {
+            self.up = false;
+            self.stopped = true;
+            return Some(ListeningChange::Stopped);
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusing_after_answering_is_a_crash_and_answering_again_a_restart() {
+        let mut listening = Listening::default();
+        assert_eq!(listening.probe(false, true), None, "never up: no crash");
+        assert_eq!(
+            listening.probe(true, false),
+            None,
+            "coming up is no restart"
+        );
+        assert_eq!(
+            listening.probe(false, false),
+            None,
+            "a timeout says nothing"
+        );
+        assert_eq!(listening.probe(false, true), Some(ListeningChange::Stopped));
+        assert_eq!(listening.probe(false, true), None, "once per transition");
+        assert_eq!(listening.probe(false, false), None);
+        assert_eq!(listening.probe(true, false), Some(ListeningChange::Resumed));
+        assert_eq!(listening.probe(true, false), None);
+    }
+
+    #[tokio::test]
+    async fn a_port_nobody_listens_on_is_refused() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        drop(listener);
+        let signal = probe(
+            &reqwest::Client::new(),
+            &format!("http://{address}/health"),
+            Duration::from_secs(5),
+        )
+        .await;
+        assert_eq!(
+            signal,
+            Signal::Health {
+                healthy: false,
+                status: None,
+                detail: "connection refused".into(),
+                refused: true,
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn a_server_that_never_answers_times_out_and_is_not_refused() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        // Accepts and holds the connection without a word.
+        let held = tokio::spawn(async move {
+            let (socket, _) = listener.accept().await.unwrap();
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            drop(socket);
+        });
+        let signal = probe(
+            &reqwest::Client::new(),
+            &format!("http://{address}/health"),
+            Duration::from_millis(300),
+        )
+        .await;
+        held.abort();
+        assert_eq!(
+            signal,
+            Signal::Health {
+                healthy: false,
+                status: None,
+                detail: "no answer within 300ms".into(),
+                refused: false,
+            }
+        );
     }
 }

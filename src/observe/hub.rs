@@ -47,6 +47,10 @@ pub struct HubSettings {
     pub conditions: Vec<MetricCondition>,
     /// The log `{ log = "…" }` rules naming no file read.
     pub default_log_file: Option<PathBuf>,
+    /// `[observe] process = { health = true }`: the health URL refusing connections after
+    /// it answered is journaled as the fleet's exit (`fleet_exited`), answering again as its
+    /// restart.
+    pub crash_by_health: bool,
     /// The faults and their `detect` rules, as the grader reads them from `run_started`.
     pub faults: Vec<FaultPlan>,
     /// Where a detection is told as it happens (`--quiet`: nowhere).
@@ -117,9 +121,12 @@ pub async fn run_hub(
     let HubSettings {
         conditions,
         default_log_file,
+        crash_by_health,
         faults,
         lines,
     } = settings;
+    let mut listening = crash_by_health.then(super::health::Listening::default);
+    let mut restarts = 0u64;
     let start = journal.started();
     let mut detector = Detections {
         live: Detector::new(faults),
@@ -189,6 +196,7 @@ pub async fn run_hub(
                 healthy: now,
                 status,
                 detail,
+                refused,
             } => {
                 observed.health_probes += 1;
                 observed.healthy_probes += u64::from(now);
@@ -196,9 +204,30 @@ pub async fn run_hub(
                     healthy = Some(now);
                     detector.record(
                         "health",
-                        json!({"healthy": now, "status": status, "detail": detail, "seen_s": t_s}),
+                        json!({"healthy": now, "status": status, "detail": detail, "refused": refused, "seen_s": t_s}),
                         t_s,
                     );
+                }
+                match listening
+                    .as_mut()
+                    .and_then(|listening| listening.probe(status.is_some(), refused))
+                {
+                    Some(super::health::ListeningChange::Stopped) => journal.record(
+                        "fleet_exited",
+                        json!({
+                            "pid": null, "status": "stopped listening (connection refused)",
+                            "code": null, "signal": null, "by_harness": false,
+                            "watched": "health", "seen_s": t_s,
+                        }),
+                    ),
+                    Some(super::health::ListeningChange::Resumed) => {
+                        restarts += 1;
+                        journal.record(
+                            "fleet_restarted",
+                            json!({"pid": null, "restarts": restarts, "watched": "health", "seen_s": t_s}),
+                        );
+                    }
+                    None => {}
                 }
             }
             Signal::Condition {
@@ -350,6 +379,7 @@ mod tests {
             healthy,
             status: Some(if healthy { 200 } else { 503 }),
             detail: String::new(),
+            refused: false,
         };
         for (s, signal) in [
             (1, health(true)),
@@ -527,6 +557,104 @@ mod tests {
         assert_eq!(matches[1]["line"], "elsewhere");
         assert_eq!(matches[1]["default"], false);
         assert_eq!(of("log_unreadable").len(), 1);
+    }
+
+    /// The records the hub journals from `signals` (each seen `s` seconds after the start).
+    async fn journaled(
+        signals: Vec<(u64, Signal)>,
+        settings: HubSettings,
+    ) -> Vec<serde_json::Value> {
+        let dir = tempfile::tempdir().unwrap();
+        let start = Instant::now();
+        let journal = Journal::create(&dir.path().join("j.jsonl"), start).unwrap();
+        let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+        for (s, signal) in signals {
+            let at = start + Duration::from_secs(s);
+            sender.send(Observation { at, signal }).unwrap();
+        }
+        drop(sender);
+        run_hub(receiver, journal, settings, Default::default()).await;
+        std::fs::read_to_string(dir.path().join("j.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect()
+    }
+
+    /// `process = { health = true }`: the health URL refusing connections after it answered
+    /// is the fleet's exit, once; answering again its restart. A refusal before it ever
+    /// answered, or a timeout, is neither.
+    #[tokio::test]
+    async fn refusals_after_answers_are_exits_when_health_watches_the_process() {
+        let answered = |status: u16| Signal::Health {
+            healthy: status == 200,
+            status: Some(status),
+            detail: String::new(),
+            refused: false,
+        };
+        let refused = || Signal::Health {
+            healthy: false,
+            status: None,
+            detail: "connection refused".into(),
+            refused: true,
+        };
+        let timed_out = Signal::Health {
+            healthy: false,
+            status: None,
+            detail: "no answer within 2s".into(),
+            refused: false,
+        };
+        let signals = vec![
+            (1, refused()),
+            (2, answered(200)),
+            (3, answered(503)),
+            (4, refused()),
+            (5, refused()),
+            (6, timed_out),
+            (7, answered(200)),
+            (8, refused()),
+        ];
+        let by_health = HubSettings {
+            crash_by_health: true,
+            ..HubSettings::default()
+        };
+        let records = journaled(signals, by_health).await;
+        let of = |event: &str| -> Vec<(f64, &serde_json::Value)> {
+            records
+                .iter()
+                .filter(|r| r["event"] == event)
+                .map(|r| (r["seen_s"].as_f64().unwrap(), r))
+                .collect()
+        };
+        let exits = of("fleet_exited");
+        assert_eq!(
+            exits.iter().map(|(t, _)| *t).collect::<Vec<_>>(),
+            [4.0, 8.0]
+        );
+        assert_eq!(exits[0].1["by_harness"], false);
+        assert_eq!(
+            exits[0].1["status"],
+            "stopped listening (connection refused)"
+        );
+        let restarts = of("fleet_restarted");
+        assert_eq!(restarts.len(), 1);
+        assert_eq!(restarts[0].0, 7.0);
+        assert_eq!(restarts[0].1["restarts"], 1);
+        let health = of("health");
+        assert_eq!(health[0].1["refused"], true);
+        assert_eq!(health[0].1["detail"], "connection refused");
+        assert_eq!(health[1].1["refused"], false);
+
+        // Without the setting, refusals are only unhealthy probes.
+        let plain = journaled(
+            vec![(1, answered(200)), (2, refused())],
+            HubSettings::default(),
+        )
+        .await;
+        assert!(
+            !plain.iter().any(|r| r["event"] == "fleet_exited"),
+            "{plain:?}"
+        );
     }
 }
 

@@ -1,5 +1,6 @@
 //! Watching the fleet from the outside, the way an operator would: its health endpoint,
-//! its Prometheus metrics, the alerts it sends, its temp dir, its log and its process.
+//! its Prometheus metrics, the alerts it sends, its temp dir, its log and its process (the
+//! one the harness started, or one named by a pid file).
 //! Observers send [`Observation`]s to one hub ([`hub::run_hub`]), which journals what
 //! changed and keeps the transitions the grader needs to tell when the fleet noticed a
 //! fault.
@@ -14,6 +15,7 @@ pub mod fleet_process;
 pub mod health;
 pub mod hub;
 pub mod log_tail;
+pub mod pid_file;
 pub mod process;
 pub mod prometheus;
 pub mod temp_dir;
@@ -31,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 use crate::journal::Journal;
 use crate::report::LiveLines;
 use crate::scenario::faults::{DetectionRule, MetricCondition};
-use crate::scenario::observe::RecordedSeries;
+use crate::scenario::observe::{ProcessWatch, RecordedSeries};
 use crate::scenario::{Scenario, Target};
 use crate::target::EmbeddedFleetInfo;
 use hub::{HubSettings, Observed};
@@ -102,8 +104,11 @@ pub enum Signal {
     Health {
         healthy: bool,
         status: Option<u16>,
-        /// Why, in a line: the first 200 characters of the body, or the error.
+        /// Why, in a line: the first 200 characters of the body, or the error and its
+        /// causes.
         detail: String,
+        /// Nothing listened: the connection was refused (the fleet is down, not slow).
+        refused: bool,
     },
     /// A metric condition of a fault's `detect` rule, evaluated on one scrape.
     Condition {
@@ -170,6 +175,9 @@ pub struct RunContext<'a> {
     pub fleet_log: Option<&'a Path>,
     /// Where the alert receiver listens ([`serve_alerts`]), to journal it.
     pub alerts: Option<SocketAddr>,
+    /// `http://127.0.0.1:PORT/` of the fleet the harness started (the embedded fleet or the
+    /// sink): its `/health` and `/metrics` are watched unless `[observe]` says otherwise.
+    pub fleet_http: Option<&'a url::Url>,
     /// Where a fault's detection is told as it happens.
     pub lines: &'a LiveLines,
 }
@@ -187,6 +195,22 @@ pub struct HealthWatch {
 pub struct MetricsWatch {
     pub url: url::Url,
     pub interval: Duration,
+    /// The series the fleet's resident memory is read from (`rss_metric`).
+    pub rss: RecordedSeries,
+    /// The series the bytes in its temp dir are read from (`temp_dir_metric`).
+    pub temp_dir: RecordedSeries,
+}
+
+/// How the fleet's process is watched in one run: its memory, and its crashes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ProcessWatching {
+    /// The fleet the harness started, as its supervisor (`fleet_process::watch`, which the
+    /// run starts with the process in hand).
+    Child,
+    /// `[observe] process = { pid_file }`: [`pid_file::watch`].
+    PidFile(PathBuf),
+    /// `[observe] process = { health = true }`: the health probe's refusals, in the hub.
+    Health(url::Url),
 }
 
 /// The temp-dir sampling of one run.
@@ -213,6 +237,7 @@ pub struct Watch {
     pub logs: Vec<LogWatch>,
     /// The file rules naming no file read.
     pub default_log_file: Option<PathBuf>,
+    pub process: Option<ProcessWatching>,
 }
 
 impl Watch {
@@ -222,7 +247,7 @@ impl Watch {
         run: RunContext<'_>,
     ) -> Watch {
         let settings = &scenario.observe;
-        let fleet_url = |path: &str| embedded.and_then(|info| info.http_base.join(path).ok());
+        let fleet_url = |path: &str| run.fleet_http.and_then(|base| base.join(path).ok());
         let health = settings
             .health_url
             .clone()
@@ -239,6 +264,8 @@ impl Watch {
             .map(|url| MetricsWatch {
                 url,
                 interval: settings.scrape_interval,
+                rss: settings.rss_metric.clone(),
+                temp_dir: settings.temp_dir_metric.clone(),
             });
         let temp_dir = settings
             .temp_dir
@@ -256,6 +283,16 @@ impl Watch {
                 .flatten()
         });
         let (conditions, logs) = detect_watches(scenario, default_log_file.as_deref());
+        let process = match (&scenario.target, &settings.process) {
+            (Target::External(_), Some(ProcessWatch::PidFile(file))) => {
+                Some(ProcessWatching::PidFile(file.clone()))
+            }
+            (Target::External(_), Some(ProcessWatch::Health)) => health
+                .as_ref()
+                .map(|health| ProcessWatching::Health(health.url.clone())),
+            (Target::External(_), None) => None,
+            _ => Some(ProcessWatching::Child),
+        };
         Watch {
             health,
             metrics,
@@ -264,6 +301,27 @@ impl Watch {
             temp_dir,
             logs,
             default_log_file,
+            process,
+        }
+    }
+
+    /// Where the fleet's resident memory comes from: `process` (its `fleet_process`
+    /// records) or `metrics` (`fleet_sample.rss_bytes`); None: nowhere.
+    fn rss_source(&self) -> Option<&'static str> {
+        match (&self.process, &self.metrics) {
+            (Some(ProcessWatching::Child | ProcessWatching::PidFile(_)), _) => Some("process"),
+            (_, Some(_)) => Some("metrics"),
+            _ => None,
+        }
+    }
+
+    /// Where the bytes in the fleet's temp dir come from: `walk` (`temp_dir` records) or
+    /// `metrics` (`fleet_sample.temp_dir_bytes`); None: nowhere.
+    fn temp_dir_source(&self) -> Option<&'static str> {
+        match (&self.temp_dir, &self.metrics) {
+            (Some(_), _) => Some("walk"),
+            (None, Some(_)) => Some("metrics"),
+            (None, None) => None,
         }
     }
 
@@ -280,6 +338,8 @@ impl Watch {
                 "interval_s": metrics.interval.as_secs_f64(),
                 "conditions": self.conditions.iter().map(|c| c.text.as_str()).collect::<Vec<_>>(),
                 "record": self.record.iter().map(|r| r.text.as_str()).collect::<Vec<_>>(),
+                "rss_metric": metrics.rss.text,
+                "temp_dir_metric": metrics.temp_dir.text,
             })),
             "alerts": alerts.map(|address| format!("http://{address}/alerts")),
             "temp_dir": self.temp_dir.as_ref().map(|temp_dir| json!({
@@ -290,6 +350,16 @@ impl Watch {
                 "file": log.file.display().to_string(),
                 "patterns": log.patterns,
             })).collect::<Vec<_>>(),
+            "process": self.process.as_ref().map(|process| match process {
+                ProcessWatching::Child => json!({"watch": "child"}),
+                ProcessWatching::PidFile(file) => json!({
+                    "watch": "pid_file", "pid_file": file.display().to_string(),
+                    "interval_s": pid_file::SAMPLE_EVERY.as_secs_f64(),
+                }),
+                ProcessWatching::Health(url) => json!({"watch": "health", "url": url.as_str()}),
+            }),
+            "rss_source": self.rss_source(),
+            "temp_dir_source": self.temp_dir_source(),
         })
     }
 }
@@ -355,9 +425,7 @@ pub fn start(
     if let Some(health) = &watch.health {
         tokio::spawn(health::poll(
             http.clone(),
-            health.url.to_string(),
-            health.interval,
-            health.timeout,
+            health.clone(),
             observations.clone(),
             stop.clone(),
         ));
@@ -370,6 +438,8 @@ pub fn start(
                 interval: metrics.interval,
                 conditions: watch.conditions.clone(),
                 record: watch.record.clone(),
+                rss: metrics.rss.selector.clone(),
+                temp_dir: metrics.temp_dir.selector.clone(),
             },
             observations.clone(),
             stop.clone(),
@@ -393,6 +463,9 @@ pub fn start(
             stop.clone(),
         ));
     }
+    if let Some(ProcessWatching::PidFile(file)) = &watch.process {
+        tokio::spawn(pid_file::watch(file.clone(), journal.clone(), stop.clone()));
+    }
     drop(observations);
     tokio::spawn(hub::run_hub(
         received,
@@ -400,6 +473,7 @@ pub fn start(
         HubSettings {
             conditions: watch.conditions,
             default_log_file: watch.default_log_file,
+            crash_by_health: matches!(watch.process, Some(ProcessWatching::Health(_))),
             faults: crate::grade::plan::GradePlan::from_scenario(scenario).faults,
             lines: run.lines.clone(),
         },
@@ -458,6 +532,7 @@ detect = [{ log = "disk full" }, { log = "TempDirGrowing" }, { metric = "temp_di
                 run_id: "run-1",
                 fleet_log: Some(Path::new("/runs/r/fleet.log")),
                 alerts: None,
+                fleet_http: Some(&info.http_base),
                 lines: &LiveLines::default(),
             },
         );
@@ -474,8 +549,15 @@ detect = [{ log = "disk full" }, { log = "TempDirGrowing" }, { metric = "temp_di
             Some(MetricsWatch {
                 url: url::Url::parse("http://127.0.0.1:4000/metrics").unwrap(),
                 interval: Duration::from_secs(2),
+                rss: RecordedSeries::named("process_resident_memory_bytes"),
+                temp_dir: RecordedSeries::named("temp_dir_bytes"),
             })
         );
+        assert_eq!(watch.process, Some(ProcessWatching::Child));
+        let described = watch.describe(None);
+        assert_eq!(described["process"], json!({"watch": "child"}));
+        assert_eq!(described["rss_source"], "process");
+        assert_eq!(described["temp_dir_source"], "walk");
         assert_eq!(watch.conditions.len(), 1, "each condition once");
         assert_eq!(
             watch.temp_dir,
@@ -513,6 +595,7 @@ detect = [{ log = "disk full" }, { log = "TempDirGrowing" }, { metric = "temp_di
             run_id: "run-2",
             fleet_log: Some(Path::new("/runs/r/fleet.log")),
             alerts: None,
+            fleet_http: None,
             lines: &LiveLines::default(),
         };
         let watch = Watch::resolve(&bare, None, run);
@@ -526,9 +609,12 @@ detect = [{ log = "disk full" }, { log = "TempDirGrowing" }, { metric = "temp_di
                 temp_dir: None,
                 logs: Vec::new(),
                 default_log_file: None,
+                process: None,
             },
             "nothing to watch, and never the embedded fleet's log"
         );
+        let described = watch.describe(None);
+        assert!(described["process"].is_null() && described["rss_source"].is_null());
         let configured = scenario(&format!(
             r#"[target]
 stream_url = "ws://127.0.0.1:9/stream"
@@ -545,6 +631,9 @@ log_file = "/var/log/fleet.log"
 {FAULTS}"#
         ));
         let watch = Watch::resolve(&configured, None, run);
+        let described = watch.describe(None);
+        assert_eq!(described["rss_source"], "metrics");
+        assert_eq!(described["temp_dir_source"], "walk");
         assert_eq!(
             watch.health.unwrap().url.as_str(),
             "http://127.0.0.1:8080/healthz"
@@ -564,5 +653,89 @@ log_file = "/var/log/fleet.log"
             watch.default_log_file,
             Some(PathBuf::from("/var/log/fleet.log"))
         );
+        assert_eq!(watch.process, None);
+    }
+
+    #[test]
+    fn the_sink_is_watched_at_its_own_endpoints() {
+        let sink = scenario(
+            "[target]\nfleet = \"sink\"\n[load]\nstages = [{ ramp_to = 1, over = \"10m\" }]\n",
+        );
+        let base = url::Url::parse("http://127.0.0.1:4100/").unwrap();
+        let watch = Watch::resolve(
+            &sink,
+            None,
+            RunContext {
+                run_id: "run-4",
+                fleet_log: Some(Path::new("/runs/r/fleet.log")),
+                alerts: None,
+                fleet_http: Some(&base),
+                lines: &LiveLines::default(),
+            },
+        );
+        assert_eq!(
+            watch.health.unwrap().url.as_str(),
+            "http://127.0.0.1:4100/health"
+        );
+        assert_eq!(
+            watch.metrics.unwrap().url.as_str(),
+            "http://127.0.0.1:4100/metrics"
+        );
+        assert_eq!(watch.temp_dir, None, "the sink keeps no temp dir");
+        assert_eq!(watch.default_log_file, None);
+        assert_eq!(watch.process, Some(ProcessWatching::Child));
+    }
+
+    #[test]
+    fn an_external_fleet_maps_its_own_names_and_process() {
+        let external = |observe: &str| {
+            scenario(&format!(
+                "[target]\nstream_url = \"ws://127.0.0.1:9/stream\"\n[load]\nstages = [{{ ramp_to = 1, over = \"10m\" }}]\n[observe]\n{observe}"
+            ))
+        };
+        let run = RunContext {
+            run_id: "run-3",
+            fleet_log: None,
+            alerts: None,
+            fleet_http: None,
+            lines: &LiveLines::default(),
+        };
+        let named = external(
+            "metrics_url = \"http://127.0.0.1:8080/metrics\"\nrss_metric = 'mem_bytes{kind=\"rss\"}'\ntemp_dir_metric = \"myfleet_tmp_bytes\"\nprocess = { pid_file = \"/run/fleet.pid\" }\n",
+        );
+        let watch = Watch::resolve(&named, None, run);
+        let metrics = watch.metrics.clone().unwrap();
+        assert_eq!(metrics.rss.text, r#"mem_bytes{kind="rss"}"#);
+        assert_eq!(
+            metrics.rss.selector.labels,
+            vec![("kind".to_owned(), "rss".to_owned())]
+        );
+        assert_eq!(metrics.temp_dir, RecordedSeries::named("myfleet_tmp_bytes"));
+        assert_eq!(
+            watch.process,
+            Some(ProcessWatching::PidFile(PathBuf::from("/run/fleet.pid")))
+        );
+        let described = watch.describe(None);
+        assert_eq!(
+            described["metrics"]["rss_metric"],
+            r#"mem_bytes{kind="rss"}"#
+        );
+        assert_eq!(described["metrics"]["temp_dir_metric"], "myfleet_tmp_bytes");
+        assert_eq!(
+            described["process"],
+            json!({"watch": "pid_file", "pid_file": "/run/fleet.pid", "interval_s": 1.0})
+        );
+        assert_eq!(described["rss_source"], "process");
+        assert_eq!(described["temp_dir_source"], "metrics");
+
+        let by_health = external(
+            "health_url = \"http://127.0.0.1:8080/health\"\nprocess = { health = true }\n",
+        );
+        let watch = Watch::resolve(&by_health, None, run);
+        assert_eq!(
+            watch.describe(None)["process"],
+            json!({"watch": "health", "url": "http://127.0.0.1:8080/health"})
+        );
+        assert_eq!(watch.describe(None)["rss_source"], serde_json::Value::Null);
     }
 }

@@ -9,6 +9,12 @@ pub struct ProcessSample {
     pub rss_bytes: u64,
     /// User plus system CPU time since the process started.
     pub cpu_time: Duration,
+    /// When it started, in clock ticks since boot: with the pid, what tells this process
+    /// from a later one the kernel gave the same pid.
+    pub started_ticks: u64,
+    /// Neither a zombie nor dead: a process that exited stays in `/proc` as a zombie until
+    /// its parent reaps it.
+    pub running: bool,
 }
 
 /// Reads `/proc/<pid>/statm` and `/proc/<pid>/stat`; `pid` None means this process.
@@ -48,9 +54,14 @@ fn parse(
             .ok_or_else(|| invalid("stat has no CPU time fields"))
     };
     let cpu_ticks = ticks(11)? + ticks(12)?;
+    // Field 22, starttime.
+    let started_ticks = ticks(19)?;
+    let running = !matches!(fields.first(), Some(&("Z" | "X" | "x")));
     Ok(ProcessSample {
         rss_bytes: resident_pages * page_size,
         cpu_time: Duration::from_secs_f64(cpu_ticks as f64 / ticks_per_second.max(1) as f64),
+        started_ticks,
+        running,
     })
 }
 
@@ -97,12 +108,17 @@ mod tests {
         let sample = parse(statm, stat, 4096, 100).unwrap();
         assert_eq!(sample.rss_bytes, 2500 * 4096);
         assert_eq!(sample.cpu_time, Duration::from_secs(3));
+        assert_eq!(sample.started_ticks, 1000);
+        assert!(sample.running);
+        let zombie = stat.replace(") S ", ") Z ");
+        assert!(!parse(statm, &zombie, 4096, 100).unwrap().running);
     }
 
     #[test]
     fn reads_this_process() {
         let sample = sample(None).unwrap();
         assert!(sample.rss_bytes > 1 << 20, "{sample:?}");
+        assert!(sample.running && sample.started_ticks > 0, "{sample:?}");
     }
 
     #[test]

@@ -131,6 +131,10 @@ pub struct ScrapeSettings {
     pub conditions: Vec<MetricCondition>,
     /// Read on every scrape ([`Signal::Recorded`]); the hub decides what to journal.
     pub record: Vec<RecordedSeries>,
+    /// The fleet's resident memory and its temp dir's bytes ([`Signal::Gauges`]), by the
+    /// fleet's own names.
+    pub rss: SeriesSelector,
+    pub temp_dir: SeriesSelector,
 }
 
 /// Scrapes every `settings.interval` until `stop`.
@@ -145,6 +149,8 @@ pub async fn scrape(
         interval,
         conditions,
         record,
+        rss,
+        temp_dir,
     } = settings;
     let timeout = interval.max(Duration::from_secs(2));
     super::every(interval, observations, stop, || async {
@@ -167,18 +173,9 @@ pub async fn scrape(
                 }
             })
             .collect();
-        let gauge = |name: &str| {
-            select(
-                &samples,
-                &SeriesSelector {
-                    name: name.to_owned(),
-                    labels: Vec::new(),
-                },
-            )
-        };
         signals.push(Signal::Gauges {
-            rss_bytes: gauge("process_resident_memory_bytes"),
-            temp_dir_bytes: gauge("temp_dir_bytes"),
+            rss_bytes: select(&samples, &rss),
+            temp_dir_bytes: select(&samples, &temp_dir),
         });
         if !record.is_empty() {
             signals.push(Signal::Recorded {
@@ -204,7 +201,7 @@ async fn fetch(http: &reqwest::Client, url: &str, timeout: Duration) -> Result<S
         .timeout(timeout)
         .send()
         .await
-        .map_err(|error| error.without_url().to_string())?;
+        .map_err(|error| super::health::RequestFailure::of(error).detail)?;
     if !response.status().is_success() {
         return Err(format!("status {}", response.status().as_u16()));
     }
@@ -217,7 +214,7 @@ async fn fetch(http: &reqwest::Client, url: &str, timeout: Duration) -> Result<S
     let bytes = response
         .bytes()
         .await
-        .map_err(|error| error.without_url().to_string())?;
+        .map_err(|error| super::health::RequestFailure::of(error).detail)?;
     if bytes.len() > MAX_PAGE {
         return Err("the page is over 8 MiB".to_owned());
     }

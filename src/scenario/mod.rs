@@ -122,7 +122,8 @@
 //! memory_growth = "<= 50MiB/h"      # fleet RSS slope after warm-up (a fifth, <= 5 min)
 //! temp_dir_growth = "<= 10MiB/h"    # the fleet's temp-dir bytes, the harness's own
 //!                                   # leaked files left out
-//! max_crashes = 0                   # exits the harness did not cause (embedded fleet)
+//! max_crashes = 0                   # exits the harness did not cause (a fleet it starts,
+//!                                   # or [observe] process)
 //! no_unprovoked_alerts = true       # no alert fires with no fault in effect (a clear's
 //!                                   # stable_window still counts as the fault's)
 //!
@@ -147,7 +148,9 @@
 //!
 //! [chaos]                           # optional
 //! tts_listen = "127.0.0.1:9100"     # loopback only; required for stand-in faults against an
-//! llm_listen = "127.0.0.1:9101"     # external fleet (which must be pointed there)
+//! llm_listen = "127.0.0.1:9101"     # external fleet (which must be pointed there). When set,
+//!                                   # the stand-ins serve there for the whole run, faults or
+//!                                   # not
 //! confirm_within = "15s"
 //!
 //! [abort]                           # optional
@@ -182,6 +185,16 @@
 //! log_file = "/var/log/fleet.log"   # read like `tail -F` by { log = "…" } detect rules that
 //!                                   # name no file; default: the embedded fleet's stdout and
 //!                                   # stderr (kept in the run directory's fleet.log)
+//! rss_metric = 'mem_bytes{kind="rss"}'  # the series /metrics gives the fleet's resident
+//!                                   # memory in (a selector as in `record`); default
+//!                                   # process_resident_memory_bytes
+//! temp_dir_metric = "myfleet_tmp_bytes" # the series for its temp dir's bytes; default
+//!                                   # temp_dir_bytes
+//! process = { pid_file = "/run/fleet.pid" }  # external fleets only: the process the file
+//!                                   # names (read every second) is sampled from /proc (RSS,
+//!                                   # CPU); its exit is a crash, a new pid a restart
+//! # process = { health = true }     # ...or: health_url refusing connections after it
+//!                                   # answered is a crash, answering again a restart
 //! ```
 //!
 //! Rules the example does not show:
@@ -208,10 +221,21 @@
 //!   a `host:port` needs `listen` and the host in `allow_hosts`; `db_pool_exhaustion`
 //!   against an external fleet needs `database_url_env`.
 //! - `[observe]`: `health_url` and `metrics_url` are `http://` URLs whose host must be in
-//!   `allow_hosts`. Against a fleet that is not embedded, `health_interval`/`health_timeout`
-//!   need `health_url`, `scrape_interval` and `record` need `metrics_url`, and
-//!   `temp_dir_interval` needs `temp_dir`. Paths (`temp_dir`, `log_file`, a detect rule's
-//!   `file`) are used as written: a relative one is relative to the directory voxsoak runs in.
+//!   `allow_hosts`. A fleet the harness starts (embedded or sink) is probed at its own
+//!   `/health` and `/metrics` and its process watched by default; against an external fleet,
+//!   `health_interval`/`health_timeout` need `health_url`, and `scrape_interval`, `record`,
+//!   `rss_metric` and `temp_dir_metric` need `metrics_url`. `temp_dir_interval` needs
+//!   `temp_dir` unless the fleet is embedded. `process` is for external fleets only, takes
+//!   one of `pid_file` or `health = true`, and `health = true` needs `health_url`. Paths
+//!   (`temp_dir`, `log_file`, `pid_file`, a detect rule's `file`) are used as written: a
+//!   relative one is relative to the directory voxsoak runs in.
+//! - An SLO nobody can measure is an error at its key. Against an external fleet:
+//!   `max_crashes` needs `[observe] process`; `uptime` needs `health_url`; `memory_growth`
+//!   needs `process = { pid_file }` or `metrics_url` (read through `rss_metric`);
+//!   `temp_dir_growth` needs `temp_dir` or `metrics_url` (`temp_dir_metric`);
+//!   `no_retry_storm` needs `[chaos] tts_listen`. The sink has a process, `/health` and
+//!   `/metrics`, but no temp dir (`temp_dir_growth` needs `temp_dir` or `metrics_url`)
+//!   and no TTS (`no_retry_storm` is refused). The embedded fleet measures them all.
 //! - Against an external fleet, a fault whose `detect` rules (or its kind's default rule)
 //!   include `health = "unhealthy"` needs `[observe] health_url`, and one with
 //!   `{ metric = "…" }` needs `metrics_url`. A `{ log = "…" }` rule with no `file` needs

@@ -9,6 +9,7 @@ use crate::observe::log_tail::LogWatch;
 use crate::units::format_byte_size;
 
 use super::faults::DbPoolMethod;
+use super::observe::ProcessWatch;
 use super::{
     ArrivalPattern, CallChoice, Endpoint, FaultSpec, Load, PlannedStep, Scenario, ScriptBody,
     Stage, Step, Target, UtteranceRef, UtteranceSource,
@@ -434,23 +435,30 @@ impl Plan {
     }
 
     /// What the run watches, as `observe::Watch` will resolve it: the scenario's
-    /// `[observe]`, with the embedded fleet's own endpoints, dir and output filled in.
+    /// `[observe]`, with the endpoints, dir and output of a fleet the harness starts filled
+    /// in.
     fn observers(&mut self, scenario: &Scenario) {
         let settings = &scenario.observe;
         let embedded = matches!(scenario.target, Target::Embedded(_));
-        // The scenario's setting, else the embedded fleet's own, else the key to set.
-        let watched = |given: Option<String>, fleet_own: &str, key: &str, how: String| match (
-            given, embedded,
-        ) {
-            (Some(given), _) => format!("{given} {how}"),
-            (None, true) => format!("{fleet_own} {how} ({WIRED})"),
-            (None, false) => format!("none (set [observe] {key})"),
+        let fleet = match scenario.target {
+            Target::Embedded(_) => Some("the fleet's"),
+            Target::Sink(_) => Some("the sink's"),
+            Target::External(_) => None,
         };
+        // The scenario's setting, else the started fleet's own, else the key to set.
+        let watched =
+            |given: Option<String>, fleet_own: Option<String>, key: &str, how: String| match (
+                given, fleet_own,
+            ) {
+                (Some(given), _) => format!("{given} {how}"),
+                (None, Some(own)) => format!("{own} {how} ({WIRED})"),
+                (None, None) => format!("none (set [observe] {key})"),
+            };
         let every = |interval: Duration| format!("every {}", format_duration(interval));
         self.section("observers");
         let health = watched(
             settings.health_url.as_ref().map(|url| format!("GET {url}")),
-            "the fleet's /health",
+            fleet.map(|fleet| format!("{fleet} /health")),
             "health_url",
             format!(
                 "{}, timeout {}",
@@ -459,12 +467,13 @@ impl Plan {
             ),
         );
         self.row("health", health);
+        let metrics_watched = settings.metrics_url.is_some() || fleet.is_some();
         let metrics = watched(
             settings
                 .metrics_url
                 .as_ref()
                 .map(|url| format!("GET {url}")),
-            "the fleet's /metrics",
+            fleet.map(|fleet| format!("{fleet} /metrics")),
             "metrics_url",
             every(settings.scrape_interval),
         );
@@ -473,7 +482,7 @@ impl Plan {
         let default_log =
             (settings.log_file.as_deref()).or(embedded.then_some(fleet_log.as_path()));
         let (conditions, logs) = crate::observe::detect_watches(scenario, default_log);
-        if settings.metrics_url.is_some() || embedded {
+        if metrics_watched {
             let conditions: Vec<&str> = conditions.iter().map(|c| c.text.as_str()).collect();
             if !conditions.is_empty() {
                 self.row("  conditions", conditions.join("; "));
@@ -500,26 +509,67 @@ impl Plan {
             (None, false) => "none (set [observe] alerts_listen)".to_owned(),
         };
         self.row("alerts", alerts);
-        let temp_dir = watched(
-            settings
-                .temp_dir
-                .as_ref()
-                .map(|dir| dir.display().to_string()),
-            "the fleet's audio temp dir",
-            "temp_dir",
-            every(settings.temp_dir_interval),
-        );
+        let from_metrics = |series: &str| format!("{series} from /metrics");
+        let temp_dir = match (&settings.temp_dir, &scenario.target) {
+            (Some(dir), _) => format!("{} {}", dir.display(), every(settings.temp_dir_interval)),
+            (None, Target::Embedded(_)) => format!(
+                "the fleet's audio temp dir {} ({WIRED})",
+                every(settings.temp_dir_interval)
+            ),
+            (None, _) if settings.metrics_url.is_some() => format!(
+                "{} (set [observe] temp_dir to walk a dir)",
+                from_metrics(&settings.temp_dir_metric.text)
+            ),
+            (None, Target::Sink(_)) => {
+                "none (the sink keeps no temp dir; set [observe] temp_dir)".to_owned()
+            }
+            (None, _) => "none (set [observe] temp_dir or metrics_url)".to_owned(),
+        };
         self.row("temp dir", temp_dir);
+        let memory = match (&settings.process, fleet, metrics_watched) {
+            (_, Some(fleet), _) => format!("{fleet} process RSS, from /proc"),
+            (Some(ProcessWatch::PidFile(file)), None, _) => {
+                format!("RSS of the process {} names, from /proc", file.display())
+            }
+            (_, None, true) => from_metrics(&settings.rss_metric.text),
+            (_, None, false) => {
+                "none (set [observe] process = { pid_file = … } or metrics_url)".to_owned()
+            }
+        };
+        self.row("memory", memory);
         self.logs(&logs, default_log, embedded.then_some(fleet_log.as_path()));
-        if embedded {
-            self.row(
-                "process",
-                format!(
-                    "the fleet's RSS and CPU (journaled every {}) and exits; restarted after a crash",
-                    format_duration(crate::observe::fleet_process::JOURNAL_EVERY)
-                ),
-            );
-        }
+        let sampled = format!(
+            "RSS and CPU (journaled every {})",
+            format_duration(crate::observe::fleet_process::JOURNAL_EVERY)
+        );
+        let process = match (&settings.process, fleet) {
+            (_, Some(fleet)) => {
+                format!("{fleet} {sampled} and exits; restarted after a crash")
+            }
+            (Some(ProcessWatch::PidFile(file)), None) => format!(
+                "the process {} names, read every {}: {sampled}; its exit is a crash, a new pid a restart",
+                file.display(),
+                format_duration(crate::observe::pid_file::SAMPLE_EVERY)
+            ),
+            (Some(ProcessWatch::Health), None) => {
+                "by health: refusing connections after answering is a crash, answering again a restart".to_owned()
+            }
+            (None, None) => {
+                "none: crashes are not seen (set [observe] process = { pid_file = … } or { health = true })".to_owned()
+            }
+        };
+        self.row("process", process);
+        let tts = match (&scenario.target, scenario.chaos.tts_listen) {
+            (Target::Embedded(_), _) => {
+                format!("the TTS stand-in the fleet is pointed at ({WIRED})")
+            }
+            (Target::Sink(_), _) => "none (the sink calls no TTS)".to_owned(),
+            (Target::External(_), Some(listen)) => format!(
+                "the TTS stand-in on http://{listen}/v1 (point the fleet's TTS_BASE_URL there)"
+            ),
+            (Target::External(_), None) => "none (set [chaos] tts_listen)".to_owned(),
+        };
+        self.row("tts requests", tts);
     }
 
     /// The log files the `{ log = "…" }` rules follow, with their patterns.

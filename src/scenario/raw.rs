@@ -348,4 +348,19 @@ pub(super) struct RawObserve {
     pub temp_dir: Option<Spanned<String>>,
     pub temp_dir_interval: Option<RawValue>,
     pub log_file: Option<Spanned<String>>,
+    pub rss_metric: Option<Spanned<String>>,
+    pub temp_dir_metric: Option<Spanned<String>>,
+    pub process: Option<Spanned<RawProcessWatch>>,
+}
+
+/// `[observe] process = { pid_file = "…" }` or `{ health = true }`; which one is checked in
+/// phase 2.
+#[derive(Debug, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = r#"a table such as { pid_file = "/run/fleet.pid" } or { health = true }"#
+)]
+pub(super) struct RawProcessWatch {
+    pub pid_file: Option<Spanned<String>>,
+    pub health: Option<Spanned<bool>>,
 }

@@ -5,9 +5,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::faults::{DetectionRule, SeriesSelector};
-use super::observe::{ObserveSettings, RecordedSeries};
+use super::observe::{ObserveSettings, ProcessWatch, RecordedSeries};
 use super::tests::{diagnostics as errors, parse_ok};
 use super::tests_faults::{EMBEDDED, EXTERNAL};
+
+const SINK: &str =
+    "[target]\nfleet = \"sink\"\n[load]\nstages = [{ ramp_to = 1, over = \"1s\" }]\n";
 
 #[test]
 fn every_key_parses_for_an_external_fleet() {
@@ -24,9 +27,30 @@ alerts_listen = "127.0.0.1:9093"
 temp_dir = "/var/tmp/fleet-audio"
 temp_dir_interval = "30s"
 log_file = "/var/log/fleet.log"
+rss_metric = 'myfleet_memory_bytes{{kind="rss"}}'
+temp_dir_metric = "myfleet_tmp_bytes"
+process = {{ pid_file = "/run/fleet.pid" }}
 "#
     ));
     let observe = scenario.observe;
+    assert_eq!(
+        observe.rss_metric,
+        RecordedSeries {
+            text: r#"myfleet_memory_bytes{kind="rss"}"#.into(),
+            selector: SeriesSelector {
+                name: "myfleet_memory_bytes".into(),
+                labels: vec![("kind".into(), "rss".into())]
+            }
+        }
+    );
+    assert_eq!(
+        observe.temp_dir_metric,
+        RecordedSeries::named("myfleet_tmp_bytes")
+    );
+    assert_eq!(
+        observe.process,
+        Some(ProcessWatch::PidFile(PathBuf::from("/run/fleet.pid")))
+    );
     assert_eq!(
         observe.health_url.as_ref().map(url::Url::as_str),
         Some("http://127.0.0.1:8080/health")
@@ -78,6 +102,15 @@ fn defaults_without_the_table() {
     assert_eq!(defaults.scrape_interval, Duration::from_secs(2));
     assert_eq!(defaults.temp_dir_interval, Duration::from_secs(10));
     assert!(defaults.health_url.is_none() && defaults.metrics_url.is_none());
+    assert_eq!(
+        defaults.rss_metric,
+        RecordedSeries::named("process_resident_memory_bytes")
+    );
+    assert_eq!(
+        defaults.temp_dir_metric,
+        RecordedSeries::named("temp_dir_bytes")
+    );
+    assert_eq!(defaults.process, None);
     // The embedded fleet's intervals can be tuned without naming its URLs.
     let tuned = parse_ok(&format!(
         "{EMBEDDED}[observe]\nhealth_interval = \"2s\"\nscrape_interval = \"250ms\"\ntemp_dir_interval = \"1s\"\n"
@@ -187,24 +220,179 @@ fn alerts_listen_is_for_external_fleets_only() {
 }
 
 #[test]
-fn tuning_keys_need_what_they_tune_unless_embedded() {
-    let found = errors(&format!(
-        r#"{EXTERNAL}[observe]
+fn tuning_keys_need_what_they_tune_unless_the_harness_starts_the_fleet() {
+    let tuning = r#"[observe]
 health_interval = "2s"
 health_timeout = "1s"
 scrape_interval = "2s"
 record = ["up"]
 temp_dir_interval = "5s"
+rss_metric = "mem"
+temp_dir_metric = "tmp"
+"#;
+    let found = errors(&format!("{EXTERNAL}{tuning}"));
+    assert_eq!(
+        found,
+        vec![
+            "6:19: health_interval needs [observe] health_url with this fleet (only a fleet the harness starts has a default)",
+            "7:18: health_timeout needs [observe] health_url with this fleet (only a fleet the harness starts has a default)",
+            "8:19: scrape_interval needs [observe] metrics_url with this fleet (only a fleet the harness starts has a default)",
+            "9:10: record needs [observe] metrics_url with this fleet (only a fleet the harness starts has a default)",
+            r#"10:21: temp_dir_interval needs [observe] temp_dir with this fleet (only fleet = "embedded" has a default temp_dir)"#,
+            "11:14: rss_metric needs [observe] metrics_url with this fleet (only a fleet the harness starts has a default)",
+            "12:19: temp_dir_metric needs [observe] metrics_url with this fleet (only a fleet the harness starts has a default)",
+        ]
+    );
+    // The sink has a /health and a /metrics the harness probes, but no temp dir.
+    let found = errors(&format!("{SINK}{tuning}"));
+    assert_eq!(
+        found,
+        vec![
+            r#"10:21: temp_dir_interval needs [observe] temp_dir with this fleet (only fleet = "embedded" has a default temp_dir)"#
+        ]
+    );
+    parse_ok(&format!("{EMBEDDED}{tuning}"));
+}
+
+/// `rss_metric` and `temp_dir_metric` take the fleet's own series, as `record` does.
+#[test]
+fn metric_names_are_series_selectors_with_positions() {
+    let found = errors(&format!(
+        r#"{EXTERNAL}[observe]
+metrics_url = "http://127.0.0.1:8080/metrics"
+rss_metric = "9rss"
+temp_dir_metric = 'tmp{{dir=x}}'
 "#
     ));
     assert_eq!(
         found,
         vec![
-            "6:19: health_interval needs [observe] health_url when the fleet is not embedded (only the embedded fleet has a default health_url)",
-            "7:18: health_timeout needs [observe] health_url when the fleet is not embedded (only the embedded fleet has a default health_url)",
-            "8:19: scrape_interval needs [observe] metrics_url when the fleet is not embedded (only the embedded fleet has a default metrics_url)",
-            "9:10: record needs [observe] metrics_url when the fleet is not embedded (only the embedded fleet has a default metrics_url)",
-            "10:21: temp_dir_interval needs [observe] temp_dir when the fleet is not embedded (only the embedded fleet has a default temp_dir)",
+            r#"7:14: rss_metric: expected a series such as "myfleet_rss_bytes" or 'mem_bytes{kind="rss"}': expected a metric name, found "9rss""#,
+            r#"8:19: temp_dir_metric: expected a series such as "myfleet_tmp_bytes" or 'mem_bytes{kind="rss"}': label values are quoted: {dir=x}"#,
+        ]
+    );
+}
+
+#[test]
+fn process_watches_a_fleet_the_harness_did_not_start() {
+    let by_health = parse_ok(&format!(
+        "{EXTERNAL}[observe]\nhealth_url = \"http://127.0.0.1:8080/health\"\nprocess = {{ health = true }}\n"
+    ));
+    assert_eq!(by_health.observe.process, Some(ProcessWatch::Health));
+    let cases = [
+        (
+            format!("{EMBEDDED}[observe]\nprocess = {{ pid_file = \"/run/fleet.pid\" }}\n"),
+            r#"6:11: process is for a fleet the harness did not start: it already watches the process of fleet = "embedded" it started (its RSS, CPU and exits); drop process"#,
+        ),
+        (
+            format!("{SINK}[observe]\nprocess = {{ health = true }}\n"),
+            r#"6:11: process is for a fleet the harness did not start: it already watches the process of fleet = "sink" it started (its RSS, CPU and exits); drop process"#,
+        ),
+        (
+            format!(
+                "{EXTERNAL}[observe]\nhealth_url = \"http://127.0.0.1:8080/health\"\nprocess = {{ pid_file = \"/run/fleet.pid\", health = true }}\n"
+            ),
+            r#"7:51: process takes one of pid_file or health, not both: process = { pid_file = "/run/fleet.pid" } or process = { health = true }"#,
+        ),
+        (
+            format!("{EXTERNAL}[observe]\nprocess = {{}}\n"),
+            r#"6:11: process is empty: process = { pid_file = "/run/fleet.pid" } or process = { health = true }"#,
+        ),
+        (
+            format!("{EXTERNAL}[observe]\nprocess = {{ health = false }}\n"),
+            "6:22: process = { health = false } watches nothing; write health = true or remove process",
+        ),
+        (
+            format!("{EXTERNAL}[observe]\nprocess = {{ health = true }}\n"),
+            r#"6:22: process = { health = true } needs [observe] health_url = "http://HOST:PORT/health": a crash is that URL refusing connections after it answered"#,
+        ),
+        (
+            format!("{EXTERNAL}[observe]\nprocess = {{ pid_file = \"\" }}\n"),
+            "6:24: pid_file must not be empty",
+        ),
+    ];
+    for (source, expected) in cases {
+        assert_eq!(errors(&source), vec![expected.to_owned()], "{source}");
+    }
+    let unknown = errors(&format!("{EXTERNAL}[observe]\nprocess = {{ pid = 3 }}\n"));
+    assert!(
+        unknown[0].starts_with("6:13: unknown field `pid`"),
+        "{unknown:?}"
+    );
+    let not_a_table = errors(&format!(
+        "{EXTERNAL}[observe]\nprocess = \"/run/fleet.pid\"\n"
+    ));
+    assert!(
+        not_a_table[0].starts_with("6:11: invalid type: string \"/run/fleet.pid\", expected a table such as { pid_file = \"/run/fleet.pid\" } or { health = true }"),
+        "{not_a_table:?}"
+    );
+}
+
+/// An SLO the scenario gives no way to measure is refused before anything runs, each at
+/// its key, all at once: never a failure blamed on the fleet at the end of the run.
+#[test]
+fn slos_nobody_can_measure_are_refused_at_their_keys() {
+    let slos = r#"[slo]
+max_crashes = 0
+uptime = ">= 99%"
+memory_growth = "<= 50MiB/h"
+temp_dir_growth = "<= 10MiB/h"
+no_retry_storm = true
+"#;
+    assert_eq!(
+        errors(&format!("{EXTERNAL}{slos}")),
+        vec![
+            r#"6:15: max_crashes needs the fleet's process watched, and the harness did not start this one: add [observe] process = { pid_file = "/run/fleet.pid" } (its exit, read from /proc, is a crash) or process = { health = true } (with health_url: the URL refusing connections after it answered is a crash)"#,
+            r#"7:10: uptime needs health probes, and an external fleet has no default: add [observe] health_url = "http://HOST:PORT/health""#,
+            r#"8:17: memory_growth needs the fleet's resident memory, and the harness did not start this fleet: add [observe] process = { pid_file = "/run/fleet.pid" } (its RSS from /proc) or metrics_url = "http://HOST:PORT/metrics" (the series rss_metric names, default process_resident_memory_bytes)"#,
+            r#"9:19: temp_dir_growth needs the fleet's temp dir, and an external fleet's temp dir has no default: add [observe] temp_dir = "/path/to/its/temp/dir" (walked) or metrics_url = "http://HOST:PORT/metrics" (the series temp_dir_metric names, default temp_dir_bytes)"#,
+            r#"10:18: no_retry_storm needs the TTS stand-in, which sees every TTS request of the fleet: add [chaos] tts_listen = "127.0.0.1:PORT" and point the fleet's TTS_BASE_URL at http://127.0.0.1:PORT/v1"#,
+        ]
+    );
+    // Each, measured one way or another.
+    for observed in [
+        "[observe]\nhealth_url = \"http://127.0.0.1:8080/health\"\nprocess = { health = true }\nmetrics_url = \"http://127.0.0.1:8080/metrics\"\n[chaos]\ntts_listen = \"127.0.0.1:9100\"\n",
+        "[observe]\nhealth_url = \"http://127.0.0.1:8080/health\"\nprocess = { pid_file = \"/run/fleet.pid\" }\ntemp_dir = \"/srv/audio\"\n[[faults]]\nkind = \"tts_429\"\nfor = \"1m\"\n[chaos]\ntts_listen = \"127.0.0.1:9100\"\n",
+    ] {
+        parse_ok(&format!("{EXTERNAL}{slos}{observed}"));
+    }
+    // A TTS fault does not serve the fleet's TTS without tts_listen either.
+    let found = errors(&format!(
+        "{EXTERNAL}[slo]\nno_retry_storm = true\n[[faults]]\nkind = \"tts_429\"\nfor = \"1m\"\n"
+    ));
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert!(
+        found[0].starts_with("6:18: no_retry_storm needs the TTS stand-in"),
+        "{found:?}"
+    );
+    assert!(
+        found[1].starts_with("7:1: tts_429 against an external fleet needs [chaos] tts_listen"),
+        "{found:?}"
+    );
+    // Off, or not parsed: nothing to measure.
+    parse_ok(&format!("{EXTERNAL}[slo]\nno_retry_storm = false\n"));
+    assert_eq!(
+        errors(&format!("{EXTERNAL}[slo]\nmax_crashes = -1\n")).len(),
+        1,
+        "only the value's own error"
+    );
+    parse_ok(&format!("{EMBEDDED}{slos}"));
+}
+
+/// The sink the harness starts: its process (crashes, memory) and its /health are watched;
+/// it has no temp dir and calls no TTS.
+#[test]
+fn the_sink_measures_what_it_has() {
+    parse_ok(&format!(
+        "{SINK}[slo]\nmax_crashes = 0\nuptime = \">= 99%\"\nmemory_growth = \"<= 50MiB/h\"\n"
+    ));
+    assert_eq!(
+        errors(&format!(
+            "{SINK}[slo]\ntemp_dir_growth = \"<= 10MiB/h\"\nno_retry_storm = true\n[chaos]\ntts_listen = \"127.0.0.1:9100\"\n"
+        )),
+        vec![
+            r#"6:19: temp_dir_growth needs the fleet's temp dir, and the sink keeps no temp dir: add [observe] temp_dir = "/path/to/its/temp/dir" (walked) or metrics_url = "http://HOST:PORT/metrics" (the series temp_dir_metric names, default temp_dir_bytes)"#,
+            r#"7:18: no_retry_storm grades how a fleet retries its TTS, and the sink calls no TTS; drop it, or use fleet = "embedded" or an external fleet with [chaos] tts_listen"#,
         ]
     );
 }
@@ -302,8 +490,10 @@ fn the_plan_lists_the_observers() {
     conditions       temp_dir_bytes > 1000
   alerts             receiver on a free loopback port the fleet posts to (wired automatically)
   temp dir           the fleet's audio temp dir every 10s (wired automatically)
+  memory             the fleet's process RSS, from /proc
   log                <run dir>/fleet.log (the fleet's stdout and stderr, wired automatically): /disk full/
-  process            the fleet's RSS and CPU (journaled every 10s) and exits; restarted after a crash"
+  process            the fleet's RSS and CPU (journaled every 10s) and exits; restarted after a crash
+  tts requests       the TTS stand-in the fleet is pointed at (wired automatically)"
     );
     assert!(
         plan(EMBEDDED).contains("  log                <run dir>/fleet.log (the fleet's stdout and stderr, wired automatically), not followed: no { log = … } detect rule"),
@@ -323,6 +513,7 @@ alerts_listen = "127.0.0.1:9093"
 temp_dir = "/var/tmp/fleet-audio"
 temp_dir_interval = "30s"
 log_file = "/var/log/fleet.log"
+rss_metric = 'mem_bytes{{kind="rss"}}'
 [[faults]]
 kind = "temp_file_leak"
 dir = "/var/tmp/fleet-audio"
@@ -338,8 +529,11 @@ detect = [{{ log = "disk full" }}, {{ log = "cleanup", file = "/var/log/cleaner.
     record           db_pool_in_use (journaled every 10s)
   alerts             receiver on http://127.0.0.1:9093/alerts (point the fleet's Alertmanager webhook there)
   temp dir           /var/tmp/fleet-audio every 30s
+  memory             mem_bytes{kind=\"rss\"} from /metrics
   log                /var/log/fleet.log: /disk full/
-                     /var/log/cleaner.log: /cleanup/"
+                     /var/log/cleaner.log: /cleanup/
+  process            none: crashes are not seen (set [observe] process = { pid_file = … } or { health = true })
+  tts requests       none (set [chaos] tts_listen)"
     );
     assert_eq!(
         plan(EXTERNAL),
@@ -347,7 +541,51 @@ detect = [{{ log = "disk full" }}, {{ log = "cleanup", file = "/var/log/cleaner.
   health             none (set [observe] health_url)
   metrics            none (set [observe] metrics_url)
   alerts             none (set [observe] alerts_listen)
-  temp dir           none (set [observe] temp_dir)
-  log                none (no { log = … } detect rule)"
+  temp dir           none (set [observe] temp_dir or metrics_url)
+  memory             none (set [observe] process = { pid_file = … } or metrics_url)
+  log                none (no { log = … } detect rule)
+  process            none: crashes are not seen (set [observe] process = { pid_file = … } or { health = true })
+  tts requests       none (set [chaos] tts_listen)"
+    );
+    let watched = format!(
+        r#"{EXTERNAL}[observe]
+metrics_url = "http://127.0.0.1:8080/metrics"
+temp_dir_metric = "myfleet_tmp_bytes"
+process = {{ pid_file = "/run/fleet.pid" }}
+[chaos]
+tts_listen = "127.0.0.1:9100"
+"#
+    );
+    assert_eq!(
+        plan(&watched),
+        "observers
+  health             none (set [observe] health_url)
+  metrics            GET http://127.0.0.1:8080/metrics every 2s
+  alerts             none (set [observe] alerts_listen)
+  temp dir           myfleet_tmp_bytes from /metrics (set [observe] temp_dir to walk a dir)
+  memory             RSS of the process /run/fleet.pid names, from /proc
+  log                none (no { log = … } detect rule)
+  process            the process /run/fleet.pid names, read every 1s: RSS and CPU (journaled every 10s); its exit is a crash, a new pid a restart
+  tts requests       the TTS stand-in on http://127.0.0.1:9100/v1 (point the fleet's TTS_BASE_URL there)"
+    );
+    let by_health = format!(
+        "{EXTERNAL}[observe]\nhealth_url = \"http://127.0.0.1:8080/health\"\nprocess = {{ health = true }}\n"
+    );
+    assert!(
+        plan(&by_health).contains("  process            by health: refusing connections after answering is a crash, answering again a restart"),
+        "{}",
+        plan(&by_health)
+    );
+    assert_eq!(
+        plan(SINK),
+        "observers
+  health             the sink's /health every 1s, timeout 2s (wired automatically)
+  metrics            the sink's /metrics every 2s (wired automatically)
+  alerts             none (set [observe] alerts_listen)
+  temp dir           none (the sink keeps no temp dir; set [observe] temp_dir)
+  memory             the sink's process RSS, from /proc
+  log                none (no { log = … } detect rule)
+  process            the sink's RSS and CPU (journaled every 10s) and exits; restarted after a crash
+  tts requests       none (the sink calls no TTS)"
     );
 }

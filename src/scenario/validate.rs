@@ -111,18 +111,17 @@ impl Validator<'_> {
         let load = self.load(raw.load);
         let (calls, fixtures) = self.calls(raw.calls, path);
         let scripts = self.scripts(raw.scripts, &fixtures);
-        let slo = self.slo(raw.slo);
+        let slo = self.slo(raw.slo.as_ref());
         let chaos = self.chaos(raw.chaos);
         let observe = self.observe(raw.observe, &target, &allow_hosts);
-        let faults = self.faults(
-            raw.faults,
-            &faults::FaultContext {
-                target: &target,
-                allow_hosts: &allow_hosts,
-                chaos: &chaos,
-                observe: &observe,
-            },
-        );
+        let context = faults::FaultContext {
+            target: &target,
+            allow_hosts: &allow_hosts,
+            chaos: &chaos,
+            observe: &observe,
+        };
+        let faults = self.faults(raw.faults, &context);
+        self.slos_measurable(raw.slo.as_ref(), &slo, &context);
         let abort = self.abort(raw.abort);
         Scenario {
             name,
@@ -1377,7 +1376,7 @@ impl Validator<'_> {
 
     // ---- [slo] --------------------------------------------------------------------------
 
-    fn slo(&mut self, raw: Option<RawSlo>) -> Slos {
+    fn slo(&mut self, raw: Option<&RawSlo>) -> Slos {
         let mut slos = Slos::default();
         let Some(raw) = raw else {
             return slos;

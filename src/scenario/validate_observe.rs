@@ -1,4 +1,5 @@
-//! Phase 2 for `[observe]`, and the checks that tie the faults' `detect` rules to it.
+//! Phase 2 for `[observe]`, and the checks that tie to it what the scenario asks to be
+//! seen: the faults' `detect` rules, and the SLOs only an observer can measure.
 
 use std::ops::Range;
 use std::path::PathBuf;
@@ -8,10 +9,10 @@ use toml::Spanned;
 
 use super::faults::parse_series_selector;
 use super::{Validator, Zero};
-use crate::scenario::Target;
 use crate::scenario::faults::{DetectionRule, FaultKind};
-use crate::scenario::observe::{ObserveSettings, RecordedSeries};
-use crate::scenario::raw::{RawObserve, RawValue};
+use crate::scenario::observe::{ObserveSettings, ProcessWatch, RecordedSeries};
+use crate::scenario::raw::{RawObserve, RawProcessWatch, RawSlo, RawValue};
+use crate::scenario::{Slos, Target};
 
 /// More series than anyone reads in one journal record; keeps a record small.
 const MAX_RECORDED: usize = 100;
@@ -33,6 +34,8 @@ impl Validator<'_> {
         };
         let raw = raw.into_inner();
         let embedded = matches!(target, Target::Embedded(_));
+        // The embedded fleet and the sink have a /health and a /metrics the harness knows.
+        let started = !matches!(target, Target::External(_));
         let url = |validator: &mut Self, value: &Option<Spanned<String>>, key| {
             value.as_ref().and_then(|value| {
                 validator.endpoint_url(value, key, ["http", "https"], allow_hosts)
@@ -82,54 +85,153 @@ impl Validator<'_> {
             .log_file
             .as_ref()
             .map(|file| self.path(file, "log_file"));
+        if let Some(text) = &raw.rss_metric {
+            settings.rss_metric = self.series(text, "rss_metric", r#""myfleet_rss_bytes""#);
+        }
+        if let Some(text) = &raw.temp_dir_metric {
+            settings.temp_dir_metric =
+                self.series(text, "temp_dir_metric", r#""myfleet_tmp_bytes""#);
+        }
+        if let Some(process) = &raw.process {
+            settings.process = self.process_watch(process, target, raw.health_url.is_some());
+        }
 
-        // Without the embedded fleet's defaults, a key that tunes an observer nobody asked
-        // for would be silently ignored.
-        if !embedded {
-            let needs = [
-                (
-                    "health_interval",
-                    raw.health_interval.as_ref().map(Spanned::span),
-                    "health_url",
-                    raw.health_url.is_some(),
-                ),
-                (
-                    "health_timeout",
-                    raw.health_timeout.as_ref().map(Spanned::span),
-                    "health_url",
-                    raw.health_url.is_some(),
-                ),
-                (
-                    "scrape_interval",
-                    raw.scrape_interval.as_ref().map(Spanned::span),
-                    "metrics_url",
-                    raw.metrics_url.is_some(),
-                ),
-                (
-                    "record",
-                    raw.record.as_ref().map(Spanned::span),
-                    "metrics_url",
-                    raw.metrics_url.is_some(),
-                ),
-                (
-                    "temp_dir_interval",
-                    raw.temp_dir_interval.as_ref().map(Spanned::span),
-                    "temp_dir",
-                    raw.temp_dir.is_some(),
-                ),
-            ];
-            for (key, span, needed, present) in needs {
-                if let (Some(span), false) = (span, present) {
-                    self.error(
-                        span,
-                        format!(
-                            "{key} needs [observe] {needed} when the fleet is not embedded (only the embedded fleet has a default {needed})"
-                        ),
-                    );
-                }
+        // Without a default to tune, a key that tunes an observer nobody asked for would be
+        // silently ignored.
+        let needs = [
+            (
+                "health_interval",
+                raw.health_interval.as_ref().map(Spanned::span),
+                "health_url",
+                raw.health_url.is_some() || started,
+            ),
+            (
+                "health_timeout",
+                raw.health_timeout.as_ref().map(Spanned::span),
+                "health_url",
+                raw.health_url.is_some() || started,
+            ),
+            (
+                "scrape_interval",
+                raw.scrape_interval.as_ref().map(Spanned::span),
+                "metrics_url",
+                raw.metrics_url.is_some() || started,
+            ),
+            (
+                "record",
+                raw.record.as_ref().map(Spanned::span),
+                "metrics_url",
+                raw.metrics_url.is_some() || started,
+            ),
+            (
+                "rss_metric",
+                raw.rss_metric.as_ref().map(Spanned::span),
+                "metrics_url",
+                raw.metrics_url.is_some() || started,
+            ),
+            (
+                "temp_dir_metric",
+                raw.temp_dir_metric.as_ref().map(Spanned::span),
+                "metrics_url",
+                raw.metrics_url.is_some() || started,
+            ),
+            (
+                "temp_dir_interval",
+                raw.temp_dir_interval.as_ref().map(Spanned::span),
+                "temp_dir",
+                raw.temp_dir.is_some() || embedded,
+            ),
+        ];
+        for (key, span, needed, present) in needs {
+            if let (Some(span), false) = (span, present) {
+                let which = if needed == "temp_dir" {
+                    r#"only fleet = "embedded" has a default temp_dir"#
+                } else {
+                    "only a fleet the harness starts has a default"
+                };
+                self.error(
+                    span,
+                    format!("{key} needs [observe] {needed} with this fleet ({which})"),
+                );
             }
         }
         settings
+    }
+
+    /// `rss_metric = 'mem_bytes{kind="rss"}'`: a series selector, as `record` takes.
+    fn series(&mut self, text: &Spanned<String>, key: &str, example: &str) -> RecordedSeries {
+        let written = text.get_ref().trim();
+        match parse_series_selector(written) {
+            Ok(selector) => RecordedSeries {
+                text: written.to_owned(),
+                selector,
+            },
+            Err(message) => {
+                self.error(
+                    text.span(),
+                    format!(
+                        r#"{key}: expected a series such as {example} or 'mem_bytes{{kind="rss"}}': {message}"#
+                    ),
+                );
+                RecordedSeries::named(written)
+            }
+        }
+    }
+
+    /// `process = { pid_file = "…" }` or `{ health = true }`, for a fleet the harness did
+    /// not start.
+    fn process_watch(
+        &mut self,
+        raw: &Spanned<RawProcessWatch>,
+        target: &Target,
+        health_url: bool,
+    ) -> Option<ProcessWatch> {
+        const EXPECTED: &str =
+            r#"process = { pid_file = "/run/fleet.pid" } or process = { health = true }"#;
+        if !matches!(target, Target::External(_)) {
+            let fleet = match target {
+                Target::Sink(_) => r#"fleet = "sink""#,
+                _ => r#"fleet = "embedded""#,
+            };
+            self.error(
+                raw.span(),
+                format!(
+                    "process is for a fleet the harness did not start: it already watches the process of {fleet} it started (its RSS, CPU and exits); drop process"
+                ),
+            );
+            return None;
+        }
+        let watch = raw.get_ref();
+        match (&watch.pid_file, &watch.health) {
+            (Some(_), Some(health)) => {
+                self.error(
+                    health.span(),
+                    format!("process takes one of pid_file or health, not both: {EXPECTED}"),
+                );
+                None
+            }
+            (None, None) => {
+                self.error(raw.span(), format!("process is empty: {EXPECTED}"));
+                None
+            }
+            (Some(pid_file), None) => Some(ProcessWatch::PidFile(self.path(pid_file, "pid_file"))),
+            (None, Some(health)) if !*health.get_ref() => {
+                self.error(
+                    health.span(),
+                    "process = { health = false } watches nothing; write health = true or remove process",
+                );
+                None
+            }
+            (None, Some(health)) => {
+                if !health_url {
+                    self.error(
+                        health.span(),
+                        r#"process = { health = true } needs [observe] health_url = "http://HOST:PORT/health": a crash is that URL refusing connections after it answered"#,
+                    );
+                }
+                Some(ProcessWatch::Health)
+            }
+        }
     }
 
     /// A duration of at least `min`.
@@ -196,6 +298,97 @@ impl Validator<'_> {
             }
         }
         series
+    }
+
+    /// The SLOs only an observer can measure, against what this scenario watches: one
+    /// nobody can measure would fail the fleet at the end of every run for what the harness
+    /// could not see. `raw` gives the keys' positions; `slos` what was parsed from them.
+    pub(super) fn slos_measurable(
+        &mut self,
+        raw: Option<&RawSlo>,
+        slos: &Slos,
+        context: &super::faults::FaultContext<'_>,
+    ) {
+        let Some(raw) = raw else {
+            return;
+        };
+        let super::faults::FaultContext {
+            target,
+            chaos,
+            observe,
+            ..
+        } = *context;
+        let (external, sink) = match target {
+            Target::Embedded(_) => return,
+            Target::Sink(_) => (false, true),
+            Target::External(_) => (true, false),
+        };
+        let span = |value: &Option<RawValue>| value.as_ref().map(Spanned::span);
+        let pid_file = matches!(observe.process, Some(ProcessWatch::PidFile(_)));
+        if let (Some(span), Some(_)) = (span(&raw.max_crashes), slos.max_crashes)
+            && external
+            && observe.process.is_none()
+        {
+            self.error(
+                span,
+                r#"max_crashes needs the fleet's process watched, and the harness did not start this one: add [observe] process = { pid_file = "/run/fleet.pid" } (its exit, read from /proc, is a crash) or process = { health = true } (with health_url: the URL refusing connections after it answered is a crash)"#,
+            );
+        }
+        if let (Some(span), Some(_)) = (span(&raw.uptime), slos.uptime_min_pct)
+            && external
+            && observe.health_url.is_none()
+        {
+            self.error(
+                span,
+                r#"uptime needs health probes, and an external fleet has no default: add [observe] health_url = "http://HOST:PORT/health""#,
+            );
+        }
+        if let (Some(span), Some(_)) = (span(&raw.memory_growth), slos.memory_growth_max_mib_h)
+            && external
+            && !pid_file
+            && observe.metrics_url.is_none()
+        {
+            self.error(
+                span,
+                format!(
+                    r#"memory_growth needs the fleet's resident memory, and the harness did not start this fleet: add [observe] process = {{ pid_file = "/run/fleet.pid" }} (its RSS from /proc) or metrics_url = "http://HOST:PORT/metrics" (the series rss_metric names, default {})"#,
+                    crate::scenario::observe::DEFAULT_RSS_METRIC
+                ),
+            );
+        }
+        if let (Some(span), Some(_)) = (span(&raw.temp_dir_growth), slos.temp_dir_growth_max_mib_h)
+            && observe.temp_dir.is_none()
+            && observe.metrics_url.is_none()
+        {
+            let fleet = if sink {
+                "the sink keeps no temp dir"
+            } else {
+                "an external fleet's temp dir has no default"
+            };
+            self.error(
+                span,
+                format!(
+                    r#"temp_dir_growth needs the fleet's temp dir, and {fleet}: add [observe] temp_dir = "/path/to/its/temp/dir" (walked) or metrics_url = "http://HOST:PORT/metrics" (the series temp_dir_metric names, default {})"#,
+                    crate::scenario::observe::DEFAULT_TEMP_DIR_METRIC
+                ),
+            );
+        }
+        if let Some(flag) = &raw.no_retry_storm
+            && slos.no_retry_storm
+        {
+            // Also with a TTS fault: against an external fleet it needs tts_listen too.
+            if sink {
+                self.error(
+                    flag.span(),
+                    r#"no_retry_storm grades how a fleet retries its TTS, and the sink calls no TTS; drop it, or use fleet = "embedded" or an external fleet with [chaos] tts_listen"#,
+                );
+            } else if chaos.tts_listen.is_none() {
+                self.error(
+                    flag.span(),
+                    r#"no_retry_storm needs the TTS stand-in, which sees every TTS request of the fleet: add [chaos] tts_listen = "127.0.0.1:PORT" and point the fleet's TTS_BASE_URL at http://127.0.0.1:PORT/v1"#,
+                );
+            }
+        }
     }
 
     fn path(&mut self, value: &Spanned<String>, key: &str) -> PathBuf {
