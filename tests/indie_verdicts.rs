@@ -116,20 +116,6 @@ max_crashes = 0
 no_unprovoked_alerts = true
 "#;
 
-/// [`ALL_FAULTS`] without the keys issue 17 adds (`rss_metric`, `process`) and the SLOs
-/// that need them (`memory_growth`, `max_crashes`): what today's voxsoak can run.
-fn all_faults_without_new_keys() -> String {
-    ALL_FAULTS
-        .lines()
-        .filter(|line| {
-            !["rss_metric", "process =", "memory_growth", "max_crashes"]
-                .iter()
-                .any(|key| line.starts_with(key))
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
 /// One TTS 429 window, long enough after it for an alert sent 40 s late to arrive.
 const ONE_THROTTLE: &str = r#"
 [[faults]]
@@ -506,7 +492,6 @@ fn every_fault_confirmed_and_detected(run: &Run, outcome: &Outcome) -> Vec<Strin
 }
 
 #[test]
-#[ignore = "needs rss_metric, process = { pid_file } and retry identity by connection (issue 17)"]
 fn healthy_indie_fleet_passes_five_runs_of_five() {
     let runs: Vec<Run> = (1..=5)
         .map(|seed| Run {
@@ -526,7 +511,7 @@ fn healthy_indie_fleet_passes_five_runs_of_five() {
 
 #[test]
 fn constant_retries_ignoring_retry_after_fail_no_retry_storm_and_nothing_else() {
-    let body = all_faults_without_new_keys();
+    let body = ALL_FAULTS.to_owned();
     let runs = [Run {
         behaviour: Behaviour::ConstantRetries,
         seed: 11,
@@ -568,7 +553,7 @@ fn constant_retries_fail_no_retry_storm_by_their_shape_alone() {
 
 #[test]
 fn silent_fleet_fails_detect_within_undetected() {
-    let body = all_faults_without_new_keys();
+    let body = ALL_FAULTS.to_owned();
     let runs = [Run {
         behaviour: Behaviour::NoAlerts,
         seed: 12,
@@ -619,7 +604,6 @@ fn late_alerts_fail_detect_within_with_the_time_they_took() {
 }
 
 #[test]
-#[ignore = "needs [observe] process = { pid_file } (issue 17)"]
 fn crash_on_bad_input_fails_max_crashes() {
     let runs = [Run {
         behaviour: Behaviour::CrashOnBadInput,
@@ -643,7 +627,7 @@ fn crash_on_bad_input_fails_max_crashes() {
 
 #[test]
 fn never_recovering_fleet_fails_recover_within() {
-    let body = all_faults_without_new_keys();
+    let body = ALL_FAULTS.to_owned();
     let runs = [Run {
         behaviour: Behaviour::NeverRecovers,
         seed: 15,
@@ -657,7 +641,6 @@ fn never_recovering_fleet_fails_recover_within() {
 }
 
 #[test]
-#[ignore = "needs the stand-ins whenever tts_listen/llm_listen are set and temp_dir_metric (issue 17)"]
 fn leaking_fleet_fails_temp_dir_growth_where_the_healthy_one_passes() {
     let runs = [
         Run {

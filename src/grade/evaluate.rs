@@ -34,21 +34,33 @@ pub fn evaluate(run: &RunRecord) -> Summary {
     // Uptime is the downtime nobody injected: each group of overlapping faults is left out
     // from its first injection until the fleet recovered from it (recover_within grades
     // that part), or until the recovery allowance ran out when it never did.
-    let recovering: Vec<Span> = groups
-        .iter()
-        .filter_map(|group| {
-            let from = group
-                .members
-                .iter()
-                .filter_map(|index| faults[*index].injected_at_s)
-                .reduce(f64::min)?;
-            Some(Span {
-                from,
-                to: group.excluded_until_s.max(from),
-            })
-        })
-        .collect();
-    let uptime = recovery::uptime(&run.health, end, &recovering);
+    // Nothing listening (a crash) is left out only where a fault takes the fleet down on
+    // purpose (a process kill or stall).
+    let mut recovering: Vec<Span> = Vec::new();
+    let mut takes_down: Vec<Span> = Vec::new();
+    for group in &groups {
+        let Some(from) = group
+            .members
+            .iter()
+            .filter_map(|index| faults[*index].injected_at_s)
+            .reduce(f64::min)
+        else {
+            continue;
+        };
+        let span = Span {
+            from,
+            to: group.excluded_until_s.max(from),
+        };
+        recovering.push(span);
+        if group
+            .members
+            .iter()
+            .any(|index| faults[*index].kind.starts_with("process_"))
+        {
+            takes_down.push(span);
+        }
+    }
+    let uptime = recovery::uptime(&run.health, &run.refused, end, &recovering, &takes_down);
 
     let mut slos = super::grade(&plan.slo, &run.totals);
     if let Some(within) = plan.slo.detect_within_s {
@@ -103,7 +115,7 @@ pub fn evaluate(run: &RunRecord) -> Summary {
     let fleet = FleetBlock {
         rss_mib_max: run.rss_max_bytes.map(mib),
         rss_growth_mib_per_h: rss_growth.map(round2),
-        restarts: run.fleet_spawned.then_some(run.restarts),
+        restarts: run.process_watched().then_some(run.restarts),
         crashes: run.process_watched().then_some(crashes),
         exits: run
             .exits

@@ -242,7 +242,17 @@ pub struct Uptime {
     pub longest_outage_s: f64,
 }
 
-pub fn uptime(health: &[(f64, bool)], end: f64, excluded: &[Span]) -> Option<Uptime> {
+/// Healthy share of the probed time, leaving out `excluded` (the faults and the recovery
+/// from them). A probe nothing listened for (`refused`: the fleet is down, crashed) is left
+/// out only inside `down_excluded` (the faults that take the fleet down on purpose, such as
+/// a process kill): a fleet that falls over while its TTS returns 429s was not meant to.
+pub fn uptime(
+    health: &[(f64, bool)],
+    refused: &[(f64, bool)],
+    end: f64,
+    excluded: &[Span],
+    down_excluded: &[Span],
+) -> Option<Uptime> {
     let first = health.first()?.0;
     if end <= first {
         return None;
@@ -251,35 +261,51 @@ pub fn uptime(health: &[(f64, bool)], end: f64, excluded: &[Span]) -> Option<Upt
         from: first,
         to: end,
     };
-    let mut excluded: Vec<Span> = excluded
-        .iter()
-        .filter(|span| span.overlaps(&whole))
-        .map(|span| Span {
-            from: span.from.max(first),
-            to: span.to.min(end),
-        })
-        .collect();
-    excluded.sort_by(|a, b| a.from.total_cmp(&b.from));
-    let merged = merge(&excluded);
+    let clipped = |spans: &[Span]| {
+        let mut spans: Vec<Span> = spans
+            .iter()
+            .filter(|span| span.overlaps(&whole))
+            .map(|span| Span {
+                from: span.from.max(first),
+                to: span.to.min(end),
+            })
+            .collect();
+        spans.sort_by(|a, b| a.from.total_cmp(&b.from));
+        merge(&spans)
+    };
+    let merged = clipped(excluded);
+    let merged_down = clipped(down_excluded);
     // A fold from 0.0: an empty f64 sum is -0.0, which would print as "-0s".
     let excluded_s = merged
         .iter()
         .map(|span| span.to - span.from)
         .fold(0.0, |total, length| total + length);
+    let listening: Vec<(f64, bool)> = refused.iter().map(|(t, refused)| (*t, !refused)).collect();
+    let down_spans = unhealthy_spans(&listening, end);
     let mut down_s = 0.0;
+    // Refused time inside an exclusion that does not cover it: probed after all.
+    let mut reclaimed_s = 0.0;
     let mut outages = 0;
     let mut longest: f64 = 0.0;
     for span in unhealthy_spans(health, end) {
+        let mut counted = outside(span, &merged);
+        for part in down_spans
+            .iter()
+            .filter_map(|down| intersection(span, *down))
+        {
+            let extra = outside(part, &merged_down) - outside(part, &merged);
+            counted += extra;
+            reclaimed_s += extra;
+        }
         // Times are journaled to the millisecond: what float sums leave past an excluded
         // window's end is not an outage.
-        let outside = outside(span, &merged);
-        if outside >= 0.001 {
+        if counted >= 0.001 {
             outages += 1;
-            longest = longest.max(outside);
+            longest = longest.max(counted);
         }
-        down_s += outside;
+        down_s += counted;
     }
-    let probed_s = (end - first - excluded_s).max(0.0);
+    let probed_s = (end - first - excluded_s + reclaimed_s).max(0.0);
     let pct = if probed_s > 0.0 {
         100.0 * (probed_s - down_s).max(0.0) / probed_s
     } else {
@@ -290,10 +316,19 @@ pub fn uptime(health: &[(f64, bool)], end: f64, excluded: &[Span]) -> Option<Upt
         exact_pct: pct,
         probed_s: crate::journal::round_ms(probed_s),
         down_s: crate::journal::round_ms(down_s),
-        excluded_s: crate::journal::round_ms(excluded_s),
+        excluded_s: crate::journal::round_ms(excluded_s - reclaimed_s),
         outages,
         longest_outage_s: crate::journal::round_ms(longest),
     })
+}
+
+/// Where two stretches overlap, if they do.
+fn intersection(a: Span, b: Span) -> Option<Span> {
+    let span = Span {
+        from: a.from.max(b.from),
+        to: a.to.min(b.to),
+    };
+    (span.to > span.from).then_some(span)
 }
 
 fn merge(sorted: &[Span]) -> Vec<Span> {
@@ -495,7 +530,7 @@ mod tests {
             (50.0, false),
             (54.0, true),
         ];
-        let up = uptime(&health, 100.0, &[span(5.0, 25.0)]).unwrap();
+        let up = uptime(&health, &[], 100.0, &[span(5.0, 25.0)], &[]).unwrap();
         assert_eq!(up.probed_s, 80.0);
         assert_eq!(up.down_s, 4.0);
         assert_eq!(up.pct, 95.0);
@@ -507,14 +542,37 @@ mod tests {
             to: 10.0 + 0.1 + 0.2,
         };
         let health = [(0.0, true), (0.3, false), (10.3, true)];
-        let inside = uptime(&health, 20.0, &[window]).unwrap();
+        let inside = uptime(&health, &[], 20.0, &[window], &[]).unwrap();
         assert_eq!((inside.outages, inside.pct), (0, 100.0), "{inside:?}");
         // Down at the end and never back: counted up to the end.
-        let up = uptime(&[(0.0, true), (90.0, false)], 100.0, &[]).unwrap();
+        let up = uptime(&[(0.0, true), (90.0, false)], &[], 100.0, &[], &[]).unwrap();
         assert_eq!(up.pct, 90.0);
-        assert_eq!(uptime(&[], 100.0, &[]), None);
-        let nothing_left_out = uptime(&[(0.0, true)], 10.0, &[]).unwrap();
+        assert_eq!(uptime(&[], &[], 100.0, &[], &[]), None);
+        let nothing_left_out = uptime(&[(0.0, true)], &[], 10.0, &[], &[]).unwrap();
         assert!(nothing_left_out.excluded_s.is_sign_positive(), "not -0");
+    }
+
+    #[test]
+    fn a_fleet_down_inside_a_fault_that_does_not_take_it_down_is_an_outage() {
+        // Unhealthy 10-40 inside a TTS fault's window 5-50; of that, nothing listened
+        // 20-30 (it crashed and was restarted).
+        let health = [(0.0, true), (10.0, false), (40.0, true)];
+        let refused = [(0.0, false), (20.0, true), (30.0, false)];
+        let tts = [span(5.0, 50.0)];
+        let up = uptime(&health, &refused, 100.0, &tts, &[]).unwrap();
+        assert_eq!(
+            (up.down_s, up.outages, up.longest_outage_s),
+            (10.0, 1, 10.0)
+        );
+        // Probed: 100 s less the 45 s fault window, plus the 10 s it was down within it.
+        assert_eq!(up.probed_s, 65.0);
+        assert_eq!(up.excluded_s, 35.0);
+        // A process kill takes it down on purpose: left out.
+        let up = uptime(&health, &refused, 100.0, &tts, &tts).unwrap();
+        assert_eq!((up.down_s, up.outages, up.pct), (0.0, 0, 100.0));
+        // Refused outside every fault counts once, not twice.
+        let up = uptime(&health, &refused, 100.0, &[], &[]).unwrap();
+        assert_eq!((up.down_s, up.outages, up.probed_s), (30.0, 1, 100.0));
     }
 
     #[test]

@@ -258,6 +258,15 @@ pub struct RunRecord {
     pub alert_onsets: Vec<AlertOnset>,
     /// (t_s, healthy) at each change of the health probe's answer.
     pub health: Vec<(f64, bool)>,
+    /// (t_s, refused) at each change of whether anything listened at the health URL: a
+    /// refused probe is the fleet down (crashed), not merely unhealthy.
+    pub refused: Vec<(f64, bool)>,
+    /// Where the fleet's RSS and temp-dir size come from (`observers` `rss_source`,
+    /// `temp_dir_source`); None in journals from before they were said.
+    pub rss_source: Option<String>,
+    pub temp_dir_source: Option<String>,
+    /// The observers said they watch the fleet's process (`observers` `process`).
+    pub process_observed: bool,
     /// (t_s, bytes) of the fleet's RSS and temp dir, for growth slopes.
     pub rss: Vec<(f64, f64)>,
     pub rss_max_bytes: Option<f64>,
@@ -283,7 +292,10 @@ impl RunRecord {
 
     /// Whether the fleet's process was watched, so its exits (crashes) were seen.
     pub fn process_watched(&self) -> bool {
-        self.fleet_spawned || self.process_sampled || !self.exits.is_empty()
+        self.fleet_spawned
+            || self.process_observed
+            || self.process_sampled
+            || !self.exits.is_empty()
     }
 }
 
@@ -398,10 +410,27 @@ impl RunRecord {
                     report.notes.push(str_of(record, "error"));
                 }
             }
+            "observers" => {
+                let source = |key: &str| record.get(key).and_then(Value::as_str).map(str::to_owned);
+                self.rss_source = source("rss_source");
+                self.temp_dir_source = source("temp_dir_source");
+                self.process_observed = record.get("process").is_some_and(|p| !p.is_null());
+            }
             "alert" | "metric_condition" | "log_match" | "health" => {
                 if let Some(signal) = Signal::of_record(event, record) {
                     if let Signal::Unhealthy | Signal::Healthy = signal {
                         self.health.push((seen_s, signal == Signal::Healthy));
+                        let refused = record
+                            .get("refused")
+                            .and_then(Value::as_bool)
+                            .unwrap_or(false);
+                        if self
+                            .refused
+                            .last()
+                            .map_or(refused, |(_, was)| *was != refused)
+                        {
+                            self.refused.push((seen_s, refused));
+                        }
                     }
                     let began_s = Signal::began_s(record);
                     let detector = detector.get_or_insert_with(|| self.detector());
@@ -427,26 +456,48 @@ impl RunRecord {
             }
             "fleet_process" => {
                 self.process_sampled = true;
-                if let Some(rss) = f64_of(record, "rss_bytes") {
-                    self.rss.push((seen_s, rss));
-                }
-                let peak = f64_of(record, "rss_max_bytes").or(f64_of(record, "rss_bytes"));
-                if let Some(peak) = peak {
-                    self.rss_max_bytes = Some(self.rss_max_bytes.map_or(peak, |max| max.max(peak)));
+                if self
+                    .rss_source
+                    .as_deref()
+                    .is_none_or(|source| source == "process")
+                {
+                    if let Some(rss) = f64_of(record, "rss_bytes") {
+                        self.rss.push((seen_s, rss));
+                    }
+                    let peak = f64_of(record, "rss_max_bytes").or(f64_of(record, "rss_bytes"));
+                    if let Some(peak) = peak {
+                        self.rss_max_bytes =
+                            Some(self.rss_max_bytes.map_or(peak, |max| max.max(peak)));
+                    }
                 }
             }
-            // The fleet's own gauges, from /metrics: used when no process or temp-dir
-            // sampler ran (an external fleet).
+            // The fleet's own gauges, from /metrics (`rss_metric`, `temp_dir_metric`): the
+            // series the observers said they grade by, never mixed with the process's.
             "fleet_sample" => {
+                let from_metrics = |source: &Option<String>, default: bool| {
+                    source
+                        .as_deref()
+                        .map_or(default, |source| source == "metrics")
+                };
                 if let Some(rss) = f64_of(record, "rss_bytes")
-                    && !self.fleet_spawned
+                    && from_metrics(&self.rss_source, !self.fleet_spawned)
                 {
                     self.rss.push((seen_s, rss));
                     self.rss_max_bytes = Some(self.rss_max_bytes.map_or(rss, |max| max.max(rss)));
                 }
+                if let Some(bytes) = f64_of(record, "temp_dir_bytes")
+                    && from_metrics(&self.temp_dir_source, false)
+                {
+                    self.temp_dir.push((seen_s, bytes));
+                }
             }
             "temp_dir" => {
-                if let Some(bytes) = f64_of(record, "bytes") {
+                if let Some(bytes) = f64_of(record, "bytes")
+                    && self
+                        .temp_dir_source
+                        .as_deref()
+                        .is_none_or(|source| source == "walk")
+                {
                     self.temp_dir.push((seen_s, bytes));
                 }
             }

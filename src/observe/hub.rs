@@ -137,6 +137,7 @@ pub async fn run_hub(
     let mut last_recorded_s = f64::NEG_INFINITY;
     let mut last_log_match: HashMap<(String, PathBuf), f64> = HashMap::new();
     let mut healthy: Option<bool> = None;
+    let mut was_refused = false;
     let mut holding = vec![false; conditions.len()];
     let mut scrape_ok = true;
     let mut last_sample_s = f64::NEG_INFINITY;
@@ -200,8 +201,11 @@ pub async fn run_hub(
             } => {
                 observed.health_probes += 1;
                 observed.healthy_probes += u64::from(now);
-                if healthy != Some(now) {
+                // A change of answer, or from a bad answer to none at all (nothing
+                // listens: the fleet is down, not just unhealthy).
+                if healthy != Some(now) || was_refused != refused {
                     healthy = Some(now);
+                    was_refused = refused;
                     detector.record(
                         "health",
                         json!({"healthy": now, "status": status, "detail": detail, "refused": refused, "seen_s": t_s}),
