@@ -162,6 +162,12 @@ async fn confirm_within(fault: &mut DbPoolFault, within: Duration) -> Confirmati
     }
 }
 
+/// Asserts whether the fault is in effect, and that its evidence says `says`.
+fn expect(confirmation: &Confirmation, in_effect: bool, says: &str) {
+    assert_eq!(confirmation.in_effect, in_effect, "{confirmation:?}");
+    assert!(confirmation.evidence.contains(says), "{confirmation:?}");
+}
+
 async fn is_healthy(fleet: &FleetProcess) -> bool {
     fleet.health().await.0 == 200
 }
@@ -206,11 +212,7 @@ async fn hold_locks_fill_the_pool_until_cleared(backend: Backend) {
         injected_at.elapsed(),
         confirmation.evidence
     );
-    assert!(confirmation.in_effect, "{confirmation:?}");
-    assert!(
-        confirmation.evidence.contains("fleet exposed"),
-        "{confirmation:?}"
-    );
+    expect(&confirmation, true, "fleet exposed");
     assert!(!confirmation.evidence.contains(&db.url()));
     if backend == Backend::Postgres {
         assert_eq!(fault.backend_pids().len(), 3, "3 holders, 4 tables");
@@ -526,23 +528,19 @@ async fn hold_locks_are_confirmed_only_when_a_fleet_session_waits() {
     assert!(waiting, "the harness's writer does not wait");
     let confirmation = confirm_within(&mut fault, Duration::from_secs(2)).await;
     eprintln!("a reader only: {}", confirmation.evidence);
-    assert!(!confirmation.in_effect, "{confirmation:?}");
-    assert!(
-        confirmation
-            .evidence
-            .starts_with("locks held, fleet not exposed (no fleet session waited on them): "),
-        "{confirmation:?}"
+    expect(
+        &confirmation,
+        false,
+        "locks held, fleet not exposed (no fleet session waited on them): ",
     );
 
     let fleet_writer = tokio::spawn(insert_turn(db.url(), "fleet"));
     let confirmation = confirm_within(&mut fault, Duration::from_secs(5)).await;
     eprintln!("a writer: {}", confirmation.evidence);
-    assert!(confirmation.in_effect, "{confirmation:?}");
-    assert!(
-        confirmation
-            .evidence
-            .contains("; 1 fleet sessions wait on them; fleet exposed "),
-        "{confirmation:?}"
+    expect(
+        &confirmation,
+        true,
+        "; 1 fleet sessions wait on them; fleet exposed ",
     );
     fault.clear().await.unwrap();
     for writer in [harness_writer, fleet_writer] {
@@ -601,13 +599,11 @@ async fn sqlite_hold_locks_are_confirmed_only_for_a_fleet_that_writes() {
     );
     let confirmation = confirm_within(&mut fault, Duration::from_secs(1)).await;
     eprintln!("a reader only: {}", confirmation.evidence);
-    assert!(!confirmation.in_effect, "{confirmation:?}");
-    assert!(
-        confirmation.evidence.starts_with(
-            "write lock held, fleet not exposed (no write to it in the 10 s before the lock \
-             was taken, the last 12"
-        ),
-        "{confirmation:?}"
+    expect(
+        &confirmation,
+        false,
+        "write lock held, fleet not exposed (no write to it in the 10 s before the lock \
+             was taken, the last 12",
     );
     fault.clear().await.unwrap();
 
@@ -620,14 +616,8 @@ async fn sqlite_hold_locks_are_confirmed_only_for_a_fleet_that_writes() {
         .unwrap();
     let confirmation = fault.confirm().await;
     eprintln!("a writer: {}", confirmation.evidence);
-    assert!(confirmation.in_effect, "{confirmation:?}");
-    assert!(
-        confirmation.evidence.contains("fleet exposed ")
-            && confirmation
-                .evidence
-                .contains("it last wrote to the database "),
-        "{confirmation:?}"
-    );
+    expect(&confirmation, true, "; fleet exposed ");
+    expect(&confirmation, true, "it last wrote to the database ");
     fault.clear().await.unwrap();
     let _ = reader.close().await;
 }
@@ -806,22 +796,12 @@ async fn take_slots_refuse_the_fleet_new_connections() {
     let calls = tokio::spawn(async move { scenario.run().await });
     let confirmation = confirm_within(&mut fault, Duration::from_secs(30)).await;
     eprintln!("take_slots confirmed: {}", confirmation.evidence);
-    assert!(confirmation.in_effect, "{confirmation:?}");
-    assert!(
-        confirmation
-            .evidence
-            .contains("the per-database CONNECTION LIMIT"),
-        "{confirmation:?}"
-    );
-    assert!(
-        confirmation.evidence.contains("refused"),
-        "{confirmation:?}"
-    );
-    assert!(
-        confirmation
-            .evidence
-            .contains("fleet sessions were busy at once with no slot free"),
-        "{confirmation:?}"
+    expect(&confirmation, true, "the per-database CONNECTION LIMIT");
+    expect(&confirmation, true, "refused");
+    expect(
+        &confirmation,
+        true,
+        "fleet sessions were busy at once with no slot free",
     );
     let timed_out = eventually(Duration::from_secs(30), || async {
         fleet.metrics().await.get("db_pool_timeouts_total") > 0.0
@@ -870,16 +850,8 @@ async fn take_slots_leave_and_max() {
     assert_eq!(fault.backend_pids().len(), 18);
     // Held, but no fleet is there to need a connection.
     let confirmation = fault.confirm().await;
-    assert!(!confirmation.in_effect, "{confirmation:?}");
-    assert!(
-        confirmation
-            .evidence
-            .starts_with("slots taken, fleet not exposed")
-            && confirmation
-                .evidence
-                .contains("18 of 18 held connections alive"),
-        "{confirmation:?}"
-    );
+    expect(&confirmation, false, "slots taken, fleet not exposed");
+    expect(&confirmation, false, "18 of 18 held connections alive");
     let first = limited.connect().await.expect("first free slot");
     let second = limited.connect().await.expect("second free slot");
     assert_eq!(limited.connect().await.err().as_deref(), Some("53300"));
@@ -900,11 +872,7 @@ async fn take_slots_leave_and_max() {
         .unwrap();
     assert_eq!(fault.backend_pids().len(), 5);
     let confirmation = fault.confirm().await;
-    assert!(!confirmation.in_effect, "{confirmation:?}");
-    assert!(
-        confirmation.evidence.contains("stopped at max"),
-        "{confirmation:?}"
-    );
+    expect(&confirmation, false, "stopped at max");
     fault.clear().await.unwrap();
     limited.remove().await;
 }
@@ -924,12 +892,10 @@ async fn take_slots_are_confirmed_when_the_fleet_needs_a_connection() {
     assert_eq!(fault.backend_pids().len(), 9);
     let confirmation = fault.confirm().await;
     eprintln!("an idle fleet: {}", confirmation.evidence);
-    assert!(!confirmation.in_effect, "{confirmation:?}");
-    assert!(
-        confirmation
-            .evidence
-            .contains("the fleet has 1 sessions, 0 of them busy now"),
-        "{confirmation:?}"
+    expect(
+        &confirmation,
+        false,
+        "the fleet has 1 sessions, 0 of them busy now",
     );
     sqlx::raw_sql("BEGIN; SELECT 1")
         .execute(&mut fleet)
@@ -937,12 +903,10 @@ async fn take_slots_are_confirmed_when_the_fleet_needs_a_connection() {
         .unwrap();
     let confirmation = fault.confirm().await;
     eprintln!("a busy fleet: {}", confirmation.evidence);
-    assert!(confirmation.in_effect, "{confirmation:?}");
-    assert!(
-        confirmation
-            .evidence
-            .contains("all 1 fleet sessions were busy at once with no slot free"),
-        "{confirmation:?}"
+    expect(
+        &confirmation,
+        true,
+        "all 1 fleet sessions were busy at once with no slot free",
     );
     fault.clear().await.unwrap();
     let _ = fleet.close().await;

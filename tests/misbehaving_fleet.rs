@@ -125,10 +125,10 @@ async fn send_huge_text_frame(stream: &mut tokio::net::TcpStream, length: u64) {
     }
 }
 
-/// Two calls to the fleet; each says one synthetic utterance. With `listen`, it waits for a
-/// reply (which these fleets never give) for at most 2 s.
-async fn two_calls(address: SocketAddr, listen: bool) -> Summary {
-    let scenario = ScenarioFile::new(&format!(
+/// A scenario of two calls to the fleet at `address`, speaking one synthetic 1 s
+/// utterance, with more `[calls]` keys and the script's `turns` or `steps` line.
+fn two_calls_scenario(address: SocketAddr, calls: &str, script: &str) -> ScenarioFile {
+    ScenarioFile::new(&format!(
         r#"
 [target]
 stream_url = "ws://{address}/stream"
@@ -136,14 +136,23 @@ stream_url = "ws://{address}/stream"
 calls_per_minute = 120
 duration = "1s"
 [calls]
-connect_timeout = "2s"
-turn_timeout = "2s"
 synthetic = {{ count = 1, min = "1s", max = "1s" }}
+{calls}
 [[scripts]]
 name = "short"
-steps = [{{ say = "synthetic", listen = {listen} }}, {{ pause = "500ms" }}]
+{script}
 "#
-    ));
+    ))
+}
+
+/// Two calls to the fleet; each says one synthetic utterance. With `listen`, it waits for a
+/// reply (which these fleets never give) for at most 2 s.
+async fn two_calls(address: SocketAddr, listen: bool) -> Summary {
+    let scenario = two_calls_scenario(
+        address,
+        "connect_timeout = \"2s\"\nturn_timeout = \"2s\"",
+        &format!("steps = [{{ say = \"synthetic\", listen = {listen} }}, {{ pause = \"500ms\" }}]"),
+    );
     within(Duration::from_secs(45), scenario.run()).await
 }
 
@@ -245,21 +254,7 @@ fn interval_records(scenario: &ScenarioFile) -> Vec<serde_json::Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_waiting_on_a_silent_fleet_show_in_the_interval_records() {
     let address = misbehaving_fleet(Behaviour::Silent).await;
-    let scenario = ScenarioFile::new(&format!(
-        r#"
-[target]
-stream_url = "ws://{address}/stream"
-[load]
-calls_per_minute = 120
-duration = "1s"
-[calls]
-turn_timeout = "12s"
-synthetic = {{ count = 1, min = "1s", max = "1s" }}
-[[scripts]]
-name = "one-turn"
-turns = 1
-"#
-    ));
+    let scenario = two_calls_scenario(address, "turn_timeout = \"12s\"", "turns = 1");
     let summary = within(Duration::from_secs(60), scenario.run()).await;
     only_outcome(&summary, CallOutcome::TurnTimeout);
     let records = interval_records(&scenario);
@@ -327,26 +322,10 @@ stages = [{{ ramp_to = 1, over = "100ms" }}, {{ hold = "10s" }}]
 /// closes by who closed and the code, and the failure example says what the fleet said.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fleet_close_is_counted_by_code_and_explained() {
-    let summary_and_records = {
-        let address = misbehaving_fleet(Behaviour::CloseAfterStart).await;
-        let scenario = ScenarioFile::new(&format!(
-            r#"
-[target]
-stream_url = "ws://{address}/stream"
-[load]
-calls_per_minute = 120
-duration = "1s"
-[calls]
-synthetic = {{ count = 1, min = "1s", max = "1s" }}
-[[scripts]]
-name = "one-turn"
-turns = 1
-"#
-        ));
-        let summary = within(Duration::from_secs(45), scenario.run()).await;
-        (summary, interval_records(&scenario))
-    };
-    let (summary, records) = summary_and_records;
+    let address = misbehaving_fleet(Behaviour::CloseAfterStart).await;
+    let scenario = two_calls_scenario(address, "", "turns = 1");
+    let summary = within(Duration::from_secs(45), scenario.run()).await;
+    let records = interval_records(&scenario);
     only_outcome(&summary, CallOutcome::FleetHungUp);
     let closes: u64 = records
         .iter()

@@ -1098,14 +1098,17 @@ async fn take_postgres_slots(
         let keep = connections.len() - leave as usize;
         close_all(connections.split_off(keep)).await;
     }
-    let pids = sqlx::query_scalar(
-        "SELECT pid FROM pg_stat_activity WHERE application_name = $1 ORDER BY pid",
+    // The sessions, and the server's clock once they are all there.
+    let looked: Result<(Vec<i32>, f64), sqlx::Error> = sqlx::query_as(
+        "SELECT coalesce(array_agg(pid ORDER BY pid), '{}'), \
+         extract(epoch FROM clock_timestamp())::float8 \
+         FROM pg_stat_activity WHERE application_name = $1",
     )
     .bind(&tag)
-    .fetch_all(&mut connections[0])
+    .fetch_one(&mut connections[0])
     .await;
-    let pids = match pids {
-        Ok(pids) => pids,
+    let (pids, taken_at) = match looked {
+        Ok(found) => found,
         Err(error) => {
             close_all(connections).await;
             return Err(format!("lost a held connection to {database}: {error}"));
@@ -1115,16 +1118,6 @@ async fn take_postgres_slots(
         Some(message) => SlotsEnded::Refused(message),
         None if connections.len() >= max as usize => SlotsEnded::Max,
         None => SlotsEnded::Counted,
-    };
-    let taken_at = sqlx::query_scalar("SELECT extract(epoch FROM clock_timestamp())::float8")
-        .fetch_one(&mut connections[0])
-        .await;
-    let taken_at = match taken_at {
-        Ok(taken_at) => taken_at,
-        Err(error) => {
-            close_all(connections).await;
-            return Err(format!("lost a held connection to {database}: {error}"));
-        }
     };
     Ok(Held::PostgresSlots {
         connections,
