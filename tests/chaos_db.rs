@@ -84,12 +84,8 @@ async fn can_take_write_lock(db: &TestDb, wait: Duration) -> bool {
 async fn can_take_write_lock_at(url: &str, wait: Duration) -> bool {
     if url.starts_with("postgres") {
         let mut connection = PgConnection::connect(url).await.unwrap();
-        let lock_timeout = format!("SET lock_timeout = {}", wait.as_millis().max(1));
-        sqlx::raw_sql(sqlx::AssertSqlSafe(lock_timeout))
-            .execute(&mut connection)
-            .await
-            .unwrap();
-        sqlx::raw_sql("BEGIN")
+        let begin = format!("SET lock_timeout = {}; BEGIN", wait.as_millis().max(1));
+        sqlx::raw_sql(sqlx::AssertSqlSafe(begin))
             .execute(&mut connection)
             .await
             .unwrap();

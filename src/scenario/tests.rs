@@ -1078,6 +1078,7 @@ fn plan_shows_the_timeline_and_first_calls() {
         "total duration     30s",
         "peak concurrency   50",
         "max call duration  2m18s",
+        "fleet may hang up  after_last_turn",
         "greeting.wav",
         "order-status.wav",
         "4 utterances, 500ms to 1s",
