@@ -7,6 +7,7 @@
 use std::time::{Duration, Instant};
 
 use sqlx::{Connection, PgConnection, SqliteConnection};
+use voxsoak::chaos::Confirmation;
 use voxsoak::chaos::db::{DbPoolFault, DbPoolMethod};
 use voxsoak::fleet::db::testing::{self, TestPostgres};
 
@@ -77,47 +78,44 @@ async fn sessions_waiting_on_locks(name: &str) -> i64 {
 /// Tries to take the write lock the fleet's pings need (`health_checks` in EXCLUSIVE mode on
 /// PostgreSQL, `BEGIN IMMEDIATE` on SQLite), waiting at most `wait`, and lets go at once.
 async fn can_take_write_lock(db: &TestDb, wait: Duration) -> bool {
-    match db {
-        TestDb::Postgres(postgres) => {
-            let mut connection = PgConnection::connect(&postgres.url).await.unwrap();
-            let lock_timeout = format!("SET lock_timeout = {}", wait.as_millis().max(1));
-            sqlx::raw_sql(sqlx::AssertSqlSafe(lock_timeout))
-                .execute(&mut connection)
-                .await
-                .unwrap();
-            sqlx::raw_sql("BEGIN")
-                .execute(&mut connection)
-                .await
-                .unwrap();
-            let locked = sqlx::raw_sql("LOCK TABLE health_checks IN EXCLUSIVE MODE")
-                .execute(&mut connection)
-                .await
-                .is_ok();
+    can_take_write_lock_at(&db.url(), wait).await
+}
+
+async fn can_take_write_lock_at(url: &str, wait: Duration) -> bool {
+    if url.starts_with("postgres") {
+        let mut connection = PgConnection::connect(url).await.unwrap();
+        let begin = format!("SET lock_timeout = {}; BEGIN", wait.as_millis().max(1));
+        sqlx::raw_sql(sqlx::AssertSqlSafe(begin))
+            .execute(&mut connection)
+            .await
+            .unwrap();
+        let locked = sqlx::raw_sql("LOCK TABLE health_checks IN EXCLUSIVE MODE")
+            .execute(&mut connection)
+            .await
+            .is_ok();
+        sqlx::raw_sql("ROLLBACK")
+            .execute(&mut connection)
+            .await
+            .unwrap();
+        let _ = connection.close().await;
+        locked
+    } else {
+        let options: sqlx::sqlite::SqliteConnectOptions = url.parse().unwrap();
+        let mut connection = SqliteConnection::connect_with(&options.busy_timeout(wait))
+            .await
+            .unwrap();
+        let locked = sqlx::raw_sql("BEGIN IMMEDIATE")
+            .execute(&mut connection)
+            .await
+            .is_ok();
+        if locked {
             sqlx::raw_sql("ROLLBACK")
                 .execute(&mut connection)
                 .await
                 .unwrap();
-            let _ = connection.close().await;
-            locked
         }
-        TestDb::Sqlite { .. } => {
-            let options: sqlx::sqlite::SqliteConnectOptions = db.url().parse().unwrap();
-            let mut connection = SqliteConnection::connect_with(&options.busy_timeout(wait))
-                .await
-                .unwrap();
-            let locked = sqlx::raw_sql("BEGIN IMMEDIATE")
-                .execute(&mut connection)
-                .await
-                .is_ok();
-            if locked {
-                sqlx::raw_sql("ROLLBACK")
-                    .execute(&mut connection)
-                    .await
-                    .unwrap();
-            }
-            let _ = connection.close().await;
-            locked
-        }
+        let _ = connection.close().await;
+        locked
     }
 }
 
@@ -145,6 +143,25 @@ async fn turns_recorded(db: &TestDb) -> i64 {
             count
         }
     }
+}
+
+/// Confirms every 250 ms, as the chaos plane does, until the fault is in effect or
+/// `within` has passed; the last confirmation.
+async fn confirm_within(fault: &mut DbPoolFault, within: Duration) -> Confirmation {
+    let deadline = Instant::now() + within;
+    loop {
+        let confirmation = fault.confirm().await;
+        if confirmation.in_effect || Instant::now() >= deadline {
+            return confirmation;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Asserts whether the fault is in effect, and that its evidence says `says`.
+fn expect(confirmation: &Confirmation, in_effect: bool, says: &str) {
+    assert_eq!(confirmation.in_effect, in_effect, "{confirmation:?}");
+    assert!(confirmation.evidence.contains(says), "{confirmation:?}");
 }
 
 async fn is_healthy(fleet: &FleetProcess) -> bool {
@@ -183,14 +200,26 @@ async fn hold_locks_fill_the_pool_until_cleared(backend: Backend) {
         "{backend:?}: hold_locks injected in {:?}",
         injected_at.elapsed()
     );
-    let confirmation = fault.confirm().await;
-    eprintln!("{backend:?}: confirmed: {}", confirmation.evidence);
-    assert!(confirmation.in_effect, "{confirmation:?}");
+    // The fleet's pings are writes: they wait on the locks (PostgreSQL), or were written
+    // just before the lock was taken (SQLite).
+    let confirmation = confirm_within(&mut fault, Duration::from_secs(5)).await;
+    eprintln!(
+        "{backend:?}: confirmed {:?} after inject: {}",
+        injected_at.elapsed(),
+        confirmation.evidence
+    );
+    expect(&confirmation, true, "fleet exposed");
     assert!(!confirmation.evidence.contains(&db.url()));
     if backend == Backend::Postgres {
         assert_eq!(fault.backend_pids().len(), 3, "3 holders, 4 tables");
         assert!(
             confirmation.evidence.contains("4 of 4 tables"),
+            "{confirmation:?}"
+        );
+        assert!(
+            confirmation
+                .evidence
+                .contains("fleet sessions waited on the locks"),
             "{confirmation:?}"
         );
     }
@@ -226,7 +255,7 @@ async fn hold_locks_fill_the_pool_until_cleared(backend: Backend) {
         eprintln!("{backend:?}: confirmed: {}", confirmation.evidence);
         assert!(confirmation.in_effect, "{confirmation:?}");
         assert!(
-            !confirmation.evidence.contains("; 0 other sessions wait"),
+            !confirmation.evidence.contains("; 0 fleet sessions wait"),
             "{confirmation:?}"
         );
     }
@@ -279,7 +308,7 @@ async fn hold_locks_stop_long_transaction_turns(backend: Backend) {
     let mut fault = DbPoolFault::inject(&db.url(), DbPoolMethod::hold_locks())
         .await
         .unwrap();
-    let confirmation = fault.confirm().await;
+    let confirmation = confirm_within(&mut fault, Duration::from_secs(5)).await;
     assert!(confirmation.in_effect, "{confirmation:?}");
     // Turns that wrote before the locks were granted have committed by now (the holders
     // waited for them); no turn writes after.
@@ -344,10 +373,9 @@ async fn dropping_the_fault_releases_the_lock(backend: Backend) {
         return;
     };
     create_fleet_schema(&db).await;
-    let mut fault = DbPoolFault::inject(&db.url(), DbPoolMethod::HoldLocks { holders: 2 })
+    let fault = DbPoolFault::inject(&db.url(), DbPoolMethod::HoldLocks { holders: 2 })
         .await
         .unwrap();
-    assert!(fault.confirm().await.in_effect);
     assert!(!can_take_write_lock(&db, Duration::ZERO).await);
     let pids = fault.backend_pids().to_vec();
 
@@ -382,23 +410,23 @@ async fn dropping_the_fault_after_its_runtime_is_gone(backend: Backend) {
     };
     create_fleet_schema(&db).await;
     let url = db.url();
-    let (drop_took, confirmed) = std::thread::spawn(move || {
+    let (drop_took, held) = std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
-        let mut fault = runtime
+        let fault = runtime
             .block_on(DbPoolFault::inject(&url, DbPoolMethod::hold_locks()))
             .unwrap();
-        let confirmed = runtime.block_on(fault.confirm());
+        let held = !runtime.block_on(can_take_write_lock_at(&url, Duration::ZERO));
         drop(runtime);
         let dropped_at = Instant::now();
         drop(fault);
-        (dropped_at.elapsed(), confirmed)
+        (dropped_at.elapsed(), held)
     })
     .join()
     .unwrap();
-    assert!(confirmed.in_effect, "{confirmed:?}");
+    assert!(held, "the fault did not hold the lock");
     let free = eventually(Duration::from_secs(5), || {
         can_take_write_lock(&db, Duration::ZERO)
     })
@@ -413,7 +441,8 @@ async fn dropping_the_fault_after_its_runtime_is_gone(backend: Backend) {
 on_both_databases!(dropping_the_fault_after_its_runtime_is_gone);
 
 /// A holder's session ended by someone else (an operator's `pg_terminate_backend`): confirm
-/// says so, and clear still cleans up and verifies.
+/// says so, even though a fleet session was seen waiting before, and clear still cleans up
+/// and verifies.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn confirm_notices_a_terminated_lock_holder() {
     let Some(db) = TestDb::create(Backend::Postgres, "termholder").await else {
@@ -423,7 +452,9 @@ async fn confirm_notices_a_terminated_lock_holder() {
     let mut fault = DbPoolFault::inject(&db.url(), DbPoolMethod::HoldLocks { holders: 2 })
         .await
         .unwrap();
-    assert!(fault.confirm().await.in_effect);
+    let writer = tokio::spawn(insert_turn(db.url(), "fleet-writer"));
+    let confirmation = confirm_within(&mut fault, Duration::from_secs(5)).await;
+    assert!(confirmation.in_effect, "{confirmation:?}");
     let victim = *fault.backend_pids().last().unwrap();
     let mut admin = admin().await;
     sqlx::query("SELECT pg_terminate_backend($1)")
@@ -444,7 +475,147 @@ async fn confirm_notices_a_terminated_lock_holder() {
     assert!(confirmation.evidence.contains("1 of 2"), "{confirmation:?}");
     let message = fault.clear().await.unwrap();
     assert!(message.contains("rollback failed"), "{message}");
+    writer
+        .await
+        .unwrap()
+        .expect("the writer's insert goes through once the locks are gone");
     db.remove().await;
+}
+
+/// Writes one `turns` row as a fleet would, on a session named `application_name`; returns
+/// once the row is committed (it waits on any lock in the way).
+async fn insert_turn(url: String, application_name: &'static str) -> Result<(), sqlx::Error> {
+    let options: sqlx::postgres::PgConnectOptions = url.parse()?;
+    let mut connection =
+        PgConnection::connect_with(&options.application_name(application_name)).await?;
+    sqlx::query("INSERT INTO turns (call_sid, turn, at_ms, detail) VALUES ($1, 0, 0, 'test')")
+        .bind(application_name)
+        .execute(&mut connection)
+        .await?;
+    let _ = connection.close().await;
+    Ok(())
+}
+
+/// `hold_locks` on PostgreSQL is confirmed only once a fleet session waits on the locks: a
+/// fleet that only reads passes them and is not exposed, nor does a session of the harness's
+/// own count; a fleet writer waits and confirms it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hold_locks_are_confirmed_only_when_a_fleet_session_waits() {
+    let Some(db) = TestDb::create(Backend::Postgres, "exposure").await else {
+        return;
+    };
+    create_fleet_schema(&db).await;
+    let mut reader = PgConnection::connect(&db.url()).await.unwrap();
+    let mut fault = DbPoolFault::inject(&db.url(), DbPoolMethod::hold_locks())
+        .await
+        .unwrap();
+    let read = tokio::time::timeout(
+        Duration::from_secs(5),
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM turns").fetch_one(&mut reader),
+    )
+    .await;
+    assert!(matches!(read, Ok(Ok(0))), "plain reads pass: {read:?}");
+    // A session of the harness's own waiting on the locks is not the fleet.
+    let harness_writer = tokio::spawn(insert_turn(db.url(), "voxsoak-test-observer"));
+    let waiting = eventually(Duration::from_secs(5), || async {
+        sessions_waiting_on_locks(database_name(&db).unwrap()).await >= 1
+    })
+    .await;
+    assert!(waiting, "the harness's writer does not wait");
+    let confirmation = confirm_within(&mut fault, Duration::from_secs(2)).await;
+    eprintln!("a reader only: {}", confirmation.evidence);
+    expect(
+        &confirmation,
+        false,
+        "locks held, fleet not exposed (no fleet session waited on them): ",
+    );
+
+    let fleet_writer = tokio::spawn(insert_turn(db.url(), "fleet"));
+    let confirmation = confirm_within(&mut fault, Duration::from_secs(5)).await;
+    eprintln!("a writer: {}", confirmation.evidence);
+    expect(
+        &confirmation,
+        true,
+        "; 1 fleet sessions wait on them; fleet exposed ",
+    );
+    fault.clear().await.unwrap();
+    for writer in [harness_writer, fleet_writer] {
+        writer
+            .await
+            .unwrap()
+            .expect("the insert goes through after clear");
+    }
+    let _ = reader.close().await;
+    db.remove().await;
+}
+
+/// Sets the modification time of the SQLite database's files (those that exist) `age` in
+/// the past, as if nothing had written them since.
+fn age_sqlite_files(db: &TestDb, age: Duration) {
+    let TestDb::Sqlite { dir } = db else {
+        unreachable!("a SQLite database")
+    };
+    let then = std::time::SystemTime::now() - age;
+    for name in [
+        "fleet.db",
+        "fleet.db-wal",
+        "fleet.db-journal",
+        "fleet.db-shm",
+    ] {
+        if let Ok(file) = std::fs::File::options()
+            .write(true)
+            .open(dir.path().join(name))
+        {
+            file.set_modified(then).unwrap();
+        }
+    }
+}
+
+/// SQLite shows no waiter, so `hold_locks` on SQLite is confirmed when the fleet was
+/// writing as the lock was taken (every write needs the one write lock): a fleet that only
+/// reads is not exposed; one that has just committed is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_hold_locks_are_confirmed_only_for_a_fleet_that_writes() {
+    let db = TestDb::create(Backend::Sqlite, "sqliteexposure")
+        .await
+        .unwrap();
+    create_fleet_schema(&db).await;
+    age_sqlite_files(&db, Duration::from_secs(120));
+    let mut reader = SqliteConnection::connect(&db.url()).await.unwrap();
+    let count = || sqlx::query_scalar::<_, i64>("SELECT count(*) FROM turns");
+    assert_eq!(count().fetch_one(&mut reader).await.unwrap(), 0);
+
+    let mut fault = DbPoolFault::inject(&db.url(), DbPoolMethod::hold_locks())
+        .await
+        .unwrap();
+    assert_eq!(
+        count().fetch_one(&mut reader).await.unwrap(),
+        0,
+        "reads pass"
+    );
+    let confirmation = confirm_within(&mut fault, Duration::from_secs(1)).await;
+    eprintln!("a reader only: {}", confirmation.evidence);
+    expect(
+        &confirmation,
+        false,
+        "write lock held, fleet not exposed (no write to it in the 10 s before the lock \
+             was taken, the last 12",
+    );
+    fault.clear().await.unwrap();
+
+    sqlx::query("INSERT INTO turns (call_sid, turn, at_ms, detail) VALUES ('CAw', 0, 0, 'w')")
+        .execute(&mut reader)
+        .await
+        .unwrap();
+    let mut fault = DbPoolFault::inject(&db.url(), DbPoolMethod::hold_locks())
+        .await
+        .unwrap();
+    let confirmation = fault.confirm().await;
+    eprintln!("a writer: {}", confirmation.evidence);
+    expect(&confirmation, true, "; fleet exposed ");
+    expect(&confirmation, true, "it last wrote to the database ");
+    fault.clear().await.unwrap();
+    let _ = reader.close().await;
 }
 
 /// `take_slots` on SQLite is refused at inject, saying why.
@@ -614,24 +785,20 @@ async fn take_slots_refuse_the_fleet_new_connections() {
         injected_at.elapsed()
     );
     assert!(held >= 20 - fleet_sessions - 1, "held {held}");
-    let confirmation = fault.confirm().await;
-    eprintln!("take_slots confirmed: {}", confirmation.evidence);
-    assert!(confirmation.in_effect, "{confirmation:?}");
-    assert!(
-        confirmation
-            .evidence
-            .contains("the per-database CONNECTION LIMIT"),
-        "{confirmation:?}"
-    );
-    assert!(
-        confirmation.evidence.contains("refused"),
-        "{confirmation:?}"
-    );
     assert_eq!(limited.connect().await.err().as_deref(), Some("53300"));
 
     // Long transactions keep a connection per turn: the pool has to grow, and cannot.
     let scenario = ScenarioFile::new(&calls_scenario(&fleet.stream_url(), 6, "30s", 3, "6s"));
     let calls = tokio::spawn(async move { scenario.run().await });
+    let confirmation = confirm_within(&mut fault, Duration::from_secs(30)).await;
+    eprintln!("take_slots confirmed: {}", confirmation.evidence);
+    expect(&confirmation, true, "the per-database CONNECTION LIMIT");
+    expect(&confirmation, true, "refused");
+    expect(
+        &confirmation,
+        true,
+        "fleet sessions were busy at once with no slot free",
+    );
     let timed_out = eventually(Duration::from_secs(30), || async {
         fleet.metrics().await.get("db_pool_timeouts_total") > 0.0
     })
@@ -677,8 +844,10 @@ async fn take_slots_leave_and_max() {
         .await
         .unwrap();
     assert_eq!(fault.backend_pids().len(), 18);
+    // Held, but no fleet is there to need a connection.
     let confirmation = fault.confirm().await;
-    assert!(confirmation.in_effect, "{confirmation:?}");
+    expect(&confirmation, false, "slots taken, fleet not exposed");
+    expect(&confirmation, false, "18 of 18 held connections alive");
     let first = limited.connect().await.expect("first free slot");
     let second = limited.connect().await.expect("second free slot");
     assert_eq!(limited.connect().await.err().as_deref(), Some("53300"));
@@ -699,11 +868,43 @@ async fn take_slots_leave_and_max() {
         .unwrap();
     assert_eq!(fault.backend_pids().len(), 5);
     let confirmation = fault.confirm().await;
-    assert!(!confirmation.in_effect, "{confirmation:?}");
-    assert!(
-        confirmation.evidence.contains("stopped at max"),
-        "{confirmation:?}"
+    expect(&confirmation, false, "stopped at max");
+    fault.clear().await.unwrap();
+    limited.remove().await;
+}
+
+/// `take_slots` is confirmed once the fleet needs a connection it cannot get: while its
+/// session is idle it needs none; once that session is busy (in a transaction) with no slot
+/// free, its next query needs a new connection, which the server refuses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn take_slots_are_confirmed_when_the_fleet_needs_a_connection() {
+    let Some(limited) = LimitedDatabase::create("slotsexposed", 10).await else {
+        return;
+    };
+    let mut fleet = limited.connect().await.expect("the fleet's connection");
+    let mut fault = DbPoolFault::inject(&limited.db.url(), DbPoolMethod::take_slots())
+        .await
+        .unwrap();
+    assert_eq!(fault.backend_pids().len(), 9);
+    let confirmation = fault.confirm().await;
+    eprintln!("an idle fleet: {}", confirmation.evidence);
+    expect(
+        &confirmation,
+        false,
+        "the fleet has 1 sessions, 0 of them busy now",
+    );
+    sqlx::raw_sql("BEGIN; SELECT 1")
+        .execute(&mut fleet)
+        .await
+        .unwrap();
+    let confirmation = fault.confirm().await;
+    eprintln!("a busy fleet: {}", confirmation.evidence);
+    expect(
+        &confirmation,
+        true,
+        "all 1 fleet sessions were busy at once with no slot free",
     );
     fault.clear().await.unwrap();
+    let _ = fleet.close().await;
     limited.remove().await;
 }

@@ -8,6 +8,8 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use voxsoak::call::CallOutcome;
 use voxsoak::report::Summary;
 
@@ -21,7 +23,7 @@ enum Behaviour {
     BinaryFrame,
     /// Sends one 50 MB text message.
     HugeMessage,
-    /// Closes the stream right after `start`.
+    /// Closes the stream right after `start` with 1000 "call over".
     CloseAfterStart,
     /// Drops the TCP connection right after `start`, with no WebSocket close: a killed
     /// process.
@@ -79,7 +81,11 @@ async fn misbehaving_fleet(behaviour: Behaviour) -> SocketAddr {
                         return;
                     }
                     Behaviour::CloseAfterStart => {
-                        let _ = socket.close(None).await;
+                        let goodbye = CloseFrame {
+                            code: CloseCode::Normal,
+                            reason: "call over".into(),
+                        };
+                        let _ = socket.close(Some(goodbye)).await;
                         return;
                     }
                     Behaviour::DropAfterStart => {
@@ -119,10 +125,10 @@ async fn send_huge_text_frame(stream: &mut tokio::net::TcpStream, length: u64) {
     }
 }
 
-/// Two calls to the fleet; each says one synthetic utterance. With `listen`, it waits for a
-/// reply (which these fleets never give) for at most 2 s.
-async fn two_calls(address: SocketAddr, listen: bool) -> Summary {
-    let scenario = ScenarioFile::new(&format!(
+/// A scenario of two calls to the fleet at `address`, speaking one synthetic 1 s
+/// utterance, with more `[calls]` keys and the script's `turns` or `steps` line.
+fn two_calls_scenario(address: SocketAddr, calls: &str, script: &str) -> ScenarioFile {
+    ScenarioFile::new(&format!(
         r#"
 [target]
 stream_url = "ws://{address}/stream"
@@ -130,14 +136,23 @@ stream_url = "ws://{address}/stream"
 calls_per_minute = 120
 duration = "1s"
 [calls]
-connect_timeout = "2s"
-turn_timeout = "2s"
 synthetic = {{ count = 1, min = "1s", max = "1s" }}
+{calls}
 [[scripts]]
 name = "short"
-steps = [{{ say = "synthetic", listen = {listen} }}, {{ pause = "500ms" }}]
+{script}
 "#
-    ));
+    ))
+}
+
+/// Two calls to the fleet; each says one synthetic utterance. With `listen`, it waits for a
+/// reply (which these fleets never give) for at most 2 s.
+async fn two_calls(address: SocketAddr, listen: bool) -> Summary {
+    let scenario = two_calls_scenario(
+        address,
+        "connect_timeout = \"2s\"\nturn_timeout = \"2s\"",
+        &format!("steps = [{{ say = \"synthetic\", listen = {listen} }}, {{ pause = \"500ms\" }}]"),
+    );
     within(Duration::from_secs(45), scenario.run()).await
 }
 
@@ -221,5 +236,104 @@ async fn a_handshake_that_never_completes_times_out_the_connect() {
         summary.failure_examples[0].detail.contains("timed out"),
         "{:?}",
         summary.failure_examples
+    );
+}
+
+/// The journal's `interval` records of a run.
+fn interval_records(scenario: &ScenarioFile) -> Vec<serde_json::Value> {
+    let journal = std::fs::read_to_string(scenario.out_dir().join("journal.jsonl")).unwrap();
+    journal
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+        .filter(|record| record["event"] == "interval")
+        .collect()
+}
+
+/// A fleet that stops answering: the calls wait out a long turn timeout, and meanwhile the
+/// interval records show them waiting (and for how long), though no call has ended yet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_waiting_on_a_silent_fleet_show_in_the_interval_records() {
+    let address = misbehaving_fleet(Behaviour::Silent).await;
+    let scenario = two_calls_scenario(address, "turn_timeout = \"12s\"", "turns = 1");
+    let summary = within(Duration::from_secs(60), scenario.run()).await;
+    only_outcome(&summary, CallOutcome::TurnTimeout);
+    let records = interval_records(&scenario);
+    let hanging: Vec<&serde_json::Value> = records
+        .iter()
+        .filter(|record| record["waiting"] == 2 && record["longest_wait_ms"].as_u64() >= Some(6000))
+        .collect();
+    assert!(
+        !hanging.is_empty(),
+        "no interval shows both calls waiting for 6 s or more: {records:#?}"
+    );
+    for record in hanging {
+        assert_eq!(record["replies"], 0, "{record}");
+        assert_eq!(record["completed"], 0, "{record}");
+        assert_eq!(record["failed"], 0, "no call had ended yet: {record}");
+    }
+    let last = records.last().unwrap();
+    assert_eq!(last["waiting"], 0, "{last}");
+    assert_eq!(last["longest_wait_ms"], 0, "{last}");
+}
+
+/// A fleet that crashed (its port refuses connections once the harness's start check got
+/// in): a caller of the closed model backs off between attempts, so one caller makes a
+/// handful of calls in 10 s, not ten.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_backs_off_a_fleet_that_refuses_connections() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        // The start check's connection; then the fleet is gone and its port refuses.
+        let _ = listener.accept().await;
+    });
+    let scenario = ScenarioFile::new(&format!(
+        r#"
+[target]
+stream_url = "ws://127.0.0.1:{port}/stream"
+[load]
+stages = [{{ ramp_to = 1, over = "100ms" }}, {{ hold = "10s" }}]
+"#
+    ));
+    let summary = within(Duration::from_secs(60), scenario.run()).await;
+    let calls = &summary.calls;
+    // Redials after 1-1.5 s, 2-3 s and 4-6 s: three or four calls in 10 s.
+    assert!(
+        (3..=4).contains(&calls.started),
+        "{calls:?} {:?}",
+        summary.failure_examples
+    );
+    assert_eq!(
+        calls.by_outcome[CallOutcome::ConnectFailed.as_str()],
+        calls.started,
+        "{calls:?}"
+    );
+    assert!(
+        summary
+            .failure_examples
+            .iter()
+            .any(|example| example.detail.contains("refused")),
+        "{:?}",
+        summary.failure_examples
+    );
+}
+
+/// A fleet that closes the stream with a code and reason: the interval records count the
+/// closes by who closed and the code, and the failure example says what the fleet said.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_close_is_counted_by_code_and_explained() {
+    let address = misbehaving_fleet(Behaviour::CloseAfterStart).await;
+    let scenario = two_calls_scenario(address, "", "turns = 1");
+    let summary = within(Duration::from_secs(45), scenario.run()).await;
+    let records = interval_records(&scenario);
+    only_outcome(&summary, CallOutcome::FleetHungUp);
+    let closes: u64 = records
+        .iter()
+        .filter_map(|record| record["closes"]["fleet 1000"].as_u64())
+        .sum();
+    assert_eq!(closes, 2, "{records:#?}");
+    assert_eq!(
+        summary.failure_examples[0].detail,
+        r#"closed by the fleet with 1000 "call over" before turn 1 of 1 was answered"#
     );
 }

@@ -76,6 +76,17 @@ call_success = ">= 100%"
     assert_eq!(events.first().unwrap()["event"], "run_started");
     assert_eq!(events.last().unwrap()["event"], "run_ended");
     assert!(events.iter().any(|event| event["event"] == "interval"));
+    // Every call ended with the caller's hang-up: the closes say so, the sink closed none.
+    let mut closes = std::collections::BTreeMap::<String, u64>::new();
+    for record in events.iter().filter(|event| event["event"] == "interval") {
+        for (key, count) in record["closes"].as_object().unwrap() {
+            *closes.entry(key.clone()).or_default() += count.as_u64().unwrap();
+        }
+    }
+    assert_eq!(
+        closes,
+        std::collections::BTreeMap::from([("caller".to_string(), calls.completed)])
+    );
 }
 
 /// The voice webhook path, signed: the harness POSTs the webhook with X-Twilio-Signature,

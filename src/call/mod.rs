@@ -13,6 +13,8 @@
 mod connect;
 pub mod playback;
 mod session;
+#[cfg(test)]
+mod tests;
 
 use std::fmt;
 use std::time::Duration;
@@ -20,6 +22,7 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use tokio::sync::mpsc::UnboundedSender;
+use tokio::time::Instant;
 
 use crate::audio::utterance::Utterance;
 
@@ -30,9 +33,11 @@ pub use session::{CallContext, run_call};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CallOutcome {
-    /// The script ran to its end and the call hung up normally.
+    /// The script ran to its end and the call hung up normally, or the fleet hung up as
+    /// `[calls] fleet_may_hang_up` allows.
     Completed,
-    /// The fleet closed the stream before the script ended.
+    /// The fleet closed the stream before the script ended (or dropped the connection),
+    /// unless `[calls] fleet_may_hang_up` says that close ends the call well.
     FleetHungUp,
     /// The agent did not start replying within the turn timeout.
     TurnTimeout,
@@ -117,12 +122,121 @@ pub enum CallEvent {
     ProtocolError {
         kind: &'static str,
     },
+    /// The caller has finished a turn and waits for the agent to start answering, since
+    /// `since` (the end of its speech or its last DTMF digit). `call` is the call's index.
+    WaitingForReply {
+        call: u64,
+        since: Instant,
+    },
+    /// The wait of call `call` is over: the agent's voice was heard, or the call ended.
+    WaitOver {
+        call: u64,
+    },
     Ended {
         outcome: CallOutcome,
         duration: Duration,
         /// Why it ended that way, for the first few failures in the report.
         detail: Option<String>,
+        /// How the media stream closed; None when it never opened.
+        close: Option<StreamClose>,
     },
+}
+
+/// How a call's media stream closed, and who closed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamClose {
+    /// The harness hung up: the script ended, or it gave up on the fleet (turn timeout,
+    /// max duration, a fleet that stopped reading, the run ending).
+    Caller,
+    /// The fleet sent a WebSocket close frame (a clean close).
+    Fleet {
+        /// None: a close frame without a status code (received as 1005).
+        code: Option<u16>,
+        /// The close reason, truncated and with control characters escaped.
+        reason: String,
+    },
+    /// The connection ended without a close frame (an abrupt close: a crash, a reset, a
+    /// broken pipe); what broke it.
+    Dropped { why: String },
+}
+
+impl StreamClose {
+    /// The longest close reason kept (the protocol allows 123 bytes).
+    const REASON_CHARS: usize = 60;
+
+    /// A close frame from the fleet.
+    pub fn fleet(code: Option<u16>, reason: &str) -> Self {
+        StreamClose::Fleet {
+            code,
+            reason: sanitize(reason, Self::REASON_CHARS),
+        }
+    }
+
+    /// Whether this is a deliberate hang-up by the fleet: a close frame whose code says the
+    /// call is over (1000, none, or an application's own 4000-4999), not a drop and not an
+    /// error code (1001 going away, 1011 internal error, ...).
+    pub fn is_fleet_hang_up(&self) -> bool {
+        matches!(
+            self,
+            StreamClose::Fleet {
+                code: None | Some(1000 | 4000..=4999),
+                ..
+            }
+        )
+    }
+
+    /// The key the `interval` record counts closes by (`closes`): `caller`, `fleet 1000`,
+    /// `fleet none` (a close frame without a code) or `fleet abrupt`.
+    pub fn journal_key(&self) -> String {
+        match self {
+            StreamClose::Caller => "caller".to_owned(),
+            StreamClose::Fleet {
+                code: Some(code), ..
+            } => format!("fleet {code}"),
+            StreamClose::Fleet { code: None, .. } => "fleet none".to_owned(),
+            StreamClose::Dropped { .. } => "fleet abrupt".to_owned(),
+        }
+    }
+
+    /// The close for a failure example, with how far the script got: `closed by the fleet
+    /// with 1000 "goodbye" after turn 2 of 3`.
+    pub fn describe(&self, answered: u32, turns: u32) -> String {
+        let how = match self {
+            StreamClose::Caller => "the caller hung up".to_owned(),
+            StreamClose::Fleet {
+                code: Some(code),
+                reason,
+            } => format!("closed by the fleet with {code} \"{reason}\""),
+            StreamClose::Fleet { code: None, .. } => {
+                "closed by the fleet (a close frame without a code)".to_owned()
+            }
+            StreamClose::Dropped { why } => why.clone(),
+        };
+        match (answered, turns) {
+            (_, 0) => how,
+            (0, _) => format!("{how} before turn 1 of {turns} was answered"),
+            _ => format!("{how} after turn {answered} of {turns}"),
+        }
+    }
+}
+
+/// Text from the fleet made fit for a one-line report between double quotes: at most
+/// `max` characters, control characters as spaces, double quotes as single ones. (HTML
+/// escaping is the report's business.)
+fn sanitize(text: &str, max: usize) -> String {
+    let mut kept: String = text
+        .chars()
+        .take(max)
+        .map(|c| match c {
+            '"' => '\'',
+            c if c.is_control() => ' ',
+            c => c,
+        })
+        .collect();
+    if text.chars().nth(max).is_some() {
+        kept.push('…');
+    }
+    kept
 }
 
 /// One step of a call with its audio resolved.

@@ -15,7 +15,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::connect::{CallEndpoint, Connector, MediaSocket};
 use super::playback::{Playback, ReplyState};
-use super::{CallEvent, CallEvents, CallOutcome, CallPlan, CallStep, pacing_histogram};
+use super::{
+    CallEvent, CallEvents, CallOutcome, CallPlan, CallStep, StreamClose, pacing_histogram,
+};
 use crate::audio::FRAME;
 use crate::audio::utterance::{Utterance, silence_frame_b64};
 use crate::audio::vad::VoiceActivity;
@@ -28,6 +30,9 @@ use crate::twilio::webhook::VoiceWebhook;
 const SEND_STALL: Duration = Duration::from_secs(5);
 /// How long to wait for the fleet's close frame after hanging up.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
+/// A write that failed may have raced a close frame the fleet sent just before it went:
+/// this long is given to read it, so the close is reported as the fleet made it.
+const CLOSE_PEEK: Duration = Duration::from_millis(100);
 /// Pacing jitter is flushed to the aggregator this often (in frames: 5 s).
 const PACING_FLUSH_FRAMES: u64 = 250;
 /// DTMF digits are pressed this far apart.
@@ -110,16 +115,17 @@ pub async fn run_call(
         _ = cancel.cancelled() => None,
         opened = timeout(context.settings.connect_timeout, connector.open(&webhook)) => Some(opened),
     };
-    let (outcome, detail) = match opened {
-        None => (CallOutcome::Cancelled, None),
+    let (outcome, detail, close) = match opened {
+        None => (CallOutcome::Cancelled, None, None),
         Some(Err(_)) => (
             CallOutcome::ConnectFailed,
             Some(format!(
                 "connect timed out after {:?}",
                 context.settings.connect_timeout
             )),
+            None,
         ),
-        Some(Ok(Err(error))) => (CallOutcome::ConnectFailed, Some(error.to_string())),
+        Some(Ok(Err(error))) => (CallOutcome::ConnectFailed, Some(error.to_string()), None),
         Some(Ok(Ok(open))) => {
             let _ = events.send(CallEvent::Connected {
                 connect: started.elapsed(),
@@ -140,6 +146,11 @@ pub async fn run_call(
                 protocol_errors: 0,
                 first_protocol_error: None,
                 frame_phase: frame_phase(plan.index),
+                wait: ReplyWait {
+                    events: &events,
+                    call: plan.index,
+                    since: None,
+                },
             };
             let start = TwilioEvent::start(
                 1,
@@ -148,7 +159,7 @@ pub async fn run_call(
                 &call_sid,
                 open.custom_parameters,
             );
-            session
+            let (outcome, detail, close) = session
                 .drive(
                     &context.settings,
                     plan.steps,
@@ -158,13 +169,15 @@ pub async fn run_call(
                     started,
                     &cancel,
                 )
-                .await
+                .await;
+            (outcome, detail, Some(close))
         }
     };
     let _ = events.send(CallEvent::Ended {
         outcome,
         duration: started.elapsed(),
         detail,
+        close,
     });
     outcome
 }
@@ -199,11 +212,37 @@ enum Activity {
     NextStep,
 }
 
+/// How many of the script's turns (steps that listen) have got their answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Turns {
+    total: u32,
+    answered: u32,
+}
+
+impl Turns {
+    fn of(steps: &[CallStep]) -> Self {
+        let total = steps
+            .iter()
+            .filter(|step| {
+                matches!(
+                    step,
+                    CallStep::Say { listen: true, .. } | CallStep::Dtmf { listen: true, .. }
+                )
+            })
+            .count();
+        Turns {
+            total: u32::try_from(total).unwrap_or(u32::MAX),
+            answered: 0,
+        }
+    }
+}
+
 /// Where a call is in its script.
 #[derive(Debug)]
 struct Script {
     steps: std::vec::IntoIter<CallStep>,
     activity: Activity,
+    turns: Turns,
     /// Media chunks sent so far; Twilio's `chunk` starts at 1.
     chunk: u64,
     stream_start: Instant,
@@ -214,8 +253,46 @@ struct Script {
 /// Why the loop stopped.
 #[derive(Debug)]
 enum Ending {
+    /// The script ended: the caller hangs up.
     HangUp,
+    /// The fleet closed the stream, or the connection went.
+    FleetClosed(StreamClose),
+    /// The caller gives up (or the run ends) with this outcome.
     Outcome(CallOutcome, Option<String>),
+}
+
+/// Tells the aggregator while the call waits for the agent to start answering a turn, so
+/// an interval record can show the calls a fleet leaves hanging before any of them times
+/// out. Dropping it ends the wait, so a call that ends (or panics) mid-wait never leaves
+/// one behind.
+struct ReplyWait<'a> {
+    events: &'a CallEvents,
+    call: u64,
+    since: Option<Instant>,
+}
+
+impl ReplyWait<'_> {
+    fn begin(&mut self, since: Instant) {
+        if self.since.is_none() {
+            self.since = Some(since);
+            let _ = self.events.send(CallEvent::WaitingForReply {
+                call: self.call,
+                since,
+            });
+        }
+    }
+
+    fn end(&mut self) {
+        if self.since.take().is_some() {
+            let _ = self.events.send(CallEvent::WaitOver { call: self.call });
+        }
+    }
+}
+
+impl Drop for ReplyWait<'_> {
+    fn drop(&mut self) {
+        self.end();
+    }
 }
 
 struct Session<'a> {
@@ -232,6 +309,7 @@ struct Session<'a> {
     first_protocol_error: Option<String>,
     /// Offset of this call's frames within the 20 ms period; see [`frame_phase`].
     frame_phase: Duration,
+    wait: ReplyWait<'a>,
 }
 
 impl Session<'_> {
@@ -245,31 +323,52 @@ impl Session<'_> {
         account_sid: &str,
         call_started: Instant,
         cancel: &CancellationToken,
-    ) -> (CallOutcome, Option<String>) {
-        let ending = self
+    ) -> (CallOutcome, Option<String>, StreamClose) {
+        let (ending, turns) = self
             .converse(settings, steps, start, call_started, cancel)
             .await;
         self.flush_pacing();
-        let (outcome, detail) = match ending {
-            Ending::HangUp => (CallOutcome::Completed, None),
-            Ending::Outcome(outcome, detail) => (outcome, detail),
+        self.wait.end();
+        let (outcome, detail, close) = match ending {
+            Ending::HangUp => {
+                self.hang_up(call_sid, account_sid).await;
+                (CallOutcome::Completed, None, StreamClose::Caller)
+            }
+            Ending::Outcome(outcome, detail) => {
+                // A fleet that stopped reading would stall the goodbye as well.
+                if outcome != CallOutcome::SendStalled {
+                    self.hang_up(call_sid, account_sid).await;
+                }
+                (outcome, detail, StreamClose::Caller)
+            }
+            Ending::FleetClosed(close) => {
+                if let StreamClose::Fleet { .. } = close {
+                    // Answer the fleet's close frame, as Twilio does.
+                    let _ = timeout(CLOSE_WAIT, self.socket.close(None)).await;
+                }
+                if close.is_fleet_hang_up()
+                    && settings
+                        .fleet_may_hang_up
+                        .ends_well(turns.answered, turns.total)
+                {
+                    (CallOutcome::Completed, None, close)
+                } else {
+                    let detail = close.describe(turns.answered, turns.total);
+                    (CallOutcome::FleetHungUp, Some(detail), close)
+                }
+            }
         };
-        if matches!(
-            outcome,
-            CallOutcome::Completed
-                | CallOutcome::TurnTimeout
-                | CallOutcome::MaxDuration
-                | CallOutcome::Cancelled
-                | CallOutcome::ProtocolError
-        ) {
-            self.hang_up(call_sid, account_sid).await;
-        }
         if outcome == CallOutcome::Completed && self.protocol_errors > 0 {
-            return (CallOutcome::ProtocolError, self.first_protocol_error.take());
+            return (
+                CallOutcome::ProtocolError,
+                self.first_protocol_error.take(),
+                close,
+            );
         }
-        (outcome, detail)
+        (outcome, detail, close)
     }
 
+    /// Runs the script until the call ends; says why, and how many turns got an answer.
     async fn converse(
         &mut self,
         settings: &CallSettings,
@@ -277,16 +376,18 @@ impl Session<'_> {
         start: TwilioEvent,
         call_started: Instant,
         cancel: &CancellationToken,
-    ) -> Ending {
+    ) -> (Ending, Turns) {
+        let turns = Turns::of(&steps);
         if let Err(ending) = self.send_text(TwilioEvent::connected().to_json()).await {
-            return ending;
+            return (self.settle(ending).await, turns);
         }
         self.sequence = 1;
         if let Err(ending) = self.send_text(start.to_json()).await {
-            return ending;
+            return (self.settle(ending).await, turns);
         }
         let stream_start = Instant::now();
         let mut script = Script {
+            turns,
             steps: steps.into_iter(),
             activity: if settings.wait_for_greeting {
                 self.playback.expect_reply(stream_start);
@@ -311,8 +412,45 @@ impl Session<'_> {
                 message = self.socket.next() => self.receive(message).await,
             };
             if let Err(ending) = step {
-                return ending;
+                let ending = self.settle(ending).await;
+                if let Ending::FleetClosed(_) = ending {
+                    self.answer_heard_before_close(&mut script);
+                }
+                return (ending, script.turns);
             }
+        }
+    }
+
+    /// A write that failed because the connection went may have raced the fleet's close
+    /// frame: read it if it is there, so the close is reported as the fleet made it.
+    async fn settle(&mut self, ending: Ending) -> Ending {
+        if !matches!(ending, Ending::FleetClosed(StreamClose::Dropped { .. })) {
+            return ending;
+        }
+        match timeout(CLOSE_PEEK, self.socket.next()).await {
+            Ok(Some(Ok(Message::Close(frame)))) => Ending::FleetClosed(fleet_close(frame)),
+            _ => ending,
+        }
+    }
+
+    /// The fleet hung up while the caller listened (or sent the silence after its last
+    /// words): if the agent's answer had begun (its audio may still be queued to play), the
+    /// turn got its answer and is measured.
+    fn answer_heard_before_close(&mut self, script: &mut Script) {
+        let listening = match script.activity {
+            Activity::Listening { .. } => true,
+            Activity::Speaking {
+                listen, speech_end, ..
+            } => listen && speech_end.is_some(),
+            _ => false,
+        };
+        if listening && let Some(measure) = self.playback.reply_measure() {
+            let _ = self.events.send(CallEvent::Reply {
+                latency: measure.latency,
+                dead_air: measure.dead_air,
+            });
+            script.turns.answered += 1;
+            script.activity = Activity::NextStep;
         }
     }
 
@@ -345,7 +483,7 @@ impl Session<'_> {
                 after: heard.saturating_duration_since(script.stream_start),
             });
         }
-        let frame = self.advance(&mut script.activity, &mut script.steps, settings, now)?;
+        let frame = self.advance(script, settings, now)?;
         script.chunk += 1;
         self.sequence += 1;
         let payload = match &frame {
@@ -381,11 +519,16 @@ impl Session<'_> {
     /// Moves the script along at `now` and picks this tick's frame.
     fn advance(
         &mut self,
-        activity: &mut Activity,
-        steps: &mut std::vec::IntoIter<CallStep>,
+        script: &mut Script,
         settings: &CallSettings,
         now: Instant,
     ) -> Result<Frame, Ending> {
+        let Script {
+            activity,
+            steps,
+            turns,
+            ..
+        } = script;
         loop {
             match activity {
                 Activity::Greeting { deadline } => match self.playback.reply_state(now) {
@@ -409,6 +552,7 @@ impl Session<'_> {
                         if speech_end.is_none() {
                             self.playback.expect_reply(end);
                         }
+                        self.wait.begin(end);
                         *activity = Activity::Listening {
                             deadline: end + settings.turn_timeout,
                         };
@@ -425,12 +569,14 @@ impl Session<'_> {
                 }
                 Activity::Listening { deadline } => match self.playback.reply_state(now) {
                     ReplyState::Done => {
+                        self.wait.end();
                         if let Some(measure) = self.playback.reply_measure() {
                             let _ = self.events.send(CallEvent::Reply {
                                 latency: measure.latency,
                                 dead_air: measure.dead_air,
                             });
                         }
+                        turns.answered += 1;
                         *activity = Activity::NextStep;
                     }
                     ReplyState::NotStarted if now >= *deadline => {
@@ -442,7 +588,11 @@ impl Session<'_> {
                             )),
                         ));
                     }
-                    ReplyState::NotStarted | ReplyState::Speaking => return Ok(Frame::Silence),
+                    ReplyState::NotStarted => return Ok(Frame::Silence),
+                    ReplyState::Speaking => {
+                        self.wait.end();
+                        return Ok(Frame::Silence);
+                    }
                 },
                 Activity::NextStep => {
                     *activity = match steps.next() {
@@ -499,6 +649,7 @@ impl Session<'_> {
         let pressed = Instant::now();
         *activity = if *listen {
             self.playback.expect_reply(pressed);
+            self.wait.begin(pressed);
             Activity::Listening {
                 deadline: pressed + settings.turn_timeout,
             }
@@ -514,19 +665,14 @@ impl Session<'_> {
     ) -> Result<(), Ending> {
         let now = Instant::now();
         match message {
-            None | Some(Ok(Message::Close(_))) => Err(Ending::Outcome(
-                CallOutcome::FleetHungUp,
-                Some("the fleet closed the stream before the script ended".into()),
-            )),
+            Some(Ok(Message::Close(frame))) => Err(Ending::FleetClosed(fleet_close(frame))),
+            None => Err(dropped("the stream ended without a WebSocket close")),
             // The connection dropped without a close frame: the fleet went away (killed,
             // crashed, a proxy reset), which is a hang-up, not a malformed stream.
             Some(Err(tungstenite::Error::Protocol(
                 tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
-            ))) => Err(Ending::Outcome(
-                CallOutcome::FleetHungUp,
-                Some(
-                    "the connection dropped without a WebSocket close (the fleet went away)".into(),
-                ),
+            ))) => Err(dropped(
+                "the connection dropped without a WebSocket close (the fleet went away)",
             )),
             Some(Err(tungstenite::Error::Capacity(error))) => {
                 let _ = self.events.send(CallEvent::ProtocolError {
@@ -546,10 +692,7 @@ impl Session<'_> {
                     Some(format!("WebSocket protocol violation: {error}")),
                 ))
             }
-            Some(Err(error)) => Err(Ending::Outcome(
-                CallOutcome::FleetHungUp,
-                Some(format!("the stream broke: {error}")),
-            )),
+            Some(Err(error)) => Err(dropped(format!("the stream broke: {error}"))),
             Some(Ok(Message::Binary(_))) => {
                 self.protocol_error(
                     "binary_frame",
@@ -631,10 +774,7 @@ impl Session<'_> {
     async fn send_text(&mut self, text: String) -> Result<(), Ending> {
         match timeout(SEND_STALL, self.socket.send(Message::text(text))).await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(error)) => Err(Ending::Outcome(
-                CallOutcome::FleetHungUp,
-                Some(format!("sending to the fleet failed: {error}")),
-            )),
+            Ok(Err(error)) => Err(dropped(format!("sending to the fleet failed: {error}"))),
             Err(_) => Err(Ending::Outcome(
                 CallOutcome::SendStalled,
                 Some(format!(
@@ -675,6 +815,18 @@ impl Session<'_> {
         })
         .await;
     }
+}
+
+/// The fleet's close frame as the journal and the report tell it.
+fn fleet_close(frame: Option<tungstenite::protocol::CloseFrame>) -> StreamClose {
+    match frame {
+        Some(frame) => StreamClose::fleet(Some(u16::from(frame.code)), frame.reason.as_str()),
+        None => StreamClose::fleet(None, ""),
+    }
+}
+
+fn dropped(why: impl Into<String>) -> Ending {
+    Ending::FleetClosed(StreamClose::Dropped { why: why.into() })
 }
 
 /// One 20 ms frame of caller audio.

@@ -54,15 +54,55 @@
 //!
 //! ## Confirming
 //!
-//! `hold_locks` is *in effect* while every holder's session is alive and holds all its
-//! locks, granted (PostgreSQL: `pg_locks`), or while the holder owns the write lock
-//! (SQLite: a probe connection's `BEGIN IMMEDIATE` with no busy wait gets `SQLITE_BUSY`).
-//! Whether the fleet is hurt is the fleet's business and the grader's measurement (a fleet
-//! that is idle at the moment waits on nothing), so waiting sessions are evidence, not a
-//! condition: on PostgreSQL the evidence counts the other sessions blocked by the holders
-//! (`pg_blocking_pids`). `take_slots` is in effect while all its connections are alive and
-//! no more than `leave` slots are free; with `leave = 0` a fresh connection must be
-//! refused.
+//! A fault is *in effect* only while it is held **and** once the fleet has been seen
+//! exposed to it: locks no fleet query ever waits on are no fault at all, and grading a
+//! fleet's detection of them would blame a healthy fleet (a fleet that only reads passes
+//! `EXCLUSIVE` locks untouched). Until the fleet is seen exposed, the evidence says so
+//! ("locks held, fleet not exposed (no fleet session waited on them): …"), and a fault
+//! that never gets there within `confirm_within` is `fault_not_in_effect`: the run ends
+//! `error`, not `fail`. Once seen, exposure stays: the fault is confirmed for as long as it
+//! is held.
+//!
+//! - **Held.** `hold_locks`: every holder's session is alive and holds all its locks,
+//!   granted (PostgreSQL: `pg_locks`), or the holder owns the write lock (SQLite: a probe
+//!   connection's `BEGIN IMMEDIATE` with no busy wait gets `SQLITE_BUSY`). `take_slots`:
+//!   all its connections are alive and no more than `leave` slots are free; with
+//!   `leave = 0` a fresh connection must be refused.
+//! - **Exposed, PostgreSQL `hold_locks`**: a session that is not the harness's own (its
+//!   `application_name` does not start with `voxsoak-`) waits on the holders
+//!   (`pg_blocking_pids`). A waiting writer waits as long as the locks are held (or until
+//!   its own timeout), so the plane's polls see it.
+//! - **Exposed, `take_slots`**: the effect is the server refusing new connections, and the
+//!   fleet meets it when it needs one. PostgreSQL counts refused connections nowhere a
+//!   session can read (only in the server log), so the evidence is the need's condition:
+//!   the fleet's pool full and unable to grow. The fleet's sessions are the clients of the
+//!   database that are not the harness's; `pg_stat_activity` keeps, for each, the last
+//!   stretch of time it was busy (an idle session: its last query, `query_start` to
+//!   `state_change`; a busy one: from its transaction's or query's start until now). When
+//!   those stretches share a moment after the slots were taken, and no slot is free, every
+//!   connection of the fleet was in use at once while it could open no other: it is
+//!   exposed. Because the stretches are the server's record and not a sample, a moment
+//!   between two looks counts too. A pool with an idle connection serves its next query
+//!   without a new one and is not exposed. The evidence cannot tell a pool already at its
+//!   own maximum (which would queue rather than connect) from one that wanted to grow:
+//!   that is the case where it overstates. Sessions whose state the server hides from the
+//!   fault's role never count as busy.
+//! - **Exposed, SQLite**: SQLite shows nobody who waits. A writer waiting out its
+//!   `busy_timeout` holds no lock between its retries and leaves no trace in the files or
+//!   the WAL index, so "a fleet writer waited" cannot be observed from outside the
+//!   fleet's process. What can be: SQLite has one write lock for the whole database, so
+//!   *every* write of the fleet waits on it, and a fleet that was writing when the lock was
+//!   taken is exposed. The evidence is the database files' modification time (a commit
+//!   writes the `-wal` file, or the file itself; a checkpoint the file): the fleet wrote
+//!   within 10 s before the lock was taken. The reference fleet writes a health ping per
+//!   worker every second or faster, and a `turns` row per turn, so against it the fault
+//!   confirms at once. A fleet that only reads, or last wrote longer ago, is not
+//!   exposed; a fleet that writes rarely may be exposed later without the harness seeing
+//!   it (the run then ends `error`, which is honest: the harness could not see). A fault
+//!   in the first seconds of a fleet's life sees its start-up writes.
+//!
+//! The evidence also counts what is seen now: the fleet sessions waiting on the locks, the
+//! fleet's sessions and how many are busy.
 //!
 //! ## Undoing
 //!
@@ -112,6 +152,10 @@ const DROP_CLOSE_WITHIN: Duration = Duration::from_secs(2);
 const TOO_MANY_CONNECTIONS: &str = "53300";
 /// SQLite's primary result code `SQLITE_BUSY` (extended codes keep it in the low byte).
 const SQLITE_BUSY: i32 = 5;
+/// A SQLite fleet that wrote this shortly before the write lock was taken is exposed to it.
+/// The reference fleet's workers write a health ping every second or faster, and a fleet
+/// recording each turn writes every few seconds under load.
+const SQLITE_WRITE_HORIZON: Duration = Duration::from_secs(10);
 
 /// How the pool is exhausted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -172,6 +216,42 @@ pub struct DbPoolFault {
     /// passwords, but a driver's message might quote the URL).
     redactor: Redactor,
     held: Held,
+    /// When `inject` returned: exposure is timed from here.
+    injected: Instant,
+    /// The first evidence that the fleet was exposed to the fault; once seen, the fault
+    /// stays confirmed for as long as it is held.
+    exposure: Option<Exposure>,
+}
+
+/// How the fleet was first seen exposed to the fault.
+#[derive(Debug, Clone)]
+struct Exposure {
+    after: Duration,
+    seen: String,
+}
+
+/// What one look at the database found.
+struct Look {
+    /// Whether the fault is in place: locks granted to live sessions, slots held.
+    held: bool,
+    /// What was seen of the fault, for the evidence.
+    evidence: String,
+    /// What shows the fleet exposed to the fault now, if anything.
+    exposed: Option<String>,
+    /// Why the fleet is not seen exposed, for the evidence while it is not.
+    unexposed: String,
+}
+
+impl Look {
+    /// A look that found the fault not in place; exposure does not matter then.
+    fn not_held(evidence: impl Into<String>) -> Self {
+        Look {
+            held: false,
+            evidence: evidence.into(),
+            exposed: None,
+            unexposed: String::new(),
+        }
+    }
 }
 
 /// What the fault holds open.
@@ -180,6 +260,9 @@ enum Held {
         holder: SqliteConnection,
         /// How a probe reaches the same file.
         options: SqliteConnectOptions,
+        /// How long before the lock was taken the database files were last written
+        /// (None: their times could not be read).
+        last_write: Option<Duration>,
     },
     PostgresLocks {
         holders: Vec<LockHolder>,
@@ -193,6 +276,9 @@ enum Held {
         /// What ended the count at inject, for the evidence.
         ended: SlotsEnded,
         leave: u32,
+        /// The server's clock (seconds since the epoch) once the slots were taken: the
+        /// fleet's pool filling up counts from here.
+        taken_at: f64,
     },
     Released,
 }
@@ -279,6 +365,8 @@ impl DbPoolFault {
             database,
             redactor,
             held,
+            injected: Instant::now(),
+            exposure: None,
         })
     }
 
@@ -304,28 +392,75 @@ impl DbPoolFault {
             .map_or(&[], |sessions| sessions.pids.as_slice())
     }
 
-    /// Looks from the database's side at whether the fault is in effect (see the module
-    /// documentation for what counts).
+    /// Looks from the database's side at whether the fault is in effect: held, and the
+    /// fleet exposed to it (see the module documentation for what counts).
     pub async fn confirm(&mut self) -> Confirmation {
         let database = self.database.clone();
-        let confirmation = match &mut self.held {
-            Held::SqliteWriteLock { holder, options } => {
-                confirm_sqlite(holder, options, &database).await
-            }
+        let (what, look) = match &mut self.held {
+            Held::SqliteWriteLock {
+                holder,
+                options,
+                last_write,
+            } => (
+                "write lock held",
+                confirm_sqlite(holder, options, *last_write, &database).await,
+            ),
             Held::PostgresLocks {
                 holders, tables, ..
-            } => confirm_postgres_locks(holders, tables, &database).await,
+            } => (
+                "locks held",
+                confirm_postgres_locks(holders, tables, &database).await,
+            ),
             Held::PostgresSlots {
                 connections,
                 sessions,
                 ended,
                 leave,
-            } => confirm_postgres_slots(connections, sessions, ended, *leave, &database).await,
-            Held::Released => Confirmation::not_in_effect("already cleared"),
+                taken_at,
+            } => (
+                "slots taken",
+                confirm_postgres_slots(
+                    connections,
+                    sessions,
+                    ended,
+                    (*leave, *taken_at),
+                    &database,
+                )
+                .await,
+            ),
+            Held::Released => ("", Look::not_held("already cleared")),
         };
+        let confirmation = self.judge(what, look);
         Confirmation {
             in_effect: confirmation.in_effect,
             evidence: self.redactor.scrub(&confirmation.evidence),
+        }
+    }
+
+    /// In effect only while held and once the fleet has been seen exposed.
+    fn judge(&mut self, what: &str, look: Look) -> Confirmation {
+        if !look.held {
+            return Confirmation::not_in_effect(look.evidence);
+        }
+        if self.exposure.is_none()
+            && let Some(seen) = look.exposed
+        {
+            self.exposure = Some(Exposure {
+                after: self.injected.elapsed(),
+                seen,
+            });
+        }
+        match &self.exposure {
+            Some(first) => Confirmation::in_effect(format!(
+                "{}; fleet exposed {:.1} s after inject: {}",
+                look.evidence,
+                first.after.as_secs_f64(),
+                first.seen
+            )),
+            None => Confirmation::not_in_effect(format!(
+                "{what}, fleet not exposed ({}): {}",
+                look.unexposed, look.evidence
+            )),
         }
     }
 
@@ -335,9 +470,9 @@ impl DbPoolFault {
         let held = std::mem::replace(&mut self.held, Held::Released);
         let database = self.database.clone();
         let outcome = match held {
-            Held::SqliteWriteLock { holder, options } => {
-                clear_sqlite(holder, options, &database).await
-            }
+            Held::SqliteWriteLock {
+                holder, options, ..
+            } => clear_sqlite(holder, options, &database).await,
             Held::PostgresLocks {
                 holders,
                 tables,
@@ -514,6 +649,10 @@ fn percent_decode(text: &str) -> Result<String, std::string::FromUtf8Error> {
     String::from_utf8(out)
 }
 
+/// `application_name`s of the harness's own sessions (a `LIKE` pattern): they are never
+/// the fleet, whatever they wait on.
+const HARNESS_SESSIONS: &str = "voxsoak-%";
+
 /// A fresh `application_name` for one fault's sessions.
 fn session_tag() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -689,11 +828,11 @@ async fn confirm_postgres_locks(
     holders: &mut [LockHolder],
     tables: &[(String, i64)],
     database: &str,
-) -> Confirmation {
+) -> Look {
     let pids: Vec<i32> = holders.iter().map(|holder| holder.pid).collect();
     let oids: Vec<i64> = tables.iter().map(|(_, oid)| *oid).collect();
     let Some(first) = holders.first_mut() else {
-        return Confirmation::not_in_effect("no lock holders");
+        return Look::not_held("no lock holders");
     };
     // Asked through the first holder: it needs no connection slot, and its failure is
     // itself the answer. Inside its transaction `pg_stat_activity` is a snapshot taken at
@@ -704,7 +843,8 @@ async fn confirm_postgres_locks(
              AND relation::int8 = ANY ($2)), \
          (SELECT count(*) FROM pg_stat_activity WHERE pid = ANY ($1)), \
          (SELECT count(*) FROM pg_stat_activity \
-             WHERE NOT pid = ANY ($1) AND pg_blocking_pids(pid) && $1)";
+             WHERE NOT pid = ANY ($1) AND pg_blocking_pids(pid) && $1 \
+             AND coalesce(application_name, '') NOT LIKE $3)";
     let looked: Result<(i64, i64, i64), sqlx::Error> = async {
         sqlx::query("SELECT pg_stat_clear_snapshot()")
             .execute(&mut first.connection)
@@ -712,6 +852,7 @@ async fn confirm_postgres_locks(
         sqlx::query_as(LOOK)
             .bind(&pids)
             .bind(&oids)
+            .bind(HARNESS_SESSIONS)
             .fetch_one(&mut first.connection)
             .await
     }
@@ -719,21 +860,21 @@ async fn confirm_postgres_locks(
     let (locks, alive, waiting) = match looked {
         Ok(found) => found,
         Err(error) => {
-            return Confirmation::not_in_effect(format!(
+            return Look::not_held(format!(
                 "could not ask {database} through the first lock holder: {error}"
             ));
         }
     };
     let (sessions, table_count) = (holders.len(), tables.len());
-    let evidence = format!(
-        "{alive} of {sessions} lock-holding sessions alive, holding EXCLUSIVE locks on \
-         {locks} of {table_count} tables of {database} (writers wait, plain reads pass); \
-         {waiting} other sessions wait on them"
-    );
-    if alive == sessions as i64 && locks == table_count as i64 {
-        Confirmation::in_effect(evidence)
-    } else {
-        Confirmation::not_in_effect(evidence)
+    Look {
+        held: alive == sessions as i64 && locks == table_count as i64,
+        evidence: format!(
+            "{alive} of {sessions} lock-holding sessions alive, holding EXCLUSIVE locks on \
+             {locks} of {table_count} tables of {database} (writers wait, plain reads \
+             pass); {waiting} fleet sessions wait on them"
+        ),
+        exposed: (waiting > 0).then(|| format!("{waiting} fleet sessions waited on the locks")),
+        unexposed: "no fleet session waited on them".into(),
     }
 }
 
@@ -957,14 +1098,17 @@ async fn take_postgres_slots(
         let keep = connections.len() - leave as usize;
         close_all(connections.split_off(keep)).await;
     }
-    let pids = sqlx::query_scalar(
-        "SELECT pid FROM pg_stat_activity WHERE application_name = $1 ORDER BY pid",
+    // The sessions, and the server's clock once they are all there.
+    let looked: Result<(Vec<i32>, f64), sqlx::Error> = sqlx::query_as(
+        "SELECT coalesce(array_agg(pid ORDER BY pid), '{}'), \
+         extract(epoch FROM clock_timestamp())::float8 \
+         FROM pg_stat_activity WHERE application_name = $1",
     )
     .bind(&tag)
-    .fetch_all(&mut connections[0])
+    .fetch_one(&mut connections[0])
     .await;
-    let pids = match pids {
-        Ok(pids) => pids,
+    let (pids, taken_at) = match looked {
+        Ok(found) => found,
         Err(error) => {
             close_all(connections).await;
             return Err(format!("lost a held connection to {database}: {error}"));
@@ -980,34 +1124,69 @@ async fn take_postgres_slots(
         sessions: PgSessions { options, tag, pids },
         ended,
         leave,
+        taken_at,
     })
 }
+
+/// The fleet's sessions as `take_slots` sees them: how many, how many busy now, and
+/// whether all were busy at one moment since the slots were taken.
+type FleetSessions = (i64, i64, bool);
 
 async fn confirm_postgres_slots(
     connections: &mut [PgConnection],
     sessions: &PgSessions,
     ended: &SlotsEnded,
-    leave: u32,
+    (leave, taken_at): (u32, f64),
     database: &str,
-) -> Confirmation {
+) -> Look {
     let held = connections.len();
     let Some(first) = connections.first_mut() else {
-        return Confirmation::not_in_effect("no connections held");
+        return Look::not_held("no connections held");
     };
-    let looked: Result<(i64, SlotLimit), sqlx::Error> = async {
+    // The fleet's sessions: clients of this database that are not the harness's, each with
+    // the last stretch of time it was busy. A busy session (running a query, or holding a
+    // transaction open) has been since its transaction or query began; an idle one was
+    // during its last query. If those stretches share a moment after the slots were taken,
+    // every session of the fleet was busy at once then: its pool was full, and could not
+    // grow. The latest stretches are what the server keeps, so a moment between two looks
+    // is seen, not only the looks' own. A state the server hides (NULL: another role's
+    // session) never counts as busy.
+    const FLEET: &str = "WITH fleet AS (SELECT state, \
+             CASE WHEN state = 'idle' THEN query_start \
+                  ELSE coalesce(xact_start, query_start, state_change) END AS busy_from, \
+             CASE WHEN state = 'idle' THEN state_change ELSE clock_timestamp() END \
+                 AS busy_until \
+         FROM pg_stat_activity \
+         WHERE datname = current_database() AND backend_type = 'client backend' \
+         AND pid <> pg_backend_pid() AND NOT pid = ANY ($1) \
+         AND coalesce(application_name, '') NOT LIKE $2) \
+         SELECT count(*), \
+             count(*) FILTER (WHERE state IS NOT NULL AND state <> 'idle'), \
+             coalesce(count(*) > 0 AND count(*) FILTER (WHERE state IS NULL) = 0 \
+                 AND count(busy_from) = count(*) AND count(busy_until) = count(*) \
+                 AND max(busy_from) <= min(busy_until) \
+                 AND min(busy_until) >= to_timestamp($3), false) \
+         FROM fleet";
+    let looked: Result<(i64, SlotLimit, FleetSessions), sqlx::Error> = async {
         let alive: i64 =
             sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE application_name = $1")
                 .bind(&sessions.tag)
                 .fetch_one(&mut *first)
                 .await?;
         let limit = slot_limit(first).await?;
-        Ok((alive, limit))
+        let fleet = sqlx::query_as(FLEET)
+            .bind(&sessions.pids)
+            .bind(HARNESS_SESSIONS)
+            .bind(taken_at)
+            .fetch_one(&mut *first)
+            .await?;
+        Ok((alive, limit, fleet))
     }
     .await;
-    let (alive, limit) = match looked {
+    let (alive, limit, (fleet, busy, all_busy_at_once)) = match looked {
         Ok(found) => found,
         Err(error) => {
-            return Confirmation::not_in_effect(format!(
+            return Look::not_held(format!(
                 "could not ask {database} through a held connection: {error}"
             ));
         }
@@ -1027,6 +1206,7 @@ async fn confirm_postgres_slots(
         SlotsEnded::Counted => {}
     }
     let mut in_effect = alive == held as i64 && limit.free() <= i64::from(leave);
+    let mut no_slot_free = limit.free() <= 0;
     if leave == 0 {
         let probe_options = sessions
             .options
@@ -1036,6 +1216,7 @@ async fn confirm_postgres_slots(
             Err(ConnectFailure::Refused(message)) => {
                 evidence.push_str(&format!("; a fresh connection was refused: {message}"));
                 in_effect = alive == held as i64;
+                no_slot_free = true;
             }
             Err(ConnectFailure::Other(message)) => {
                 evidence.push_str(&format!("; a fresh connection failed: {message}"));
@@ -1044,13 +1225,28 @@ async fn confirm_postgres_slots(
                 let _ = probe.close().await;
                 evidence.push_str("; a fresh connection got in");
                 in_effect = false;
+                no_slot_free = false;
             }
         }
     }
-    if in_effect {
-        Confirmation::in_effect(evidence)
-    } else {
-        Confirmation::not_in_effect(evidence)
+    evidence.push_str(&format!(
+        "; the fleet has {fleet} sessions, {busy} of them busy now"
+    ));
+    // A pool with an idle connection serves its next query without a new one; with every
+    // connection busy and no slot free, the next one it opens is refused.
+    let saturated = all_busy_at_once && no_slot_free;
+    Look {
+        held: in_effect,
+        evidence,
+        exposed: saturated.then(|| {
+            format!(
+                "all {fleet} fleet sessions were busy at once with no slot free: its pool was \
+                 full and could not grow"
+            )
+        }),
+        unexposed: "its sessions were never all busy at once since the slots were taken, so \
+                    its pool had room without a new connection"
+            .into(),
     }
 }
 
@@ -1108,7 +1304,11 @@ async fn hold_sqlite_write_lock(
     // Waits (busy_timeout) for a fleet transaction that is writing right now.
     let begin = sqlx::raw_sql("BEGIN IMMEDIATE").execute(&mut holder);
     match tokio::time::timeout(LOCK_WAIT + Duration::from_secs(5), begin).await {
-        Ok(Ok(_)) => Ok(Held::SqliteWriteLock { holder, options }),
+        Ok(Ok(_)) => Ok(Held::SqliteWriteLock {
+            last_write: since_last_write(options.get_filename()),
+            holder,
+            options,
+        }),
         Ok(Err(error)) => Err(format!(
             "could not take the write lock of {database} within {LOCK_WAIT:?}: {error}"
         )),
@@ -1137,28 +1337,89 @@ async fn probe_sqlite_write_lock(
     result
 }
 
+/// How long ago the database (its main file, `-wal` or `-journal`) was last written: a
+/// commit writes the WAL (or the file itself), a checkpoint the file. An empty file is no
+/// write: a reader opening a WAL database creates an empty `-wal` (the harness's own
+/// connections included). None when no time can be read.
+fn since_last_write(path: &std::path::Path) -> Option<Duration> {
+    let modified = |suffix: &str| {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        let metadata = std::fs::metadata(PathBuf::from(name)).ok()?;
+        if metadata.len() == 0 {
+            return None;
+        }
+        metadata.modified().ok()
+    };
+    let newest = ["", "-wal", "-journal"]
+        .into_iter()
+        .filter_map(modified)
+        .max()?;
+    Some(
+        std::time::SystemTime::now()
+            .duration_since(newest)
+            .unwrap_or_default(),
+    )
+}
+
 async fn confirm_sqlite(
     holder: &mut SqliteConnection,
     options: &SqliteConnectOptions,
+    last_write: Option<Duration>,
     database: &str,
-) -> Confirmation {
+) -> Look {
     // The holder's connection must still answer; the probe then shows whose lock it is.
     if let Err(error) = sqlx::raw_sql("SELECT 1").execute(&mut *holder).await {
-        return Confirmation::not_in_effect(format!(
+        return Look::not_held(format!(
             "the write lock holder's connection to {database} failed: {error}"
         ));
     }
-    match probe_sqlite_write_lock(options, Duration::ZERO).await {
-        Ok(false) => Confirmation::in_effect(format!(
+    let evidence = match probe_sqlite_write_lock(options, Duration::ZERO).await {
+        Ok(false) => format!(
             "one session holds the write lock of {database} (BEGIN IMMEDIATE); a probe writer \
              got SQLITE_BUSY (writers wait, reads pass in WAL mode)"
-        )),
-        Ok(true) => Confirmation::not_in_effect(format!(
-            "a probe writer took the write lock of {database}: ours is not held"
-        )),
-        Err(error) => Confirmation::not_in_effect(format!(
-            "could not probe the write lock of {database}: {error}"
-        )),
+        ),
+        Ok(true) => {
+            return Look::not_held(format!(
+                "a probe writer took the write lock of {database}: ours is not held"
+            ));
+        }
+        Err(error) => {
+            return Look::not_held(format!(
+                "could not probe the write lock of {database}: {error}"
+            ));
+        }
+    };
+    let horizon = SQLITE_WRITE_HORIZON.as_secs();
+    let (exposed, unexposed) = match last_write {
+        Some(age) if age <= SQLITE_WRITE_HORIZON => (
+            Some(format!(
+                "it last wrote to the database {:.1} s before the lock was taken (the files' \
+                 modification time), and every SQLite write needs this lock",
+                age.as_secs_f64()
+            )),
+            String::new(),
+        ),
+        Some(age) => (
+            None,
+            format!(
+                "no write to it in the {horizon} s before the lock was taken, the last {:.1} s \
+                 before: a fleet that does not write never waits on it",
+                age.as_secs_f64()
+            ),
+        ),
+        None => (
+            None,
+            "the database files' modification times could not be read, so no fleet write was \
+             seen"
+                .into(),
+        ),
+    };
+    Look {
+        held: true,
+        evidence,
+        exposed,
+        unexposed,
     }
 }
 

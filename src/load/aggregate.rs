@@ -4,7 +4,7 @@
 //! counts, a bounded list of failure examples) and into a per-interval window that feeds the
 //! progress line and the journal. Its memory does not grow with calls or time.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
@@ -17,6 +17,12 @@ use crate::observe::process;
 
 /// Failure examples kept for the report: enough to see what went wrong, bounded.
 pub const FAILURE_EXAMPLES: usize = 10;
+
+/// Distinct keys counted in `closes`: a fleet closing with a new code on every call must
+/// not grow the record; the rest are counted under [`OTHER_CLOSES`].
+pub const CLOSE_KEYS: usize = 16;
+/// The `closes` key of the closes beyond [`CLOSE_KEYS`] distinct ones.
+pub const OTHER_CLOSES: &str = "other";
 
 /// Latency histograms in microseconds, one significant figure more than the per-call ones.
 fn latency_histogram() -> Histogram<u64> {
@@ -33,6 +39,9 @@ pub struct Totals {
     pub replies: u64,
     pub marks_echoed: u64,
     pub protocol_errors: BTreeMap<String, u64>,
+    /// How media streams closed, by [`crate::call::StreamClose::journal_key`]: who closed
+    /// (caller or fleet), cleanly with which code, or abruptly.
+    pub closes: BTreeMap<String, u64>,
     pub connect: Histogram<u64>,
     pub first_audio: Histogram<u64>,
     pub response: Histogram<u64>,
@@ -51,6 +60,7 @@ impl Default for Totals {
             replies: 0,
             marks_echoed: 0,
             protocol_errors: BTreeMap::new(),
+            closes: BTreeMap::new(),
             connect: latency_histogram(),
             first_audio: latency_histogram(),
             response: latency_histogram(),
@@ -96,8 +106,24 @@ impl Totals {
             CallEvent::ProtocolError { kind } => {
                 *self.protocol_errors.entry((*kind).to_owned()).or_default() += 1
             }
-            CallEvent::Ended { outcome, .. } => *self.outcomes.entry(*outcome).or_default() += 1,
+            CallEvent::Ended { outcome, close, .. } => {
+                *self.outcomes.entry(*outcome).or_default() += 1;
+                if let Some(close) = close {
+                    self.count_closes(close.journal_key(), 1);
+                }
+            }
+            // Waits are the aggregator's, per call, not totals.
+            CallEvent::WaitingForReply { .. } | CallEvent::WaitOver { .. } => {}
         }
+    }
+
+    fn count_closes(&mut self, key: String, count: u64) {
+        let key = if self.closes.len() < CLOSE_KEYS || self.closes.contains_key(&key) {
+            key
+        } else {
+            OTHER_CLOSES.to_owned()
+        };
+        *self.closes.entry(key).or_default() += count;
     }
 
     pub fn ended(&self) -> u64 {
@@ -176,6 +202,7 @@ impl Totals {
             "marks_echoed": self.marks_echoed,
             "outcomes": self.outcomes.iter().map(|(outcome, count)| (outcome.as_str(), *count)).collect::<BTreeMap<_, _>>(),
             "protocol_errors": self.protocol_errors,
+            "closes": self.closes,
             "response_ms": Percentiles::of(&self.response),
             "hist": hist,
         })
@@ -219,6 +246,11 @@ impl Totals {
             for (kind, value) in errors {
                 *self.protocol_errors.entry(kind.clone()).or_default() +=
                     value.as_u64().unwrap_or(0);
+            }
+        }
+        if let Some(closes) = record.get("closes").and_then(serde_json::Value::as_object) {
+            for (key, value) in closes {
+                self.count_closes(key.clone(), value.as_u64().unwrap_or(0));
             }
         }
         if let Some(hist) = record.get("hist").and_then(serde_json::Value::as_object) {
@@ -304,6 +336,9 @@ pub struct Aggregator {
     totals: Totals,
     window: Totals,
     failure_examples: Vec<(CallOutcome, String)>,
+    /// Calls waiting for the agent to start answering a turn, by call index, since when:
+    /// at most one entry per call in progress.
+    waits: HashMap<u64, Instant>,
     /// How many of them went into interval records ([`Aggregator::take_interval_record`]).
     examples_taken: usize,
     run_start: Instant,
@@ -321,6 +356,7 @@ impl Aggregator {
             totals: Totals::default(),
             window: Totals::default(),
             failure_examples: Vec::new(),
+            waits: HashMap::new(),
             examples_taken: 0,
             run_start,
             window_start: run_start,
@@ -348,6 +384,15 @@ impl Aggregator {
             && !self.failure_examples.iter().any(|(_, seen)| seen == detail)
         {
             self.failure_examples.push((*outcome, detail.clone()));
+        }
+        match event {
+            CallEvent::WaitingForReply { call, since } => {
+                self.waits.insert(call, since);
+            }
+            CallEvent::WaitOver { call } => {
+                self.waits.remove(&call);
+            }
+            _ => {}
         }
         self.totals.apply(&event);
         self.window.apply(&event);
@@ -420,9 +465,22 @@ impl Aggregator {
         }
     }
 
+    /// The calls waiting for the agent to start answering at `now`, and the longest of
+    /// their waits so far.
+    pub fn waiting(&self, now: Instant) -> (u64, Duration) {
+        let longest = self
+            .waits
+            .values()
+            .map(|since| now.saturating_duration_since(*since))
+            .max()
+            .unwrap_or_default();
+        (self.waits.len() as u64, longest)
+    }
+
     /// Closes the current interval and returns its `interval` journal record: the window's
     /// calls ([`Totals::to_record`]), when it started (`from_s`), the calls active now, the
-    /// failure examples first seen in it, and the harness's usage so far.
+    /// calls waiting for an answer now (`waiting`, `longest_wait_ms`), the failure examples
+    /// first seen in it, and the harness's usage so far.
     pub fn take_interval_record(&mut self, now: Instant) -> serde_json::Value {
         let from_s = crate::journal::round_ms(
             self.window_start
@@ -442,6 +500,12 @@ impl Aggregator {
         if let Some(fields) = record.as_object_mut() {
             fields.insert("from_s".into(), from_s.into());
             fields.insert("active".into(), self.active().into());
+            let (waiting, longest) = self.waiting(now);
+            fields.insert("waiting".into(), waiting.into());
+            fields.insert(
+                "longest_wait_ms".into(),
+                (longest.as_millis() as u64).into(),
+            );
             if !examples.is_empty() {
                 fields.insert("failure_examples".into(), examples.into());
             }
@@ -491,13 +555,14 @@ pub async fn run_aggregator(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::call::pacing_histogram;
+    use crate::call::{StreamClose, pacing_histogram};
 
     fn ended(outcome: CallOutcome) -> CallEvent {
         CallEvent::Ended {
             outcome,
             duration: Duration::from_secs(1),
             detail: Some(format!("{outcome} happened")),
+            close: Some(StreamClose::Caller),
         }
     }
 
@@ -533,6 +598,7 @@ mod tests {
                 outcome: CallOutcome::ConnectFailed,
                 duration: Duration::ZERO,
                 detail: Some(format!("error {}", i % 20)),
+                close: None,
             });
             aggregator.apply(ended(CallOutcome::ConnectFailed));
         }
@@ -595,6 +661,66 @@ mod tests {
         let error = Totals::default().add_record(&broken).unwrap_err();
         assert!(error.contains("unknown outcome \"exploded\""), "{error}");
         assert!(error.contains("histogram response"), "{error}");
+    }
+
+    #[test]
+    fn closes_are_counted_by_who_and_code_and_bounded() {
+        let mut totals = Totals::default();
+        let close = |close: StreamClose| CallEvent::Ended {
+            outcome: CallOutcome::FleetHungUp,
+            duration: Duration::ZERO,
+            detail: None,
+            close: Some(close),
+        };
+        totals.apply(&close(StreamClose::fleet(Some(1000), "goodbye")));
+        totals.apply(&close(StreamClose::fleet(Some(1000), "bye")));
+        totals.apply(&close(StreamClose::fleet(None, "")));
+        totals.apply(&close(StreamClose::Dropped {
+            why: "reset".into(),
+        }));
+        totals.apply(&close(StreamClose::Caller));
+        let record = totals.to_record();
+        assert_eq!(
+            record["closes"],
+            serde_json::json!({"caller": 1, "fleet 1000": 2, "fleet none": 1, "fleet abrupt": 1})
+        );
+        // A fleet closing with a new code every call grows the map to its bound, no further.
+        for code in 4000..4100 {
+            totals.apply(&close(StreamClose::fleet(Some(code), "")));
+        }
+        assert_eq!(totals.closes.len(), CLOSE_KEYS + 1);
+        assert_eq!(totals.closes[OTHER_CLOSES], 100 - (CLOSE_KEYS as u64 - 4));
+        let mut rebuilt = Totals::default();
+        rebuilt.add_record(&totals.to_record()).unwrap();
+        assert_eq!(rebuilt.closes, totals.closes);
+    }
+
+    #[test]
+    fn the_interval_record_shows_calls_waiting_for_an_answer() {
+        let start = Instant::now();
+        let mut aggregator = Aggregator::new(start);
+        for call in 0..3 {
+            aggregator.apply(CallEvent::Started);
+            aggregator.apply(CallEvent::WaitingForReply {
+                call,
+                since: start + Duration::from_secs(call),
+            });
+        }
+        // Call 1 heard its answer; call 2's wait started at 2 s.
+        aggregator.apply(CallEvent::WaitOver { call: 1 });
+        let record = aggregator.take_interval_record(start + Duration::from_secs(5));
+        assert_eq!(record["waiting"], 2, "{record}");
+        assert_eq!(record["longest_wait_ms"], 5000, "{record}");
+        // A call that ends mid-wait reports the wait over (its ReplyWait's drop).
+        aggregator.apply(CallEvent::WaitOver { call: 0 });
+        aggregator.apply(ended(CallOutcome::TurnTimeout));
+        let record = aggregator.take_interval_record(start + Duration::from_secs(10));
+        assert_eq!(record["waiting"], 1, "{record}");
+        assert_eq!(record["longest_wait_ms"], 8000, "{record}");
+        aggregator.apply(CallEvent::WaitOver { call: 2 });
+        let record = aggregator.take_interval_record(start + Duration::from_secs(15));
+        assert_eq!(record["waiting"], 0, "{record}");
+        assert_eq!(record["longest_wait_ms"], 0, "{record}");
     }
 
     #[test]

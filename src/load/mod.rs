@@ -2,19 +2,29 @@
 //!
 //! Two models, as in any serious load tool:
 //! - **stages** (closed): the number of calls in progress follows a timeline of ramps and
-//!   holds; a call that ends is replaced while the level asks for it.
+//!   holds. Each unit of the level is a caller slot that calls again when its call ends,
+//!   while the level asks for it. A caller does not redial at once: a call holds its slot
+//!   for at least [`MIN_SLOT_TIME`], and after a call that failed to connect (refused,
+//!   timed out) the caller waits as [`Redial`] says, doubling from 1 s to 30 s with seeded
+//!   jitter and starting over after a call that connects, so a crashed fleet meets a few
+//!   callers trying now and then, not a redial storm of `connect_failed`.
 //! - **arrival rate** (open): calls start on their schedule however slow the fleet is, so a
 //!   slow fleet cannot slow the test down and hide its latency (coordinated omission). Above
-//!   `max_concurrent` a call is dropped and counted, never delayed.
+//!   `max_concurrent` a call is dropped and counted, never delayed. Connect failures do not
+//!   slow it either: the rate bounds the attempts, and a fleet that is down meets exactly
+//!   the traffic the scenario describes.
 //!
 //! Calls are tasks on one [`TaskTracker`]; each reports to the aggregator over a channel.
 
 pub mod aggregate;
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -22,7 +32,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::audio::AudioError;
 use crate::audio::utterance::Utterance;
-use crate::call::{CallContext, CallEvent, CallPlan, CallStep, run_call};
+use crate::call::{CallContext, CallEvent, CallOutcome, CallPlan, CallStep, run_call};
 use crate::scenario::{Load, PlannedStep, Scenario, UtteranceSource};
 
 /// How often the closed model compares the level asked for with the calls running.
@@ -110,7 +120,10 @@ impl LoadShaper {
         let calls = CallPool {
             tracker: TaskTracker::new(),
             active: Arc::new(AtomicU64::new(0)),
-            next_index: 0,
+            next_index: Arc::new(AtomicU64::new(0)),
+            wanted: Arc::new(AtomicU64::new(0)),
+            slots_started: 0,
+            placing: shutdown.child_token(),
             cancel: shutdown.child_token(),
             events: events.clone(),
         };
@@ -122,6 +135,8 @@ impl LoadShaper {
                 self.run_arrivals(calls, start, max, &shutdown).await
             }
         };
+        // Callers finish the call they are in and place no other.
+        calls.placing.cancel();
         calls.tracker.close();
         tokio::select! {
             _ = calls.tracker.wait() => {}
@@ -160,8 +175,9 @@ impl LoadShaper {
                         elapsed
                     };
                     let wanted = u64::from(load.concurrency_at(at));
+                    calls.wanted.store(wanted, Ordering::Relaxed);
                     while calls.active() < wanted {
-                        calls.start(self);
+                        calls.start_caller(self);
                     }
                 }
             }
@@ -185,24 +201,82 @@ impl LoadShaper {
             }
             if calls.active() >= max_concurrent {
                 let _ = calls.events.send(CallEvent::Dropped);
-                calls.next_index += 1;
+                calls.next_index.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
-            calls.start(self);
+            calls.start_arrival(self);
         }
         calls
     }
 }
 
-/// The least time one call holds a slot of the closed model.
-const MIN_SLOT_TIME: Duration = Duration::from_secs(1);
+/// The least time one call holds a slot of the closed model: a call that ends at once (a
+/// fleet hanging up on connect) does not make its caller call again at once.
+pub const MIN_SLOT_TIME: Duration = Duration::from_secs(1);
+
+/// The longest a caller of the closed model waits before calling a fleet that keeps
+/// failing to connect.
+pub const MAX_REDIAL_PAUSE: Duration = Duration::from_secs(30);
+
+/// When a caller of the closed model calls again. After a call that failed to connect the
+/// pause doubles with each failure in a row, from [`MIN_SLOT_TIME`] up to
+/// [`MAX_REDIAL_PAUSE`], stretched by up to half at random so callers that failed together
+/// do not redial together; a call that connected starts it over. The randomness comes from
+/// the scenario's seed and the slot's number, so a run redials the same way every time.
+#[derive(Debug)]
+pub struct Redial {
+    /// Calls in a row that failed to connect.
+    failures: u32,
+    rng: ChaCha8Rng,
+}
+
+impl Redial {
+    /// Keeps this generator apart from the scenario's own streams (schedule.rs keys its
+    /// streams by small purpose numbers in the same place).
+    const PURPOSE: u64 = u64::from_le_bytes(*b"redial\0\0");
+
+    pub fn new(seed: u64, slot: u64) -> Self {
+        let mut key = [0u8; 32];
+        key[..8].copy_from_slice(&seed.to_le_bytes());
+        key[8..16].copy_from_slice(&Self::PURPOSE.to_le_bytes());
+        key[16..24].copy_from_slice(&slot.to_le_bytes());
+        Redial {
+            failures: 0,
+            rng: ChaCha8Rng::from_seed(key),
+        }
+    }
+
+    /// How long to wait, from the end of a call that ended as `outcome` after `took`,
+    /// before the next call.
+    pub fn pause(&mut self, outcome: CallOutcome, took: Duration) -> Duration {
+        if outcome != CallOutcome::ConnectFailed {
+            self.failures = 0;
+            return MIN_SLOT_TIME.saturating_sub(took);
+        }
+        self.failures = self.failures.saturating_add(1);
+        let doublings = (self.failures - 1).min(16);
+        let step = MIN_SLOT_TIME
+            .saturating_mul(1 << doublings)
+            .min(MAX_REDIAL_PAUSE);
+        let stretch = self.rng.random_range(1.0..1.5);
+        step.mul_f64(stretch).min(MAX_REDIAL_PAUSE)
+    }
+}
 
 /// The calls in progress.
 #[derive(Debug)]
 struct CallPool {
     tracker: TaskTracker,
+    /// Calls in progress (open model) or caller slots (closed model, a slot counting while
+    /// its caller waits to call again).
     active: Arc<AtomicU64>,
-    next_index: u64,
+    next_index: Arc<AtomicU64>,
+    /// The level the closed model asks for now.
+    wanted: Arc<AtomicU64>,
+    /// Caller slots started so far: each one's number keys its [`Redial`] jitter.
+    slots_started: u64,
+    /// Cancelled when the load timeline ends: callers place no more calls.
+    placing: CancellationToken,
     /// Cancels calls still running after the graceful stop.
     cancel: CancellationToken,
     events: UnboundedSender<CallEvent>,
@@ -213,37 +287,249 @@ impl CallPool {
         self.active.load(Ordering::Relaxed)
     }
 
-    fn start(&mut self, shaper: &LoadShaper) {
-        let plan = shaper.bank.plan_call(&shaper.scenario, self.next_index);
-        self.next_index += 1;
-        let active = Arc::clone(&self.active);
-        active.fetch_add(1, Ordering::Relaxed);
+    /// One call of the open model, on its schedule.
+    fn start_arrival(&mut self, shaper: &LoadShaper) {
+        let index = self.next_index.fetch_add(1, Ordering::Relaxed);
+        let plan = shaper.bank.plan_call(&shaper.scenario, index);
+        // Released however the call ends, a panic included.
+        let slot = ActiveSlot::take(&self.active);
         let context = Arc::clone(&shaper.context);
-        let cancel = self.cancel.clone();
-        let events = self.events.clone();
+        let call = run_call(context, plan, self.events.clone(), self.cancel.clone());
         self.tracker.spawn(async move {
-            // Released however the call ends, a panic included, so a broken call never
-            // holds a slot of the closed model.
-            let _slot = ActiveSlot(active);
-            let started = Instant::now();
-            run_call(context, plan, events, cancel.clone()).await;
-            // A call that ended at once (a fleet refusing connections) keeps its slot for a
-            // moment, as a caller who cannot get through waits before calling again:
-            // otherwise the closed model would hammer a dead fleet with thousands of calls.
-            tokio::select! {
-                () = tokio::time::sleep_until(started + MIN_SLOT_TIME) => {}
-                () = cancel.cancelled() => {}
-            }
+            call.await;
+            drop(slot);
         });
+    }
+
+    /// One caller slot of the closed model: it calls until the level no longer wants it or
+    /// the load ends.
+    fn start_caller(&mut self, shaper: &LoadShaper) {
+        let slot = ActiveSlot::take(&self.active);
+        let redial = Redial::new(shaper.scenario.seed, self.slots_started);
+        self.slots_started += 1;
+        let (scenario, bank, context) = (
+            Arc::clone(&shaper.scenario),
+            Arc::clone(&shaper.bank),
+            Arc::clone(&shaper.context),
+        );
+        let (next_index, events, cancel) = (
+            Arc::clone(&self.next_index),
+            self.events.clone(),
+            self.cancel.clone(),
+        );
+        let place = move || {
+            let plan = bank.plan_call(&scenario, next_index.fetch_add(1, Ordering::Relaxed));
+            run_call(Arc::clone(&context), plan, events.clone(), cancel.clone())
+        };
+        let caller = Caller {
+            slot,
+            redial,
+            wanted: Arc::clone(&self.wanted),
+            placing: self.placing.clone(),
+            cancel: self.cancel.clone(),
+        };
+        self.tracker.spawn(caller.run(place));
     }
 }
 
-/// One running call in the pool's count.
+/// A caller slot of the closed model between its calls.
 #[derive(Debug)]
-struct ActiveSlot(Arc<AtomicU64>);
+struct Caller {
+    slot: ActiveSlot,
+    redial: Redial,
+    wanted: Arc<AtomicU64>,
+    placing: CancellationToken,
+    cancel: CancellationToken,
+}
+
+impl Caller {
+    /// Places calls with `place`, pausing between them as [`Redial`] says, until the level
+    /// falls below the slots running (this slot retires) or the load ends.
+    async fn run<F, Call>(mut self, mut place: F)
+    where
+        F: FnMut() -> Call,
+        Call: Future<Output = CallOutcome>,
+    {
+        loop {
+            let started = Instant::now();
+            let outcome = place().await;
+            let pause = self.redial.pause(outcome, started.elapsed());
+            tokio::select! {
+                () = tokio::time::sleep(pause) => {}
+                () = self.placing.cancelled() => return,
+                () = self.cancel.cancelled() => return,
+            }
+            if self.placing.is_cancelled() || self.slot.retire_above(&self.wanted) {
+                return;
+            }
+        }
+    }
+}
+
+/// One unit of the pool's count: a running call, or a caller slot.
+#[derive(Debug)]
+struct ActiveSlot {
+    active: Arc<AtomicU64>,
+    /// Already taken off the count by [`ActiveSlot::retire_above`].
+    retired: bool,
+}
+
+impl ActiveSlot {
+    fn take(active: &Arc<AtomicU64>) -> Self {
+        active.fetch_add(1, Ordering::Relaxed);
+        ActiveSlot {
+            active: Arc::clone(active),
+            retired: false,
+        }
+    }
+
+    /// Takes this slot off the count if there are more than `wanted`; says whether it did.
+    /// One atomic step, so slots ending together never retire below the level.
+    fn retire_above(&mut self, wanted: &AtomicU64) -> bool {
+        let wanted = wanted.load(Ordering::Relaxed);
+        self.retired = self
+            .active
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |active| {
+                (active > wanted).then(|| active - 1)
+            })
+            .is_ok();
+        self.retired
+    }
+}
 
 impl Drop for ActiveSlot {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        if !self.retired {
+            self.active.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    const FAILED: CallOutcome = CallOutcome::ConnectFailed;
+
+    #[test]
+    fn redial_pauses_double_to_thirty_seconds_with_seeded_jitter() {
+        let mut redial = Redial::new(7, 0);
+        let pauses: Vec<Duration> = (0..8)
+            .map(|_| redial.pause(FAILED, Duration::ZERO))
+            .collect();
+        for (pause, step_s) in pauses.iter().zip([1, 2, 4, 8, 16, 30, 30, 30]) {
+            let step = Duration::from_secs(step_s);
+            assert!(
+                *pause >= step && *pause < step.mul_f64(1.5).min(MAX_REDIAL_PAUSE + MS),
+                "{pauses:?}"
+            );
+        }
+        // The same seed and slot redial the same way; another slot does not.
+        let mut again = Redial::new(7, 0);
+        let mut other = Redial::new(7, 1);
+        assert_eq!(again.pause(FAILED, Duration::ZERO), pauses[0]);
+        assert_ne!(other.pause(FAILED, Duration::ZERO), pauses[0]);
+        // A call that connects starts it over; it holds its slot for MIN_SLOT_TIME.
+        let after_call = redial.pause(CallOutcome::FleetHungUp, Duration::from_millis(300));
+        assert_eq!(after_call, Duration::from_millis(700));
+        assert_eq!(
+            redial.pause(CallOutcome::Completed, Duration::from_secs(20)),
+            Duration::ZERO
+        );
+        let restarted = redial.pause(FAILED, Duration::ZERO);
+        assert!(restarted < Duration::from_millis(1500), "{restarted:?}");
+    }
+
+    const MS: Duration = Duration::from_millis(1);
+
+    /// A caller whose calls end as `outcomes` says (the last one repeating), each after
+    /// 5 ms; returns when each call was placed, relative to `start`.
+    fn caller(
+        outcomes: Vec<CallOutcome>,
+        active: &Arc<AtomicU64>,
+        wanted: &Arc<AtomicU64>,
+        placing: &CancellationToken,
+        slot: u64,
+    ) -> (tokio::task::JoinHandle<()>, Arc<Mutex<Vec<Duration>>>) {
+        let start = Instant::now();
+        let placed = Arc::new(Mutex::new(Vec::new()));
+        let log = Arc::clone(&placed);
+        let place = move || {
+            let mut placed = log.lock().unwrap();
+            let outcome = outcomes[placed.len().min(outcomes.len() - 1)];
+            placed.push(start.elapsed());
+            async move {
+                tokio::time::sleep(5 * MS).await;
+                outcome
+            }
+        };
+        let caller = Caller {
+            slot: ActiveSlot::take(active),
+            redial: Redial::new(1, slot),
+            wanted: Arc::clone(wanted),
+            placing: placing.clone(),
+            cancel: CancellationToken::new(),
+        };
+        (tokio::spawn(caller.run(place)), placed)
+    }
+
+    /// Gaps between consecutive calls, minus each call's own 5 ms.
+    fn gaps(placed: &[Duration]) -> Vec<Duration> {
+        placed.windows(2).map(|w| w[1] - w[0] - 5 * MS).collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_caller_backs_off_a_fleet_that_refuses_and_starts_over_once_it_connects() {
+        let active = Arc::new(AtomicU64::new(0));
+        let wanted = Arc::new(AtomicU64::new(1));
+        let placing = CancellationToken::new();
+        let (refused, placed) = caller(vec![FAILED], &active, &wanted, &placing, 0);
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        let times = placed.lock().unwrap().clone();
+        // 1 + 2 + 4 + 8 + 16 (each stretched by up to half) and then the 30 s cap: six calls
+        // in a minute where an immediate redial every second would have made sixty.
+        assert_eq!(times.len(), 6, "{times:?}");
+        for (gap, step_s) in gaps(&times).iter().zip([1, 2, 4, 8, 16]) {
+            let step = Duration::from_secs(step_s);
+            assert!(*gap >= step && *gap < step.mul_f64(1.5), "{times:?}");
+        }
+        placing.cancel();
+        refused.await.unwrap();
+        assert_eq!(active.load(Ordering::Relaxed), 0, "the slot is given back");
+
+        let placing = CancellationToken::new();
+        let outcomes = vec![FAILED, FAILED, FAILED, CallOutcome::Completed, FAILED];
+        let (recovering, placed) = caller(outcomes, &active, &wanted, &placing, 1);
+        tokio::time::sleep(Duration::from_secs(15)).await;
+        placing.cancel();
+        recovering.await.unwrap();
+        let gaps = gaps(&placed.lock().unwrap());
+        assert!(gaps.len() >= 5, "{gaps:?}");
+        // Failed three times (1, 2, 4 s), then connected: one MIN_SLOT_TIME from the start
+        // of that call, then the next failure waits 1 s again, not 8.
+        assert!(gaps[2] >= Duration::from_secs(4), "{gaps:?}");
+        assert_eq!(gaps[3], MIN_SLOT_TIME - 5 * MS, "{gaps:?}");
+        assert!(gaps[4] < Duration::from_millis(1500), "{gaps:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn callers_retire_when_the_level_falls_and_never_below_it() {
+        let active = Arc::new(AtomicU64::new(0));
+        let wanted = Arc::new(AtomicU64::new(2));
+        let placing = CancellationToken::new();
+        let completed = vec![CallOutcome::Completed];
+        let (first, _) = caller(completed.clone(), &active, &wanted, &placing, 0);
+        let (second, _) = caller(completed, &active, &wanted, &placing, 1);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(active.load(Ordering::Relaxed), 2);
+        wanted.store(1, Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(active.load(Ordering::Relaxed), 1, "exactly one retired");
+        assert!(first.is_finished() != second.is_finished());
+        placing.cancel();
+        let _ = tokio::join!(first, second);
+        assert_eq!(active.load(Ordering::Relaxed), 0);
     }
 }

@@ -82,6 +82,16 @@
 //! reply_silence = "1.5s"            # a reply is over after this much silence (or a mark)
 //! wait_for_greeting = false         # listen for the agent's greeting before the first step
 //! max_call_duration = "10m"         # hard stop per call
+//! fleet_may_hang_up = "never"       # when a WebSocket close from the fleet ends a call
+//!                                   # well: "never" (every close before the script ends
+//!                                   # is fleet_hung_up), "after_last_turn" (a close once
+//!                                   # every turn of the script got its answer is
+//!                                   # completed) or "any" (any close by the fleet is
+//!                                   # completed: fleets that hang up by design, such as
+//!                                   # Twilio's samples that close after N echoes). A close
+//!                                   # with code 1000, no code or 4000-4999 counts; a
+//!                                   # dropped connection or an error code (1001 going
+//!                                   # away, 1011 internal error, ...) never does
 //! fixtures = []                     # WAV files: paths or globs relative to THIS file's
 //!                                   # directory, e.g. ["../fixtures/*.wav"]; none: synthetic
 //!                                   # speech only
@@ -520,12 +530,58 @@ pub struct CallSettings {
     pub max_call_duration: Duration,
     /// Listen for the agent's greeting before the first step.
     pub wait_for_greeting: bool,
+    /// When a close by the fleet ends a call well rather than as `fleet_hung_up`.
+    pub fleet_may_hang_up: HangUpPolicy,
     /// Absolute, sorted, de-duplicated WAV paths; [`UtteranceRef::Fixture`] indexes it.
     pub fixtures: Vec<PathBuf>,
     pub synthetic: SyntheticPool,
     /// Caller and callee numbers sent in the webhook and `start` message.
     pub from: String,
     pub to: String,
+}
+
+/// When the fleet may end a call itself (`[calls] fleet_may_hang_up`). It applies to a
+/// deliberate hang-up only: a WebSocket close frame whose code says the call is over (1000,
+/// none, or an application's own 4000-4999). A connection dropped without a close (a crash,
+/// a reset) or a close with an error code (1001 going away, 1011 internal error, ...) is
+/// always `fleet_hung_up`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HangUpPolicy {
+    /// Every close before the script ends is `fleet_hung_up`.
+    #[default]
+    Never,
+    /// A close once every turn of the script got its answer (the agent's reply to the last
+    /// listening step had begun) is `completed`; earlier it is `fleet_hung_up`.
+    AfterLastTurn,
+    /// Any close by the fleet is `completed`: for fleets that hang up by design.
+    Any,
+}
+
+impl HangUpPolicy {
+    /// Every policy with its name in scenario files.
+    pub const ALL: [(HangUpPolicy, &'static str); 3] = [
+        (HangUpPolicy::Never, "never"),
+        (HangUpPolicy::AfterLastTurn, "after_last_turn"),
+        (HangUpPolicy::Any, "any"),
+    ];
+
+    /// Whether a hang-up by the fleet ends the call well, `answered` of the script's
+    /// `turns` having got their answer.
+    pub fn ends_well(self, answered: u32, turns: u32) -> bool {
+        match self {
+            HangUpPolicy::Never => false,
+            HangUpPolicy::AfterLastTurn => answered >= turns,
+            HangUpPolicy::Any => true,
+        }
+    }
+
+    /// The name scenario files use.
+    pub fn name(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(policy, _)| *policy == self)
+            .map_or("never", |(_, name)| name)
+    }
 }
 
 /// Seeded synthetic speech-like utterances, used when there are no fixtures or a step

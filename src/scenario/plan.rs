@@ -267,6 +267,7 @@ impl Plan {
             "wait for greeting",
             if calls.wait_for_greeting { "yes" } else { "no" },
         );
+        self.row("fleet may hang up", calls.fleet_may_hang_up.name());
         if calls.fixtures.is_empty() {
             self.row("fixtures", "none (synthetic speech only)");
         } else {

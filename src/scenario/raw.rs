@@ -130,6 +130,7 @@ pub(super) struct RawCalls {
     pub reply_silence: Option<RawValue>,
     pub wait_for_greeting: Option<bool>,
     pub max_call_duration: Option<RawValue>,
+    pub fleet_may_hang_up: Option<Spanned<String>>,
     pub fixtures: Option<Vec<Spanned<String>>>,
     pub synthetic: Option<Spanned<RawSynthetic>>,
     pub from: Option<Spanned<String>>,

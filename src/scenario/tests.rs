@@ -61,6 +61,7 @@ connect_timeout = "3s"
 turn_timeout = "8s"
 reply_silence = "1.2s"
 wait_for_greeting = true
+fleet_may_hang_up = "after_last_turn"
 max_call_duration = "2m18s"
 fixtures = ["../fixtures/*.wav", "../fixtures/greeting.wav"]
 synthetic = { count = 4, min = "500ms", max = "1s" }
@@ -140,6 +141,7 @@ fn full_sink_file_with_stages() {
             reply_silence: millis(1200),
             max_call_duration: secs(138),
             wait_for_greeting: true,
+            fleet_may_hang_up: HangUpPolicy::AfterLastTurn,
             fixtures: vec![
                 fixtures.join("greeting.wav"),
                 fixtures.join("order-status.wav"),
@@ -248,6 +250,7 @@ max_concurrent = 1000
     assert_eq!(scenario.calls.turn_timeout, secs(10));
     assert_eq!(scenario.calls.reply_silence, millis(1500));
     assert_eq!(scenario.calls.max_call_duration, secs(600));
+    assert_eq!(scenario.calls.fleet_may_hang_up, HangUpPolicy::Never);
     assert!(scenario.calls.fixtures.is_empty());
     assert_eq!(
         scenario.calls.synthetic,
@@ -362,6 +365,20 @@ fn negative_duration() {
     assert_eq!(
         single(&source),
         r#"5:25: expected a duration such as "30s" or "1m30s", found "-5s""#
+    );
+}
+
+#[test]
+fn fleet_may_hang_up_takes_three_policies() {
+    for (policy, name) in HangUpPolicy::ALL {
+        let source = format!("{SINK}{STAGES}[calls]\nfleet_may_hang_up = \"{name}\"\n");
+        assert_eq!(parse_ok(&source).calls.fleet_may_hang_up, policy);
+        assert_eq!(policy.name(), name);
+    }
+    let source = format!("{SINK}{STAGES}[calls]\nfleet_may_hang_up = \"sometimes\"\n");
+    assert_eq!(
+        single(&source),
+        r#"6:21: unknown fleet_may_hang_up "sometimes"; expected "never", "after_last_turn" or "any""#
     );
 }
 
@@ -1061,6 +1078,7 @@ fn plan_shows_the_timeline_and_first_calls() {
         "total duration     30s",
         "peak concurrency   50",
         "max call duration  2m18s",
+        "fleet may hang up  after_last_turn",
         "greeting.wav",
         "order-status.wav",
         "4 utterances, 500ms to 1s",

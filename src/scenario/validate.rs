@@ -15,8 +15,8 @@ use super::raw::{
 };
 use super::{
     ArrivalPattern, ArrivalRate, CallScript, CallSettings, DEFAULT_ALLOW_HOSTS, Diagnostic,
-    EmbeddedFleet, Endpoint, ExternalTarget, Load, Scenario, ScriptBody, SinkOptions, Slos, Stage,
-    Step, SyntheticPool, Target, UtteranceRef, normalize_host,
+    EmbeddedFleet, Endpoint, ExternalTarget, HangUpPolicy, Load, Scenario, ScriptBody, SinkOptions,
+    Slos, Stage, Step, SyntheticPool, Target, UtteranceRef, normalize_host,
 };
 use crate::fleet::Bug;
 
@@ -836,6 +836,7 @@ impl Validator<'_> {
             reply_silence: None,
             wait_for_greeting: None,
             max_call_duration: None,
+            fleet_may_hang_up: None,
             fixtures: None,
             synthetic: None,
             from: None,
@@ -874,6 +875,7 @@ impl Validator<'_> {
                 Duration::from_secs(600),
             ),
             wait_for_greeting: raw.wait_for_greeting.unwrap_or(false),
+            fleet_may_hang_up: self.hang_up_policy(raw.fleet_may_hang_up.as_ref()),
             fixtures: fixtures.paths.clone(),
             synthetic,
             from: raw
@@ -884,6 +886,25 @@ impl Validator<'_> {
                 .map_or_else(|| "+15005550001".to_owned(), Spanned::into_inner),
         };
         (settings, fixtures)
+    }
+
+    fn hang_up_policy(&mut self, raw: Option<&Spanned<String>>) -> HangUpPolicy {
+        let Some(raw) = raw else {
+            return HangUpPolicy::default();
+        };
+        let text = raw.get_ref().as_str();
+        match HangUpPolicy::ALL.iter().find(|(_, name)| *name == text) {
+            Some((policy, _)) => *policy,
+            None => {
+                self.error(
+                    raw.span(),
+                    format!(
+                        r#"unknown fleet_may_hang_up {text:?}; expected "never", "after_last_turn" or "any""#
+                    ),
+                );
+                HangUpPolicy::default()
+            }
+        }
     }
 
     fn synthetic(&mut self, raw: &RawCalls) -> SyntheticPool {
