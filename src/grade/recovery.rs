@@ -46,8 +46,26 @@ pub fn unhealthy_spans(health: &[(f64, bool)], end: f64) -> Vec<Span> {
     spans
 }
 
-/// Why an interval breaks the steady state, if it does.
+/// How long a call may wait for the agent to start answering, in an interval with no reply
+/// at all, before the interval counts as a fleet that stopped answering: the response
+/// threshold, or one journal interval when the scenario sets none.
+const HANGING_AFTER_S: f64 = 5.0;
+
+/// Why an interval breaks the steady state, if it does. Calls that end are graded by the
+/// success threshold and their replies by the latency one; calls that do not end (the
+/// fleet stopped answering, and the turn timeout is long) by how long they have waited.
 pub fn interval_trouble(interval: &IntervalPoint, slo: &SloPlan) -> Option<String> {
+    let hanging_after_ms = 1000.0 * slo.response_p95_max_s.unwrap_or(HANGING_AFTER_S);
+    if interval.waiting > 0
+        && interval.replies == 0
+        && interval.longest_wait_ms as f64 > hanging_after_ms
+    {
+        return Some(format!(
+            "{} calls waiting for the agent, the longest {:.1} s, and no reply",
+            interval.waiting,
+            interval.longest_wait_ms as f64 / 1000.0
+        ));
+    }
     let graded = interval.completed + interval.failed;
     let min_pct = slo.call_success_min_pct.unwrap_or(99.0);
     if graded > 0 && min_pct > 0.0 {
@@ -573,6 +591,35 @@ mod tests {
         // Refused outside every fault counts once, not twice.
         let up = uptime(&health, &refused, 100.0, &[], &[]).unwrap();
         assert_eq!((up.down_s, up.outages, up.probed_s), (30.0, 1, 100.0));
+    }
+
+    #[test]
+    fn an_interval_of_calls_left_waiting_is_trouble_though_none_ended() {
+        let interval = |waiting, longest_wait_ms, replies| IntervalPoint {
+            from_s: 0.0,
+            to_s: 5.0,
+            completed: 0,
+            failed: 0,
+            replies,
+            waiting,
+            longest_wait_ms,
+            response_p95_ms: None,
+            response: None,
+        };
+        let slo = SloPlan::default();
+        assert!(interval_trouble(&interval(2, 6_500, 0), &slo).is_some());
+        // A wait shorter than the threshold, or replies coming: the fleet answers.
+        assert!(interval_trouble(&interval(2, 4_000, 0), &slo).is_none());
+        assert!(interval_trouble(&interval(2, 6_500, 3), &slo).is_none());
+        let patient = SloPlan {
+            response_p95_max_s: Some(10.0),
+            ..SloPlan::default()
+        };
+        assert!(interval_trouble(&interval(1, 6_500, 0), &patient).is_none());
+        assert_eq!(
+            interval_trouble(&interval(1, 10_500, 0), &patient).as_deref(),
+            Some("1 calls waiting for the agent, the longest 10.5 s, and no reply")
+        );
     }
 
     #[test]

@@ -193,6 +193,12 @@ pub struct IntervalPoint {
     pub to_s: f64,
     pub completed: u64,
     pub failed: u64,
+    /// Replies the agent finished in it.
+    pub replies: u64,
+    /// Calls waiting for the agent to start answering when it was written, and the
+    /// longest of those waits (absent in older journals: 0).
+    pub waiting: u64,
+    pub longest_wait_ms: u64,
     pub response_p95_ms: Option<f64>,
     /// The interval's response histogram, serialized (merged on demand for fault impact).
     pub response: Option<String>,
@@ -583,6 +589,9 @@ impl RunRecord {
             to_s: t_s,
             completed: u64_of(record, "completed"),
             failed: u64_of(record, "failed"),
+            replies: u64_of(record, "replies"),
+            waiting: u64_of(record, "waiting"),
+            longest_wait_ms: u64_of(record, "longest_wait_ms"),
             response_p95_ms: record
                 .get("response_ms")
                 .filter(|p| p.get("count").and_then(Value::as_u64).unwrap_or(0) > 0)
