@@ -46,10 +46,16 @@ pub enum CallEndpoint {
     Webhook { url: Url },
 }
 
+/// What went wrong, causes included: "connection refused" says the fleet is down, where
+/// "error sending request" says nothing.
+fn failure(error: &(dyn std::error::Error + 'static)) -> String {
+    crate::observe::health::RequestFailure::of_error(error).detail
+}
+
 /// Why a call could not open its stream.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
-    #[error("voice webhook POST {url} failed: {source}")]
+    #[error("voice webhook POST {url} failed: {}", failure(source))]
     Webhook {
         url: String,
         #[source]
@@ -69,7 +75,7 @@ pub enum ConnectError {
         "host {host:?} of {url} is not in allow_hosts; add it to [target] allow_hosts to allow it"
     )]
     HostNotAllowed { host: String, url: String },
-    #[error("WebSocket handshake with {url} failed: {source}")]
+    #[error("WebSocket handshake with {url} failed: {}", failure(&**source))]
     WebSocket {
         url: String,
         #[source]

@@ -83,10 +83,14 @@ pub struct RequestFailure {
 
 impl RequestFailure {
     pub fn of(error: reqwest::Error) -> RequestFailure {
-        let error = error.without_url();
+        Self::of_error(&error.without_url())
+    }
+
+    /// From any error and its causes (a WebSocket handshake's, a webhook's).
+    pub fn of_error(error: &(dyn std::error::Error + 'static)) -> RequestFailure {
         let mut refused = false;
         let mut causes: Vec<String> = Vec::new();
-        let mut next: Option<&(dyn std::error::Error + 'static)> = Some(&error);
+        let mut next: Option<&(dyn std::error::Error + 'static)> = Some(error);
         while let Some(cause) = next {
             if cause
                 .downcast_ref::<std::io::Error>()
