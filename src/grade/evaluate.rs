@@ -784,7 +784,7 @@ mod tests {
         (dir, run)
     }
 
-    fn slo<'a>(summary: &'a Summary, name: &str) -> &'a SloVerdict {
+    pub(super) fn slo<'a>(summary: &'a Summary, name: &str) -> &'a SloVerdict {
         summary
             .slos
             .iter()
@@ -908,6 +908,7 @@ mod rules_tests {
 
     use serde_json::{Value, json};
 
+    use super::tests::slo;
     use super::*;
     use crate::grade::SloStatus;
     use crate::grade::replay;
@@ -1029,14 +1030,6 @@ mod rules_tests {
             .iter()
             .find(|f| f.name == name && f.occurrence == occurrence)
             .unwrap_or_else(|| panic!("no {name} #{occurrence}: {:#?}", summary.faults))
-    }
-
-    fn slo<'a>(summary: &'a Summary, name: &str) -> &'a SloVerdict {
-        summary
-            .slos
-            .iter()
-            .find(|slo| slo.name == name)
-            .unwrap_or_else(|| panic!("no SLO {name}: {:?}", summary.slos))
     }
 
     #[test]
