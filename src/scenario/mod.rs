@@ -266,13 +266,15 @@ mod tests;
 #[cfg(test)]
 mod tests_faults;
 #[cfg(test)]
+mod tests_files;
+#[cfg(test)]
 mod tests_observe;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use error::{Diagnostic, ScenarioError};
+pub use error::{Diagnostic, ScenarioError, Warnings};
 pub use faults::{
     AbortConditions, ChaosSettings, DetectionRule, FaultKind, FaultSpec, ScheduledFault,
 };
@@ -286,9 +288,13 @@ pub const DEFAULT_ALLOW_HOSTS: [&str; 3] = ["127.0.0.1", "localhost", "::1"];
 
 /// Reads and validates the scenario file at `path`.
 pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
-    let source = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
+    let bytes = std::fs::read(path).map_err(|source| ScenarioError::Read {
         path: path.to_path_buf(),
         source,
+    })?;
+    let source = String::from_utf8(bytes).map_err(|error| ScenarioError::Invalid {
+        path: path.to_path_buf(),
+        diagnostics: error::not_utf8(error.as_bytes()),
     })?;
     parse(&source, path)
 }
@@ -300,8 +306,27 @@ pub fn parse(source: &str, path: &Path) -> Result<Scenario, ScenarioError> {
         path: path.to_path_buf(),
         diagnostics,
     };
-    let raw = raw::parse(source).map_err(|diagnostic| invalid(vec![diagnostic]))?;
-    validate::validate(raw, source, path).map_err(invalid)
+    let (raw, mut unknown_keys, tables) = match raw::parse(source) {
+        raw::Parsed::Raw {
+            raw,
+            unknown_keys,
+            tables_with_unknown_keys,
+        } => (raw, unknown_keys, tables_with_unknown_keys),
+        raw::Parsed::Invalid(diagnostics) => return Err(invalid(diagnostics)),
+    };
+    let mut diagnostics = match validate::validate(*raw, source, path) {
+        Ok(scenario) if unknown_keys.is_empty() => return Ok(scenario),
+        Ok(_) => Vec::new(),
+        Err(diagnostics) => diagnostics,
+    };
+    diagnostics.retain(|found| {
+        !tables
+            .iter()
+            .any(|table| (table.line, table.column) == (found.line, found.column))
+    });
+    diagnostics.append(&mut unknown_keys);
+    diagnostics.sort_by_key(|diagnostic| (diagnostic.line, diagnostic.column));
+    Err(invalid(diagnostics))
 }
 
 /// A validated scenario: everything a run needs to know before it starts.
@@ -336,6 +361,15 @@ impl Scenario {
     /// the same host, as are `localhost` and `localhost.`).
     pub fn host_allowed(&self, host: &str) -> bool {
         host_in(&self.allow_hosts, host)
+    }
+
+    /// What would make a run of `run_for` (the load's duration, or `--duration`) test
+    /// less than the file says, with positions: faults never injected.
+    pub fn warnings(&self, run_for: Duration) -> Warnings {
+        Warnings {
+            path: self.path.clone(),
+            diagnostics: faults::never_injected(&self.faults, run_for, self.seed),
+        }
     }
 
     /// The same scenario with another seed (`--seed` on the command line).
@@ -532,12 +566,48 @@ pub struct CallSettings {
     pub wait_for_greeting: bool,
     /// When a close by the fleet ends a call well rather than as `fleet_hung_up`.
     pub fleet_may_hang_up: HangUpPolicy,
-    /// Absolute, sorted, de-duplicated WAV paths; [`UtteranceRef::Fixture`] indexes it.
-    pub fixtures: Vec<PathBuf>,
+    /// Sorted by path, de-duplicated; [`UtteranceRef::Fixture`] indexes it.
+    pub fixtures: Vec<Fixture>,
     pub synthetic: SyntheticPool,
     /// Caller and callee numbers sent in the webhook and `start` message.
     pub from: String,
     pub to: String,
+}
+
+/// A WAV fixture, decoded when the scenario was validated: a run plays exactly what
+/// validation read, and can never fail later on a fixture it accepted.
+#[derive(Clone, PartialEq)]
+pub struct Fixture {
+    /// Absolute, with symlinks resolved.
+    pub path: PathBuf,
+    /// 8 kHz mono 16-bit PCM, as [`crate::audio::wav::load_wav`] makes it; shared, not copied,
+    /// with every clone of the scenario.
+    pub samples: std::sync::Arc<[i16]>,
+}
+
+impl Fixture {
+    /// Playing time.
+    pub fn duration(&self) -> Duration {
+        Duration::from_secs_f64(self.samples.len() as f64 / f64::from(crate::audio::SAMPLE_RATE))
+    }
+
+    /// The name `say` steps use: the file stem.
+    pub fn stem(&self) -> String {
+        self.path
+            .file_stem()
+            .map(|stem| stem.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+}
+
+impl std::fmt::Debug for Fixture {
+    /// The path and length, not thousands of samples.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fixture")
+            .field("path", &self.path)
+            .field("duration", &self.duration())
+            .finish()
+    }
 }
 
 /// When the fleet may end a call itself (`[calls] fleet_may_hang_up`). It applies to a
