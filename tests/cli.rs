@@ -415,6 +415,11 @@ fn embedded_targets_validate_and_plan() {
     );
 }
 
+/// The exit code is `code`; stderr is shown when it is not.
+fn assert_exit(output: &Output, code: i32) {
+    assert_eq!(output.status.code(), Some(code), "{}", stderr(output));
+}
+
 /// `path:line:column:` at the start of one of `output`'s stderr lines, for each position.
 fn assert_positions(output: &Output, path: &Path, positions: &[(usize, usize)]) {
     let text = stderr(output);
@@ -427,9 +432,9 @@ fn assert_positions(output: &Output, path: &Path, positions: &[(usize, usize)]) 
     }
 }
 
-/// `run` refuses the scenario before anything starts: exit 2, no run directory.
-fn assert_run_refused(scenario: &ScenarioFile, env: &[(&str, &str)]) -> Output {
-    let output = Command::new(voxsoak_exe())
+/// `voxsoak run SCENARIO --out OUT --quiet` with `env` added to its environment.
+fn run_quietly(scenario: &ScenarioFile, env: &[(&str, &str)]) -> Output {
+    Command::new(voxsoak_exe())
         .args([
             "run",
             path_str(&scenario.path),
@@ -439,13 +444,13 @@ fn assert_run_refused(scenario: &ScenarioFile, env: &[(&str, &str)]) -> Output {
         ])
         .envs(env.iter().copied())
         .output()
-        .expect("run voxsoak");
-    assert_eq!(
-        output.status.code(),
-        Some(exit::HARNESS_ERROR),
-        "{}",
-        stderr(&output)
-    );
+        .expect("run voxsoak")
+}
+
+/// `run` refuses the scenario before anything starts: exit 2, no run directory.
+fn assert_run_refused(scenario: &ScenarioFile, env: &[(&str, &str)]) -> Output {
+    let output = run_quietly(scenario, env);
+    assert_exit(&output, exit::HARNESS_ERROR);
     assert!(
         !scenario.out_dir().exists(),
         "nothing may start, not even the run directory"
@@ -530,13 +535,7 @@ fn a_run_prints_the_warnings_before_it_starts() {
          [calls]\nturn_timeout = \"3s\"\n[[scripts]]\nname = \"hello\"\nturns = 1\n\
          [[faults]]\nkind = \"process_stall\"\nat = \"10h\"\nfor = \"1s\"\n",
     );
-    let output = voxsoak(&[
-        "run",
-        path_str(&scenario.path),
-        "--out",
-        path_str(&scenario.out_dir()),
-        "--quiet",
-    ]);
+    let output = run_quietly(&scenario, &[]);
     let text = stderr(&output);
     assert!(
         text.contains(&format!(
@@ -649,12 +648,7 @@ fn a_database_outside_allow_hosts_is_refused_before_anything_starts() {
     };
     let hidden = "postgres://fleet:hunter2@127.0.0.1/orders?host=db.example.com";
     let refused = validate(&[(VARIABLE, hidden)], &fault(""));
-    assert_eq!(
-        refused.status.code(),
-        Some(exit::HARNESS_ERROR),
-        "{}",
-        stderr(&refused)
-    );
+    assert_exit(&refused, exit::HARNESS_ERROR);
     assert!(
         stderr(&refused).contains(&format!(
             "the database URL in {VARIABLE} (named by database_url_env of fault \"db_pool_exhaustion\") connects to db.example.com"
@@ -666,10 +660,5 @@ fn a_database_outside_allow_hosts_is_refused_before_anything_starts() {
         &[(VARIABLE, hidden)],
         &fault("allow_hosts = [\"127.0.0.1\", \"db.example.com\"]\n"),
     );
-    assert_eq!(
-        allowed.status.code(),
-        Some(exit::PASS),
-        "{}",
-        stderr(&allowed)
-    );
+    assert_exit(&allowed, exit::PASS);
 }

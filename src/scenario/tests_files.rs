@@ -199,26 +199,24 @@ fn every_bad_fixture_is_reported_at_its_entry() {
     assert_eq!(found.len(), 6, "{shown:#?}");
     let root = fixtures.canonicalize().unwrap();
     // One entry a line, from line 7, each error at its entry's opening quote.
+    let file = |name: &str| root.join(name).display().to_string();
     let expected = [
-        format!(
-            "fixture {} is not a WAV file",
-            root.join("notes.wav").display()
-        ),
+        format!("fixture {} is not a WAV file", file("notes.wav")),
         format!(
             "fixture {} is a directory, not a WAV file",
-            root.join("greetings").display()
+            file("greetings")
         ),
         format!(
             "fixture {} is 190.7 MiB, over the limit of 50.0 MiB for a fixture",
-            root.join("huge.wav").display()
+            file("huge.wav")
         ),
         format!(
             "fixture {} claims 4.0 GiB, over the limit of 50.0 MiB for a fixture",
-            root.join("claims.wav").display()
+            file("claims.wav")
         ),
         format!(
             "fixture {} holds 43m 41s of audio, over the limit of 60.0 s for a fixture",
-            root.join("long.wav").display()
+            file("long.wav")
         ),
         r#"fixture glob "fixtures/none/*.wav" matches no files"#.to_owned(),
     ];
