@@ -254,23 +254,10 @@ pub fn init_tracing() {
 pub fn main(cli: Cli) -> i32 {
     init_tracing();
     match cli.command {
-        Command::Validate { scenario } => match scenario::load(&scenario) {
-            Ok(loaded) => {
-                println!(
-                    "{}: ok ({}, {} script(s))",
-                    scenario.display(),
-                    loaded.name,
-                    loaded.scripts.len()
-                );
-                exit::PASS
-            }
-            Err(error) => {
-                eprintln!("{}", chain(&error));
-                exit::HARNESS_ERROR
-            }
-        },
+        Command::Validate { scenario } => validate_command(&scenario),
         Command::Plan { scenario } => match scenario::load(&scenario) {
             Ok(loaded) => {
+                print_warnings(&loaded, loaded.load.duration());
                 print!("{}", scenario::render_plan(&loaded));
                 exit::PASS
             }
@@ -296,6 +283,41 @@ pub fn main(cli: Cli) -> i32 {
                 }
             }
         }),
+    }
+}
+
+/// `voxsoak validate`: everything `run` would refuse before starting, except what needs
+/// the target itself (reachable, its TwiML): the file, its fixtures, and the database
+/// hosts of the variables that are set (`validate` often runs without the secrets).
+fn validate_command(path: &std::path::Path) -> i32 {
+    let loaded = match scenario::load(path) {
+        Ok(loaded) => loaded,
+        Err(error) => {
+            eprintln!("{}", chain(&error));
+            return exit::HARNESS_ERROR;
+        }
+    };
+    if let Err(error) =
+        crate::target::check_database_hosts(&loaded, crate::target::UnsetVariable::Skip)
+    {
+        eprintln!("voxsoak: {}", chain(&error));
+        return exit::HARNESS_ERROR;
+    }
+    print_warnings(&loaded, loaded.load.duration());
+    println!(
+        "{}: ok ({}, {} script(s))",
+        path.display(),
+        loaded.name,
+        loaded.scripts.len()
+    );
+    exit::PASS
+}
+
+/// The scenario's warnings for a run of `run_for`, on stderr: they never change the exit
+/// code.
+fn print_warnings(loaded: &scenario::Scenario, run_for: Duration) {
+    for warning in loaded.warnings(run_for).lines() {
+        eprintln!("{warning}");
     }
 }
 
@@ -390,6 +412,11 @@ async fn run_command(args: RunArgs, shutdown: CancellationToken) -> i32 {
             println!("  reports    {}", outcome.out_dir.display());
             outcome.summary.verdict.exit_code()
         }
+        // `file:line:column: …` lines, as `validate` prints them.
+        Err(error @ crate::run::RunError::Scenario(_)) => {
+            eprintln!("{}", chain(&error));
+            exit::HARNESS_ERROR
+        }
         Err(error) => {
             eprintln!("voxsoak: {}", chain(&error));
             exit::HARNESS_ERROR
@@ -406,7 +433,10 @@ fn dry_run(args: &RunArgs) -> i32 {
             return exit::HARNESS_ERROR;
         }
     };
-    if let Err(error) = crate::target::check_fleet_bugs(&loaded, &args.fleet_bugs) {
+    let checked = crate::target::check_fleet_bugs(&loaded, &args.fleet_bugs).and_then(|()| {
+        crate::target::check_database_hosts(&loaded, crate::target::UnsetVariable::Skip)
+    });
+    if let Err(error) = checked {
         eprintln!("voxsoak: {}", chain(&error));
         return exit::HARNESS_ERROR;
     }
@@ -415,6 +445,7 @@ fn dry_run(args: &RunArgs) -> i32 {
         None => loaded,
     };
     let run_for = args.duration.unwrap_or_else(|| loaded.load.duration());
+    print_warnings(&loaded, run_for);
     print!("{}", scenario::render_plan_for(&loaded, run_for));
     if !args.fleet_bugs.is_empty() {
         let bugs: Vec<&str> = args.fleet_bugs.iter().map(|bug| bug.name()).collect();

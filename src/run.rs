@@ -1,6 +1,6 @@
 //! `voxsoak run`: scenario → target → load → aggregate → verdict → run directory.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write as _};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -11,7 +11,6 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::audio::AudioError;
 use crate::audio::vad::VoiceActivity;
 use crate::call::CallContext;
 use crate::chaos::abort::{AbortSwitch, SuccessWatch, serve_kill_switch, watch_kill_switch_file};
@@ -50,8 +49,6 @@ pub struct RunOptions {
 pub enum RunError {
     #[error(transparent)]
     Scenario(#[from] ScenarioError),
-    #[error("could not load audio: {0}")]
-    Audio(#[from] AudioError),
     #[error(transparent)]
     Target(#[from] TargetError),
     #[error("could not write the run directory {path}: {source}")]
@@ -90,12 +87,18 @@ pub struct RunOutcome {
 pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<RunOutcome, RunError> {
     let mut scenario = scenario::load(&options.scenario)?;
     target::check_fleet_bugs(&scenario, &options.fleet_bugs)?;
+    target::check_database_hosts(&scenario, target::UnsetVariable::Refuse)?;
     if let Some(seed) = options.seed {
         scenario = scenario.with_seed(seed);
     }
+    let run_for = options.duration.unwrap_or_else(|| scenario.load.duration());
+    for warning in scenario.warnings(run_for).lines() {
+        // Never a panic on a closed stderr.
+        let _ = writeln!(std::io::stderr(), "{warning}");
+    }
     let scenario = Arc::new(scenario);
     let vad = VoiceActivity::default();
-    let bank = Arc::new(UtteranceBank::load(&scenario, &vad)?);
+    let bank = Arc::new(UtteranceBank::load(&scenario, &vad));
     let started_at = SystemTime::now();
     let run_id = run_id(&scenario.name, started_at);
     let out_dir = options
@@ -178,7 +181,6 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<Run
         vad,
         host_allowed: Box::new(move |host| allow.host_allowed(host)),
     });
-    let run_for = options.duration.unwrap_or_else(|| scenario.load.duration());
     let shaper = LoadShaper {
         scenario: Arc::clone(&scenario),
         bank,

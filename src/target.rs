@@ -106,8 +106,26 @@ pub enum TargetError {
     Unreachable { url: String, reason: String },
     #[error("the auth token variable {name} named by [target] auth_token_env is not set")]
     MissingToken { name: String },
-    #[error("the database URL variable {name} named by [target] database_url_env is not set")]
-    MissingDatabaseUrl { name: String },
+    #[error("the database URL variable {name} named by {key} is not set")]
+    MissingDatabaseUrl {
+        name: String,
+        /// Where the scenario names it: `[target] database_url_env`, or a fault's.
+        key: String,
+    },
+    /// The value itself is never shown: it may hold a password.
+    #[error(
+        "the variable {name} named by {key} does not hold a database URL (postgres://… or sqlite://…)"
+    )]
+    NotDatabaseUrl { name: String, key: String },
+    /// Only the host is shown, never the URL: it may hold a password.
+    #[error(
+        "the database URL in {name} (named by {key}) connects to {host}, which is not in [target] allow_hosts (loopback only by default); add it there to allow connections to it"
+    )]
+    DatabaseHostNotAllowed {
+        name: String,
+        key: String,
+        host: String,
+    },
     /// The value itself is never shown: it may hold a password.
     #[error(
         "the variable {name} named by [target] database_url_env does not hold a postgres:// URL"
@@ -165,6 +183,111 @@ pub fn check_fleet_bugs(scenario: &Scenario, fleet_bugs: &[Bug]) -> Result<(), T
         scenario: Some(scenario.path.clone()),
         targets: target_label(&scenario.target),
     })
+}
+
+/// Where the embedded fleet's database variable is named, for messages.
+const TARGET_DATABASE_KEY: &str = "[target] database_url_env";
+
+/// Whether [`check_database_hosts`] refuses a variable that is not set: `run` needs every
+/// one, `validate` (often run without the secrets) checks those it can.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnsetVariable {
+    Refuse,
+    Skip,
+}
+
+/// The databases the scenario names through variables (the embedded fleet's
+/// `database_url_env`, each `db_pool_exhaustion` fault's) must be on hosts in
+/// `allow_hosts`, loopback by default. Checked before anything starts, so neither the fleet
+/// nor a fault ever connects to a database nobody allowed. The URLs are read from their
+/// variables and never shown (they may hold a password); an error names the variable and
+/// the host.
+pub fn check_database_hosts(scenario: &Scenario, unset: UnsetVariable) -> Result<(), TargetError> {
+    let mut named: Vec<(&str, String)> = Vec::new();
+    if let Target::Embedded(EmbeddedFleet {
+        database_url_env: Some(name),
+        ..
+    }) = &scenario.target
+    {
+        named.push((name, TARGET_DATABASE_KEY.to_owned()));
+    }
+    for fault in &scenario.faults {
+        if let crate::scenario::FaultSpec::DbPoolExhaustion(db) = &fault.fault
+            && let Some(name) = &db.database_url_env
+        {
+            named.push((name, format!("database_url_env of fault {:?}", fault.name)));
+        }
+    }
+    for (name, key) in named {
+        let Ok(text) = std::env::var(name) else {
+            if unset == UnsetVariable::Skip {
+                continue;
+            }
+            return Err(TargetError::MissingDatabaseUrl {
+                name: name.to_owned(),
+                key,
+            });
+        };
+        let not_a_url = || TargetError::NotDatabaseUrl {
+            name: name.to_owned(),
+            key: key.clone(),
+        };
+        let url = Url::parse(&text).map_err(|_| not_a_url())?;
+        match url.scheme() {
+            "postgres" | "postgresql" => {}
+            // A file on this machine.
+            "sqlite" => continue,
+            _ => return Err(not_a_url()),
+        }
+        let pghost = std::env::var("PGHOST").ok();
+        for host in postgres_hosts(&url, pghost.as_deref()) {
+            if !scenario.host_allowed(&host) {
+                return Err(TargetError::DatabaseHostNotAllowed {
+                    name: name.to_owned(),
+                    key,
+                    host,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Every host a PostgreSQL URL connects to, read as the fleet and the harness (sqlx) read
+/// it: the URL's host, and any `host` or `hostaddr` in its query (which win); with none of
+/// them, `PGHOST` (which the fleet inherits), else localhost. A Unix socket (a path) is on
+/// this machine and left out.
+fn postgres_hosts(url: &Url, pghost: Option<&str>) -> Vec<String> {
+    let decoded = |host: &str| {
+        url::form_urlencoded::parse(format!("h={host}").as_bytes())
+            .next()
+            .map_or_else(|| host.to_owned(), |(_, value)| value.into_owned())
+    };
+    let mut hosts: Vec<String> = url
+        .host_str()
+        .filter(|host| !host.is_empty())
+        .map(decoded)
+        .into_iter()
+        .collect();
+    hosts.extend(
+        url.query_pairs()
+            .filter(|(key, _)| key == "host" || key == "hostaddr")
+            .map(|(_, value)| value.into_owned()),
+    );
+    if hosts.is_empty() {
+        hosts.push(pghost.unwrap_or("localhost").to_owned());
+    }
+    hosts
+        .into_iter()
+        .flat_map(|host| {
+            // libpq's list form, `host=a,b`.
+            host.split(',')
+                .map(str::trim)
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .filter(|host| !host.is_empty() && !host.starts_with('/'))
+        .collect()
 }
 
 /// What a child wrote to its stderr, kept for error messages while it runs: its first 5
@@ -756,8 +879,10 @@ async fn spawn_embedded(
     // The database URL first, so a missing variable leaves nothing behind.
     let postgres = match &fleet.database_url_env {
         Some(name) => {
-            let url = std::env::var(name)
-                .map_err(|_| TargetError::MissingDatabaseUrl { name: name.clone() })?;
+            let url = std::env::var(name).map_err(|_| TargetError::MissingDatabaseUrl {
+                name: name.clone(),
+                key: TARGET_DATABASE_KEY.to_owned(),
+            })?;
             if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
                 return Err(TargetError::NotPostgresUrl { name: name.clone() });
             }
@@ -1168,5 +1293,32 @@ mod tests {
             pid: None,
         };
         assert!(!format!("{info:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn every_host_a_postgres_url_connects_to_is_checked() {
+        let hosts =
+            |url: &str, pghost: Option<&str>| postgres_hosts(&Url::parse(url).unwrap(), pghost);
+        assert_eq!(
+            hosts("postgres://u:pw@db.example.com:5432/orders", None),
+            ["db.example.com"]
+        );
+        // sqlx lets `host` in the query win over the URL's.
+        assert_eq!(
+            hosts("postgres://u@127.0.0.1/x?host=db.example.com", None),
+            ["127.0.0.1", "db.example.com"]
+        );
+        assert_eq!(
+            hosts("postgresql://u@[::1]/x?hostaddr=10.1.2.3", None),
+            ["[::1]", "10.1.2.3"]
+        );
+        // No host at all: PGHOST, which the fleet inherits, else localhost.
+        assert_eq!(hosts("postgres:///x", Some("db.internal")), ["db.internal"]);
+        assert_eq!(hosts("postgres:///x", None), ["localhost"]);
+        // A Unix socket is on this machine.
+        assert!(hosts("postgres://u@%2Fvar%2Frun%2Fpostgresql/x", None).is_empty());
+        assert!(hosts("postgres:///x?host=/var/run/postgresql", None).is_empty());
+        // libpq's list form.
+        assert_eq!(hosts("postgres://u@a,b/x", None), ["a", "b"]);
     }
 }

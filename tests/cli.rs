@@ -414,3 +414,251 @@ fn embedded_targets_validate_and_plan() {
         )
     );
 }
+
+/// The exit code is `code`; stderr is shown when it is not.
+fn assert_exit(output: &Output, code: i32) {
+    assert_eq!(output.status.code(), Some(code), "{}", stderr(output));
+}
+
+/// `path:line:column:` at the start of one of `output`'s stderr lines, for each position.
+fn assert_positions(output: &Output, path: &Path, positions: &[(usize, usize)]) {
+    let text = stderr(output);
+    for (line, column) in positions {
+        let prefix = format!("{}:{line}:{column}: ", path.display());
+        assert!(
+            text.lines().any(|found| found.starts_with(&prefix)),
+            "no line starting {prefix:?} in\n{text}"
+        );
+    }
+}
+
+/// `voxsoak run SCENARIO --out OUT --quiet` with `env` added to its environment.
+fn run_quietly(scenario: &ScenarioFile, env: &[(&str, &str)]) -> Output {
+    Command::new(voxsoak_exe())
+        .args([
+            "run",
+            path_str(&scenario.path),
+            "--out",
+            path_str(&scenario.out_dir()),
+            "--quiet",
+        ])
+        .envs(env.iter().copied())
+        .output()
+        .expect("run voxsoak")
+}
+
+/// `run` refuses the scenario before anything starts: exit 2, no run directory.
+fn assert_run_refused(scenario: &ScenarioFile, env: &[(&str, &str)]) -> Output {
+    let output = run_quietly(scenario, env);
+    assert_exit(&output, exit::HARNESS_ERROR);
+    assert!(
+        !scenario.out_dir().exists(),
+        "nothing may start, not even the run directory"
+    );
+    output
+}
+
+#[test]
+fn fixtures_that_cannot_be_played_are_refused_at_their_entries() {
+    let scenario = ScenarioFile::new(
+        "[target]\nfleet = \"sink\"\n[load]\nstages = [{ ramp_to = 1, over = \"2s\" }]\n\
+         [calls]\nfixtures = [\n  \"fixtures/notes.wav\",\n  \"fixtures/greetings\",\n  \
+         \"fixtures/huge.wav\",\n  \"fixtures/none/*.wav\",\n]\n",
+    );
+    let fixtures = scenario.dir.path().join("fixtures");
+    std::fs::create_dir_all(fixtures.join("greetings")).unwrap();
+    std::fs::write(fixtures.join("notes.wav"), "a shopping list").unwrap();
+    // 200 MB, sparse: refused by its size before a byte of it is read.
+    std::fs::File::create(fixtures.join("huge.wav"))
+        .unwrap()
+        .set_len(200_000_000)
+        .unwrap();
+    let output = voxsoak(&["validate", path_str(&scenario.path)]);
+    assert_eq!(output.status.code(), Some(exit::HARNESS_ERROR));
+    assert_positions(&output, &scenario.path, &[(7, 3), (8, 3), (9, 3), (10, 3)]);
+    let text = stderr(&output);
+    for expected in [
+        "notes.wav is not a WAV file",
+        "greetings is a directory, not a WAV file",
+        "huge.wav is 190.7 MiB, over the limit of 50.0 MiB for a fixture",
+        r#"fixture glob "fixtures/none/*.wav" matches no files"#,
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in\n{text}");
+    }
+    let run = assert_run_refused(&scenario, &[]);
+    assert_positions(&run, &scenario.path, &[(7, 3), (8, 3), (9, 3), (10, 3)]);
+}
+
+#[test]
+fn a_fault_never_injected_is_a_warning_with_its_position() {
+    let scenario = ScenarioFile::new(
+        "[target]\nfleet = \"embedded\"\n[load]\nstages = [{ ramp_to = 2, over = \"10s\" }]\n\
+         [[faults]]\nkind = \"tts_429\"\nat = \"10h\"\nfor = \"1m\"\n",
+    );
+    let warning = format!(
+        "{}:5:1: warning: fault \"tts_429\" is never injected in a run of 10s: it starts at 10h, after the run ends",
+        scenario.path.display()
+    );
+    for args in [
+        vec!["validate", path_str(&scenario.path)],
+        vec!["plan", path_str(&scenario.path)],
+        vec!["run", path_str(&scenario.path), "--dry-run"],
+    ] {
+        let output = voxsoak(&args);
+        assert_eq!(
+            output.status.code(),
+            Some(exit::PASS),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+        assert!(
+            stderr(&output).lines().any(|line| line == warning),
+            "{args:?}: expected {warning:?} in\n{}",
+            stderr(&output)
+        );
+    }
+    // With --duration 11h the fault is injected, and nothing is said.
+    let longer = voxsoak(&[
+        "run",
+        path_str(&scenario.path),
+        "--dry-run",
+        "--duration",
+        "11h",
+    ]);
+    assert!(!stderr(&longer).contains("warning"), "{}", stderr(&longer));
+}
+
+#[test]
+fn a_run_prints_the_warnings_before_it_starts() {
+    let scenario = ScenarioFile::new(
+        "[target]\nfleet = \"sink\"\n[load]\nstages = [{ ramp_to = 1, over = \"1s\" }]\n\
+         [calls]\nturn_timeout = \"3s\"\n[[scripts]]\nname = \"hello\"\nturns = 1\n\
+         [[faults]]\nkind = \"process_stall\"\nat = \"10h\"\nfor = \"1s\"\n",
+    );
+    let output = run_quietly(&scenario, &[]);
+    let text = stderr(&output);
+    assert!(
+        text.contains(&format!(
+            "{}:10:1: warning: fault \"process_stall\" is never injected",
+            scenario.path.display()
+        )),
+        "{text}"
+    );
+    // A warning changes nothing about the verdict.
+    assert!(
+        scenario.out_dir().join("summary.json").exists(),
+        "the run went ahead: {text}"
+    );
+}
+
+#[test]
+fn every_unknown_key_is_reported_with_its_position() {
+    let scenario = ScenarioFile::new(
+        "[target]\nfleet = \"sink\"\ncolour = \"red\"\n[load]\n\
+         stages = [{ ramp_to = 1, over = \"1s\", jitter = \"1s\" }]\n\
+         [calls]\nturn_timout = \"5s\"\n",
+    );
+    let output = voxsoak(&["validate", path_str(&scenario.path)]);
+    assert_eq!(output.status.code(), Some(exit::HARNESS_ERROR));
+    assert_positions(&output, &scenario.path, &[(3, 1), (5, 39), (7, 1)]);
+    let text = stderr(&output);
+    for key in ["`colour`", "`jitter`", "`turn_timout`"] {
+        assert!(text.contains(key), "missing {key} in\n{text}");
+    }
+    assert_eq!(text.lines().count(), 3, "{text}");
+}
+
+#[test]
+fn invalid_utf8_is_reported_at_its_position() {
+    let scenario = ScenarioFile::new("");
+    std::fs::write(
+        &scenario.path,
+        b"[target]\nfleet = \"sink\"\n[load]\nstages = [{ ramp_to = 1, over = \"1s\" }]\nname = \"caf\xe9\"\n",
+    )
+    .unwrap();
+    let output = voxsoak(&["validate", path_str(&scenario.path)]);
+    assert_eq!(output.status.code(), Some(exit::HARNESS_ERROR));
+    assert_positions(&output, &scenario.path, &[(5, 12)]);
+    assert!(stderr(&output).contains("invalid UTF-8 (byte 0xE9)"));
+}
+
+#[test]
+fn a_directory_given_as_log_file_is_said_to_be_one() {
+    let scenario = ScenarioFile::new("");
+    std::fs::write(
+        &scenario.path,
+        format!(
+            "[target]\nstream_url = \"ws://127.0.0.1:9/stream\"\n[load]\nstages = [{{ hold = \"1s\" }}]\n\
+             [observe]\nlog_file = {:?}\n",
+            path_str(scenario.dir.path())
+        ),
+    )
+    .unwrap();
+    let output = voxsoak(&["validate", path_str(&scenario.path)]);
+    assert_eq!(output.status.code(), Some(exit::HARNESS_ERROR));
+    assert_positions(&output, &scenario.path, &[(6, 12)]);
+    let text = stderr(&output);
+    assert!(text.contains("is a directory; expected a file"), "{text}");
+    assert!(!text.contains("does not exist"), "{text}");
+}
+
+#[test]
+fn a_database_outside_allow_hosts_is_refused_before_anything_starts() {
+    const VARIABLE: &str = "VOXSOAK_TEST_REMOTE_DATABASE_URL";
+    const URL: &str = "postgres://fleet:hunter2@db.example.com:5432/orders";
+    let embedded = ScenarioFile::new(&format!(
+        "[target]\nfleet = \"embedded\"\ndatabase_url_env = \"{VARIABLE}\"\n\
+         [load]\nstages = [{{ ramp_to = 1, over = \"1s\" }}]\n"
+    ));
+    let run = assert_run_refused(&embedded, &[(VARIABLE, URL)]);
+    let text = stderr(&run);
+    assert!(
+        text.contains(&format!(
+            "the database URL in {VARIABLE} (named by [target] database_url_env) connects to db.example.com, which is not in [target] allow_hosts"
+        )),
+        "{text}"
+    );
+    assert!(
+        !text.contains("hunter2"),
+        "the password was printed: {text}"
+    );
+
+    // `validate` checks it when the variable is set, and lets it be when it is not.
+    let validate = |env: &[(&str, &str)], scenario: &ScenarioFile| {
+        Command::new(voxsoak_exe())
+            .args(["validate", path_str(&scenario.path)])
+            .env_remove(VARIABLE)
+            .envs(env.iter().copied())
+            .output()
+            .expect("run voxsoak")
+    };
+    let set = validate(&[(VARIABLE, URL)], &embedded);
+    assert_eq!(set.status.code(), Some(exit::HARNESS_ERROR));
+    assert!(!stderr(&set).contains("hunter2"));
+    assert_eq!(validate(&[], &embedded).status.code(), Some(exit::PASS));
+
+    // A fault's database is held to the same rule, also when the URL hides the host in
+    // its query; naming the host in allow_hosts lets it through.
+    let fault = |allow: &str| {
+        ScenarioFile::new(&format!(
+            "[target]\nstream_url = \"ws://127.0.0.1:9/stream\"\n{allow}\
+             [load]\nstages = [{{ ramp_to = 1, over = \"1m\" }}]\n\
+             [[faults]]\nkind = \"db_pool_exhaustion\"\ndatabase_url_env = \"{VARIABLE}\"\nat = \"5s\"\nfor = \"10s\"\n"
+        ))
+    };
+    let hidden = "postgres://fleet:hunter2@127.0.0.1/orders?host=db.example.com";
+    let refused = validate(&[(VARIABLE, hidden)], &fault(""));
+    assert_exit(&refused, exit::HARNESS_ERROR);
+    assert!(
+        stderr(&refused).contains(&format!(
+            "the database URL in {VARIABLE} (named by database_url_env of fault \"db_pool_exhaustion\") connects to db.example.com"
+        )),
+        "{}",
+        stderr(&refused)
+    );
+    let allowed = validate(
+        &[(VARIABLE, hidden)],
+        &fault("allow_hosts = [\"127.0.0.1\", \"db.example.com\"]\n"),
+    );
+    assert_exit(&allowed, exit::PASS);
+}

@@ -1,15 +1,44 @@
 //! Loading WAV fixtures into the one shape the harness streams: 8 kHz mono 16-bit PCM.
 //!
 //! Fixtures come from wherever testers record or synthesise them, so the loader accepts
-//! every layout `hound` can parse (8/16/24/32-bit integer, 32-bit float, any rate, any
-//! channel count) instead of asking people to convert files by hand first.
+//! every layout `hound` can parse (8/16/24/32-bit integer, 32-bit float, any rate up to
+//! [`MAX_SAMPLE_RATE`], any channel count) instead of asking people to convert files by
+//! hand first.
+//!
+//! It is bounded in memory whatever the file: its size is checked before it is opened, the
+//! sample count its header claims before a sample is read, and channels are mixed down as
+//! they are read, so the most it holds is one channel of [`FixtureLimits::max_duration`] at
+//! the file's rate (46 MB at 192 kHz for 60 s), never the file.
 
 use std::fs::File;
 use std::io::{self, BufReader};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use super::SAMPLE_RATE;
 use super::resample::resample;
+
+/// Above this a file is not a recording of speech (and resampling it would cost too much).
+pub const MAX_SAMPLE_RATE: u32 = 192_000;
+
+/// How big one fixture may be. A caller's utterance lasts seconds; a file far beyond these
+/// is a mistake (a whole recording session, a wrong file) that would cost the harness
+/// memory for every call that plays it and could keep every call from ending in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FixtureLimits {
+    /// The file's size on disk, and the sample data its header claims.
+    pub max_bytes: u64,
+    /// Playing time.
+    pub max_duration: Duration,
+}
+
+impl FixtureLimits {
+    /// The limits a scenario's fixtures are held to: 50 MiB and 60 s each.
+    pub const DEFAULT: FixtureLimits = FixtureLimits {
+        max_bytes: 50 << 20,
+        max_duration: Duration::from_secs(60),
+    };
+}
 
 /// Why a WAV fixture could not be turned into 8 kHz mono audio. Every variant names the
 /// file, because scenarios list several and the user needs to know which one to fix.
@@ -21,6 +50,35 @@ pub enum AudioError {
         path: PathBuf,
         #[source]
         source: io::Error,
+    },
+    /// The path names a directory (or a device, a pipe) rather than a file.
+    #[error("{} is {what}, not a WAV file", path.display())]
+    NotAFile { path: PathBuf, what: &'static str },
+    /// The file, or the sample data its header claims, is over the size limit.
+    #[error(
+        "{} {what} {}, over the limit of {} for a fixture",
+        path.display(),
+        crate::units::format_byte_size(*bytes),
+        crate::units::format_byte_size(*limit)
+    )]
+    TooLarge {
+        path: PathBuf,
+        /// `is` (the file) or `claims` (its header's data chunk).
+        what: &'static str,
+        bytes: u64,
+        limit: u64,
+    },
+    /// The audio its header announces plays for longer than the limit.
+    #[error(
+        "{} holds {} of audio, over the limit of {} for a fixture (one caller utterance)",
+        path.display(),
+        seconds(*duration),
+        seconds(*limit)
+    )]
+    TooLong {
+        path: PathBuf,
+        duration: Duration,
+        limit: Duration,
     },
     /// The file opened, but its header is not a RIFF/WAVE header.
     #[error("{} is not a WAV file", path.display())]
@@ -44,9 +102,47 @@ pub enum AudioError {
     Empty { path: PathBuf },
 }
 
+/// `12.5 s`, or `3h 6m 40s` for long ones.
+fn seconds(duration: Duration) -> String {
+    if duration < Duration::from_secs(120) {
+        format!("{:.1} s", duration.as_secs_f64())
+    } else {
+        humantime::format_duration(Duration::from_secs(duration.as_secs())).to_string()
+    }
+}
+
 /// Loads any WAV file `hound` can read as 8 kHz mono 16-bit PCM, downmixing by averaging
-/// channels and resampling with a band-limited filter.
+/// channels and resampling with a band-limited filter, within [`FixtureLimits::DEFAULT`].
 pub fn load_wav(path: &Path) -> Result<Vec<i16>, AudioError> {
+    load_wav_within(path, FixtureLimits::DEFAULT)
+}
+
+/// [`load_wav`] with other limits.
+pub fn load_wav_within(path: &Path, limits: FixtureLimits) -> Result<Vec<i16>, AudioError> {
+    let metadata = std::fs::metadata(path).map_err(|source| AudioError::Unreadable {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    // A pipe or a device would be read forever; a directory cannot be read at all.
+    if !metadata.is_file() {
+        return Err(AudioError::NotAFile {
+            path: path.to_path_buf(),
+            what: if metadata.is_dir() {
+                "a directory"
+            } else {
+                "not a regular file"
+            },
+        });
+    }
+    let too_large = |what, bytes| AudioError::TooLarge {
+        path: path.to_path_buf(),
+        what,
+        bytes,
+        limit: limits.max_bytes,
+    };
+    if metadata.len() > limits.max_bytes {
+        return Err(too_large("is", metadata.len()));
+    }
     let file = File::open(path).map_err(|source| AudioError::Unreadable {
         path: path.to_path_buf(),
         source,
@@ -64,34 +160,90 @@ pub fn load_wav(path: &Path) -> Result<Vec<i16>, AudioError> {
             spec.channels, spec.sample_rate
         )));
     }
+    if spec.sample_rate > MAX_SAMPLE_RATE {
+        return Err(unsupported(format!(
+            "{} Hz (at most {MAX_SAMPLE_RATE} Hz)",
+            spec.sample_rate
+        )));
+    }
+    // The header's claims, before reading a sample: the file may have grown since it was
+    // measured, and a header may claim more than the file holds.
+    let claimed = u64::from(reader.len()) * u64::from(spec.bits_per_sample.div_ceil(8));
+    if claimed > limits.max_bytes {
+        return Err(too_large("claims", claimed));
+    }
+    let duration =
+        Duration::from_secs_f64(f64::from(reader.duration()) / f64::from(spec.sample_rate));
+    if duration > limits.max_duration {
+        return Err(AudioError::TooLong {
+            path: path.to_path_buf(),
+            duration,
+            limit: limits.max_duration,
+        });
+    }
 
     let corrupt = |source| AudioError::CorruptSamples {
         path: path.to_path_buf(),
         source,
     };
-    let interleaved: Vec<f32> = match (spec.sample_format, spec.bits_per_sample) {
+    let frames = reader.duration() as usize;
+    let mono = match (spec.sample_format, spec.bits_per_sample) {
         (hound::SampleFormat::Int, bits @ 1..=32) => {
             let full_scale = (1u64 << (bits - 1)) as f32;
-            reader
-                .into_samples::<i32>()
-                .map(|sample| sample.map(|value| value as f32 / full_scale))
-                .collect::<Result<_, _>>()
-                .map_err(corrupt)?
+            mix_down(
+                reader.into_samples::<i32>(),
+                spec.channels,
+                frames,
+                |value| value as f32 / full_scale,
+            )
+            .map_err(corrupt)?
         }
-        (hound::SampleFormat::Float, 32) => reader
-            .into_samples::<f32>()
-            .collect::<Result<_, _>>()
-            .map_err(corrupt)?,
+        (hound::SampleFormat::Float, 32) => mix_down(
+            reader.into_samples::<f32>(),
+            spec.channels,
+            frames,
+            |value| value,
+        )
+        .map_err(corrupt)?,
         (format, bits) => return Err(unsupported(format!("{bits}-bit {format:?} samples"))),
     };
 
-    let samples = pcm_to_8k_mono(&interleaved, spec.channels, spec.sample_rate);
+    let samples = mono_to_8k(&mono, spec.sample_rate);
     if samples.is_empty() {
         return Err(AudioError::Empty {
             path: path.to_path_buf(),
         });
     }
     Ok(samples)
+}
+
+/// Averages each frame of interleaved samples as it is read, so only one channel is ever
+/// held. A trailing partial frame is ignored.
+fn mix_down<S>(
+    samples: impl Iterator<Item = hound::Result<S>>,
+    channels: u16,
+    frames: usize,
+    to_f32: impl Fn(S) -> f32,
+) -> hound::Result<Vec<f32>> {
+    let channels = usize::from(channels.max(1));
+    let mut mono = Vec::with_capacity(frames);
+    let (mut sum, mut in_frame) = (0.0f32, 0usize);
+    for sample in samples {
+        sum += to_f32(sample?);
+        in_frame += 1;
+        if in_frame == channels {
+            mono.push(sum / channels as f32);
+            (sum, in_frame) = (0.0, 0);
+        }
+    }
+    Ok(mono)
+}
+
+fn mono_to_8k(mono: &[f32], rate: u32) -> Vec<i16> {
+    resample(mono, rate, SAMPLE_RATE)
+        .into_iter()
+        .map(to_i16)
+        .collect()
 }
 
 /// Converts interleaved floating-point PCM (full scale is -1..1) at any rate and channel
@@ -103,10 +255,7 @@ pub fn pcm_to_8k_mono(samples: &[f32], channels: u16, rate: u32) -> Vec<i16> {
         .chunks_exact(channels)
         .map(|frame| frame.iter().sum::<f32>() / channels as f32)
         .collect();
-    resample(&mono, rate, SAMPLE_RATE)
-        .into_iter()
-        .map(to_i16)
-        .collect()
+    mono_to_8k(&mono, rate)
 }
 
 fn to_i16(sample: f32) -> i16 {
@@ -266,6 +415,65 @@ mod tests {
         let loaded = load_wav(&path).unwrap();
         let expected: Vec<i16> = input.iter().map(|&s| to_i16(s)).collect();
         assert_eq!(loaded, expected);
+    }
+
+    #[test]
+    fn limits_are_checked_before_the_samples_are_read() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = write_wav(
+            directory.path(),
+            "two-seconds.wav",
+            spec(16_000, 2, 16, hound::SampleFormat::Int),
+            &sine(16_000, 2.0),
+        );
+        let within = |max_bytes, max_seconds| {
+            load_wav_within(
+                &path,
+                FixtureLimits {
+                    max_bytes,
+                    max_duration: Duration::from_secs(max_seconds),
+                },
+            )
+        };
+        assert_eq!(within(1 << 20, 2).unwrap().len(), 16_000);
+        // 128,044 bytes on disk.
+        let error = within(100_000, 60).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                AudioError::TooLarge {
+                    what: "is",
+                    bytes: 128_044,
+                    limit: 100_000,
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
+        assert!(
+            error.to_string().ends_with(
+                "two-seconds.wav is 125.0 KiB, over the limit of 97.7 KiB for a fixture"
+            ),
+            "{error}"
+        );
+        let error = within(1 << 20, 1).unwrap_err();
+        assert!(
+            error.to_string().ends_with(
+                "two-seconds.wav holds 2.0 s of audio, over the limit of 1.0 s for a fixture (one caller utterance)"
+            ),
+            "{error}"
+        );
+        let error = load_wav(directory.path()).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                AudioError::NotAFile {
+                    what: "a directory",
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
     }
 
     #[test]

@@ -298,6 +298,7 @@ pub fn check(request: &ByHandRequest) -> Result<ByHandFault, ByHandError> {
             detect: vec![kind.default_detection()],
             recover_from: crate::scenario::faults::RecoverFrom::Clear,
             line: 0,
+            column: 0,
         }
     } else {
         validate_as_scenario(kind, request, parameters)?

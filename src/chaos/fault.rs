@@ -304,6 +304,7 @@ mod tests {
             detect: Vec::new(),
             recover_from: crate::scenario::faults::RecoverFrom::Clear,
             line: 1,
+            column: 1,
         };
         let occurrence = Occurrence {
             fault: 0,
@@ -347,6 +348,7 @@ mod tests {
             detect: Vec::new(),
             recover_from: crate::scenario::faults::RecoverFrom::Clear,
             line: 1,
+            column: 1,
         };
         let occurrence = Occurrence {
             fault: 0,

@@ -30,7 +30,6 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::audio::AudioError;
 use crate::audio::utterance::Utterance;
 use crate::call::{CallContext, CallEvent, CallOutcome, CallPlan, CallStep, run_call};
 use crate::scenario::{Load, PlannedStep, Scenario, UtteranceSource};
@@ -50,16 +49,15 @@ pub struct UtteranceBank {
 }
 
 impl UtteranceBank {
-    pub fn load(
-        scenario: &Scenario,
-        vad: &crate::audio::vad::VoiceActivity,
-    ) -> Result<Self, AudioError> {
+    /// Encodes the fixtures validation decoded (so this cannot fail on a file) and the
+    /// synthetic pool.
+    pub fn load(scenario: &Scenario, vad: &crate::audio::vad::VoiceActivity) -> Self {
         let fixtures = scenario
             .calls
             .fixtures
             .iter()
-            .map(|path| Utterance::from_wav(path, vad))
-            .collect::<Result<Vec<_>, _>>()?;
+            .map(|fixture| Utterance::from_pcm(&fixture.stem(), &fixture.samples, vad))
+            .collect();
         let synthetic = scenario
             .synthetic_specs()
             .into_iter()
@@ -68,10 +66,10 @@ impl UtteranceBank {
                 Utterance::synthetic(&format!("synthetic-{i}"), seed, duration, vad)
             })
             .collect();
-        Ok(UtteranceBank {
+        UtteranceBank {
             fixtures,
             synthetic,
-        })
+        }
     }
 
     fn utterance(&self, source: &UtteranceSource) -> Utterance {

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 /// Loading a scenario file failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ScenarioError {
-    /// The file could not be read (missing, unreadable, not UTF-8).
+    /// The file could not be read (missing, unreadable, a directory).
     #[error("cannot read scenario file {}", path.display())]
     Read {
         path: PathBuf,
@@ -47,6 +47,75 @@ impl Diagnostic {
             column: before[line_start..].chars().count() + 1,
             message: message.into(),
         }
+    }
+}
+
+/// Past this many invalid UTF-8 sequences, a file is binary: the rest are counted.
+const MAX_ENCODING_ERRORS: usize = 10;
+
+/// Where `bytes` are not UTF-8: one diagnostic per invalid sequence (counted as one
+/// character, as a lossy decoder shows it), the first [`MAX_ENCODING_ERRORS`] of them.
+pub(super) fn not_utf8(bytes: &[u8]) -> Vec<Diagnostic> {
+    let (mut line, mut column) = (1, 1);
+    let mut found = Vec::new();
+    let mut more = 0usize;
+    for chunk in bytes.utf8_chunks() {
+        for character in chunk.valid().chars() {
+            if character == '\n' {
+                (line, column) = (line + 1, 1);
+            } else {
+                column += 1;
+            }
+        }
+        let invalid = chunk.invalid();
+        if invalid.is_empty() {
+            continue;
+        }
+        if found.len() < MAX_ENCODING_ERRORS {
+            let hex: Vec<String> = invalid.iter().map(|byte| format!("0x{byte:02X}")).collect();
+            found.push(Diagnostic {
+                line,
+                column,
+                message: format!(
+                    "invalid UTF-8 (byte {}): a scenario file must be UTF-8 text",
+                    hex.join(" ")
+                ),
+            });
+        } else {
+            more += 1;
+        }
+        column += 1;
+    }
+    if more > 0
+        && let Some(last) = found.last_mut()
+    {
+        last.message
+            .push_str(&format!(" ({more} more invalid sequences after this one)"));
+    }
+    found
+}
+
+/// Problems that do not stop a run but change what it tests (a fault never injected),
+/// each as `file:line:column: warning: message`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Warnings {
+    pub path: PathBuf,
+    /// Sorted by position; may be empty.
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl Warnings {
+    /// One line per warning, without a trailing newline.
+    pub fn lines(&self) -> impl Iterator<Item = String> + '_ {
+        self.diagnostics.iter().map(|diagnostic| {
+            format!(
+                "{}:{}:{}: warning: {}",
+                self.path.display(),
+                diagnostic.line,
+                diagnostic.column,
+                diagnostic.message
+            )
+        })
     }
 }
 

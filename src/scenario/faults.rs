@@ -189,8 +189,10 @@ pub struct ScheduledFault {
     pub detect: Vec<DetectionRule>,
     /// Where time to recover counts from.
     pub recover_from: RecoverFrom,
-    /// The line of the entry in the scenario file, for messages.
+    /// Where the entry starts in the scenario file (1-based line, and column in
+    /// characters), for messages and warnings.
     pub line: usize,
+    pub column: usize,
 }
 
 /// Where a fault's time to recover counts from (`recover_from` in a `[[faults]]` entry).
@@ -506,4 +508,42 @@ pub fn timeline(faults: &[ScheduledFault], run_for: Duration, seed: u64) -> Vec<
         }
     }
     occurrences
+}
+
+/// The faults [`timeline`] never injects in a run of `run_for`: they start after its end,
+/// or too close to it to be confirmed in effect. A warning at each one's entry, since the
+/// run would not test the fleet against them while the plan lists them.
+pub fn never_injected(
+    faults: &[ScheduledFault],
+    run_for: Duration,
+    seed: u64,
+) -> Vec<super::Diagnostic> {
+    let injected = timeline(faults, run_for, seed);
+    let format = super::plan::format_duration;
+    faults
+        .iter()
+        .enumerate()
+        .filter(|(index, _)| !injected.iter().any(|occurrence| occurrence.fault == *index))
+        .map(|(_, fault)| {
+            let why = if fault.at >= run_for {
+                format!("it starts at {}, after the run ends", format(fault.at))
+            } else {
+                format!(
+                    "it starts at {}, {} before the run ends; an injection needs {} left to be confirmed in effect",
+                    format(fault.at),
+                    format(run_for - fault.at),
+                    format(fault.duration.min(MIN_TIME_LEFT))
+                )
+            };
+            super::Diagnostic {
+                line: fault.line,
+                column: fault.column,
+                message: format!(
+                    "fault {:?} is never injected in a run of {}: {why}",
+                    fault.name,
+                    format(run_for)
+                ),
+            }
+        })
+        .collect()
 }

@@ -5,10 +5,24 @@
 //! with its position:
 //!
 //! 1. `raw`: serde types that mirror the file. They reject unknown keys and wrong TOML types
-//!    (`toml` stops at the first such error) and keep the byte span of every value that
-//!    phase 2 checks.
+//!    and keep the byte span of every value that phase 2 checks. serde stops at the first
+//!    such error, so the document is deserialized again without the key or value each
+//!    error was about until it goes through: every syntax error (one per line), unknown key
+//!    and wrongly typed value is found. Bytes that are not UTF-8 are reported at their line
+//!    and column before any of this.
 //! 2. `validate`: turns the raw types into the model below, collecting *all* the problems
-//!    it finds as [`Diagnostic`]s (`file:line:column: message`).
+//!    it finds as [`Diagnostic`]s (`file:line:column: message`), together with the unknown
+//!    keys of phase 1 (a wrongly typed value stops here: phase 2 would only call it
+//!    missing). It also reads what the file names: every fixture is opened and decoded
+//!    (see [`Fixture`]), and a path that exists but is the wrong kind is an error.
+//!
+//! What is valid but would make a run test less than the file says is a *warning*, not an
+//! error: [`Scenario::warnings`] (a fault that starts after the run ends, or too close to
+//! its end to be confirmed, is never injected). `validate`, `plan` and `run` print them as
+//! `file:line:column: warning: message`; they never change an exit code.
+//!
+//! What a file names through environment variables (database URLs) is checked when the run
+//! starts, not here: `crate::target::check_database_hosts`.
 //!
 //! Everything random about a run (synthetic utterances, which script a call follows, Poisson
 //! arrivals) is derived from [`Scenario::seed`] alone, so the same file and seed always give
@@ -41,7 +55,10 @@
 //! #                                 # `voxsoak run --fleet-bug NAME` adds more
 //! # database_url_env = "DATABASE_URL"  # NAME of the env var holding a postgres:// URL;
 //! #                                 # never the URL itself. Default: a SQLite file in the
-//! #                                 # run's temp dir
+//! #                                 # run's temp dir. Its host (and any host= in its
+//! #                                 # query, else PGHOST) must be in allow_hosts: checked
+//! #                                 # when the run starts, before anything is started
+//! #                                 # (`validate` checks it when the variable is set)
 //! # db_pool_size = 10               # 1..=1000 connections in the fleet's database pool
 //! # orders = 1000000                # 1..=50000000 rows seeded into `orders` before it listens
 //! # workers = 8                     # 1..=1000 workers serving agent turns
@@ -94,7 +111,8 @@
 //!                                   # away, 1011 internal error, ...) never does
 //! fixtures = []                     # WAV files: paths or globs relative to THIS file's
 //!                                   # directory, e.g. ["../fixtures/*.wav"]; none: synthetic
-//!                                   # speech only
+//!                                   # speech only. Each is decoded at validation: at most
+//!                                   # 50 MiB and 60 s each, 10 min of audio together
 //! synthetic = { count = 8, min = "1s", max = "2.5s" }  # seeded synthetic utterances
 //! from = "+15005550006"
 //! to = "+15005550001"
@@ -213,7 +231,13 @@
 //!   stem is `random` or `synthetic` can only be reached through `"random"`. Two fixtures
 //!   with the same stem can't be named in `say` (error: ambiguous).
 //! - Fixture globs are resolved at load time; the resulting list is sorted and
-//!   de-duplicated. Only existence is checked, not the audio.
+//!   de-duplicated; a glob that matches no file is an error. Every fixture is then decoded
+//!   (any PCM or float WAV up to 192 kHz, any channel count) and kept in the scenario, so a
+//!   run plays exactly what validation read and never fails on a fixture later. A file
+//!   that is not a WAV, a directory, or over a limit ([`crate::audio::wav::FixtureLimits`]:
+//!   50 MiB on disk or claimed by its header, 60 s of audio; 10 minutes for all of a
+//!   scenario's fixtures, which stay in memory for the run) is an error at its entry,
+//!   naming the file and the limit. Sizes are checked before a sample is read.
 //! - `hangup = true` must be the last step; `listen` is only allowed on `say` and `dtmf`.
 //! - `reply_delay`/`reply_length` are only allowed with `fleet = "sink"`; `bugs`,
 //!   `database_url_env`, `db_pool_size`, `orders`, `workers`, `stall_after`,
@@ -238,7 +262,10 @@
 //!   `temp_dir` unless the fleet is embedded. `process` is for external fleets only, takes
 //!   one of `pid_file` or `health = true`, and `health = true` needs `health_url`. Paths
 //!   (`temp_dir`, `log_file`, `pid_file`, a detect rule's `file`) are used as written: a
-//!   relative one is relative to the directory voxsoak runs in.
+//!   relative one is relative to the directory voxsoak runs in. They need not exist yet
+//!   (the fleet creates them), but one that exists must be of the right kind: a directory
+//!   given as `log_file`, `pid_file` or a rule's `file` is an error ("is a directory"), as
+//!   is a `temp_dir` that is not a directory.
 //! - An SLO nobody can measure is an error at its key. Against an external fleet:
 //!   `max_crashes` needs `[observe] process`; `uptime` needs `health_url`; `memory_growth`
 //!   needs `process = { pid_file }` or `metrics_url` (read through `rss_metric`);
@@ -266,13 +293,15 @@ mod tests;
 #[cfg(test)]
 mod tests_faults;
 #[cfg(test)]
+mod tests_files;
+#[cfg(test)]
 mod tests_observe;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use error::{Diagnostic, ScenarioError};
+pub use error::{Diagnostic, ScenarioError, Warnings};
 pub use faults::{
     AbortConditions, ChaosSettings, DetectionRule, FaultKind, FaultSpec, ScheduledFault,
 };
@@ -286,9 +315,13 @@ pub const DEFAULT_ALLOW_HOSTS: [&str; 3] = ["127.0.0.1", "localhost", "::1"];
 
 /// Reads and validates the scenario file at `path`.
 pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
-    let source = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
+    let bytes = std::fs::read(path).map_err(|source| ScenarioError::Read {
         path: path.to_path_buf(),
         source,
+    })?;
+    let source = String::from_utf8(bytes).map_err(|error| ScenarioError::Invalid {
+        path: path.to_path_buf(),
+        diagnostics: error::not_utf8(error.as_bytes()),
     })?;
     parse(&source, path)
 }
@@ -300,8 +333,27 @@ pub fn parse(source: &str, path: &Path) -> Result<Scenario, ScenarioError> {
         path: path.to_path_buf(),
         diagnostics,
     };
-    let raw = raw::parse(source).map_err(|diagnostic| invalid(vec![diagnostic]))?;
-    validate::validate(raw, source, path).map_err(invalid)
+    let (raw, mut unknown_keys, tables) = match raw::parse(source) {
+        raw::Parsed::Raw {
+            raw,
+            unknown_keys,
+            tables_with_unknown_keys,
+        } => (raw, unknown_keys, tables_with_unknown_keys),
+        raw::Parsed::Invalid(diagnostics) => return Err(invalid(diagnostics)),
+    };
+    let mut diagnostics = match validate::validate(*raw, source, path) {
+        Ok(scenario) if unknown_keys.is_empty() => return Ok(scenario),
+        Ok(_) => Vec::new(),
+        Err(diagnostics) => diagnostics,
+    };
+    diagnostics.retain(|found| {
+        !tables
+            .iter()
+            .any(|table| (table.line, table.column) == (found.line, found.column))
+    });
+    diagnostics.append(&mut unknown_keys);
+    diagnostics.sort_by_key(|diagnostic| (diagnostic.line, diagnostic.column));
+    Err(invalid(diagnostics))
 }
 
 /// A validated scenario: everything a run needs to know before it starts.
@@ -336,6 +388,15 @@ impl Scenario {
     /// the same host, as are `localhost` and `localhost.`).
     pub fn host_allowed(&self, host: &str) -> bool {
         host_in(&self.allow_hosts, host)
+    }
+
+    /// What would make a run of `run_for` (the load's duration, or `--duration`) test
+    /// less than the file says, with positions: faults never injected.
+    pub fn warnings(&self, run_for: Duration) -> Warnings {
+        Warnings {
+            path: self.path.clone(),
+            diagnostics: faults::never_injected(&self.faults, run_for, self.seed),
+        }
     }
 
     /// The same scenario with another seed (`--seed` on the command line).
@@ -532,12 +593,48 @@ pub struct CallSettings {
     pub wait_for_greeting: bool,
     /// When a close by the fleet ends a call well rather than as `fleet_hung_up`.
     pub fleet_may_hang_up: HangUpPolicy,
-    /// Absolute, sorted, de-duplicated WAV paths; [`UtteranceRef::Fixture`] indexes it.
-    pub fixtures: Vec<PathBuf>,
+    /// Sorted by path, de-duplicated; [`UtteranceRef::Fixture`] indexes it.
+    pub fixtures: Vec<Fixture>,
     pub synthetic: SyntheticPool,
     /// Caller and callee numbers sent in the webhook and `start` message.
     pub from: String,
     pub to: String,
+}
+
+/// A WAV fixture, decoded when the scenario was validated: a run plays exactly what
+/// validation read, and can never fail later on a fixture it accepted.
+#[derive(Clone, PartialEq)]
+pub struct Fixture {
+    /// Absolute, with symlinks resolved.
+    pub path: PathBuf,
+    /// 8 kHz mono 16-bit PCM, as [`crate::audio::wav::load_wav`] makes it; shared, not copied,
+    /// with every clone of the scenario.
+    pub samples: std::sync::Arc<[i16]>,
+}
+
+impl Fixture {
+    /// Playing time.
+    pub fn duration(&self) -> Duration {
+        Duration::from_secs_f64(self.samples.len() as f64 / f64::from(crate::audio::SAMPLE_RATE))
+    }
+
+    /// The name `say` steps use: the file stem.
+    pub fn stem(&self) -> String {
+        self.path
+            .file_stem()
+            .map(|stem| stem.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+}
+
+impl std::fmt::Debug for Fixture {
+    /// The path and length, not thousands of samples.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fixture")
+            .field("path", &self.path)
+            .field("duration", &self.duration())
+            .finish()
+    }
 }
 
 /// When the fleet may end a call itself (`[calls] fleet_may_hang_up`). It applies to a

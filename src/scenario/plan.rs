@@ -272,8 +272,15 @@ impl Plan {
             self.row("fixtures", "none (synthetic speech only)");
         } else {
             self.row("fixtures", format!("{} files", calls.fixtures.len()));
-            for (index, path) in calls.fixtures.iter().enumerate() {
-                self.line(4, format!("[{index}] {}", path.display()));
+            for (index, fixture) in calls.fixtures.iter().enumerate() {
+                self.line(
+                    4,
+                    format!(
+                        "[{index}] {} ({})",
+                        fixture.path.display(),
+                        format_duration(fixture.duration())
+                    ),
+                );
             }
         }
         let pool = calls.synthetic;
@@ -345,7 +352,7 @@ impl Plan {
                     PlannedStep::Say { utterance, listen } => {
                         let what = match utterance {
                             UtteranceSource::Fixture(fixture) => {
-                                file_name(&scenario.calls.fixtures[*fixture])
+                                file_name(&scenario.calls.fixtures[*fixture].path)
                             }
                             UtteranceSource::Synthetic(synthetic) => match specs.get(*synthetic) {
                                 Some((length, _)) => {
@@ -835,7 +842,7 @@ fn describe_step(step: &Step, scenario: &Scenario) -> String {
             let what = match utterance {
                 UtteranceRef::Random => "random".to_owned(),
                 UtteranceRef::Synthetic => "synthetic".to_owned(),
-                UtteranceRef::Fixture(index) => file_name(&scenario.calls.fixtures[*index]),
+                UtteranceRef::Fixture(index) => file_name(&scenario.calls.fixtures[*index].path),
             };
             format!("say {what}{}", listen_suffix(*listen))
         }

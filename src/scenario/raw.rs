@@ -2,6 +2,13 @@
 //! keys, wrong TOML types); every value phase 2 checks keeps its span so its diagnostic can
 //! point at it. Values whose type phase 2 wants to explain itself (durations, thresholds)
 //! are kept as [`toml::Value`].
+//!
+//! serde stops at the first error it meets (`deny_unknown_fields` included), so one pass
+//! would show one mistake at a time. [`parse`] parses the document once, with the TOML
+//! parser's own error recovery for syntax, then deserializes it again and again, each time
+//! without the key or value the previous error was about, until it deserializes cleanly:
+//! every unknown key and every wrongly typed value is reported, each with its position,
+//! and serde's messages (with the keys a table takes) are kept.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -9,18 +16,141 @@ use std::fmt;
 use serde::Deserialize;
 use serde::de::{self, MapAccess, Visitor, value::MapAccessDeserializer};
 use toml::Spanned;
+use toml::de::{DeArray, DeTable, DeValue};
 
 use super::Diagnostic;
 
 /// Any TOML value with its span; phase 2 decides what it may be.
 pub(super) type RawValue = Spanned<toml::Value>;
 
-/// Parses the TOML text into raw types; a syntax or type error becomes one diagnostic.
-pub(super) fn parse(source: &str) -> Result<RawScenario, Diagnostic> {
-    toml::from_str(source).map_err(|error| {
-        let offset = error.span().map_or(0, |span| span.start);
-        Diagnostic::at(source, offset, core_message(error.message()))
-    })
+/// Past this many problems phase 1 stops looking: the file is not a scenario.
+const MAX_PROBLEMS: usize = 100;
+
+/// What phase 1 made of a file.
+pub(super) enum Parsed {
+    /// The raw scenario, and the unknown keys it had (left out of it), for phase 2 to report
+    /// with its own problems.
+    Raw {
+        raw: Box<RawScenario>,
+        unknown_keys: Vec<Diagnostic>,
+        /// Where each table that had an unknown key starts (the top level aside). What
+        /// phase 2 says of such a table as a whole ("needs both min and max") is most
+        /// likely the unknown key's doing (`most` for `max`), so it is left out.
+        tables_with_unknown_keys: Vec<Diagnostic>,
+    },
+    /// Syntax errors, or values of the wrong TOML type (phase 2 would only report those
+    /// values as missing), with any unknown keys: nothing more can be checked.
+    Invalid(Vec<Diagnostic>),
+}
+
+/// Parses the TOML text into raw types, finding every syntax error, unknown key and
+/// wrongly typed value in one go.
+pub(super) fn parse(source: &str) -> Parsed {
+    let (mut document, syntax) = DeTable::parse_recoverable(source);
+    if !syntax.is_empty() {
+        let mut found: Vec<Diagnostic> = syntax
+            .iter()
+            .map(|error| diagnostic(source, error))
+            .collect();
+        found.sort_by_key(|diagnostic| (diagnostic.line, diagnostic.column));
+        // The parser's recovery can stumble again on the rest of a broken line; its first
+        // error there is the one to fix.
+        found.dedup_by_key(|diagnostic| diagnostic.line);
+        found.truncate(MAX_PROBLEMS);
+        return Parsed::Invalid(found);
+    }
+    let mut unknown_keys = Vec::new();
+    let mut tables_with_unknown_keys = Vec::new();
+    let mut mistyped = Vec::new();
+    loop {
+        let attempt = RawScenario::deserialize(toml::de::Deserializer::from(document.clone()));
+        let error = match attempt {
+            Ok(raw) if mistyped.is_empty() => {
+                return Parsed::Raw {
+                    raw: Box::new(raw),
+                    unknown_keys,
+                    tables_with_unknown_keys,
+                };
+            }
+            Ok(_) => break,
+            Err(error) => error,
+        };
+        let found = diagnostic(source, &error);
+        let Some(table) = error
+            .span()
+            .and_then(|span| remove_at(document.get_mut(), None, span.start))
+        else {
+            mistyped.push(found);
+            break;
+        };
+        // serde's wording for `deny_unknown_fields`; any other error is about a value.
+        if error.message().starts_with("unknown field") {
+            unknown_keys.push(found);
+            if let Some(start) = table {
+                tables_with_unknown_keys.push(Diagnostic::at(source, start, ""));
+            }
+        } else {
+            mistyped.push(found);
+        }
+        if unknown_keys.len() + mistyped.len() >= MAX_PROBLEMS {
+            break;
+        }
+    }
+    unknown_keys.append(&mut mistyped);
+    unknown_keys.sort_by_key(|diagnostic| (diagnostic.line, diagnostic.column));
+    Parsed::Invalid(unknown_keys)
+}
+
+fn diagnostic(source: &str, error: &toml::de::Error) -> Diagnostic {
+    let offset = error.span().map_or(0, |span| span.start);
+    Diagnostic::at(source, offset, core_message(error.message()))
+}
+
+/// Removes the entry whose key or value starts at byte `start` (or the array element that
+/// does), looking at the innermost tables first so an error inside a table never removes
+/// the table itself. Some(where the table it was removed from starts; None for the top
+/// level, whose start is `table_start`), or None when nothing starts there.
+fn remove_at(
+    table: &mut DeTable<'_>,
+    table_start: Option<usize>,
+    start: usize,
+) -> Option<Option<usize>> {
+    for (_, value) in table.iter_mut() {
+        let value_start = value.span().start;
+        if let Some(found) = remove_in_value(value.get_mut(), value_start, start) {
+            return Some(found);
+        }
+    }
+    let key = table
+        .iter()
+        .find(|(key, value)| key.span().start == start || value.span().start == start)
+        .map(|(key, _)| key.clone())?;
+    table.remove(&key).map(|_| table_start)
+}
+
+fn remove_in_value(
+    value: &mut DeValue<'_>,
+    value_start: usize,
+    start: usize,
+) -> Option<Option<usize>> {
+    match value {
+        DeValue::Table(table) => remove_at(table, Some(value_start), start),
+        DeValue::Array(items) => {
+            for item in items.iter_mut() {
+                let item_start = item.span().start;
+                if let Some(found) = remove_in_value(item.get_mut(), item_start, start) {
+                    return Some(found);
+                }
+            }
+            let before = items.len();
+            *items = std::mem::replace(items, DeArray::new())
+                .into_iter()
+                .filter(|item| item.span().start != start)
+                .collect();
+            (items.len() < before).then_some(Some(value_start))
+        }
+        _ => None,
+    }
 }
 
 /// toml's messages are already one line; keep only the first in case that changes, so a

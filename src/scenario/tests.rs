@@ -98,11 +98,36 @@ fn fixture_tree() -> (tempfile::TempDir, PathBuf, PathBuf) {
     let root = dir.path().canonicalize().unwrap();
     fs::create_dir(root.join("scenarios")).unwrap();
     fs::create_dir(root.join("fixtures")).unwrap();
-    for name in ["greeting.wav", "order-status.wav", "notes.txt"] {
-        fs::write(root.join("fixtures").join(name), b"").unwrap();
+    for name in ["greeting.wav", "order-status.wav"] {
+        write_wav(&root.join("fixtures").join(name), millis(300));
     }
+    fs::write(root.join("fixtures").join("notes.txt"), b"not audio").unwrap();
     let fixtures = root.join("fixtures");
     (dir, root.join("scenarios"), fixtures)
+}
+
+/// A WAV file of `duration` of speech-like audio, 8 kHz mono 16-bit.
+pub(super) fn write_wav(path: &Path, duration: Duration) {
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: crate::audio::SAMPLE_RATE,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut writer = hound::WavWriter::create(path, spec).unwrap();
+    for sample in crate::audio::synth::speech_like(1, duration) {
+        writer.write_sample(sample).unwrap();
+    }
+    writer.finalize().unwrap();
+}
+
+/// The fixture validation makes of the WAV file at `path`.
+fn fixture(path: PathBuf) -> Fixture {
+    let samples = crate::audio::wav::load_wav(&path).unwrap();
+    Fixture {
+        path,
+        samples: samples.into(),
+    }
 }
 
 #[test]
@@ -143,8 +168,8 @@ fn full_sink_file_with_stages() {
             wait_for_greeting: true,
             fleet_may_hang_up: HangUpPolicy::AfterLastTurn,
             fixtures: vec![
-                fixtures.join("greeting.wav"),
-                fixtures.join("order-status.wav"),
+                fixture(fixtures.join("greeting.wav")),
+                fixture(fixtures.join("order-status.wav")),
             ],
             synthetic: SyntheticPool {
                 count: 4,
@@ -1161,7 +1186,20 @@ fn sample_files_stay_valid() {
         panic!("invalid expected")
     };
     let positions: Vec<(usize, usize)> = diagnostics.iter().map(|d| (d.line, d.column)).collect();
-    assert_eq!(positions, [(4, 23), (8, 26), (9, 12), (14, 10), (15, 22)]);
+    assert_eq!(
+        positions,
+        [
+            (5, 23),
+            (6, 1),
+            (10, 26),
+            (11, 12),
+            (15, 1),
+            (16, 13),
+            (20, 10),
+            (21, 22),
+            (22, 1)
+        ]
+    );
 }
 
 #[test]

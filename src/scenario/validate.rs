@@ -15,8 +15,8 @@ use super::raw::{
 };
 use super::{
     ArrivalPattern, ArrivalRate, CallScript, CallSettings, DEFAULT_ALLOW_HOSTS, Diagnostic,
-    EmbeddedFleet, Endpoint, ExternalTarget, HangUpPolicy, Load, Scenario, ScriptBody, SinkOptions,
-    Slos, Stage, Step, SyntheticPool, Target, UtteranceRef, normalize_host,
+    EmbeddedFleet, Endpoint, ExternalTarget, Fixture, HangUpPolicy, Load, Scenario, ScriptBody,
+    SinkOptions, Slos, Stage, Step, SyntheticPool, Target, UtteranceRef, normalize_host,
 };
 use crate::fleet::Bug;
 
@@ -43,6 +43,10 @@ const MAX_ORDERS: i64 = 50_000_000;
 const MAX_WORKERS: i64 = 1000;
 /// Below this the fleet cannot even start; a limit under it only measures the OOM killer.
 const MIN_MEMORY_LIMIT: u64 = 16 << 20;
+/// Most audio a scenario's fixtures may hold together: each is held in memory for the
+/// whole run (about 3.5 bytes a sample once encoded for the wire), besides the
+/// per-fixture limits of [`crate::audio::wav::FixtureLimits::DEFAULT`].
+pub(super) const MAX_FIXTURES_AUDIO: Duration = Duration::from_secs(600);
 
 pub(super) fn validate(
     raw: RawScenario,
@@ -74,7 +78,7 @@ enum Zero {
 struct FixtureIndex {
     /// File stem → indices into the fixture list (more than one: ambiguous).
     by_stem: BTreeMap<String, Vec<usize>>,
-    paths: Vec<PathBuf>,
+    fixtures: Vec<Fixture>,
     /// False when a fixture pattern failed, so unknown stems are not reported twice.
     complete: bool,
 }
@@ -876,7 +880,7 @@ impl Validator<'_> {
             ),
             wait_for_greeting: raw.wait_for_greeting.unwrap_or(false),
             fleet_may_hang_up: self.hang_up_policy(raw.fleet_may_hang_up.as_ref()),
-            fixtures: fixtures.paths.clone(),
+            fixtures: fixtures.fixtures.clone(),
             synthetic,
             from: raw
                 .from
@@ -965,7 +969,8 @@ impl Validator<'_> {
     }
 
     /// Resolves paths and globs relative to the scenario file's directory, so a scenario
-    /// means the same thing whatever directory `voxsoak` is started from.
+    /// means the same thing whatever directory `voxsoak` is started from, and decodes every
+    /// fixture: a run plays what validation read, so it cannot fail later on a fixture.
     fn fixtures(&mut self, patterns: &[Spanned<String>], path: &Path) -> FixtureIndex {
         let parent = path.parent().unwrap_or(Path::new(""));
         let parent = if parent.as_os_str().is_empty() {
@@ -975,31 +980,61 @@ impl Validator<'_> {
         };
         let dir = std::path::absolute(parent).unwrap_or_else(|_| parent.to_path_buf());
         let mut complete = true;
-        let mut paths = Vec::new();
+        // Each file with the entry that named it first, for its diagnostics.
+        let mut found: Vec<(PathBuf, Range<usize>)> = Vec::new();
         for pattern in patterns {
             match self.resolve_fixture(pattern, &dir) {
-                Some(found) => paths.extend(found),
+                Some(paths) => found.extend(
+                    paths
+                        .into_iter()
+                        .map(|path| (path.canonicalize().unwrap_or(path), pattern.span())),
+                ),
                 None => complete = false,
             }
         }
-        let mut paths: Vec<PathBuf> = paths
-            .into_iter()
-            .map(|path| path.canonicalize().unwrap_or(path))
-            .collect();
-        paths.sort();
-        paths.dedup();
-        let mut by_stem: BTreeMap<String, Vec<usize>> = BTreeMap::new();
-        for (index, path) in paths.iter().enumerate() {
-            if let Some(stem) = path.file_stem() {
-                by_stem
-                    .entry(stem.to_string_lossy().into_owned())
-                    .or_default()
-                    .push(index);
+        found.sort_by(|a, b| a.0.cmp(&b.0));
+        found.dedup_by(|later, first| later.0 == first.0);
+        let mut fixtures: Vec<Fixture> = Vec::new();
+        let mut total = Duration::ZERO;
+        for (path, span) in found {
+            match crate::audio::wav::load_wav(&path) {
+                Ok(samples) => {
+                    let fixture = Fixture {
+                        path,
+                        samples: samples.into(),
+                    };
+                    let before = total;
+                    total += fixture.duration();
+                    if before <= MAX_FIXTURES_AUDIO && total > MAX_FIXTURES_AUDIO {
+                        complete = false;
+                        self.error(
+                            span,
+                            format!(
+                                "fixtures add up to more than {} of audio (with {}), the limit for a scenario: every fixture is kept in memory for the whole run",
+                                super::plan::format_duration(MAX_FIXTURES_AUDIO),
+                                fixture.path.display()
+                            ),
+                        );
+                    }
+                    fixtures.push(fixture);
+                }
+                Err(error) => {
+                    complete = false;
+                    let mut message = format!("fixture {}", error);
+                    if let Some(source) = std::error::Error::source(&error) {
+                        message.push_str(&format!(": {source}"));
+                    }
+                    self.error(span, message);
+                }
             }
+        }
+        let mut by_stem: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        for (index, fixture) in fixtures.iter().enumerate() {
+            by_stem.entry(fixture.stem()).or_default().push(index);
         }
         FixtureIndex {
             by_stem,
-            paths,
+            fixtures,
             complete,
         }
     }
@@ -1013,17 +1048,28 @@ impl Validator<'_> {
         let relative = Path::new(text);
         if !text.contains(['*', '?', '[']) {
             let full = dir.join(relative);
-            if full.is_file() {
-                return Some(vec![full]);
-            }
-            self.error(
-                pattern.span(),
-                format!(
-                    "fixture {text:?} does not exist (looked for {})",
-                    full.display()
-                ),
-            );
-            return None;
+            // Whatever is there is decoded next, which says what is wrong with it (a
+            // directory, not a WAV file, too large); only a missing file is said here.
+            return match std::fs::metadata(&full) {
+                Ok(_) => Some(vec![full]),
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                    self.error(
+                        pattern.span(),
+                        format!(
+                            "fixture {text:?} does not exist (looked for {})",
+                            full.display()
+                        ),
+                    );
+                    None
+                }
+                Err(error) => {
+                    self.error(
+                        pattern.span(),
+                        format!("fixture {text:?}: cannot read {}: {error}", full.display()),
+                    );
+                    None
+                }
+            };
         }
         let full_pattern = if relative.is_absolute() {
             text.to_owned()
@@ -1323,7 +1369,7 @@ impl Validator<'_> {
             Some(indices) => {
                 let files: Vec<String> = indices
                     .iter()
-                    .map(|&index| fixtures.paths[index].display().to_string())
+                    .map(|&index| fixtures.fixtures[index].path.display().to_string())
                     .collect();
                 self.error(
                     say.span(),
@@ -1335,7 +1381,7 @@ impl Validator<'_> {
                 None
             }
             None if !fixtures.complete => None,
-            None if fixtures.paths.is_empty() => {
+            None if fixtures.fixtures.is_empty() => {
                 self.error(
                     say.span(),
                     format!(

@@ -7,7 +7,6 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::{Validator, Zero, describe, host_in};
-use crate::scenario::Target;
 use crate::scenario::faults::{
     AbortConditions, ChaosSettings, Comparison, DEFAULT_CONFIRM_WITHIN, DbPoolExhaustion,
     DbPoolMethod, DetectionRule, FaultKind, FaultSpec, MetricCondition, ProxyFault,
@@ -16,6 +15,7 @@ use crate::scenario::faults::{
 };
 use crate::scenario::observe::ObserveSettings;
 use crate::scenario::raw::{RawAbort, RawChaos, RawFault, RawValue};
+use crate::scenario::{Diagnostic, Target};
 use crate::standin::llm::LlmFault;
 use crate::standin::tts::TtsFault;
 
@@ -108,13 +108,6 @@ impl Validator<'_> {
             .sum()
     }
 
-    fn line_of(&self, offset: usize) -> usize {
-        self.source[..offset.min(self.source.len())]
-            .matches('\n')
-            .count()
-            + 1
-    }
-
     fn fault(
         &mut self,
         raw: RawFault,
@@ -146,7 +139,7 @@ impl Validator<'_> {
             );
             return None;
         };
-        let line = self.line_of(span.start);
+        let position = Diagnostic::at(self.source, span.start, "");
         let before = self.diagnostics.len();
         for (key, key_span) in raw.parameter_keys() {
             if !kind.parameters().contains(&key) {
@@ -223,7 +216,8 @@ impl Validator<'_> {
             every,
             detect,
             recover_from,
-            line,
+            line: position.line,
+            column: position.column,
         })
     }
 
@@ -935,9 +929,13 @@ impl Validator<'_> {
                 );
                 return None;
             }
+            let file = text("file").map(PathBuf::from);
+            if let Some(file) = &file {
+                self.path_kind(file, span, "detect file", super::observe::PathKind::File);
+            }
             return Some(DetectionRule::Log {
                 pattern: pattern.to_owned(),
-                file: text("file").map(PathBuf::from),
+                file,
             });
         }
         self.error(span, format!("{EXPECTED}; the value must be a string"));

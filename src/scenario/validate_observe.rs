@@ -21,6 +21,13 @@ const MIN_POLL_INTERVAL: Duration = Duration::from_millis(100);
 /// A walk of up to 100,000 entries is not something to do many times a second.
 const MIN_TEMP_DIR_INTERVAL: Duration = Duration::from_secs(1);
 
+/// What a path key names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum PathKind {
+    File,
+    Directory,
+}
+
 impl Validator<'_> {
     pub(super) fn observe(
         &mut self,
@@ -80,11 +87,14 @@ impl Validator<'_> {
                 settings.alerts_listen = self.listen_address(listen, "alerts_listen");
             }
         }
-        settings.temp_dir = raw.temp_dir.as_ref().map(|dir| self.path(dir, "temp_dir"));
+        settings.temp_dir = raw
+            .temp_dir
+            .as_ref()
+            .map(|dir| self.path(dir, "temp_dir", PathKind::Directory));
         settings.log_file = raw
             .log_file
             .as_ref()
-            .map(|file| self.path(file, "log_file"));
+            .map(|file| self.path(file, "log_file", PathKind::File));
         if let Some(text) = &raw.rss_metric {
             settings.rss_metric = self.series(text, "rss_metric", r#""myfleet_rss_bytes""#);
         }
@@ -214,7 +224,11 @@ impl Validator<'_> {
                 self.error(raw.span(), format!("process is empty: {EXPECTED}"));
                 None
             }
-            (Some(pid_file), None) => Some(ProcessWatch::PidFile(self.path(pid_file, "pid_file"))),
+            (Some(pid_file), None) => Some(ProcessWatch::PidFile(self.path(
+                pid_file,
+                "pid_file",
+                PathKind::File,
+            ))),
             (None, Some(health)) if !*health.get_ref() => {
                 self.error(
                     health.span(),
@@ -391,9 +405,35 @@ impl Validator<'_> {
         }
     }
 
-    fn path(&mut self, value: &Spanned<String>, key: &str) -> PathBuf {
+    fn path(&mut self, value: &Spanned<String>, key: &str, kind: PathKind) -> PathBuf {
         self.not_empty(value, key);
-        PathBuf::from(value.get_ref())
+        let path = PathBuf::from(value.get_ref());
+        self.path_kind(&path, value.span(), key, kind);
+        path
+    }
+
+    /// A path that need not exist yet (a log file, a pid file, a temp dir appear when the
+    /// fleet starts) but, if it does, must be what the key expects: a directory where a
+    /// file is expected would otherwise only show up as "unreadable" during the run.
+    pub(super) fn path_kind(
+        &mut self,
+        path: &std::path::Path,
+        span: Range<usize>,
+        key: &str,
+        kind: PathKind,
+    ) {
+        let Ok(metadata) = std::fs::metadata(path) else {
+            return;
+        };
+        let problem = match kind {
+            PathKind::File if metadata.is_dir() => "is a directory; expected a file",
+            PathKind::Directory if !metadata.is_dir() => "is not a directory",
+            _ => return,
+        };
+        self.error(
+            span,
+            format!("{key} {:?} {problem}", path.display().to_string()),
+        );
     }
 
     /// A fault's `detect` rules against what is observed: a rule whose signal nobody
