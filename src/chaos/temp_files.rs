@@ -20,7 +20,10 @@
 //!   stops rather than take it below the floor (`min_free`).
 //!
 //! Files are written flat into the dir, where the leaking worker's own files would be: the
-//! fleet's size metric and its sweep see them as they would the worker's. They are mode
+//! fleet's size metric and its sweep see them as they would the worker's. (Not in a
+//! subdirectory of the harness's own: a fleet that measures and sweeps its dir flat, as the
+//! reference fleet does, would neither count nor reclaim them, and be graded on that. The
+//! random names, `O_EXCL` and the dir handle give what such a subdirectory would.) They are mode
 //! 0644 (less the umask) and owned by the harness's user; the fleet can delete them exactly
 //! when it can delete files in its own dir, which is what its sweep needs anyway. (In a
 //! shared sticky dir such as `/tmp`, a fleet running as another user cannot: give it a dir
