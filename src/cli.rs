@@ -68,9 +68,14 @@ pub struct ChaosArgs {
     /// db_pool_exhaustion: the NAME of the variable holding the fleet's database URL.
     #[arg(long, value_name = "NAME")]
     pub database_url_env: Option<String>,
-    /// temp_file_leak: the fleet's temp dir.
+    /// temp_file_leak: the fleet's temp dir, which naming it declares writable (never a
+    /// system directory, resolved through `..` and symlinks).
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// temp_file_leak: allow max_total above the 10 GiB ceiling (writing still stops
+    /// before free space falls below min_free).
+    #[arg(long)]
+    pub allow_large_leaks: bool,
     /// Stand-in kinds (tts_*, llm_*, *_tool_params): where the stand-in serves, e.g.
     /// 127.0.0.1:9100; the fleet must already be pointed at it.
     #[arg(long, value_name = "ADDR")]
@@ -92,6 +97,7 @@ impl ChaosArgs {
             pid: self.pid,
             database_url_env: self.database_url_env,
             dir: self.dir,
+            allow_large_leaks: self.allow_large_leaks,
             listen: self.listen,
             allow_hosts: self.allow_hosts,
             seed: self.seed,

@@ -574,7 +574,7 @@ at = "1s"
 for = "5m"
 file_size = "64KiB"
 rate = "1MiB/s"
-dir = "{}"
+dir = "{dir}"
 [[faults]]
 kind = "process_stall"
 at = "2s"
@@ -585,8 +585,10 @@ upstream = "llm"
 down = true
 at = "1s"
 for = "5m"
+[chaos]
+writable_dirs = ["{dir}"]
 "#,
-        leak_dir.path().display()
+        dir = leak_dir.path().display()
     );
     let scenario = ScenarioFile::new(&embedded_scenario("", 2, "10m", &faults));
     let out = scenario.out_dir();
@@ -730,9 +732,11 @@ at = "1s"
 for = "5m"
 file_size = "64KiB"
 rate = "1MiB/s"
-dir = "{}"
+dir = "{dir}"
+[chaos]
+writable_dirs = ["{dir}"]
 "#,
-        leak_dir.path().display()
+        dir = leak_dir.path().display()
     );
     let toml = embedded_scenario(
         &format!("database_url_env = \"{variable}\"\ndb_pool_size = 4"),
@@ -878,6 +882,7 @@ call_success = ">= 0%"
 [chaos]
 tts_listen = "127.0.0.1:{tts}"
 llm_listen = "127.0.0.1:{llm}"
+writable_dirs = ["{audio}"]
 [[faults]]
 kind = "tts_429"
 at = "2s"
@@ -933,4 +938,106 @@ for = "3s"
         .await
     );
     fleet.stop().await;
+}
+
+/// A short run against the sink with one `temp_file_leak` into `dir`, declared writable in
+/// `[chaos] writable_dirs`; `leak` adds keys to the fault.
+fn sink_leak_scenario(dir: &Path, leak: &str) -> String {
+    format!(
+        r#"
+name = "leak-test"
+seed = 3
+[target]
+fleet = "sink"
+[load]
+stages = [{{ ramp_to = 1, over = "1s" }}, {{ hold = "5s" }}]
+[slo]
+call_success = ">= 0%"
+[chaos]
+writable_dirs = ["{dir}"]
+confirm_within = "2s"
+[[faults]]
+kind = "temp_file_leak"
+dir = "{dir}"
+at = "1s"
+for = "3s"
+file_size = "64KiB"
+rate = "1MiB/s"
+detect = {{ health = "unhealthy" }}
+{leak}
+"#,
+        dir = dir.display()
+    )
+}
+
+/// With its free-space floor above what is free, a leak writes nothing, journals why it
+/// stopped (`leak_stopped`), and is reported not in effect: the run ends `error`, never as
+/// the fleet's failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leak_at_its_free_space_floor_writes_nothing_says_why_and_is_not_in_effect() {
+    let dir = tempfile::tempdir().unwrap();
+    let live = LiveRun::start(&sink_leak_scenario(dir.path(), "min_free = \"100%\""), &[]);
+    let stopped = live
+        .fault_event("leak_stopped", "temp_file_leak", Duration::from_secs(30))
+        .await;
+    assert_eq!(stopped["reason"], "free_space", "{stopped}");
+    assert_eq!(stopped["files"], 0, "{stopped}");
+    assert!(
+        stopped["floor_bytes"].as_u64().unwrap() > stopped["free_bytes"].as_u64().unwrap(),
+        "{stopped}"
+    );
+    let outcome = live.finish().await;
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    let leak = fault(&outcome, "temp_file_leak");
+    assert!(!leak.confirmed, "{leak:#?}");
+    assert!(
+        leak.notes
+            .iter()
+            .any(|note| note.starts_with("wrote no file into") && note.contains("(min_free)")),
+        "{leak:#?}"
+    );
+    assert_eq!(outcome.summary.verdict, Verdict::Error);
+}
+
+/// At the end of a run the harness removes the files it leaked and nothing else: a file
+/// of the fleet's named as leaked files once were (`voxsoak-leak-<run>-1-1-000001.wav`) and
+/// another written while the leak is on both stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_files_the_harness_created_are_removed_when_the_run_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let live = LiveRun::start(&sink_leak_scenario(dir.path(), ""), &[]);
+    let started = live
+        .event(Duration::from_secs(30), |record| {
+            record["event"] == "run_started"
+        })
+        .await;
+    let run_id = started["run_id"].as_str().unwrap();
+    let look_alike = dir
+        .path()
+        .join(format!("voxsoak-leak-{run_id}-1-1-000001.wav"));
+    std::fs::write(&look_alike, b"the fleet's").unwrap();
+    live.fault_event("fault_confirmed", "temp_file_leak", Duration::from_secs(30))
+        .await;
+    let during = dir.path().join("reply-CA1-1.wav");
+    std::fs::write(&during, b"the fleet's too").unwrap();
+    let ours = || {
+        std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .filter(|entry| entry.path() != look_alike && entry.path() != during)
+            .count()
+    };
+    assert!(ours() >= 1, "the leak wrote files");
+    let outcome = live.finish().await;
+    assert!(fault(&outcome, "temp_file_leak").confirmed);
+    assert_eq!(ours(), 0, "every file the harness wrote is gone");
+    assert_eq!(std::fs::read(&look_alike).unwrap(), b"the fleet's");
+    assert_eq!(std::fs::read(&during).unwrap(), b"the fleet's too");
+    let removed = journal_event(
+        &outcome.out_dir.join("journal.jsonl"),
+        Duration::from_secs(1),
+        |record| record["event"] == "harness_files_removed",
+    )
+    .await;
+    assert!(removed["files"].as_u64().unwrap() >= 1, "{removed}");
 }

@@ -505,3 +505,202 @@ fn chaos_parses_in_process() {
         assert!(help.contains(needs), "{needs}: {help}");
     }
 }
+
+/// `voxsoak` (not `chaos`) with `args`, its output collected.
+fn voxsoak(args: &[&str]) -> Output {
+    Command::new(voxsoak_exe())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run voxsoak")
+}
+
+/// By hand, `--dir` declares the dir writable, but never a system directory, however it is
+/// reached: refused before anything is written, exit 2.
+#[test]
+fn temp_file_leak_by_hand_refuses_system_dirs_however_reached() {
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("etc-link");
+    std::os::unix::fs::symlink("/etc", &link).unwrap();
+    let up = "../".repeat(40);
+    for target in ["/etc", "/", "/usr/lib", path_str(&link), up.as_str()] {
+        let output = finish(
+            spawn(&[
+                "temp_file_leak",
+                "--dir",
+                target,
+                "--for",
+                "3s",
+                "--set",
+                "file_size=64KiB",
+            ]),
+            SHORT_RUN_LIMIT,
+        );
+        assert_eq!(
+            output.status.code(),
+            Some(exit::HARNESS_ERROR),
+            "{target}: {}",
+            describe(&output)
+        );
+        let stderr = text(&output.stderr);
+        assert!(
+            stderr.starts_with("voxsoak chaos: --dir: ")
+                && stderr.contains("system directory")
+                && stderr.contains("a fault never writes there"),
+            "{target}: {stderr}"
+        );
+        assert!(
+            !text(&output.stdout).contains("injected"),
+            "{target}: {}",
+            describe(&output)
+        );
+    }
+    let leaked = std::fs::read_dir("/etc").unwrap().flatten().any(|entry| {
+        entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with("voxsoak-leak-")
+    });
+    assert!(!leaked, "nothing was written into /etc");
+}
+
+/// More than the 10 GiB ceiling by hand needs `--allow-large-leaks`; with it the leak runs
+/// (and stops at its free-space floor, here above what is free, so it writes nothing and
+/// the command says the fault never took effect: exit 1).
+#[test]
+fn a_large_leak_by_hand_needs_its_flag_and_still_stops_at_the_floor() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "temp_file_leak",
+        "--dir",
+        path_str(dir.path()),
+        "--for",
+        "2s",
+        "--set",
+        "max_total=1000TiB",
+        "--set",
+        "file_size=1GiB",
+        "--set",
+        "min_free=100%",
+    ];
+    let refused = finish(spawn(&args), SHORT_RUN_LIMIT);
+    assert_eq!(
+        refused.status.code(),
+        Some(exit::HARNESS_ERROR),
+        "{}",
+        describe(&refused)
+    );
+    assert!(
+        text(&refused.stderr).contains(
+            "voxsoak chaos: --set max_total: max_total (1000.0 TiB) is over the 10.0 GiB ceiling for leaked files; add --allow-large-leaks"
+        ),
+        "{}",
+        describe(&refused)
+    );
+    let mut allowed = args.to_vec();
+    allowed.push("--allow-large-leaks");
+    let output = finish(spawn(&allowed), SHORT_RUN_LIMIT);
+    assert_eq!(
+        output.status.code(),
+        Some(exit::FAULT_NOT_IN_EFFECT),
+        "{}",
+        describe(&output)
+    );
+    let stdout = text(&output.stdout);
+    assert!(
+        stdout.contains(&format!(
+            "into {} (at most 1000.0 TiB, over the 10.0 GiB ceiling by allow_large_leaks; stops before free space there falls below 100% of the filesystem)",
+            dir.path().canonicalize().unwrap().display()
+        )),
+        "{stdout}"
+    );
+    assert!(stdout.contains("wrote no file into"), "{stdout}");
+    assert_eq!(files_in(dir.path()), 0);
+}
+
+/// `voxsoak validate` refuses every leak that would write outside the dirs the scenario
+/// declares or into a system directory, each at its position, all at once (exit 2); and
+/// with the opt-in a leak over the ceiling validates and `voxsoak plan` shows where it
+/// writes and its caps.
+#[test]
+fn validate_refuses_leaks_outside_declared_dirs_with_their_positions() {
+    let root = tempfile::tempdir().unwrap();
+    let root_path = root.path().canonicalize().unwrap();
+    let allowed = root_path.join("a/b/c");
+    std::fs::create_dir_all(&allowed).unwrap();
+    std::os::unix::fs::symlink("/etc", allowed.join("etc-link")).unwrap();
+    let leak = |dir: &str, extra: &str| {
+        format!("[[faults]]\nkind = \"temp_file_leak\"\nfor = \"1m\"\ndir = \"{dir}\"\n{extra}")
+    };
+    let head = format!(
+        "[target]\nstream_url = \"ws://127.0.0.1:9/stream\"\n[load]\nstages = [{{ ramp_to = 1, over = \"1s\" }}, {{ hold = \"10m\" }}]\n[chaos]\nwritable_dirs = [\"{}\"]\n",
+        allowed.display()
+    );
+    let bad = [
+        leak("/etc", ""),
+        leak("/", ""),
+        leak(&format!("{}/../../..", allowed.display()), ""),
+        leak(&format!("{}/etc-link", allowed.display()), ""),
+        leak(
+            path_str(&allowed),
+            "max_total = \"1000TiB\"\nfile_size = \"1GiB\"\n",
+        ),
+    ];
+    let file = root.path().join("leaks.toml");
+    std::fs::write(&file, format!("{head}{}", bad.concat())).unwrap();
+    let output = voxsoak(&["validate", path_str(&file)]);
+    assert_eq!(
+        output.status.code(),
+        Some(exit::HARNESS_ERROR),
+        "{}",
+        describe(&output)
+    );
+    let stderr = text(&output.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    let at = |line: usize, column: usize| format!("{}:{line}:{column}: ", file.display());
+    let expected = [
+        (at(10, 7), "the system directory /etc"),
+        (at(14, 7), "the system directory /"),
+        (at(18, 7), "outside every dir a fault may write into"),
+        (at(22, 7), "the system directory /etc"),
+        (at(27, 13), "over the 10.0 GiB ceiling"),
+    ];
+    assert_eq!(lines.len(), expected.len(), "{stderr}");
+    for (line, (position, message)) in lines.iter().zip(expected) {
+        assert!(
+            line.starts_with(&position) && line.contains(message),
+            "{line:?} should start {position:?} and say {message:?}"
+        );
+    }
+
+    let large = root.path().join("large.toml");
+    std::fs::write(
+        &large,
+        format!(
+            "{head}allow_large_leaks = true\n{}",
+            leak(
+                &format!("{}/x/../audio", allowed.display()),
+                "max_total = \"1000TiB\"\nfile_size = \"1GiB\"\n"
+            )
+        ),
+    )
+    .unwrap();
+    let validated = voxsoak(&["validate", path_str(&large)]);
+    assert_eq!(
+        validated.status.code(),
+        Some(exit::PASS),
+        "{}",
+        describe(&validated)
+    );
+    let plan = voxsoak(&["plan", path_str(&large)]);
+    assert_eq!(plan.status.code(), Some(exit::PASS), "{}", describe(&plan));
+    let plan = text(&plan.stdout);
+    assert!(
+        plan.contains(&format!(
+            "writes 1.0 GiB files at 4.0 MiB/s into {}/audio (within {}) (at most 1000.0 TiB, over the 10.0 GiB ceiling by allow_large_leaks; stops before free space there falls below 5% of the filesystem or 2.0 GiB, whichever is larger)",
+            allowed.display(),
+            allowed.display()
+        )),
+        "{plan}"
+    );
+}

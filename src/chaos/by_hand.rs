@@ -64,8 +64,12 @@ Fault kinds (KIND) and what each needs:
       --database-url-env NAME: the variable holding the fleet's database URL (never
       printed). --set method=hold_locks|take_slots, holders=N, leave=N, max_connections=N
   temp_file_leak
-      --dir DIR: the fleet's temp dir; every file written is removed on exit.
-      --set file_size=SIZE, rate=SIZE/s, max_total=SIZE
+      --dir DIR: the fleet's temp dir, which this declares writable: never a system
+      directory (/, /etc, /usr, ...), resolved through `..` and symlinks. Files are
+      written flat into it; every file written is removed on exit.
+      --set file_size=SIZE (at most 1GiB), rate=SIZE/s, max_total=SIZE (above 10GiB
+      only with --allow-large-leaks), min_free=SIZE or PERCENT% (free space left on the
+      filesystem; default 5% or 2GiB, whichever is larger)
   proxy
       --set upstream=HOST:PORT --set listen=127.0.0.1:PORT and at least one toxic:
       latency, jitter, bandwidth, stall, reset, slice_size (slice_delay), down; toxicity.
@@ -88,7 +92,10 @@ pub struct ByHandRequest {
     pub settings: Vec<String>,
     pub pid: Option<u32>,
     pub database_url_env: Option<String>,
+    /// `temp_file_leak`: the fleet's temp dir, declared writable by naming it.
     pub dir: Option<PathBuf>,
+    /// `temp_file_leak`: `max_total` may be above the 10 GiB ceiling.
+    pub allow_large_leaks: bool,
     /// Where a stand-in listens (the stand-in kinds).
     pub listen: Option<String>,
     /// Hosts allowed besides loopback (a proxy's upstream).
@@ -361,6 +368,12 @@ fn check_flags(kind: FaultKind, request: &ByHandRequest) -> Result<(), ByHandErr
             ));
         }
     }
+    if request.allow_large_leaks && kind != FaultKind::TempFileLeak {
+        return Err(ByHandError::invalid(
+            "--allow-large-leaks",
+            format!("{kind} does not use --allow-large-leaks"),
+        ));
+    }
     if let Some(pid) = request.pid
         && (pid == 0 || pid == std::process::id())
     {
@@ -428,14 +441,27 @@ fn synthetic_scenario(
     document.insert("target".into(), Value::Table(target));
     document.insert("observe".into(), Value::Table(observe));
     document.insert("load".into(), Value::Table(load));
+    let mut chaos = toml::Table::new();
     if let Some(listen) = &request.listen {
         let key = if uses_tts(kind) {
             "tts_listen"
         } else {
             "llm_listen"
         };
-        let mut chaos = toml::Table::new();
         chaos.insert(key.into(), Value::String(listen.clone()));
+    }
+    // By hand, naming the dir is what declares it writable; the checks on what a fault may
+    // write into (no system directory, nowhere else once resolved) still apply.
+    if let Some(dir) = &request.dir {
+        chaos.insert(
+            "writable_dirs".into(),
+            strings(vec![dir.display().to_string()]),
+        );
+    }
+    if request.allow_large_leaks {
+        chaos.insert("allow_large_leaks".into(), Value::Boolean(true));
+    }
+    if !chaos.is_empty() {
         document.insert("chaos".into(), Value::Table(chaos));
     }
     document.insert("faults".into(), Value::Array(vec![Value::Table(fault)]));
@@ -462,11 +488,23 @@ fn validate_as_scenario(
             let diagnostic = &diagnostics[0];
             Err(ByHandError::invalid(
                 flag_for_line(&source, diagnostic.line),
-                diagnostic.message.clone(),
+                in_flags(&diagnostic.message),
             ))
         }
         Err(error) => Err(ByHandError::invalid("KIND", error.to_string())),
     }
+}
+
+/// A diagnostic of the synthetic scenario in the command line's terms, where it names a
+/// key that is a flag by hand.
+fn in_flags(message: &str) -> String {
+    message
+        .strip_prefix("writable_dirs: ")
+        .unwrap_or(message)
+        .replace(
+            "set [chaos] allow_large_leaks = true",
+            "add --allow-large-leaks",
+        )
 }
 
 /// The flag behind line `line` (1-based) of the synthetic scenario: the key on that line,
@@ -490,6 +528,8 @@ fn flag_for_line(source: &str, line: usize) -> String {
     match (table, key) {
         (_, Some("tts_listen" | "llm_listen")) => "--listen".to_owned(),
         (_, Some("allow_hosts")) => "--allow-host".to_owned(),
+        ("[chaos]", Some("writable_dirs")) => "--dir".to_owned(),
+        ("[chaos]", Some("allow_large_leaks")) => "--allow-large-leaks".to_owned(),
         ("[[faults]]", Some("for")) => "--for".to_owned(),
         ("[[faults]]", Some("dir")) => "--dir".to_owned(),
         ("[[faults]]", Some("database_url_env")) => "--database-url-env".to_owned(),
@@ -607,8 +647,11 @@ async fn environment(
                 ));
             }
         }
-        FaultSpec::TempFileLeak(_) => {
-            notes.push("every file written is removed when this ends".to_owned());
+        FaultSpec::TempFileLeak(leak) => {
+            notes.push(format!(
+                "{}; every file written is removed when this ends",
+                scenario::describe_leak(leak)
+            ));
         }
         FaultSpec::DbPoolExhaustion(_) => {}
     }
@@ -835,6 +878,7 @@ mod tests {
             pid: None,
             database_url_env: None,
             dir: None,
+            allow_large_leaks: false,
             listen: None,
             allow_hosts: Vec::new(),
             seed: 1,
@@ -910,6 +954,47 @@ mod tests {
         allowed.allow_hosts = vec!["db.example.com".into()];
         let checked = check(&allowed).unwrap();
         assert!(matches!(checked.fault.fault, FaultSpec::Proxy(_)));
+    }
+
+    #[test]
+    fn the_dir_given_is_declared_writable_but_never_a_system_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let resolved = dir.path().canonicalize().unwrap();
+        let mut leak = request("temp_file_leak", &["file_size=64KiB"]);
+        leak.dir = Some(dir.path().join("x/.."));
+        let checked = check(&leak).unwrap();
+        let FaultSpec::TempFileLeak(spec) = &checked.fault.fault else {
+            panic!("{:?}", checked.fault.fault)
+        };
+        assert_eq!(
+            spec.dir,
+            crate::scenario::faults::LeakDir::Declared {
+                dir: resolved.clone(),
+                within: resolved
+            }
+        );
+
+        leak.dir = Some("/etc".into());
+        let message = error(&leak);
+        assert!(
+            message.starts_with("--dir: \"/etc\" resolves to ")
+                && message.contains("the system directory /etc"),
+            "{message}"
+        );
+
+        let mut large = request("temp_file_leak", &["max_total=20GiB"]);
+        large.dir = Some(dir.path().to_path_buf());
+        let message = error(&large);
+        assert!(
+            message.starts_with("--set max_total: ") && message.contains("add --allow-large-leaks"),
+            "{message}"
+        );
+        large.allow_large_leaks = true;
+        check(&large).unwrap();
+        let mut stray = request("process_stall", &[]);
+        stray.pid = Some(4_000_000);
+        stray.allow_large_leaks = true;
+        assert!(error(&stray).starts_with("--allow-large-leaks: "));
     }
 
     #[test]

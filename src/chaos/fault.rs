@@ -1,7 +1,6 @@
 //! One injected fault of any kind, behind one interface: what the scheduler and `voxsoak
 //! chaos` drive.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::db::DbPoolFault;
@@ -10,10 +9,12 @@ use super::plane::merge;
 use super::process::{ProcessKillFault, ProcessStallFault};
 use super::proxy::{ProxyFault, ProxyToxics, Slicing};
 use super::standin::{LlmStandInFault, StandInClaim, StandIns, TtsStandInFault};
-use super::temp_files::{HarnessFiles, LeakParams, TempFileLeakFault};
+use super::temp_files::{HarnessFiles, LeakParams, LeakStop, TempFileLeakFault};
 use super::{ChaosTargets, Confirmation, FaultError};
 use crate::journal::Journal;
-use crate::scenario::faults::{FaultSpec, Occurrence, ScheduledFault};
+use crate::journal::round_ms;
+use crate::scenario::faults::{FaultSpec, LeakDir, Occurrence, ScheduledFault};
+use crate::scenario::writable;
 use serde_json::json;
 
 /// How many of the calls an LLM fault hit are journaled one by one per injection; the rest
@@ -48,7 +49,7 @@ pub enum ActiveFault {
     DbPool(Box<DbPoolFault>),
     Tts(TtsStandInFault),
     Llm(LlmStandInFault),
-    TempFileLeak(TempFileLeakFault, PathBuf),
+    TempFileLeak(TempFileLeakFault),
     ProcessStall(ProcessStallFault),
     ProcessKill(ProcessKillFault),
 }
@@ -60,7 +61,7 @@ impl ActiveFault {
             ActiveFault::Proxy(fault) => fault.confirm().await,
             ActiveFault::Tts(fault) => fault.confirm().await,
             ActiveFault::Llm(fault) => fault.confirm().await,
-            ActiveFault::TempFileLeak(fault, _) => fault.confirm().await,
+            ActiveFault::TempFileLeak(fault) => fault.confirm().await,
             ActiveFault::ProcessStall(fault) => fault.confirm().await,
             ActiveFault::ProcessKill(fault) => fault.confirm().await,
         }
@@ -74,7 +75,7 @@ impl ActiveFault {
             ActiveFault::Proxy(fault) => fault.clear().await,
             ActiveFault::Tts(fault) => fault.clear().await,
             ActiveFault::Llm(fault) => fault.clear().await,
-            ActiveFault::TempFileLeak(fault, _) => fault.clear().await,
+            ActiveFault::TempFileLeak(fault) => fault.clear().await,
             ActiveFault::ProcessStall(fault) => fault.clear().await,
             ActiveFault::ProcessKill(fault) if ending => Ok(fault.leave_dead()),
             ActiveFault::ProcessKill(fault) => fault.clear().await,
@@ -92,21 +93,29 @@ impl ActiveFault {
             ),
             ActiveFault::Tts(_) => "the TTS stand-in".to_owned(),
             ActiveFault::Llm(_) => "the LLM stand-in".to_owned(),
-            ActiveFault::TempFileLeak(_, dir) => dir.display().to_string(),
+            ActiveFault::TempFileLeak(fault) => fault.dir().display().to_string(),
             ActiveFault::ProcessStall(_) | ActiveFault::ProcessKill(_) => {
                 "the fleet process".to_owned()
             }
         }
     }
 
-    /// Journals the calls an LLM fault hit since the last time (the first
-    /// [`MAX_JOURNALED_HITS`] of them); returns how many there were.
-    pub fn journal_hits(
+    /// Journals what it did since the last time: the calls an LLM fault hit (the first
+    /// [`MAX_JOURNALED_HITS`] of them), or a leak that stopped writing early
+    /// (`leak_stopped`: free space at its floor, a name already taken, a failed write).
+    /// Returns how many calls were hit.
+    pub fn journal_progress(
         &mut self,
         journal: &Journal,
         identity: &serde_json::Value,
         before: u64,
     ) -> u64 {
+        if let ActiveFault::TempFileLeak(fault) = self {
+            if let Some(stop) = fault.take_stop() {
+                journal_leak_stop(journal, identity, &stop);
+            }
+            return 0;
+        }
         let ActiveFault::Llm(fault) = self else {
             return 0;
         };
@@ -125,6 +134,26 @@ impl ActiveFault {
         }
         hits.len() as u64
     }
+}
+
+/// `leak_stopped`, at the moment the leak stopped.
+fn journal_leak_stop(journal: &Journal, identity: &serde_json::Value, stop: &LeakStop) {
+    let mut fields = json!({
+        "reason": stop.reason.key(),
+        "why": stop.reason.to_string(),
+        "files": stop.files,
+        "bytes": stop.bytes,
+    });
+    if let super::temp_files::StopReason::FreeSpace { free, floor, .. } = &stop.reason {
+        fields["free_bytes"] = json!(free);
+        fields["floor_bytes"] = json!(floor);
+    }
+    let t_s = round_ms(
+        stop.at
+            .saturating_duration_since(journal.started())
+            .as_secs_f64(),
+    );
+    journal.record_at("leak_stopped", t_s, merge(identity, fields));
 }
 
 /// Injects `fault` (its `occurrence`-th time) with what `environment` offers.
@@ -174,26 +203,41 @@ pub async fn inject(
             ))
         }
         FaultSpec::TempFileLeak(leak) => {
-            let dir = leak
-                .dir
-                .clone()
-                .or_else(|| shared.targets.audio_tmp_dir.clone())
-                .ok_or_else(|| missing("temp dir"))?;
+            let (dir, within) = match &leak.dir {
+                // The fleet's own dir, which the harness made: it is its own declaration.
+                LeakDir::FleetTempDir => {
+                    let dir = shared
+                        .targets
+                        .audio_tmp_dir
+                        .clone()
+                        .ok_or_else(|| missing("temp dir"))?;
+                    let within = writable::resolve(&dir).map_err(|error| {
+                        FaultError::new(
+                            kind,
+                            format!("cannot use the temp dir {}: {error}", dir.display()),
+                        )
+                    })?;
+                    (dir, within)
+                }
+                LeakDir::Declared { dir, within } => (dir.clone(), within.clone()),
+            };
             let params = LeakParams {
-                dir: dir.clone(),
+                dir,
+                within,
                 file_size: leak.file_size,
                 bytes_per_second: leak.bytes_per_second,
                 max_total: leak.max_total,
+                min_free: leak.min_free,
                 tag: format!(
                     "{}-{}-{}",
                     shared.tag,
                     occurrence.fault + 1,
                     occurrence.number
                 ),
+                name_seed: LeakParams::random_name_seed(),
             };
             ActiveFault::TempFileLeak(
                 TempFileLeakFault::inject(params, shared.files.clone()).await?,
-                dir,
             )
         }
         FaultSpec::ProcessStall => {

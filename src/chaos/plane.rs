@@ -466,7 +466,7 @@ async fn run_occurrence(shared: Arc<Shared>, occurrence: Occurrence, stop: Cance
     let confirm_by = (Instant::now() + shared.confirm_within).min(hold_until);
     let mut hits = 0u64;
     let confirmation = loop {
-        hits += injected.journal_hits(journal, &identity, hits);
+        hits += injected.journal_progress(journal, &identity, hits);
         let confirmation = injected.confirm().await;
         if confirmation.in_effect || Instant::now() >= confirm_by || stop.is_cancelled() {
             break confirmation;
@@ -493,11 +493,11 @@ async fn run_occurrence(shared: Arc<Shared>, occurrence: Occurrence, stop: Cance
             () = tokio::time::sleep_until(until) => break,
             () = stop.cancelled() => break,
             () = tokio::time::sleep(Duration::from_secs(1)) => {
-                hits += injected.journal_hits(journal, &identity, hits);
+                hits += injected.journal_progress(journal, &identity, hits);
             }
         }
     }
-    injected.journal_hits(journal, &identity, hits);
+    injected.journal_progress(journal, &identity, hits);
     let early = stop.is_cancelled() && Instant::now() < until;
     let held_s = held.then(|| {
         round_ms(

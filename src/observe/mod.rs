@@ -517,6 +517,8 @@ dir = "/tmp/x"
 at = "5m"
 for = "1m"
 detect = [{ log = "disk full" }, { log = "TempDirGrowing" }, { metric = "temp_dir_bytes > 1000" }]
+[chaos]
+writable_dirs = ["/tmp/x"]
 "#;
 
     #[test]

@@ -90,7 +90,7 @@ impl FaultKind {
                 "max_connections",
                 "database_url_env",
             ],
-            FaultKind::TempFileLeak => &["file_size", "rate", "max_total", "dir"],
+            FaultKind::TempFileLeak => &["file_size", "rate", "max_total", "dir", "min_free"],
             FaultKind::Proxy => &[
                 "upstream",
                 "listen",
@@ -257,14 +257,77 @@ pub struct DbPoolExhaustion {
 }
 
 /// `temp_file_leak`: files of `file_size` written into the fleet's temp dir at `rate`
-/// bytes per second, at most `max_total` in all.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// bytes per second, at most `max_total` in all, while free space on its filesystem stays
+/// above `min_free`.
+#[derive(Debug, Clone, PartialEq)]
 pub struct TempFileLeak {
     pub file_size: u64,
     pub bytes_per_second: u64,
+    /// At most [`LEAK_CEILING`] unless `[chaos] allow_large_leaks = true`.
     pub max_total: u64,
-    /// The directory; the embedded fleet's `AUDIO_TMP_DIR` when not given.
-    pub dir: Option<PathBuf>,
+    pub dir: LeakDir,
+    pub min_free: FreeSpaceFloor,
+}
+
+/// Where a leak writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeakDir {
+    /// The embedded fleet's own `AUDIO_TMP_DIR`, known once it has started.
+    FleetTempDir,
+    /// `dir` (or `[observe] temp_dir`) resolved at validation (see
+    /// [`super::writable::resolve`]), and the declared directory it lies in: `[observe]
+    /// temp_dir` or a `[chaos] writable_dirs` entry, resolved then too. At injection `dir`
+    /// is resolved again and must still lie in `within`.
+    Declared { dir: PathBuf, within: PathBuf },
+}
+
+/// `max_total` above this needs `[chaos] allow_large_leaks = true` (10 GiB).
+pub const LEAK_CEILING: u64 = 10 << 30;
+/// The largest `file_size` (1 GiB): a TTS temp file is kilobytes to megabytes.
+pub const MAX_LEAK_FILE_SIZE: u64 = 1 << 30;
+/// Most files one injection writes: the harness keeps 48 bytes per file it wrote until it
+/// has removed it. Without `allow_large_leaks`, `max_total / file_size` may not be more.
+pub const MAX_LEAK_FILES: u64 = 100_000;
+
+/// `min_free`: a leak writes a file only if free space on the dir's filesystem stays at or
+/// above this once the file is written.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum FreeSpaceFloor {
+    /// 5% of the filesystem or 2 GiB, whichever is larger.
+    Default,
+    Bytes(u64),
+    /// A share of the filesystem's size, 0 to 100.
+    Percent(f64),
+}
+
+impl FreeSpaceFloor {
+    pub const DEFAULT_PERCENT: f64 = 5.0;
+    pub const DEFAULT_BYTES: u64 = 2 << 30;
+
+    /// The floor in bytes on a filesystem of `total` bytes.
+    pub fn bytes(self, total: u64) -> u64 {
+        let share = |percent: f64| (total as f64 * percent / 100.0).ceil() as u64;
+        match self {
+            FreeSpaceFloor::Default => share(Self::DEFAULT_PERCENT).max(Self::DEFAULT_BYTES),
+            FreeSpaceFloor::Bytes(bytes) => bytes,
+            FreeSpaceFloor::Percent(percent) => share(percent),
+        }
+    }
+}
+
+impl std::fmt::Display for FreeSpaceFloor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FreeSpaceFloor::Default => write!(
+                f,
+                "{}% of the filesystem or {}, whichever is larger",
+                Self::DEFAULT_PERCENT,
+                crate::units::format_byte_size(Self::DEFAULT_BYTES)
+            ),
+            FreeSpaceFloor::Bytes(bytes) => f.write_str(&crate::units::format_byte_size(*bytes)),
+            FreeSpaceFloor::Percent(percent) => write!(f, "{percent}% of the filesystem"),
+        }
+    }
 }
 
 /// `proxy`: a TCP fault proxy in front of one of the fleet's dependencies.
@@ -400,6 +463,11 @@ pub struct ChaosSettings {
     pub llm_listen: Option<SocketAddr>,
     /// How long a fault has to show it is in effect before it is reported as not.
     pub confirm_within: Duration,
+    /// `writable_dirs`: directories a fault may write into besides the fleet's declared
+    /// temp dir, resolved at validation (see [`super::writable::resolve`]).
+    pub writable_dirs: Vec<PathBuf>,
+    /// `allow_large_leaks`: a `temp_file_leak` may have `max_total` above [`LEAK_CEILING`].
+    pub allow_large_leaks: bool,
 }
 
 /// How long a fault has to confirm by default.

@@ -173,6 +173,10 @@
 //!                                   # or a list; default per kind
 //! method = "hold_locks"             # kind parameters; a kind refuses the others'
 //! holders = 3
+//! # temp_file_leak takes file_size = "1MiB" (at most 1GiB), rate = "4MiB/s",
+//! # max_total = "1GiB" (over 10GiB only with [chaos] allow_large_leaks), dir (see the
+//! # rules below) and min_free = "5%" or "2GiB" (free space it leaves on the dir's
+//! # filesystem; default 5% or 2GiB, whichever is larger)
 //!
 //! [chaos]                           # optional
 //! tts_listen = "127.0.0.1:9100"     # loopback only; required for stand-in faults against an
@@ -180,6 +184,10 @@
 //!                                   # the stand-ins serve there for the whole run, faults or
 //!                                   # not
 //! confirm_within = "15s"
+//! writable_dirs = ["/var/tmp/fleet-audio"]  # dirs a temp_file_leak may write into (or
+//!                                   # below), besides the fleet's temp dir; never a
+//!                                   # system directory
+//! allow_large_leaks = false         # true: a leak's max_total may be over 10GiB
 //!
 //! [abort]                           # optional
 //! call_success_below = "50%"        # over the last `over` (default 60s), with at least
@@ -251,9 +259,17 @@
 //! - The embedded fleet always listens on 127.0.0.1, whatever `allow_hosts` says; calls go
 //!   to its `ws://127.0.0.1:PORT/stream`.
 //! - Fault rules: `take_slots` needs PostgreSQL; process faults need a fleet the harness
-//!   started; `temp_file_leak` needs `dir` unless the fleet is embedded; a proxy in front of
-//!   a `host:port` needs `listen` and the host in `allow_hosts`; `db_pool_exhaustion`
-//!   against an external fleet needs `database_url_env`.
+//!   started; a proxy in front of a `host:port` needs `listen` and the host in
+//!   `allow_hosts`; `db_pool_exhaustion` against an external fleet needs
+//!   `database_url_env`.
+//! - `temp_file_leak` writes into the embedded fleet's own `AUDIO_TMP_DIR` when it names no
+//!   `dir`; otherwise into `dir` (default for an external fleet: `[observe] temp_dir`),
+//!   which must be `[observe] temp_dir`, a `[chaos] writable_dirs` entry, or below one of
+//!   them, and no system directory (see [`writable`]), once `..` and symlinks are resolved.
+//!   Relative paths are relative to the directory voxsoak runs in; a dir that does not
+//!   exist yet is resolved as far as it exists. Its size caps: `file_size` at most 1GiB and
+//!   no more than `max_total`; `max_total` at most 10GiB and 100,000 files unless
+//!   `allow_large_leaks = true`.
 //! - `[observe]`: `health_url` and `metrics_url` are `http://` URLs whose host must be in
 //!   `allow_hosts`. A fleet the harness starts (embedded or sink) is probed at its own
 //!   `/health` and `/metrics` and its process watched by default; against an external fleet,
@@ -287,6 +303,7 @@ mod plan;
 mod raw;
 mod schedule;
 mod validate;
+pub mod writable;
 
 #[cfg(test)]
 mod tests;
@@ -294,6 +311,8 @@ mod tests;
 mod tests_faults;
 #[cfg(test)]
 mod tests_files;
+#[cfg(test)]
+mod tests_leak;
 #[cfg(test)]
 mod tests_observe;
 
@@ -306,7 +325,7 @@ pub use faults::{
     AbortConditions, ChaosSettings, DetectionRule, FaultKind, FaultSpec, ScheduledFault,
 };
 pub use observe::ObserveSettings;
-pub use plan::{render_plan, render_plan_for};
+pub use plan::{describe_leak, render_plan, render_plan_for};
 pub use schedule::{ArrivalOffsets, CallChoice, PlannedStep, UtteranceSource};
 
 /// The hosts a target may live on when the scenario does not say otherwise: the harness

@@ -702,6 +702,33 @@ impl Plan {
     }
 }
 
+/// Where a leak writes, resolved, and the limits it keeps to.
+pub fn describe_leak(leak: &super::faults::TempFileLeak) -> String {
+    use super::faults::{LEAK_CEILING, LeakDir};
+    let dir = match &leak.dir {
+        LeakDir::FleetTempDir => "the fleet's AUDIO_TMP_DIR".to_owned(),
+        LeakDir::Declared { dir, within } if dir == within => dir.display().to_string(),
+        LeakDir::Declared { dir, within } => {
+            format!("{} (within {})", dir.display(), within.display())
+        }
+    };
+    let ceiling = if leak.max_total > LEAK_CEILING {
+        format!(
+            "over the {} ceiling by allow_large_leaks",
+            format_byte_size(LEAK_CEILING)
+        )
+    } else {
+        format!("ceiling {}", format_byte_size(LEAK_CEILING))
+    };
+    format!(
+        "writes {} files at {}/s into {dir} (at most {}, {ceiling}; stops before free space there falls below {})",
+        format_byte_size(leak.file_size),
+        format_byte_size(leak.bytes_per_second),
+        format_byte_size(leak.max_total),
+        leak.min_free
+    )
+}
+
 /// What a fault does and where, in one line.
 fn describe_fault(fault: &FaultSpec, scenario: &Scenario) -> String {
     use crate::standin::llm::LlmFault;
@@ -773,17 +800,9 @@ fn describe_fault(fault: &FaultSpec, scenario: &Scenario) -> String {
                 ),
             }
         }
-        FaultSpec::TempFileLeak(leak) => format!(
-            "writes {} files at {}/s into {} (at most {}); removed when the run ends",
-            format_byte_size(leak.file_size),
-            format_byte_size(leak.bytes_per_second),
-            leak.dir
-                .as_ref()
-                .map_or("the fleet's AUDIO_TMP_DIR".to_owned(), |dir| dir
-                    .display()
-                    .to_string()),
-            format_byte_size(leak.max_total)
-        ),
+        FaultSpec::TempFileLeak(leak) => {
+            format!("{}; removed when the run ends", describe_leak(leak))
+        }
         FaultSpec::Proxy(proxy) => {
             let mut toxics = Vec::new();
             let t = &proxy.toxics;

@@ -390,6 +390,7 @@ pub(super) struct RawFault {
     pub rate: Option<RawValue>,
     pub max_total: Option<RawValue>,
     pub dir: Option<Spanned<String>>,
+    pub min_free: Option<RawValue>,
     // proxy
     pub upstream: Option<Spanned<String>>,
     pub listen: Option<Spanned<String>>,
@@ -427,6 +428,7 @@ impl RawFault {
             ("rate", span(&self.rate)),
             ("max_total", span(&self.max_total)),
             ("dir", span(&self.dir)),
+            ("min_free", span(&self.min_free)),
             ("upstream", span(&self.upstream)),
             ("listen", span(&self.listen)),
             ("latency", span(&self.latency)),
@@ -445,13 +447,16 @@ impl RawFault {
     }
 }
 
-/// `[chaos]`: where the stand-ins listen (an external fleet must be pointed at them).
+/// `[chaos]`: where the stand-ins listen (an external fleet must be pointed at them), and
+/// where faults may write.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawChaos {
     pub tts_listen: Option<Spanned<String>>,
     pub llm_listen: Option<Spanned<String>>,
     pub confirm_within: Option<RawValue>,
+    pub writable_dirs: Option<Spanned<Vec<Spanned<String>>>>,
+    pub allow_large_leaks: Option<Spanned<bool>>,
 }
 
 /// `[abort]`: when chaos stops at once and the run ends as aborted.

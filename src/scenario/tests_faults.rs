@@ -99,7 +99,8 @@ every_jitter = "10s"
             file_size: 2 << 20,
             bytes_per_second: 8 << 20,
             max_total: 1 << 30,
-            dir: None
+            dir: LeakDir::FleetTempDir,
+            min_free: FreeSpaceFloor::Default,
         })
     );
     assert_eq!(

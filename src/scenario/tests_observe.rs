@@ -399,7 +399,7 @@ fn the_sink_measures_what_it_has() {
 
 #[test]
 fn a_log_rule_without_a_file_needs_log_file_unless_embedded() {
-    let fault = "[[faults]]\nkind = \"temp_file_leak\"\ndir = \"/tmp/x\"\nfor = \"1m\"\ndetect = { log = \"disk full\" }\n";
+    let fault = "[[faults]]\nkind = \"temp_file_leak\"\ndir = \"/tmp/x\"\nfor = \"1m\"\ndetect = { log = \"disk full\" }\n[chaos]\nwritable_dirs = [\"/tmp/x\"]\n";
     let found = errors(&format!("{EXTERNAL}{fault}"));
     assert_eq!(found.len(), 1, "{found:?}");
     assert!(
@@ -429,7 +429,7 @@ fn a_log_rule_without_a_file_needs_log_file_unless_embedded() {
         }]
     );
     parse_ok(&format!(
-        "{EXTERNAL}[[faults]]\nkind = \"temp_file_leak\"\ndir = \"/tmp/x\"\nfor = \"1m\"\ndetect = {{ log = \"disk full\", file = \"/var/log/x.log\" }}\n"
+        "{EXTERNAL}[[faults]]\nkind = \"temp_file_leak\"\ndir = \"/tmp/x\"\nfor = \"1m\"\ndetect = {{ log = \"disk full\", file = \"/var/log/x.log\" }}\n[chaos]\nwritable_dirs = [\"/tmp/x\"]\n"
     ));
     parse_ok(&format!(
         "{EMBEDDED}[[faults]]\nkind = \"temp_file_leak\"\nfor = \"1m\"\ndetect = {{ log = \"disk full\" }}\n"

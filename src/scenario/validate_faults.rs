@@ -1,7 +1,7 @@
 //! Phase 2 for `[[faults]]`, `[chaos]` and `[abort]`.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use toml::Spanned;
@@ -9,15 +9,16 @@ use toml::Spanned;
 use super::{Validator, Zero, describe, host_in};
 use crate::scenario::faults::{
     AbortConditions, ChaosSettings, Comparison, DEFAULT_CONFIRM_WITHIN, DbPoolExhaustion,
-    DbPoolMethod, DetectionRule, FaultKind, FaultSpec, MetricCondition, ProxyFault,
-    ProxyToxicsSpec, ProxyUpstream, RecoverFrom, Recurrence, ScheduledFault, SeriesSelector,
-    TempFileLeak,
+    DbPoolMethod, DetectionRule, FaultKind, FaultSpec, FreeSpaceFloor, LEAK_CEILING, LeakDir,
+    MAX_LEAK_FILE_SIZE, MAX_LEAK_FILES, MetricCondition, ProxyFault, ProxyToxicsSpec,
+    ProxyUpstream, RecoverFrom, Recurrence, ScheduledFault, SeriesSelector, TempFileLeak,
 };
 use crate::scenario::observe::ObserveSettings;
 use crate::scenario::raw::{RawAbort, RawChaos, RawFault, RawValue};
-use crate::scenario::{Diagnostic, Target};
+use crate::scenario::{Diagnostic, Target, writable};
 use crate::standin::llm::LlmFault;
 use crate::standin::tts::TtsFault;
+use crate::units::format_byte_size;
 
 const MAX_FAULTS: usize = 1000;
 const MAX_HOLDERS: i64 = 1000;
@@ -116,10 +117,7 @@ impl Validator<'_> {
         context: &FaultContext<'_>,
     ) -> Option<ScheduledFault> {
         let FaultContext {
-            target,
-            allow_hosts,
-            chaos,
-            observe,
+            target, observe, ..
         } = *context;
         let Some(kind_text) = &raw.kind else {
             self.error(
@@ -174,7 +172,7 @@ impl Validator<'_> {
             }
         };
         let every = self.recurrence(&raw, duration);
-        let fault = self.fault_spec(kind, &raw, &span, target, allow_hosts, chaos);
+        let fault = self.fault_spec(kind, &raw, &span, context);
         let detect = match (&raw.detect, &fault) {
             (Some(value), _) => self.detection_rules(value),
             (None, Some(spec)) => vec![spec.default_detection(kind)],
@@ -258,10 +256,14 @@ impl Validator<'_> {
         kind: FaultKind,
         raw: &RawFault,
         span: &std::ops::Range<usize>,
-        target: &Target,
-        allow_hosts: &[String],
-        chaos: &ChaosSettings,
+        context: &FaultContext<'_>,
     ) -> Option<FaultSpec> {
+        let FaultContext {
+            target,
+            allow_hosts,
+            chaos,
+            ..
+        } = *context;
         let fraction = raw
             .fraction
             .as_ref()
@@ -351,7 +353,7 @@ impl Validator<'_> {
             FaultKind::DbPoolExhaustion => {
                 FaultSpec::DbPoolExhaustion(self.db_pool(raw, span, target)?)
             }
-            FaultKind::TempFileLeak => FaultSpec::TempFileLeak(self.temp_leak(raw, span, target)?),
+            FaultKind::TempFileLeak => FaultSpec::TempFileLeak(self.temp_leak(raw, span, context)?),
             FaultKind::Proxy => {
                 let proxy = self.proxy(raw, span, target, allow_hosts)?;
                 let listen_missing = match proxy.upstream {
@@ -585,7 +587,7 @@ impl Validator<'_> {
         &mut self,
         raw: &RawFault,
         span: &std::ops::Range<usize>,
-        target: &Target,
+        context: &FaultContext<'_>,
     ) -> Option<TempFileLeak> {
         let size =
             |validator: &mut Self, value: Option<&RawValue>, key: &str, default: u64| match value {
@@ -615,19 +617,198 @@ impl Validator<'_> {
             Some(value) => self.byte_rate(value, "rate"),
             None => Some(DEFAULT_TEMP_RATE),
         };
-        let dir = raw.dir.as_ref().map(|dir| PathBuf::from(dir.get_ref()));
-        if dir.is_none() && !matches!(target, Target::Embedded(_)) {
+        let caps = match (file_size, max_total) {
+            (Some(file_size), Some(max_total)) => {
+                self.leak_caps(raw, span, file_size, max_total, context.chaos)
+            }
+            _ => None,
+        };
+        let min_free = match &raw.min_free {
+            Some(value) => self.free_space_floor(value),
+            None => Some(FreeSpaceFloor::Default),
+        };
+        let dir = self.leak_dir(raw, span, context);
+        let (file_size, max_total) = caps?;
+        Some(TempFileLeak {
+            file_size,
+            bytes_per_second: rate?,
+            max_total,
+            dir: dir?,
+            min_free: min_free?,
+        })
+    }
+
+    /// The size limits of a leak: `file_size` at most [`MAX_LEAK_FILE_SIZE`] and no more
+    /// than `max_total`; without the opt-in, `max_total` at most [`LEAK_CEILING`] and at
+    /// most [`MAX_LEAK_FILES`] files (with it, the leak stops at whichever comes first of
+    /// `max_total`, the free-space floor and that many files).
+    fn leak_caps(
+        &mut self,
+        raw: &RawFault,
+        span: &std::ops::Range<usize>,
+        file_size: u64,
+        max_total: u64,
+        chaos: &ChaosSettings,
+    ) -> Option<(u64, u64)> {
+        let at = |value: &Option<RawValue>| value.as_ref().map_or(span.clone(), Spanned::span);
+        let before = self.diagnostics.len();
+        if file_size > MAX_LEAK_FILE_SIZE {
             self.error(
-                span.clone(),
-                "temp_file_leak needs dir = \"/path/to/the/fleet's/temp/dir\" unless the fleet is embedded",
+                at(&raw.file_size),
+                format!(
+                    "file_size must be at most {}, found {}",
+                    format_byte_size(MAX_LEAK_FILE_SIZE),
+                    format_byte_size(file_size)
+                ),
+            );
+        } else if file_size > max_total {
+            self.error(
+                at(&raw.file_size),
+                format!(
+                    "file_size ({}) is larger than max_total ({}): not one file would be written",
+                    format_byte_size(file_size),
+                    format_byte_size(max_total)
+                ),
             );
         }
-        Some(TempFileLeak {
-            file_size: file_size?,
-            bytes_per_second: rate?,
-            max_total: max_total?,
-            dir,
-        })
+        if max_total > LEAK_CEILING && !chaos.allow_large_leaks {
+            self.error(
+                at(&raw.max_total),
+                format!(
+                    "max_total ({}) is over the {} ceiling for leaked files; set [chaos] allow_large_leaks = true to leak more (writing still stops when free space falls below min_free)",
+                    format_byte_size(max_total),
+                    format_byte_size(LEAK_CEILING)
+                ),
+            );
+        } else if max_total / file_size.max(1) > MAX_LEAK_FILES && !chaos.allow_large_leaks {
+            self.error(
+                at(&raw.max_total),
+                format!(
+                    "max_total ({}) in files of {} is {} files; at most {MAX_LEAK_FILES} per injection: raise file_size or lower max_total",
+                    format_byte_size(max_total),
+                    format_byte_size(file_size),
+                    max_total / file_size.max(1)
+                ),
+            );
+        }
+        (self.diagnostics.len() == before).then_some((file_size, max_total))
+    }
+
+    /// `min_free = "2GiB"` or `"5%"`.
+    fn free_space_floor(&mut self, value: &RawValue) -> Option<FreeSpaceFloor> {
+        const EXPECTED: &str =
+            r#"min_free: expected a size such as "2GiB" or a share of the filesystem such as "5%""#;
+        let toml::Value::String(text) = value.get_ref() else {
+            self.error(
+                value.span(),
+                format!("{EXPECTED}, found {}", describe(value.get_ref())),
+            );
+            return None;
+        };
+        if let Some(number) = text.trim().strip_suffix('%') {
+            return match number.trim().parse::<f64>() {
+                Ok(percent) if (0.0..=100.0).contains(&percent) => {
+                    Some(FreeSpaceFloor::Percent(percent))
+                }
+                _ => {
+                    self.error(
+                        value.span(),
+                        format!("{EXPECTED} (0% to 100%), found {text:?}"),
+                    );
+                    None
+                }
+            };
+        }
+        self.byte_size(value, "min_free").map(FreeSpaceFloor::Bytes)
+    }
+
+    /// Where a leak writes: `dir` (or, for an external fleet, `[observe] temp_dir`) once
+    /// resolved, which must be a declared directory or lie in one, and never a system
+    /// directory; the embedded fleet's own temp dir when `dir` is not given.
+    fn leak_dir(
+        &mut self,
+        raw: &RawFault,
+        span: &std::ops::Range<usize>,
+        context: &FaultContext<'_>,
+    ) -> Option<LeakDir> {
+        let embedded = matches!(context.target, Target::Embedded(_));
+        let (written, at) = match (&raw.dir, &context.observe.temp_dir) {
+            (Some(dir), _) => {
+                self.not_empty(dir, "dir");
+                (PathBuf::from(dir.get_ref()), dir.span())
+            }
+            (None, _) if embedded => return Some(LeakDir::FleetTempDir),
+            (None, Some(temp_dir)) => (temp_dir.clone(), span.clone()),
+            (None, None) => {
+                self.error(
+                    span.clone(),
+                    "temp_file_leak needs dir = \"/path/to/the/fleet's/temp/dir\" unless the fleet is embedded or [observe] temp_dir names it",
+                );
+                return None;
+            }
+        };
+        let key = if raw.dir.is_some() {
+            "dir"
+        } else {
+            "dir (here [observe] temp_dir)"
+        };
+        let dir = match writable::resolve(&written) {
+            Ok(dir) => dir,
+            Err(error) => {
+                self.error(
+                    at,
+                    format!("{key}: cannot resolve {}: {error}", written.display()),
+                );
+                return None;
+            }
+        };
+        if let Some(what) = writable::system_dir(&dir) {
+            self.error(
+                at,
+                format!(
+                    "{key} = {:?} resolves to {}, {what}; a fault never writes there",
+                    written.display().to_string(),
+                    dir.display()
+                ),
+            );
+            return None;
+        }
+        let mut declared: Vec<PathBuf> = Vec::new();
+        if let Some(temp_dir) = &context.observe.temp_dir
+            && let Ok(temp_dir) = writable::resolve(temp_dir)
+        {
+            declared.push(temp_dir);
+        }
+        declared.extend(context.chaos.writable_dirs.iter().cloned());
+        if let Some(within) = declared.iter().find(|within| dir.starts_with(within)) {
+            return Some(LeakDir::Declared {
+                dir,
+                within: within.clone(),
+            });
+        }
+        let listed = if declared.is_empty() {
+            "none is declared".to_owned()
+        } else {
+            declared
+                .iter()
+                .map(|dir| dir.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let hint = if embedded {
+            "leave dir out to leak into the embedded fleet's own AUDIO_TMP_DIR, or list it in [chaos] writable_dirs"
+        } else {
+            "list it in [chaos] writable_dirs, or name the fleet's temp dir in [observe] temp_dir"
+        };
+        self.error(
+            at,
+            format!(
+                "{key} = {:?} resolves to {}, outside every dir a fault may write into ({listed}); {hint}",
+                written.display().to_string(),
+                dir.display()
+            ),
+        );
+        None
     }
 
     /// `"4MiB/s"` → bytes per second.
@@ -967,7 +1148,60 @@ impl Validator<'_> {
             Zero::Rejected,
             DEFAULT_CONFIRM_WITHIN,
         );
+        if let Some(dirs) = &raw.writable_dirs {
+            settings.writable_dirs = dirs
+                .get_ref()
+                .iter()
+                .filter_map(|dir| self.writable_dir(dir))
+                .collect();
+        }
+        settings.allow_large_leaks = raw
+            .allow_large_leaks
+            .as_ref()
+            .is_some_and(|flag| *flag.get_ref());
         settings
+    }
+
+    /// One `[chaos] writable_dirs` entry, resolved: never a system directory, nor a file.
+    fn writable_dir(&mut self, dir: &Spanned<String>) -> Option<PathBuf> {
+        self.not_empty(dir, "writable_dirs");
+        let written = Path::new(dir.get_ref());
+        let resolved = match writable::resolve(written) {
+            Ok(resolved) => resolved,
+            Err(error) => {
+                self.error(
+                    dir.span(),
+                    format!(
+                        "writable_dirs: cannot resolve {}: {error}",
+                        written.display()
+                    ),
+                );
+                return None;
+            }
+        };
+        if let Some(what) = writable::system_dir(&resolved) {
+            self.error(
+                dir.span(),
+                format!(
+                    "writable_dirs: {:?} resolves to {}, {what}; a fault never writes there",
+                    dir.get_ref(),
+                    resolved.display()
+                ),
+            );
+            return None;
+        }
+        if resolved.exists() && !resolved.is_dir() {
+            self.error(
+                dir.span(),
+                format!(
+                    "writable_dirs: {:?} resolves to {}, which is not a directory",
+                    dir.get_ref(),
+                    resolved.display()
+                ),
+            );
+            return None;
+        }
+        Some(resolved)
     }
 
     pub(super) fn abort(&mut self, raw: Option<Spanned<RawAbort>>) -> AbortConditions {
