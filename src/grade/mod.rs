@@ -410,6 +410,34 @@ mod growth_tests {
     use super::*;
 
     #[test]
+    fn no_call_ended_is_not_measured_never_a_fleet_failure() {
+        let slos = SloPlan {
+            call_success_min_pct: Some(99.0),
+            response_p95_max_s: Some(1.5),
+            ..SloPlan::default()
+        };
+        let verdicts = grade(&slos, &Totals::default());
+        assert!(
+            verdicts
+                .iter()
+                .all(|slo| slo.status == SloStatus::NotMeasured),
+            "{verdicts:?}"
+        );
+        assert_eq!(verdict(&verdicts), Verdict::Error);
+        // Calls that failed without a single answer: the fleet never answered.
+        let mut failed = Totals {
+            started: 3,
+            ..Totals::default()
+        };
+        failed
+            .outcomes
+            .insert(crate::call::CallOutcome::TurnTimeout, 3);
+        let verdicts = grade(&slos, &failed);
+        assert!(verdicts.iter().all(SloVerdict::failed), "{verdicts:?}");
+        assert_eq!(verdict(&verdicts), Verdict::Fail);
+    }
+
+    #[test]
     fn slope_of_a_known_series() {
         // 10 MiB/h = 2912.7 bytes/s, sampled every 10 s for 10 minutes, after a start spike
         // the warm-up leaves out.
