@@ -214,13 +214,15 @@ impl TempRoot {
             let path = path.to_path_buf();
             move |source| CleanupError::Create { path, source }
         };
-        // A unique suffix: two runs of one scenario may start within the same second.
-        let path = tempfile::Builder::new()
+        // A unique suffix: two runs of one scenario may start within the same second. Kept
+        // as a TempDir until its marker is written, so that a failure leaves nothing.
+        let unmarked = tempfile::Builder::new()
             .prefix(&format!("{run_id}-"))
             .rand_bytes(6)
             .tempdir_in(base)
-            .map_err(create_error(base))?
-            .keep();
+            .map_err(create_error(base))?;
+        // Absolute: the journal's `temp_root` is read from other directories.
+        let path = std::path::absolute(unmarked.path()).map_err(create_error(base))?;
         let marker = path.join(OWNER_FILE);
         let mut lock = std::fs::OpenOptions::new()
             .write(true)
@@ -245,6 +247,7 @@ impl TempRoot {
         lock.write_all(&json)
             .and_then(|()| lock.sync_data())
             .map_err(create_error(&marker))?;
+        let _ = unmarked.keep();
         Ok(TempRoot(Arc::new(RootInner {
             path,
             _lock: lock,

@@ -14,7 +14,7 @@
 //!   other signal until it is continued. The kernel sends it when the *thread* that forked
 //!   the child exits, not the process, and tokio forks on the calling thread (a worker,
 //!   or a blocking-pool thread that exits when idle); so every child is forked by one
-//!   thread kept for the life of the process ([`spawn_child`]). Should the harness die
+//!   thread kept for the life of the process (`spawn_child`). Should the harness die
 //!   between the fork and the `prctl`, the child sees that its parent changed and does not
 //!   start.
 //! - Its pid and start time go to the run directory's `fleet.pid`
