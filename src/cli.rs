@@ -8,9 +8,10 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
+use crate::console::{errln, out, outln};
 use crate::exit;
 use crate::fleet::{Bug, FleetOptions};
-use crate::run::{RunOptions, run};
+use crate::run::{RunOptions, Shutdown, run_until};
 use crate::scenario;
 use crate::sink::{self, SinkOptions};
 use crate::target::LISTENING_PREFIX;
@@ -48,6 +49,22 @@ pub enum Command {
     /// and undo it on exit (the duration passes, Ctrl-C, SIGTERM).
     #[command(after_help = crate::chaos::by_hand::KINDS_HELP)]
     Chaos(ChaosArgs),
+    /// Remove what runs killed with `kill -9` (or an OOM kill, a reboot) left behind: their
+    /// temp dirs under $TMPDIR/voxsoak-UID/ (SQLite file, audio, leaked files) and any fleet
+    /// or sink that outlived them. Only runs whose harness is gone are touched. Every
+    /// `voxsoak run` does this as it starts.
+    Clean(CleanArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CleanArgs {
+    /// Say what would be removed and killed; remove and kill nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Run directories to clean after as well (their journal names their temp dir, which
+    /// may be under another $TMPDIR; their fleet.pid names the fleet they started).
+    #[arg(value_name = "RUN_DIR")]
+    pub run_dirs: Vec<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -264,31 +281,32 @@ pub fn main(cli: Cli) -> i32 {
         Command::Plan { scenario } => match scenario::load(&scenario) {
             Ok(loaded) => {
                 print_warnings(&loaded, loaded.load.duration());
-                print!("{}", scenario::render_plan(&loaded));
+                out(format_args!("{}", scenario::render_plan(&loaded)));
                 exit::PASS
             }
             Err(error) => {
-                eprintln!("{}", chain(&error));
+                errln(format_args!("{}", chain(&error)));
                 exit::HARNESS_ERROR
             }
         },
         Command::Report { run_dir } => report_command(&run_dir),
-        Command::Run(args) => {
-            with_runtime(|shutdown| async move { run_command(args, shutdown).await })
-        }
-        Command::Sink(args) => {
-            with_runtime(|shutdown| async move { sink_command(args, shutdown).await })
-        }
+        Command::Run(args) => with_runtime(&RUN_STOPS, |shutdown| async move {
+            run_command(args, shutdown).await
+        }),
+        Command::Sink(args) => with_runtime(&SERVER_STOPS, |shutdown| async move {
+            sink_command(args, shutdown.stop).await
+        }),
         Command::Chaos(args) => chaos_command(args),
-        Command::Fleet(args) => with_runtime(|shutdown| async move {
-            match crate::fleet::run(args.into_options(), shutdown).await {
+        Command::Fleet(args) => with_runtime(&SERVER_STOPS, |shutdown| async move {
+            match crate::fleet::run(args.into_options(), shutdown.stop).await {
                 Ok(()) => exit::PASS,
                 Err(error) => {
-                    eprintln!("voxsoak fleet: {}", chain(&error));
+                    errln(format_args!("voxsoak fleet: {}", chain(&error)));
                     exit::HARNESS_ERROR
                 }
             }
         }),
+        Command::Clean(args) => clean_command(&args),
     }
 }
 
@@ -299,23 +317,23 @@ fn validate_command(path: &std::path::Path) -> i32 {
     let loaded = match scenario::load(path) {
         Ok(loaded) => loaded,
         Err(error) => {
-            eprintln!("{}", chain(&error));
+            errln(chain(&error));
             return exit::HARNESS_ERROR;
         }
     };
     if let Err(error) =
         crate::target::check_database_hosts(&loaded, crate::target::UnsetVariable::Skip)
     {
-        eprintln!("voxsoak: {}", chain(&error));
+        errln(format_args!("voxsoak: {}", chain(&error)));
         return exit::HARNESS_ERROR;
     }
     print_warnings(&loaded, loaded.load.duration());
-    println!(
+    outln(format_args!(
         "{}: ok ({}, {} script(s))",
         path.display(),
         loaded.name,
         loaded.scripts.len()
-    );
+    ));
     exit::PASS
 }
 
@@ -323,13 +341,63 @@ fn validate_command(path: &std::path::Path) -> i32 {
 /// code.
 fn print_warnings(loaded: &scenario::Scenario, run_for: Duration) {
     for warning in loaded.warnings(run_for).lines() {
-        eprintln!("{warning}");
+        errln(&warning);
     }
 }
 
-fn with_runtime<F, Fut>(body: F) -> i32
+/// `voxsoak clean`: one line per thing removed, killed or kept; exit 2 if something could
+/// not be cleaned.
+fn clean_command(args: &CleanArgs) -> i32 {
+    let base = crate::cleanup::base_dir();
+    let mut cleaned = crate::cleanup::clean_run_dirs(&args.run_dirs, args.dry_run);
+    cleaned.extend(crate::cleanup::sweep(&base, args.dry_run));
+    for item in &cleaned {
+        outln(item.describe(args.dry_run));
+    }
+    if !cleaned.iter().any(crate::cleanup::Cleaned::acted) {
+        outln(format_args!(
+            "nothing to clean in {} (left by runs whose harness is gone)",
+            base.display()
+        ));
+    }
+    if cleaned
+        .iter()
+        .any(|item| matches!(item, crate::cleanup::Cleaned::Failed { .. }))
+    {
+        exit::HARNESS_ERROR
+    } else {
+        exit::PASS
+    }
+}
+
+/// How long the runtime may take to end its tasks once the command is done (a blocking
+/// task that hangs must not keep the process alive).
+const RUNTIME_SHUTDOWN: Duration = Duration::from_secs(5);
+
+/// What a command says when a signal stops it: after the first, and after the second.
+#[derive(Debug)]
+struct StopMessages {
+    first: &'static str,
+    second: &'static str,
+}
+
+const RUN_STOPS: StopMessages = StopMessages {
+    first: "ending calls, undoing faults, writing reports; a second Ctrl-C ends at once \
+            (faults are still undone)",
+    second: "no longer waiting for calls; undoing faults and stopping the fleet, within 10s",
+};
+const CHAOS_STOPS: StopMessages = StopMessages {
+    first: "undoing the fault",
+    second: "still undoing the fault",
+};
+const SERVER_STOPS: StopMessages = StopMessages {
+    first: "closing its connections",
+    second: "still closing its connections",
+};
+
+fn with_runtime<F, Fut>(messages: &'static StopMessages, body: F) -> i32
 where
-    F: FnOnce(CancellationToken) -> Fut,
+    F: FnOnce(Shutdown) -> Fut,
     Fut: std::future::Future<Output = i32>,
 {
     let _ = crate::observe::process::raise_open_file_limit();
@@ -339,67 +407,120 @@ where
     {
         Ok(runtime) => runtime,
         Err(error) => {
-            eprintln!("voxsoak: could not start the async runtime: {error}");
+            errln(format_args!(
+                "voxsoak: could not start the async runtime: {error}"
+            ));
             return exit::HARNESS_ERROR;
         }
     };
-    runtime.block_on(async {
-        let shutdown = CancellationToken::new();
-        tokio::spawn(cancel_on_signal(shutdown.clone()));
+    let code = runtime.block_on(async {
+        let shutdown = Shutdown::default();
+        // Before anything starts: from here on these signals end the command in order.
+        match StopSignals::register() {
+            Ok(signals) => {
+                tokio::spawn(signals.cancel(shutdown.clone(), messages));
+            }
+            Err(error) => errln(format_args!(
+                "voxsoak: could not handle SIGINT, SIGTERM and SIGHUP: {error}"
+            )),
+        }
         body(shutdown).await
-    })
+    });
+    // What is left (a task past its deadline) is dropped here: faults undo themselves in
+    // their `Drop`, and a fleet the harness started is killed with its handle.
+    runtime.shutdown_timeout(RUNTIME_SHUTDOWN);
+    code
 }
 
-/// Ctrl-C or SIGTERM cancels the run; the run then ends its calls and writes its reports.
-async fn cancel_on_signal(shutdown: CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut terminate) = signal(SignalKind::terminate()) else {
-        return;
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate.recv() => {}
+/// SIGINT (Ctrl-C), SIGTERM and SIGHUP (a closed terminal, a dropped ssh session): each
+/// stops the command the same way.
+#[derive(Debug)]
+struct StopSignals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+    hangup: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn register() -> std::io::Result<StopSignals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(StopSignals {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+            hangup: signal(SignalKind::hangup())?,
+        })
     }
-    eprintln!("voxsoak: stopping (signal received); ending calls and writing reports");
-    shutdown.cancel();
+
+    async fn next(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.interrupt.recv() => "SIGINT",
+            _ = self.terminate.recv() => "SIGTERM",
+            _ = self.hangup.recv() => "SIGHUP",
+        }
+    }
+
+    /// The first signal stops the command (a run ends its calls, undoes its faults, stops
+    /// its fleet and writes its reports); a second hurries it (see [`Shutdown`]). Each is
+    /// acted on before anything is written: the message goes to a stderr that may be a
+    /// closed pipe or a hung-up terminal, and the write's failure is ignored.
+    async fn cancel(mut self, shutdown: Shutdown, messages: &StopMessages) {
+        let first = self.next().await;
+        shutdown.stop.cancel();
+        errln(format_args!(
+            "voxsoak: stopping ({first}): {}",
+            messages.first
+        ));
+        let second = self.next().await;
+        shutdown.hurry.cancel();
+        errln(format_args!(
+            "voxsoak: ending at once ({second}): {}",
+            messages.second
+        ));
+        loop {
+            let more = self.next().await;
+            errln(format_args!("voxsoak: already ending ({more})"));
+        }
+    }
 }
 
 fn report_command(run_dir: &std::path::Path) -> i32 {
     let journal = run_dir.join("journal.jsonl");
     if !journal.is_file() {
-        eprintln!(
+        errln(format_args!(
             "voxsoak report: {} has no journal.jsonl (expected a run directory written by voxsoak run)",
             run_dir.display()
-        );
+        ));
         return exit::HARNESS_ERROR;
     }
     match crate::report::Summary::rebuild(run_dir) {
         Ok(summary) => {
             for problem in &summary.journal.problems {
-                eprintln!("voxsoak report: skipped {problem}");
+                errln(format_args!("voxsoak report: skipped {problem}"));
             }
-            print!("{}", summary.render_text());
-            println!("  reports    {}", run_dir.display());
+            out(format_args!("{}", summary.render_text()));
+            outln(format_args!("  reports    {}", run_dir.display()));
             summary.verdict.exit_code()
         }
         Err(error) => {
-            eprintln!(
+            errln(format_args!(
                 "voxsoak report: could not rebuild the reports of {}: {error}",
                 run_dir.display()
-            );
+            ));
             exit::HARNESS_ERROR
         }
     }
 }
 
-async fn run_command(args: RunArgs, shutdown: CancellationToken) -> i32 {
+async fn run_command(args: RunArgs, shutdown: Shutdown) -> i32 {
     if args.dry_run {
         return dry_run(&args);
     }
     let exe = match std::env::current_exe() {
         Ok(exe) => exe,
         Err(error) => {
-            eprintln!("voxsoak: cannot find its own executable: {error}");
+            errln(format_args!(
+                "voxsoak: cannot find its own executable: {error}"
+            ));
             return exit::HARNESS_ERROR;
         }
     };
@@ -412,19 +533,21 @@ async fn run_command(args: RunArgs, shutdown: CancellationToken) -> i32 {
         exe,
         fleet_bugs: args.fleet_bugs,
     };
-    match run(options, shutdown).await {
+    // The terminal may be gone by now (SIGHUP): the summary is written whatever happens
+    // to these lines.
+    match run_until(options, shutdown).await {
         Ok(outcome) => {
-            print!("{}", outcome.summary.render_text());
-            println!("  reports    {}", outcome.out_dir.display());
+            out(outcome.summary.render_text());
+            outln(format_args!("  reports    {}", outcome.out_dir.display()));
             outcome.summary.verdict.exit_code()
         }
         // `file:line:column: …` lines, as `validate` prints them.
         Err(error @ crate::run::RunError::Scenario(_)) => {
-            eprintln!("{}", chain(&error));
+            errln(format_args!("{}", chain(&error)));
             exit::HARNESS_ERROR
         }
         Err(error) => {
-            eprintln!("voxsoak: {}", chain(&error));
+            errln(format_args!("voxsoak: {}", chain(&error)));
             exit::HARNESS_ERROR
         }
     }
@@ -435,7 +558,7 @@ fn dry_run(args: &RunArgs) -> i32 {
     let loaded = match scenario::load(&args.scenario) {
         Ok(loaded) => loaded,
         Err(error) => {
-            eprintln!("{}", chain(&error));
+            errln(format_args!("{}", chain(&error)));
             return exit::HARNESS_ERROR;
         }
     };
@@ -443,7 +566,7 @@ fn dry_run(args: &RunArgs) -> i32 {
         crate::target::check_database_hosts(&loaded, crate::target::UnsetVariable::Skip)
     });
     if let Err(error) = checked {
-        eprintln!("voxsoak: {}", chain(&error));
+        errln(format_args!("voxsoak: {}", chain(&error)));
         return exit::HARNESS_ERROR;
     }
     let loaded = match args.seed {
@@ -452,12 +575,17 @@ fn dry_run(args: &RunArgs) -> i32 {
     };
     let run_for = args.duration.unwrap_or_else(|| loaded.load.duration());
     print_warnings(&loaded, run_for);
-    print!("{}", scenario::render_plan_for(&loaded, run_for));
+    out(format_args!(
+        "{}",
+        scenario::render_plan_for(&loaded, run_for)
+    ));
     if !args.fleet_bugs.is_empty() {
         let bugs: Vec<&str> = args.fleet_bugs.iter().map(|bug| bug.name()).collect();
-        println!("\n  --fleet-bug        {}", bugs.join(", "));
+        outln(format_args!("\n  --fleet-bug        {}", bugs.join(", ")));
     }
-    println!("\ndry run: nothing was started and nothing was injected");
+    outln(format_args!(
+        "\ndry run: nothing was started and nothing was injected"
+    ));
     exit::PASS
 }
 
@@ -483,18 +611,18 @@ fn chaos_command(args: ChaosArgs) -> i32 {
     let checked = match by_hand::check(&args.into_request()) {
         Ok(checked) => checked,
         Err(error) => {
-            eprintln!("voxsoak chaos: {}", chain(&error));
+            errln(format_args!("voxsoak chaos: {}", chain(&error)));
             return exit::HARNESS_ERROR;
         }
     };
-    with_runtime(|shutdown| async move {
-        match by_hand::run(checked, shutdown).await {
+    with_runtime(&CHAOS_STOPS, |shutdown| async move {
+        match by_hand::run(checked, shutdown.stop).await {
             Ok(outcome) => {
-                print!("{}", by_hand::render_outcome(&outcome));
+                out(format_args!("{}", by_hand::render_outcome(&outcome)));
                 outcome.exit_code()
             }
             Err(error) => {
-                eprintln!("voxsoak chaos: {}", chain(&error));
+                errln(format_args!("voxsoak chaos: {}", chain(&error)));
                 exit::HARNESS_ERROR
             }
         }
@@ -505,14 +633,17 @@ async fn sink_command(args: SinkArgs, shutdown: CancellationToken) -> i32 {
     let listener = match tokio::net::TcpListener::bind(args.listen).await {
         Ok(listener) => listener,
         Err(error) => {
-            eprintln!("voxsoak sink: cannot listen on {}: {error}", args.listen);
+            errln(format_args!(
+                "voxsoak sink: cannot listen on {}: {error}",
+                args.listen
+            ));
             return exit::HARNESS_ERROR;
         }
     };
     match listener.local_addr() {
-        Ok(address) => println!("{LISTENING_PREFIX}{address}"),
+        Ok(address) => outln(format_args!("{LISTENING_PREFIX}{address}")),
         Err(error) => {
-            eprintln!("voxsoak sink: {error}");
+            errln(format_args!("voxsoak sink: {error}"));
             return exit::HARNESS_ERROR;
         }
     }
@@ -525,8 +656,23 @@ async fn sink_command(args: SinkArgs, shutdown: CancellationToken) -> i32 {
     match sink::serve(listener, options, shutdown).await {
         Ok(()) => exit::PASS,
         Err(error) => {
-            eprintln!("voxsoak sink: {error}");
+            errln(format_args!("voxsoak sink: {error}"));
             exit::HARNESS_ERROR
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_run_says_the_deadline_it_keeps() {
+        let deadline = humantime::format_duration(crate::run::HURRY_DEADLINE).to_string();
+        assert!(
+            super::RUN_STOPS
+                .second
+                .ends_with(&format!("within {deadline}")),
+            "{}",
+            super::RUN_STOPS.second
+        );
     }
 }

@@ -27,11 +27,17 @@
 //!   [`audio`] and [`standin`] (the OpenAI-compatible LLM and TTS stand-ins).
 //! - [`units`] parses sizes such as `512MiB`.
 //! - [`run`] wires the pieces for `voxsoak run`.
+//! - [`cleanup`] keeps what a run leaves on the machine findable and removable, also after
+//!   a `kill -9` of the harness (per-run temp roots, pid files, `voxsoak clean`).
+//! - [`console`] writes lines for the terminal that never panic on a closed pipe or a
+//!   hung-up terminal; the fleet and the sink use it too, as they use [`units`].
 
 pub mod audio;
 pub mod call;
 pub mod chaos;
+pub mod cleanup;
 pub mod cli;
+pub mod console;
 pub mod exit;
 pub mod fleet;
 pub mod grade;

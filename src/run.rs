@@ -16,6 +16,7 @@ use crate::call::CallContext;
 use crate::chaos::abort::{AbortSwitch, SuccessWatch, serve_kill_switch, watch_kill_switch_file};
 use crate::chaos::process::ProcessTarget;
 use crate::chaos::{ChaosPlane, ChaosTargets, FaultError};
+use crate::cleanup::{self, CleanupError, TempRoot};
 use crate::grade;
 use crate::journal::Journal;
 use crate::load::aggregate::{Aggregator, Progress, run_aggregator};
@@ -67,6 +68,8 @@ pub enum RunError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    TempRoot(#[from] CleanupError),
     #[error("could not serve the kill switch on {listen}: {source}")]
     KillSwitch {
         listen: std::net::SocketAddr,
@@ -82,9 +85,40 @@ pub struct RunOutcome {
     pub out_dir: PathBuf,
 }
 
+/// How a run is told to end early. `stop` (a first signal) ends the calls, undoes every
+/// fault, stops the fleet and writes the reports. `hurry` (a second signal, after `stop`)
+/// ends it at once: calls and observers are no longer waited for, but every fault's clear
+/// still runs and the fleet is still stopped (killed), within [`HURRY_DEADLINE`]; what is
+/// not undone by then is undone, as far as it can be without waiting, as the harness
+/// exits (each fault's `Drop`), and the fleet dies with the harness.
+#[derive(Debug, Clone, Default)]
+pub struct Shutdown {
+    pub stop: CancellationToken,
+    pub hurry: CancellationToken,
+}
+
+/// How long after `hurry` the run waits for fault clears and the fleet's stop.
+pub const HURRY_DEADLINE: Duration = Duration::from_secs(10);
+
 /// Runs a scenario to its end (or until `shutdown` is cancelled) and writes its run
 /// directory. Errors are runs that could not be carried out.
 pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<RunOutcome, RunError> {
+    run_until(
+        options,
+        Shutdown {
+            stop: shutdown,
+            hurry: CancellationToken::new(),
+        },
+    )
+    .await
+}
+
+/// [`run`], which can also be hurried (see [`Shutdown`]).
+pub async fn run_until(options: RunOptions, shutdown: Shutdown) -> Result<RunOutcome, RunError> {
+    let Shutdown {
+        stop: shutdown,
+        hurry,
+    } = shutdown;
     let mut scenario = scenario::load(&options.scenario)?;
     target::check_fleet_bugs(&scenario, &options.fleet_bugs)?;
     target::check_database_hosts(&scenario, target::UnsetVariable::Refuse)?;
@@ -109,6 +143,9 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<Run
         path: out_dir.clone(),
         source,
     })?;
+    // What earlier runs killed with `kill -9` left; off the way of this one's start.
+    tokio::spawn(clean_after_earlier_runs());
+    let temp_root = TempRoot::create(&run_id, &out_dir)?;
 
     // `stop` ends the run early: a signal (through `shutdown`), an abort condition or the
     // kill switch. The chaos plane also stops when the load is done.
@@ -150,6 +187,8 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<Run
         wiring.alert_webhook_url = alerts.map(|receiver| format!("http://{receiver}/alerts"));
         wiring.output_log = Some(fleet_log.clone());
     }
+    wiring.temp_root = Some(temp_root.path().to_path_buf());
+    wiring.pid_file = Some(out_dir.join(cleanup::PID_FILE));
     let resolved =
         target::resolve(&scenario.target, &options.exe, &options.fleet_bugs, &wiring).await?;
     if let Err(error) = target::preflight(&resolved.endpoint).await {
@@ -161,7 +200,7 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<Run
     // Also with no fault: a fleet wired to `[chaos] tts_listen` is served by the stand-ins.
     if resolved.embedded.is_none() && options.progress {
         for line in chaos.describe() {
-            eprintln!("voxsoak: {line}");
+            crate::console::errln(format_args!("voxsoak: {line}"));
         }
     }
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(scenario.seed);
@@ -205,6 +244,11 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<Run
             "planned_s": run_for.as_secs_f64(),
             "faults_planned": crate::scenario::faults::timeline(&scenario.faults, run_for, scenario.seed).len(),
         }),
+    );
+    // Where `voxsoak clean RUN_DIR` finds what this run left, should it be killed.
+    journal.record(
+        "temp_root",
+        serde_json::json!({"path": temp_root.path().display().to_string()}),
     );
 
     let fleet_http = resolved.http_base();
@@ -283,6 +327,7 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<Run
                 .embedded
                 .as_ref()
                 .map(|info| info.audio_tmp_dir.clone()),
+            temp_root: Some(temp_root.clone()),
         },
         journal.clone(),
         Some(injections),
@@ -323,31 +368,73 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<Run
         .await;
         display.finish();
     });
-    shaper.run(events, stop.clone()).await;
+    let hurry = Hurry::start(hurry);
+    hurry.skip(shaper.run(events, stop.clone())).await;
     // The load is done (or stopped): clear every fault before anything else stops.
     chaos_stop.cancel();
-    let chaos_outcome = chaos_run.finish().await;
+    let chaos_outcome = hurry.bounded(chaos_run.finish()).await;
+    if chaos_outcome.is_none() {
+        journal.record(
+            "harness_error",
+            serde_json::json!({
+                "task": "chaos plane",
+                "error": format!(
+                    "told to end at once, its faults were not all cleared within {}; what is \
+                     left is undone as far as it can be as the harness exits",
+                    humantime::format_duration(HURRY_DEADLINE)
+                ),
+            }),
+        );
+    }
     // A task of the harness's own that failed leaves a hole in what was seen: it is
     // journaled, and the verdict is `error`, never the fleet's failure.
-    harness_task(&journal, "aggregator", aggregation.await);
+    if let Some(aggregated) = hurry.skip(aggregation).await {
+        harness_task(&journal, "aggregator", aggregated);
+    }
     // The observers stop before the fleet does, so its shutdown is not an outage.
     observer_stop.cancel();
     fleet_watch_stop.cancel();
     watchers.cancel();
-    harness_task(&journal, "observers' hub", hub.await);
-    if let Some(watch) = fleet_watch {
-        harness_task(&journal, "fleet process watcher", watch.await);
+    if let Some(hub) = hurry.bounded(hub).await {
+        harness_task(&journal, "observers' hub", hub);
+    }
+    if let Some(watch) = fleet_watch
+        && let Some(watched) = hurry.bounded(watch).await
+    {
+        harness_task(&journal, "fleet process watcher", watched);
     }
     if let Some(fleet) = &shared_fleet {
-        fleet.lock().await.stop_in_place().await;
+        let stopped = hurry
+            .bounded(async {
+                let mut fleet = fleet.lock().await;
+                if hurry.hurried() {
+                    fleet.kill_in_place().await;
+                } else {
+                    fleet.stop_in_place().await;
+                }
+            })
+            .await;
+        if stopped.is_none() {
+            journal.record(
+                "harness_error",
+                serde_json::json!({
+                    "task": "fleet",
+                    "error": "told to end at once, the fleet could not be stopped in time; \
+                              it is killed as the harness exits",
+                }),
+            );
+        }
     }
-    let removed = chaos_outcome.tear_down();
-    if removed > 0 {
-        journal.record(
-            "harness_files_removed",
-            serde_json::json!({"files": removed}),
-        );
+    if let Some(chaos_outcome) = &chaos_outcome {
+        let removed = chaos_outcome.tear_down();
+        if removed > 0 {
+            journal.record(
+                "harness_files_removed",
+                serde_json::json!({"files": removed}),
+            );
+        }
     }
+    remove_temp_root(temp_root).await;
     let stopped = if let Some(stopped) = abort.reason() {
         Some(stopped)
     } else if shutdown.is_cancelled() {
@@ -364,6 +451,7 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<Run
         serde_json::json!({
             "stopped": stopped,
             "stopped_by": stopped_by,
+            "hurried": hurry.hurried(),
             "wall_s": crate::journal::round_ms(run_start.elapsed().as_secs_f64()),
         }),
     );
@@ -375,6 +463,89 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<Run
         source,
     })?;
     Ok(RunOutcome { summary, out_dir })
+}
+
+/// The waits of a run's end, once it is told to hurry (see [`Shutdown`]): a wait that only
+/// makes the record fuller is skipped at once ([`Hurry::skip`]); one that undoes something
+/// is cut [`HURRY_DEADLINE`] after the hurry ([`Hurry::bounded`]).
+#[derive(Debug)]
+struct Hurry {
+    now: CancellationToken,
+    give_up: CancellationToken,
+    /// Ends the deadline's timer with the run.
+    _timer: tokio_util::sync::DropGuard,
+}
+
+impl Hurry {
+    fn start(now: CancellationToken) -> Hurry {
+        let give_up = CancellationToken::new();
+        let done = CancellationToken::new();
+        tokio::spawn({
+            let (now, give_up, done) = (now.clone(), give_up.clone(), done.clone());
+            async move {
+                tokio::select! {
+                    () = now.cancelled() => {}
+                    () = done.cancelled() => return,
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(HURRY_DEADLINE) => give_up.cancel(),
+                    () = done.cancelled() => {}
+                }
+            }
+        });
+        Hurry {
+            now,
+            give_up,
+            _timer: done.drop_guard(),
+        }
+    }
+
+    fn hurried(&self) -> bool {
+        self.now.is_cancelled()
+    }
+
+    /// `work`'s output, or None once hurried.
+    async fn skip<F: std::future::Future>(&self, work: F) -> Option<F::Output> {
+        tokio::select! {
+            biased;
+            output = work => Some(output),
+            () = self.now.cancelled() => None,
+        }
+    }
+
+    /// `work`'s output, or None at the deadline after the hurry.
+    async fn bounded<F: std::future::Future>(&self, work: F) -> Option<F::Output> {
+        tokio::select! {
+            biased;
+            output = work => Some(output),
+            () = self.give_up.cancelled() => None,
+        }
+    }
+}
+
+/// Removes the run's temp root (and what it claimed), off the async threads: it may hold a
+/// million-row SQLite file.
+async fn remove_temp_root(root: TempRoot) {
+    let removed = tokio::task::spawn_blocking(move || root.remove()).await;
+    for cleaned in removed.unwrap_or_default() {
+        if let cleanup::Cleaned::Failed { .. } = cleaned {
+            crate::console::errln(format_args!("voxsoak: {}", cleaned.describe(false)));
+        }
+    }
+}
+
+/// What earlier runs left when they were killed (`kill -9`, an OOM kill, a reboot): their
+/// temp roots, and any fleet that survived them. Said on stderr when there was any.
+async fn clean_after_earlier_runs() {
+    let cleaned = tokio::task::spawn_blocking(|| cleanup::sweep(&cleanup::base_dir(), false)).await;
+    for cleaned in cleaned.unwrap_or_default() {
+        if cleaned.acted() || matches!(cleaned, cleanup::Cleaned::Failed { .. }) {
+            crate::console::errln(format_args!(
+                "voxsoak: after an earlier run: {}",
+                cleaned.describe(false)
+            ));
+        }
+    }
 }
 
 /// Journals a harness task that did not end well (it panicked, or was cancelled): a
@@ -478,7 +649,7 @@ impl ProgressDisplay {
                 .is_none_or(|at| now.saturating_duration_since(at) >= Duration::from_secs(10))
             {
                 self.last_plain = Some(now);
-                eprintln!("{}", self.line(&progress));
+                crate::console::errln(self.line(&progress));
             }
         }
     }

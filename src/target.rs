@@ -7,6 +7,21 @@
 //! their environment, and their address read from their first line of output. The
 //! embedded fleet's output is also appended to a file ([`FleetWiring::output_log`]), for
 //! the log observer.
+//!
+//! A child never outlives the harness, however the harness dies:
+//! - On Linux it is started with a death signal: `PR_SET_PDEATHSIG(SIGKILL)`, set between
+//!   fork and exec. SIGKILL, not SIGTERM: a fleet frozen by a `process_stall` acts on no
+//!   other signal until it is continued. The kernel sends it when the *thread* that forked
+//!   the child exits, not the process, and tokio forks on the calling thread (a worker,
+//!   or a blocking-pool thread that exits when idle); so every child is forked by one
+//!   thread kept for the life of the process (`spawn_child`). Should the harness die
+//!   between the fork and the `prctl`, the child sees that its parent changed and does not
+//!   start.
+//! - Its pid and start time go to the run directory's `fleet.pid`
+//!   ([`FleetWiring::pid_file`], rewritten after a restart), where `voxsoak clean` finds a
+//!   survivor the death signal did not reach (another platform).
+//! - Its `TMPDIR` is the run's temp root ([`FleetWiring::temp_root`]), where the embedded
+//!   fleet's own temp dir is made too, so whatever it leaves there goes with the root.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -24,6 +39,7 @@ use tokio::time::Instant;
 use url::Url;
 
 use crate::call::CallEndpoint;
+use crate::cleanup::PidFile;
 use crate::fleet::Bug;
 use crate::scenario::{EmbeddedFleet, Endpoint, Scenario, SinkOptions, Target};
 
@@ -93,6 +109,12 @@ pub enum TargetError {
     BadAddress { what: &'static str, address: String },
     #[error("could not prepare the embedded fleet's temp dir: {source}")]
     TempDir {
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("could not write the pid file {}: {source}", path.display())]
+    PidFile {
+        path: PathBuf,
         #[source]
         source: std::io::Error,
     },
@@ -486,6 +508,8 @@ pub struct SpawnedFleet {
     stopped_by_harness: bool,
     /// Where its output is also kept (again after a restart).
     log: Option<OutputLog>,
+    /// Where its pid is kept (again after a restart).
+    pid_file: Option<PathBuf>,
     temp_dir: Option<TempDir>,
 }
 
@@ -622,6 +646,7 @@ impl SpawnedFleet {
             self.prefix,
             self.timeout,
             self.log.clone(),
+            self.pid_file.clone(),
         )
         .await?;
         self.child = listening.child;
@@ -654,6 +679,9 @@ impl SpawnedFleet {
             // (try_wait just saw it running), and a valid signal number.
             unsafe {
                 libc::kill(pid as libc::pid_t, libc::SIGTERM);
+                // A stopped process (a `process_stall` whose clear did not run) acts on
+                // SIGTERM only once continued.
+                libc::kill(pid as libc::pid_t, libc::SIGCONT);
             }
         }
         if tokio::time::timeout(STOP_GRACE, self.child.wait())
@@ -661,6 +689,22 @@ impl SpawnedFleet {
             .is_err()
         {
             let _ = self.child.kill().await;
+        }
+        self.forget().await;
+    }
+
+    /// Kills the fleet (SIGKILL) without the grace [`SpawnedFleet::stop_in_place`] gives it,
+    /// for a run told to end at once (a second Ctrl-C). Then removes its temp dir.
+    pub async fn kill_in_place(&mut self) {
+        self.stopped_by_harness = true;
+        let _ = self.child.kill().await;
+        self.forget().await;
+    }
+
+    /// Once it has exited: its pid file and temp dir go.
+    async fn forget(&mut self) {
+        if let Some(path) = &self.pid_file {
+            let _ = std::fs::remove_file(path);
         }
         if let Some(dir) = self.temp_dir.take() {
             // A million-row SQLite file: unlink it off the async threads.
@@ -681,6 +725,12 @@ pub struct FleetWiring {
     /// cut to 2 KiB), kept across restarts: the run directory's `fleet.log`, which the log
     /// observer follows. Rotated to `fleet.log.1` at 64 MiB.
     pub output_log: Option<PathBuf>,
+    /// The run's temp root (see [`crate::cleanup`]): the child's `TMPDIR`, and where the
+    /// embedded fleet's temp dir is made. None: the system's temp dir.
+    pub temp_root: Option<PathBuf>,
+    /// Where the child's pid is written ([`crate::cleanup::PidFile`]), again after each
+    /// restart; removed once it is stopped. None: nowhere.
+    pub pid_file: Option<PathBuf>,
 }
 
 /// Where the embedded fleet keeps its rows.
@@ -785,7 +835,7 @@ pub async fn resolve(
     }
     match target {
         Target::Sink(options) => {
-            let fleet = spawn_sink(exe, options).await?;
+            let fleet = spawn_sink(exe, options, wiring).await?;
             let url = stream_url(fleet.address);
             Ok(ResolvedTarget {
                 description: format!("sink (started by voxsoak) {url}"),
@@ -834,19 +884,27 @@ fn stream_url(address: SocketAddr) -> Url {
     Url::parse(&format!("ws://{address}/stream")).expect("a socket address makes a valid URL")
 }
 
-/// `exe SUBCOMMAND`, with the environment it must not inherit removed. Callers add flags
-/// (and may set scrubbed variables deliberately, after this).
-fn child_command(exe: &Path, subcommand: &str) -> Command {
+/// `exe SUBCOMMAND`, with the environment it must not inherit removed and its `TMPDIR` the
+/// run's temp root. Callers add flags (and may set scrubbed variables deliberately, after
+/// this).
+fn child_command(exe: &Path, subcommand: &str, wiring: &FleetWiring) -> Command {
     let mut command = Command::new(exe);
     command.arg(subcommand);
     for name in SCRUBBED_ENV {
         command.env_remove(name);
     }
+    if let Some(root) = &wiring.temp_root {
+        command.env("TMPDIR", root);
+    }
     command
 }
 
-async fn spawn_sink(exe: &Path, options: &SinkOptions) -> Result<Listening, TargetError> {
-    let mut command = child_command(exe, "sink");
+async fn spawn_sink(
+    exe: &Path,
+    options: &SinkOptions,
+    wiring: &FleetWiring,
+) -> Result<Listening, TargetError> {
+    let mut command = child_command(exe, "sink", wiring);
     command
         .arg("--listen")
         .arg("127.0.0.1:0")
@@ -860,6 +918,7 @@ async fn spawn_sink(exe: &Path, options: &SinkOptions) -> Result<Listening, Targ
         LISTENING_PREFIX,
         SINK_SPAWN_TIMEOUT,
         None,
+        wiring.pid_file.clone(),
     )
     .await
 }
@@ -900,15 +959,18 @@ async fn spawn_embedded(
         None => None,
     };
     let temp_error = |source| TargetError::TempDir { source };
-    let temp_dir = tempfile::Builder::new()
-        .prefix("voxsoak-fleet-")
-        .tempdir()
-        .map_err(temp_error)?;
+    let mut temp_dir = tempfile::Builder::new();
+    temp_dir.prefix("voxsoak-fleet-");
+    let temp_dir = match &wiring.temp_root {
+        Some(root) => temp_dir.tempdir_in(root),
+        None => temp_dir.tempdir(),
+    }
+    .map_err(temp_error)?;
     let root = std::path::absolute(temp_dir.path()).map_err(temp_error)?;
     let audio_tmp_dir = root.join("audio");
     std::fs::create_dir(&audio_tmp_dir).map_err(temp_error)?;
 
-    let mut command = child_command(exe, "fleet");
+    let mut command = child_command(exe, "fleet", wiring);
     command.arg("--listen").arg("127.0.0.1:0");
     let (database, database_url) = match postgres {
         Some((env, url)) => {
@@ -961,6 +1023,7 @@ async fn spawn_embedded(
         crate::fleet::LISTENING_PREFIX,
         FLEET_SPAWN_TIMEOUT,
         output_log,
+        wiring.pid_file.clone(),
     )
     .await?;
     let address = listening.address;
@@ -1006,6 +1069,7 @@ struct Listening {
     prefix: &'static str,
     timeout: Duration,
     log: Option<OutputLog>,
+    pid_file: Option<PathBuf>,
 }
 
 impl Listening {
@@ -1022,6 +1086,7 @@ impl Listening {
             restarts: 0,
             stopped_by_harness: false,
             log: self.log,
+            pid_file: self.pid_file,
             temp_dir,
         }
     }
@@ -1034,13 +1099,15 @@ impl Listening {
 /// pipes drained for as long as it lives (so it never blocks on a full one); the last
 /// lines of its stderr are kept for messages, and both pipes' lines go to `log` if given.
 /// A child that exits before printing its address is reported at once, with its exit
-/// status and stderr.
+/// status and stderr. It dies with the harness (see the module docs), and its pid is
+/// written to `pid_file` as soon as it is started (removed again if it fails to start).
 async fn spawn_listening(
     mut command: Command,
     what: &'static str,
     prefix: &'static str,
     timeout: Duration,
     log: Option<OutputLog>,
+    pid_file: Option<PathBuf>,
 ) -> Result<Listening, TargetError> {
     let recipe = Recipe::of(&command);
     command
@@ -1049,12 +1116,21 @@ async fn spawn_listening(
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
-    let mut child = command.spawn().map_err(|source| TargetError::Spawn {
-        what,
-        exe: PathBuf::from(command.as_std().get_program()),
-        source,
-    })?;
+    die_with_harness(&mut command);
+    let exe = PathBuf::from(command.as_std().get_program());
+    let mut child = spawn_child(command)
+        .await
+        .map_err(|source| TargetError::Spawn { what, exe, source })?;
     let pid = child.id();
+    if let (Some(path), Some(pid)) = (&pid_file, pid) {
+        // Dropping `child` on this error kills it.
+        PidFile::for_child(pid, what)
+            .write(path)
+            .map_err(|source| TargetError::PidFile {
+                path: path.clone(),
+                source,
+            })?;
+    }
     let stderr = StderrExcerpt::default();
     let stderr_pipe = child.stderr.take().expect("stderr is piped");
     let tail = stderr.clone();
@@ -1095,6 +1171,7 @@ async fn spawn_listening(
                     prefix,
                     timeout,
                     log,
+                    pid_file,
                 });
             }
             Err(_) => {
@@ -1122,6 +1199,9 @@ async fn spawn_listening(
             Failure::Timeout
         }
     };
+    if let Some(path) = &pid_file {
+        let _ = std::fs::remove_file(path);
+    }
     // The child is gone: the rest of its stderr is on its way.
     let _ = tokio::time::timeout(STDERR_WAIT, stderr_done).await;
     let stderr = stderr.text();
@@ -1138,6 +1218,85 @@ async fn spawn_listening(
             stderr,
         },
     })
+}
+
+/// Makes the child die with the harness (Linux): `PR_SET_PDEATHSIG(SIGKILL)` between fork
+/// and exec; should the harness already be gone by then (its parent is no longer the
+/// harness), the child does not start. Elsewhere the pid file is what is left.
+fn die_with_harness(command: &mut Command) {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: getpid has no preconditions.
+        let harness = unsafe { libc::getpid() };
+        let set_death_signal = move || {
+            // SAFETY: prctl and getppid are async-signal-safe, as the code between fork and
+            // exec must be; nothing here allocates or takes a lock.
+            unsafe {
+                if libc::prctl(
+                    libc::PR_SET_PDEATHSIG,
+                    libc::SIGKILL as libc::c_ulong,
+                    0 as libc::c_ulong,
+                    0 as libc::c_ulong,
+                    0 as libc::c_ulong,
+                ) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if libc::getppid() != harness {
+                    return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+                }
+            }
+            Ok(())
+        };
+        // SAFETY: the closure only makes async-signal-safe calls (above).
+        unsafe {
+            command.pre_exec(set_death_signal);
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = command;
+}
+
+/// A job for the spawner thread.
+type SpawnJob = Box<dyn FnOnce() + Send>;
+
+/// Starts `command` from the one thread that forks every child ([`spawner`]), in the
+/// calling runtime (which reaps it and drives its pipes).
+async fn spawn_child(mut command: Command) -> std::io::Result<Child> {
+    let runtime = tokio::runtime::Handle::current();
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let job: SpawnJob = Box::new(move || {
+        let _runtime = runtime.enter();
+        let _ = reply.send(command.spawn());
+    });
+    spawner()?
+        .send(job)
+        .map_err(|_| std::io::Error::other("the thread that starts child processes is gone"))?;
+    answer
+        .await
+        .map_err(|_| std::io::Error::other("the thread that starts child processes is gone"))?
+}
+
+/// The thread every child is forked from. The death signal set in the child fires when the
+/// thread that forked it exits; this one waits for jobs for as long as the process lives
+/// (its sender is never dropped), so a child dies with the harness, not with a thread.
+fn spawner() -> std::io::Result<&'static std::sync::mpsc::Sender<SpawnJob>> {
+    static SPAWNER: std::sync::OnceLock<std::sync::mpsc::Sender<SpawnJob>> =
+        std::sync::OnceLock::new();
+    if let Some(sender) = SPAWNER.get() {
+        return Ok(sender);
+    }
+    let (sender, jobs) = std::sync::mpsc::channel::<SpawnJob>();
+    std::thread::Builder::new()
+        .name("voxsoak-spawner".into())
+        .spawn(move || {
+            for job in jobs {
+                job();
+            }
+        })?;
+    // Two first callers at once: the loser's thread ends when its sender is dropped here,
+    // having forked nothing.
+    Ok(SPAWNER.get_or_init(|| sender))
 }
 
 /// Checks that the target accepts TCP connections before any call is placed, so an

@@ -4,6 +4,7 @@
 mod chaos;
 mod chaos_cli;
 mod chaos_db;
+mod cleanup;
 mod cli;
 mod embedded_target;
 mod external_fleet;

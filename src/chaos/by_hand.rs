@@ -14,6 +14,7 @@
 //! stand-in serves there for the duration), and `--set upstream=… --set listen=…` (`proxy`,
 //! which runs for the duration). The fleet must already be pointed at a stand-in or proxy.
 
+use crate::console::{errln, outln};
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -683,7 +684,7 @@ pub async fn run(
     };
     let (environment, notes) = environment(&checked, &started).await?;
     for note in &notes {
-        println!("{note}");
+        outln(format_args!("{note}"));
     }
     let occurrence = Occurrence {
         fault: 0,
@@ -713,10 +714,10 @@ pub async fn run(
         Some(pid) => format!("pid {pid}"),
         None => injected.target(),
     };
-    println!(
+    outln(format_args!(
         "{kind} injected into {target} for {}",
         humantime::format_duration(duration)
-    );
+    ));
     let (confirmed, last) = watch(&mut injected, start, duration, &shutdown).await;
     let interrupted = shutdown.is_cancelled() && start.elapsed() < duration;
     let cleared = injected.clear(false).await;
@@ -807,7 +808,7 @@ impl LiveView {
         });
         if due {
             self.last_plain = Some((now, confirmation.in_effect));
-            eprintln!("{line}");
+            errln(format_args!("{line}"));
         }
     }
 

@@ -52,6 +52,10 @@ pub struct ChaosTargets {
     pub database_url: Option<String>,
     /// The fleet's audio temp dir (embedded fleet).
     pub audio_tmp_dir: Option<PathBuf>,
+    /// The run's temp root: a directory a fault makes for itself outside it is registered
+    /// with [`crate::cleanup::TempRoot::claim`], so that it goes with the root, also after
+    /// a `kill -9` of the harness (`voxsoak clean`). None for `voxsoak chaos`.
+    pub temp_root: Option<crate::cleanup::TempRoot>,
 }
 
 impl std::fmt::Debug for ChaosTargets {
@@ -60,6 +64,7 @@ impl std::fmt::Debug for ChaosTargets {
             .field("fleet", &self.fleet)
             .field("database_url", &self.database_url.as_ref().map(|_| "…"))
             .field("audio_tmp_dir", &self.audio_tmp_dir)
+            .field("temp_root", &self.temp_root)
             .finish()
     }
 }
@@ -199,8 +204,7 @@ impl ChaosPlane {
             tts_base_url: self.standins.as_ref().map(|standins| {
                 base_url(self.fleet_facing(ProxyUpstream::Tts, standins.tts_server.address))
             }),
-            alert_webhook_url: None,
-            output_log: None,
+            ..FleetWiring::default()
         }
     }
 

@@ -3,7 +3,9 @@
 //! A stall is SIGSTOP (the process is frozen: sockets stay open, nothing answers, the
 //! quietest outage there is) and SIGCONT at clear. A kill is SIGKILL, as an OOM killer or a
 //! node failure would, and the fleet is started again at clear on the same address, as a
-//! supervisor would.
+//! supervisor would. The restart goes through the same start as the first one
+//! ([`SpawnedFleet::restart`]): the new process also dies with the harness, and the run
+//! directory's `fleet.pid` is rewritten to name it (see [`crate::target`]).
 
 use std::sync::Arc;
 use std::time::Duration;

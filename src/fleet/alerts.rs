@@ -206,10 +206,10 @@ async fn deliver(mut queue: mpsc::UnboundedReceiver<Notification>, sink: AlertSi
             "resolved"
         };
         let name = notification.name.as_str();
-        println!(
+        crate::console::outln(format_args!(
             "voxsoak fleet: alert {status} {name}: {}",
             notification.summary
-        );
+        ));
         // The webhook first: an alert about the database must not wait behind a write to
         // it (the events row below waits for a connection when the pool is exhausted).
         if let Some(url) = &sink.webhook_url {

@@ -380,17 +380,17 @@ pub async fn run(
         .route("/metrics", get(ops::metrics))
         .with_state(Arc::clone(&fleet));
 
-    println!("{LISTENING_PREFIX}{address}");
+    crate::console::outln(format_args!("{LISTENING_PREFIX}{address}"));
     let bugs: Vec<&str> = fleet.options.bugs.iter().map(|bug| bug.name()).collect();
-    println!(
+    crate::console::outln(format_args!(
         "voxsoak fleet: bugs {}",
         if bugs.is_empty() {
             "none".to_string()
         } else {
             bugs.join(", ")
         }
-    );
-    println!(
+    ));
+    crate::console::outln(format_args!(
         "voxsoak fleet: database {:?}, pool {}, {} orders ({})",
         fleet.db.backend(),
         fleet.options.db_pool_size,
@@ -400,12 +400,14 @@ pub async fn run(
         } else {
             format!("seeded in {:.1}s", seeded.took.as_secs_f64())
         }
-    );
-    println!("voxsoak fleet: LLM {llm_base}, TTS {tts_base}");
-    println!(
+    ));
+    crate::console::outln(format_args!(
+        "voxsoak fleet: LLM {llm_base}, TTS {tts_base}"
+    ));
+    crate::console::outln(format_args!(
         "voxsoak fleet: audio temp dir {}",
         fleet.audio_dir.display()
-    );
+    ));
     fleet
         .log_event(
             "fleet_started",

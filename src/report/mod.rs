@@ -1,6 +1,7 @@
 //! Reporters: the run directory's `summary.json` (a public contract, see DESIGN.md) and the
 //! summary printed at the end of a run.
 
+use crate::console::errln;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io;
@@ -484,7 +485,7 @@ impl LiveLines {
     pub fn say(&self, line: &str) {
         match &self.bar {
             Some(bar) => bar.println(line),
-            None if self.plain => eprintln!("{line}"),
+            None if self.plain => errln(format_args!("{line}")),
             None => {}
         }
     }

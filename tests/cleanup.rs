@@ -1,0 +1,578 @@
+//! A harness that leaves nothing behind: the fleets it starts die with it (also after a
+//! `kill -9`), `voxsoak clean` and the next run remove what a killed run left, and signals
+//! end a run the way the README says (SIGHUP like SIGTERM; a second Ctrl-C at once, with
+//! every fault still undone). End to end, with the real binary as a subprocess.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::util::voxsoak_exe;
+
+/// Polls `condition` every 50 ms until it holds; panics after `limit`.
+fn wait_for(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !condition() {
+        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Waits up to `limit` for `child` to exit; kills it (and fails) if it does not.
+fn wait_exit(child: &mut Child, what: &str, limit: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("poll child") {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn signal(pid: u32, signal: libc::c_int) {
+    // SAFETY: kill(2) with a positive pid of a process this test started.
+    let result = unsafe { libc::kill(pid as libc::pid_t, signal) };
+    assert_eq!(result, 0, "kill({pid}, {signal})");
+}
+
+/// Whether a process with this pid exists and is not a zombie.
+fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            let state = stat[stat.rfind(')').unwrap() + 1..].trim_start();
+            !(state.starts_with('Z') || state.starts_with('X'))
+        }
+        Err(_) => false,
+    }
+}
+
+/// Reads lines from a child's stdout until one starts with `prefix`; returns the rest of
+/// it, or None when the pipe closes first.
+fn line_after(
+    lines: &mut impl Iterator<Item = std::io::Result<String>>,
+    prefix: &str,
+) -> Option<String> {
+    lines
+        .map_while(Result::ok)
+        .find_map(|line| line.strip_prefix(prefix).map(str::to_owned))
+}
+
+/// `voxsoak fleet` or `voxsoak sink` with both pipes to this test; returns the child and its
+/// stdout, read up to the last line it prints at start.
+fn start_server(subcommand: &str) -> (Child, BufReader<ChildStdout>) {
+    let mut command = Command::new(voxsoak_exe());
+    command.arg(subcommand).args(["--listen", "127.0.0.1:0"]);
+    if subcommand == "fleet" {
+        command.args(["--orders", "200"]);
+    }
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start voxsoak");
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    // The fleet prints a few lines after its address; the last says where its audio goes.
+    let last = if subcommand == "fleet" {
+        "voxsoak fleet: audio temp dir "
+    } else {
+        "voxsoak sink listening on "
+    };
+    let mut lines = (&mut stdout).lines();
+    assert!(
+        line_after(&mut lines, last).is_some(),
+        "voxsoak {subcommand} never printed {last:?}"
+    );
+    (child, stdout)
+}
+
+/// Run orphaned by a harness that died, a fleet's stdout and stderr are pipes nobody reads:
+/// writing the "stopping" message there fails (EPIPE). It must still stop on SIGTERM and
+/// SIGINT.
+#[test]
+fn the_fleet_and_the_sink_stop_on_sigterm_and_sigint_with_their_pipes_closed() {
+    for subcommand in ["sink", "fleet"] {
+        for (name, number) in [("SIGTERM", libc::SIGTERM), ("SIGINT", libc::SIGINT)] {
+            let (mut child, stdout) = start_server(subcommand);
+            drop(stdout);
+            drop(child.stderr.take());
+            signal(child.id(), number);
+            let status = wait_exit(
+                &mut child,
+                &format!("voxsoak {subcommand} after {name} with its pipes closed"),
+                Duration::from_secs(30),
+            );
+            assert!(
+                status.success(),
+                "voxsoak {subcommand} after {name}: {status}"
+            );
+        }
+    }
+}
+
+/// A `voxsoak run` started as a subprocess, with its own `TMPDIR` (so its temp roots, and
+/// those of the runs it cleans after, are this test's alone) and its stderr read line by
+/// line on a thread.
+struct RunningHarness {
+    child: Child,
+    out_dir: PathBuf,
+    stderr: std::sync::mpsc::Receiver<String>,
+    /// Dropped with this: the watchdog stands down.
+    _watchdog: std::sync::mpsc::Sender<()>,
+}
+
+/// A scenario, its run directory and a private `TMPDIR`, in one temp dir.
+struct Setup {
+    dir: tempfile::TempDir,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        let setup = Setup {
+            dir: tempfile::tempdir().expect("temp dir"),
+        };
+        std::fs::create_dir(setup.tmpdir()).unwrap();
+        setup
+    }
+
+    fn tmpdir(&self) -> PathBuf {
+        self.dir.path().join("tmp")
+    }
+
+    /// Where the runs keep their temp roots: `$TMPDIR/voxsoak-<uid>`.
+    fn base(&self) -> PathBuf {
+        // SAFETY: geteuid has no preconditions.
+        let uid = unsafe { libc::geteuid() };
+        self.tmpdir().join(format!("voxsoak-{uid}"))
+    }
+
+    /// The temp roots under the base.
+    fn roots(&self) -> Vec<PathBuf> {
+        match std::fs::read_dir(self.base()) {
+            Ok(entries) => entries.map(|entry| entry.unwrap().path()).collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    fn voxsoak(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(voxsoak_exe());
+        command
+            .args(args)
+            .env("TMPDIR", self.tmpdir())
+            .stdin(Stdio::null());
+        command
+    }
+
+    fn start_run(&self, name: &str, toml: &str) -> RunningHarness {
+        let scenario = self.dir.path().join(format!("{name}.toml"));
+        std::fs::write(&scenario, toml).unwrap();
+        let out_dir = self.dir.path().join(name);
+        let mut child = self
+            .voxsoak(&[
+                "run",
+                scenario.to_str().unwrap(),
+                "--out",
+                out_dir.to_str().unwrap(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start voxsoak run");
+        // A watchdog: a hung harness must fail its test, not hang CI. It stands down when
+        // the test drops the harness (its pid may be another process's by then).
+        let watched = child.id();
+        let (watchdog, stand_down) = std::sync::mpsc::channel::<()>();
+        std::thread::spawn(move || {
+            if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                stand_down.recv_timeout(Duration::from_secs(300))
+            {
+                // SAFETY: kill(2) on the harness, which the test has not reaped.
+                unsafe { libc::kill(watched as libc::pid_t, libc::SIGKILL) };
+            }
+        });
+        let (lines, stderr) = std::sync::mpsc::channel();
+        let pipe = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                if lines.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        RunningHarness {
+            child,
+            out_dir,
+            stderr,
+            _watchdog: watchdog,
+        }
+    }
+
+    /// Runs `voxsoak clean ARGS…` to its end; its stdout.
+    fn clean(&self, args: &[&str]) -> String {
+        let output = self
+            .voxsoak(&[&["clean"], args].concat())
+            .output()
+            .expect("run voxsoak clean");
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(
+            output.status.success(),
+            "voxsoak clean {args:?}: {}\n{stdout}{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        stdout
+    }
+
+    /// Pids of the processes whose environment holds this setup's `TMPDIR`, under its temp
+    /// roots: every process a run started (the fleet and the sink get `TMPDIR=<root>`).
+    fn started_processes(&self) -> Vec<u32> {
+        let needle = format!("TMPDIR={}", self.base().display());
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| {
+                std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|environ| {
+                    environ
+                        .split(|byte| *byte == 0)
+                        .any(|variable| variable.starts_with(needle.as_bytes()))
+                })
+            })
+            .filter(|pid| alive(*pid))
+            .collect()
+    }
+}
+
+impl RunningHarness {
+    fn journal(&self) -> String {
+        std::fs::read_to_string(self.out_dir.join("journal.jsonl")).unwrap_or_default()
+    }
+
+    /// The journal's records of `event`.
+    fn records(&self, event: &str) -> Vec<serde_json::Value> {
+        self.journal()
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter(|record| record["event"] == event)
+            .collect()
+    }
+
+    fn wait_for_record(&mut self, event: &str, limit: Duration) -> serde_json::Value {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(record) = self.records(event).into_iter().next() {
+                return record;
+            }
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("the run ended ({status}) before journaling {event}");
+            }
+            assert!(Instant::now() < deadline, "no {event} within {limit:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Waits for a line on its stderr that contains `text`.
+    fn wait_for_line(&self, text: &str, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.stderr.recv_timeout(left) {
+                Ok(line) if line.contains(text) => return,
+                Ok(_) => {}
+                Err(_) => panic!("no stderr line with {text:?} within {limit:?}"),
+            }
+        }
+    }
+
+    /// The fleet's pid, from `fleet.pid` in the run directory, checked against the
+    /// journal's `fleet` record.
+    fn fleet_pid(&mut self) -> u32 {
+        let journaled = self.wait_for_record("fleet", Duration::from_secs(120));
+        let pid_file: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(self.out_dir.join("fleet.pid")).expect("fleet.pid"),
+        )
+        .unwrap();
+        let pid = pid_file["pid"].as_u64().unwrap() as u32;
+        assert_eq!(journaled["pid"].as_u64(), Some(u64::from(pid)));
+        pid
+    }
+}
+
+/// A scenario against the embedded fleet with one long fault, on from the first second.
+fn embedded_with_fault(fault: &str) -> String {
+    format!(
+        r#"
+[target]
+fleet = "embedded"
+orders = 2000
+[load]
+stages = [{{ ramp_to = 2, over = "1s" }}, {{ hold = "10m" }}]
+[calls]
+fixtures = ["{}/*.wav"]
+[[faults]]
+{fault}
+at = "1s"
+for = "10m"
+"#,
+        crate::util::fixtures_dir().display()
+    )
+}
+
+/// Kills the harness with SIGKILL once `fault` is confirmed in effect; checks that the
+/// fleet it started dies with it and that nothing it started survives; returns the setup
+/// with what the killed run left, and the run.
+fn kill_the_harness_mid_fault(fault: &str) -> (Setup, RunningHarness, u32) {
+    let setup = Setup::new();
+    let mut run = setup.start_run("killed", &embedded_with_fault(fault));
+    let confirmed = run.wait_for_record("fault_confirmed", Duration::from_secs(120));
+    let fleet = run.fleet_pid();
+    assert!(
+        alive(fleet),
+        "the fleet runs while the fault is on: {confirmed}"
+    );
+    assert_eq!(
+        setup.started_processes(),
+        vec![fleet],
+        "the run started one process"
+    );
+    signal(run.child.id(), libc::SIGKILL);
+    run.child.wait().unwrap();
+    wait_for(
+        "the fleet dies with the harness",
+        Duration::from_secs(30),
+        || !alive(fleet),
+    );
+    assert_eq!(
+        setup.started_processes(),
+        Vec::<u32>::new(),
+        "a process the run started survived it"
+    );
+    (setup, run, fleet)
+}
+
+/// What a run killed with SIGKILL leaves: its temp root, with the fleet's temp dir (its
+/// SQLite file, its audio dir and the files leaked into it).
+fn assert_left_behind(setup: &Setup) -> PathBuf {
+    let roots = setup.roots();
+    assert_eq!(roots.len(), 1, "{roots:?}");
+    let fleet_dirs: Vec<_> = std::fs::read_dir(&roots[0])
+        .unwrap()
+        .flatten()
+        .filter(|entry| {
+            entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with("voxsoak-fleet-")
+        })
+        .collect();
+    assert!(
+        !fleet_dirs.is_empty(),
+        "the fleet's temp dir is in the root"
+    );
+    roots[0].clone()
+}
+
+/// `kill -9` of the harness while a temp_file_leak fills the embedded fleet's temp dir:
+/// the fleet dies with it (the death signal), and `voxsoak clean` removes the temp root the
+/// run left, leaked files and all; a dry run first only says so.
+#[test]
+fn sigkill_mid_leak_leaves_no_process_and_clean_removes_what_is_left() {
+    let (setup, run, fleet) = kill_the_harness_mid_fault(
+        "kind = \"temp_file_leak\"\nfile_size = \"64KiB\"\nrate = \"1MiB/s\"\nmax_total = \"8MiB\"",
+    );
+    let root = assert_left_behind(&setup);
+    let leaked = walk_files(&root)
+        .iter()
+        .filter(|path| path.to_string_lossy().contains("voxsoak-leak-"))
+        .count();
+    assert!(leaked > 0, "the leak had written files before the kill");
+
+    let said = setup.clean(&["--dry-run"]);
+    assert!(
+        said.contains("would remove") && said.contains(root.to_str().unwrap()),
+        "{said}"
+    );
+    assert!(root.exists(), "a dry run removes nothing");
+
+    let said = setup.clean(&[]);
+    assert!(
+        said.contains("removed") && said.contains(root.to_str().unwrap()),
+        "{said}"
+    );
+    assert_eq!(setup.roots(), Vec::<PathBuf>::new(), "{said}");
+    assert!(!run.out_dir.join("fleet.pid").exists() || !alive(fleet));
+    // Again: nothing left to do.
+    let said = setup.clean(&[]);
+    assert!(said.contains("nothing to clean"), "{said}");
+}
+
+/// `kill -9` of the harness while its fleet is frozen by process_stall (SIGSTOP): a stopped
+/// process acts on no signal but SIGKILL until continued, and SIGKILL is the death signal,
+/// so it dies too. The next `voxsoak run` removes what the killed one left.
+#[test]
+fn sigkill_mid_stall_kills_the_frozen_fleet_and_the_next_run_cleans_up() {
+    let (setup, _run, _fleet) = kill_the_harness_mid_fault("kind = \"process_stall\"");
+    let root = assert_left_behind(&setup);
+
+    let mut next = setup.start_run(
+        "next",
+        &format!(
+            "[target]\nfleet = \"sink\"\n[load]\nstages = [{{ ramp_to = 1, over = \"1s\" }}, {{ hold = \"1s\" }}]\n[calls]\nfixtures = [\"{}/*.wav\"]\n",
+            crate::util::fixtures_dir().display()
+        ),
+    );
+    next.wait_for_line(
+        &format!("after an earlier run: removed {}", root.display()),
+        Duration::from_secs(60),
+    );
+    let status = wait_exit(&mut next.child, "the next run", Duration::from_secs(120));
+    assert!(status.code().is_some(), "{status}");
+    assert_eq!(
+        setup.roots(),
+        Vec::<PathBuf>::new(),
+        "the next run removed its own root too"
+    );
+    assert_eq!(setup.started_processes(), Vec::<u32>::new());
+}
+
+/// Every regular file under `dir`, without following symlinks.
+fn walk_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let kind = entry.file_type().unwrap();
+            if kind.is_dir() {
+                pending.push(entry.path());
+            } else if kind.is_file() {
+                files.push(entry.path());
+            }
+        }
+    }
+    files
+}
+
+/// A sink scenario with calls for ten minutes, and optionally a fault.
+fn sink_scenario(fault: &str) -> String {
+    format!(
+        "[target]\nfleet = \"sink\"\n[load]\nstages = [{{ ramp_to = 3, over = \"1s\" }}, {{ hold = \"10m\" }}]\n[calls]\nfixtures = [\"{}/*.wav\"]\n{fault}",
+        crate::util::fixtures_dir().display()
+    )
+}
+
+/// A run a signal ended: exit 2, verdict `aborted` in the summary.json it wrote, its sink
+/// stopped (and its pid file gone), its temp root removed. Its `run_ended` record.
+fn assert_aborted_leaving_nothing(
+    setup: &Setup,
+    run: &RunningHarness,
+    status: std::process::ExitStatus,
+    sink: u32,
+) -> serde_json::Value {
+    assert_eq!(
+        status.code(),
+        Some(voxsoak::exit::HARNESS_ERROR),
+        "{status}"
+    );
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.out_dir.join("summary.json")).unwrap())
+            .unwrap();
+    assert_eq!(summary["verdict"], "aborted", "{summary}");
+    assert!(!alive(sink), "the sink was stopped");
+    assert!(
+        !run.out_dir.join("fleet.pid").exists(),
+        "removed with the sink"
+    );
+    assert_eq!(setup.roots(), Vec::<PathBuf>::new());
+    let ended = run.records("run_ended");
+    assert_eq!(ended[0]["stopped_by"], "signal", "{ended:?}");
+    ended[0].clone()
+}
+
+/// A closed terminal or a dropped ssh session (SIGHUP) ends a run as SIGTERM does: calls
+/// end, the sink it started is stopped, its temp root goes, and the reports are written
+/// (verdict `aborted`, exit 2), where the default action would kill it with no summary.
+#[test]
+fn sighup_ends_the_run_as_aborted_with_its_reports() {
+    let setup = Setup::new();
+    let mut run = setup.start_run("hangup", &sink_scenario(""));
+    run.wait_for_record("interval", Duration::from_secs(60));
+    let sink = run.fleet_pid();
+    signal(run.child.id(), libc::SIGHUP);
+    let status = wait_exit(
+        &mut run.child,
+        "voxsoak run after SIGHUP",
+        Duration::from_secs(60),
+    );
+    let ended = assert_aborted_leaving_nothing(&setup, &run, status, sink);
+    assert_eq!(ended["hurried"], false, "{ended}");
+}
+
+/// A second Ctrl-C ends the run at once, and still undoes its faults: the sink frozen by
+/// process_stall is continued (journaled as cleared) and stopped.
+#[test]
+fn a_second_sigint_ends_at_once_and_still_clears_the_faults() {
+    let setup = Setup::new();
+    let mut run = setup.start_run(
+        "hurried",
+        &sink_scenario("[[faults]]\nkind = \"process_stall\"\nat = \"1s\"\nfor = \"10m\"\n"),
+    );
+    run.wait_for_record("fault_confirmed", Duration::from_secs(60));
+    let sink = run.fleet_pid();
+    signal(run.child.id(), libc::SIGINT);
+    run.wait_for_line("voxsoak: stopping (SIGINT)", Duration::from_secs(30));
+    let second = Instant::now();
+    signal(run.child.id(), libc::SIGINT);
+    let status = wait_exit(
+        &mut run.child,
+        "voxsoak run after a second SIGINT",
+        Duration::from_secs(60),
+    );
+    let took = second.elapsed();
+    assert!(
+        took < voxsoak::run::HURRY_DEADLINE + Duration::from_secs(10),
+        "ended {took:?} after the second SIGINT"
+    );
+    let cleared = run.records("fault_cleared");
+    assert_eq!(cleared.len(), 1, "{}", run.journal());
+    assert_eq!(cleared[0]["kind"], "process_stall");
+    let ended = assert_aborted_leaving_nothing(&setup, &run, status, sink);
+    assert_eq!(ended["hurried"], true, "{ended}");
+}
+
+/// A fleet started again after a process_kill is started the same way as the first (from
+/// a chaos task, where the first was started by the run): it dies with the harness too,
+/// and `fleet.pid` names it.
+#[test]
+fn sigkill_after_a_restart_kills_the_restarted_fleet() {
+    let setup = Setup::new();
+    let mut run = setup.start_run(
+        "restarted",
+        &embedded_with_fault("kind = \"process_kill\"").replace("for = \"10m\"", "for = \"2s\""),
+    );
+    let first = run.fleet_pid();
+    let restarted = run.wait_for_record("fleet_restarted", Duration::from_secs(120));
+    let second = restarted["pid"].as_u64().unwrap() as u32;
+    assert_ne!(first, second);
+    let pid_file: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.out_dir.join("fleet.pid")).unwrap())
+            .unwrap();
+    assert_eq!(pid_file["pid"].as_u64(), Some(u64::from(second)));
+    assert!(alive(second));
+    signal(run.child.id(), libc::SIGKILL);
+    run.child.wait().unwrap();
+    wait_for(
+        "the restarted fleet dies with the harness",
+        Duration::from_secs(30),
+        || !alive(second),
+    );
+    assert_eq!(setup.started_processes(), Vec::<u32>::new());
+    assert_left_behind(&setup);
+    setup.clean(&[]);
+    assert_eq!(setup.roots(), Vec::<PathBuf>::new());
+}
