@@ -256,12 +256,13 @@ pub fn main(cli: Cli) -> i32 {
     match cli.command {
         Command::Validate { scenario } => match scenario::load(&scenario) {
             Ok(loaded) => {
-                println!(
+                let ok = format!(
                     "{}: ok ({}, {} script(s))",
                     scenario.display(),
                     loaded.name,
                     loaded.scripts.len()
                 );
+                println!("{}", crate::escape::line(&ok));
                 exit::PASS
             }
             Err(error) => {
@@ -271,7 +272,10 @@ pub fn main(cli: Cli) -> i32 {
         },
         Command::Plan { scenario } => match scenario::load(&scenario) {
             Ok(loaded) => {
-                print!("{}", scenario::render_plan(&loaded));
+                print!(
+                    "{}",
+                    crate::escape::terminal(&scenario::render_plan(&loaded))
+                );
                 exit::PASS
             }
             Err(error) => {
@@ -348,7 +352,7 @@ fn report_command(run_dir: &std::path::Path) -> i32 {
     match crate::report::Summary::rebuild(run_dir) {
         Ok(summary) => {
             for problem in &summary.journal.problems {
-                eprintln!("voxsoak report: skipped {problem}");
+                eprintln!("voxsoak report: skipped {}", crate::escape::line(problem));
             }
             print!("{}", summary.render_text());
             println!("  reports    {}", run_dir.display());
@@ -415,7 +419,10 @@ fn dry_run(args: &RunArgs) -> i32 {
         None => loaded,
     };
     let run_for = args.duration.unwrap_or_else(|| loaded.load.duration());
-    print!("{}", scenario::render_plan_for(&loaded, run_for));
+    print!(
+        "{}",
+        crate::escape::terminal(&scenario::render_plan_for(&loaded, run_for))
+    );
     if !args.fleet_bugs.is_empty() {
         let bugs: Vec<&str> = args.fleet_bugs.iter().map(|bug| bug.name()).collect();
         println!("\n  --fleet-bug        {}", bugs.join(", "));
@@ -424,7 +431,8 @@ fn dry_run(args: &RunArgs) -> i32 {
     exit::PASS
 }
 
-/// An error and its causes on one line: "cannot read x: No such file or directory".
+/// An error and its causes on one line: "cannot read x: No such file or directory". Safe
+/// to print: secrets masked, the fleet's text escaped ([`crate::escape::terminal`]).
 fn chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
@@ -436,7 +444,7 @@ fn chain(error: &dyn std::error::Error) -> String {
         }
         source = cause.source();
     }
-    text
+    crate::escape::terminal(&text).into_owned()
 }
 
 /// `voxsoak chaos`: arguments are checked before anything starts; the fault is undone

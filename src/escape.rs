@@ -52,11 +52,21 @@ pub fn lines(input: &str) -> Cow<'_, str> {
 }
 
 /// What may be printed: secrets masked ([`crate::redact::text`]) and hidden characters
-/// escaped but the newline. Every line voxsoak prints passes through it.
+/// escaped but the newline. Every text voxsoak prints passes through it or
+/// [`terminal_line`].
 pub fn terminal(input: &str) -> Cow<'_, str> {
+    masked_then(input, lines)
+}
+
+/// As [`terminal`], for what must stay one line (a live line): the newline escaped too.
+pub fn terminal_line(input: &str) -> Cow<'_, str> {
+    masked_then(input, line)
+}
+
+fn masked_then<'a>(input: &'a str, escape: fn(&str) -> Cow<'_, str>) -> Cow<'a, str> {
     match crate::redact::text(input) {
-        Cow::Borrowed(text) => lines(text),
-        Cow::Owned(text) => Cow::Owned(lines(&text).into_owned()),
+        Cow::Borrowed(text) => escape(text),
+        Cow::Owned(text) => Cow::Owned(escape(&text).into_owned()),
     }
 }
 
@@ -64,13 +74,17 @@ pub fn terminal(input: &str) -> Cow<'_, str> {
 /// invisible ones) written as `\uXXXX` escapes: the same JSON value, safe to `cat`. Such a
 /// character can only stand inside a JSON string, where the escape means the same.
 pub fn json(serialized: &str) -> Cow<'_, str> {
-    if !serialized.chars().any(is_hidden) {
+    // serde_json escapes C0 in strings itself, so a raw one is layout (the newlines of
+    // pretty JSON); the rest is DEL or not ASCII, rare in a journal.
+    let raw = |c: char| c >= '\u{7f}' && is_hidden(c);
+    let maybe = |b: &u8| *b == 0x7f || !b.is_ascii();
+    if !serialized.as_bytes().iter().any(maybe) || !serialized.chars().any(raw) {
         return Cow::Borrowed(serialized);
     }
     let mut out = String::with_capacity(serialized.len() + 16);
     let mut units = [0u16; 2];
     for c in serialized.chars() {
-        if is_hidden(c) {
+        if raw(c) {
             for unit in c.encode_utf16(&mut units) {
                 let _ = write!(out, "\\u{unit:04x}");
             }
@@ -168,17 +182,31 @@ mod tests {
     }
 
     #[test]
-    fn json_escapes_keep_the_value() {
-        let value = serde_json::json!({"name": "a\u{1b}b\u{202e}c\u{85}d\u{7f}\u{e0041}"});
-        let serialized = serde_json::to_string(&value).unwrap();
-        let safe = json(&serialized);
-        assert!(
-            !safe.chars().any(is_hidden),
-            "no raw hidden character: {safe}"
+    fn terminal_line_escapes_the_newline_too() {
+        assert_eq!(
+            terminal_line("by alert X\nSLO pass http://u:p@h/"),
+            "by alert X\\nSLO pass http://***@h/"
         );
-        assert!(safe.contains("\\u202e"), "{safe}");
-        assert!(safe.contains("\\udb40\\udc41"), "a surrogate pair: {safe}");
-        let back: serde_json::Value = serde_json::from_str(&safe).unwrap();
-        assert_eq!(back, value);
+    }
+
+    #[test]
+    fn json_escapes_keep_the_value() {
+        let value = serde_json::json!({"name": "a\u{1b}b\u{202e}c\u{85}d\u{7f}\u{e0041}\n"});
+        for serialized in [
+            serde_json::to_string(&value).unwrap(),
+            serde_json::to_string_pretty(&value).unwrap(),
+        ] {
+            let safe = json(&serialized);
+            assert!(
+                !safe.chars().any(|c| c != '\n' && is_hidden(c)),
+                "no raw hidden character: {safe}"
+            );
+            assert!(safe.contains("\\u202e"), "{safe}");
+            assert!(safe.contains("\\udb40\\udc41"), "a surrogate pair: {safe}");
+            let back: serde_json::Value = serde_json::from_str(&safe).unwrap();
+            assert_eq!(back, value);
+        }
+        let plain = serde_json::to_string_pretty(&serde_json::json!({"a": [1, "b"]})).unwrap();
+        assert!(matches!(json(&plain), Cow::Borrowed(_)), "layout is kept");
     }
 }

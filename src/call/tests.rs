@@ -254,8 +254,17 @@ fn close_reasons_are_cut_and_made_one_line() {
     let StreamClose::Fleet { reason, .. } = &close else {
         unreachable!()
     };
-    assert!(reason.starts_with("bye 'now'xxx"), "{reason}");
-    assert_eq!(reason.chars().count(), 61, "60 characters and an ellipsis");
+    assert!(reason.starts_with(r"bye\n'now'xxx"), "{reason}");
+    assert_eq!(
+        reason.chars().count(),
+        62,
+        "60 characters (the newline shown as two) and an ellipsis"
+    );
+    let hostile = StreamClose::fleet(Some(1000), "a\u{1b}[2J\u{202e}b");
+    let StreamClose::Fleet { reason, .. } = &hostile else {
+        unreachable!()
+    };
+    assert_eq!(reason, r"a\x1b[2J\u{202e}b", "shown, not obeyed");
     assert!(
         close.is_fleet_hang_up(),
         "4000-4999 are the application's own"
