@@ -244,9 +244,12 @@ pub fn init_tracing() {
                 .ok()
         })
         .unwrap_or(tracing_subscriber::filter::LevelFilter::WARN);
+    // Events may quote a fleet or a URL: each line is masked and escaped like every other
+    // line voxsoak prints, so no colour codes either.
     let _ = tracing_subscriber::fmt()
         .with_max_level(level)
-        .with_writer(std::io::stderr)
+        .with_writer(|| crate::escape::TerminalWriter::new(std::io::stderr()))
+        .with_ansi(false)
         .with_target(false)
         .try_init();
 }

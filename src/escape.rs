@@ -13,7 +13,8 @@
 //! like an escape.
 //!
 //! Where: every line printed on stdout or stderr goes through [`terminal`] (which also
-//! masks secrets, see [`crate::redact`]), and a report that lays out fields escapes each
+//! masks secrets, see [`crate::redact`]; the `tracing` events through [`TerminalWriter`]),
+//! and a report that lays out fields escapes each
 //! one with [`line`] so a newline inside a field cannot forge a line of its own. The JSON
 //! files keep text as it came (a journal must say what the fleet sent): serde_json escapes
 //! the C0 controls, and [`json`] writes the rest as `\uXXXX` escapes, so `cat
@@ -67,6 +68,51 @@ fn masked_then<'a>(input: &'a str, escape: fn(&str) -> Cow<'_, str>) -> Cow<'a, 
     match crate::redact::text(input) {
         Cow::Borrowed(text) => escape(text),
         Cow::Owned(text) => Cow::Owned(escape(&text).into_owned()),
+    }
+}
+
+/// An [`std::io::Write`] that passes each line through [`terminal`] before `inner` (the
+/// harness's `tracing` events on stderr). What is left without a newline goes at
+/// [`flush`](std::io::Write::flush) or drop.
+#[derive(Debug)]
+pub struct TerminalWriter<W: std::io::Write> {
+    inner: W,
+    pending: Vec<u8>,
+}
+
+impl<W: std::io::Write> TerminalWriter<W> {
+    pub fn new(inner: W) -> Self {
+        TerminalWriter {
+            inner,
+            pending: Vec::new(),
+        }
+    }
+
+    fn write_out(&mut self, end: usize) -> std::io::Result<()> {
+        let text = String::from_utf8_lossy(&self.pending[..end]).into_owned();
+        self.pending.drain(..end);
+        self.inner.write_all(terminal(&text).as_bytes())
+    }
+}
+
+impl<W: std::io::Write> std::io::Write for TerminalWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.pending.extend_from_slice(buf);
+        if let Some(newline) = self.pending.iter().rposition(|&b| b == b'\n') {
+            self.write_out(newline + 1)?;
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.write_out(self.pending.len())?;
+        self.inner.flush()
+    }
+}
+
+impl<W: std::io::Write> Drop for TerminalWriter<W> {
+    fn drop(&mut self) {
+        let _ = std::io::Write::flush(self);
     }
 }
 
@@ -186,6 +232,23 @@ mod tests {
         assert_eq!(
             terminal_line("by alert X\nSLO pass http://u:p@h/"),
             "by alert X\\nSLO pass http://***@h/"
+        );
+    }
+
+    #[test]
+    fn the_terminal_writer_masks_and_escapes_what_passes_through() {
+        use std::io::Write as _;
+        let mut out = Vec::new();
+        {
+            let mut writer = TerminalWriter::new(&mut out);
+            write!(writer, "WARN failed: http://u:secret@h/?token=abc1").unwrap();
+            writeln!(writer, "23 \u{1b}[2J").unwrap();
+            write!(writer, "tail \u{202e}").unwrap();
+        }
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "WARN failed: http://***@h/?token=*** \\x1b[2J\ntail \\u{202e}",
+            "a secret split over two writes is masked whole"
         );
     }
 

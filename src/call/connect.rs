@@ -34,8 +34,8 @@ async fn read_limited(
     Ok(String::from_utf8_lossy(&body).into_owned())
 }
 
-/// Where calls go in.
-#[derive(Debug, Clone)]
+/// Where calls go in. `Debug` masks the URL's credentials (it shows in `ResolvedTarget`'s).
+#[derive(Clone)]
 pub enum CallEndpoint {
     /// Connect straight to the fleet's Media Streams WebSocket.
     Stream {
@@ -44,6 +44,25 @@ pub enum CallEndpoint {
     },
     /// POST the voice webhook first and follow the `<Connect><Stream>` in its TwiML.
     Webhook { url: Url },
+}
+
+impl std::fmt::Debug for CallEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CallEndpoint::Stream {
+                url,
+                custom_parameters,
+            } => f
+                .debug_struct("Stream")
+                .field("url", &crate::redact::url(url))
+                .field("custom_parameters", &custom_parameters.keys())
+                .finish(),
+            CallEndpoint::Webhook { url } => f
+                .debug_struct("Webhook")
+                .field("url", &crate::redact::url(url))
+                .finish(),
+        }
+    }
 }
 
 /// What went wrong, causes included: "connection refused" says the fleet is down, where

@@ -276,3 +276,21 @@ fn close_reasons_are_cut_and_made_one_line() {
     );
     assert!(!StreamClose::fleet(Some(1001), "").is_fleet_hang_up());
 }
+
+#[test]
+fn an_endpoint_debugs_without_its_credentials() {
+    let url = url::Url::parse("wss://user:secret@fleet.example/stream?token=abc123").unwrap();
+    let endpoint = CallEndpoint::Stream {
+        url: url.clone(),
+        custom_parameters: [("token".to_owned(), "abc123".to_owned())].into(),
+    };
+    let shown = format!("{endpoint:?} {:?}", CallEndpoint::Webhook { url });
+    assert!(
+        !shown.contains("secret") && !shown.contains("abc123"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("wss://***@fleet.example/stream?token=***"),
+        "{shown}"
+    );
+}

@@ -179,6 +179,19 @@ mod tests {
         assert_eq!(listening.probe(true, false), None);
     }
 
+    #[test]
+    fn a_failure_quoting_its_url_is_masked() {
+        let error = std::io::Error::other(
+            "error sending request for url (http://user:secret@127.0.0.1:1/voice?token=abc123)",
+        );
+        let failure = RequestFailure::of_error(&error);
+        assert_eq!(
+            failure.detail,
+            "error sending request for url (http://***@127.0.0.1:1/voice?token=***)"
+        );
+        assert!(!failure.refused);
+    }
+
     #[tokio::test]
     async fn a_port_nobody_listens_on_is_refused() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -357,7 +357,9 @@ impl Watch {
                     "watch": "pid_file", "pid_file": file.display().to_string(),
                     "interval_s": pid_file::SAMPLE_EVERY.as_secs_f64(),
                 }),
-                ProcessWatching::Health(url) => json!({"watch": "health", "url": crate::redact::url(url)}),
+                ProcessWatching::Health(url) => {
+                    json!({"watch": "health", "url": crate::redact::url(url)})
+                }
             }),
             "rss_source": self.rss_source(),
             "temp_dir_source": self.temp_dir_source(),
