@@ -44,6 +44,18 @@ async fn voxsoak(args: &[&str]) -> Printed {
     }
 }
 
+/// `voxsoak run` of `scenario` into its out dir, bounded in time.
+async fn run(scenario: &ScenarioFile) -> Printed {
+    let out = scenario.out_dir();
+    let args = [
+        "run",
+        scenario.path.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    within(Duration::from_secs(90), voxsoak(&args)).await
+}
+
 /// Starts `router` on a free loopback port.
 async fn serve(router: Router) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -122,12 +134,7 @@ metrics_url = "http://user:secret@{fleet}/metrics?token=abc123"
     let path = scenario.path.to_str().unwrap();
     let out = scenario.out_dir();
     let out_arg = out.to_str().unwrap();
-
-    let run = within(
-        Duration::from_secs(90),
-        voxsoak(&["run", path, "--out", out_arg]),
-    )
-    .await;
+    let run = run(&scenario).await;
     assert!(
         matches!(run.code, Some(0 | 1)),
         "the run was carried out: {:?}\n{}",
@@ -203,17 +210,7 @@ webhook_url = "http://user:secret@127.0.0.1:{port}/voice?token=abc123"
 stages = [{{ ramp_to = 1, over = "1s" }}]
 "#
     ));
-    let out = scenario.out_dir();
-    let run = within(
-        Duration::from_secs(60),
-        voxsoak(&[
-            "run",
-            scenario.path.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ]),
-    )
-    .await;
+    let run = run(&scenario).await;
     assert_eq!(run.code, Some(2), "{}", run.stderr);
     assert_no_secret("stderr", &run.stderr);
     assert_no_secret("stdout", &run.stdout);
@@ -326,11 +323,7 @@ alerts_listen = "{alerts}"
     let path = scenario.path.to_str().unwrap();
     let out = scenario.out_dir();
     let out_arg = out.to_str().unwrap();
-    let run = within(
-        Duration::from_secs(90),
-        voxsoak(&["run", path, "--out", out_arg]),
-    )
-    .await;
+    let run = run(&scenario).await;
     assert_eq!(
         run.code,
         Some(1),
