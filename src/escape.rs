@@ -15,11 +15,11 @@
 //! Where: every line printed on stdout or stderr goes through [`terminal`] (which also
 //! masks secrets, see [`crate::redact`]; the `tracing` events through [`TerminalWriter`]),
 //! and a report that lays out fields escapes each
-//! one with [`line`] so a newline inside a field cannot forge a line of its own. The JSON
+//! one with [`line()`] so a newline inside a field cannot forge a line of its own. The JSON
 //! files keep text as it came (a journal must say what the fleet sent): serde_json escapes
 //! the C0 controls, and [`json`] writes the rest as `\uXXXX` escapes, so `cat
 //! summary.json` on a terminal is as safe as `voxsoak report`. The HTML and Markdown
-//! reports escape each field with [`line`] before their own escaping.
+//! reports escape each field with [`line()`] before their own escaping.
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
