@@ -267,9 +267,12 @@ pub fn init_tracing() {
                 .ok()
         })
         .unwrap_or(tracing_subscriber::filter::LevelFilter::WARN);
+    // Events may quote a fleet or a URL: each line is masked and escaped like every other
+    // line voxsoak prints, so no colour codes either.
     let _ = tracing_subscriber::fmt()
         .with_max_level(level)
-        .with_writer(std::io::stderr)
+        .with_writer(|| crate::escape::TerminalWriter::new(std::io::stderr()))
+        .with_ansi(false)
         .with_target(false)
         .try_init();
 }
@@ -281,7 +284,7 @@ pub fn main(cli: Cli) -> i32 {
         Command::Plan { scenario } => match scenario::load(&scenario) {
             Ok(loaded) => {
                 print_warnings(&loaded, loaded.load.duration());
-                out(format_args!("{}", scenario::render_plan(&loaded)));
+                out(crate::escape::terminal(&scenario::render_plan(&loaded)));
                 exit::PASS
             }
             Err(error) => {
@@ -328,12 +331,13 @@ fn validate_command(path: &std::path::Path) -> i32 {
         return exit::HARNESS_ERROR;
     }
     print_warnings(&loaded, loaded.load.duration());
-    outln(format_args!(
+    let ok = format!(
         "{}: ok ({}, {} script(s))",
         path.display(),
         loaded.name,
         loaded.scripts.len()
-    ));
+    );
+    outln(crate::escape::line(&ok));
     exit::PASS
 }
 
@@ -495,7 +499,10 @@ fn report_command(run_dir: &std::path::Path) -> i32 {
     match crate::report::Summary::rebuild(run_dir) {
         Ok(summary) => {
             for problem in &summary.journal.problems {
-                errln(format_args!("voxsoak report: skipped {problem}"));
+                errln(format_args!(
+                    "voxsoak report: skipped {}",
+                    crate::escape::line(problem)
+                ));
             }
             out(format_args!("{}", summary.render_text()));
             outln(format_args!("  reports    {}", run_dir.display()));
@@ -575,10 +582,9 @@ fn dry_run(args: &RunArgs) -> i32 {
     };
     let run_for = args.duration.unwrap_or_else(|| loaded.load.duration());
     print_warnings(&loaded, run_for);
-    out(format_args!(
-        "{}",
-        scenario::render_plan_for(&loaded, run_for)
-    ));
+    out(crate::escape::terminal(&scenario::render_plan_for(
+        &loaded, run_for,
+    )));
     if !args.fleet_bugs.is_empty() {
         let bugs: Vec<&str> = args.fleet_bugs.iter().map(|bug| bug.name()).collect();
         outln(format_args!("\n  --fleet-bug        {}", bugs.join(", ")));
@@ -589,7 +595,8 @@ fn dry_run(args: &RunArgs) -> i32 {
     exit::PASS
 }
 
-/// An error and its causes on one line: "cannot read x: No such file or directory".
+/// An error and its causes on one line: "cannot read x: No such file or directory". Safe
+/// to print: secrets masked, the fleet's text escaped ([`crate::escape::terminal`]).
 fn chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
@@ -601,7 +608,7 @@ fn chain(error: &dyn std::error::Error) -> String {
         }
         source = cause.source();
     }
-    text
+    crate::escape::terminal(&text).into_owned()
 }
 
 /// `voxsoak chaos`: arguments are checked before anything starts; the fault is undone

@@ -26,6 +26,8 @@
 //!   production bugs; it stands apart from the harness and shares only [`twilio`],
 //!   [`audio`] and [`standin`] (the OpenAI-compatible LLM and TTS stand-ins).
 //! - [`units`] parses sizes such as `512MiB`.
+//! - [`redact`] masks secrets (URL credentials, tokens) and [`escape`] makes outside text
+//!   (the fleet's, the scenario's names) safe to show, in everything written or printed.
 //! - [`run`] wires the pieces for `voxsoak run`.
 //! - [`cleanup`] keeps what a run leaves on the machine findable and removable, also after
 //!   a `kill -9` of the harness (per-run temp roots, pid files, `voxsoak clean`).
@@ -38,12 +40,14 @@ pub mod chaos;
 pub mod cleanup;
 pub mod cli;
 pub mod console;
+pub mod escape;
 pub mod exit;
 pub mod fleet;
 pub mod grade;
 pub mod journal;
 pub mod load;
 pub mod observe;
+pub mod redact;
 pub mod report;
 pub mod run;
 pub mod scenario;

@@ -190,7 +190,10 @@ fn target_label(target: &Target) -> String {
         Target::Sink(_) => r#"fleet = "sink""#.to_owned(),
         Target::Embedded(_) => r#"fleet = "embedded""#.to_owned(),
         Target::External(external) => {
-            format!("an external fleet at {}", external.endpoint.url())
+            format!(
+                "an external fleet at {}",
+                crate::redact::url(external.endpoint.url())
+            )
         }
     }
 }
@@ -788,7 +791,8 @@ pub struct ResolvedTarget {
     /// Set for `fleet = "embedded"`.
     pub embedded: Option<EmbeddedFleetInfo>,
     /// A short description for the summary (`sink (started by voxsoak) ws://…`,
-    /// `reference fleet (started by voxsoak, bugs: none) ws://…`, or the URL).
+    /// `reference fleet (started by voxsoak, bugs: none) ws://…`, or the URL with its
+    /// credentials masked).
     pub description: String,
 }
 
@@ -863,11 +867,12 @@ pub async fn resolve(
                         url: url.clone(),
                         custom_parameters: external.custom_parameters.clone(),
                     },
-                    url.to_string(),
+                    crate::redact::url(url),
                 ),
-                Endpoint::Webhook(url) => {
-                    (CallEndpoint::Webhook { url: url.clone() }, url.to_string())
-                }
+                Endpoint::Webhook(url) => (
+                    CallEndpoint::Webhook { url: url.clone() },
+                    crate::redact::url(url),
+                ),
             };
             Ok(ResolvedTarget {
                 endpoint,
@@ -1306,7 +1311,7 @@ pub async fn preflight(endpoint: &CallEndpoint) -> Result<(), TargetError> {
         CallEndpoint::Stream { url, .. } | CallEndpoint::Webhook { url } => url,
     };
     let unreachable = |reason: String| TargetError::Unreachable {
-        url: url.to_string(),
+        url: crate::redact::url(url),
         reason,
     };
     let host = url

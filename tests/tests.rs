@@ -15,6 +15,7 @@ mod indie_verdicts;
 mod misbehaving_fleet;
 mod observe;
 mod report;
+mod safe_output;
 mod sink_calls;
 mod standin_counts;
 mod util;

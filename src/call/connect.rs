@@ -34,8 +34,8 @@ async fn read_limited(
     Ok(String::from_utf8_lossy(&body).into_owned())
 }
 
-/// Where calls go in.
-#[derive(Debug, Clone)]
+/// Where calls go in. `Debug` masks the URL's credentials (it shows in `ResolvedTarget`'s).
+#[derive(Clone)]
 pub enum CallEndpoint {
     /// Connect straight to the fleet's Media Streams WebSocket.
     Stream {
@@ -46,13 +46,33 @@ pub enum CallEndpoint {
     Webhook { url: Url },
 }
 
+impl std::fmt::Debug for CallEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CallEndpoint::Stream {
+                url,
+                custom_parameters,
+            } => f
+                .debug_struct("Stream")
+                .field("url", &crate::redact::url(url))
+                .field("custom_parameters", &custom_parameters.keys())
+                .finish(),
+            CallEndpoint::Webhook { url } => f
+                .debug_struct("Webhook")
+                .field("url", &crate::redact::url(url))
+                .finish(),
+        }
+    }
+}
+
 /// What went wrong, causes included: "connection refused" says the fleet is down, where
 /// "error sending request" says nothing.
 fn failure(error: &(dyn std::error::Error + 'static)) -> String {
     crate::observe::health::RequestFailure::of_error(error).detail
 }
 
-/// Why a call could not open its stream.
+/// Why a call could not open its stream. URLs in it have their credentials masked
+/// ([`crate::redact`]): the texts become failure examples in the journal and summary.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
     #[error("voice webhook POST {url} failed: {}", failure(source))]
@@ -129,14 +149,14 @@ impl Connector<'_> {
             );
         }
         let webhook_error = |source| ConnectError::Webhook {
-            url: url.to_string(),
+            url: crate::redact::url(url),
             source,
         };
         let response = request.send().await.map_err(webhook_error)?;
         let status = response.status();
         if !status.is_success() {
             return Err(ConnectError::WebhookStatus {
-                url: url.to_string(),
+                url: crate::redact::url(url),
                 status: status.as_u16(),
             });
         }
@@ -144,17 +164,17 @@ impl Connector<'_> {
             .await
             .map_err(webhook_error)?;
         let target = twiml::parse_connect_stream(&body).map_err(|source| ConnectError::Twiml {
-            url: url.to_string(),
+            url: crate::redact::url(url),
             source,
         })?;
         let stream_url = Url::parse(&target.url).map_err(|_| ConnectError::StreamUrl {
-            url: target.url.clone(),
+            url: crate::redact::text(&target.url).into_owned(),
         })?;
         let host = stream_url.host_str().unwrap_or_default();
         if !(self.host_allowed)(host) {
             return Err(ConnectError::HostNotAllowed {
                 host: host.to_string(),
-                url: stream_url.to_string(),
+                url: crate::redact::url(&stream_url),
             });
         }
         Ok((stream_url, target.parameters))
@@ -162,7 +182,7 @@ impl Connector<'_> {
 
     async fn handshake(&self, url: &Url) -> Result<MediaSocket, ConnectError> {
         let ws_error = |source| ConnectError::WebSocket {
-            url: url.to_string(),
+            url: crate::redact::url(url),
             source: Box::new(source),
         };
         let mut request = url.as_str().into_client_request().map_err(ws_error)?;

@@ -221,18 +221,16 @@ impl StreamClose {
 }
 
 /// Text from the fleet made fit for a one-line report between double quotes: at most
-/// `max` characters, control characters as spaces, double quotes as single ones. (HTML
+/// `max` characters, control, bidi and invisible characters escaped so they show
+/// ([`crate::escape::line`]: `\x1b`, `\u{202e}`), double quotes as single ones. (HTML
 /// escaping is the report's business.)
 fn sanitize(text: &str, max: usize) -> String {
-    let mut kept: String = text
+    let kept: String = text
         .chars()
         .take(max)
-        .map(|c| match c {
-            '"' => '\'',
-            c if c.is_control() => ' ',
-            c => c,
-        })
+        .map(|c| if c == '"' { '\'' } else { c })
         .collect();
+    let mut kept = crate::escape::line(&kept).into_owned();
     if text.chars().nth(max).is_some() {
         kept.push('…');
     }

@@ -254,8 +254,17 @@ fn close_reasons_are_cut_and_made_one_line() {
     let StreamClose::Fleet { reason, .. } = &close else {
         unreachable!()
     };
-    assert!(reason.starts_with("bye 'now'xxx"), "{reason}");
-    assert_eq!(reason.chars().count(), 61, "60 characters and an ellipsis");
+    assert!(reason.starts_with(r"bye\n'now'xxx"), "{reason}");
+    assert_eq!(
+        reason.chars().count(),
+        62,
+        "60 characters (the newline shown as two) and an ellipsis"
+    );
+    let hostile = StreamClose::fleet(Some(1000), "a\u{1b}[2J\u{202e}b");
+    let StreamClose::Fleet { reason, .. } = &hostile else {
+        unreachable!()
+    };
+    assert_eq!(reason, r"a\x1b[2J\u{202e}b", "shown, not obeyed");
     assert!(
         close.is_fleet_hang_up(),
         "4000-4999 are the application's own"
@@ -266,4 +275,22 @@ fn close_reasons_are_cut_and_made_one_line() {
         "closed by the fleet (a close frame without a code) before turn 1 of 2 was answered"
     );
     assert!(!StreamClose::fleet(Some(1001), "").is_fleet_hang_up());
+}
+
+#[test]
+fn an_endpoint_debugs_without_its_credentials() {
+    let url = url::Url::parse("wss://user:secret@fleet.example/stream?token=abc123").unwrap();
+    let endpoint = CallEndpoint::Stream {
+        url: url.clone(),
+        custom_parameters: [("token".to_owned(), "abc123".to_owned())].into(),
+    };
+    let shown = format!("{endpoint:?} {:?}", CallEndpoint::Webhook { url });
+    assert!(
+        !shown.contains("secret") && !shown.contains("abc123"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("wss://***@fleet.example/stream?token=***"),
+        "{shown}"
+    );
 }

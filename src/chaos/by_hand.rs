@@ -684,7 +684,7 @@ pub async fn run(
     };
     let (environment, notes) = environment(&checked, &started).await?;
     for note in &notes {
-        outln(format_args!("{note}"));
+        outln(crate::escape::terminal(note));
     }
     let occurrence = Occurrence {
         fault: 0,
@@ -714,10 +714,11 @@ pub async fn run(
         Some(pid) => format!("pid {pid}"),
         None => injected.target(),
     };
-    outln(format_args!(
+    let injected_line = format!(
         "{kind} injected into {target} for {}",
         humantime::format_duration(duration)
-    ));
+    );
+    outln(crate::escape::terminal(&injected_line));
     let (confirmed, last) = watch(&mut injected, start, duration, &shutdown).await;
     let interrupted = shutdown.is_cancelled() && start.elapsed() < duration;
     let cleared = injected.clear(false).await;
@@ -830,11 +831,11 @@ pub fn progress_line(elapsed: Duration, total: Duration, confirmation: &Confirma
         } else {
             "NOT in effect"
         },
-        confirmation.evidence
+        crate::escape::terminal_line(&confirmation.evidence)
     )
 }
 
-/// The lines printed at the end.
+/// The lines printed at the end (evidence and errors, which may quote the fleet, escaped).
 pub fn render_outcome(outcome: &ByHandOutcome) -> String {
     let mut text = String::new();
     let ended = if outcome.interrupted {
@@ -845,10 +846,14 @@ pub fn render_outcome(outcome: &ByHandOutcome) -> String {
     } else {
         format!("ended after {}", crate::report::clock(outcome.elapsed))
     };
-    text.push_str(&format!("{ended}; last seen: {}\n", outcome.last.evidence));
+    let shown = |text: &str| crate::escape::line(text).into_owned();
+    text.push_str(&format!(
+        "{ended}; last seen: {}\n",
+        shown(&outcome.last.evidence)
+    ));
     match &outcome.cleared {
-        Ok(note) => text.push_str(&format!("cleared: {note}\n")),
-        Err(error) => text.push_str(&format!("clearing FAILED: {error}\n")),
+        Ok(note) => text.push_str(&format!("cleared: {}\n", shown(note))),
+        Err(error) => text.push_str(&format!("clearing FAILED: {}\n", shown(&error.to_string()))),
     }
     if outcome.files_removed > 0 {
         text.push_str(&format!(
@@ -861,10 +866,10 @@ pub fn render_outcome(outcome: &ByHandOutcome) -> String {
     } else {
         text.push_str(&format!(
             "the fault never took effect on {}\n",
-            outcome.target
+            shown(&outcome.target)
         ));
     }
-    text
+    crate::redact::text(&text).into_owned()
 }
 
 #[cfg(test)]

@@ -6,6 +6,9 @@
 //! fields depend on the event. Writers share one [`Journal`] handle; a line is written
 //! whole under a lock, so lines from different tasks never interleave.
 //!
+//! Every string written is passed through [`crate::redact::text`] (secrets masked) and the
+//! line through [`crate::escape::json`] (hidden characters as `\uXXXX`).
+//!
 //! The records, their fields, and how to read them with `jq` are listed in the README
 //! ("The run journal"). [`read`] reads a journal back, as `voxsoak report` does: a last
 //! line cut short by a crash is left out and said, never an error.
@@ -118,7 +121,12 @@ impl Journal {
                 record.insert("value".into(), other);
             }
         }
-        let mut line = serde_json::to_vec(&Value::Object(record)).unwrap_or_default();
+        // A last line of defence: whatever a producer forgot, no URL credential or token
+        // reaches the file, and no raw bidi or invisible character (serde_json escapes only
+        // C0).
+        let serialized = serde_json::to_string(&Value::Object(record)).unwrap_or_default();
+        let redacted = crate::redact::text(&serialized);
+        let mut line = crate::escape::json(&redacted).into_owned().into_bytes();
         line.push(b'\n');
         let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         let Some(file) = inner.file.as_mut() else {
@@ -282,6 +290,47 @@ mod tests {
         assert!(humantime::parse_rfc3339(lines[0]["at"].as_str().unwrap()).is_ok());
         assert_eq!(lines[1]["n"], 1);
         assert_eq!(journal.failed_writes(), 0);
+    }
+
+    #[tokio::test]
+    async fn secrets_are_masked_and_hidden_characters_escaped_in_every_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.jsonl");
+        let journal = Journal::create(&path, Instant::now()).unwrap();
+        journal.record(
+            "observers",
+            serde_json::json!({
+                "health": {"url": "http://user:secret@127.0.0.1:1/health?token=abc123"},
+                "detail": ["error sending request for url (postgres://fleet:hunter2@db/x)"],
+            }),
+        );
+        journal.record(
+            "alert",
+            serde_json::json!({"name": "Tts\u{1b}[2JLimited\u{202e}detaeR"}),
+        );
+        let text = std::fs::read_to_string(&path).unwrap();
+        for secret in ["secret", "abc123", "hunter2"] {
+            assert!(!text.contains(secret), "{secret} in {text}");
+        }
+        assert!(
+            !text
+                .chars()
+                .any(|c| c != '\n' && crate::escape::is_hidden(c)),
+            "{text:?}"
+        );
+        let read = read(&path).unwrap();
+        assert_eq!(
+            read.records[0]["health"]["url"],
+            "http://***@127.0.0.1:1/health?token=***"
+        );
+        assert_eq!(
+            read.records[0]["detail"][0],
+            "error sending request for url (postgres://***@db/x)"
+        );
+        assert_eq!(
+            read.records[1]["name"], "Tts\u{1b}[2JLimited\u{202e}detaeR",
+            "the fleet's text is kept as it came, only written escaped"
+        );
     }
 
     #[test]

@@ -75,7 +75,7 @@ async fn probe(http: &reqwest::Client, url: &str, timeout: Duration) -> Signal {
 /// message ("error sending request") says nothing a person can act on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestFailure {
-    /// `connection refused`, or every cause in the chain, outermost first.
+    /// `connection refused`, or every cause in the chain, outermost first (secrets masked).
     pub detail: String,
     /// Nothing listened on the port: the server is down, not slow or broken.
     pub refused: bool,
@@ -109,7 +109,8 @@ impl RequestFailure {
             detail: if refused {
                 "connection refused".to_owned()
             } else {
-                causes.join(": ")
+                // reqwest and tungstenite quote the URL, credentials and all.
+                crate::redact::text(&causes.join(": ")).into_owned()
             },
             refused,
         }
@@ -176,6 +177,19 @@ mod tests {
         assert_eq!(listening.probe(false, false), None);
         assert_eq!(listening.probe(true, false), Some(ListeningChange::Resumed));
         assert_eq!(listening.probe(true, false), None);
+    }
+
+    #[test]
+    fn a_failure_quoting_its_url_is_masked() {
+        let error = std::io::Error::other(
+            "error sending request for url (http://user:secret@127.0.0.1:1/voice?token=abc123)",
+        );
+        let failure = RequestFailure::of_error(&error);
+        assert_eq!(
+            failure.detail,
+            "error sending request for url (http://***@127.0.0.1:1/voice?token=***)"
+        );
+        assert!(!failure.refused);
     }
 
     #[tokio::test]

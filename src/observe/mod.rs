@@ -325,16 +325,17 @@ impl Watch {
         }
     }
 
-    /// The `observers` journal record: what is watched, where.
+    /// The `observers` journal record: what is watched, where (URLs without their
+    /// credentials).
     fn describe(&self, alerts: Option<SocketAddr>) -> serde_json::Value {
         json!({
             "health": self.health.as_ref().map(|health| json!({
-                "url": health.url.as_str(),
+                "url": crate::redact::url(&health.url),
                 "interval_s": health.interval.as_secs_f64(),
                 "timeout_s": health.timeout.as_secs_f64(),
             })),
             "metrics": self.metrics.as_ref().map(|metrics| json!({
-                "url": metrics.url.as_str(),
+                "url": crate::redact::url(&metrics.url),
                 "interval_s": metrics.interval.as_secs_f64(),
                 "conditions": self.conditions.iter().map(|c| c.text.as_str()).collect::<Vec<_>>(),
                 "record": self.record.iter().map(|r| r.text.as_str()).collect::<Vec<_>>(),
@@ -356,7 +357,9 @@ impl Watch {
                     "watch": "pid_file", "pid_file": file.display().to_string(),
                     "interval_s": pid_file::SAMPLE_EVERY.as_secs_f64(),
                 }),
-                ProcessWatching::Health(url) => json!({"watch": "health", "url": url.as_str()}),
+                ProcessWatching::Health(url) => {
+                    json!({"watch": "health", "url": crate::redact::url(url)})
+                }
             }),
             "rss_source": self.rss_source(),
             "temp_dir_source": self.temp_dir_source(),

@@ -219,15 +219,21 @@ impl Summary {
     }
 
     /// Writes `summary.json` into `dir` atomically (a reader never sees half a file).
+    /// Secrets are masked as in the journal ([`crate::redact::text`]): a journal written
+    /// before that, or by hand, still gives a summary without them.
     pub fn write(&self, dir: &Path) -> io::Result<()> {
         let json = serde_json::to_string_pretty(self).map_err(io::Error::other)?;
+        let json = crate::escape::json(&crate::redact::text(&json)).into_owned();
         let temporary = dir.join(".summary.json.tmp");
-        std::fs::write(&temporary, json + "\n")?;
+        std::fs::write(&temporary, format!("{json}\n"))?;
         std::fs::rename(temporary, dir.join("summary.json"))
     }
 
-    /// The summary printed at the end of a run.
+    /// The summary printed at the end of a run (and by `voxsoak report`): every text from
+    /// the fleet or the scenario is escaped ([`crate::escape::line`]) so it stays on its
+    /// line and cannot draw on the terminal, and secrets are masked.
     pub fn render_text(&self) -> String {
+        use crate::escape::line as shown;
         let mut out = String::new();
         let verdict = match self.verdict {
             Verdict::Pass => "PASS",
@@ -238,10 +244,11 @@ impl Summary {
         let _ = writeln!(
             out,
             "voxsoak {}: {verdict} ({:.1} s)",
-            self.scenario, self.wall_s
+            shown(&self.scenario),
+            self.wall_s
         );
         if let Some(reason) = &self.reason {
-            let _ = writeln!(out, "  reason: {reason}");
+            let _ = writeln!(out, "  reason: {}", shown(reason));
         }
         let calls = &self.calls;
         let _ = writeln!(
@@ -290,12 +297,17 @@ impl Summary {
             let errors: Vec<String> = self
                 .protocol_errors
                 .iter()
-                .map(|(kind, count)| format!("{kind} {count}"))
+                .map(|(kind, count)| format!("{} {count}", shown(kind)))
                 .collect();
             let _ = writeln!(out, "  protocol   {}", errors.join(", "));
         }
         for example in self.failure_examples.iter().take(3) {
-            let _ = writeln!(out, "  e.g. {}: {}", example.outcome, example.detail);
+            let _ = writeln!(
+                out,
+                "  e.g. {}: {}",
+                example.outcome,
+                shown(&example.detail)
+            );
         }
         let h = &self.harness;
         let _ = writeln!(
@@ -330,7 +342,7 @@ impl Summary {
                     .map_or("n/a".to_owned(), |crashes| crashes.to_string()),
             );
             for exit in &fleet.exits {
-                let _ = writeln!(out, "  exit       {exit}");
+                let _ = writeln!(out, "  exit       {}", shown(exit));
             }
         }
         if let Some(uptime) = &self.uptime {
@@ -359,9 +371,11 @@ impl Summary {
                 }
                 (Some(DetectionStatus::AlreadySignalling), _, _) => format!(
                     "; already signalling at injection ({})",
-                    fault.signalling_at_injection.join(", ")
+                    shown(&fault.signalling_at_injection.join(", "))
                 ),
-                (_, Some(by), Some(after)) => format!("; detected after {after:.1}s ({by})"),
+                (_, Some(by), Some(after)) => {
+                    format!("; detected after {after:.1}s ({})", shown(by))
+                }
                 _ if fault.confirmed => "; no detection seen".to_owned(),
                 _ => String::new(),
             };
@@ -386,9 +400,9 @@ impl Summary {
             let _ = writeln!(
                 out,
                 "  fault {} #{}{kind} {window}: {state}{detected}\n        {}",
-                fault.name,
+                shown(&fault.name),
                 fault.occurrence,
-                fault.notes.first().map_or("", String::as_str)
+                shown(fault.notes.first().map_or("", String::as_str))
             );
         }
         for stats in self.fault_stats.iter().filter(|stats| stats.injected > 1) {
@@ -403,7 +417,7 @@ impl Summary {
             let _ = writeln!(
                 out,
                 "  {} ×{}: detect {}; recover {}",
-                stats.name,
+                shown(&stats.name),
                 stats.injected,
                 spread(&stats.time_to_detect_s),
                 spread(&stats.time_to_recover_s)
@@ -422,7 +436,7 @@ impl Summary {
                 self.journal
                     .problems
                     .first()
-                    .map_or(String::new(), |problem| format!("; {problem}"))
+                    .map_or(String::new(), |problem| format!("; {}", shown(problem)))
             );
         }
         for slo in &self.slos {
@@ -435,12 +449,12 @@ impl Summary {
                     SloStatus::Fail => "FAIL",
                     SloStatus::NotMeasured => "NOT MEASURED",
                 },
-                slo.measured,
-                slo.threshold,
-                slo.why
+                shown(&slo.measured),
+                shown(&slo.threshold),
+                shown(&slo.why)
             );
         }
-        out
+        crate::redact::text(&out).into_owned()
     }
 }
 
@@ -482,11 +496,117 @@ impl LiveLines {
         LiveLines { bar, plain }
     }
 
+    /// Prints `line` as one line: what came from the fleet in it (an alert's name) is
+    /// escaped, secrets masked.
     pub fn say(&self, line: &str) {
+        let line = crate::escape::terminal_line(line);
+        let line = line.as_ref();
         match &self.bar {
             Some(bar) => bar.println(line),
             None if self.plain => errln(format_args!("{line}")),
             None => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    const EVIL: &str = "\u{1b}[2J\u{202e}\n  SLO call_success pass";
+
+    /// A journal written by hand, as a harness before redaction or a hostile fleet would
+    /// leave it: credentials in URLs and hidden characters in every text.
+    fn hostile_journal(dir: &Path) {
+        let evil = |text: &str| format!("{text}{EVIL}");
+        let fault = |event: &str, t_s: f64| {
+            json!({"event": event, "t_s": t_s, "fault": evil("pool"), "kind": "db_pool_exhaustion",
+                "occurrence": 1, "planned_at_s": 5.0,
+                "evidence": evil("held by postgres://fleet:hunter2@db/orders?sslmode=x"),
+                "note": evil("released")})
+        };
+        let records = [
+            json!({"event": "run_started", "t_s": 0.0, "at": "2026-11-23T10:00:00.000Z",
+                "run_id": "hostile-1", "scenario": evil("hostile"), "scenario_path": "h.toml",
+                "seed": 1, "target": "http://user:secret@127.0.0.1:1/voice?token=abc123",
+                "planned_s": 30.0,
+                "grading": {"slo": {"call_success_min_pct": 99.0, "response_p95_max_s": null,
+                    "response_p99_max_s": null, "first_audio_p95_max_s": null,
+                    "pacing_jitter_p99_max_s": null, "detect_within_s": 10.0,
+                    "no_retry_storm": false, "recover_within_s": null, "stable_window_s": 5.0,
+                    "uptime_min_pct": null, "memory_growth_max_mib_h": null,
+                    "temp_dir_growth_max_mib_h": null, "max_crashes": null,
+                    "no_unprovoked_alerts": true},
+                    "faults": [{"name": evil("pool"), "kind": "db_pool_exhaustion",
+                        "detect": [{"alert": evil("Pool")}], "recover_from": "clear"}]}}),
+            fault("fault_injected", 5.0),
+            fault("fault_confirmed", 5.5),
+            json!({"event": "alert", "t_s": 6.0, "name": evil("Pool"), "status": "firing"}),
+            json!({"event": "alert", "t_s": 2.0, "name": evil("Other"), "status": "firing"}),
+            fault("fault_cleared", 10.0),
+            json!({"event": "interval", "t_s": 15.0, "from_s": 0.0, "started": 2, "completed": 1,
+                "failed": 1, "outcomes": {"completed": 1, "fleet_hung_up": 1},
+                "failure_examples": [{"outcome": "fleet_hung_up",
+                    "detail": evil("closed by the fleet with 1000 \"bye http://u:pw@h/?k=v\"")}]}),
+            json!({"event": "fleet_exited", "t_s": 20.0, "status": evil("exit 1"), "by_harness": false}),
+            json!({"event": "run_ended", "t_s": 30.0, "at": "2026-11-23T10:00:30.000Z", "stopped": null}),
+        ];
+        let lines: Vec<String> = records.iter().map(|record| record.to_string()).collect();
+        std::fs::write(dir.join("journal.jsonl"), lines.join("\n") + "\n").unwrap();
+    }
+
+    #[test]
+    fn the_summary_shows_outside_text_escaped_and_writes_no_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        hostile_journal(dir.path());
+        let summary = Summary::rebuild(dir.path()).unwrap();
+        let text = summary.render_text();
+        assert_eq!(
+            text.chars()
+                .find(|&c| c != '\n' && crate::escape::is_hidden(c)),
+            None,
+            "{text}"
+        );
+        let shown = r"\x1b[2J\u{202e}\n  SLO call_success pass";
+        for expected in [
+            format!("voxsoak hostile{shown}: FAIL"),
+            format!("fault pool{shown} #1"),
+            format!("Pool{shown})"),
+            format!("held by postgres://***@db/orders?sslmode=***{shown}"),
+            format!("Other{shown} at 2.0s"),
+            format!("exit 1{shown}"),
+            format!(
+                r#"e.g. fleet_hung_up: closed by the fleet with 1000 "bye http://***@h/?k=***"{shown}"#
+            ),
+        ] {
+            assert!(text.contains(&expected), "{expected:?} not in:\n{text}");
+        }
+        assert!(
+            !text
+                .lines()
+                .any(|line| line.starts_with("  SLO call_success pass")),
+            "no field forges a line of its own:\n{text}"
+        );
+        let written = std::fs::read_to_string(dir.path().join("summary.json")).unwrap();
+        for secret in ["secret", "abc123", "hunter2", "u:pw"] {
+            assert!(!text.contains(secret), "{secret} in\n{text}");
+            assert!(!written.contains(secret), "{secret} in\n{written}");
+        }
+        assert_eq!(
+            written
+                .chars()
+                .find(|&c| c != '\n' && crate::escape::is_hidden(c)),
+            None,
+            "{written}"
+        );
+        let written: serde_json::Value = serde_json::from_str(&written).unwrap();
+        assert_eq!(written["target"], "http://***@127.0.0.1:1/voice?token=***");
+        assert_eq!(
+            written["scenario"],
+            format!("hostile{EVIL}"),
+            "summary.json keeps the text, JSON-escaped"
+        );
     }
 }

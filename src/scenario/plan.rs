@@ -51,20 +51,26 @@ struct Plan {
     text: String,
 }
 
+/// Every row and line is one line on the terminal: names and descriptions from the file
+/// are escaped ([`crate::escape::line`]), so none can draw on the operator's screen.
 impl Plan {
     fn section(&mut self, title: &str) {
         if !self.text.is_empty() {
             self.text.push('\n');
         }
-        self.text.push_str(title);
+        self.text.push_str(&crate::escape::line(title));
         self.text.push('\n');
     }
 
     fn row(&mut self, label: &str, value: impl std::fmt::Display) {
+        let value = value.to_string();
+        let value = crate::escape::line(&value);
         let _ = writeln!(self.text, "  {label:<LABEL$}{value}");
     }
 
     fn line(&mut self, indent: usize, text: impl std::fmt::Display) {
+        let text = text.to_string();
+        let text = crate::escape::line(&text);
         let _ = writeln!(self.text, "{:indent$}{text}", "");
     }
 
@@ -127,10 +133,11 @@ impl Plan {
             }
             Target::External(external) => {
                 match &external.endpoint {
-                    Endpoint::Stream(url) => self.row("stream", url),
-                    Endpoint::Webhook(url) => {
-                        self.row("webhook", format!("{url} (POST, then <Connect><Stream>)"))
-                    }
+                    Endpoint::Stream(url) => self.row("stream", crate::redact::url(url)),
+                    Endpoint::Webhook(url) => self.row(
+                        "webhook",
+                        format!("{} (POST, then <Connect><Stream>)", crate::redact::url(url)),
+                    ),
                 }
                 let signing = match &external.auth_token_env {
                     Some(name) => format!("signed with the token in ${name}"),
@@ -141,7 +148,10 @@ impl Plan {
                     let parameters: Vec<String> = external
                         .custom_parameters
                         .iter()
-                        .map(|(key, value)| format!("{key}={value}"))
+                        // A parameter named like a secret (`token`) shows masked.
+                        .map(|(key, value)| {
+                            crate::redact::text(&format!("{key}={value}")).into_owned()
+                        })
                         .collect();
                     self.row("custom parameters", parameters.join(", "));
                 }
@@ -465,7 +475,10 @@ impl Plan {
         let every = |interval: Duration| format!("every {}", format_duration(interval));
         self.section("observers");
         let health = watched(
-            settings.health_url.as_ref().map(|url| format!("GET {url}")),
+            settings
+                .health_url
+                .as_ref()
+                .map(|url| format!("GET {}", crate::redact::url(url))),
             fleet.map(|fleet| format!("{fleet} /health")),
             "health_url",
             format!(
@@ -480,7 +493,7 @@ impl Plan {
             settings
                 .metrics_url
                 .as_ref()
-                .map(|url| format!("GET {url}")),
+                .map(|url| format!("GET {}", crate::redact::url(url))),
             fleet.map(|fleet| format!("{fleet} /metrics")),
             "metrics_url",
             every(settings.scrape_interval),
