@@ -9,10 +9,11 @@
 //!   long as it lives: the kernel releases the lock however the harness dies, so a root
 //!   whose lock is free is abandoned, with no guessing from pids (which are reused, and
 //!   differ between pid namespaces sharing a `/tmp`).
-//! - **Claimed directories.** A directory the harness creates for itself outside the root
-//!   (a `temp_file_leak` subdirectory in an external fleet's temp dir) is registered with
-//!   [`TempRoot::claim`]: it gets a `.voxsoak-claim` marker naming the root, and is removed
-//!   with the root.
+//! - **Leaked files outside the root.** A file a `temp_file_leak` writes into an external
+//!   fleet's temp dir is written into the root's ledger ([`TempRoot::record_leaked`]) as it
+//!   is created: its path and inode. A sweep of the abandoned root removes each one still
+//!   there under that path with that inode (a regular file, never a symlink), and nothing
+//!   else in that dir.
 //! - **Pid files.** Each process the harness starts is written to `fleet.pid` in the run
 //!   directory ([`PidFile`]: its pid and start time, and the harness's), so a survivor can
 //!   be found and killed where the death signal did not reach it.
@@ -20,8 +21,8 @@
 //!   the roots whose owner is gone and kills the survivors their run directories name;
 //!   [`clean_run_dirs`] does the same from run directories (their journal's `temp_root`
 //!   record). Nothing is removed that is not such a root (a real directory holding a valid
-//!   marker whose lock is free) or a directory it claimed (holding the marker naming that
-//!   root); symlinks are never followed; no process is killed unless its pid and start time
+//!   marker whose lock is free) or a file its ledger names (by path and inode); symlinks
+//!   are never followed; no process is killed unless its pid and start time
 //!   both match the pid file and its harness is gone.
 
 use std::fmt;
@@ -36,10 +37,10 @@ use serde::{Deserialize, Serialize};
 
 /// The marker in a temp root: who owns it; locked by the owner while it runs.
 pub const OWNER_FILE: &str = "owner.json";
-/// The directories a root claimed outside itself, one absolute path per line.
-const CLAIMED_FILE: &str = "claimed";
-/// The marker in a claimed directory: the path of the root that claimed it.
-pub const CLAIM_MARKER: &str = ".voxsoak-claim";
+/// The files the run leaked outside its root: one JSON object (`path`, `inode`) per line.
+const LEDGER_FILE: &str = "leaked.jsonl";
+/// The most ledger lines a sweep reads (10 leaks of the 100,000 files one may write).
+const MAX_LEDGER_LINES: usize = 1_000_000;
 /// The pid file in a run directory.
 pub const PID_FILE: &str = "fleet.pid";
 /// What an owner marker's `voxsoak_temp_root` holds (its format's version).
@@ -198,7 +199,8 @@ struct RootInner {
     path: PathBuf,
     /// `owner.json`, open and locked for as long as the harness lives.
     _lock: File,
-    claimed: Mutex<Vec<PathBuf>>,
+    /// The ledger of leaked files, opened for appending on the first one.
+    ledger: Mutex<Option<File>>,
 }
 
 impl TempRoot {
@@ -251,7 +253,7 @@ impl TempRoot {
         Ok(TempRoot(Arc::new(RootInner {
             path,
             _lock: lock,
-            claimed: Mutex::new(Vec::new()),
+            ledger: Mutex::new(None),
         })))
     }
 
@@ -259,60 +261,33 @@ impl TempRoot {
         &self.0.path
     }
 
-    /// Registers `dir`, a directory the harness created for itself outside the root (it
-    /// must exist), to be removed with the root: now, and by a later [`sweep`] if the
-    /// harness is killed. It gets a [`CLAIM_MARKER`] file naming this root; a sweep removes
-    /// a claimed directory only while that marker is there and names the root it sweeps.
-    /// Everything inside `dir` is taken to be the harness's.
-    pub fn claim(&self, dir: &Path) -> io::Result<()> {
-        let dir = std::path::absolute(dir)?;
-        let root = self.path().to_str().ok_or_else(|| {
-            io::Error::new(io::ErrorKind::InvalidInput, "the temp root is not UTF-8")
-        })?;
-        let line = dir
-            .to_str()
-            .filter(|text| !text.contains('\n'))
-            .ok_or_else(|| {
-                io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!(
-                        "{} cannot be claimed: not UTF-8, or it holds a newline",
-                        dir.display()
-                    ),
-                )
-            })?;
-        if !std::fs::symlink_metadata(&dir)?.is_dir() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("{} is not a directory", dir.display()),
-            ));
+    /// Writes `path` (a file the harness just created outside the root, whose inode is
+    /// `inode`) into the root's ledger, so that a sweep removes it should the harness be
+    /// killed before it removes it itself. Written through before it returns.
+    pub fn record_leaked(&self, path: &Path, inode: u64) -> io::Result<()> {
+        let line = serde_json::to_string(&LeakedFile {
+            path: std::path::absolute(path)?,
+            inode,
+        })
+        .map_err(io::Error::other)?;
+        let mut ledger = self.0.ledger.lock().unwrap_or_else(PoisonError::into_inner);
+        if ledger.is_none() {
+            *ledger = Some(
+                std::fs::OpenOptions::new()
+                    .append(true)
+                    .create(true)
+                    .custom_flags(libc::O_NOFOLLOW)
+                    .mode(0o600)
+                    .open(self.path().join(LEDGER_FILE))?,
+            );
         }
-        let mut marker = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .mode(0o600)
-            .open(dir.join(CLAIM_MARKER))?;
-        marker.write_all(root.as_bytes())?;
-        marker.sync_data()?;
-        let mut claimed = std::fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(self.path().join(CLAIMED_FILE))?;
-        claimed.write_all(format!("{line}\n").as_bytes())?;
-        claimed.sync_data()?;
-        self.0
-            .claimed
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(dir);
-        Ok(())
+        let file = ledger.as_mut().expect("opened above");
+        file.write_all(format!("{line}\n").as_bytes())
     }
 
-    /// Removes the directories it claimed and the root itself, with everything in them
-    /// (never following a symlink). Done again on drop; a second time does nothing.
+    /// Removes the files its ledger names that are still there, and the root itself, with
+    /// everything in it (never following a symlink). Done again on drop; a second time
+    /// does nothing.
     pub fn remove(&self) -> Vec<Cleaned> {
         self.0.remove()
     }
@@ -320,12 +295,13 @@ impl TempRoot {
 
 impl RootInner {
     fn remove(&self) -> Vec<Cleaned> {
-        let claimed =
-            std::mem::take(&mut *self.claimed.lock().unwrap_or_else(PoisonError::into_inner));
-        let mut done: Vec<Cleaned> = claimed
-            .iter()
-            .filter_map(|dir| remove_claimed(dir, &self.path, false))
-            .collect();
+        drop(
+            self.ledger
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take(),
+        );
+        let mut done = remove_ledgered(&self.path, false);
         if std::fs::symlink_metadata(&self.path).is_ok() {
             done.push(remove_tree(&self.path, "the run's temp root", false));
         }
@@ -438,29 +414,72 @@ fn remove_tree(path: &Path, what: &str, dry_run: bool) -> Cleaned {
     }
 }
 
-/// Removes a directory `root` claimed, if it still holds the marker naming `root`.
-fn remove_claimed(dir: &Path, root: &Path, dry_run: bool) -> Option<Cleaned> {
-    let metadata = std::fs::symlink_metadata(dir).ok()?;
-    if !metadata.is_dir() {
-        return Some(Cleaned::Kept {
-            path: dir.to_path_buf(),
-            why: "claimed by the run, but no longer a directory".into(),
-        });
+/// One line of a root's ledger: a file the harness created outside the root.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct LeakedFile {
+    path: PathBuf,
+    inode: u64,
+}
+
+/// Removes the files `root`'s ledger names that are still the harness's (a regular file at
+/// that path with that inode), outside the root; one line per directory they were in.
+fn remove_ledgered(root: &Path, dry_run: bool) -> Vec<Cleaned> {
+    use std::io::BufRead;
+    let Ok(ledger) = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(root.join(LEDGER_FILE))
+    else {
+        return Vec::new();
+    };
+    // Directory → (files removed, files left because something else took their name).
+    let mut by_dir: std::collections::BTreeMap<PathBuf, (u64, u64)> = Default::default();
+    for line in io::BufReader::new(ledger)
+        .lines()
+        .take(MAX_LEDGER_LINES)
+        .map_while(Result::ok)
+    {
+        let Ok(leaked) = serde_json::from_str::<LeakedFile>(&line) else {
+            continue;
+        };
+        if leaked.path.starts_with(root) {
+            continue;
+        }
+        let Some(dir) = leaked.path.parent() else {
+            continue;
+        };
+        match std::fs::symlink_metadata(&leaked.path) {
+            // The fleet (or the harness itself) removed it already.
+            Err(_) => {}
+            Ok(metadata) if metadata.is_file() && metadata.ino() == leaked.inode => {
+                if dry_run || std::fs::remove_file(&leaked.path).is_ok() {
+                    by_dir.entry(dir.to_path_buf()).or_default().0 += 1;
+                }
+            }
+            Ok(_) => by_dir.entry(dir.to_path_buf()).or_default().1 += 1,
+        }
     }
-    match read_small(&dir.join(CLAIM_MARKER)) {
-        Ok((_, named)) if Path::new(named.trim_end()) == root => Some(remove_tree(
-            dir,
-            "a directory the harness made for itself outside its temp root",
-            dry_run,
-        )),
-        _ => Some(Cleaned::Kept {
-            path: dir.to_path_buf(),
-            why: format!(
-                "claimed by the run, but its {CLAIM_MARKER} no longer names {}",
-                root.display()
-            ),
-        }),
-    }
+    by_dir
+        .into_iter()
+        .flat_map(|(dir, (removed, kept))| {
+            let mut done = Vec::new();
+            if removed > 0 {
+                done.push(Cleaned::Removed {
+                    path: dir.clone(),
+                    what: format!("{removed} files the harness leaked into it"),
+                });
+            }
+            if kept > 0 {
+                done.push(Cleaned::Kept {
+                    path: dir,
+                    why: format!(
+                        "{kept} files under the names of files the harness leaked are not the ones it wrote"
+                    ),
+                });
+            }
+            done
+        })
+        .collect()
 }
 
 /// The `fleet.pid` of a run directory: a process the harness started.
@@ -587,7 +606,7 @@ fn kill_survivor(run_dir: &Path, harness_gone: bool, dry_run: bool) -> Option<Cl
 }
 
 /// Cleans one temp root if it is one and its owner is gone: kills its run's survivor,
-/// removes what it claimed, removes it. Anything that is not a root is left alone without
+/// removes the files its ledger names, removes it. Anything that is not a root is left alone without
 /// a word.
 fn clean_root(root: &Path, dry_run: bool) -> Vec<Cleaned> {
     match std::fs::symlink_metadata(root) {
@@ -647,11 +666,7 @@ fn clean_root(root: &Path, dry_run: bool) -> Vec<Cleaned> {
     }
     let mut done = Vec::new();
     done.extend(kill_survivor(&owner.run_dir, true, dry_run));
-    if let Ok((_, claimed)) = read_small(&root.join(CLAIMED_FILE)) {
-        for dir in claimed.lines().filter(|line| !line.is_empty()) {
-            done.extend(remove_claimed(Path::new(dir), root, dry_run));
-        }
-    }
+    done.extend(remove_ledgered(root, dry_run));
     done.push(remove_tree(
         root,
         &format!(
@@ -837,53 +852,73 @@ mod tests {
     }
 
     #[test]
-    fn a_root_removes_itself_and_what_it_claimed() {
+    fn a_root_removes_itself_and_the_files_it_leaked() {
+        use std::os::unix::fs::MetadataExt;
         let dir = tempfile::tempdir().unwrap();
         let base = base_in(dir.path());
         let root = TempRoot::create_in(&base, "ends", dir.path()).unwrap();
-        let outside = dir.path().join("fleet-tmp").join("voxsoak-owned");
-        std::fs::create_dir_all(&outside).unwrap();
-        std::fs::write(outside.join("leaked"), b"x").unwrap();
-        root.claim(&outside).unwrap();
+        let fleet_tmp = dir.path().join("fleet-tmp");
+        std::fs::create_dir(&fleet_tmp).unwrap();
+        let leaked = fleet_tmp.join("voxsoak-leak-x-1.wav");
+        std::fs::write(&leaked, b"x").unwrap();
+        let inode = std::fs::metadata(&leaked).unwrap().ino();
+        root.record_leaked(&leaked, inode).unwrap();
+        std::fs::write(fleet_tmp.join("the-fleets-own.wav"), b"y").unwrap();
         let path = root.path().to_path_buf();
         let done = root.remove();
         assert_eq!(done.len(), 2, "{done:?}");
-        assert!(!outside.exists() && !path.exists());
+        assert!(!leaked.exists() && !path.exists());
         assert!(
-            dir.path().join("fleet-tmp").exists(),
-            "only the claimed directory"
+            fleet_tmp.join("the-fleets-own.wav").exists(),
+            "only its own"
         );
         // Dropping it afterwards is harmless.
         drop(root);
     }
 
     #[test]
-    fn a_claimed_directory_goes_with_an_abandoned_root_only_while_its_marker_names_it() {
+    fn an_abandoned_roots_leaked_files_go_only_while_they_are_the_ones_it_wrote() {
+        use std::os::unix::fs::MetadataExt;
         let dir = tempfile::tempdir().unwrap();
         let base = base_in(dir.path());
-        let root = abandoned_root(&base, "claims", dir.path());
-        let claimed = dir.path().join("claimed");
-        let swapped = dir.path().join("swapped");
+        let root = abandoned_root(&base, "leaks", dir.path());
+        let fleet_tmp = dir.path().join("fleet-tmp");
         let precious = dir.path().join("precious");
-        for path in [&claimed, &precious] {
-            std::fs::create_dir(path).unwrap();
-        }
-        std::fs::write(claimed.join(CLAIM_MARKER), root.to_str().unwrap()).unwrap();
+        std::fs::create_dir(&fleet_tmp).unwrap();
+        std::fs::create_dir(&precious).unwrap();
         std::fs::write(precious.join("keep-me"), b"x").unwrap();
-        // Claimed once, then replaced by a symlink to a directory the harness never owned.
-        std::os::unix::fs::symlink(&precious, &swapped).unwrap();
-        std::fs::write(
-            root.join(CLAIMED_FILE),
-            format!("{}\n{}\n", claimed.display(), swapped.display()),
-        )
-        .unwrap();
+        let name = |n: u32| fleet_tmp.join(format!("voxsoak-leak-x-{n}.wav"));
+        let mut ledger = String::new();
+        for n in 1..=3 {
+            std::fs::write(name(n), b"leak").unwrap();
+            let inode = std::fs::metadata(name(n)).unwrap().ino();
+            ledger.push_str(&format!(
+                "{}\n",
+                serde_json::json!({"path": name(n), "inode": inode})
+            ));
+        }
+        // The fleet removed the second; the third's name now is a symlink to a file the
+        // harness never wrote; a line cut short by the kill ends the ledger.
+        std::fs::remove_file(name(2)).unwrap();
+        std::fs::remove_file(name(3)).unwrap();
+        std::os::unix::fs::symlink(precious.join("keep-me"), name(3)).unwrap();
+        ledger.push_str(r#"{"path": "/etc/pass"#);
+        std::fs::write(root.join(LEDGER_FILE), ledger).unwrap();
         let done = sweep(&base, false);
-        assert!(!claimed.exists(), "{done:?}");
-        assert!(precious.join("keep-me").exists(), "{done:?}");
-        assert!(swapped.exists(), "the symlink itself is left too");
+        assert!(!name(1).exists(), "{done:?}");
+        assert!(
+            name(3).exists() && precious.join("keep-me").exists(),
+            "{done:?}"
+        );
+        assert!(
+            done.iter().any(
+                |item| matches!(item, Cleaned::Removed { what, .. } if what.starts_with("1 files"))
+            ),
+            "{done:?}"
+        );
         assert!(
             done.iter()
-                .any(|item| matches!(item, Cleaned::Kept { path, .. } if *path == swapped)),
+                .any(|item| matches!(item, Cleaned::Kept { path, .. } if *path == fleet_tmp)),
             "{done:?}"
         );
         assert!(!root.exists());

@@ -412,6 +412,41 @@ fn sigkill_mid_leak_leaves_no_process_and_clean_removes_what_is_left() {
     assert!(said.contains("nothing to clean"), "{said}");
 }
 
+/// `kill -9` of the harness while a temp_file_leak fills the temp dir of a fleet it did not
+/// start (here the sink's target, with a dir of its own as `[observe] temp_dir`): the files
+/// are outside the run's temp root, written down in its ledger as they were created, and
+/// `voxsoak clean` removes exactly those, never the fleet's own files beside them.
+#[test]
+fn sigkill_mid_leak_into_an_external_dir_and_clean_removes_only_the_leaked_files() {
+    let setup = Setup::new();
+    let fleet_dir = setup.dir.path().join("fleet-audio");
+    std::fs::create_dir(&fleet_dir).unwrap();
+    std::fs::write(fleet_dir.join("the-fleets-own.wav"), b"audio").unwrap();
+    let scenario = sink_scenario(&format!(
+        "[observe]\ntemp_dir = \"{dir}\"\n[[faults]]\nkind = \"temp_file_leak\"\ndir = \"{dir}\"\nfile_size = \"64KiB\"\nrate = \"1MiB/s\"\nmax_total = \"8MiB\"\nmin_free = \"1MiB\"\nat = \"1s\"\nfor = \"10m\"\n",
+        dir = fleet_dir.display()
+    ));
+    let mut run = setup.start_run("leaky", &scenario);
+    run.wait_for_record("fault_confirmed", Duration::from_secs(120));
+    signal(run.child.id(), libc::SIGKILL);
+    run.child.wait().unwrap();
+    let leaked = || {
+        walk_files(&fleet_dir)
+            .into_iter()
+            .filter(|path| path.to_string_lossy().contains("voxsoak-leak-"))
+            .count()
+    };
+    assert!(leaked() > 0, "the leak had written files before the kill");
+    let said = setup.clean(&[]);
+    assert!(
+        said.contains(&format!("removed {}", fleet_dir.display())),
+        "{said}"
+    );
+    assert_eq!(leaked(), 0, "{said}");
+    assert!(fleet_dir.join("the-fleets-own.wav").exists(), "{said}");
+    assert_eq!(setup.roots(), Vec::<PathBuf>::new(), "{said}");
+}
+
 /// `kill -9` of the harness while its fleet is frozen by process_stall (SIGSTOP): a stopped
 /// process acts on no signal but SIGKILL until continued, and SIGKILL is the death signal,
 /// so it dies too. The next `voxsoak run` removes what the killed one left.

@@ -258,6 +258,11 @@ impl ChaosPlane {
         stop: CancellationToken,
     ) -> ChaosRun {
         self.started = true;
+        if let Some(root) = &targets.temp_root {
+            // Leaked files are written down in the run's temp root as they are created, so
+            // that `voxsoak clean` finds them after a `kill -9` of the harness.
+            self.files.keep_ledger_in(root.clone());
+        }
         let occurrences = timeline(&self.faults, run_for, seed);
         let log_stop = CancellationToken::new();
         let tts_log = self.standins.as_ref().map(|standins| {

@@ -222,6 +222,9 @@ struct LeakRecord {
     tag: String,
     seed: u64,
     files: Mutex<LeakedFiles>,
+    /// Where each file is written down as it is created, so that `voxsoak clean` can
+    /// remove it should the harness be killed before it does (None by hand).
+    ledger: Option<crate::cleanup::TempRoot>,
 }
 
 #[derive(Debug, Default)]
@@ -298,9 +301,22 @@ impl LeakRecord {
 #[derive(Debug, Clone, Default)]
 pub struct HarnessFiles {
     leaks: Arc<Mutex<Vec<Arc<LeakRecord>>>>,
+    ledger: Arc<Mutex<Option<crate::cleanup::TempRoot>>>,
 }
 
 impl HarnessFiles {
+    /// Writes every file leaks create from now on into `root`'s ledger as well.
+    pub fn keep_ledger_in(&self, root: crate::cleanup::TempRoot) {
+        *self.ledger.lock().unwrap_or_else(PoisonError::into_inner) = Some(root);
+    }
+
+    fn ledger(&self) -> Option<crate::cleanup::TempRoot> {
+        self.ledger
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
     fn add(&self, leak: Arc<LeakRecord>) {
         self.lock().push(leak);
     }
@@ -455,6 +471,7 @@ impl TempFileLeakFault {
             tag: params.tag.clone(),
             seed: params.name_seed,
             files: Mutex::default(),
+            ledger: files.ledger(),
         });
         // Registered before the first file exists, so however the run ends it is removed.
         files.add(Arc::clone(&record));
@@ -713,6 +730,18 @@ impl FileToWrite {
                 inode,
                 written: None,
             });
+            if let Some(ledger) = &self.record.ledger {
+                // Before a byte is written: a harness killed while writing it leaves it in
+                // the ledger. A file the ledger cannot take is not written at all.
+                if let Err(error) = ledger.record_leaked(&self.dir.join(&name), inode) {
+                    drop(file);
+                    let _ = self
+                        .handle
+                        .remove_if(&name, files.created.last().expect("pushed"));
+                    files.created.pop();
+                    return Err(failed(error));
+                }
+            }
             file
         };
         let written = self.fill(&file);
