@@ -408,6 +408,13 @@ impl Plan {
             let rules: Vec<String> = fault.detect.iter().map(ToString::to_string).collect();
             self.row("  detected by", rules.join(" or "));
         }
+        self.row(
+            "confirm within",
+            format!(
+                "{}: each fault must show it is in effect by then; one not yet in effect at the end of its window is held on until it is (it met traffic), at most that long after its injection and never past the next one",
+                format_duration(scenario.chaos.confirm_within)
+            ),
+        );
         let timeline = super::faults::timeline(&scenario.faults, run_for, scenario.seed);
         self.line(
             2,
