@@ -52,9 +52,10 @@ pub struct ChaosTargets {
     pub database_url: Option<String>,
     /// The fleet's audio temp dir (embedded fleet).
     pub audio_tmp_dir: Option<PathBuf>,
-    /// The run's temp root: a directory a fault makes for itself outside it is registered
-    /// with [`crate::cleanup::TempRoot::claim`], so that it goes with the root, also after
-    /// a `kill -9` of the harness (`voxsoak clean`). None for `voxsoak chaos`.
+    /// The run's temp root: a file a fault leaks into a directory outside it is written
+    /// into the root's ledger with [`crate::cleanup::TempRoot::record_leaked`], so that it
+    /// goes with the root, also after a `kill -9` of the harness (`voxsoak clean`). None
+    /// for `voxsoak chaos`.
     pub temp_root: Option<crate::cleanup::TempRoot>,
 }
 
