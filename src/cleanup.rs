@@ -83,7 +83,7 @@ impl ProcessIdentity {
     pub fn of(pid: u32) -> Self {
         ProcessIdentity {
             pid,
-            started_ticks: crate::observe::process::sample(Some(pid))
+            started_ticks: crate::procinfo::sample(Some(pid))
                 .ok()
                 .map(|sample| sample.started_ticks),
         }
@@ -93,7 +93,7 @@ impl ProcessIdentity {
     /// can be asked after, and a pid that answers counts as running: never remove what a
     /// live run may still use.
     pub fn is_running(&self) -> bool {
-        match crate::observe::process::sample(Some(self.pid)) {
+        match crate::procinfo::sample(Some(self.pid)) {
             Ok(now) => {
                 now.running
                     && self

@@ -284,7 +284,7 @@ pub fn main(cli: Cli) -> i32 {
         Command::Plan { scenario } => match scenario::load(&scenario) {
             Ok(loaded) => {
                 print_warnings(&loaded, loaded.load.duration());
-                out(crate::escape::terminal(&scenario::render_plan(&loaded)));
+                out(crate::escape::terminal(&crate::plan::render_plan(&loaded)));
                 exit::PASS
             }
             Err(error) => {
@@ -404,7 +404,7 @@ where
     F: FnOnce(Shutdown) -> Fut,
     Fut: std::future::Future<Output = i32>,
 {
-    let _ = crate::observe::process::raise_open_file_limit();
+    let _ = crate::procinfo::raise_open_file_limit();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -582,7 +582,7 @@ fn dry_run(args: &RunArgs) -> i32 {
     };
     let run_for = args.duration.unwrap_or_else(|| loaded.load.duration());
     print_warnings(&loaded, run_for);
-    out(crate::escape::terminal(&scenario::render_plan_for(
+    out(crate::escape::terminal(&crate::plan::render_plan_for(
         &loaded, run_for,
     )));
     if !args.fleet_bugs.is_empty() {

@@ -1,13 +1,27 @@
 //! voxsoak: a chaos and soak testing harness for real-time voice-agent fleets.
 //!
-//! Data flows one way through the modules, in this order:
+//! The modules form layers, bottom first; each imports only layers below it (the table is
+//! `layers.toml`, and `tests/layers.rs` holds the code to it):
 //!
 //! ```text
-//! scenario (TOML) ─► load shaper ─► call driver ─► events ─► aggregator ─► report
+//! run, cli, main        the run as a story of steps; the command line
+//! report, plan          rendering: summary.json and the terminal summary; `voxsoak plan`
+//! grade                 judgement: reads journal records only, gives SLO verdicts
+//! producers             call, load, target, observe, chaos, cleanup (write the journal);
+//!                       standin, fleet, sink (servers that never import the harness)
+//! scenario, detect      the model: parse + validate; the grading plan and detection rules
+//! journal, contract     records every reader needs; plain data the model shares
+//! twilio, audio         the wire and the sound
+//! base                  units, exit, redact, escape, console, procinfo, failure
 //! ```
 //!
 //! - [`scenario`] parses a scenario file in two phases (raw serde types, then a validated
-//!   model) and renders the plan; every error carries file, line and column.
+//!   model); every error carries file, line and column. It imports nothing that runs.
+//! - [`contract`] is the plain data the model names and the runners carry out: the
+//!   reference fleet's bugs and settings, what a stand-in does wrong, how a pool is taken.
+//! - [`detect`] is the grading plan written into the journal and the one detection engine
+//!   that both the live observers and the grader run, so they agree by construction.
+//! - [`journal`] is the run journal (JSON lines) and the records read back from it.
 //! - [`twilio`] is the wire: Media Streams messages exactly as Twilio sends them, G.711
 //!   mu-law, the voice webhook, its signature and TwiML.
 //! - [`audio`] turns WAV fixtures and synthetic speech into 20 ms mu-law frames, and finds
@@ -16,23 +30,26 @@
 //!   and what it measured.
 //! - [`load`] decides when calls start (stages of concurrency, or an open arrival rate) and
 //!   runs them; calls report to one aggregating actor over a channel.
-//! - [`report`] turns the aggregate into the run directory (`summary.json`) and the terminal
-//!   summary.
-//! - [`grade`] turns the totals into SLO verdicts and the exit code.
-//! - [`observe`] reads processes from the outside (memory, CPU).
 //! - [`target`] resolves the fleet under test, starting it as a child process if asked.
+//! - [`observe`] watches the fleet as an operator would: health, metrics, alerts, logs,
+//!   its process and temp dir.
+//! - [`chaos`] injects faults on a schedule, confirms them and always undoes them.
+//! - [`grade`] reads the journal back and turns it into SLO verdicts and the exit code.
+//! - [`report`] writes `summary.json` and the terminal summary; [`plan`] renders
+//!   `voxsoak plan`.
 //! - [`sink`] is a minimal Twilio-speaking echo fleet, the harness's own baseline target.
 //! - [`fleet`] is the reference fleet, a real small voice-agent server with switchable
 //!   production bugs; it stands apart from the harness and shares only [`twilio`],
-//!   [`audio`] and [`standin`] (the OpenAI-compatible LLM and TTS stand-ins).
-//! - [`units`] parses sizes such as `512MiB`.
+//!   [`audio`], [`contract`] and [`standin`] (the OpenAI-compatible LLM and TTS stand-ins).
+//! - [`units`] parses and writes sizes and durations; [`exit`] names the exit codes.
 //! - [`redact`] masks secrets (URL credentials, tokens) and [`escape`] makes outside text
 //!   (the fleet's, the scenario's names) safe to show, in everything written or printed.
-//! - [`run`] wires the pieces for `voxsoak run`.
+//! - [`console`] writes lines and the live view for the terminal, never panicking on a
+//!   closed pipe or a hung-up terminal; [`procinfo`] reads a process's memory and CPU from
+//!   `/proc`; [`failure`] says why a request to the fleet got no answer.
 //! - [`cleanup`] keeps what a run leaves on the machine findable and removable, also after
 //!   a `kill -9` of the harness (per-run temp roots, pid files, `voxsoak clean`).
-//! - [`console`] writes lines for the terminal that never panic on a closed pipe or a
-//!   hung-up terminal; the fleet and the sink use it too, as they use [`units`].
+//! - [`run`] wires the pieces for `voxsoak run`; [`cli`] is the command line.
 
 pub mod audio;
 pub mod call;
@@ -40,13 +57,18 @@ pub mod chaos;
 pub mod cleanup;
 pub mod cli;
 pub mod console;
+pub mod contract;
+pub mod detect;
 pub mod escape;
 pub mod exit;
+pub mod failure;
 pub mod fleet;
 pub mod grade;
 pub mod journal;
 pub mod load;
 pub mod observe;
+pub mod plan;
+pub mod procinfo;
 pub mod redact;
 pub mod report;
 pub mod run;

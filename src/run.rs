@@ -42,7 +42,7 @@ pub struct RunOptions {
     /// The voxsoak binary to start child fleets with.
     pub exe: PathBuf,
     /// Production bugs to switch on in the embedded reference fleet (`--fleet-bug`).
-    pub fleet_bugs: Vec<crate::fleet::Bug>,
+    pub fleet_bugs: Vec<crate::contract::fleet::Bug>,
 }
 
 /// Why a run could not be carried out (exit code 2).
@@ -607,7 +607,7 @@ struct ProgressDisplay {
 impl ProgressDisplay {
     fn new(enabled: bool, total: Duration) -> Self {
         let terminal = std::io::stderr().is_terminal();
-        let bar = (enabled && terminal).then(crate::report::live_bar);
+        let bar = (enabled && terminal).then(crate::console::live_bar);
         ProgressDisplay {
             bar,
             plain: enabled && !terminal,
@@ -617,15 +617,15 @@ impl ProgressDisplay {
     }
 
     /// Where lines about the run go while this is drawn (above it, on a terminal).
-    fn lines(&self) -> crate::report::LiveLines {
-        crate::report::LiveLines::new(self.bar.clone(), self.plain)
+    fn lines(&self) -> crate::console::LiveLines {
+        crate::console::LiveLines::new(self.bar.clone(), self.plain)
     }
 
     fn line(&self, progress: &Progress) -> String {
         format!(
             "{} / {}  active {:>5}  started {:>6}  {:>6.1} calls/s  success {}  p95 response {}",
-            crate::report::clock(progress.elapsed),
-            crate::report::clock(self.total),
+            crate::console::clock(progress.elapsed),
+            crate::console::clock(self.total),
             progress.active,
             progress.started,
             progress.calls_per_second,

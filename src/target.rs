@@ -40,8 +40,11 @@ use url::Url;
 
 use crate::call::CallEndpoint;
 use crate::cleanup::PidFile;
-use crate::fleet::Bug;
+use crate::contract::fleet::Bug;
 use crate::scenario::{EmbeddedFleet, Endpoint, Scenario, SinkOptions, Target};
+
+/// A fleet process the run, the chaos plane and the observers share.
+pub type SharedFleet = std::sync::Arc<tokio::sync::Mutex<SpawnedFleet>>;
 
 /// How long `voxsoak sink` may take to print the address it listens on.
 const SINK_SPAWN_TIMEOUT: Duration = Duration::from_secs(15);
@@ -1025,7 +1028,7 @@ async fn spawn_embedded(
     let listening = spawn_listening(
         command,
         "voxsoak fleet",
-        crate::fleet::LISTENING_PREFIX,
+        crate::contract::fleet::LISTENING_PREFIX,
         FLEET_SPAWN_TIMEOUT,
         output_log,
         wiring.pid_file.clone(),

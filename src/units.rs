@@ -52,6 +52,40 @@ pub fn format_byte_size(bytes: u64) -> String {
     }
 }
 
+/// A duration the way the file spells them: `300ms`, `1.5s`, `2m18s`, `1h30m`, `72h`.
+pub fn format_duration(duration: std::time::Duration) -> String {
+    use std::fmt::Write as _;
+    use std::time::Duration;
+    if duration.is_zero() {
+        return "0s".to_owned();
+    }
+    if duration < Duration::from_millis(1) {
+        return format!("{}us", duration.as_micros());
+    }
+    let millis = duration.as_millis();
+    if millis < 1000 {
+        return format!("{millis}ms");
+    }
+    let (hours, minutes) = (millis / 3_600_000, millis / 60_000 % 60);
+    let (seconds, fraction) = (millis / 1000 % 60, millis % 1000);
+    let mut text = String::new();
+    if hours > 0 {
+        let _ = write!(text, "{hours}h");
+    }
+    if minutes > 0 {
+        let _ = write!(text, "{minutes}m");
+    }
+    if seconds > 0 || fraction > 0 {
+        let _ = write!(text, "{seconds}");
+        if fraction > 0 {
+            let digits = format!("{fraction:03}");
+            let _ = write!(text, ".{}", digits.trim_end_matches('0'));
+        }
+        text.push('s');
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

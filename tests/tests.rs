@@ -12,6 +12,7 @@ mod fleet;
 mod fleet_util;
 mod indie_fleet;
 mod indie_verdicts;
+mod layers;
 mod misbehaving_fleet;
 mod observe;
 mod report;

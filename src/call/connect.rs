@@ -68,7 +68,7 @@ impl std::fmt::Debug for CallEndpoint {
 /// What went wrong, causes included: "connection refused" says the fleet is down, where
 /// "error sending request" says nothing.
 fn failure(error: &(dyn std::error::Error + 'static)) -> String {
-    crate::observe::health::RequestFailure::of_error(error).detail
+    crate::failure::RequestFailure::of_error(error).detail
 }
 
 /// Why a call could not open its stream. URLs in it have their credentials masked

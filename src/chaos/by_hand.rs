@@ -787,7 +787,7 @@ impl LiveView {
     fn new(total: Duration) -> Self {
         let bar = std::io::stderr()
             .is_terminal()
-            .then(crate::report::live_bar);
+            .then(crate::console::live_bar);
         LiveView {
             bar,
             total,
@@ -824,8 +824,8 @@ impl LiveView {
 pub fn progress_line(elapsed: Duration, total: Duration, confirmation: &Confirmation) -> String {
     format!(
         "{} / {}  {:<14} {}",
-        crate::report::clock(elapsed),
-        crate::report::clock(total),
+        crate::console::clock(elapsed),
+        crate::console::clock(total),
         if confirmation.in_effect {
             "in effect"
         } else {
@@ -841,10 +841,10 @@ pub fn render_outcome(outcome: &ByHandOutcome) -> String {
     let ended = if outcome.interrupted {
         format!(
             "stopped early after {}",
-            crate::report::clock(outcome.elapsed)
+            crate::console::clock(outcome.elapsed)
         )
     } else {
-        format!("ended after {}", crate::report::clock(outcome.elapsed))
+        format!("ended after {}", crate::console::clock(outcome.elapsed))
     };
     let shown = |text: &str| crate::escape::line(text).into_owned();
     text.push_str(&format!(

@@ -22,7 +22,7 @@ use super::proxy::FaultProxy;
 use super::standin::{StandIns, base_url};
 use super::temp_files::HarnessFiles;
 use super::tts_log::journal_tts_requests;
-use crate::grade::detect::Injection;
+use crate::detect::Injection;
 use crate::journal::{Journal, round_ms};
 use crate::observe::{Observation, Signal};
 use crate::scenario::faults::{FaultSpec, Occurrence, ProxyUpstream, ScheduledFault, timeline};

@@ -4,19 +4,14 @@
 //! quietest outage there is) and SIGCONT at clear. A kill is SIGKILL, as an OOM killer or a
 //! node failure would, and the fleet is started again at clear on the same address, as a
 //! supervisor would. The restart goes through the same start as the first one
-//! ([`SpawnedFleet::restart`]): the new process also dies with the harness, and the run
+//! ([`crate::target::SpawnedFleet::restart`]): the new process also dies with the harness, and the run
 //! directory's `fleet.pid` is rewritten to name it (see [`crate::target`]).
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Mutex;
-
 use super::{Confirmation, FaultError};
-use crate::target::SpawnedFleet;
 
-/// A fleet process the run and the chaos plane share.
-pub type SharedFleet = Arc<Mutex<SpawnedFleet>>;
+pub use crate::target::SharedFleet;
 
 /// The process a fault signals: one the harness started (and can start again), or any pid
 /// (`voxsoak chaos process_stall --pid N`).

@@ -45,7 +45,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{Confirmation, FaultError};
-use crate::scenario::faults::{FreeSpaceFloor, MAX_LEAK_FILES};
+use crate::scenario::faults::{FreeSpaceFloor, MAX_LEAK_FILES, leak_prefix};
 use crate::scenario::writable;
 use crate::units::format_byte_size;
 
@@ -191,13 +191,6 @@ impl CreatedFile {
 fn c_name(name: &str) -> std::io::Result<CString> {
     CString::new(Path::new(name).as_os_str().as_bytes())
         .map_err(|error| std::io::Error::new(std::io::ErrorKind::InvalidInput, error))
-}
-
-/// What the name of every file leaked under `tag` starts with. A run's leaks are tagged
-/// `<run id>-<fault>-<occurrence>`, so `leak_prefix(run_id)` starts every file name the
-/// run leaks: the temp-dir observer leaves them out to measure the fleet's own files.
-pub fn leak_prefix(tag: &str) -> String {
-    format!("voxsoak-leak-{tag}-")
 }
 
 /// The name of file `index` of a leak: its tag, its number, and 64 random bits derived

@@ -34,7 +34,7 @@ use crate::twilio::messages::{self, TwilioEvent, parse_twilio_event};
 use crate::twilio::webhook::serve;
 
 /// Silence after speech that ends a caller turn (as the sink's endpointer).
-const END_OF_TURN: Duration = crate::sink::END_OF_TURN;
+const END_OF_TURN: Duration = crate::contract::sink::END_OF_TURN;
 /// Speech shorter than this is noise.
 const MIN_SPEECH: Duration = Duration::from_millis(60);
 /// Agent audio goes out in pieces of this many mu-law bytes (100 ms).

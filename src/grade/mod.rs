@@ -7,9 +7,9 @@ use serde::Serialize;
 
 use crate::load::aggregate::{Percentiles, Totals};
 
-pub mod detect;
+pub use crate::detect;
 pub mod evaluate;
-pub mod plan;
+pub use crate::detect::plan;
 pub mod recovery;
 pub mod replay;
 

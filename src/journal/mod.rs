@@ -14,6 +14,7 @@
 //! line cut short by a crash is left out and said, never an error.
 
 pub mod histogram;
+pub mod signal;
 
 use std::io::Write;
 use std::path::Path;

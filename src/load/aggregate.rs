@@ -13,7 +13,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::Instant;
 
 use crate::call::{CallEvent, CallOutcome};
-use crate::observe::process;
+use crate::procinfo as process;
 
 /// Failure examples kept for the report: enough to see what went wrong, bounded.
 pub const FAILURE_EXAMPLES: usize = 10;

@@ -11,9 +11,9 @@ use serde_json::json;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::process::ProcessSample;
-use crate::chaos::process::SharedFleet;
 use crate::journal::Journal;
+use crate::procinfo::ProcessSample;
+use crate::target::SharedFleet;
 
 const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 pub(crate) const JOURNAL_EVERY: Duration = Duration::from_secs(10);
@@ -161,7 +161,7 @@ pub async fn watch(
         }
         drop(guard);
         let Some(pid) = pid else { continue };
-        if let Ok(sample) = super::process::sample(Some(pid)) {
+        if let Ok(sample) = crate::procinfo::sample(Some(pid)) {
             usage.add(pid, sample, &journal);
         }
     }

@@ -11,11 +11,11 @@ use serde_json::json;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::{Observation, Signal};
-use crate::grade::detect::{self, Detection, Detector, Injection};
-use crate::grade::plan::FaultPlan;
-use crate::grade::replay::Signal as Journaled;
+use crate::console::LiveLines;
+use crate::detect::plan::FaultPlan;
+use crate::detect::{self, Detection, Detector, Injection};
+use crate::journal::signal::Signal as Journaled;
 use crate::journal::{Journal, round_ms};
-use crate::report::LiveLines;
 use crate::scenario::faults::MetricCondition;
 
 /// How often a `fleet_sample` (RSS, temp dir) is journaled.
@@ -100,7 +100,7 @@ impl Detections {
         );
         self.lines.say(&format!(
             "{}  fault {} #{} detected {:.1}s after its injection, by {}",
-            crate::report::clock(std::time::Duration::from_secs_f64(
+            crate::console::clock(std::time::Duration::from_secs_f64(
                 detection.seen_s.max(0.0)
             )),
             injection.fault,
@@ -334,7 +334,7 @@ pub async fn run_hub(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::grade::plan::RuleSpec;
+    use crate::detect::plan::RuleSpec;
     use crate::grade::replay::{self, RunRecord};
     use crate::observe::Observation;
     use crate::scenario::faults::DetectionRule;
@@ -665,7 +665,7 @@ mod tests {
 #[cfg(test)]
 mod detection_tests {
     use super::*;
-    use crate::grade::plan::RuleSpec;
+    use crate::detect::plan::RuleSpec;
     use crate::scenario::faults::RecoverFrom;
     use std::time::Duration;
     use tokio::time::Instant;
@@ -728,8 +728,8 @@ mod detection_tests {
         };
         journal.record(
             "run_started",
-            json!({"grading": crate::grade::plan::GradePlan {
-                slo: crate::grade::plan::SloPlan::default(),
+            json!({"grading": crate::detect::plan::GradePlan {
+                slo: crate::detect::plan::SloPlan::default(),
                 faults: faults.clone(),
             }}),
         );

@@ -16,7 +16,6 @@ pub mod health;
 pub mod hub;
 pub mod log_tail;
 pub mod pid_file;
-pub mod process;
 pub mod prometheus;
 pub mod temp_dir;
 
@@ -30,8 +29,8 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::console::LiveLines;
 use crate::journal::Journal;
-use crate::report::LiveLines;
 use crate::scenario::faults::{DetectionRule, MetricCondition};
 use crate::scenario::observe::{ProcessWatch, RecordedSeries};
 use crate::scenario::{Scenario, Target};
@@ -144,7 +143,7 @@ pub enum Signal {
     LogUnreadable { file: PathBuf, reason: String },
     /// Not the fleet's: the chaos plane injected a fault, and the hub watches for the
     /// signal that detects it.
-    FaultInjected(crate::grade::detect::Injection),
+    FaultInjected(crate::detect::Injection),
 }
 
 /// Starts the alert receiver, if this run has one: for the embedded fleet on a free port
@@ -219,7 +218,7 @@ pub struct TempDirWatch {
     pub dir: PathBuf,
     pub interval: Duration,
     /// Files whose names start with this are the harness's own (see
-    /// [`crate::chaos::temp_files::leak_prefix`]).
+    /// [`crate::scenario::faults::leak_prefix`]).
     pub excluded_prefix: String,
 }
 
@@ -274,7 +273,7 @@ impl Watch {
             .map(|dir| TempDirWatch {
                 dir,
                 interval: settings.temp_dir_interval,
-                excluded_prefix: crate::chaos::temp_files::leak_prefix(run.run_id),
+                excluded_prefix: crate::scenario::faults::leak_prefix(run.run_id),
             });
         let default_log_file = settings.log_file.clone().or_else(|| {
             embedded
@@ -477,7 +476,7 @@ pub fn start(
             conditions: watch.conditions,
             default_log_file: watch.default_log_file,
             crash_by_health: matches!(watch.process, Some(ProcessWatching::Health(_))),
-            faults: crate::grade::plan::GradePlan::from_scenario(scenario).faults,
+            faults: crate::detect::plan::GradePlan::from_scenario(scenario).faults,
             lines: run.lines.clone(),
         },
         stop,

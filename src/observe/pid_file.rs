@@ -13,8 +13,8 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::fleet_process::UsageWindow;
-use super::process::ProcessSample;
 use crate::journal::Journal;
+use crate::procinfo::ProcessSample;
 
 /// How often the file is read and the process sampled: how late an exit is seen.
 pub const SAMPLE_EVERY: Duration = Duration::from_secs(1);
@@ -170,7 +170,7 @@ pub async fn watch(pid_file: PathBuf, journal: Journal, stop: CancellationToken)
             () = stop.cancelled() => return,
         }
         let named = read_pid(&pid_file);
-        let events = state.step(named, |pid| super::process::sample(Some(pid)).ok());
+        let events = state.step(named, |pid| crate::procinfo::sample(Some(pid)).ok());
         for event in events {
             match event {
                 Event::Sample(pid, sample) => usage.add(pid, sample, &journal),

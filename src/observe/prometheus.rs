@@ -201,7 +201,7 @@ async fn fetch(http: &reqwest::Client, url: &str, timeout: Duration) -> Result<S
         .timeout(timeout)
         .send()
         .await
-        .map_err(|error| super::health::RequestFailure::of(error).detail)?;
+        .map_err(|error| crate::failure::RequestFailure::of(error).detail)?;
     if !response.status().is_success() {
         return Err(format!("status {}", response.status().as_u16()));
     }
@@ -214,7 +214,7 @@ async fn fetch(http: &reqwest::Client, url: &str, timeout: Duration) -> Result<S
     let bytes = response
         .bytes()
         .await
-        .map_err(|error| super::health::RequestFailure::of(error).detail)?;
+        .map_err(|error| crate::failure::RequestFailure::of(error).detail)?;
     if bytes.len() > MAX_PAGE {
         return Err("the page is over 8 MiB".to_owned());
     }

@@ -96,7 +96,7 @@ pub async fn sample(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chaos::temp_files::leak_prefix;
+    use crate::scenario::faults::leak_prefix;
 
     fn write(path: &Path, bytes: usize) {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();

@@ -1,7 +1,6 @@
 //! Reporters: the run directory's `summary.json` (a public contract, see DESIGN.md) and the
 //! summary printed at the end of a run.
 
-use crate::console::errln;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io;
@@ -455,57 +454,6 @@ impl Summary {
             );
         }
         crate::redact::text(&out).into_owned()
-    }
-}
-
-/// `HH:MM:SS`, as the live lines show elapsed time.
-pub fn clock(duration: std::time::Duration) -> String {
-    let seconds = duration.as_secs();
-    format!(
-        "{:02}:{:02}:{:02}",
-        seconds / 3600,
-        seconds / 60 % 60,
-        seconds % 60
-    )
-}
-
-/// A one-line spinner with a message, drawn on stderr at most 4 times a second.
-pub fn live_bar() -> indicatif::ProgressBar {
-    let bar = indicatif::ProgressBar::with_draw_target(
-        None,
-        indicatif::ProgressDrawTarget::stderr_with_hz(4),
-    );
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{spinner} {msg}").expect("static template"),
-    );
-    bar
-}
-
-/// Lines about the run printed as things happen (a fault detected): above the live bar on a
-/// terminal, plain on stderr otherwise, nowhere with `--quiet` (the default).
-#[derive(Debug, Clone, Default)]
-pub struct LiveLines {
-    /// The run's live bar, when stderr is a terminal: lines go above it, not through it.
-    bar: Option<indicatif::ProgressBar>,
-    plain: bool,
-}
-
-impl LiveLines {
-    /// Lines above `bar`, or plain ones when there is none and `plain`.
-    pub fn new(bar: Option<indicatif::ProgressBar>, plain: bool) -> Self {
-        LiveLines { bar, plain }
-    }
-
-    /// Prints `line` as one line: what came from the fleet in it (an alert's name) is
-    /// escaped, secrets masked.
-    pub fn say(&self, line: &str) {
-        let line = crate::escape::terminal_line(line);
-        let line = line.as_ref();
-        match &self.bar {
-            Some(bar) => bar.println(line),
-            None if self.plain => errln(format_args!("{line}")),
-            None => {}
-        }
     }
 }
 

@@ -7,9 +7,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use super::validate::faults::{parse_metric_condition, parse_series_selector};
-pub use crate::chaos::db::DbPoolMethod;
-use crate::standin::llm::LlmFault;
-use crate::standin::tts::TtsFault;
+pub use crate::contract::db::DbPoolMethod;
+use crate::contract::standin::{LlmFault, TtsFault};
+use crate::units::format_byte_size;
 
 /// The fault kinds a scenario can name, as it names them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -587,7 +587,7 @@ pub fn never_injected(
     seed: u64,
 ) -> Vec<super::Diagnostic> {
     let injected = timeline(faults, run_for, seed);
-    let format = super::plan::format_duration;
+    let format = crate::units::format_duration;
     faults
         .iter()
         .enumerate()
@@ -614,4 +614,37 @@ pub fn never_injected(
             }
         })
         .collect()
+}
+
+/// Where a leak writes, resolved, and the limits it keeps to.
+pub fn describe_leak(leak: &TempFileLeak) -> String {
+    let dir = match &leak.dir {
+        LeakDir::FleetTempDir => "the fleet's AUDIO_TMP_DIR".to_owned(),
+        LeakDir::Declared { dir, within } if dir == within => dir.display().to_string(),
+        LeakDir::Declared { dir, within } => {
+            format!("{} (within {})", dir.display(), within.display())
+        }
+    };
+    let ceiling = if leak.max_total > LEAK_CEILING {
+        format!(
+            "over the {} ceiling by allow_large_leaks",
+            format_byte_size(LEAK_CEILING)
+        )
+    } else {
+        format!("ceiling {}", format_byte_size(LEAK_CEILING))
+    };
+    format!(
+        "writes {} files at {}/s into {dir} (at most {}, {ceiling}; stops before free space there falls below {})",
+        format_byte_size(leak.file_size),
+        format_byte_size(leak.bytes_per_second),
+        format_byte_size(leak.max_total),
+        leak.min_free
+    )
+}
+
+/// What the name of every file leaked under `tag` starts with. A run's leaks are tagged
+/// `<run id>-<fault>-<occurrence>`, so `leak_prefix(run_id)` starts every file name the
+/// run leaks: the temp-dir observer leaves them out to measure the fleet's own files.
+pub fn leak_prefix(tag: &str) -> String {
+    format!("voxsoak-leak-{tag}-")
 }

@@ -299,7 +299,6 @@
 mod error;
 pub mod faults;
 pub mod observe;
-mod plan;
 mod raw;
 mod schedule;
 mod validate;
@@ -321,11 +320,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use error::{Diagnostic, ScenarioError, Warnings};
+pub use faults::describe_leak;
 pub use faults::{
     AbortConditions, ChaosSettings, DetectionRule, FaultKind, FaultSpec, ScheduledFault,
 };
 pub use observe::ObserveSettings;
-pub use plan::{describe_leak, render_plan, render_plan_for};
 pub use schedule::{ArrivalOffsets, CallChoice, PlannedStep, UtteranceSource};
 
 /// The hosts a target may live on when the scenario does not say otherwise: the harness
@@ -463,7 +462,7 @@ pub struct SinkOptions {
 #[derive(Debug, Clone, PartialEq)]
 pub struct EmbeddedFleet {
     /// Production bugs switched on (`bugs = ["no-backoff"]`); `--fleet-bug` adds more.
-    pub bugs: Vec<crate::fleet::Bug>,
+    pub bugs: Vec<crate::contract::fleet::Bug>,
     /// Name of the environment variable holding a `postgres://` URL (`database_url_env`);
     /// None: a SQLite file in the run's temp dir. The URL itself never lands in a file.
     pub database_url_env: Option<String>,
@@ -480,7 +479,7 @@ pub struct EmbeddedFleet {
 
 impl Default for EmbeddedFleet {
     fn default() -> Self {
-        let fleet = crate::fleet::FleetOptions::default();
+        let fleet = crate::contract::fleet::FleetOptions::default();
         EmbeddedFleet {
             bugs: Vec::new(),
             database_url_env: None,

@@ -329,7 +329,7 @@ fn durations_parse_with_units() {
         let source = format!("{SINK}[load]\nstages = [{{ ramp_to = 1, over = \"{text}\" }}]\n");
         assert_eq!(parse_ok(&source).load.duration(), expected, "{text}");
         assert_eq!(
-            validate::parse_duration(&plan::format_duration(expected)),
+            validate::parse_duration(&crate::units::format_duration(expected)),
             Some(expected)
         );
     }
@@ -565,7 +565,10 @@ fn embedded_fleet_with_every_key() {
     assert_eq!(
         scenario.target,
         Target::Embedded(EmbeddedFleet {
-            bugs: vec![crate::fleet::Bug::NoBackoff, crate::fleet::Bug::SilentStall],
+            bugs: vec![
+                crate::contract::fleet::Bug::NoBackoff,
+                crate::contract::fleet::Bug::SilentStall
+            ],
             database_url_env: Some("VOXSOAK_PG_URL".into()),
             db_pool_size: 4,
             orders: 20_000,
@@ -583,7 +586,7 @@ fn embedded_fleet_with_every_key() {
 fn embedded_fleet_defaults() {
     let scenario = parse_ok(&format!("[target]\nfleet = \"embedded\"\n{STAGES}"));
     assert_eq!(scenario.target, Target::Embedded(EmbeddedFleet::default()));
-    let fleet = crate::fleet::FleetOptions::default();
+    let fleet = crate::contract::fleet::FleetOptions::default();
     let Target::Embedded(embedded) = scenario.target else {
         unreachable!()
     };
@@ -1091,7 +1094,7 @@ fn plan_shows_the_timeline_and_first_calls() {
     let (_dir, scenarios, _fixtures) = fixture_tree();
     let path = scenarios.join("full.toml");
     fs::write(&path, FULL_SINK).unwrap();
-    let plan = render_plan(&load(&path).unwrap());
+    let plan = crate::plan::render_plan(&load(&path).unwrap());
     for expected in [
         "scenario full",
         "seed               7",
@@ -1120,7 +1123,7 @@ fn plan_shows_the_timeline_and_first_calls() {
 
 #[test]
 fn plan_shows_the_embedded_fleet() {
-    let plan = render_plan(&parse_ok(FULL_EMBEDDED));
+    let plan = crate::plan::render_plan(&parse_ok(FULL_EMBEDDED));
     for expected in [
         "fleet              embedded (voxsoak fleet, the reference fleet, started by the harness)",
         "bugs               no-backoff, silent-stall",
@@ -1136,7 +1139,7 @@ fn plan_shows_the_embedded_fleet() {
     ] {
         assert!(plan.contains(expected), "missing {expected:?} in\n{plan}");
     }
-    let plan = render_plan(&parse_ok(&format!(
+    let plan = crate::plan::render_plan(&parse_ok(&format!(
         "[target]\nfleet = \"embedded\"\n{STAGES}"
     )));
     for expected in [
@@ -1154,7 +1157,7 @@ fn plan_shows_the_embedded_fleet() {
 
 #[test]
 fn plan_for_open_model_lists_arrivals() {
-    let plan = render_plan(&parse_ok(
+    let plan = crate::plan::render_plan(&parse_ok(
         "[target]\nstream_url = \"ws://127.0.0.1:8080/stream\"\n\
          [load]\ncalls_per_minute = 120\nduration = \"5m\"\nmax_concurrent = 1000\n",
     ));
@@ -1177,10 +1180,12 @@ fn sample_files_stay_valid() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scenario_files");
     for name in ["sink-baseline.toml", "open-rate.toml", "embedded.toml"] {
         let scenario = load(&dir.join(name)).unwrap_or_else(|error| panic!("{error}"));
-        assert!(!render_plan(&scenario).is_empty());
+        assert!(!crate::plan::render_plan(&scenario).is_empty());
     }
     let embedded = load(&dir.join("embedded.toml")).unwrap();
-    assert!(render_plan(&embedded).contains("bugs               no-backoff, temp-leak"));
+    assert!(
+        crate::plan::render_plan(&embedded).contains("bugs               no-backoff, temp-leak")
+    );
     let error = load(&dir.join("invalid.toml")).unwrap_err();
     let ScenarioError::Invalid { diagnostics, .. } = error else {
         panic!("invalid expected")

@@ -6,8 +6,7 @@ use std::time::Duration;
 use super::faults::*;
 use super::tests::{diagnostics as errors, parse_ok};
 use super::*;
-use crate::standin::llm::LlmFault;
-use crate::standin::tts::TtsFault;
+use crate::contract::standin::{LlmFault, TtsFault};
 
 pub(super) const EMBEDDED: &str = "[target]\nfleet = \"embedded\"\n[load]\nstages = [{ ramp_to = 1, over = \"1s\" }, { hold = \"10m\" }]\n";
 pub(super) const EXTERNAL: &str = "[target]\nstream_url = \"ws://127.0.0.1:9/stream\"\n[load]\nstages = [{ ramp_to = 1, over = \"1s\" }, { hold = \"10m\" }]\n";

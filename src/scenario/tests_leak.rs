@@ -291,7 +291,7 @@ fn the_plan_shows_the_resolved_dir_and_the_caps() {
             "min_free = \"3GiB\"\n"
         )
     ));
-    let plan = super::render_plan(&scenario);
+    let plan = crate::plan::render_plan(&scenario);
     let expected = format!(
         "writes 1.0 MiB files at 4.0 MiB/s into {}/audio (within {}) (at most 1.0 GiB, ceiling 10.0 GiB; stops before free space there falls below 3.0 GiB); removed when the run ends",
         allowed.display(),
@@ -300,10 +300,10 @@ fn the_plan_shows_the_resolved_dir_and_the_caps() {
     assert!(plan.contains(&expected), "{plan}");
     let embedded = parse_ok(&format!("{EMBEDDED}{}", leak("", "")));
     assert!(
-        super::render_plan(&embedded).contains(
+        crate::plan::render_plan(&embedded).contains(
             "into the fleet's AUDIO_TMP_DIR (at most 1.0 GiB, ceiling 10.0 GiB; stops before free space there falls below 5% of the filesystem or 2.0 GiB, whichever is larger)"
         ),
         "{}",
-        super::render_plan(&embedded)
+        crate::plan::render_plan(&embedded)
     );
 }

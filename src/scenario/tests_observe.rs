@@ -475,7 +475,7 @@ detect = [{ alert = "TtsRateLimited" }, { metric = "tts_requests_total{status=\"
 #[test]
 fn the_plan_lists_the_observers() {
     let plan = |source: &str| {
-        let text = super::render_plan(&parse_ok(source));
+        let text = crate::plan::render_plan(&parse_ok(source));
         let from = text.find("\nobservers\n").expect("an observers section");
         let section = &text[from + 1..];
         let to = section.find("\n\n").unwrap_or(section.len());

@@ -18,7 +18,7 @@ use super::{
     EmbeddedFleet, Endpoint, ExternalTarget, Fixture, HangUpPolicy, Load, Scenario, ScriptBody,
     SinkOptions, Slos, Stage, Step, SyntheticPool, Target, UtteranceRef, normalize_host,
 };
-use crate::fleet::Bug;
+use crate::contract::fleet::Bug;
 
 #[path = "validate_faults.rs"]
 pub(super) mod faults;
@@ -228,7 +228,7 @@ impl Validator<'_> {
     fn target(&mut self, raw: Option<Spanned<RawTarget>>) -> (Target, Vec<String>) {
         let default_hosts: Vec<String> = DEFAULT_ALLOW_HOSTS.map(String::from).to_vec();
         let fallback = Target::Sink(SinkOptions {
-            reply_delay: crate::sink::SinkOptions::default().reply_delay,
+            reply_delay: crate::contract::sink::DEFAULT_REPLY_DELAY,
             reply_length: Duration::from_millis(800),
         });
         let Some(raw) = raw else {
@@ -354,7 +354,7 @@ impl Validator<'_> {
                 raw.reply_delay.as_ref(),
                 "reply_delay",
                 Zero::Allowed,
-                crate::sink::SinkOptions::default().reply_delay,
+                crate::contract::sink::DEFAULT_REPLY_DELAY,
             ),
             reply_length: self.duration_or(
                 raw.reply_length.as_ref(),
@@ -364,13 +364,13 @@ impl Validator<'_> {
             ),
         };
         if let Some(value) = &raw.reply_delay
-            && options.reply_delay < crate::sink::END_OF_TURN
+            && options.reply_delay < crate::contract::sink::END_OF_TURN
         {
             self.error(
                 value.span(),
                 format!(
                     "reply_delay must be at least 500ms: the sink waits that much silence to know the caller's turn ended, found {:?}",
-                    super::plan::format_duration(options.reply_delay)
+                    crate::units::format_duration(options.reply_delay)
                 ),
             );
         }
@@ -960,8 +960,8 @@ impl Validator<'_> {
                 span,
                 format!(
                     "synthetic min ({}) is longer than max ({})",
-                    super::plan::format_duration(pool.min),
-                    super::plan::format_duration(pool.max)
+                    crate::units::format_duration(pool.min),
+                    crate::units::format_duration(pool.max)
                 ),
             );
         }
@@ -1011,7 +1011,7 @@ impl Validator<'_> {
                             span,
                             format!(
                                 "fixtures add up to more than {} of audio (with {}), the limit for a scenario: every fixture is kept in memory for the whole run",
-                                super::plan::format_duration(MAX_FIXTURES_AUDIO),
+                                crate::units::format_duration(MAX_FIXTURES_AUDIO),
                                 fixture.path.display()
                             ),
                         );

@@ -7,6 +7,7 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::{Validator, Zero, describe, host_in};
+use crate::contract::standin::{LlmFault, TtsFault};
 use crate::scenario::faults::{
     AbortConditions, ChaosSettings, Comparison, DEFAULT_CONFIRM_WITHIN, DbPoolExhaustion,
     DbPoolMethod, DetectionRule, FaultKind, FaultSpec, FreeSpaceFloor, LEAK_CEILING, LeakDir,
@@ -16,8 +17,6 @@ use crate::scenario::faults::{
 use crate::scenario::observe::ObserveSettings;
 use crate::scenario::raw::{RawAbort, RawChaos, RawFault, RawValue};
 use crate::scenario::{Diagnostic, Target, writable};
-use crate::standin::llm::LlmFault;
-use crate::standin::tts::TtsFault;
 use crate::units::format_byte_size;
 
 const MAX_FAULTS: usize = 1000;

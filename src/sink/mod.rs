@@ -37,11 +37,7 @@ use crate::twilio::webhook::serve;
 const REPLY_CHUNK: Duration = Duration::from_millis(100);
 /// Speech shorter than this is noise, not a caller turn.
 const MIN_SPEECH: Duration = Duration::from_millis(60);
-/// Silence after speech that ends a caller turn. Speakers pause up to about 350 ms at commas
-/// and full stops inside one turn (so do the espeak-ng fixtures); a real agent's endpointing
-/// waits longer than that, and so does the sink. Replies come `reply_delay` after the end of
-/// speech, but never before this much silence was heard.
-pub const END_OF_TURN: Duration = Duration::from_millis(500);
+pub use crate::contract::sink::{DEFAULT_REPLY_DELAY, END_OF_TURN};
 
 /// How the sink behaves.
 #[derive(Debug, Clone)]
@@ -58,7 +54,7 @@ pub struct SinkOptions {
 impl Default for SinkOptions {
     fn default() -> Self {
         SinkOptions {
-            reply_delay: Duration::from_millis(600),
+            reply_delay: DEFAULT_REPLY_DELAY,
             reply_length: Duration::from_millis(800),
             greeting: false,
             auth_token: None,

@@ -44,30 +44,7 @@ use super::{
     status_error, status_from, unix_secs,
 };
 
-/// What goes wrong with the model's answers.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub enum LlmFault {
-    #[default]
-    None,
-    /// A tool call with `arguments: "{}"`.
-    EmptyToolParams,
-    /// Required parameters left out (an optional one, e.g. `{"limit": 5}`, is still there).
-    MissingRequired,
-    /// Required parameters of the wrong JSON type (a number where a string belongs).
-    WrongTypes,
-    /// A required string parameter `bytes` long.
-    OversizedValues { bytes: usize },
-    /// A call to a tool the request did not offer.
-    UnknownTool { name: String },
-    /// A streamed answer cut off mid-way: no `[DONE]`, the connection just ends. Plain
-    /// answers get a body cut in the middle of the JSON.
-    TruncatedStream,
-    /// Answer with this status and an OpenAI-style error body.
-    Status {
-        code: u16,
-        retry_after: Option<Duration>,
-    },
-}
+pub use crate::contract::standin::LlmFault;
 
 /// The stand-in's behaviour, swapped atomically at run time.
 #[derive(Debug, Clone, PartialEq)]

@@ -39,19 +39,7 @@ use super::{
 use crate::audio::resample::resample;
 use crate::audio::synth;
 
-#[derive(Debug, Clone, PartialEq, Default)]
-pub enum TtsFault {
-    #[default]
-    None,
-    /// 429 with an OpenAI rate-limit error body, and `Retry-After: <secs>` when given.
-    RateLimited { retry_after: Option<Duration> },
-    /// This 5xx status.
-    ServerError { code: u16 },
-    /// A normal answer after this extra delay.
-    Slow { delay: Duration },
-    /// Accept and never answer (until the client gives up or the server stops).
-    Timeout,
-}
+pub use crate::contract::standin::TtsFault;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct TtsBehaviour {

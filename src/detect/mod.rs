@@ -22,11 +22,13 @@
 //! the recent changes, and the injections still open. Nothing is kept per signal for the
 //! whole run, so a 72-hour run with a flapping probe grades every injection.
 
+pub mod plan;
+
 use std::collections::{HashMap, HashSet, VecDeque};
 
-use super::plan::{FaultPlan, RuleSpec};
-use super::replay::Signal;
+use self::plan::{FaultPlan, RuleSpec};
 use crate::journal::round_ms;
+use crate::journal::signal::Signal;
 
 /// How long changes are kept for an injection announced after them, and how long an
 /// injection whose window closed still takes a signal seen inside the window but handed

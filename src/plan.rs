@@ -6,11 +6,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::observe::log_tail::LogWatch;
-use crate::units::format_byte_size;
+use crate::units::{format_byte_size, format_duration};
 
-use super::faults::DbPoolMethod;
-use super::observe::ProcessWatch;
-use super::{
+use crate::scenario::faults::{DbPoolMethod, describe_leak};
+use crate::scenario::observe::ProcessWatch;
+use crate::scenario::{
     ArrivalPattern, CallChoice, Endpoint, FaultSpec, Load, PlannedStep, Scenario, ScriptBody,
     Stage, Step, Target, UtteranceRef, UtteranceSource,
 };
@@ -118,7 +118,10 @@ impl Plan {
                         format_duration(fleet.stall_after)
                     ),
                 );
-                let stall_calls = if fleet.bugs.contains(&crate::fleet::Bug::SilentStall) {
+                let stall_calls = if fleet
+                    .bugs
+                    .contains(&crate::contract::fleet::Bug::SilentStall)
+                {
                     format!("{} jobs per worker (silent-stall)", fleet.stall_after_calls)
                 } else {
                     format!("{} (only with silent-stall)", fleet.stall_after_calls)
@@ -415,7 +418,7 @@ impl Plan {
                 format_duration(scenario.chaos.confirm_within)
             ),
         );
-        let timeline = super::faults::timeline(&scenario.faults, run_for, scenario.seed);
+        let timeline = crate::scenario::faults::timeline(&scenario.faults, run_for, scenario.seed);
         self.line(
             2,
             format!(
@@ -650,7 +653,7 @@ impl Plan {
             None => self.row("call success", "no threshold"),
         }
         let file = abort.kill_switch_file.as_ref().map_or_else(
-            || super::faults::KILL_SWITCH_FILE.to_owned(),
+            || crate::scenario::faults::KILL_SWITCH_FILE.to_owned(),
             |file| file.display().to_string(),
         );
         self.row("kill switch", format!("create {file} in the run directory"));
@@ -722,37 +725,9 @@ impl Plan {
     }
 }
 
-/// Where a leak writes, resolved, and the limits it keeps to.
-pub fn describe_leak(leak: &super::faults::TempFileLeak) -> String {
-    use super::faults::{LEAK_CEILING, LeakDir};
-    let dir = match &leak.dir {
-        LeakDir::FleetTempDir => "the fleet's AUDIO_TMP_DIR".to_owned(),
-        LeakDir::Declared { dir, within } if dir == within => dir.display().to_string(),
-        LeakDir::Declared { dir, within } => {
-            format!("{} (within {})", dir.display(), within.display())
-        }
-    };
-    let ceiling = if leak.max_total > LEAK_CEILING {
-        format!(
-            "over the {} ceiling by allow_large_leaks",
-            format_byte_size(LEAK_CEILING)
-        )
-    } else {
-        format!("ceiling {}", format_byte_size(LEAK_CEILING))
-    };
-    format!(
-        "writes {} files at {}/s into {dir} (at most {}, {ceiling}; stops before free space there falls below {})",
-        format_byte_size(leak.file_size),
-        format_byte_size(leak.bytes_per_second),
-        format_byte_size(leak.max_total),
-        leak.min_free
-    )
-}
-
 /// What a fault does and where, in one line.
 fn describe_fault(fault: &FaultSpec, scenario: &Scenario) -> String {
-    use crate::standin::llm::LlmFault;
-    use crate::standin::tts::TtsFault;
+    use crate::contract::standin::{LlmFault, TtsFault};
     let share = |fraction: f64| {
         if fraction >= 1.0 {
             "every request".to_owned()
@@ -889,38 +864,6 @@ fn describe_step(step: &Step, scenario: &Scenario) -> String {
         Step::Pause(duration) => format!("pause {}", format_duration(*duration)),
         Step::Hangup => "hang up".to_owned(),
     }
-}
-
-/// A duration the way the file spells them: `300ms`, `1.5s`, `2m18s`, `1h30m`, `72h`.
-pub(super) fn format_duration(duration: Duration) -> String {
-    if duration.is_zero() {
-        return "0s".to_owned();
-    }
-    if duration < Duration::from_millis(1) {
-        return format!("{}us", duration.as_micros());
-    }
-    let millis = duration.as_millis();
-    if millis < 1000 {
-        return format!("{millis}ms");
-    }
-    let (hours, minutes) = (millis / 3_600_000, millis / 60_000 % 60);
-    let (seconds, fraction) = (millis / 1000 % 60, millis % 1000);
-    let mut text = String::new();
-    if hours > 0 {
-        let _ = write!(text, "{hours}h");
-    }
-    if minutes > 0 {
-        let _ = write!(text, "{minutes}m");
-    }
-    if seconds > 0 || fraction > 0 {
-        let _ = write!(text, "{seconds}");
-        if fraction > 0 {
-            let digits = format!("{fraction:03}");
-            let _ = write!(text, ".{}", digits.trim_end_matches('0'));
-        }
-        text.push('s');
-    }
-    text
 }
 
 /// An offset from the run start as `HH:MM:SS`, or `HH:MM:SS.mmm` with `millis`.
