@@ -172,7 +172,8 @@ pub struct GroupRecovery {
 /// injection): then none of them can be told apart, and all recover together, counted from
 /// the latest clear. `allowance` is how long recovery may take (`recover_within`, or the
 /// stable window): past it without the steady state, a fault is not recovered even though
-/// the run ended.
+/// the run ended, and a fault injected after its allowance ran out does not join it (a
+/// fleet that never recovers fails each fault, not one group that reaches the run's end).
 pub fn recover_groups(
     members: &[Member],
     troubles: &[Span],
@@ -209,9 +210,15 @@ pub fn recover_groups(
                 .map_or(f64::INFINITY, |member| member.injected);
             match search(troubles, from, window, next, end) {
                 Found::Held(at) => break (RecoveryStatus::Recovered, Some(at)),
+                Found::TroubleAtNext if next - from > allowance => {
+                    // Still in trouble when its allowance ran out, before the next fault
+                    // came: not recovered. The next fault does not rescue it (nor extend
+                    // it to the end of the run); it is graded on its own.
+                    break (RecoveryStatus::NotRecovered, None);
+                }
                 Found::TroubleAtNext => {
                     // Joined by the next fault: its injection came before this group was
-                    // back, so what follows is theirs together.
+                    // back (and within its allowance), so what follows is theirs together.
                     reach = reach.max(next);
                 }
                 Found::RunEnded(at) => {
@@ -475,6 +482,43 @@ mod tests {
         assert_eq!(groups[1].members, vec![2]);
         assert_eq!((groups[1].status, groups[1].at_s), (Recovered, Some(112.0)));
         assert_eq!(groups[1].excluded_until_s, 112.0);
+    }
+
+    #[test]
+    fn a_fault_injected_after_the_allowance_ran_out_does_not_join_a_fleet_that_never_recovered() {
+        use crate::grade::replay::RecoveryStatus::*;
+        // A 10-20 and the fleet never comes back (trouble 10 to the end at 300); B is
+        // injected at 100, after A's 60 s allowance ran out at 80; C at 200.
+        let troubles = [span(10.0, 300.0)];
+        let members = [
+            member(0, 10.0, 20.0),
+            member(1, 100.0, 110.0),
+            member(2, 200.0, 210.0),
+        ];
+        let groups = recover_groups(&members, &troubles, 20.0, 60.0, 300.0);
+        let shown: Vec<_> = groups
+            .iter()
+            .map(|group| (group.members.clone(), group.status))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                (vec![0], NotRecovered),
+                (vec![1], NotRecovered),
+                (vec![2], NotRecovered)
+            ],
+            "{groups:?}"
+        );
+        assert_eq!(groups[0].excluded_until_s, 80.0);
+        // Within the allowance, the next fault still joins: B at 70 (A's allowance runs
+        // to 80), and the group's own allowance (from B's clear at 80) runs out at 140.
+        let members = [member(0, 10.0, 20.0), member(1, 70.0, 80.0)];
+        let groups = recover_groups(&members, &troubles, 20.0, 60.0, 300.0);
+        assert_eq!(groups.len(), 1, "{groups:?}");
+        assert_eq!(
+            (groups[0].members.clone(), groups[0].status),
+            (vec![0, 1], NotRecovered)
+        );
     }
 
     #[test]
