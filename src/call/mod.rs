@@ -16,11 +16,9 @@ mod session;
 #[cfg(test)]
 mod tests;
 
-use std::fmt;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
-use serde::Serialize;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::time::Instant;
 
@@ -29,68 +27,7 @@ use crate::audio::utterance::Utterance;
 pub use connect::{CallEndpoint, ConnectError};
 pub use session::{CallContext, run_call};
 
-/// How a call ended. The names are a public contract (`summary.json` `calls.by_outcome`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CallOutcome {
-    /// The script ran to its end and the call hung up normally, or the fleet hung up as
-    /// `[calls] fleet_may_hang_up` allows.
-    Completed,
-    /// The fleet closed the stream before the script ended (or dropped the connection),
-    /// unless `[calls] fleet_may_hang_up` says that close ends the call well.
-    FleetHungUp,
-    /// The agent did not start replying within the turn timeout.
-    TurnTimeout,
-    /// Webhook, TwiML or WebSocket handshake failed or timed out.
-    ConnectFailed,
-    /// The fleet sent something Twilio would reject (invalid JSON, unknown event, wrong
-    /// streamSid, a binary frame, an oversized message).
-    ProtocolError,
-    /// The fleet stopped reading: a frame could not be written for several seconds.
-    SendStalled,
-    /// The call ran past `max_call_duration`.
-    MaxDuration,
-    /// The run ended (time up, Ctrl-C) while the call was in progress. Not the fleet's fault:
-    /// excluded from the success rate.
-    Cancelled,
-}
-
-impl CallOutcome {
-    pub const ALL: [CallOutcome; 8] = [
-        CallOutcome::Completed,
-        CallOutcome::FleetHungUp,
-        CallOutcome::TurnTimeout,
-        CallOutcome::ConnectFailed,
-        CallOutcome::ProtocolError,
-        CallOutcome::SendStalled,
-        CallOutcome::MaxDuration,
-        CallOutcome::Cancelled,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CallOutcome::Completed => "completed",
-            CallOutcome::FleetHungUp => "fleet_hung_up",
-            CallOutcome::TurnTimeout => "turn_timeout",
-            CallOutcome::ConnectFailed => "connect_failed",
-            CallOutcome::ProtocolError => "protocol_error",
-            CallOutcome::SendStalled => "send_stalled",
-            CallOutcome::MaxDuration => "max_duration",
-            CallOutcome::Cancelled => "cancelled",
-        }
-    }
-
-    /// Whether the call counts in the success rate at all.
-    pub fn is_graded(self) -> bool {
-        self != CallOutcome::Cancelled
-    }
-}
-
-impl fmt::Display for CallOutcome {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use crate::journal::calls::CallOutcome;
 
 /// What a call reports to the aggregator.
 #[derive(Debug)]

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::load::aggregate::{Percentiles, Totals};
+use crate::journal::calls::{Percentiles, Totals};
 
 pub use crate::detect;
 pub mod evaluate;
@@ -186,13 +186,15 @@ fn call_success(min: f64, totals: &Totals) -> SloVerdict {
         );
     };
     let pass = pct >= min;
-    let completed = totals.count(crate::call::CallOutcome::Completed);
+    let completed = totals.count(crate::journal::calls::CallOutcome::Completed);
     let graded = totals.graded();
     let mut failures: Vec<String> = totals
         .outcomes
         .iter()
         .filter(|(outcome, count)| {
-            outcome.is_graded() && **outcome != crate::call::CallOutcome::Completed && **count > 0
+            outcome.is_graded()
+                && **outcome != crate::journal::calls::CallOutcome::Completed
+                && **count > 0
         })
         .map(|(outcome, count)| format!("{count} {outcome}"))
         .collect();
@@ -431,7 +433,7 @@ mod growth_tests {
         };
         failed
             .outcomes
-            .insert(crate::call::CallOutcome::TurnTimeout, 3);
+            .insert(crate::journal::calls::CallOutcome::TurnTimeout, 3);
         let verdicts = grade(&slos, &failed);
         assert!(verdicts.iter().all(SloVerdict::failed), "{verdicts:?}");
         assert_eq!(verdict(&verdicts), Verdict::Fail);
@@ -625,7 +627,7 @@ pub(crate) fn every_fault_within(
 /// or when most logical requests asked to wait by `Retry-After` retried sooner. What counts
 /// as a retry, a chain's shape and the `Retry-After` tolerance: [`crate::chaos::tts_log`].
 pub(crate) fn no_retry_storm(
-    retries: Option<&crate::chaos::tts_log::RetryTotals>,
+    retries: Option<&crate::journal::retries::RetryTotals>,
     faults: &[crate::grade::FaultReport],
     wall_s: f64,
 ) -> SloVerdict {
@@ -674,7 +676,7 @@ pub(crate) fn no_retry_storm(
 }
 
 /// The retry chains in a few words: the unpaced ones first when they make the storm.
-fn chain_shapes(totals: &crate::chaos::tts_log::RetryTotals, unpaced_storm: bool) -> String {
+fn chain_shapes(totals: &crate::journal::retries::RetryTotals, unpaced_storm: bool) -> String {
     let chains = &totals.chains;
     let total = chains.total();
     if total == 0 {
@@ -716,8 +718,8 @@ fn chain_shapes(totals: &crate::chaos::tts_log::RetryTotals, unpaced_storm: bool
 #[cfg(test)]
 mod chaos_slo_tests {
     use super::*;
-    use crate::chaos::tts_log::RetryTotals;
     use crate::grade::FaultReport;
+    use crate::journal::retries::RetryTotals;
 
     fn tts_fault(detected: Option<f64>) -> FaultReport {
         FaultReport {

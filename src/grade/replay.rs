@@ -8,13 +8,13 @@ use std::path::Path;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::call::CallOutcome;
-use crate::chaos::tts_log::RetryTotals;
 use crate::detect::plan::GradePlan;
 use crate::detect::{Detector, Graded, Injection};
 pub use crate::journal::StoppedBy;
+use crate::journal::calls::CallOutcome;
+use crate::journal::calls::{FAILURE_EXAMPLES, HarnessUsage, Totals};
+use crate::journal::retries::RetryTotals;
 pub use crate::journal::signal::Signal;
-use crate::load::aggregate::{FAILURE_EXAMPLES, HarnessUsage, Totals};
 use crate::scenario::faults::FaultKind;
 
 /// What happened to one injection, for `summary.json` `faults[]`: built from the journal's

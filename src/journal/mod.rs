@@ -13,7 +13,9 @@
 //! ("The run journal"). [`read`] reads a journal back, as `voxsoak report` does: a last
 //! line cut short by a crash is left out and said, never an error.
 
+pub mod calls;
 pub mod histogram;
+pub mod retries;
 pub mod signal;
 
 use std::io::Write;

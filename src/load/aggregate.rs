@@ -4,79 +4,26 @@
 //! counts, a bounded list of failure examples) and into a per-interval window that feeds the
 //! progress line and the journal. Its memory does not grow with calls or time.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::time::Duration;
 
-use hdrhistogram::Histogram;
-use serde::Serialize;
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::Instant;
 
 use crate::call::{CallEvent, CallOutcome};
 use crate::procinfo as process;
 
-/// Failure examples kept for the report: enough to see what went wrong, bounded.
-pub const FAILURE_EXAMPLES: usize = 10;
+pub use crate::journal::calls::{
+    CLOSE_KEYS, FAILURE_EXAMPLES, HarnessUsage, OTHER_CLOSES, Percentiles, Totals, record,
+};
 
-/// Distinct keys counted in `closes`: a fleet closing with a new code on every call must
-/// not grow the record; the rest are counted under [`OTHER_CLOSES`].
-pub const CLOSE_KEYS: usize = 16;
-/// The `closes` key of the closes beyond [`CLOSE_KEYS`] distinct ones.
-pub const OTHER_CLOSES: &str = "other";
-
-/// Latency histograms in microseconds, one significant figure more than the per-call ones.
-fn latency_histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("static histogram bounds are valid")
+/// Adds a call's event to the totals (the record type lives in the journal, which knows
+/// nothing of calls).
+pub trait Apply {
+    fn apply(&mut self, event: &CallEvent);
 }
 
-/// Everything measured over the run (or over one interval).
-#[derive(Debug, Clone)]
-pub struct Totals {
-    pub started: u64,
-    pub connected: u64,
-    pub outcomes: BTreeMap<CallOutcome, u64>,
-    pub dropped: u64,
-    pub replies: u64,
-    pub marks_echoed: u64,
-    pub protocol_errors: BTreeMap<String, u64>,
-    /// How media streams closed, by [`crate::call::StreamClose::journal_key`]: who closed
-    /// (caller or fleet), cleanly with which code, or abruptly.
-    pub closes: BTreeMap<String, u64>,
-    pub connect: Histogram<u64>,
-    pub first_audio: Histogram<u64>,
-    pub response: Histogram<u64>,
-    pub dead_air: Histogram<u64>,
-    pub mark_wait: Histogram<u64>,
-    pub pacing: Histogram<u64>,
-}
-
-impl Default for Totals {
-    fn default() -> Self {
-        Totals {
-            started: 0,
-            connected: 0,
-            outcomes: BTreeMap::new(),
-            dropped: 0,
-            replies: 0,
-            marks_echoed: 0,
-            protocol_errors: BTreeMap::new(),
-            closes: BTreeMap::new(),
-            connect: latency_histogram(),
-            first_audio: latency_histogram(),
-            response: latency_histogram(),
-            dead_air: latency_histogram(),
-            mark_wait: latency_histogram(),
-            pacing: latency_histogram(),
-        }
-    }
-}
-
-fn record(histogram: &mut Histogram<u64>, value: Duration) {
-    let micros = (value.as_micros() as u64).clamp(1, histogram.high());
-    let _ = histogram.record(micros);
-}
-
-impl Totals {
+impl Apply for Totals {
     fn apply(&mut self, event: &CallEvent) {
         match event {
             CallEvent::Dropped => self.dropped += 1,
@@ -116,206 +63,6 @@ impl Totals {
             CallEvent::WaitingForReply { .. } | CallEvent::WaitOver { .. } => {}
         }
     }
-
-    fn count_closes(&mut self, key: String, count: u64) {
-        let key = if self.closes.len() < CLOSE_KEYS || self.closes.contains_key(&key) {
-            key
-        } else {
-            OTHER_CLOSES.to_owned()
-        };
-        *self.closes.entry(key).or_default() += count;
-    }
-
-    pub fn ended(&self) -> u64 {
-        self.outcomes.values().sum()
-    }
-
-    pub fn count(&self, outcome: CallOutcome) -> u64 {
-        self.outcomes.get(&outcome).copied().unwrap_or(0)
-    }
-
-    /// Calls that count in the success rate: every ended call but the cancelled ones.
-    pub fn graded(&self) -> u64 {
-        self.outcomes
-            .iter()
-            .filter(|(outcome, _)| outcome.is_graded())
-            .map(|(_, count)| count)
-            .sum::<u64>()
-            + self.dropped
-    }
-
-    /// Completed calls over graded calls, in percent; None before any call was graded.
-    pub fn success_pct(&self) -> Option<f64> {
-        let graded = self.graded();
-        (graded > 0).then(|| 100.0 * self.count(CallOutcome::Completed) as f64 / graded as f64)
-    }
-
-    /// Graded calls that did not complete, dropped ones included: `completed + failed` is
-    /// the success rate's denominator.
-    pub fn failed(&self) -> u64 {
-        self.graded() - self.count(CallOutcome::Completed)
-    }
-
-    /// The histograms by their journal name.
-    fn histograms(&self) -> [(&'static str, &Histogram<u64>); 6] {
-        [
-            ("response", &self.response),
-            ("first_audio", &self.first_audio),
-            ("connect", &self.connect),
-            ("dead_air", &self.dead_air),
-            ("mark_wait", &self.mark_wait),
-            ("pacing", &self.pacing),
-        ]
-    }
-
-    fn histogram_mut(&mut self, name: &str) -> Option<&mut Histogram<u64>> {
-        Some(match name {
-            "response" => &mut self.response,
-            "first_audio" => &mut self.first_audio,
-            "connect" => &mut self.connect,
-            "dead_air" => &mut self.dead_air,
-            "mark_wait" => &mut self.mark_wait,
-            "pacing" => &mut self.pacing,
-            _ => return None,
-        })
-    }
-
-    /// This interval's calls as journal fields: counts, outcomes, percentiles for people
-    /// with `jq`, and every histogram serialized (`hist`), so the run's totals can be
-    /// rebuilt exactly from the journal ([`Totals::add_record`]).
-    pub fn to_record(&self) -> serde_json::Value {
-        let hist: serde_json::Map<String, serde_json::Value> = self
-            .histograms()
-            .into_iter()
-            .filter_map(|(name, histogram)| {
-                crate::journal::histogram::encode(histogram)
-                    .map(|text| (name.to_owned(), text.into()))
-            })
-            .collect();
-        serde_json::json!({
-            "started": self.started,
-            "connected": self.connected,
-            "completed": self.count(CallOutcome::Completed),
-            "failed": self.failed(),
-            "dropped": self.dropped,
-            "replies": self.replies,
-            "marks_echoed": self.marks_echoed,
-            "outcomes": self.outcomes.iter().map(|(outcome, count)| (outcome.as_str(), *count)).collect::<BTreeMap<_, _>>(),
-            "protocol_errors": self.protocol_errors,
-            "closes": self.closes,
-            "response_ms": Percentiles::of(&self.response),
-            "hist": hist,
-        })
-    }
-
-    /// Adds an `interval` record's calls (written by [`Totals::to_record`]); a field that
-    /// cannot be read is named in the error, and what could be read is kept.
-    pub fn add_record(&mut self, record: &serde_json::Value) -> Result<(), String> {
-        let count = |key: &str| {
-            record
-                .get(key)
-                .and_then(serde_json::Value::as_u64)
-                .unwrap_or(0)
-        };
-        self.started += count("started");
-        self.connected += count("connected");
-        self.dropped += count("dropped");
-        self.replies += count("replies");
-        self.marks_echoed += count("marks_echoed");
-        let mut problems = Vec::new();
-        if let Some(outcomes) = record
-            .get("outcomes")
-            .and_then(serde_json::Value::as_object)
-        {
-            for (name, value) in outcomes {
-                match CallOutcome::ALL
-                    .iter()
-                    .find(|outcome| outcome.as_str() == name)
-                {
-                    Some(outcome) => {
-                        *self.outcomes.entry(*outcome).or_default() += value.as_u64().unwrap_or(0)
-                    }
-                    None => problems.push(format!("unknown outcome {name:?}")),
-                }
-            }
-        }
-        if let Some(errors) = record
-            .get("protocol_errors")
-            .and_then(serde_json::Value::as_object)
-        {
-            for (kind, value) in errors {
-                *self.protocol_errors.entry(kind.clone()).or_default() +=
-                    value.as_u64().unwrap_or(0);
-            }
-        }
-        if let Some(closes) = record.get("closes").and_then(serde_json::Value::as_object) {
-            for (key, value) in closes {
-                self.count_closes(key.clone(), value.as_u64().unwrap_or(0));
-            }
-        }
-        if let Some(hist) = record.get("hist").and_then(serde_json::Value::as_object) {
-            for (name, text) in hist {
-                let Some(into) = self.histogram_mut(name) else {
-                    problems.push(format!("unknown histogram {name:?}"));
-                    continue;
-                };
-                match text.as_str().map(crate::journal::histogram::decode) {
-                    Some(Ok(histogram)) => {
-                        if into.add(&histogram).is_err() {
-                            problems.push(format!("histogram {name} out of range"));
-                        }
-                    }
-                    Some(Err(error)) => problems.push(format!("histogram {name}: {error}")),
-                    None => problems.push(format!("histogram {name} is not a string")),
-                }
-            }
-        }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(problems.join("; "))
-        }
-    }
-}
-
-/// Percentiles of a latency histogram in milliseconds, as `summary.json` carries them.
-#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
-pub struct Percentiles {
-    pub count: u64,
-    pub p50: f64,
-    pub p95: f64,
-    pub p99: f64,
-    pub max: f64,
-}
-
-impl Percentiles {
-    pub fn of(histogram: &Histogram<u64>) -> Self {
-        if histogram.is_empty() {
-            return Percentiles::default();
-        }
-        let ms = |micros: u64| (micros as f64 / 1000.0 * 100.0).round() / 100.0;
-        Percentiles {
-            count: histogram.len(),
-            p50: ms(histogram.value_at_quantile(0.50)),
-            p95: ms(histogram.value_at_quantile(0.95)),
-            p99: ms(histogram.value_at_quantile(0.99)),
-            max: ms(histogram.max()),
-        }
-    }
-}
-
-/// The harness's own load: a harness that runs out of CPU cannot pace audio, and its verdict
-/// would blame the fleet for its own lateness.
-#[derive(Debug, Clone, Copy, Default, Serialize, serde::Deserialize, PartialEq)]
-#[serde(default)]
-pub struct HarnessUsage {
-    pub peak_active_calls: u64,
-    pub rss_mib_baseline: f64,
-    pub rss_mib_max: f64,
-    /// RSS at peak concurrency minus the baseline, over the calls then active.
-    pub rss_kib_per_call: Option<f64>,
-    pub cpu_pct_avg: f64,
-    pub cpu_pct_max: f64,
 }
 
 /// A snapshot for the live progress line.

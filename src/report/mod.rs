@@ -8,10 +8,10 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::call::CallOutcome;
 use crate::grade::replay::{DetectionStatus, RecoveryStatus};
 use crate::grade::{SloStatus, SloVerdict, Verdict};
-use crate::load::aggregate::{HarnessUsage, Percentiles, Totals};
+use crate::journal::calls::CallOutcome;
+use crate::journal::calls::{HarnessUsage, Percentiles, Totals};
 
 /// Bumped whenever a field changes meaning or is removed; new fields do not bump it.
 pub const SCHEMA_VERSION: u32 = 1;
