@@ -27,7 +27,7 @@ use tokio::time::Instant;
 use crate::audio::utterance::Utterance;
 
 pub use connect::{CallEndpoint, ConnectError};
-pub use session::{CallContext, run_call};
+pub use session::{CLOSE_REPLY_WAIT, CallContext, MAX_FLEET_MESSAGE, run_call};
 
 /// How a call ended. The names are a public contract (`summary.json` `calls.by_outcome`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
