@@ -26,6 +26,8 @@
 //!   production bugs; it stands apart from the harness and shares only [`twilio`],
 //!   [`audio`] and [`standin`] (the OpenAI-compatible LLM and TTS stand-ins).
 //! - [`units`] parses sizes such as `512MiB`.
+//! - [`request_body`] reads bodies from untrusted clients (the alert receiver's, the
+//!   stand-ins') to a limit and within a deadline.
 //! - [`redact`] masks secrets (URL credentials, tokens) and [`escape`] makes outside text
 //!   (the fleet's, the scenario's names) safe to show, in everything written or printed.
 //! - [`run`] wires the pieces for `voxsoak run`.
@@ -49,6 +51,7 @@ pub mod load;
 pub mod observe;
 pub mod redact;
 pub mod report;
+pub mod request_body;
 pub mod run;
 pub mod scenario;
 pub mod sink;
