@@ -12,7 +12,7 @@ use super::{HealthWatch, Observation, Signal};
 
 /// How much of an unhealthy answer's body is kept.
 const DETAIL_CHARS: usize = 200;
-/// The most of a health answer's body read (for its first [`DETAIL_CHARS`] characters):
+/// The most of a health answer's body read (for the detail's first 200 characters):
 /// the rest, however long or endless, is left unread.
 pub const MAX_HEALTH_BODY: usize = 4 << 10;
 
