@@ -19,7 +19,7 @@ use voxsoak::observe::{Observation, Signal};
 use voxsoak::report::Summary;
 use voxsoak::request_body::REQUEST_BODY_TIMEOUT;
 
-use crate::util::{ScenarioFile, within};
+use crate::util::{ScenarioFile, assert_rss_flat, within};
 
 /// Reads one request's head and, if it declares a `Content-Length`, its body; false when
 /// the client went away first (the harness's start check only connects).
@@ -102,6 +102,32 @@ async fn write_endlessly(
     }
 }
 
+/// A server answering every request with `head` and then `chunk` over and over (see
+/// [`write_endlessly`]); with how many body bytes it got out, over all its connections.
+async fn endless_server(
+    head: String,
+    chunk: Vec<u8>,
+    chunked: bool,
+    cap: u64,
+) -> (SocketAddr, Arc<AtomicU64>) {
+    let written = Arc::new(AtomicU64::new(0));
+    let counter = written.clone();
+    let address = raw_http_server(move |mut stream| {
+        let (head, chunk, counter) = (head.clone(), chunk.clone(), counter.clone());
+        async move {
+            if stream.write_all(head.as_bytes()).await.is_ok() {
+                write_endlessly(&mut stream, &chunk, chunked, cap, &counter).await;
+            }
+        }
+    })
+    .await;
+    (address, written)
+}
+
+/// The answer head of a chunked 200.
+const CHUNKED_200: &str =
+    "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n";
+
 const GIB: u64 = 1 << 30;
 const MIB: u64 = 1 << 20;
 
@@ -111,21 +137,11 @@ const MIB: u64 = 1 << 20;
 /// A scenario of two calls through the voice webhook at `address`, each saying one 1 s
 /// synthetic utterance.
 fn webhook_scenario(address: SocketAddr) -> ScenarioFile {
-    ScenarioFile::new(&format!(
-        r#"
-[target]
-webhook_url = "http://{address}/voice"
-[load]
-calls_per_minute = 120
-duration = "1s"
-[calls]
-connect_timeout = "2s"
-synthetic = {{ count = 1, min = "1s", max = "1s" }}
-[[scripts]]
-name = "short"
-steps = [{{ say = "synthetic", listen = false }}]
-"#
-    ))
+    crate::util::two_calls_to(
+        &format!("webhook_url = \"http://{address}/voice\""),
+        "connect_timeout = \"2s\"",
+        "steps = [{ say = \"synthetic\", listen = false }]",
+    )
 }
 
 /// A voice webhook that answers every POST with `body` as TwiML.
@@ -184,11 +200,7 @@ async fn a_billion_laughs_twiml_is_refused_unexpanded() {
     both_failed_to_connect(&summary, |detail| {
         detail.contains("TwiML voxsoak cannot follow") && detail.contains("lol9")
     });
-    assert!(
-        summary.harness.rss_mib_max < summary.harness.rss_mib_baseline + 40.0,
-        "{:?}",
-        summary.harness
-    );
+    assert_rss_flat(&summary, 40.0);
 }
 
 /// External entities (XXE) in TwiML are never fetched nor read: an entity naming a URL
@@ -232,20 +244,9 @@ async fn external_entities_in_twiml_are_never_fetched_or_read() {
 /// what the sockets' buffers hold.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_one_gigabyte_twiml_body_is_refused_unread() {
-    let written = Arc::new(AtomicU64::new(0));
-    let counter = written.clone();
-    let address = raw_http_server(move |mut stream| {
-        let counter = counter.clone();
-        async move {
-            let head = format!(
-                "HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\nContent-Length: {GIB}\r\n\r\n"
-            );
-            if stream.write_all(head.as_bytes()).await.is_ok() {
-                write_endlessly(&mut stream, &[b' '; 64 << 10], false, GIB, &counter).await;
-            }
-        }
-    })
-    .await;
+    let head =
+        format!("HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\nContent-Length: {GIB}\r\n\r\n");
+    let (address, written) = endless_server(head, vec![b' '; 64 << 10], false, GIB).await;
     let scenario = webhook_scenario(address);
     let summary = within(Duration::from_secs(45), scenario.run()).await;
     both_failed_to_connect(&summary, |detail| {
@@ -259,31 +260,15 @@ async fn a_one_gigabyte_twiml_body_is_refused_unread() {
         "{} bytes",
         written.load(Relaxed)
     );
-    assert!(
-        summary.harness.rss_mib_max < summary.harness.rss_mib_baseline + 40.0,
-        "{:?}",
-        summary.harness
-    );
+    assert_rss_flat(&summary, 40.0);
 }
 
 /// A webhook answering an endless chunked body (no length to refuse it by): reading stops
 /// at the first byte past 64 KiB.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_endless_chunked_twiml_body_is_cut_at_the_limit() {
-    let written = Arc::new(AtomicU64::new(0));
-    let counter = written.clone();
-    let address = raw_http_server(move |mut stream| {
-        let counter = counter.clone();
-        async move {
-            let head =
-                "HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\nTransfer-Encoding: chunked\r\n\r\n";
-            if stream.write_all(head.as_bytes()).await.is_ok() {
-                let chunk = b"<Response><Say>endless</Say></Response>".repeat(200);
-                write_endlessly(&mut stream, &chunk, true, GIB, &counter).await;
-            }
-        }
-    })
-    .await;
+    let chunk = b"<Response><Say>endless</Say></Response>".repeat(200);
+    let (address, written) = endless_server(CHUNKED_200.to_owned(), chunk, true, GIB).await;
     let scenario = webhook_scenario(address);
     let summary = within(Duration::from_secs(45), scenario.run()).await;
     both_failed_to_connect(&summary, |detail| {
@@ -413,18 +398,8 @@ async fn a_health_endpoint_that_never_answers_fails_its_probes_and_the_run_goes_
 /// 4 KiB are read.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_health_answer_with_an_endless_body_is_read_no_further_than_its_start() {
-    let written = Arc::new(AtomicU64::new(0));
-    let counter = written.clone();
-    let health = raw_http_server(move |mut stream| {
-        let counter = counter.clone();
-        async move {
-            let head = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
-            if stream.write_all(head.as_bytes()).await.is_ok() {
-                write_endlessly(&mut stream, &[b'k'; 64 << 10], true, GIB, &counter).await;
-            }
-        }
-    })
-    .await;
+    let (health, written) =
+        endless_server(CHUNKED_200.to_owned(), vec![b'k'; 64 << 10], true, GIB).await;
     let (scenario, summary) = watched_sink_run(format!(
         "health_url = \"http://{health}/health\"\nhealth_interval = \"500ms\""
     ))
@@ -445,20 +420,8 @@ async fn a_health_answer_with_an_endless_body_is_read_no_further_than_its_start(
 /// (`the page is over 8 MiB`), the harness's memory stays bounded, and the run goes on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_endless_metrics_page_is_a_counted_scrape_failure() {
-    let written = Arc::new(AtomicU64::new(0));
-    let counter = written.clone();
-    let metrics = raw_http_server(move |mut stream| {
-        let counter = counter.clone();
-        async move {
-            let head =
-                "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n";
-            if stream.write_all(head.as_bytes()).await.is_ok() {
-                let lines = b"fleet_busy{worker=\"1\"} 1\n".repeat(2000);
-                write_endlessly(&mut stream, &lines, true, 4 * GIB, &counter).await;
-            }
-        }
-    })
-    .await;
+    let lines = b"fleet_busy{worker=\"1\"} 1\n".repeat(2000);
+    let (metrics, written) = endless_server(CHUNKED_200.to_owned(), lines, true, 4 * GIB).await;
     let (scenario, summary) = watched_sink_run(format!(
         "metrics_url = \"http://{metrics}/metrics\"\nscrape_interval = \"1s\""
     ))
@@ -471,11 +434,7 @@ async fn an_endless_metrics_page_is_a_counted_scrape_failure() {
     // Each scrape reads 8 MiB and stops; the sockets hold a few MiB more.
     let per_scrape = written.load(Relaxed) / observers.scrapes_failed.max(1);
     assert!(per_scrape < 64 * MIB, "{per_scrape} bytes a scrape");
-    assert!(
-        summary.harness.rss_mib_max < summary.harness.rss_mib_baseline + 100.0,
-        "{:?}",
-        summary.harness
-    );
+    assert_rss_flat(&summary, 100.0);
     assert!(
         summary.render_text().contains("scrapes failed"),
         "{}",

@@ -17,7 +17,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use voxsoak::call::{CLOSE_REPLY_WAIT, CallOutcome, MAX_FLEET_MESSAGE};
 use voxsoak::report::Summary;
 
-use crate::util::{ScenarioFile, within};
+use crate::util::{ScenarioFile, assert_rss_flat, within};
 
 #[derive(Debug, Clone, Copy)]
 enum Behaviour {
@@ -191,21 +191,11 @@ async fn send_huge_text_frame(stream: &mut tokio::net::TcpStream, length: u64) {
 /// A scenario of two calls to the fleet at `address`, speaking one synthetic 1 s
 /// utterance, with more `[calls]` keys and the script's `turns` or `steps` line.
 fn two_calls_scenario(address: SocketAddr, calls: &str, script: &str) -> ScenarioFile {
-    ScenarioFile::new(&format!(
-        r#"
-[target]
-stream_url = "ws://{address}/stream"
-[load]
-calls_per_minute = 120
-duration = "1s"
-[calls]
-synthetic = {{ count = 1, min = "1s", max = "1s" }}
-{calls}
-[[scripts]]
-name = "short"
-{script}
-"#
-    ))
+    crate::util::two_calls_to(
+        &format!("stream_url = \"ws://{address}/stream\""),
+        calls,
+        script,
+    )
 }
 
 /// Two calls to the fleet; each says one synthetic utterance. With `listen`, it waits for a
@@ -217,6 +207,28 @@ async fn two_calls(address: SocketAddr, listen: bool) -> Summary {
         &format!("steps = [{{ say = \"synthetic\", listen = {listen} }}, {{ pause = \"500ms\" }}]"),
     );
     within(Duration::from_secs(45), scenario.run()).await
+}
+
+/// The run counted `count` protocol errors of `kind`.
+fn counted(summary: &Summary, kind: &str, count: u64) {
+    assert_eq!(
+        summary.protocol_errors.get(kind),
+        Some(&count),
+        "{kind}: {:?}",
+        summary.protocol_errors
+    );
+}
+
+/// The first failure example says `text`.
+fn first_failure_says(summary: &Summary, text: &str) {
+    assert!(
+        summary
+            .failure_examples
+            .first()
+            .is_some_and(|example| example.detail.contains(text)),
+        "no {text:?} in {:?}",
+        summary.failure_examples
+    );
 }
 
 fn only_outcome(summary: &Summary, outcome: CallOutcome) {
@@ -236,12 +248,7 @@ async fn garbage_is_counted_by_kind() {
     let summary = two_calls(misbehaving_fleet(Behaviour::Garbage).await, false).await;
     only_outcome(&summary, CallOutcome::ProtocolError);
     for kind in ["invalid_json", "unknown_event", "wrong_stream_sid"] {
-        assert_eq!(
-            summary.protocol_errors.get(kind),
-            Some(&2),
-            "{kind}: {:?}",
-            summary.protocol_errors
-        );
+        counted(&summary, kind, 2);
     }
 }
 
@@ -249,7 +256,7 @@ async fn garbage_is_counted_by_kind() {
 async fn a_binary_frame_is_a_protocol_error() {
     let summary = two_calls(misbehaving_fleet(Behaviour::BinaryFrame).await, false).await;
     only_outcome(&summary, CallOutcome::ProtocolError);
-    assert_eq!(summary.protocol_errors.get("binary_frame"), Some(&2));
+    counted(&summary, "binary_frame", 2);
 }
 
 /// 100 MB in one message: refused at its frame header, over the harness's 4 MiB limit,
@@ -258,19 +265,12 @@ async fn a_binary_frame_is_a_protocol_error() {
 async fn a_hundred_megabyte_message_is_refused_without_buffering_it() {
     let summary = two_calls(misbehaving_fleet(Behaviour::HugeMessage).await, false).await;
     only_outcome(&summary, CallOutcome::ProtocolError);
-    assert_eq!(summary.protocol_errors.get("message_too_big"), Some(&2));
-    let detail = &summary.failure_examples[0].detail;
-    assert!(
-        detail.contains("oversized message") && detail.contains(&MAX_FLEET_MESSAGE.to_string()),
-        "{detail}"
-    );
+    counted(&summary, "message_too_big", 2);
+    first_failure_says(&summary, "oversized message");
+    first_failure_says(&summary, &MAX_FLEET_MESSAGE.to_string());
     // Holding 100 MB per call would show (this process hosts the server too, which holds
     // 64 KiB); the harness refuses the message at its frame header.
-    assert!(
-        summary.harness.rss_mib_max < summary.harness.rss_mib_baseline + 40.0,
-        "{:?}",
-        summary.harness
-    );
+    assert_rss_flat(&summary, 40.0);
 }
 
 /// A text frame that is not UTF-8 fails the stream (RFC 6455): a protocol error, not a
@@ -279,19 +279,8 @@ async fn a_hundred_megabyte_message_is_refused_without_buffering_it() {
 async fn invalid_utf8_in_a_text_frame_is_a_protocol_error() {
     let summary = two_calls(misbehaving_fleet(Behaviour::InvalidUtf8).await, false).await;
     only_outcome(&summary, CallOutcome::ProtocolError);
-    assert_eq!(
-        summary.protocol_errors.get("invalid_utf8"),
-        Some(&2),
-        "{:?}",
-        summary.protocol_errors
-    );
-    assert!(
-        summary.failure_examples[0]
-            .detail
-            .contains("not valid UTF-8"),
-        "{:?}",
-        summary.failure_examples
-    );
+    counted(&summary, "invalid_utf8", 2);
+    first_failure_says(&summary, "not valid UTF-8");
 }
 
 /// Media and marks for another call's stream (Twilio drops them): each message is a
@@ -301,24 +290,13 @@ async fn media_and_marks_for_another_stream_are_counted_and_ignored() {
     let summary = two_calls(misbehaving_fleet(Behaviour::WrongStreamSid).await, false).await;
     only_outcome(&summary, CallOutcome::ProtocolError);
     // Three media messages and a mark per call.
-    assert_eq!(
-        summary.protocol_errors.get("wrong_stream_sid"),
-        Some(&8),
-        "{:?}",
-        summary.protocol_errors
-    );
+    counted(&summary, "wrong_stream_sid", 8);
     assert_eq!(summary.marks_echoed, 0);
     assert_eq!(
         summary.latency_ms.first_audio.count, 0,
         "the other stream's audio was played"
     );
-    assert!(
-        summary.failure_examples[0]
-            .detail
-            .contains("not this call's"),
-        "{:?}",
-        summary.failure_examples
-    );
+    first_failure_says(&summary, "not this call's");
 }
 
 /// A fleet whose connection resets in the middle of a frame went away (a crash): the call
@@ -353,19 +331,8 @@ async fn a_close_the_fleet_never_answers_is_counted_after_the_close_wait() {
     let started = std::time::Instant::now();
     let summary = two_calls(misbehaving_fleet(Behaviour::NeverCloses).await, false).await;
     only_outcome(&summary, CallOutcome::ProtocolError);
-    assert_eq!(
-        summary.protocol_errors.get("close_unanswered"),
-        Some(&2),
-        "{:?}",
-        summary.protocol_errors
-    );
-    assert!(
-        summary.failure_examples[0]
-            .detail
-            .contains("did not answer the caller's close"),
-        "{:?}",
-        summary.failure_examples
-    );
+    counted(&summary, "close_unanswered", 2);
+    first_failure_says(&summary, "did not answer the caller's close");
     // Each call says 1 s, pauses 0.5 s, then waits out the close; the run waits for it.
     assert!(
         started.elapsed() >= CLOSE_REPLY_WAIT,
@@ -552,31 +519,16 @@ async fn fleet_that_stops_reading() -> SocketAddr {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fleet_that_stops_reading_stalls_the_send_and_ends_the_call() {
     let address = fleet_that_stops_reading().await;
-    // A 60 s utterance: far longer than the stall takes to show.
-    let scenario = ScenarioFile::new(&format!(
-        r#"
-[target]
-stream_url = "ws://{address}/stream"
-[load]
-calls_per_minute = 120
-duration = "1s"
-[calls]
-synthetic = {{ count = 1, min = "60s", max = "60s" }}
-max_call_duration = "50s"
-[[scripts]]
-name = "long"
-steps = [{{ say = "synthetic", listen = false }}]
-"#
-    ));
+    // The caller keeps sending (silence, while it pauses) far longer than the stall takes
+    // to show.
+    let scenario = two_calls_scenario(
+        address,
+        "max_call_duration = \"50s\"",
+        "steps = [{ say = \"synthetic\", listen = false }, { pause = \"45s\" }]",
+    );
     let summary = within(Duration::from_secs(60), scenario.run()).await;
     only_outcome(&summary, CallOutcome::SendStalled);
-    assert!(
-        summary.failure_examples[0]
-            .detail
-            .contains("the fleet stopped reading"),
-        "{:?}",
-        summary.failure_examples
-    );
+    first_failure_says(&summary, "the fleet stopped reading");
     assert!(summary.wall_s < 50.0, "{} s", summary.wall_s);
 }
 
@@ -701,9 +653,5 @@ async fn a_ping_flood_leaves_the_call_working_and_the_harness_flat() {
         pongs > 0 && pongs <= pings,
         "{pongs} pongs for {pings} pings"
     );
-    assert!(
-        summary.harness.rss_mib_max < summary.harness.rss_mib_baseline + 40.0,
-        "{:?}",
-        summary.harness
-    );
+    assert_rss_flat(&summary, 40.0);
 }
