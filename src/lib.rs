@@ -12,7 +12,8 @@
 //! scenario, detect      the model: parse + validate; the grading plan and detection rules
 //! journal, contract     records every reader needs; plain data the model shares
 //! twilio, audio         the wire and the sound
-//! base                  units, exit, redact, escape, console, procinfo, failure
+//! base                  units, exit, redact, escape, console, procinfo, failure,
+//!                       request_body
 //! ```
 //!
 //! - [`scenario`] parses a scenario file in two phases (raw serde types, then a validated
@@ -46,7 +47,9 @@
 //!   (the fleet's, the scenario's names) safe to show, in everything written or printed.
 //! - [`console`] writes lines and the live view for the terminal, never panicking on a
 //!   closed pipe or a hung-up terminal; [`procinfo`] reads a process's memory and CPU from
-//!   `/proc`; [`failure`] says why a request to the fleet got no answer.
+//!   `/proc`; [`failure`] says why a request to the fleet got no answer;
+//!   [`request_body`] reads bodies from untrusted clients (the alert receiver's, the
+//!   stand-ins') to a limit and within a deadline.
 //! - [`cleanup`] keeps what a run leaves on the machine findable and removable, also after
 //!   a `kill -9` of the harness (per-run temp roots, pid files, `voxsoak clean`).
 //! - [`run`] wires the pieces for `voxsoak run`; [`cli`] is the command line.
@@ -71,6 +74,7 @@ pub mod plan;
 pub mod procinfo;
 pub mod redact;
 pub mod report;
+pub mod request_body;
 pub mod run;
 pub mod scenario;
 pub mod sink;

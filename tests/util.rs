@@ -58,6 +58,37 @@ impl ScenarioFile {
     }
 }
 
+/// A scenario of two calls (120 a minute for 1 s) to `target` (the `[target]` line), each
+/// speaking one synthetic 1 s utterance, with more `[calls]` keys and the script's `turns`
+/// or `steps` line.
+pub fn two_calls_to(target: &str, calls: &str, script: &str) -> ScenarioFile {
+    ScenarioFile::new(&format!(
+        r#"
+[target]
+{target}
+[load]
+calls_per_minute = 120
+duration = "1s"
+[calls]
+synthetic = {{ count = 1, min = "1s", max = "1s" }}
+{calls}
+[[scripts]]
+name = "short"
+{script}
+"#
+    ))
+}
+
+/// The harness's RSS (this test process's, servers included) grew by less than `mib` over the
+/// run: what a fleet sent was not held.
+pub fn assert_rss_flat(summary: &Summary, mib: f64) {
+    assert!(
+        summary.harness.rss_mib_max < summary.harness.rss_mib_baseline + mib,
+        "{:?}",
+        summary.harness
+    );
+}
+
 /// Bounds a whole test: nothing in the harness may hang.
 pub async fn within<T>(limit: Duration, future: impl std::future::Future<Output = T>) -> T {
     tokio::time::timeout(limit, future)

@@ -16,20 +16,41 @@ use crate::twilio::webhook::VoiceWebhook;
 
 pub(crate) type MediaSocket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-/// TwiML is a few hundred bytes; a fleet answering megabytes is refused, not buffered.
-const MAX_TWIML: usize = 64 << 10;
+/// The kernel send buffer of a call's media connection (Linux doubles the value set, so
+/// 64 KiB: about 5 s of caller audio). Left to itself the kernel grows it to 4 MiB once the
+/// fleet stops reading, which is 5 minutes of audio queued per call before a write blocks:
+/// a fleet that stopped reading would be seen (`send_stalled`) only minutes later, while the
+/// kernel held megabytes for each such call.
+pub const MEDIA_SEND_BUFFER: usize = 32 << 10;
 
-async fn read_limited(
-    mut response: reqwest::Response,
-    limit: usize,
-) -> Result<String, reqwest::Error> {
+/// The largest TwiML answer read. TwiML is a few hundred bytes; a fleet answering more
+/// (a 1 GB body, an endless chunked one) is refused as soon as it passes this, never
+/// buffered. A body that trickles in is cut by `[calls] connect_timeout`.
+pub const MAX_TWIML: usize = 64 << 10;
+
+/// Why a webhook's answer was not read.
+#[derive(Debug)]
+enum BodyError {
+    Read(reqwest::Error),
+    /// Over the limit: by its `Content-Length` (Some), or as it arrived.
+    TooLarge(Option<u64>),
+}
+
+/// The body of `response` if it is at most `limit` bytes; reading stops at the first byte
+/// past it.
+async fn read_limited(mut response: reqwest::Response, limit: usize) -> Result<String, BodyError> {
+    if let Some(length) = response
+        .content_length()
+        .filter(|&length| length > limit as u64)
+    {
+        return Err(BodyError::TooLarge(Some(length)));
+    }
     let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await? {
-        let room = limit.saturating_sub(body.len());
-        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
-        if body.len() >= limit {
-            break;
+    while let Some(chunk) = response.chunk().await.map_err(BodyError::Read)? {
+        if body.len() + chunk.len() > limit {
+            return Err(BodyError::TooLarge(None));
         }
+        body.extend_from_slice(&chunk);
     }
     Ok(String::from_utf8_lossy(&body).into_owned())
 }
@@ -71,6 +92,17 @@ fn failure(error: &(dyn std::error::Error + 'static)) -> String {
     crate::failure::RequestFailure::of_error(error).detail
 }
 
+/// What a TwiML answer over [`MAX_TWIML`] is told as.
+fn too_large(declared: Option<u64>) -> String {
+    let limit = MAX_TWIML >> 10;
+    match declared {
+        Some(bytes) => {
+            format!("a body of {bytes} bytes, over the {limit} KiB TwiML limit: refused unread")
+        }
+        None => format!("a body over the {limit} KiB TwiML limit: reading stopped there"),
+    }
+}
+
 /// Why a call could not open its stream. URLs in it have their credentials masked
 /// ([`crate::redact`]): the texts become failure examples in the journal and summary.
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +115,12 @@ pub enum ConnectError {
     },
     #[error("voice webhook {url} answered HTTP {status}")]
     WebhookStatus { url: String, status: u16 },
+    #[error("voice webhook {url} answered {}", too_large(*declared))]
+    TwimlTooLarge {
+        url: String,
+        /// The body's `Content-Length`, when it declared one.
+        declared: Option<u64>,
+    },
     #[error("voice webhook {url} answered TwiML voxsoak cannot follow: {source}")]
     Twiml {
         url: String,
@@ -162,7 +200,13 @@ impl Connector<'_> {
         }
         let body = read_limited(response, MAX_TWIML)
             .await
-            .map_err(webhook_error)?;
+            .map_err(|error| match error {
+                BodyError::Read(source) => webhook_error(source),
+                BodyError::TooLarge(declared) => ConnectError::TwimlTooLarge {
+                    url: crate::redact::url(url),
+                    declared,
+                },
+            })?;
         let target = twiml::parse_connect_stream(&body).map_err(|source| ConnectError::Twiml {
             url: crate::redact::url(url),
             source,
@@ -197,6 +241,10 @@ impl Connector<'_> {
             tokio_tungstenite::connect_async_with_config(request, Some(self.ws_config), true)
                 .await
                 .map_err(ws_error)?;
+        if let MaybeTlsStream::Plain(tcp) = socket.get_ref() {
+            // Best effort: a socket that refuses keeps the kernel's default.
+            let _ = socket2::SockRef::from(tcp).set_send_buffer_size(MEDIA_SEND_BUFFER);
+        }
         Ok(socket)
     }
 }

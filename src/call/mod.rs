@@ -25,7 +25,7 @@ use tokio::time::Instant;
 use crate::audio::utterance::Utterance;
 
 pub use connect::{CallEndpoint, ConnectError};
-pub use session::{CallContext, run_call};
+pub use session::{CLOSE_REPLY_WAIT, CallContext, MAX_FLEET_MESSAGE, run_call};
 
 pub use crate::journal::calls::CallOutcome;
 

@@ -28,8 +28,13 @@ use crate::twilio::webhook::VoiceWebhook;
 
 /// A frame that cannot be written for this long means the fleet stopped reading.
 const SEND_STALL: Duration = Duration::from_secs(5);
-/// How long to wait for the fleet's close frame after hanging up.
+/// How long to wait for the fleet's close handshake to finish after it closed first.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
+/// How long a fleet has, after the caller's `stop` and close frame, to answer the close
+/// (a close frame, or at least closing the connection). One that does neither is counted
+/// (`close_unanswered`) and left: a fleet that never closes its side leaks a connection
+/// per call.
+pub const CLOSE_REPLY_WAIT: Duration = Duration::from_secs(5);
 /// A write that failed may have raced a close frame the fleet sent just before it went:
 /// this long is given to read it, so the close is reported as the fleet made it.
 const CLOSE_PEEK: Duration = Duration::from_millis(100);
@@ -692,6 +697,20 @@ impl Session<'_> {
                     Some(format!("WebSocket protocol violation: {error}")),
                 ))
             }
+            // A text frame that is not UTF-8 fails the connection (RFC 6455 8.1): the fleet
+            // broke the protocol, it did not hang up.
+            Some(Err(tungstenite::Error::Utf8(error))) => {
+                let _ = self.events.send(CallEvent::ProtocolError {
+                    kind: "invalid_utf8",
+                });
+                Err(Ending::Outcome(
+                    CallOutcome::ProtocolError,
+                    Some(format!(
+                        "the fleet sent a text frame that is not valid UTF-8: {}",
+                        truncate(&error, 80)
+                    )),
+                ))
+            }
             Some(Err(error)) => Err(dropped(format!("the stream broke: {error}"))),
             Some(Ok(Message::Binary(_))) => {
                 self.protocol_error(
@@ -800,20 +819,33 @@ impl Session<'_> {
         let _ = self.events.send(CallEvent::Pacing(Box::new(batch)));
     }
 
-    /// Sends `stop` and closes the WebSocket, waiting briefly for the fleet's close frame.
+    /// Sends `stop` and closes the WebSocket, waiting at most [`CLOSE_REPLY_WAIT`] for the
+    /// fleet to answer the close; a fleet that does not is a protocol error
+    /// (`close_unanswered`), and the connection is dropped.
     async fn hang_up(&mut self, call_sid: &str, account_sid: &str) {
         self.sequence += 1;
         let stop = TwilioEvent::stop(self.sequence, self.stream_sid, account_sid, call_sid);
         if self.send_text(stop.to_json()).await.is_err() {
             return;
         }
-        let _ = timeout(CLOSE_WAIT, async {
+        let answered = timeout(CLOSE_REPLY_WAIT, async {
             if self.socket.close(None).await.is_err() {
                 return;
             }
+            // Whatever the fleet still sends is read and dropped until its close frame, or
+            // until the connection ends.
             while let Some(Ok(_)) = self.socket.next().await {}
         })
         .await;
+        if answered.is_err() {
+            self.protocol_error(
+                "close_unanswered",
+                &format!(
+                    "the fleet did not answer the caller's close within {CLOSE_REPLY_WAIT:?}: \
+                     no close frame, and the connection left open"
+                ),
+            );
+        }
     }
 }
 

@@ -165,6 +165,7 @@ pub fn evaluate(run: &RunRecord) -> Summary {
     );
     summary.fleet = fleet;
     summary.uptime = uptime;
+    summary.observers = run.observers.clone();
     summary.fault_stats = fault_stats;
     summary.journal = JournalBlock {
         records: run.records,

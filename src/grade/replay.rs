@@ -170,6 +170,50 @@ pub struct AlertOnset {
     pub name: String,
 }
 
+/// What the observers saw over the run, counted (the hub's `observed` record): the failed
+/// probes, refused alert posts and failed scrapes a misbehaving fleet caused.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct ObserverCounts {
+    pub health_probes: u64,
+    pub healthy_probes: u64,
+    pub alerts_received: u64,
+    /// Requests the alert receiver refused, by reason: `not_alerts`, `body_too_large`,
+    /// `body_timeout`, `body_broken`.
+    pub bad_alerts: std::collections::BTreeMap<String, u64>,
+    pub scrapes_failed: u64,
+    pub log_matches: u64,
+}
+
+impl ObserverCounts {
+    /// What went wrong with the observers, in a line for the terminal summary (empty when
+    /// nothing did): `health 3 of 10 probes failed, alerts refused 2 (body_too_large 1,
+    /// not_alerts 1), scrapes failed 4`.
+    pub fn problems_line(&self) -> String {
+        let mut parts = Vec::new();
+        let failed_probes = self.health_probes - self.healthy_probes.min(self.health_probes);
+        if failed_probes > 0 {
+            parts.push(format!(
+                "health {failed_probes} of {} probes failed",
+                self.health_probes
+            ));
+        }
+        let refused: u64 = self.bad_alerts.values().sum();
+        if refused > 0 {
+            let reasons: Vec<String> = self
+                .bad_alerts
+                .iter()
+                .map(|(reason, count)| format!("{reason} {count}"))
+                .collect();
+            parts.push(format!("alerts refused {refused} ({})", reasons.join(", ")));
+        }
+        if self.scrapes_failed > 0 {
+            parts.push(format!("scrapes failed {}", self.scrapes_failed));
+        }
+        parts.join(", ")
+    }
+}
+
 /// Everything the grader reads from a journal.
 #[derive(Debug, Default)]
 pub struct RunRecord {
@@ -217,6 +261,8 @@ pub struct RunRecord {
     pub exits: Vec<FleetExit>,
     pub restarts: u64,
     pub retries: Option<RetryTotals>,
+    /// The hub's `observed` record; None in a journal cut short before it, or from before it.
+    pub observers: Option<ObserverCounts>,
     pub ended: Option<Ended>,
     /// The last record's time: where observation ends when `run_ended` is missing.
     pub last_t_s: f64,
@@ -460,6 +506,10 @@ impl RunRecord {
             "tts_standin" => {
                 self.retries.get_or_insert_with(RetryTotals::default);
             }
+            "observed" => match serde_json::from_value(record.clone()) {
+                Ok(counts) => self.observers = Some(counts),
+                Err(error) => problem(format!("observed record unreadable: {error}")),
+            },
             "run_ended" => {
                 let stopped = record
                     .get("stopped")

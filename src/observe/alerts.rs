@@ -1,23 +1,26 @@
 //! The alert receiver: an HTTP endpoint taking what a fleet (or its Alertmanager) posts, in
 //! the Alertmanager webhook format (`{"alerts": [{"status", "labels": {"alertname"}}]}`)
 //! or as plain JSON (`{"name", "status"}`, or a list of them). Every alert becomes a
-//! [`Signal::Alert`]; a body that is neither is answered 400 and counted, never trusted.
+//! [`Signal::Alert`]; a body that is neither is answered 400, one over [`MAX_BODY`] 413 (as
+//! soon as it passes it), one still arriving after [`REQUEST_BODY_TIMEOUT`] 408, each
+//! counted by its reason ([`Signal::BadAlert`]), never trusted.
 
 use std::net::SocketAddr;
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::StatusCode;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::routing::post;
 use serde_json::Value;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
 use super::{Observation, Signal};
+use crate::request_body::{BodyError, REQUEST_BODY_TIMEOUT, read_within};
 
 /// The largest alert body taken; Alertmanager batches are far smaller.
-const MAX_BODY: usize = 1 << 20;
+pub const MAX_BODY: usize = 1 << 20;
 /// Longest alert name kept (a fleet could send anything).
 const MAX_NAME: usize = 200;
 
@@ -32,7 +35,6 @@ pub async fn serve(
     let router = Router::new()
         .route("/alerts", post(receive))
         .route("/", post(receive))
-        .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(observations);
     tokio::spawn(async move {
         let _ = axum::serve(listener, router)
@@ -44,8 +46,26 @@ pub async fn serve(
 
 async fn receive(
     State(observations): State<UnboundedSender<Observation>>,
-    body: Bytes,
+    headers: HeaderMap,
+    body: Body,
 ) -> StatusCode {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok()?.parse().ok());
+    let refused = |reason, status| {
+        let _ = observations.send(Observation::now(Signal::BadAlert { reason }));
+        status
+    };
+    let body = match read_within(declared, body, MAX_BODY, REQUEST_BODY_TIMEOUT).await {
+        Ok(body) => body,
+        Err(BodyError::TooLarge { .. }) => {
+            return refused("body_too_large", StatusCode::PAYLOAD_TOO_LARGE);
+        }
+        Err(BodyError::TimedOut(_)) => {
+            return refused("body_timeout", StatusCode::REQUEST_TIMEOUT);
+        }
+        Err(BodyError::Broken(_)) => return refused("body_broken", StatusCode::BAD_REQUEST),
+    };
     match parse(&body) {
         Some(alerts) => {
             for alert in alerts {
@@ -57,10 +77,7 @@ async fn receive(
             }
             StatusCode::OK
         }
-        None => {
-            let _ = observations.send(Observation::now(Signal::BadAlert));
-            StatusCode::BAD_REQUEST
-        }
+        None => refused("not_alerts", StatusCode::BAD_REQUEST),
     }
 }
 

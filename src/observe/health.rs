@@ -12,6 +12,9 @@ use super::{HealthWatch, Observation, Signal};
 
 /// How much of an unhealthy answer's body is kept.
 const DETAIL_CHARS: usize = 200;
+/// The most of a health answer's body read (for the detail's first 200 characters):
+/// the rest, however long or endless, is left unread.
+pub const MAX_HEALTH_BODY: usize = 4 << 10;
 
 /// Probes `watch.url` every `watch.interval` until `stop`.
 pub async fn poll(
@@ -29,10 +32,15 @@ pub async fn poll(
 
 async fn probe(http: &reqwest::Client, url: &str, timeout: Duration) -> Signal {
     let answer = async {
-        let response = http.get(url).timeout(timeout).send().await?;
+        let mut response = http.get(url).timeout(timeout).send().await?;
         let status = response.status();
-        let body = response.text().await.unwrap_or_default();
-        Ok::<_, reqwest::Error>((status, body))
+        let mut body = Vec::new();
+        while body.len() < MAX_HEALTH_BODY
+            && let Ok(Some(chunk)) = response.chunk().await
+        {
+            body.extend_from_slice(&chunk[..chunk.len().min(MAX_HEALTH_BODY - body.len())]);
+        }
+        Ok::<_, reqwest::Error>((status, String::from_utf8_lossy(&body).into_owned()))
     };
     let no_answer = || format!("no answer within {}", humantime::format_duration(timeout));
     match tokio::time::timeout(timeout, answer).await {

@@ -4,7 +4,7 @@
 //! detection as it happens (`fault_detected`), pairing the injections the chaos plane
 //! announces with the signals it journals by the grader's own engine ([`Detector`]).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
 use serde_json::json;
@@ -34,7 +34,8 @@ pub struct Observed {
     pub health_probes: u64,
     pub healthy_probes: u64,
     pub alerts_received: u64,
-    pub bad_alerts: u64,
+    /// Requests the alert receiver refused, by reason ([`Signal::BadAlert`]).
+    pub bad_alerts: BTreeMap<&'static str, u64>,
     pub scrapes_failed: u64,
     /// Lines that matched a log pattern, journaled or not.
     pub log_matches: u64,
@@ -187,10 +188,12 @@ pub async fn run_hub(
                     t_s,
                 );
             }
-            Signal::BadAlert => {
-                observed.bad_alerts += 1;
-                if observed.bad_alerts == 1 {
-                    journal.record("alert_unreadable", json!({"seen_s": t_s}));
+            Signal::BadAlert { reason } => {
+                let count = observed.bad_alerts.entry(reason).or_default();
+                *count += 1;
+                // The first of each reason; `observed` at the end has them all.
+                if *count == 1 {
+                    journal.record("alert_unreadable", json!({"reason": reason, "seen_s": t_s}));
                 }
             }
             Signal::Health {
@@ -328,7 +331,22 @@ pub async fn run_hub(
             }
         }
     }
+    journal.record("observed", observed.to_json());
     observed
+}
+
+impl Observed {
+    /// The `observed` record: what the observers saw over the whole run, counted.
+    fn to_json(&self) -> serde_json::Value {
+        json!({
+            "health_probes": self.health_probes,
+            "healthy_probes": self.healthy_probes,
+            "alerts_received": self.alerts_received,
+            "bad_alerts": self.bad_alerts,
+            "scrapes_failed": self.scrapes_failed,
+            "log_matches": self.log_matches,
+        })
+    }
 }
 
 #[cfg(test)]

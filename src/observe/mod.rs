@@ -97,8 +97,9 @@ pub enum Signal {
         /// When the fleet says it started firing (Alertmanager `startsAt`), as sent.
         starts_at: Option<String>,
     },
-    /// A body the receiver could not read as alerts.
-    BadAlert,
+    /// A request the receiver refused; `reason`: `not_alerts` (not JSON, or not an alert
+    /// payload), `body_too_large`, `body_timeout` or `body_broken`.
+    BadAlert { reason: &'static str },
     /// One health probe: 2xx is healthy; no answer (`status` None) is not.
     Health {
         healthy: bool,

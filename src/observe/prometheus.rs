@@ -11,8 +11,9 @@ use super::{Observation, Signal};
 use crate::scenario::faults::{MetricCondition, SeriesSelector};
 use crate::scenario::observe::RecordedSeries;
 
-/// The largest `/metrics` page read; a bigger one is a failed scrape.
-const MAX_PAGE: usize = 8 << 20;
+/// The largest `/metrics` page read; a bigger one (or an endless one) is a failed scrape,
+/// refused as soon as it passes this.
+pub const MAX_PAGE: usize = 8 << 20;
 
 /// One sample: a series name, its labels and its value.
 #[derive(Debug, Clone, PartialEq)]
@@ -195,13 +196,17 @@ pub fn recorded(samples: &[Sample], record: &[RecordedSeries]) -> Vec<(String, O
         .collect()
 }
 
+/// The page at `url`, read as it arrives and refused at the first byte past [`MAX_PAGE`]
+/// (an endless or enormous body costs at most that much memory).
 async fn fetch(http: &reqwest::Client, url: &str, timeout: Duration) -> Result<String, String> {
-    let response = http
+    let over = || format!("the page is over {} MiB", MAX_PAGE >> 20);
+    let failure = |error| crate::failure::RequestFailure::of(error).detail;
+    let mut response = http
         .get(url)
         .timeout(timeout)
         .send()
         .await
-        .map_err(|error| crate::failure::RequestFailure::of(error).detail)?;
+        .map_err(failure)?;
     if !response.status().is_success() {
         return Err(format!("status {}", response.status().as_u16()));
     }
@@ -209,16 +214,16 @@ async fn fetch(http: &reqwest::Client, url: &str, timeout: Duration) -> Result<S
         .content_length()
         .is_some_and(|length| length > MAX_PAGE as u64)
     {
-        return Err("the page is over 8 MiB".to_owned());
+        return Err(over());
     }
-    let bytes = response
-        .bytes()
-        .await
-        .map_err(|error| crate::failure::RequestFailure::of(error).detail)?;
-    if bytes.len() > MAX_PAGE {
-        return Err("the page is over 8 MiB".to_owned());
+    let mut page = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(failure)? {
+        if page.len() + chunk.len() > MAX_PAGE {
+            return Err(over());
+        }
+        page.extend_from_slice(&chunk);
     }
-    Ok(String::from_utf8_lossy(&bytes).into_owned())
+    Ok(String::from_utf8_lossy(&page).into_owned())
 }
 
 #[cfg(test)]

@@ -45,6 +45,9 @@ pub struct Summary {
     pub slos: Vec<SloVerdict>,
     /// Healthy share of the probed time outside faults and their recovery; null when nothing probed.
     pub uptime: Option<crate::grade::recovery::Uptime>,
+    /// What the observers saw, counted: health probes (and how many were healthy), alerts
+    /// received and refused (by reason), failed scrapes; null when the journal lacks it.
+    pub observers: Option<crate::grade::replay::ObserverCounts>,
     pub fleet: FleetBlock,
     pub harness: HarnessUsage,
     /// What the summary was rebuilt from.
@@ -202,6 +205,7 @@ impl Summary {
             fault_stats: Vec::new(),
             slos,
             uptime: None,
+            observers: None,
             fleet: FleetBlock::default(),
             harness,
             journal: JournalBlock::default(),
@@ -307,6 +311,12 @@ impl Summary {
                 example.outcome,
                 shown(&example.detail)
             );
+        }
+        if let Some(observed) = &self.observers {
+            let line = observed.problems_line();
+            if !line.is_empty() {
+                let _ = writeln!(out, "  observers  {}", shown(&line));
+            }
         }
         let h = &self.harness;
         let _ = writeln!(

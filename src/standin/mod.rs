@@ -19,7 +19,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use rand::RngExt;
@@ -27,6 +27,7 @@ use rand_chacha::ChaCha8Rng;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::request_body::{REQUEST_BODY_TIMEOUT, with_deadline};
 use openai::{ErrorBody, ErrorDetail};
 
 /// A stand-in server that is running.
@@ -45,8 +46,10 @@ impl Running {
 /// The largest request body a stand-in accepts; a larger one is answered with 413.
 pub const MAX_BODY_BYTES: usize = 4 << 20;
 
-/// Serves `router` on `listener` in a task of its own until `shutdown`, with the body limit
-/// and the OpenAI-style 404 every stand-in has. Handlers may extract the client's address
+/// Serves `router` on `listener` in a task of its own until `shutdown`, with the body limit,
+/// the body deadline ([`REQUEST_BODY_TIMEOUT`]: a request whose body is still arriving then
+/// is refused with 400, so a slowloris client holds no handler) and the OpenAI-style 404
+/// every stand-in has. Handlers may extract the client's address
 /// (`ConnectInfo<SocketAddr>`): the TTS stand-in tells one connection from another by it.
 async fn serve(
     listener: TcpListener,
@@ -56,7 +59,8 @@ async fn serve(
     let address = listener.local_addr()?;
     let router = router
         .fallback(not_found)
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::map_request(body_deadline));
     tokio::spawn(async move {
         if let Err(error) = axum::serve(
             listener,
@@ -69,6 +73,11 @@ async fn serve(
         }
     });
     Ok(Running { address })
+}
+
+async fn body_deadline(request: Request) -> Request {
+    let (parts, body) = request.into_parts();
+    Request::from_parts(parts, with_deadline(body, REQUEST_BODY_TIMEOUT))
 }
 
 async fn not_found(method: Method, uri: Uri) -> Response {
