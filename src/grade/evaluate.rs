@@ -9,9 +9,9 @@ use super::detect::Outcome;
 use super::plan::{GradePlan, SloPlan};
 use super::recovery::{self, GroupRecovery, Member, Span, Uptime};
 use super::replay::{DetectionStatus, RecoveryStatus, RunRecord};
+use super::summary::{FaultStats, FleetBlock, JournalBlock, RunFacts, Summary};
 use super::{SloVerdict, Verdict, shown};
 use crate::grade::FaultReport;
-use crate::report::{FaultStats, FleetBlock, JournalBlock, RunFacts, Summary};
 use crate::scenario::faults::RecoverFrom;
 
 /// Grades a run from its journal.

@@ -12,6 +12,7 @@ pub mod evaluate;
 pub use crate::detect::plan;
 pub mod recovery;
 pub mod replay;
+pub mod summary;
 
 pub use replay::FaultReport;
 
