@@ -801,3 +801,28 @@ async fn signatures_and_temp_dir_budget(backend: Backend) {
     db.remove().await;
 }
 on_both_databases!(signatures_and_temp_dir_budget);
+
+/// Each fault kind's default detection is a signal the reference fleet really gives: one of
+/// its alerts, or its health (a proxy's default is the alert on the dependency behind it;
+/// the process faults are seen on health).
+#[test]
+fn default_detections_are_signals_the_reference_fleet_gives() {
+    use voxsoak::fleet::alerts::AlertName;
+    use voxsoak::scenario::faults::{DetectionRule, FaultKind};
+    let raised: Vec<&str> = AlertName::ALL.iter().map(|alert| alert.as_str()).collect();
+    for kind in FaultKind::ALL {
+        match kind.default_detection() {
+            DetectionRule::Alert { name } => {
+                assert!(raised.contains(&name.as_str()), "{kind}: {name}")
+            }
+            DetectionRule::Unhealthy => assert!(
+                matches!(
+                    kind,
+                    FaultKind::Proxy | FaultKind::ProcessStall | FaultKind::ProcessKill
+                ),
+                "{kind} has an alert of its own"
+            ),
+            other => panic!("{kind}: {other:?}"),
+        }
+    }
+}

@@ -723,7 +723,7 @@ mod tests {
             let from = f64::from(i) * 10.0;
             // 5 of 15 calls fail in 40-50 s, after the TTS 429s.
             let (completed, failed) = if i == 4 { (10, 5) } else { (10, 0) };
-            let totals = crate::load::aggregate::Totals {
+            let totals = crate::journal::calls::Totals {
                 started: completed + failed,
                 ..Default::default()
             };

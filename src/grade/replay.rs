@@ -15,6 +15,7 @@ use crate::journal::calls::CallOutcome;
 use crate::journal::calls::{FAILURE_EXAMPLES, HarnessUsage, Totals};
 use crate::journal::retries::RetryTotals;
 pub use crate::journal::signal::Signal;
+use crate::journal::signal::str_of;
 use crate::scenario::faults::FaultKind;
 
 /// What happened to one injection, for `summary.json` `faults[]`: built from the journal's
@@ -309,14 +310,6 @@ pub fn read(path: &Path) -> std::io::Result<RunRecord> {
             .then(a.occurrence.cmp(&b.occurrence))
     });
     Ok(run)
-}
-
-fn str_of(record: &Value, key: &str) -> String {
-    record
-        .get(key)
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned()
 }
 
 fn f64_of(record: &Value, key: &str) -> Option<f64> {

@@ -70,7 +70,8 @@ impl Signal {
     }
 }
 
-fn str_of(record: &Value, key: &str) -> String {
+/// A record's string field, or empty when it has none.
+pub fn str_of(record: &Value, key: &str) -> String {
     record
         .get(key)
         .and_then(Value::as_str)
