@@ -705,7 +705,7 @@ for = "5m"
 /// a fresh session can lock every table at once, and the leaked files are gone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_run_cancelled_mid_fault_releases_postgres_locks_and_files() {
-    use voxsoak::fleet::db::testing::TestPostgres;
+    use crate::support::postgres::TestPostgres;
     let Some(postgres) = TestPostgres::create("chaos_interrupt").await else {
         return;
     };

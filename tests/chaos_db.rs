@@ -6,10 +6,10 @@
 
 use std::time::{Duration, Instant};
 
+use crate::support::postgres::{self as testing, TestPostgres};
 use sqlx::{Connection, PgConnection, SqliteConnection};
 use voxsoak::chaos::Confirmation;
 use voxsoak::chaos::db::{DbPoolFault, DbPoolMethod};
-use voxsoak::fleet::db::testing::{self, TestPostgres};
 
 use crate::fleet_util::{Backend, FleetProcess, TestDb, calls_scenario, eventually};
 use crate::on_both_databases;

@@ -8,6 +8,7 @@ use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::support::postgres::TestPostgres;
 use axum::Json;
 use axum::extract::State;
 use axum::routing::post;
@@ -16,7 +17,6 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::Notify;
 use voxsoak::fleet::LISTENING_PREFIX;
-use voxsoak::fleet::db::testing::TestPostgres;
 use voxsoak::fleet::db::{Database, DbConfig};
 
 use crate::util::voxsoak_exe;

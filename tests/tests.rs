@@ -20,5 +20,9 @@ mod report;
 mod safe_output;
 mod sink_calls;
 mod standin_counts;
+mod support {
+    //! Test support shared with the library's unit tests.
+    pub mod postgres;
+}
 mod util;
 mod verdicts;
