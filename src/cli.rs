@@ -22,6 +22,12 @@ use crate::target::LISTENING_PREFIX;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// The harness's own log on stderr (and, for `run`, in the run directory's
+    /// harness.log): off, error, warn, info, debug, trace, or targets with levels
+    /// (warn,voxsoak::chaos=debug). Overrides RUST_LOG. [default: warn on stderr; the run
+    /// directory's log also keeps voxsoak's info]
+    #[arg(long, global = true, value_name = "FILTER", value_parser = crate::logging::parse_filter)]
+    pub log_level: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -255,30 +261,8 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 /// Runs a parsed command line and returns the process exit code.
-/// Sends the harness's own `tracing` events (warnings and errors of its tasks) to stderr.
-/// `VOXSOAK_LOG=debug` (or `trace`, `info`, `warn`, `error`, `off`) changes the level; the
-/// default is `warn`.
-pub fn init_tracing() {
-    let level = std::env::var("VOXSOAK_LOG")
-        .ok()
-        .and_then(|level| {
-            level
-                .parse::<tracing_subscriber::filter::LevelFilter>()
-                .ok()
-        })
-        .unwrap_or(tracing_subscriber::filter::LevelFilter::WARN);
-    // Events may quote a fleet or a URL: each line is masked and escaped like every other
-    // line voxsoak prints, so no colour codes either.
-    let _ = tracing_subscriber::fmt()
-        .with_max_level(level)
-        .with_writer(|| crate::escape::TerminalWriter::new(std::io::stderr()))
-        .with_ansi(false)
-        .with_target(false)
-        .try_init();
-}
-
 pub fn main(cli: Cli) -> i32 {
-    init_tracing();
+    crate::logging::init(cli.log_level.as_deref());
     match cli.command {
         Command::Validate { scenario } => validate_command(&scenario),
         Command::Plan { scenario } => match scenario::load(&scenario) {

@@ -12,8 +12,8 @@
 //! scenario, detect      the model: parse + validate; the grading plan and detection rules
 //! journal, contract     records every reader needs; plain data the model shares
 //! twilio, audio         the wire and the sound
-//! base                  units, exit, redact, escape, console, procinfo, failure,
-//!                       request_body
+//! base                  units, exit, redact, escape, console, logging, procinfo,
+//!                       failure, request_body
 //! ```
 //!
 //! - [`scenario`] parses a scenario file in two phases (raw serde types, then a validated
@@ -46,7 +46,8 @@
 //! - [`redact`] masks secrets (URL credentials, tokens) and [`escape`] makes outside text
 //!   (the fleet's, the scenario's names) safe to show, in everything written or printed.
 //! - [`console`] writes lines and the live view for the terminal, never panicking on a
-//!   closed pipe or a hung-up terminal; [`procinfo`] reads a process's memory and CPU from
+//!   closed pipe or a hung-up terminal; [`logging`] sends the harness's `tracing` events
+//!   to stderr and the run directory's `harness.log`; [`procinfo`] reads a process's memory and CPU from
 //!   `/proc`; [`failure`] says why a request to the fleet got no answer;
 //!   [`request_body`] reads bodies from untrusted clients (the alert receiver's, the
 //!   stand-ins') to a limit and within a deadline.
@@ -69,6 +70,7 @@ pub mod fleet;
 pub mod grade;
 pub mod journal;
 pub mod load;
+pub mod logging;
 pub mod observe;
 pub mod plan;
 pub mod procinfo;

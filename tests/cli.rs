@@ -331,6 +331,45 @@ fn duration_and_seed_override_the_scenario() {
         "an hour-long hold was cut at 3 s: {summary}"
     );
     assert!(summary["calls"]["completed"].as_u64().unwrap() >= 3);
+    // The run directory keeps the harness's own log: its steps, at info, with no flag.
+    let log = std::fs::read_to_string(scenario.out_dir().join("harness.log")).unwrap();
+    for step in [
+        "run prepared",
+        "target ready",
+        "load started",
+        "load done",
+        "graded",
+    ] {
+        assert!(
+            log.contains(step),
+            "{step:?} missing from harness.log:\n{log}"
+        );
+    }
+    assert!(
+        !stderr(&output).contains("run prepared"),
+        "stderr shows warnings only by default: {}",
+        stderr(&output)
+    );
+}
+
+/// `--log-level` takes a level or targets with levels, and refuses anything else before
+/// anything runs.
+#[test]
+fn log_level_is_checked() {
+    let output = voxsoak(&["validate", "scenarios/smoke.toml", "--log-level", "loud"]);
+    assert_exit(&output, exit::HARNESS_ERROR);
+    assert!(
+        stderr(&output).contains("expected a level"),
+        "{}",
+        stderr(&output)
+    );
+    let output = voxsoak(&[
+        "--log-level",
+        "warn,voxsoak=debug",
+        "validate",
+        "scenarios/smoke.toml",
+    ]);
+    assert_exit(&output, exit::PASS);
 }
 
 /// `--fleet-bug` switches bugs on in the reference fleet the harness starts; with any
