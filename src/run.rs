@@ -15,12 +15,13 @@ use crate::audio::vad::VoiceActivity;
 use crate::call::CallContext;
 use crate::chaos::abort::{AbortSwitch, SuccessWatch, serve_kill_switch, watch_kill_switch_file};
 use crate::chaos::process::ProcessTarget;
-use crate::chaos::{ChaosPlane, ChaosTargets, FaultError};
+use crate::chaos::{ChaosOutcome, ChaosPlane, ChaosRun, ChaosTargets, FaultError};
 use crate::cleanup::{self, CleanupError, TempRoot};
 use crate::grade;
 use crate::journal::Journal;
 use crate::load::aggregate::{Aggregator, Progress, run_aggregator};
 use crate::load::{LoadShaper, UtteranceBank};
+use crate::logging::RunLog;
 use crate::observe;
 use crate::report::Summary;
 use crate::scenario::faults::KILL_SWITCH_FILE;
@@ -114,11 +115,94 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<Run
 }
 
 /// [`run`], which can also be hurried (see [`Shutdown`]).
+///
+/// The run's story, one step per function: [`prepare`] the scenario and the run directory;
+/// start the [`Controls`] that can stop it early; start the chaos plane's servers and the
+/// target ([`start_target`]); open the journal ([`open_journal`]); start the
+/// [`Observers`]; start the chaos schedule ([`start_chaos`]); drive the load
+/// ([`drive_load`]); wind down, faults undone first and the fleet stopped last
+/// ([`wind_down`]); and grade from the journal alone ([`finish`]).
 pub async fn run_until(options: RunOptions, shutdown: Shutdown) -> Result<RunOutcome, RunError> {
-    let Shutdown {
-        stop: shutdown,
-        hurry,
-    } = shutdown;
+    let prepared = prepare(&options)?;
+    tracing::info!(run_id = %prepared.run_id, out = %prepared.out_dir.display(), "run prepared");
+    let controls = Controls::start(&prepared, &shutdown.stop).await?;
+    let chaos = ChaosPlane::prepare(&prepared.scenario, &prepared.run_id)
+        .await
+        .map_err(RunError::Chaos)?;
+    let (observations, observed) = mpsc::unbounded_channel();
+    let mut target =
+        start_target(&options, &prepared, &chaos, &controls, observations.clone()).await?;
+    tracing::info!(target = %target.resolved.description, "target ready");
+    let context = call_context(&prepared, &target)?;
+    let journal = open_journal(&options, &prepared, &target, controls.kill_switch_url)?;
+    controls.watch_kill_switch_file();
+    let display = ProgressDisplay::new(options.progress, prepared.run_for);
+    let channel = (observations.clone(), observed);
+    let observers = Observers::start(&prepared, &mut target, &journal, &display, channel);
+    let chaos_stop = controls.stop.child_token();
+    let chaos_run = start_chaos(
+        chaos,
+        &prepared,
+        &target,
+        &observers,
+        &journal,
+        observations,
+        chaos_stop.clone(),
+    );
+    let hurry = Hurry::start(shutdown.hurry.clone());
+    tracing::info!(run_for = %humantime::format_duration(prepared.run_for), "load started");
+    let aggregation = drive_load(&prepared, context, &journal, &controls, display, &hurry).await;
+    // The load is done (or stopped): clear every fault before anything else stops.
+    tracing::info!("load done: undoing faults, then stopping the observers and the fleet");
+    chaos_stop.cancel();
+    let chaos_outcome = undo_faults(&journal, &hurry, chaos_run).await;
+    // A task of the harness's own that failed leaves a hole in what was seen: it is
+    // journaled, and the verdict is `error`, never the fleet's failure.
+    if let Some(aggregated) = hurry.skip(aggregation).await {
+        harness_task(&journal, "aggregator", aggregated);
+    }
+    controls.watchers.cancel();
+    observers.stop(&journal, &hurry).await;
+    if let Some(chaos_outcome) = &chaos_outcome {
+        let removed = chaos_outcome.tear_down();
+        if removed > 0 {
+            journal.record(
+                "harness_files_removed",
+                serde_json::json!({"files": removed}),
+            );
+        }
+    }
+    remove_temp_root(prepared.temp_root).await;
+    let outcome = finish(
+        &journal,
+        &controls,
+        &shutdown.stop,
+        &hurry,
+        prepared.out_dir,
+    );
+    if let Ok(outcome) = &outcome {
+        tracing::info!(verdict = ?outcome.summary.verdict, "graded");
+    }
+    outcome
+}
+
+/// What [`prepare`] settles before anything starts.
+struct Prepared {
+    scenario: Arc<scenario::Scenario>,
+    bank: Arc<UtteranceBank>,
+    vad: VoiceActivity,
+    run_id: String,
+    /// How long calls keep starting.
+    run_for: Duration,
+    out_dir: PathBuf,
+    temp_root: TempRoot,
+    /// Keeps the run directory's harness.log open for the run.
+    _log: RunLog,
+}
+
+/// Loads and checks the scenario (what the target needs is checked before anything
+/// starts), loads its audio, and makes the run directory and the run's temp root.
+fn prepare(options: &RunOptions) -> Result<Prepared, RunError> {
     let mut scenario = scenario::load(&options.scenario)?;
     target::check_fleet_bugs(&scenario, &options.fleet_bugs)?;
     target::check_database_hosts(&scenario, target::UnsetVariable::Refuse)?;
@@ -133,62 +217,135 @@ pub async fn run_until(options: RunOptions, shutdown: Shutdown) -> Result<RunOut
     let scenario = Arc::new(scenario);
     let vad = VoiceActivity::default();
     let bank = Arc::new(UtteranceBank::load(&scenario, &vad));
-    let started_at = SystemTime::now();
-    let run_id = run_id(&scenario.name, started_at);
+    let run_id = run_id(&scenario.name, SystemTime::now());
     let out_dir = options
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from("reports").join(&run_id));
-    std::fs::create_dir_all(&out_dir).map_err(|source| RunError::Output {
+    let output_error = |source| RunError::Output {
         path: out_dir.clone(),
         source,
-    })?;
+    };
+    std::fs::create_dir_all(&out_dir).map_err(output_error)?;
+    let log = RunLog::open(&out_dir).map_err(output_error)?;
     // What earlier runs killed with `kill -9` left; off the way of this one's start.
     tokio::spawn(clean_after_earlier_runs());
     let temp_root = TempRoot::create(&run_id, &out_dir)?;
+    Ok(Prepared {
+        scenario,
+        bank,
+        vad,
+        run_id,
+        run_for,
+        out_dir,
+        temp_root,
+        _log: log,
+    })
+}
 
-    // `stop` ends the run early: a signal (through `shutdown`), an abort condition or the
-    // kill switch. The chaos plane also stops when the load is done.
-    let stop = shutdown.child_token();
-    let abort = AbortSwitch::new(stop.clone());
-    let watchers = CancellationToken::new();
-    let kill_switch_file = out_dir.join(
-        scenario
-            .abort
-            .kill_switch_file
-            .clone()
-            .unwrap_or_else(|| PathBuf::from(KILL_SWITCH_FILE)),
-    );
-    // A switch left over from an earlier run in this directory must not abort this one.
-    let _ = std::fs::remove_file(&kill_switch_file);
-    let kill_switch_url = match scenario.abort.kill_switch_listen {
-        Some(listen) => Some(
-            serve_kill_switch(listen, abort.clone(), watchers.clone())
-                .await
-                .map_err(|source| RunError::KillSwitch { listen, source })?,
-        ),
-        None => None,
-    };
-    let chaos = ChaosPlane::prepare(&scenario, &run_id)
-        .await
-        .map_err(RunError::Chaos)?;
-    // The alert receiver listens before the fleet starts: the embedded fleet is pointed at
-    // it, and keeps its output in the run directory for the log observer.
-    let (observations, observed_rx) = mpsc::unbounded_channel();
+/// What can end the run early, and the tasks that watch for it.
+struct Controls {
+    /// Ends the run early: a signal (through the caller's token), an abort condition or
+    /// the kill switch. The chaos plane also stops when the load is done.
+    stop: CancellationToken,
+    abort: AbortSwitch,
+    /// Ends the kill switch's server and file watch, and the alert receiver.
+    watchers: CancellationToken,
+    kill_switch_file: PathBuf,
+    kill_switch_url: Option<std::net::SocketAddr>,
+}
+
+impl Controls {
+    async fn start(
+        prepared: &Prepared,
+        shutdown: &CancellationToken,
+    ) -> Result<Controls, RunError> {
+        let scenario = &prepared.scenario;
+        let stop = shutdown.child_token();
+        let abort = AbortSwitch::new(stop.clone());
+        let watchers = CancellationToken::new();
+        let kill_switch_file = prepared.out_dir.join(
+            scenario
+                .abort
+                .kill_switch_file
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(KILL_SWITCH_FILE)),
+        );
+        // A switch left over from an earlier run in this directory must not abort this one.
+        let _ = std::fs::remove_file(&kill_switch_file);
+        let kill_switch_url = match scenario.abort.kill_switch_listen {
+            Some(listen) => Some(
+                serve_kill_switch(listen, abort.clone(), watchers.clone())
+                    .await
+                    .map_err(|source| RunError::KillSwitch { listen, source })?,
+            ),
+            None => None,
+        };
+        Ok(Controls {
+            stop,
+            abort,
+            watchers,
+            kill_switch_file,
+            kill_switch_url,
+        })
+    }
+
+    fn watch_kill_switch_file(&self) {
+        tokio::spawn(watch_kill_switch_file(
+            self.kill_switch_file.clone(),
+            self.abort.clone(),
+            self.watchers.clone(),
+        ));
+    }
+
+    /// Why the run stopped before the end of its schedule, if it did.
+    fn stopped(&self, shutdown: &CancellationToken) -> Option<(crate::journal::StoppedBy, String)> {
+        if let Some(stopped) = self.abort.reason() {
+            Some(stopped)
+        } else if shutdown.is_cancelled() {
+            Some((
+                crate::journal::StoppedBy::Signal,
+                "stopped by a signal before the end of the scenario".to_string(),
+            ))
+        } else {
+            None
+        }
+    }
+}
+
+/// The fleet under test, ready for calls, and what the observers need to reach it.
+struct StartedTarget {
+    resolved: target::ResolvedTarget,
+    /// Where the alert receiver listens.
+    alerts: Option<std::net::SocketAddr>,
+    fleet_log: PathBuf,
+}
+
+/// Starts the alert receiver (before the fleet: the embedded fleet is pointed at it), then
+/// the target itself, wired to the chaos plane's stand-ins, and checks that it answers.
+async fn start_target(
+    options: &RunOptions,
+    prepared: &Prepared,
+    chaos: &ChaosPlane,
+    controls: &Controls,
+    observations: mpsc::UnboundedSender<observe::Observation>,
+) -> Result<StartedTarget, RunError> {
+    let scenario = &prepared.scenario;
     let mut wiring = chaos.wiring();
-    let alerts = observe::serve_alerts(&scenario, observations.clone(), watchers.clone())
+    let alerts = observe::serve_alerts(scenario, observations, controls.watchers.clone())
         .await
         .map_err(|source| RunError::Observer {
             what: "alert receiver",
             source,
         })?;
-    let fleet_log = out_dir.join(observe::FLEET_LOG);
+    // The embedded fleet keeps its output in the run directory for the log observer.
+    let fleet_log = prepared.out_dir.join(observe::FLEET_LOG);
     if matches!(scenario.target, scenario::Target::Embedded(_)) {
         wiring.alert_webhook_url = alerts.map(|receiver| format!("http://{receiver}/alerts"));
         wiring.output_log = Some(fleet_log.clone());
     }
-    wiring.temp_root = Some(temp_root.path().to_path_buf());
-    wiring.pid_file = Some(out_dir.join(cleanup::PID_FILE));
+    wiring.temp_root = Some(prepared.temp_root.path().to_path_buf());
+    wiring.pid_file = Some(prepared.out_dir.join(cleanup::PID_FILE));
     let resolved =
         target::resolve(&scenario.target, &options.exe, &options.fleet_bugs, &wiring).await?;
     if let Err(error) = target::preflight(&resolved.endpoint).await {
@@ -203,56 +360,46 @@ pub async fn run_until(options: RunOptions, shutdown: Shutdown) -> Result<RunOut
             crate::console::errln(format_args!("voxsoak: {line}"));
         }
     }
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(scenario.seed);
-    let allow = Arc::clone(&scenario);
-    let context = Arc::new(CallContext {
-        endpoint: resolved.endpoint.clone(),
-        auth_token: resolved.auth_token.clone(),
-        settings: scenario.calls.clone(),
-        account_sid: sid::new_sid(sid::ACCOUNT, &mut rng),
-        seed: scenario.seed,
-        http: reqwest::Client::builder()
-            .timeout(scenario.calls.connect_timeout)
-            // A redirect could lead outside allow_hosts; Twilio does not follow them either.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(RunError::Http)?,
-        vad,
-        host_allowed: Box::new(move |host| allow.host_allowed(host)),
-    });
-    let shaper = LoadShaper {
-        scenario: Arc::clone(&scenario),
-        bank,
-        context,
-        run_for,
-    };
+    Ok(StartedTarget {
+        resolved,
+        alerts,
+        fleet_log,
+    })
+}
 
-    let run_start = Instant::now();
-    let journal = Journal::create(&out_dir.join("journal.jsonl"), run_start).map_err(|source| {
-        RunError::Output {
-            path: out_dir.clone(),
+/// Opens the journal and writes what the run is: the scenario, the grading plan, the
+/// target, and where `voxsoak clean RUN_DIR` finds what the run leaves should it be killed.
+fn open_journal(
+    options: &RunOptions,
+    prepared: &Prepared,
+    target: &StartedTarget,
+    kill_switch_url: Option<std::net::SocketAddr>,
+) -> Result<Journal, RunError> {
+    let (scenario, run_for) = (&prepared.scenario, prepared.run_for);
+    let resolved = &target.resolved;
+    let journal = Journal::create(&prepared.out_dir.join("journal.jsonl"), Instant::now())
+        .map_err(|source| RunError::Output {
+            path: prepared.out_dir.clone(),
             source,
-        }
-    })?;
+        })?;
     journal.record(
         "run_started",
         serde_json::json!({
-            "run_id": run_id, "scenario": scenario.name,
+            "run_id": prepared.run_id, "scenario": scenario.name,
             "scenario_path": options.scenario.display().to_string(),
             "seed": scenario.seed, "target": resolved.description,
-            "grading": grade::plan::GradePlan::from_scenario(&scenario),
+            "grading": grade::plan::GradePlan::from_scenario(scenario),
             "planned_s": run_for.as_secs_f64(),
             "faults_planned": crate::scenario::faults::timeline(&scenario.faults, run_for, scenario.seed).len(),
         }),
     );
-    // Where `voxsoak clean RUN_DIR` finds what this run left, should it be killed.
     journal.record(
         "temp_root",
-        serde_json::json!({"path": temp_root.path().display().to_string()}),
+        serde_json::json!({"path": prepared.temp_root.path().display().to_string()}),
     );
-
-    let fleet_http = resolved.http_base();
-    if let (None, Some(sink), Some(http)) = (&resolved.embedded, &resolved.fleet, &fleet_http) {
+    if let (None, Some(sink), Some(http)) =
+        (&resolved.embedded, &resolved.fleet, resolved.http_base())
+    {
         journal.record(
             "fleet",
             serde_json::json!({"http": http.as_str(), "pid": sink.pid(), "what": sink.what()}),
@@ -279,131 +426,82 @@ pub async fn run_until(options: RunOptions, shutdown: Shutdown) -> Result<RunOut
             serde_json::json!({"url": format!("http://{address}/abort")}),
         );
     }
-    tokio::spawn(watch_kill_switch_file(
-        kill_switch_file,
-        abort.clone(),
-        watchers.clone(),
-    ));
-    let observer_stop = CancellationToken::new();
-    let mut display = ProgressDisplay::new(options.progress, run_for);
-    let injections = observations.clone();
-    let hub = observe::start(
-        &scenario,
-        resolved.embedded.as_ref(),
-        observe::RunContext {
-            run_id: &run_id,
-            fleet_log: Some(&fleet_log),
-            alerts,
-            fleet_http: fleet_http.as_ref(),
-            lines: &display.lines(),
-        },
-        journal.clone(),
-        (observations, observed_rx),
-        observer_stop.clone(),
-    );
-    let shared_fleet = resolved
-        .fleet
-        .map(|fleet| Arc::new(tokio::sync::Mutex::new(fleet)));
-    // The fleet the harness started (embedded or sink) is watched as its supervisor would:
-    // memory, CPU, exits, and a restart after a crash.
-    let fleet_watch_stop = CancellationToken::new();
-    let fleet_watch = shared_fleet.as_ref().map(|fleet| {
-        tokio::spawn(observe::fleet_process::watch(
-            Arc::clone(fleet),
-            journal.clone(),
-            true,
-            fleet_watch_stop.clone(),
-        ))
-    });
-    let chaos_stop = stop.child_token();
-    let chaos_run = chaos.start(
-        ChaosTargets {
-            fleet: shared_fleet.clone().map(ProcessTarget::Spawned),
-            database_url: resolved
-                .embedded
-                .as_ref()
-                .map(|info| info.database_url.clone()),
-            audio_tmp_dir: resolved
-                .embedded
-                .as_ref()
-                .map(|info| info.audio_tmp_dir.clone()),
-            temp_root: Some(temp_root.clone()),
-        },
-        journal.clone(),
-        Some(injections),
-        run_for,
-        scenario.seed,
-        chaos_stop.clone(),
-    );
+    Ok(journal)
+}
 
-    let (events, receiver) = mpsc::unbounded_channel();
-    let interval_journal = journal.clone();
-    let mut success_watch = SuccessWatch::new(&scenario.abort);
-    let watch_abort = abort.clone();
-    let aggregation = tokio::spawn(async move {
-        let mut last_interval = run_start;
-        run_aggregator(
-            receiver,
-            run_start,
-            |aggregator: &mut Aggregator, now, last| {
-                display.update(aggregator.progress(now));
-                if let Some(watch) = success_watch.as_mut() {
-                    let totals = aggregator.totals();
-                    let completed = totals.count(crate::call::CallOutcome::Completed);
-                    if let Some(reason) = watch.observe(now, completed, totals.graded()) {
-                        watch_abort.trip(
-                            crate::journal::StoppedBy::AbortCondition,
-                            format!("abort condition: {reason}"),
-                        );
-                    }
-                }
-                if last || now.saturating_duration_since(last_interval) >= JOURNAL_INTERVAL {
-                    last_interval = now;
-                    let record = aggregator.take_interval_record(now);
-                    interval_journal.record("interval", record);
-                    interval_journal.sync();
-                }
+/// The observers' hub and, for a fleet the harness started, the watch over its process
+/// (memory, CPU, exits, a restart after a crash, as its supervisor would).
+struct Observers {
+    hub: tokio::task::JoinHandle<observe::hub::Observed>,
+    stop: CancellationToken,
+    /// The fleet the harness started (embedded or sink), shared with the chaos plane.
+    fleet: Option<target::SharedFleet>,
+    fleet_watch: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Observers {
+    fn start(
+        prepared: &Prepared,
+        target: &mut StartedTarget,
+        journal: &Journal,
+        display: &ProgressDisplay,
+        channel: (
+            mpsc::UnboundedSender<observe::Observation>,
+            mpsc::UnboundedReceiver<observe::Observation>,
+        ),
+    ) -> Observers {
+        let stop = CancellationToken::new();
+        let fleet_http = target.resolved.http_base();
+        let hub = observe::start(
+            &prepared.scenario,
+            target.resolved.embedded.as_ref(),
+            observe::RunContext {
+                run_id: &prepared.run_id,
+                fleet_log: Some(&target.fleet_log),
+                alerts: target.alerts,
+                fleet_http: fleet_http.as_ref(),
+                lines: &display.lines(),
             },
-        )
-        .await;
-        display.finish();
-    });
-    let hurry = Hurry::start(hurry);
-    hurry.skip(shaper.run(events, stop.clone())).await;
-    // The load is done (or stopped): clear every fault before anything else stops.
-    chaos_stop.cancel();
-    let chaos_outcome = hurry.bounded(chaos_run.finish()).await;
-    if chaos_outcome.is_none() {
-        journal.record(
-            "harness_error",
-            serde_json::json!({
-                "task": "chaos plane",
-                "error": format!(
-                    "told to end at once, its faults were not all cleared within {}; what is \
-                     left is undone as far as it can be as the harness exits",
-                    humantime::format_duration(HURRY_DEADLINE)
-                ),
-            }),
+            journal.clone(),
+            channel,
+            stop.clone(),
         );
+        let fleet = target
+            .resolved
+            .fleet
+            .take()
+            .map(|fleet| Arc::new(tokio::sync::Mutex::new(fleet)));
+        let fleet_watch = fleet.as_ref().map(|fleet| {
+            tokio::spawn(observe::fleet_process::watch(
+                Arc::clone(fleet),
+                journal.clone(),
+                true,
+                stop.clone(),
+            ))
+        });
+        Observers {
+            hub,
+            stop,
+            fleet,
+            fleet_watch,
+        }
     }
-    // A task of the harness's own that failed leaves a hole in what was seen: it is
-    // journaled, and the verdict is `error`, never the fleet's failure.
-    if let Some(aggregated) = hurry.skip(aggregation).await {
-        harness_task(&journal, "aggregator", aggregated);
-    }
-    // The observers stop before the fleet does, so its shutdown is not an outage.
-    observer_stop.cancel();
-    fleet_watch_stop.cancel();
-    watchers.cancel();
-    if let Some(hub) = hurry.bounded(hub).await {
-        harness_task(&journal, "observers' hub", hub);
-    }
-    if let Some(watch) = fleet_watch
-        && let Some(watched) = hurry.bounded(watch).await
-    {
-        harness_task(&journal, "fleet process watcher", watched);
-    }
-    if let Some(fleet) = &shared_fleet {
+
+    /// Stops the observers, then the fleet (so its shutdown is not an outage): killed at
+    /// once when hurried.
+    async fn stop(self, journal: &Journal, hurry: &Hurry) {
+        self.stop.cancel();
+        if let Some(hub) = hurry.bounded(self.hub).await {
+            harness_task(journal, "observers' hub", hub);
+        }
+        if let Some(watch) = self.fleet_watch
+            && let Some(watched) = hurry.bounded(watch).await
+        {
+            harness_task(journal, "fleet process watcher", watched);
+        }
+        let Some(fleet) = &self.fleet else {
+            return;
+        };
         let stopped = hurry
             .bounded(async {
                 let mut fleet = fleet.lock().await;
@@ -425,39 +523,155 @@ pub async fn run_until(options: RunOptions, shutdown: Shutdown) -> Result<RunOut
             );
         }
     }
-    if let Some(chaos_outcome) = &chaos_outcome {
-        let removed = chaos_outcome.tear_down();
-        if removed > 0 {
-            journal.record(
-                "harness_files_removed",
-                serde_json::json!({"files": removed}),
-            );
-        }
-    }
-    remove_temp_root(temp_root).await;
-    let stopped = if let Some(stopped) = abort.reason() {
-        Some(stopped)
-    } else if shutdown.is_cancelled() {
-        Some((
-            crate::journal::StoppedBy::Signal,
-            "stopped by a signal before the end of the scenario".to_string(),
-        ))
-    } else {
-        None
+}
+
+/// Starts the fault schedule against what the run started: the fleet's process, its
+/// database and temp dir, the run's temp root.
+fn start_chaos(
+    chaos: ChaosPlane,
+    prepared: &Prepared,
+    target: &StartedTarget,
+    observers: &Observers,
+    journal: &Journal,
+    injections: mpsc::UnboundedSender<observe::Observation>,
+    stop: CancellationToken,
+) -> ChaosRun {
+    let embedded = target.resolved.embedded.as_ref();
+    chaos.start(
+        ChaosTargets {
+            fleet: observers.fleet.clone().map(ProcessTarget::Spawned),
+            database_url: embedded.map(|info| info.database_url.clone()),
+            audio_tmp_dir: embedded.map(|info| info.audio_tmp_dir.clone()),
+            temp_root: Some(prepared.temp_root.clone()),
+        },
+        journal.clone(),
+        Some(injections),
+        prepared.run_for,
+        prepared.scenario.seed,
+        stop,
+    )
+}
+
+/// How calls reach the target, shared by every call.
+fn call_context(prepared: &Prepared, target: &StartedTarget) -> Result<Arc<CallContext>, RunError> {
+    let scenario = &prepared.scenario;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(scenario.seed);
+    let allow = Arc::clone(scenario);
+    Ok(Arc::new(CallContext {
+        endpoint: target.resolved.endpoint.clone(),
+        auth_token: target.resolved.auth_token.clone(),
+        settings: scenario.calls.clone(),
+        account_sid: sid::new_sid(sid::ACCOUNT, &mut rng),
+        seed: scenario.seed,
+        http: reqwest::Client::builder()
+            .timeout(scenario.calls.connect_timeout)
+            // A redirect could lead outside allow_hosts; Twilio does not follow them either.
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(RunError::Http)?,
+        vad: prepared.vad,
+        host_allowed: Box::new(move |host| allow.host_allowed(host)),
+    }))
+}
+
+/// Places the calls until the load is done or the run is stopped, while one aggregating
+/// task journals their totals every [`JOURNAL_INTERVAL`], draws the progress line and
+/// trips the abort switch on the success condition. Returns the aggregating task, which
+/// ends once every call has reported.
+async fn drive_load(
+    prepared: &Prepared,
+    context: Arc<CallContext>,
+    journal: &Journal,
+    controls: &Controls,
+    mut display: ProgressDisplay,
+    hurry: &Hurry,
+) -> tokio::task::JoinHandle<()> {
+    let shaper = LoadShaper {
+        scenario: Arc::clone(&prepared.scenario),
+        bank: Arc::clone(&prepared.bank),
+        context,
+        run_for: prepared.run_for,
     };
-    let (stopped_by, stopped) = stopped.unzip();
+    let (events, receiver) = mpsc::unbounded_channel();
+    let interval_journal = journal.clone();
+    let mut success_watch = SuccessWatch::new(&prepared.scenario.abort);
+    let abort = controls.abort.clone();
+    let run_start = journal.started();
+    let aggregation = tokio::spawn(async move {
+        let mut last_interval = run_start;
+        run_aggregator(
+            receiver,
+            run_start,
+            |aggregator: &mut Aggregator, now, last| {
+                display.update(aggregator.progress(now));
+                if let Some(watch) = success_watch.as_mut() {
+                    let totals = aggregator.totals();
+                    let completed = totals.count(crate::call::CallOutcome::Completed);
+                    if let Some(reason) = watch.observe(now, completed, totals.graded()) {
+                        abort.trip(
+                            crate::journal::StoppedBy::AbortCondition,
+                            format!("abort condition: {reason}"),
+                        );
+                    }
+                }
+                if last || now.saturating_duration_since(last_interval) >= JOURNAL_INTERVAL {
+                    last_interval = now;
+                    let record = aggregator.take_interval_record(now);
+                    interval_journal.record("interval", record);
+                    interval_journal.sync();
+                }
+            },
+        )
+        .await;
+        display.finish();
+    });
+    hurry.skip(shaper.run(events, controls.stop.clone())).await;
+    aggregation
+}
+
+/// Waits for the chaos plane to clear every fault; hurried, for [`HURRY_DEADLINE`] at most.
+async fn undo_faults(
+    journal: &Journal,
+    hurry: &Hurry,
+    chaos_run: ChaosRun,
+) -> Option<ChaosOutcome> {
+    let outcome = hurry.bounded(chaos_run.finish()).await;
+    if outcome.is_none() {
+        journal.record(
+            "harness_error",
+            serde_json::json!({
+                "task": "chaos plane",
+                "error": format!(
+                    "told to end at once, its faults were not all cleared within {}; what is \
+                     left is undone as far as it can be as the harness exits",
+                    humantime::format_duration(HURRY_DEADLINE)
+                ),
+            }),
+        );
+    }
+    outcome
+}
+
+/// Journals how the run ended and grades it: the verdict and every report come from the
+/// journal alone, as `voxsoak report` makes them.
+fn finish(
+    journal: &Journal,
+    controls: &Controls,
+    shutdown: &CancellationToken,
+    hurry: &Hurry,
+    out_dir: PathBuf,
+) -> Result<RunOutcome, RunError> {
+    let (stopped_by, stopped) = controls.stopped(shutdown).unzip();
     journal.record(
         "run_ended",
         serde_json::json!({
             "stopped": stopped,
             "stopped_by": stopped_by,
             "hurried": hurry.hurried(),
-            "wall_s": crate::journal::round_ms(run_start.elapsed().as_secs_f64()),
+            "wall_s": journal.elapsed_s(),
         }),
     );
     journal.sync();
-    // The verdict and every report come from the journal alone, as `voxsoak report` makes
-    // them.
     let summary = Summary::rebuild(&out_dir).map_err(|source| RunError::Output {
         path: out_dir.clone(),
         source,
