@@ -285,10 +285,7 @@ retry_after = "1s"
             assert!(!storm.pass, "{storm:?}");
             assert!(storm.why.starts_with("TTS retry storm"), "{storm:?}");
             assert_eq!(outcome.summary.verdict, Verdict::Fail);
-            assert_eq!(
-                outcome.summary.verdict.exit_code(),
-                voxsoak::exit::SLO_FAILED
-            );
+            assert_eq!(outcome.summary.verdict.exit_code(), voxsoak::exit::FAILED);
         }
         // The journal has the stand-in's view: utterances asked to wait by Retry-After
         // that retried, and those that retried sooner.

@@ -341,7 +341,7 @@ fn a_fault_nobody_meets_never_took_effect_and_exits_1() {
     );
     assert_eq!(
         output.status.code(),
-        Some(exit::FAULT_NOT_IN_EFFECT),
+        Some(exit::FAILED),
         "{}",
         describe(&output)
     );
@@ -602,7 +602,7 @@ fn a_large_leak_by_hand_needs_its_flag_and_still_stops_at_the_floor() {
     let output = finish(spawn(&allowed), SHORT_RUN_LIMIT);
     assert_eq!(
         output.status.code(),
-        Some(exit::FAULT_NOT_IN_EFFECT),
+        Some(exit::FAILED),
         "{}",
         describe(&output)
     );

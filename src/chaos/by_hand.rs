@@ -165,7 +165,7 @@ impl ByHandOutcome {
         if self.cleared.is_err() {
             exit::HARNESS_ERROR
         } else if !self.confirmed {
-            exit::FAULT_NOT_IN_EFFECT
+            exit::FAILED
         } else {
             exit::PASS
         }

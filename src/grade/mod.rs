@@ -114,7 +114,7 @@ impl Verdict {
     pub fn exit_code(self) -> i32 {
         match self {
             Verdict::Pass => crate::exit::PASS,
-            Verdict::Fail => crate::exit::SLO_FAILED,
+            Verdict::Fail => crate::exit::FAILED,
             Verdict::Error | Verdict::Aborted => crate::exit::HARNESS_ERROR,
         }
     }
