@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Form, State};
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::HeaderMap;
+use axum::response::Response;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use tokio::sync::mpsc;
@@ -48,31 +48,16 @@ pub async fn voice(
     headers: HeaderMap,
     Form(params): Form<Vec<(String, String)>>,
 ) -> Response {
-    let host = serve::request_host(&headers);
-    if let Some(refused) = fleet.refuse_unsigned(&headers, &format!("http://{host}/voice"), &params)
-    {
-        return refused;
-    }
-    let body = serve::connect_answer(host, &params);
-    ([(header::CONTENT_TYPE, "text/xml")], body).into_response()
+    fleet.signing().answer_voice(&headers, &params)
 }
 
 impl Fleet {
-    /// With an auth token, the request must carry a valid `X-Twilio-Signature`.
-    fn refuse_unsigned(
-        &self,
-        headers: &HeaderMap,
-        url: &str,
-        params: &[(String, String)],
-    ) -> Option<Response> {
-        let token = self.options.twilio_auth_token.as_ref()?;
-        if serve::signed(headers, token, url, params) {
-            return None;
+    /// With an auth token, requests must carry a valid `X-Twilio-Signature`.
+    fn signing(&self) -> serve::Signing<'_> {
+        serve::Signing {
+            token: self.options.twilio_auth_token.as_deref(),
+            rejected: &self.metrics.signature_rejections_total,
         }
-        self.metrics
-            .signature_rejections_total
-            .fetch_add(1, Ordering::Relaxed);
-        Some((StatusCode::FORBIDDEN, "invalid X-Twilio-Signature\n").into_response())
     }
 }
 
@@ -82,8 +67,7 @@ pub async fn stream(
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    let url = format!("ws://{}/stream", serve::request_host(&headers));
-    if let Some(refused) = fleet.refuse_unsigned(&headers, &url, &[]) {
+    if let Some(refused) = fleet.signing().refuse_stream(&headers) {
         return refused;
     }
     upgrade

@@ -17,7 +17,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Form, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine;
@@ -145,32 +145,15 @@ async fn voice(
     headers: HeaderMap,
     Form(params): Form<Vec<(String, String)>>,
 ) -> Response {
-    let host = serve::request_host(&headers);
-    if let Some(refused) = state.refuse_unsigned(&headers, &format!("http://{host}/voice"), &params)
-    {
-        return refused;
-    }
-    let body = serve::connect_answer(host, &params);
-    ([(header::CONTENT_TYPE, "text/xml")], body).into_response()
+    state.signing().answer_voice(&headers, &params)
 }
 
 impl SinkState {
-    /// With an auth token, a request must carry a valid `X-Twilio-Signature` for `url` and
-    /// `params` (none for the stream upgrade); otherwise this is the 403 to answer (counted).
-    fn refuse_unsigned(
-        &self,
-        headers: &HeaderMap,
-        url: &str,
-        params: &[(String, String)],
-    ) -> Option<Response> {
-        let token = self.options.auth_token.as_ref()?;
-        if serve::signed(headers, token, url, params) {
-            return None;
+    fn signing(&self) -> serve::Signing<'_> {
+        serve::Signing {
+            token: self.options.auth_token.as_deref(),
+            rejected: &self.counters.rejected_signatures_total,
         }
-        self.counters
-            .rejected_signatures_total
-            .fetch_add(1, Ordering::Relaxed);
-        Some((StatusCode::FORBIDDEN, "invalid X-Twilio-Signature\n").into_response())
     }
 }
 
@@ -179,8 +162,7 @@ async fn stream(
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    let url = format!("ws://{}/stream", serve::request_host(&headers));
-    if let Some(refused) = state.refuse_unsigned(&headers, &url, &[]) {
+    if let Some(refused) = state.signing().refuse_stream(&headers) {
         return refused;
     }
     upgrade

@@ -109,8 +109,10 @@ mod tests {
 /// ships (`sink` and the reference fleet).
 pub mod serve {
     use std::collections::BTreeMap;
+    use std::sync::atomic::{AtomicU64, Ordering};
 
-    use axum::http::{HeaderMap, header};
+    use axum::http::{HeaderMap, StatusCode, header};
+    use axum::response::{IntoResponse, Response};
 
     use crate::twilio::{signature, twiml};
 
@@ -147,5 +149,50 @@ pub mod serve {
             .unwrap_or_default();
         let parameters = BTreeMap::from([("CallSid".to_string(), call_sid)]);
         twiml::connect_stream(&format!("ws://{host}/stream"), &parameters)
+    }
+
+    /// Who may call, and where refusals are counted.
+    #[derive(Debug, Clone, Copy)]
+    pub struct Signing<'a> {
+        /// When set, requests must carry a valid `X-Twilio-Signature` under it.
+        pub token: Option<&'a str>,
+        /// Counts the requests refused for their signature.
+        pub rejected: &'a AtomicU64,
+    }
+
+    impl Signing<'_> {
+        /// None when the request may go on; otherwise the 403 to answer (counted).
+        pub fn refuse_unsigned(
+            &self,
+            headers: &HeaderMap,
+            url: &str,
+            params: &[(String, String)],
+        ) -> Option<Response> {
+            let token = self.token?;
+            if signed(headers, token, url, params) {
+                return None;
+            }
+            self.rejected.fetch_add(1, Ordering::Relaxed);
+            Some((StatusCode::FORBIDDEN, "invalid X-Twilio-Signature\n").into_response())
+        }
+
+        /// `POST /voice`: TwiML that connects the call to this server's `/stream`, or the
+        /// 403 for a request that is not signed.
+        pub fn answer_voice(&self, headers: &HeaderMap, params: &[(String, String)]) -> Response {
+            let host = request_host(headers);
+            if let Some(refused) =
+                self.refuse_unsigned(headers, &format!("http://{host}/voice"), params)
+            {
+                return refused;
+            }
+            let body = connect_answer(host, params);
+            ([(header::CONTENT_TYPE, "text/xml")], body).into_response()
+        }
+
+        /// `GET /stream`: the 403 for a handshake that is not signed (it has no params).
+        pub fn refuse_stream(&self, headers: &HeaderMap) -> Option<Response> {
+            let url = format!("ws://{}/stream", request_host(headers));
+            self.refuse_unsigned(headers, &url, &[])
+        }
     }
 }
