@@ -1406,35 +1406,16 @@ mod tests {
             latency: Duration::from_secs(3600),
             ..LlmBehaviour::default()
         });
-        let pending = tokio::spawn({
-            let url = format!("{}/chat/completions", running.base_url());
-            async move {
-                reqwest::Client::new()
-                    .post(url)
-                    .json(&user_asks(false))
-                    .send()
-                    .await
-                    .map(|response| response.status())
-            }
-        });
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let stopping = Instant::now();
-        shutdown.cancel();
-        let status = tokio::time::timeout(Duration::from_secs(5), pending)
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(status.unwrap(), 503);
-        assert!(stopping.elapsed() < Duration::from_secs(2));
-        // The server is gone.
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        assert!(
-            reqwest::Client::new()
-                .get(format!("http://{}/health", running.address))
-                .send()
-                .await
-                .is_err()
-        );
+        let request = reqwest::Client::new()
+            .post(format!("{}/chat/completions", running.base_url()))
+            .json(&user_asks(false));
+        super::super::testing::a_hanging_request_gets_503_at_shutdown(
+            running.address,
+            request,
+            || control.requests(),
+            &shutdown,
+        )
+        .await;
     }
 
     #[tokio::test]

@@ -220,6 +220,52 @@ fn shutting_down() -> Response {
     )
 }
 
+/// What the stand-ins' tests share.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::net::SocketAddr;
+    use std::time::{Duration, Instant};
+
+    use tokio_util::sync::CancellationToken;
+
+    /// Waits, polling, until `done()` (10 s at most: a bound, not a pace).
+    pub async fn until(what: &str, done: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(Instant::now() < deadline, "never: {what}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Sends `request`, which the stand-in at `address` leaves hanging, waits until
+    /// `requests()` has counted it, then stops the server with `shutdown`: the request
+    /// gets a 503 within 2 s, and the server is gone.
+    pub async fn a_hanging_request_gets_503_at_shutdown(
+        address: SocketAddr,
+        request: reqwest::RequestBuilder,
+        requests: impl Fn() -> u64,
+        shutdown: &CancellationToken,
+    ) {
+        let before = requests();
+        let pending = tokio::spawn(async move { request.send().await.map(|r| r.status()) });
+        until("the hanging request was counted", || requests() > before).await;
+        let stopping = Instant::now();
+        shutdown.cancel();
+        let status = tokio::time::timeout(Duration::from_secs(5), pending)
+            .await
+            .expect("an answer at shutdown")
+            .expect("the request task");
+        assert_eq!(status.expect("a response"), 503);
+        assert!(stopping.elapsed() < Duration::from_secs(2));
+        let health = format!("http://{address}/health");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while reqwest::Client::new().get(&health).send().await.is_ok() {
+            assert!(Instant::now() < deadline, "the server still answers");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

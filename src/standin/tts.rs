@@ -1187,31 +1187,16 @@ mod tests {
         assert!(error.is_timeout(), "{error}");
 
         // One more left hanging while the server stops: it gets an answer then.
-        let pending = tokio::spawn(async move {
-            reqwest::Client::new()
-                .post(url)
-                .json(&request("Hello", Some("wav")))
-                .send()
-                .await
-                .map(|response| response.status())
-        });
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let stopping = Instant::now();
-        shutdown.cancel();
-        let status = tokio::time::timeout(Duration::from_secs(5), pending)
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(status.unwrap(), 503);
-        assert!(stopping.elapsed() < Duration::from_secs(2));
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        assert!(
-            reqwest::Client::new()
-                .get(format!("http://{}/health", running.address))
-                .send()
-                .await
-                .is_err()
-        );
+        let request = reqwest::Client::new()
+            .post(url)
+            .json(&request("Hello", Some("wav")));
+        super::super::testing::a_hanging_request_gets_503_at_shutdown(
+            running.address,
+            request,
+            || control.requests(),
+            &shutdown,
+        )
+        .await;
 
         assert_eq!(control.requests(), 2);
         assert_eq!(
