@@ -116,12 +116,12 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<Run
 
 /// [`run`], which can also be hurried (see [`Shutdown`]).
 ///
-/// The run's story, one step per function: [`prepare`] the scenario and the run directory;
-/// start the [`Controls`] that can stop it early; start the chaos plane's servers and the
-/// target ([`start_target`]); open the journal ([`open_journal`]); start the
-/// [`Observers`]; start the chaos schedule ([`start_chaos`]); drive the load
-/// ([`drive_load`]); wind down, faults undone first and the fleet stopped last
-/// ([`wind_down`]); and grade from the journal alone ([`finish`]).
+/// The run's story, one step per function: `prepare` the scenario and the run directory;
+/// start the `Controls` that can stop it early; start the chaos plane's servers and the
+/// target (`start_target`); open the journal (`open_journal`); start the `Observers`;
+/// start the chaos schedule (`start_chaos`); drive the load (`drive_load`); undo every
+/// fault (`undo_faults`), then stop the observers and the fleet (`Observers::stop`); and
+/// grade from the journal alone (`finish`).
 pub async fn run_until(options: RunOptions, shutdown: Shutdown) -> Result<RunOutcome, RunError> {
     let prepared = prepare(&options)?;
     tracing::info!(run_id = %prepared.run_id, out = %prepared.out_dir.display(), "run prepared");
