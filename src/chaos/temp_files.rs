@@ -269,6 +269,8 @@ impl LeakRecord {
                 tracing::warn!(dir = %self.dir.display(), "the leak's dir was replaced; its files are left where they are");
                 return 0;
             }
+            // Gone with its files (the fleet removes its own temp dir as it stops).
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return 0,
             Err(error) => {
                 tracing::warn!(dir = %self.dir.display(), %error, "cannot open the leak's dir to remove its files");
                 return 0;

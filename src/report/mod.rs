@@ -1,11 +1,16 @@
-//! Reporters: the run directory's `summary.json` (a public contract, see DESIGN.md) and the
-//! summary printed at the end of a run.
+//! Reporters: the run directory's `summary.json` (a public contract, see DESIGN.md),
+//! `junit.xml` ([`junit`]) and `report.md` ([`markdown`]), and the summary printed at the
+//! end of a run. All of them come from the [`Summary`] the grader makes from the journal
+//! alone, so `voxsoak report RUN_DIR` re-creates every one, also for a killed run.
+
+pub mod junit;
+pub mod markdown;
+mod story;
 
 use std::fmt::Write as _;
 use std::io;
 use std::path::Path;
 
-use crate::grade::replay::{DetectionStatus, RecoveryStatus};
 use crate::grade::{SloStatus, Verdict};
 
 pub use crate::grade::summary::{
@@ -23,15 +28,18 @@ impl Summary {
         Ok(summary)
     }
 
-    /// Writes `summary.json` into `dir` atomically (a reader never sees half a file).
-    /// Secrets are masked as in the journal ([`crate::redact::text`]): a journal written
-    /// before that, or by hand, still gives a summary without them.
+    /// Writes `summary.json`, `junit.xml` and `report.md` into `dir`, each atomically (a
+    /// reader never sees half a file). Secrets are masked as in the journal
+    /// ([`crate::redact::text`]): a journal written before that, or by hand, still gives
+    /// reports without them.
     pub fn write(&self, dir: &Path) -> io::Result<()> {
         let json = serde_json::to_string_pretty(self).map_err(io::Error::other)?;
         let json = crate::escape::json(&crate::redact::text(&json)).into_owned();
-        let temporary = dir.join(".summary.json.tmp");
-        std::fs::write(&temporary, format!("{json}\n"))?;
-        std::fs::rename(temporary, dir.join("summary.json"))
+        write_atomically(dir, "summary.json", &format!("{json}\n"))?;
+        let junit = junit::render(self).map_err(io::Error::other)?;
+        write_atomically(dir, junit::JUNIT_XML, &crate::redact::text(&junit))?;
+        let markdown = markdown::render(self);
+        write_atomically(dir, markdown::REPORT_MD, &crate::redact::text(&markdown))
     }
 
     /// The summary printed at the end of a run (and by `voxsoak report`): every text from
@@ -164,55 +172,13 @@ impl Summary {
             );
         }
         for fault in &self.faults {
-            let window = match (fault.injected_at_s, fault.cleared_at_s) {
-                (Some(injected), Some(cleared)) => format!("{injected:.1}s–{cleared:.1}s"),
-                (Some(injected), None) => format!("from {injected:.1}s"),
-                _ => format!("planned at {:.1}s, not injected", fault.planned_at_s),
-            };
-            let state = if fault.clear_failed {
-                "in effect, NOT UNDONE"
-            } else if fault.confirmed {
-                "in effect"
-            } else {
-                "NOT IN EFFECT"
-            };
-            let mut detected = match (fault.detection, &fault.detected_by, fault.detected_after_s) {
-                (Some(DetectionStatus::SharedSignal), _, _) => {
-                    "; shared signal with an overlapping fault".to_owned()
-                }
-                (Some(DetectionStatus::AlreadySignalling), _, _) => format!(
-                    "; already signalling at injection ({})",
-                    shown(&fault.signalling_at_injection.join(", "))
-                ),
-                (_, Some(by), Some(after)) => {
-                    format!("; detected after {after:.1}s ({})", shown(by))
-                }
-                _ if fault.confirmed => "; no detection seen".to_owned(),
-                _ => String::new(),
-            };
-            if fault.confirmed {
-                let from = fault.recover_from.map_or("clear", |from| from.name());
-                detected.push_str(&match (fault.recovery, fault.recovered_after_s) {
-                    (Some(RecoveryStatus::Recovered), Some(after)) => {
-                        format!("; recovered {after:.1}s after its {from}")
-                    }
-                    (Some(RecoveryStatus::NotMeasured), _) => "; recovery not measured".to_owned(),
-                    _ => "; not recovered".to_owned(),
-                });
-            }
-            if let Some(failed) = fault.calls_failed_during.filter(|failed| *failed > 0) {
-                detected.push_str(&format!("; {failed} calls failed"));
-            }
-            let kind = if fault.kind == fault.name {
-                String::new()
-            } else {
-                format!(" ({})", fault.kind)
-            };
+            let story = story::FaultStory::of(fault);
             let _ = writeln!(
                 out,
-                "  fault {} #{}{kind} {window}: {state}{detected}\n        {}",
-                shown(&fault.name),
-                fault.occurrence,
+                "  fault {} {}: {}\n        {}",
+                story.label,
+                story.window,
+                story.outcome(),
                 shown(fault.notes.first().map_or("", String::as_str))
             );
         }
@@ -267,6 +233,13 @@ impl Summary {
         }
         crate::redact::text(&out).into_owned()
     }
+}
+
+/// Writes `name` in `dir` through a temporary file and a rename.
+fn write_atomically(dir: &Path, name: &str, text: &str) -> io::Result<()> {
+    let temporary = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&temporary, text)?;
+    std::fs::rename(temporary, dir.join(name))
 }
 
 #[cfg(test)]
@@ -367,6 +340,88 @@ mod tests {
             written["scenario"],
             format!("hostile{EVIL}"),
             "summary.json keeps the text, JSON-escaped"
+        );
+    }
+
+    /// junit.xml and report.md come with summary.json, from the journal alone: parsed back
+    /// as JUnit, the failing SLO is a failure saying by how much, the fault a case of its
+    /// own; neither file holds a secret or a hidden character.
+    #[test]
+    fn junit_and_markdown_are_written_with_the_summary() {
+        let dir = tempfile::tempdir().unwrap();
+        hostile_journal(dir.path());
+        Summary::rebuild(dir.path()).unwrap();
+        let xml = std::fs::read_to_string(dir.path().join(junit::JUNIT_XML)).unwrap();
+        let markdown = std::fs::read_to_string(dir.path().join(markdown::REPORT_MD)).unwrap();
+        for (file, text) in [("junit.xml", &xml), ("report.md", &markdown)] {
+            for secret in ["secret", "abc123", "hunter2", "u:pw"] {
+                assert!(!text.contains(secret), "{secret} in {file}:\n{text}");
+            }
+            assert_eq!(
+                text.chars()
+                    .find(|&c| c != '\n' && crate::escape::is_hidden(c)),
+                None,
+                "{file}: {text}"
+            );
+        }
+        let report = quick_junit::Report::deserialize_from_str(&xml).unwrap();
+        let case = |suite: &str, name: &str| {
+            report
+                .test_suites
+                .iter()
+                .find(|s| s.name.as_str() == suite)
+                .and_then(|s| {
+                    s.test_cases
+                        .iter()
+                        .find(|c| c.name.as_str().starts_with(name))
+                })
+                .unwrap_or_else(|| panic!("no case {suite}/{name} in {xml}"))
+                .clone()
+        };
+        let success = case("slos", "call_success");
+        match &success.status {
+            quick_junit::TestCaseStatus::NonSuccess { kind, message, .. } => {
+                assert_eq!(*kind, quick_junit::NonSuccessKind::Failure);
+                let message = message.as_ref().unwrap().as_str();
+                assert!(
+                    message.contains("measured 50") && message.contains("99"),
+                    "{message}"
+                );
+            }
+            other => panic!("call_success should fail: {other:?}"),
+        }
+        let fault = case("faults", "pool");
+        assert!(
+            fault
+                .system_out
+                .as_ref()
+                .unwrap()
+                .as_str()
+                .contains("detected after"),
+            "{fault:?}"
+        );
+        assert!(report.failures >= 1, "{xml}");
+
+        assert!(markdown.starts_with("## ❌ voxsoak hostile"), "{markdown}");
+        assert!(
+            markdown.contains("| call_success | **FAIL** |"),
+            "{markdown}"
+        );
+        assert!(markdown.contains("### Faults"), "{markdown}");
+        assert!(
+            !markdown
+                .lines()
+                .any(|line| line.starts_with("  SLO call_success pass")),
+            "no field forges a line of its own:\n{markdown}"
+        );
+    }
+
+    #[test]
+    fn markdown_cells_cannot_add_columns_or_html() {
+        let cell = markdown::cell("<script>alert(1)</script> | `x` *y*\nz");
+        assert_eq!(
+            cell,
+            r"&lt;script&gt;alert(1)&lt;/script&gt; \| \`x\` \*y\*\\nz"
         );
     }
 }
