@@ -18,6 +18,7 @@ mod misbehaving_fleet;
 mod observe;
 mod report;
 mod safe_output;
+mod schemas;
 mod sink_calls;
 mod standin_counts;
 mod support {

@@ -20,7 +20,7 @@ pub use evaluate::evaluate;
 use plan::SloPlan;
 
 /// One SLO's verdict, as `summary.json` `slos[]` carries it.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(schemars::JsonSchema, Debug, Clone, Serialize, PartialEq)]
 pub struct SloVerdict {
     pub name: &'static str,
     pub threshold: String,
@@ -33,7 +33,7 @@ pub struct SloVerdict {
 }
 
 /// What became of one SLO.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SloStatus {
     Pass,
@@ -99,7 +99,7 @@ pub fn shown(value: f64, threshold: f64, decimals: usize) -> String {
 }
 
 /// The run's verdict. Names are a public contract (`summary.json` `verdict`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
     Pass,

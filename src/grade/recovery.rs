@@ -252,7 +252,7 @@ pub fn recover_groups(
 }
 
 /// Healthy share of the probed time outside `excluded` stretches (the fault windows).
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct Uptime {
     /// Rounded to 0.01 for people; the SLO compares `exact_pct`.
     pub pct: f64,
@@ -378,7 +378,7 @@ fn outside(span: Span, excluded: &[Span]) -> f64 {
 }
 
 /// Nearest-rank percentiles of a few values (times to detect or recover).
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct Spread {
     pub count: usize,
     pub mean: f64,

@@ -20,7 +20,7 @@ use crate::scenario::faults::FaultKind;
 
 /// What happened to one injection, for `summary.json` `faults[]`: built from the journal's
 /// fault events.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(schemars::JsonSchema, Debug, Clone, Serialize, PartialEq)]
 pub struct FaultReport {
     pub kind: &'static str,
     pub name: String,
@@ -96,7 +96,7 @@ impl FaultReport {
 }
 
 /// How an injection's detection went (`summary.json` `faults[].detection`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DetectionStatus {
     /// A signal named by its `detect` rules began after it.
@@ -112,7 +112,7 @@ pub enum DetectionStatus {
 }
 
 /// How an injection's recovery went (`summary.json` `faults[].recovery`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RecoveryStatus {
     Recovered,
@@ -173,7 +173,7 @@ pub struct AlertOnset {
 
 /// What the observers saw over the run, counted (the hub's `observed` record): the failed
 /// probes, refused alert posts and failed scrapes a misbehaving fleet caused.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
 #[serde(default)]
 pub struct ObserverCounts {
     pub health_probes: u64,

@@ -12,7 +12,7 @@ use crate::journal::calls::{CallOutcome, HarnessUsage, Percentiles, Totals};
 pub const SCHEMA_VERSION: u32 = 1;
 
 /// `summary.json`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, Serialize)]
 pub struct Summary {
     pub schema_version: u32,
     pub run_id: String,
@@ -50,7 +50,7 @@ pub struct Summary {
 }
 
 /// One fault name over its injections.
-#[derive(Debug, Clone, Serialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, Serialize)]
 pub struct FaultStats {
     pub name: String,
     pub kind: String,
@@ -66,7 +66,7 @@ pub struct FaultStats {
 }
 
 /// The journal the summary was built from.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, Default, Serialize)]
 pub struct JournalBlock {
     pub records: u64,
     /// The last line was cut short (the harness was killed while writing it).
@@ -75,7 +75,7 @@ pub struct JournalBlock {
     pub problems: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, Serialize)]
 pub struct CallCounts {
     pub started: u64,
     pub completed: u64,
@@ -89,7 +89,7 @@ pub struct CallCounts {
     pub by_outcome: BTreeMap<&'static str, u64>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, Serialize)]
 pub struct LatencyBlock {
     /// End of caller speech to first voiced agent audio heard.
     pub response: Percentiles,
@@ -104,7 +104,7 @@ pub struct LatencyBlock {
 }
 
 /// What is known of the fleet's process and temp dir (null where nothing was watched).
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, Default, Serialize)]
 pub struct FleetBlock {
     pub rss_mib_max: Option<f64>,
     /// Least-squares slope after warm-up.
@@ -119,7 +119,7 @@ pub struct FleetBlock {
     pub temp_dir_growth_mib_per_h: Option<f64>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, Serialize)]
 pub struct FailureExample {
     pub outcome: CallOutcome,
     pub detail: String,

@@ -10,7 +10,9 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 /// How a call ended. The names are a public contract (`summary.json` `calls.by_outcome`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(
+    schemars::JsonSchema, Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum CallOutcome {
     /// The script ran to its end and the call hung up normally, or the fleet hung up as
@@ -298,7 +300,7 @@ impl Totals {
 }
 
 /// Percentiles of a latency histogram in milliseconds, as `summary.json` carries them.
-#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
+#[derive(schemars::JsonSchema, Debug, Clone, Copy, Default, Serialize, PartialEq)]
 pub struct Percentiles {
     pub count: u64,
     pub p50: f64,
@@ -325,7 +327,9 @@ impl Percentiles {
 
 /// The harness's own load: a harness that runs out of CPU cannot pace audio, and its verdict
 /// would blame the fleet for its own lateness.
-#[derive(Debug, Clone, Copy, Default, Serialize, serde::Deserialize, PartialEq)]
+#[derive(
+    schemars::JsonSchema, Debug, Clone, Copy, Default, Serialize, serde::Deserialize, PartialEq,
+)]
 #[serde(default)]
 pub struct HarnessUsage {
     pub peak_active_calls: u64,

@@ -196,7 +196,9 @@ pub struct ScheduledFault {
 }
 
 /// Where a fault's time to recover counts from (`recover_from` in a `[[faults]]` entry).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    schemars::JsonSchema, Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum RecoverFrom {
     /// From the harness undoing the fault: the fleet must come back once its cause is gone.
