@@ -51,11 +51,13 @@ call_success = ">= 100%"
     );
     let response = summary.latency_ms.response;
     assert!(response.count >= calls.completed * 2, "{response:?}");
-    // p50 and p95: one scheduling hiccup on a loaded CI machine must not fail the test.
-    for (name, value) in [("p50", response.p50), ("p95", response.p95)] {
+    // p50 near the delay, p95 within a generous bound: on a loaded CI machine (seen: 3x
+    // more runnable threads than cores) scheduling adds up to ~200 ms to a tail that a
+    // quiet machine keeps within 50 ms. Speed is measured by the benches, not here.
+    for (name, value, bound) in [("p50", response.p50, 150.0), ("p95", response.p95, 500.0)] {
         assert!(
-            (value - reply_delay_ms).abs() <= 150.0,
-            "response latency {name} {value} ms is not within 150 ms of the reply delay: {response:?}"
+            (value - reply_delay_ms).abs() <= bound,
+            "response latency {name} {value} ms is not within {bound} ms of the reply delay: {response:?}"
         );
     }
     assert!(

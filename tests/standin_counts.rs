@@ -157,9 +157,15 @@ async fn tts_clear_note_journal_and_grader_agree_with_the_requests_sent() {
     assert_eq!(totals.requests_calm, sent_calm, "{totals:?}");
     assert_eq!(totals.requests_hit, refused, "{totals:?}");
     assert_eq!(totals.retries, during.retries + calm.retries, "{totals:?}");
-    // Every retried utterance was asked to wait 1 s and did not.
+    // Every retried utterance was asked to wait 1 s and retried at once: ignored, unless a
+    // loaded machine held the retry back past the tolerance (seen: 8 of 1266 at a load
+    // of 3x the cores), so nearly all, never more than were asked.
     assert_eq!(totals.retry_after_asked, during.retried, "{totals:?}");
-    assert_eq!(totals.retry_after_ignored, during.retried, "{totals:?}");
+    assert!(
+        totals.retry_after_ignored <= during.retried
+            && totals.retry_after_ignored * 100 >= during.retried * 95,
+        "{totals:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
