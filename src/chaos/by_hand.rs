@@ -24,8 +24,7 @@ use indicatif::ProgressBar;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::fault::{ActiveFault, FaultEnvironment, inject};
-use super::plane::ProxyEntry;
+use super::fault::{ActiveFault, FaultEnvironment, ProxyEntry, inject};
 use super::process::ProcessTarget;
 use super::proxy::FaultProxy;
 use super::standin::{StandIns, base_url};

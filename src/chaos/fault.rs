@@ -3,17 +3,19 @@
 
 use std::sync::Arc;
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
 use super::db::DbPoolFault;
-use super::plane::ProxyEntry;
-use super::plane::merge;
+use super::process::ProcessTarget;
 use super::process::{ProcessKillFault, ProcessStallFault};
-use super::proxy::{ProxyFault, ProxyToxics, Slicing};
+use super::proxy::{FaultProxy, ProxyFault, ProxyToxics, Slicing};
 use super::standin::{LlmStandInFault, StandInClaim, StandIns, TtsStandInFault};
 use super::temp_files::{HarnessFiles, LeakParams, LeakStop, TempFileLeakFault};
-use super::{ChaosTargets, Confirmation, FaultError};
+use super::{Confirmation, FaultError};
 use crate::journal::Journal;
 use crate::journal::round_ms;
-use crate::scenario::faults::{FaultSpec, LeakDir, Occurrence, ScheduledFault};
+use crate::scenario::faults::{FaultSpec, LeakDir, Occurrence, ProxyUpstream, ScheduledFault};
 use crate::scenario::writable;
 use serde_json::json;
 
@@ -40,6 +42,44 @@ impl FaultEnvironment {
     fn host_allowed(&self, host: &str) -> bool {
         crate::scenario::host_in(&self.allow_hosts, host)
     }
+}
+
+/// What the chaos plane needs to know about the fleet once it runs. Its `Debug` never
+/// shows the database URL.
+#[derive(Clone, Default)]
+pub struct ChaosTargets {
+    /// The fleet process, when the harness started it (or the pid `voxsoak chaos` was
+    /// given).
+    pub fleet: Option<ProcessTarget>,
+    /// The fleet's database URL (never printed).
+    pub database_url: Option<String>,
+    /// The fleet's audio temp dir (embedded fleet).
+    pub audio_tmp_dir: Option<PathBuf>,
+    /// The run's temp root: a file a fault leaks into a directory outside it is written
+    /// into the root's ledger with [`crate::cleanup::TempRoot::record_leaked`], so that it
+    /// goes with the root, also after a `kill -9` of the harness (`voxsoak clean`). None
+    /// for `voxsoak chaos`.
+    pub temp_root: Option<crate::cleanup::TempRoot>,
+}
+
+impl std::fmt::Debug for ChaosTargets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChaosTargets")
+            .field("fleet", &self.fleet)
+            .field("database_url", &self.database_url.as_ref().map(|_| "…"))
+            .field("audio_tmp_dir", &self.audio_tmp_dir)
+            .field("temp_root", &self.temp_root)
+            .finish()
+    }
+}
+
+/// A fault proxy started for a run (or for `voxsoak chaos`), and what it stands in front of.
+#[derive(Debug)]
+pub struct ProxyEntry {
+    pub upstream: ProxyUpstream,
+    /// The `listen` the scenario gave, if any.
+    pub listen: Option<SocketAddr>,
+    pub proxy: FaultProxy,
 }
 
 /// An injected fault of any kind.
@@ -154,6 +194,15 @@ fn journal_leak_stop(journal: &Journal, identity: &serde_json::Value, stop: &Lea
             .as_secs_f64(),
     );
     journal.record_at("leak_stopped", t_s, merge(identity, fields));
+}
+
+/// `identity` (which fault, which occurrence) with `extra`'s fields: a journal record's body.
+pub(super) fn merge(identity: &serde_json::Value, extra: serde_json::Value) -> serde_json::Value {
+    let mut merged = identity.clone();
+    if let (Some(merged), serde_json::Value::Object(extra)) = (merged.as_object_mut(), extra) {
+        merged.extend(extra);
+    }
+    merged
 }
 
 /// Injects `fault` (its `occurrence`-th time) with what `environment` offers.
