@@ -5,7 +5,7 @@
 //! # One fault kind, one place
 //!
 //! Every fault kind is a [`KindSpec`] in the file of its family, and one line in the
-//! registry below ([`fault_kinds!`]). The spec gives all the model knows of the kind: its
+//! registry below (`fault_kinds!`). The spec gives all the model knows of the kind: its
 //! name, its parameters and their validation (into a [`FaultSpec`]), its plan text, its
 //! default detection and where its recovery counts from, and its block of `voxsoak chaos
 //! --help`. A family is the kinds that share one [`FaultSpec`] variant, i.e. one thing they
