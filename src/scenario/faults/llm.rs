@@ -26,76 +26,64 @@ const HELP: &str =
       llm_error: code=400..599, retry_after=DURATION
 ";
 
+/// What the five share; each says what it does differently.
+const LLM: KindSpec = KindSpec {
+    name: "",
+    parameters: &["fraction"],
+    acts_on: ActsOn::LlmStandIn,
+    detection: DefaultDetection::Alert("LlmDegraded"),
+    recover_from: RecoverFrom::Clear,
+    heals_itself: false,
+    validate: truncated_stream,
+    chaos_help: HELP,
+    example: "",
+};
+
 /// A bad tool call: the fleet must refuse it and go on, so its recovery counts from the
 /// injection.
-const fn tool_call(
-    name: &'static str,
-    parameters: &'static [&'static str],
-    validate: super::ValidateKind,
-    example: &'static str,
-) -> KindSpec {
-    KindSpec {
-        name,
-        parameters,
-        acts_on: ActsOn::LlmStandIn,
-        detection: DefaultDetection::Alert("ToolCallRejected"),
-        recover_from: RecoverFrom::Injection,
-        heals_itself: false,
-        validate,
-        chaos_help: HELP,
-        example,
-    }
-}
+const TOOL_CALL: KindSpec = KindSpec {
+    detection: DefaultDetection::Alert("ToolCallRejected"),
+    recover_from: RecoverFrom::Injection,
+    ..LLM
+};
 
-/// A degraded LLM: the fleet must come back once it answers well again.
-const fn degraded(
-    name: &'static str,
-    parameters: &'static [&'static str],
-    validate: super::ValidateKind,
-    example: &'static str,
-) -> KindSpec {
-    KindSpec {
-        name,
-        parameters,
-        acts_on: ActsOn::LlmStandIn,
-        detection: DefaultDetection::Alert("LlmDegraded"),
-        recover_from: RecoverFrom::Clear,
-        heals_itself: false,
-        validate,
-        chaos_help: HELP,
-        example,
-    }
-}
+pub const EMPTY_TOOL_PARAMS: KindSpec = KindSpec {
+    name: "empty_tool_params",
+    validate: empty_tool_params,
+    example: "fraction = 0.5",
+    ..TOOL_CALL
+};
 
-pub const EMPTY_TOOL_PARAMS: KindSpec = tool_call(
-    "empty_tool_params",
-    &["fraction"],
-    empty_tool_params,
-    "fraction = 0.5",
-);
+pub const MALFORMED_TOOL_PARAMS: KindSpec = KindSpec {
+    name: "malformed_tool_params",
+    parameters: &["fraction", "variant", "bytes", "tool"],
+    validate: malformed_tool_params,
+    example: "variant = \"oversized\"\nbytes = 4096",
+    ..TOOL_CALL
+};
 
-pub const MALFORMED_TOOL_PARAMS: KindSpec = tool_call(
-    "malformed_tool_params",
-    &["fraction", "variant", "bytes", "tool"],
-    malformed_tool_params,
-    "variant = \"oversized\"\nbytes = 4096",
-);
+pub const LLM_TRUNCATED_STREAM: KindSpec = KindSpec {
+    name: "llm_truncated_stream",
+    validate: truncated_stream,
+    example: "fraction = 1",
+    ..LLM
+};
 
-pub const LLM_TRUNCATED_STREAM: KindSpec = degraded(
-    "llm_truncated_stream",
-    &["fraction"],
-    truncated_stream,
-    "fraction = 1",
-);
+pub const LLM_SLOW: KindSpec = KindSpec {
+    name: "llm_slow",
+    parameters: &["fraction", "delay"],
+    validate: slow,
+    example: "delay = \"5s\"",
+    ..LLM
+};
 
-pub const LLM_SLOW: KindSpec = degraded("llm_slow", &["fraction", "delay"], slow, "delay = \"5s\"");
-
-pub const LLM_ERROR: KindSpec = degraded(
-    "llm_error",
-    &["fraction", "code", "retry_after"],
-    error,
-    "code = 429\nretry_after = \"1s\"",
-);
+pub const LLM_ERROR: KindSpec = KindSpec {
+    name: "llm_error",
+    parameters: &["fraction", "code", "retry_after"],
+    validate: error,
+    example: "code = 429\nretry_after = \"1s\"",
+    ..LLM
+};
 
 fn faulted(fault: LlmFault, entry: &KindEntry<'_>) -> Option<FaultSpec> {
     Some(FaultSpec::Llm {

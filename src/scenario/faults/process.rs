@@ -29,14 +29,9 @@ pub const PROCESS_STALL: KindSpec = KindSpec {
 /// back while the fault is on.
 pub const PROCESS_KILL: KindSpec = KindSpec {
     name: "process_kill",
-    parameters: &[],
-    acts_on: ActsOn::FleetProcess,
-    detection: DefaultDetection::Unhealthy,
-    recover_from: RecoverFrom::Clear,
     heals_itself: true,
     validate: kill,
-    chaos_help: HELP,
-    example: "",
+    ..PROCESS_STALL
 };
 
 fn stall(validator: &mut Validator<'_>, entry: &KindEntry<'_>) -> Option<FaultSpec> {

@@ -15,58 +15,51 @@ const HELP: &str = "  tts_429, tts_error, tts_slow, tts_timeout
       tts_slow: delay=DURATION (required)
 ";
 
-const fn tts(
-    name: &'static str,
-    parameters: &'static [&'static str],
-    detection: DefaultDetection,
-    validate: super::ValidateKind,
-    example: &'static str,
-) -> KindSpec {
-    KindSpec {
-        name,
-        parameters,
-        acts_on: ActsOn::TtsStandIn,
-        detection,
-        recover_from: RecoverFrom::Clear,
-        heals_itself: false,
-        validate,
-        chaos_help: HELP,
-        example,
-    }
-}
+/// What the four share; each says what it does differently.
+const TTS: KindSpec = KindSpec {
+    name: "",
+    parameters: &["fraction"],
+    acts_on: ActsOn::TtsStandIn,
+    detection: DefaultDetection::Alert("TtsDegraded"),
+    recover_from: RecoverFrom::Clear,
+    heals_itself: false,
+    validate: timeout,
+    chaos_help: HELP,
+    example: "",
+};
 
 /// The incident: a third-party TTS answered 429 for 90 minutes.
-pub const TTS_429: KindSpec = tts(
-    "tts_429",
-    &["fraction", "retry_after"],
-    DefaultDetection::Alert("TtsRateLimited"),
-    rate_limited,
-    "retry_after = \"2s\"\nfraction = 0.5",
-);
+pub const TTS_429: KindSpec = KindSpec {
+    name: "tts_429",
+    parameters: &["fraction", "retry_after"],
+    detection: DefaultDetection::Alert("TtsRateLimited"),
+    validate: rate_limited,
+    example: "retry_after = \"2s\"\nfraction = 0.5",
+    ..TTS
+};
 
-pub const TTS_ERROR: KindSpec = tts(
-    "tts_error",
-    &["fraction", "code"],
-    DefaultDetection::Alert("TtsDegraded"),
-    server_error,
-    "code = 502",
-);
+pub const TTS_ERROR: KindSpec = KindSpec {
+    name: "tts_error",
+    parameters: &["fraction", "code"],
+    validate: server_error,
+    example: "code = 502",
+    ..TTS
+};
 
-pub const TTS_SLOW: KindSpec = tts(
-    "tts_slow",
-    &["fraction", "delay"],
-    DefaultDetection::Alert("TtsDegraded"),
-    slow,
-    "delay = \"3s\"",
-);
+pub const TTS_SLOW: KindSpec = KindSpec {
+    name: "tts_slow",
+    parameters: &["fraction", "delay"],
+    validate: slow,
+    example: "delay = \"3s\"",
+    ..TTS
+};
 
-pub const TTS_TIMEOUT: KindSpec = tts(
-    "tts_timeout",
-    &["fraction"],
-    DefaultDetection::Alert("TtsDegraded"),
-    timeout,
-    "fraction = 1",
-);
+pub const TTS_TIMEOUT: KindSpec = KindSpec {
+    name: "tts_timeout",
+    validate: timeout,
+    example: "fraction = 1",
+    ..TTS
+};
 
 fn faulted(fault: TtsFault, entry: &KindEntry<'_>) -> Option<FaultSpec> {
     Some(FaultSpec::Tts {
