@@ -23,8 +23,12 @@
 //! How a fault is injected, confirmed and cleared is not here: the model runs nothing (see
 //! `layers.toml`). Each [`FaultSpec`] variant has its fault object in `crate::chaos`, in the
 //! file of the same family (`chaos/standin.rs`, `db.rs`, `temp_files.rs`, `proxy.rs`,
-//! `process.rs`), and `chaos/fault.rs` injects a spec with one line per variant.
-//! `registry_tests` checks that every kind in the registry gives every part.
+//! `process.rs`), and `chaos/fault.rs` injects a spec with one line per variant. So a
+//! family is two files, one per layer: the model's cannot import what runs, and what runs
+//! needs the validated spec. A new kind in a family touches its spec here, its registry
+//! line and the behaviour of its fault object; the compiler names every `match` a new
+//! family needs an arm in. `registry_tests` checks that every kind in the registry gives
+//! every part.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -311,7 +315,8 @@ pub struct Recurrence {
     pub jitter: Duration,
 }
 
-/// What a fault does, with its parameters.
+/// What a fault does, with its parameters: one variant per family of kinds, whose file in
+/// this folder validates, describes and documents it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum FaultSpec {
     /// The TTS stand-in answers with `fault` for `fraction` of requests.
