@@ -53,7 +53,7 @@ pub enum Command {
     Fleet(FleetArgs),
     /// Inject one fault by hand against a fleet that is already running, with a live view,
     /// and undo it on exit (the duration passes, Ctrl-C, SIGTERM).
-    #[command(after_help = crate::chaos::by_hand::KINDS_HELP)]
+    #[command(after_help = crate::chaos::by_hand::KINDS_HELP.as_str())]
     Chaos(ChaosArgs),
     /// Remove what runs killed with `kill -9` (or an OOM kill, a reboot) left behind: their
     /// temp dirs under $TMPDIR/voxsoak-UID/ (SQLite file, audio, leaked files) and any fleet

@@ -18,6 +18,8 @@
 //!
 //! - [`scenario`] parses a scenario file in two phases (raw serde types, then a validated
 //!   model); every error carries file, line and column. It imports nothing that runs.
+//!   Each fault kind is a line in the registry of [`scenario::faults`] and a spec in its
+//!   family's file there: parameters, validation, plan text, default detection, help.
 //! - [`contract`] is the plain data the model names and the runners carry out: the
 //!   reference fleet's bugs and settings, what a stand-in does wrong, how a pool is taken.
 //! - [`detect`] is the grading plan written into the journal and the one detection engine
@@ -34,7 +36,8 @@
 //! - [`target`] resolves the fleet under test, starting it as a child process if asked.
 //! - [`observe`] watches the fleet as an operator would: health, metrics, alerts, logs,
 //!   its process and temp dir.
-//! - [`chaos`] injects faults on a schedule, confirms them and always undoes them.
+//! - [`chaos`] injects faults on a schedule, confirms them and always undoes them; each
+//!   family of fault kinds has its fault object (inject, confirm, clear) in a file.
 //! - [`grade`] reads the journal back and turns it into SLO verdicts and the exit code.
 //! - [`report`] writes `summary.json` and the terminal summary; [`plan`] renders
 //!   `voxsoak plan`.

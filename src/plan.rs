@@ -8,11 +8,10 @@ use std::time::Duration;
 use crate::observe::log_tail::LogWatch;
 use crate::units::{format_byte_size, format_duration};
 
-use crate::scenario::faults::{DbPoolMethod, describe_leak};
 use crate::scenario::observe::ProcessWatch;
 use crate::scenario::{
-    ArrivalPattern, CallChoice, Endpoint, FaultSpec, Load, PlannedStep, Scenario, ScriptBody,
-    Stage, Step, Target, UtteranceRef, UtteranceSource,
+    ArrivalPattern, CallChoice, Endpoint, Load, PlannedStep, Scenario, ScriptBody, Stage, Step,
+    Target, UtteranceRef, UtteranceSource,
 };
 
 /// Width of the label column.
@@ -395,7 +394,8 @@ impl Plan {
         }
         for fault in &scenario.faults {
             self.line(2, format!("{} ({})", fault.name, fault.kind));
-            self.row("  does", describe_fault(&fault.fault, scenario));
+            let embedded = matches!(scenario.target, Target::Embedded(_));
+            self.row("  does", fault.fault.describe(embedded));
             let mut when = format!(
                 "at {} for {}",
                 format_duration(fault.at),
@@ -721,120 +721,6 @@ impl Plan {
                 "unprovoked alerts",
                 "none: no alert with no fault in effect",
             );
-        }
-    }
-}
-
-/// What a fault does and where, in one line.
-fn describe_fault(fault: &FaultSpec, scenario: &Scenario) -> String {
-    use crate::contract::standin::{LlmFault, TtsFault};
-    let share = |fraction: f64| {
-        if fraction >= 1.0 {
-            "every request".to_owned()
-        } else {
-            format!("{:.0}% of requests", fraction * 100.0)
-        }
-    };
-    let embedded = matches!(scenario.target, Target::Embedded(_));
-    match fault {
-        FaultSpec::Tts { fault, fraction } => {
-            let answer = match fault {
-                TtsFault::None => "normal answers".to_owned(),
-                TtsFault::RateLimited { retry_after } => match retry_after {
-                    Some(after) => format!("429 with Retry-After {}", format_duration(*after)),
-                    None => "429 without Retry-After".to_owned(),
-                },
-                TtsFault::ServerError { code } => format!("{code}"),
-                TtsFault::Slow { delay } => {
-                    format!("its audio {} late", format_duration(*delay))
-                }
-                TtsFault::Timeout => "no answer at all".to_owned(),
-            };
-            format!(
-                "the TTS stand-in answers {} with {answer}",
-                share(*fraction)
-            )
-        }
-        FaultSpec::Llm {
-            fault,
-            fraction,
-            latency,
-        } => match fault {
-            LlmFault::None => format!(
-                "the LLM stand-in answers every request {} late",
-                format_duration(*latency)
-            ),
-            LlmFault::EmptyToolParams => format!(
-                "the LLM stand-in calls the tool with {{}} in {}",
-                share(*fraction).replace("request", "tool call")
-            ),
-            LlmFault::Status { code, .. } => {
-                format!("the LLM stand-in answers {} with {code}", share(*fraction))
-            }
-            other => format!(
-                "the LLM stand-in sends {} for {}",
-                other.name(),
-                share(*fraction)
-            ),
-        },
-        FaultSpec::DbPoolExhaustion(db) => {
-            let database = if embedded {
-                "the fleet's database".to_owned()
-            } else {
-                format!(
-                    "the database in ${}",
-                    db.database_url_env.as_deref().unwrap_or("?")
-                )
-            };
-            match db.method {
-                DbPoolMethod::HoldLocks { holders } => format!(
-                    "{holders} transactions hold the locks the fleet's queries need in {database}"
-                ),
-                DbPoolMethod::TakeSlots { leave, max } => format!(
-                    "takes the connection slots of {database} (leaves {leave} free, at most {max})"
-                ),
-            }
-        }
-        FaultSpec::TempFileLeak(leak) => {
-            format!("{}; removed when the run ends", describe_leak(leak))
-        }
-        FaultSpec::Proxy(proxy) => {
-            let mut toxics = Vec::new();
-            let t = &proxy.toxics;
-            if !t.latency.is_zero() || !t.jitter.is_zero() {
-                toxics.push(format!(
-                    "latency {} ± {}",
-                    format_duration(t.latency),
-                    format_duration(t.jitter)
-                ));
-            }
-            if let Some(bandwidth) = t.bandwidth {
-                toxics.push(format!("bandwidth {}/s", format_byte_size(bandwidth)));
-            }
-            if let Some((size, delay)) = t.slice {
-                toxics.push(format!(
-                    "slices of {size} B every {}",
-                    format_duration(delay)
-                ));
-            }
-            for (on, name) in [(t.stall, "stall"), (t.reset, "reset"), (t.down, "down")] {
-                if on {
-                    toxics.push(name.to_owned());
-                }
-            }
-            let listen = proxy
-                .listen
-                .map_or(String::new(), |listen| format!(" (listening on {listen})"));
-            format!(
-                "a proxy in front of {}{listen}: {} for {:.0}% of connections",
-                proxy.upstream,
-                toxics.join(", "),
-                t.toxicity * 100.0
-            )
-        }
-        FaultSpec::ProcessStall => "SIGSTOP to the fleet process; SIGCONT at the end".to_owned(),
-        FaultSpec::ProcessKill => {
-            "SIGKILL to the fleet process; started again on the same port at the end".to_owned()
         }
     }
 }

@@ -18,21 +18,23 @@ use crate::console::{errln, outln};
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use indicatif::ProgressBar;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::fault::{ActiveFault, FaultEnvironment, inject};
-use super::plane::ProxyEntry;
+use super::fault::{ActiveFault, FaultEnvironment, ProxyEntry, inject};
 use super::process::ProcessTarget;
 use super::proxy::FaultProxy;
 use super::standin::{StandIns, base_url};
 use super::temp_files::HarnessFiles;
 use super::{ChaosTargets, Confirmation, FaultError};
 use crate::exit;
-use crate::scenario::faults::{FaultKind, FaultSpec, Occurrence, ProxyUpstream, ScheduledFault};
+use crate::scenario::faults::{
+    ActsOn, FaultKind, FaultSpec, Occurrence, ProxyUpstream, ScheduledFault,
+};
 use crate::scenario::{self, ScenarioError};
 
 /// How often the fault is confirmed again while it is on.
@@ -48,39 +50,26 @@ const PLACEHOLDER_STREAM_URL: &str = "ws://127.0.0.1:9/";
 const PLACEHOLDER_HEALTH_URL: &str = "http://127.0.0.1:9/health";
 const PLACEHOLDER_METRICS_URL: &str = "http://127.0.0.1:9/metrics";
 
-/// The fault kinds and what each needs by hand, for `voxsoak chaos --help`.
-pub const KINDS_HELP: &str = "\
-Fault kinds (KIND) and what each needs:
-  tts_429, tts_error, tts_slow, tts_timeout
-      --listen 127.0.0.1:PORT: voxsoak's TTS stand-in serves there, faulted, for the
-      duration; the fleet's TTS_BASE_URL must point at http://127.0.0.1:PORT/v1.
-      --set fraction=0..1; tts_429: retry_after=DURATION; tts_error: code=500..599;
-      tts_slow: delay=DURATION (required)
-  empty_tool_params, malformed_tool_params, llm_truncated_stream, llm_slow, llm_error
-      --listen 127.0.0.1:PORT: voxsoak's LLM stand-in serves there (LLM_BASE_URL).
-      --set fraction=0..1; malformed_tool_params: variant=missing_required|wrong_types|
-      oversized|unknown_tool, bytes=N, tool=NAME; llm_slow: delay=DURATION (required);
-      llm_error: code=400..599, retry_after=DURATION
-  db_pool_exhaustion
-      --database-url-env NAME: the variable holding the fleet's database URL (never
-      printed). --set method=hold_locks|take_slots, holders=N, leave=N, max_connections=N
-  temp_file_leak
-      --dir DIR: the fleet's temp dir, which this declares writable: never a system
-      directory (/, /etc, /usr, ...), resolved through `..` and symlinks. Files are
-      written flat into it; every file written is removed on exit.
-      --set file_size=SIZE (at most 1GiB), rate=SIZE/s, max_total=SIZE (above 10GiB
-      only with --allow-large-leaks), min_free=SIZE or PERCENT% (free space left on the
-      filesystem; default 5% or 2GiB, whichever is larger)
-  proxy
-      --set upstream=HOST:PORT --set listen=127.0.0.1:PORT and at least one toxic:
-      latency, jitter, bandwidth, stall, reset, slice_size (slice_delay), down; toxicity.
-      The proxy runs for the duration; the fleet must already be pointed at listen.
-  process_stall, process_kill
-      --pid N: SIGSTOP until the end (then SIGCONT), or SIGKILL (not restarted: the
-      process's own supervisor must do that).
-
+/// The fault kinds and what each needs by hand, for `voxsoak chaos --help`: each family's
+/// block ([`KindSpec::chaos_help`](crate::scenario::faults::KindSpec::chaos_help)) in
+/// registry order.
+pub static KINDS_HELP: LazyLock<String> = LazyLock::new(|| {
+    let mut help = String::from("Fault kinds (KIND) and what each needs:\n");
+    let mut blocks: Vec<&str> = Vec::new();
+    for kind in FaultKind::ALL {
+        let block = kind.spec().chaos_help;
+        if !blocks.contains(&block) {
+            blocks.push(block);
+            help.push_str(block);
+        }
+    }
+    help.push_str(
+        "
 Exit status: 0 the fault was seen in effect and was undone; 1 it never took effect;
-2 bad arguments, or injecting or undoing it failed.";
+2 bad arguments, or injecting or undoing it failed.",
+    );
+    help
+});
 
 /// What `voxsoak chaos` was asked to do, as given on the command line.
 #[derive(Debug, Clone)]
@@ -173,25 +162,11 @@ impl ByHandOutcome {
 }
 
 fn uses_tts(kind: FaultKind) -> bool {
-    matches!(
-        kind,
-        FaultKind::Tts429 | FaultKind::TtsError | FaultKind::TtsSlow | FaultKind::TtsTimeout
-    )
-}
-
-fn uses_llm(kind: FaultKind) -> bool {
-    matches!(
-        kind,
-        FaultKind::EmptyToolParams
-            | FaultKind::MalformedToolParams
-            | FaultKind::LlmTruncatedStream
-            | FaultKind::LlmSlow
-            | FaultKind::LlmError
-    )
+    kind.acts_on() == ActsOn::TtsStandIn
 }
 
 fn is_process(kind: FaultKind) -> bool {
-    matches!(kind, FaultKind::ProcessStall | FaultKind::ProcessKill)
+    kind.acts_on() == ActsOn::FleetProcess
 }
 
 /// The parameters that come from flags of their own, not `--set`.
@@ -273,7 +248,7 @@ pub fn check(request: &ByHandRequest) -> Result<ByHandFault, ByHandError> {
             return Err(ByHandError::invalid(flag, "given twice"));
         }
     }
-    if kind == FaultKind::Proxy {
+    if kind.acts_on() == ActsOn::Proxy {
         for key in ["upstream", "listen"] {
             if !parameters.contains_key(key) {
                 return Err(ByHandError::invalid(
@@ -331,7 +306,7 @@ pub fn check(request: &ByHandRequest) -> Result<ByHandFault, ByHandError> {
 /// Each kind's own flag is required, and the others are refused, so nothing given is
 /// silently ignored.
 fn check_flags(kind: FaultKind, request: &ByHandRequest) -> Result<(), ByHandError> {
-    let standin = uses_tts(kind) || uses_llm(kind);
+    let standin = kind.acts_on().is_standin();
     let flags: [(&str, bool, bool, &str); 4] = [
         (
             "--pid",
@@ -342,13 +317,13 @@ fn check_flags(kind: FaultKind, request: &ByHandRequest) -> Result<(), ByHandErr
         (
             "--database-url-env",
             request.database_url_env.is_some(),
-            kind == FaultKind::DbPoolExhaustion,
+            kind.acts_on() == ActsOn::Database,
             "--database-url-env NAME (the variable holding the fleet's database URL)",
         ),
         (
             "--dir",
             request.dir.is_some(),
-            kind == FaultKind::TempFileLeak,
+            kind.acts_on() == ActsOn::TempDir,
             "--dir DIR (the fleet's temp dir)",
         ),
         (
@@ -369,7 +344,7 @@ fn check_flags(kind: FaultKind, request: &ByHandRequest) -> Result<(), ByHandErr
             ));
         }
     }
-    if request.allow_large_leaks && kind != FaultKind::TempFileLeak {
+    if request.allow_large_leaks && kind.acts_on() != ActsOn::TempDir {
         return Err(ByHandError::invalid(
             "--allow-large-leaks",
             format!("{kind} does not use --allow-large-leaks"),

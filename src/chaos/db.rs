@@ -133,6 +133,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 use sqlx::{AssertSqlSafe, Connection};
 
 use super::{Confirmation, FaultError};
+use crate::scenario::faults::DbPoolExhaustion;
 
 /// The fault kind as scenarios name it.
 pub const KIND: &str = "db_pool_exhaustion";
@@ -276,6 +277,42 @@ impl std::fmt::Debug for DbPoolFault {
 }
 
 impl DbPoolFault {
+    /// Injects a scenario's `db_pool_exhaustion`: on the database in the variable its
+    /// `database_url_env` names, else on the fleet's own (`fleet_database`, known when the
+    /// harness started the fleet). A PostgreSQL server is acted on only if its host is in
+    /// `allow_hosts`, checked before any connection.
+    pub async fn inject_spec(
+        spec: &DbPoolExhaustion,
+        fleet_database: Option<&str>,
+        allow_hosts: &[String],
+    ) -> Result<DbPoolFault, FaultError> {
+        let url = match &spec.database_url_env {
+            Some(name) => std::env::var(name).map_err(|_| {
+                FaultError::new(
+                    KIND,
+                    format!("the variable {name} named by database_url_env is not set"),
+                )
+            })?,
+            None => fleet_database
+                .map(str::to_owned)
+                .ok_or_else(|| FaultError::new(KIND, "no database to act on"))?,
+        };
+        if let Ok(parsed) = url::Url::parse(&url)
+            && parsed.scheme().starts_with("postgres")
+        {
+            let host = parsed.host_str().unwrap_or("localhost");
+            if !crate::scenario::host_in(allow_hosts, host) {
+                return Err(FaultError::new(
+                    KIND,
+                    format!(
+                        "the database host {host} is not in allow_hosts; add it to [target] allow_hosts to inject faults there"
+                    ),
+                ));
+            }
+        }
+        DbPoolFault::inject(&url, spec.method).await
+    }
+
     /// Connects to the fleet's database (`sqlite:///abs/path/fleet.db`, `postgres://…`) and
     /// exhausts its pool by `method`; returns once the locks are held or the slots taken.
     /// On an error nothing is left held.

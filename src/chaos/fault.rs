@@ -1,20 +1,26 @@
 //! One injected fault of any kind, behind one interface: what the scheduler and `voxsoak
 //! chaos` drive.
+//!
+//! A fault kind's action lives in the file of its family, next to its fault object:
+//! `standin.rs` (`tts_*`, `llm_*`, `*_tool_params`), `db.rs`, `temp_files.rs`, `proxy.rs`
+//! and `process.rs`, each with an `inject_spec` (or `inject`) that takes the scenario's
+//! [`FaultSpec`] and what it acts on. Here [`inject`] only finds what that is in the
+//! [`FaultEnvironment`] (one arm per [`FaultSpec`] variant), and [`ActiveFault`] forwards
+//! confirm and clear to the fault object. What the model knows of a kind (parameters,
+//! validation, plan text, default detection, help) is in `crate::scenario::faults`.
 
-use std::sync::Arc;
+use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use super::db::DbPoolFault;
-use super::plane::ProxyEntry;
-use super::plane::merge;
-use super::process::{ProcessKillFault, ProcessStallFault};
-use super::proxy::{ProxyFault, ProxyToxics, Slicing};
-use super::standin::{LlmStandInFault, StandInClaim, StandIns, TtsStandInFault};
-use super::temp_files::{HarnessFiles, LeakParams, LeakStop, TempFileLeakFault};
-use super::{ChaosTargets, Confirmation, FaultError};
+use super::process::{ProcessKillFault, ProcessStallFault, ProcessTarget};
+use super::proxy::{FaultProxy, ProxyFault};
+use super::standin::{LlmStandInFault, StandIns, TtsStandInFault};
+use super::temp_files::{HarnessFiles, LeakStop, TempFileLeakFault};
+use super::{Confirmation, FaultError};
 use crate::journal::Journal;
 use crate::journal::round_ms;
-use crate::scenario::faults::{FaultSpec, LeakDir, Occurrence, ScheduledFault};
-use crate::scenario::writable;
+use crate::scenario::faults::{FaultSpec, Occurrence, ProxyUpstream, ScheduledFault};
 use serde_json::json;
 
 /// How many of the calls an LLM fault hit are journaled one by one per injection; the rest
@@ -36,10 +42,42 @@ pub struct FaultEnvironment {
     pub allow_hosts: Vec<String>,
 }
 
-impl FaultEnvironment {
-    fn host_allowed(&self, host: &str) -> bool {
-        crate::scenario::host_in(&self.allow_hosts, host)
+/// What the chaos plane needs to know about the fleet once it runs. Its `Debug` never
+/// shows the database URL.
+#[derive(Clone, Default)]
+pub struct ChaosTargets {
+    /// The fleet process, when the harness started it (or the pid `voxsoak chaos` was
+    /// given).
+    pub fleet: Option<ProcessTarget>,
+    /// The fleet's database URL (never printed).
+    pub database_url: Option<String>,
+    /// The fleet's audio temp dir (embedded fleet).
+    pub audio_tmp_dir: Option<PathBuf>,
+    /// The run's temp root: a file a fault leaks into a directory outside it is written
+    /// into the root's ledger with [`crate::cleanup::TempRoot::record_leaked`], so that it
+    /// goes with the root, also after a `kill -9` of the harness (`voxsoak clean`). None
+    /// for `voxsoak chaos`.
+    pub temp_root: Option<crate::cleanup::TempRoot>,
+}
+
+impl std::fmt::Debug for ChaosTargets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChaosTargets")
+            .field("fleet", &self.fleet)
+            .field("database_url", &self.database_url.as_ref().map(|_| "…"))
+            .field("audio_tmp_dir", &self.audio_tmp_dir)
+            .field("temp_root", &self.temp_root)
+            .finish()
     }
+}
+
+/// A fault proxy started for a run (or for `voxsoak chaos`), and what it stands in front of.
+#[derive(Debug)]
+pub struct ProxyEntry {
+    pub upstream: ProxyUpstream,
+    /// The `listen` the scenario gave, if any.
+    pub listen: Option<SocketAddr>,
+    pub proxy: FaultProxy,
 }
 
 /// An injected fault of any kind.
@@ -156,157 +194,94 @@ fn journal_leak_stop(journal: &Journal, identity: &serde_json::Value, stop: &Lea
     journal.record_at("leak_stopped", t_s, merge(identity, fields));
 }
 
+/// `identity` (which fault, which occurrence) with `extra`'s fields: a journal record's body.
+pub(super) fn merge(identity: &serde_json::Value, extra: serde_json::Value) -> serde_json::Value {
+    let mut merged = identity.clone();
+    if let (Some(merged), serde_json::Value::Object(extra)) = (merged.as_object_mut(), extra) {
+        merged.extend(extra);
+    }
+    merged
+}
+
 /// Injects `fault` (its `occurrence`-th time) with what `environment` offers.
 pub async fn inject(
     environment: &FaultEnvironment,
     fault: &ScheduledFault,
     occurrence: &Occurrence,
 ) -> Result<ActiveFault, FaultError> {
-    let shared = environment;
     let kind = fault.kind.name();
     let missing = |what: &str| FaultError::new(kind, format!("no {what} to act on"));
+    let targets = &environment.targets;
+    let fleet = || {
+        targets
+            .fleet
+            .clone()
+            .ok_or_else(|| missing("fleet process"))
+    };
+    let standins = |what: &str| {
+        environment
+            .standins
+            .as_ref()
+            .ok_or_else(|| missing(&format!("{what} stand-in")))
+    };
     Ok(match &fault.fault {
         FaultSpec::Tts {
             fault: tts,
             fraction,
-        } => {
-            let standins = shared
-                .standins
-                .as_ref()
-                .ok_or_else(|| missing("TTS stand-in"))?;
-            let claim = StandInClaim::take(&standins.tts_owner, &fault.name, "TTS")?;
-            ActiveFault::Tts(TtsStandInFault::inject(
-                kind,
-                Arc::clone(&standins.tts),
-                claim,
-                tts.clone(),
-                *fraction,
-            ))
-        }
+        } => ActiveFault::Tts(TtsStandInFault::inject_spec(
+            standins("TTS")?,
+            kind,
+            &fault.name,
+            tts,
+            *fraction,
+        )?),
         FaultSpec::Llm {
             fault: llm,
             fraction,
             latency,
-        } => {
-            let standins = shared
-                .standins
-                .as_ref()
-                .ok_or_else(|| missing("LLM stand-in"))?;
-            let claim = StandInClaim::take(&standins.llm_owner, &fault.name, "LLM")?;
-            ActiveFault::Llm(LlmStandInFault::inject(
-                kind,
-                Arc::clone(&standins.llm),
-                claim,
-                llm.clone(),
-                *fraction,
-                *latency,
-            ))
-        }
-        FaultSpec::TempFileLeak(leak) => {
-            let (dir, within) = match &leak.dir {
-                // The fleet's own dir, which the harness made: it is its own declaration.
-                LeakDir::FleetTempDir => {
-                    let dir = shared
-                        .targets
-                        .audio_tmp_dir
-                        .clone()
-                        .ok_or_else(|| missing("temp dir"))?;
-                    let within = writable::resolve(&dir).map_err(|error| {
-                        FaultError::new(
-                            kind,
-                            format!("cannot use the temp dir {}: {error}", dir.display()),
-                        )
-                    })?;
-                    (dir, within)
-                }
-                LeakDir::Declared { dir, within } => (dir.clone(), within.clone()),
-            };
-            let params = LeakParams {
-                dir,
-                within,
-                file_size: leak.file_size,
-                bytes_per_second: leak.bytes_per_second,
-                max_total: leak.max_total,
-                min_free: leak.min_free,
-                tag: format!(
-                    "{}-{}-{}",
-                    shared.tag,
-                    occurrence.fault + 1,
-                    occurrence.number
-                ),
-                name_seed: LeakParams::random_name_seed(),
-            };
-            ActiveFault::TempFileLeak(
-                TempFileLeakFault::inject(params, shared.files.clone()).await?,
+        } => ActiveFault::Llm(LlmStandInFault::inject_spec(
+            standins("LLM")?,
+            kind,
+            &fault.name,
+            llm,
+            *fraction,
+            *latency,
+        )?),
+        FaultSpec::TempFileLeak(leak) => ActiveFault::TempFileLeak(
+            TempFileLeakFault::inject_spec(
+                leak,
+                targets.audio_tmp_dir.as_deref(),
+                &environment.tag,
+                occurrence,
+                environment.files.clone(),
             )
-        }
+            .await?,
+        ),
         FaultSpec::ProcessStall => {
-            let fleet = shared
-                .targets
-                .fleet
-                .clone()
-                .ok_or_else(|| missing("fleet process"))?;
-            ActiveFault::ProcessStall(ProcessStallFault::inject(fleet).await?)
+            ActiveFault::ProcessStall(ProcessStallFault::inject(fleet()?).await?)
         }
         FaultSpec::ProcessKill => {
-            let fleet = shared
-                .targets
-                .fleet
-                .clone()
-                .ok_or_else(|| missing("fleet process"))?;
-            ActiveFault::ProcessKill(ProcessKillFault::inject(fleet).await?)
+            ActiveFault::ProcessKill(ProcessKillFault::inject(fleet()?).await?)
         }
-        FaultSpec::DbPoolExhaustion(db) => {
-            let url = match &db.database_url_env {
-                Some(name) => std::env::var(name).map_err(|_| {
-                    FaultError::new(
-                        kind,
-                        format!("the variable {name} named by database_url_env is not set"),
-                    )
-                })?,
-                None => shared
-                    .targets
-                    .database_url
-                    .clone()
-                    .ok_or_else(|| missing("database"))?,
-            };
-            if let Ok(parsed) = url::Url::parse(&url)
-                && parsed.scheme().starts_with("postgres")
-            {
-                let host = parsed.host_str().unwrap_or("localhost");
-                if !shared.host_allowed(host) {
-                    return Err(FaultError::new(
-                        kind,
-                        format!(
-                            "the database host {host} is not in allow_hosts; add it to [target] allow_hosts to inject faults there"
-                        ),
-                    ));
-                }
-            }
-            ActiveFault::DbPool(Box::new(DbPoolFault::inject(&url, db.method).await?))
-        }
+        FaultSpec::DbPoolExhaustion(db) => ActiveFault::DbPool(Box::new(
+            DbPoolFault::inject_spec(
+                db,
+                targets.database_url.as_deref(),
+                &environment.allow_hosts,
+            )
+            .await?,
+        )),
         FaultSpec::Proxy(spec) => {
-            let entry = shared
+            let entry = environment
                 .proxies
                 .iter()
                 .find(|entry| entry.upstream == spec.upstream && entry.listen == spec.listen)
                 .ok_or_else(|| missing("proxy"))?;
-            let toxics = ProxyToxics {
-                latency: spec.toxics.latency,
-                jitter: spec.toxics.jitter,
-                bandwidth: spec.toxics.bandwidth,
-                slicing: spec
-                    .toxics
-                    .slice
-                    .map(|(size, delay)| Slicing { size, delay }),
-                stall: spec.toxics.stall,
-                reset: spec.toxics.reset,
-                down: spec.toxics.down,
-                toxicity: spec.toxics.toxicity,
-                seed: occurrence.fault as u64 * 1000 + u64::from(occurrence.number),
-                ..ProxyToxics::pass_through()
-            };
-            ActiveFault::Proxy(ProxyFault::inject(entry.proxy.clone(), toxics)?)
+            ActiveFault::Proxy(ProxyFault::inject_spec(
+                entry.proxy.clone(),
+                &spec.toxics,
+                occurrence,
+            )?)
         }
     })
 }

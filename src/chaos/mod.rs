@@ -76,4 +76,5 @@ pub mod standin;
 pub mod temp_files;
 pub mod tts_log;
 
-pub use plane::{ChaosOutcome, ChaosPlane, ChaosRun, ChaosTargets};
+pub use fault::ChaosTargets;
+pub use plane::{ChaosOutcome, ChaosPlane, ChaosRun};

@@ -5,7 +5,6 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,8 +15,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::FaultError;
-use super::fault::{FaultEnvironment, inject};
-use super::process::ProcessTarget;
+use super::fault::{ChaosTargets, FaultEnvironment, ProxyEntry, inject, merge};
 use super::proxy::FaultProxy;
 use super::standin::{StandIns, base_url};
 use super::temp_files::HarnessFiles;
@@ -31,44 +29,6 @@ use crate::target::FleetWiring;
 
 /// How often an unconfirmed fault looks again.
 const CONFIRM_POLL: Duration = Duration::from_millis(250);
-
-/// A fault proxy the plane started, and what it stands in front of.
-#[derive(Debug)]
-pub struct ProxyEntry {
-    pub upstream: ProxyUpstream,
-    /// The `listen` the scenario gave, if any.
-    pub listen: Option<SocketAddr>,
-    pub proxy: FaultProxy,
-}
-
-/// What the chaos plane needs to know about the fleet once it runs. Its `Debug` never
-/// shows the database URL.
-#[derive(Clone, Default)]
-pub struct ChaosTargets {
-    /// The fleet process, when the harness started it (or the pid `voxsoak chaos` was
-    /// given).
-    pub fleet: Option<ProcessTarget>,
-    /// The fleet's database URL (never printed).
-    pub database_url: Option<String>,
-    /// The fleet's audio temp dir (embedded fleet).
-    pub audio_tmp_dir: Option<PathBuf>,
-    /// The run's temp root: a file a fault leaks into a directory outside it is written
-    /// into the root's ledger with [`crate::cleanup::TempRoot::record_leaked`], so that it
-    /// goes with the root, also after a `kill -9` of the harness (`voxsoak clean`). None
-    /// for `voxsoak chaos`.
-    pub temp_root: Option<crate::cleanup::TempRoot>,
-}
-
-impl std::fmt::Debug for ChaosTargets {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ChaosTargets")
-            .field("fleet", &self.fleet)
-            .field("database_url", &self.database_url.as_ref().map(|_| "…"))
-            .field("audio_tmp_dir", &self.audio_tmp_dir)
-            .field("temp_root", &self.temp_root)
-            .finish()
-    }
-}
 
 /// The chaos plane before the fleet starts: its stand-ins are up.
 #[derive(Debug)]
@@ -543,12 +503,4 @@ async fn run_occurrence(shared: Arc<Shared>, occurrence: Occurrence, stop: Cance
             );
         }
     }
-}
-
-pub(super) fn merge(identity: &serde_json::Value, extra: serde_json::Value) -> serde_json::Value {
-    let mut merged = identity.clone();
-    if let (Some(merged), serde_json::Value::Object(extra)) = (merged.as_object_mut(), extra) {
-        merged.extend(extra);
-    }
-    merged
 }

@@ -33,6 +33,7 @@ use tokio::time::{Instant, timeout};
 use tokio_util::sync::CancellationToken;
 
 use super::{Confirmation, FaultError};
+use crate::scenario::faults::{Occurrence, ProxyToxicsSpec};
 
 /// The fault kind as a scenario names it.
 pub const KIND: &str = "proxy";
@@ -1107,6 +1108,28 @@ pub struct ProxyFault {
 }
 
 impl ProxyFault {
+    /// Switches on a scenario's `proxy` toxics on `proxy` for its `occurrence`-th time,
+    /// which seeds the draw of the connections `toxicity` affects.
+    pub fn inject_spec(
+        proxy: FaultProxy,
+        spec: &ProxyToxicsSpec,
+        occurrence: &Occurrence,
+    ) -> Result<ProxyFault, FaultError> {
+        let toxics = ProxyToxics {
+            latency: spec.latency,
+            jitter: spec.jitter,
+            bandwidth: spec.bandwidth,
+            slicing: spec.slice.map(|(size, delay)| Slicing { size, delay }),
+            stall: spec.stall,
+            reset: spec.reset,
+            down: spec.down,
+            toxicity: spec.toxicity,
+            seed: occurrence.fault as u64 * 1000 + u64::from(occurrence.number),
+            ..ProxyToxics::pass_through()
+        };
+        ProxyFault::inject(proxy, toxics)
+    }
+
     /// Sets `toxics` on `proxy`; existing connections see them from their next chunk (at once
     /// for down, reset and stall), new ones from the start.
     pub fn inject(proxy: FaultProxy, toxics: ProxyToxics) -> Result<ProxyFault, FaultError> {

@@ -115,6 +115,26 @@ pub struct TtsStandInFault {
 }
 
 impl TtsStandInFault {
+    /// Injects a scenario's `tts_*` entry `name` into the TTS stand-in, which it holds
+    /// until cleared: a second fault on it is refused.
+    pub fn inject_spec(
+        standins: &StandIns,
+        kind: &'static str,
+        name: &str,
+        fault: &TtsFault,
+        fraction: f64,
+    ) -> Result<TtsStandInFault, FaultError> {
+        let claim = StandInClaim::take(&standins.tts_owner, name, "TTS")?;
+        let control = Arc::clone(&standins.tts);
+        Ok(TtsStandInFault::inject(
+            kind,
+            control,
+            claim,
+            fault.clone(),
+            fraction,
+        ))
+    }
+
     /// Switches the stand-in to `fault` for `fraction` of requests.
     pub fn inject(
         kind: &'static str,
@@ -220,6 +240,28 @@ pub struct LlmStandInFault {
 }
 
 impl LlmStandInFault {
+    /// Injects a scenario's `llm_*` or `*_tool_params` entry `name` into the LLM stand-in,
+    /// which it holds until cleared: a second fault on it is refused.
+    pub fn inject_spec(
+        standins: &StandIns,
+        kind: &'static str,
+        name: &str,
+        fault: &LlmFault,
+        fraction: f64,
+        latency: std::time::Duration,
+    ) -> Result<LlmStandInFault, FaultError> {
+        let claim = StandInClaim::take(&standins.llm_owner, name, "LLM")?;
+        let control = Arc::clone(&standins.llm);
+        Ok(LlmStandInFault::inject(
+            kind,
+            control,
+            claim,
+            fault.clone(),
+            fraction,
+            latency,
+        ))
+    }
+
     pub fn inject(
         kind: &'static str,
         control: Arc<LlmControl>,

@@ -45,7 +45,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{Confirmation, FaultError};
-use crate::scenario::faults::{FreeSpaceFloor, MAX_LEAK_FILES, leak_prefix};
+use crate::scenario::faults::{
+    FreeSpaceFloor, LeakDir, MAX_LEAK_FILES, Occurrence, TempFileLeak, leak_prefix,
+};
 use crate::scenario::writable;
 use crate::units::format_byte_size;
 
@@ -456,6 +458,44 @@ pub struct TempFileLeakFault {
 }
 
 impl TempFileLeakFault {
+    /// Injects a scenario's `temp_file_leak` (its `occurrence`-th time in the run tagged
+    /// `run_tag`): into the dir it declared, or into the fleet's own temp dir
+    /// (`fleet_temp_dir`, which the harness made: it is its own declaration).
+    pub async fn inject_spec(
+        leak: &TempFileLeak,
+        fleet_temp_dir: Option<&Path>,
+        run_tag: &str,
+        occurrence: &Occurrence,
+        files: HarnessFiles,
+    ) -> Result<Self, FaultError> {
+        let (dir, within) = match &leak.dir {
+            LeakDir::FleetTempDir => {
+                let dir = fleet_temp_dir
+                    .ok_or_else(|| FaultError::new(KIND, "no temp dir to act on"))?
+                    .to_path_buf();
+                let within = writable::resolve(&dir).map_err(|error| {
+                    FaultError::new(
+                        KIND,
+                        format!("cannot use the temp dir {}: {error}", dir.display()),
+                    )
+                })?;
+                (dir, within)
+            }
+            LeakDir::Declared { dir, within } => (dir.clone(), within.clone()),
+        };
+        let params = LeakParams {
+            dir,
+            within,
+            file_size: leak.file_size,
+            bytes_per_second: leak.bytes_per_second,
+            max_total: leak.max_total,
+            min_free: leak.min_free,
+            tag: format!("{run_tag}-{}-{}", occurrence.fault + 1, occurrence.number),
+            name_seed: LeakParams::random_name_seed(),
+        };
+        TempFileLeakFault::inject(params, files).await
+    }
+
     /// Starts writing. The dir must exist (it is the fleet's), lie in the declared dir once
     /// resolved again, and be no system directory.
     pub async fn inject(params: LeakParams, files: HarnessFiles) -> Result<Self, FaultError> {

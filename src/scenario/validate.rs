@@ -69,7 +69,7 @@ pub(super) fn validate(
 
 /// Whether a zero duration makes sense for a key.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Zero {
+pub(super) enum Zero {
     Allowed,
     Rejected,
 }
@@ -83,13 +83,13 @@ struct FixtureIndex {
     complete: bool,
 }
 
-struct Validator<'a> {
-    source: &'a str,
-    diagnostics: Vec<Diagnostic>,
+pub(super) struct Validator<'a> {
+    pub(super) source: &'a str,
+    pub(super) diagnostics: Vec<Diagnostic>,
 }
 
 impl Validator<'_> {
-    fn error(&mut self, span: Range<usize>, message: impl Into<String>) {
+    pub(super) fn error(&mut self, span: Range<usize>, message: impl Into<String>) {
         self.error_at(span.start, message);
     }
 
@@ -147,7 +147,7 @@ impl Validator<'_> {
 
     // ---- values -------------------------------------------------------------------------
 
-    fn duration(&mut self, value: &RawValue, key: &str, zero: Zero) -> Option<Duration> {
+    pub(super) fn duration(&mut self, value: &RawValue, key: &str, zero: Zero) -> Option<Duration> {
         let toml::Value::String(text) = value.get_ref() else {
             self.error(
                 value.span(),
@@ -217,7 +217,7 @@ impl Validator<'_> {
         }
     }
 
-    fn not_empty(&mut self, value: &Spanned<String>, key: &str) {
+    pub(super) fn not_empty(&mut self, value: &Spanned<String>, key: &str) {
         if value.get_ref().trim().is_empty() {
             self.error(value.span(), format!("{key} must not be empty"));
         }
@@ -502,7 +502,7 @@ impl Validator<'_> {
     }
 
     /// A whole number in `range`.
-    fn ranged(
+    pub(super) fn ranged(
         &mut self,
         value: &Spanned<i64>,
         key: &str,
@@ -527,7 +527,7 @@ impl Validator<'_> {
     }
 
     /// A size string such as `"512MiB"` (see [`crate::units::parse_byte_size`]).
-    fn byte_size(&mut self, value: &RawValue, key: &str) -> Option<u64> {
+    pub(super) fn byte_size(&mut self, value: &RawValue, key: &str) -> Option<u64> {
         let toml::Value::String(text) = value.get_ref() else {
             self.error(
                 value.span(),
@@ -588,7 +588,7 @@ impl Validator<'_> {
     /// `name` must be an environment variable's name; `message` (which never echoes the
     /// value) otherwise. If someone pasted the secret itself (a token, a URL with a
     /// password), it must not end up in CI logs.
-    fn env_var_name(&mut self, name: &Spanned<String>, message: &str) {
+    pub(super) fn env_var_name(&mut self, name: &Spanned<String>, message: &str) {
         let text = name.get_ref();
         let mut chars = text.chars();
         let is_name = chars
@@ -1631,7 +1631,7 @@ pub(super) fn parse_duration(text: &str) -> Option<Duration> {
 }
 
 /// A value as the file spells it, for "found ..." in messages.
-fn describe(value: &toml::Value) -> String {
+pub(super) fn describe(value: &toml::Value) -> String {
     match value {
         toml::Value::String(text) => format!("{text:?}"),
         toml::Value::Integer(number) => number.to_string(),

@@ -1,39 +1,33 @@
 //! Phase 2 for `[[faults]]`, `[chaos]` and `[abort]`.
 
+//! What every kind shares lives here: the entry's common keys (`name`, `at`, `for`,
+//! `every`, `detect`, `recover_from`), the check of its keys against its kind's
+//! parameters and of what the fleet must offer, and the value checks kinds share. Each
+//! kind's own parameters are checked in its file under `scenario/faults/` (see
+//! [`crate::scenario::faults::KindSpec`]).
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use toml::Spanned;
 
-use super::{Validator, Zero, describe, host_in};
-use crate::contract::standin::{LlmFault, TtsFault};
+use super::{Validator, Zero, describe};
 use crate::scenario::faults::{
-    AbortConditions, ChaosSettings, Comparison, DEFAULT_CONFIRM_WITHIN, DbPoolExhaustion,
-    DbPoolMethod, DetectionRule, FaultKind, FaultSpec, FreeSpaceFloor, LEAK_CEILING, LeakDir,
-    MAX_LEAK_FILE_SIZE, MAX_LEAK_FILES, MetricCondition, ProxyFault, ProxyToxicsSpec,
-    ProxyUpstream, RecoverFrom, Recurrence, ScheduledFault, SeriesSelector, TempFileLeak,
+    AbortConditions, ActsOn, ChaosSettings, Comparison, DEFAULT_CONFIRM_WITHIN, DetectionRule,
+    FaultKind, FaultSpec, KindEntry, MetricCondition, RecoverFrom, Recurrence, ScheduledFault,
+    SeriesSelector,
 };
 use crate::scenario::observe::ObserveSettings;
 use crate::scenario::raw::{RawAbort, RawChaos, RawFault, RawValue};
 use crate::scenario::{Diagnostic, Target, writable};
-use crate::units::format_byte_size;
 
 const MAX_FAULTS: usize = 1000;
-const MAX_HOLDERS: i64 = 1000;
-const MAX_SLOTS: i64 = 10_000;
-const DEFAULT_HOLDERS: u32 = DbPoolMethod::DEFAULT_HOLDERS;
-const DEFAULT_MAX_SLOTS: u32 = DbPoolMethod::DEFAULT_MAX_SLOTS;
-const DEFAULT_TEMP_FILE_SIZE: u64 = 1 << 20;
-const DEFAULT_TEMP_RATE: u64 = 4 << 20;
-const DEFAULT_TEMP_MAX_TOTAL: u64 = 1 << 30;
-const DEFAULT_OVERSIZED_BYTES: usize = 1 << 20;
-const MAX_OVERSIZED_BYTES: i64 = 3 << 20;
 /// Every gap between two occurrences of a recurring fault is at least this.
 const MIN_EVERY: Duration = Duration::from_secs(1);
 
 /// What a `[[faults]]` entry is checked against: the rest of the scenario.
-pub(super) struct FaultContext<'a> {
+pub(in crate::scenario) struct FaultContext<'a> {
     pub target: &'a Target,
     pub allow_hosts: &'a [String],
     pub chaos: &'a ChaosSettings,
@@ -257,30 +251,16 @@ impl Validator<'_> {
         span: &std::ops::Range<usize>,
         context: &FaultContext<'_>,
     ) -> Option<FaultSpec> {
-        let FaultContext {
-            target,
-            allow_hosts,
-            chaos,
-            ..
-        } = *context;
+        let FaultContext { target, chaos, .. } = *context;
         let fraction = raw
             .fraction
             .as_ref()
             .and_then(|value| self.fraction(value, "fraction"))
             .unwrap_or(1.0);
         let external = matches!(target, Target::External(_));
-        let uses_tts = matches!(
-            kind,
-            FaultKind::Tts429 | FaultKind::TtsError | FaultKind::TtsSlow | FaultKind::TtsTimeout
-        );
-        let uses_llm = matches!(
-            kind,
-            FaultKind::EmptyToolParams
-                | FaultKind::MalformedToolParams
-                | FaultKind::LlmTruncatedStream
-                | FaultKind::LlmSlow
-                | FaultKind::LlmError
-        );
+        let acts_on = kind.acts_on();
+        let uses_tts = acts_on == ActsOn::TtsStandIn;
+        let uses_llm = acts_on == ActsOn::LlmStandIn;
         if external && uses_tts && chaos.tts_listen.is_none() {
             self.error(
                 span.clone(),
@@ -298,99 +278,24 @@ impl Validator<'_> {
             );
         }
         if matches!(target, Target::Sink(_))
-            && (uses_tts || uses_llm || kind == FaultKind::DbPoolExhaustion)
+            && (uses_tts || uses_llm || acts_on == ActsOn::Database)
         {
             self.error(
                 span.clone(),
                 format!("{kind} needs a fleet with a TTS, an LLM and a database; the sink has none (use fleet = \"embedded\")"),
             );
         }
-        let spec = match kind {
-            FaultKind::Tts429 => FaultSpec::Tts {
-                fault: TtsFault::RateLimited {
-                    retry_after: raw
-                        .retry_after
-                        .as_ref()
-                        .and_then(|value| self.duration(value, "retry_after", Zero::Allowed)),
-                },
-                fraction,
-            },
-            FaultKind::TtsError => FaultSpec::Tts {
-                fault: TtsFault::ServerError {
-                    code: self.status_code(raw.code.as_ref(), 500..=599, 503)?,
-                },
-                fraction,
-            },
-            FaultKind::TtsSlow => FaultSpec::Tts {
-                fault: TtsFault::Slow {
-                    delay: self.required_duration(raw.delay.as_ref(), kind, "delay", span)?,
-                },
-                fraction,
-            },
-            FaultKind::TtsTimeout => FaultSpec::Tts {
-                fault: TtsFault::Timeout,
-                fraction,
-            },
-            FaultKind::EmptyToolParams => llm(LlmFault::EmptyToolParams, fraction),
-            FaultKind::MalformedToolParams => llm(self.malformed(raw)?, fraction),
-            FaultKind::LlmTruncatedStream => llm(LlmFault::TruncatedStream, fraction),
-            FaultKind::LlmSlow => FaultSpec::Llm {
-                fault: LlmFault::None,
-                fraction,
-                latency: self.required_duration(raw.delay.as_ref(), kind, "delay", span)?,
-            },
-            FaultKind::LlmError => llm(
-                LlmFault::Status {
-                    code: self.status_code(raw.code.as_ref(), 400..=599, 500)?,
-                    retry_after: raw
-                        .retry_after
-                        .as_ref()
-                        .and_then(|value| self.duration(value, "retry_after", Zero::Allowed)),
-                },
-                fraction,
-            ),
-            FaultKind::DbPoolExhaustion => {
-                FaultSpec::DbPoolExhaustion(self.db_pool(raw, span, target)?)
-            }
-            FaultKind::TempFileLeak => FaultSpec::TempFileLeak(self.temp_leak(raw, span, context)?),
-            FaultKind::Proxy => {
-                let proxy = self.proxy(raw, span, target, allow_hosts)?;
-                let listen_missing = match proxy.upstream {
-                    ProxyUpstream::Tts => chaos.tts_listen.is_none().then_some("tts_listen"),
-                    ProxyUpstream::Llm => chaos.llm_listen.is_none().then_some("llm_listen"),
-                    ProxyUpstream::Address(_) => None,
-                };
-                if let (true, Some(key)) = (external, listen_missing) {
-                    self.error(
-                        span.clone(),
-                        format!(
-                            "a proxy in front of a stand-in, against an external fleet, needs [chaos] {key} = \"127.0.0.1:PORT\": the proxy listens there and the fleet must be pointed at it"
-                        ),
-                    );
-                }
-                FaultSpec::Proxy(proxy)
-            }
-            FaultKind::ProcessStall | FaultKind::ProcessKill => {
-                if external {
-                    self.error(
-                        span.clone(),
-                        format!(
-                            "{kind} needs a fleet the harness started (fleet = \"embedded\" or \"sink\"); it cannot signal an external fleet"
-                        ),
-                    );
-                    return None;
-                }
-                if kind == FaultKind::ProcessStall {
-                    FaultSpec::ProcessStall
-                } else {
-                    FaultSpec::ProcessKill
-                }
-            }
+        let entry = KindEntry {
+            kind,
+            raw,
+            span,
+            context,
+            fraction,
         };
-        Some(spec)
+        (kind.spec().validate)(self, &entry)
     }
 
-    fn required_duration(
+    pub(in crate::scenario) fn required_duration(
         &mut self,
         value: Option<&RawValue>,
         kind: FaultKind,
@@ -409,7 +314,7 @@ impl Validator<'_> {
         }
     }
 
-    fn status_code(
+    pub(in crate::scenario) fn status_code(
         &mut self,
         code: Option<&Spanned<i64>>,
         range: std::ops::RangeInclusive<i64>,
@@ -422,396 +327,8 @@ impl Validator<'_> {
         u16::try_from(number).ok()
     }
 
-    fn malformed(&mut self, raw: &RawFault) -> Option<LlmFault> {
-        const VARIANTS: &str =
-            r#""missing_required", "wrong_types", "oversized" or "unknown_tool""#;
-        let variant = raw
-            .variant
-            .as_ref()
-            .map_or("missing_required", |variant| variant.get_ref().as_str());
-        let fault = match variant {
-            "missing_required" => LlmFault::MissingRequired,
-            "wrong_types" => LlmFault::WrongTypes,
-            "oversized" => LlmFault::OversizedValues {
-                bytes: match &raw.bytes {
-                    Some(bytes) => {
-                        usize::try_from(self.ranged(bytes, "bytes", 1..=MAX_OVERSIZED_BYTES)?)
-                            .ok()?
-                    }
-                    None => DEFAULT_OVERSIZED_BYTES,
-                },
-            },
-            "unknown_tool" => LlmFault::UnknownTool {
-                name: raw.tool.as_ref().map_or_else(
-                    || "delete_all_orders".to_owned(),
-                    |tool| tool.get_ref().clone(),
-                ),
-            },
-            other => {
-                let span = raw.variant.as_ref().map(Spanned::span).unwrap_or_default();
-                self.error(
-                    span,
-                    format!("unknown variant {other:?}; expected {VARIANTS}"),
-                );
-                return None;
-            }
-        };
-        for (key, value, wanted) in [
-            ("bytes", raw.bytes.as_ref().map(Spanned::span), "oversized"),
-            ("tool", raw.tool.as_ref().map(Spanned::span), "unknown_tool"),
-        ] {
-            if let Some(span) = value
-                && variant != wanted
-            {
-                self.error(
-                    span,
-                    format!("{key} only applies to variant = \"{wanted}\""),
-                );
-            }
-        }
-        Some(fault)
-    }
-
-    fn db_pool(
-        &mut self,
-        raw: &RawFault,
-        span: &std::ops::Range<usize>,
-        target: &Target,
-    ) -> Option<DbPoolExhaustion> {
-        let method_name = raw
-            .method
-            .as_ref()
-            .map_or("hold_locks", |method| method.get_ref().as_str());
-        let count =
-            |validator: &mut Self, value: Option<&Spanned<i64>>, key: &str, range, default| {
-                match value {
-                    Some(value) => validator
-                        .ranged(value, key, range)
-                        .and_then(|number| u32::try_from(number).ok()),
-                    None => Some(default),
-                }
-            };
-        let method = match method_name {
-            "hold_locks" => {
-                for (key, value) in [
-                    ("leave", raw.leave.as_ref().map(Spanned::span)),
-                    (
-                        "max_connections",
-                        raw.max_connections.as_ref().map(Spanned::span),
-                    ),
-                ] {
-                    if let Some(value) = value {
-                        self.error(
-                            value,
-                            format!("{key} only applies to method = \"take_slots\""),
-                        );
-                    }
-                }
-                DbPoolMethod::HoldLocks {
-                    holders: count(
-                        self,
-                        raw.holders.as_ref(),
-                        "holders",
-                        1..=MAX_HOLDERS,
-                        DEFAULT_HOLDERS,
-                    )?,
-                }
-            }
-            "take_slots" => {
-                if let Some(holders) = &raw.holders {
-                    self.error(
-                        holders.span(),
-                        "holders only applies to method = \"hold_locks\"",
-                    );
-                }
-                let sqlite = match target {
-                    Target::Embedded(fleet) => fleet.database_url_env.is_none(),
-                    _ => false,
-                };
-                if sqlite {
-                    let at = raw
-                        .method
-                        .as_ref()
-                        .map(Spanned::span)
-                        .unwrap_or(span.clone());
-                    self.error(
-                        at,
-                        "method = \"take_slots\" needs PostgreSQL (SQLite has no connection slots); set [target] database_url_env, or use method = \"hold_locks\"",
-                    );
-                    return None;
-                }
-                DbPoolMethod::TakeSlots {
-                    leave: count(self, raw.leave.as_ref(), "leave", 0..=MAX_SLOTS, 0)?,
-                    max: count(
-                        self,
-                        raw.max_connections.as_ref(),
-                        "max_connections",
-                        1..=MAX_SLOTS,
-                        DEFAULT_MAX_SLOTS,
-                    )?,
-                }
-            }
-            other => {
-                let at = raw.method.as_ref().map(Spanned::span).unwrap_or_default();
-                self.error(
-                    at,
-                    format!(r#"unknown method {other:?}; expected "hold_locks" or "take_slots""#),
-                );
-                return None;
-            }
-        };
-        let database_url_env = raw.database_url_env.as_ref().map(|name| {
-            self.env_var_name(name, "database_url_env is the NAME of an environment variable holding the database URL, not the URL");
-            name.get_ref().clone()
-        });
-        if matches!(target, Target::External(_)) && database_url_env.is_none() {
-            self.error(
-                span.clone(),
-                "db_pool_exhaustion against an external fleet needs database_url_env = \"NAME\" (the variable holding the fleet's database URL)",
-            );
-        }
-        if let (Target::Embedded(_), Some(name)) = (target, &raw.database_url_env) {
-            self.error(
-                name.span(),
-                "the embedded fleet's database is known; database_url_env is for external fleets",
-            );
-        }
-        Some(DbPoolExhaustion {
-            method,
-            database_url_env,
-        })
-    }
-
-    fn temp_leak(
-        &mut self,
-        raw: &RawFault,
-        span: &std::ops::Range<usize>,
-        context: &FaultContext<'_>,
-    ) -> Option<TempFileLeak> {
-        let size =
-            |validator: &mut Self, value: Option<&RawValue>, key: &str, default: u64| match value {
-                Some(value) => {
-                    let bytes = validator.byte_size(value, key)?;
-                    if bytes == 0 {
-                        validator.error(value.span(), format!("{key} must be more than 0 bytes"));
-                        return None;
-                    }
-                    Some(bytes)
-                }
-                None => Some(default),
-            };
-        let file_size = size(
-            self,
-            raw.file_size.as_ref(),
-            "file_size",
-            DEFAULT_TEMP_FILE_SIZE,
-        );
-        let max_total = size(
-            self,
-            raw.max_total.as_ref(),
-            "max_total",
-            DEFAULT_TEMP_MAX_TOTAL,
-        );
-        let rate = match &raw.rate {
-            Some(value) => self.byte_rate(value, "rate"),
-            None => Some(DEFAULT_TEMP_RATE),
-        };
-        let caps = match (file_size, max_total) {
-            (Some(file_size), Some(max_total)) => {
-                self.leak_caps(raw, span, file_size, max_total, context.chaos)
-            }
-            _ => None,
-        };
-        let min_free = match &raw.min_free {
-            Some(value) => self.free_space_floor(value),
-            None => Some(FreeSpaceFloor::Default),
-        };
-        let dir = self.leak_dir(raw, span, context);
-        let (file_size, max_total) = caps?;
-        Some(TempFileLeak {
-            file_size,
-            bytes_per_second: rate?,
-            max_total,
-            dir: dir?,
-            min_free: min_free?,
-        })
-    }
-
-    /// The size limits of a leak: `file_size` at most [`MAX_LEAK_FILE_SIZE`] and no more
-    /// than `max_total`; without the opt-in, `max_total` at most [`LEAK_CEILING`] and at
-    /// most [`MAX_LEAK_FILES`] files (with it, the leak stops at whichever comes first of
-    /// `max_total`, the free-space floor and that many files).
-    fn leak_caps(
-        &mut self,
-        raw: &RawFault,
-        span: &std::ops::Range<usize>,
-        file_size: u64,
-        max_total: u64,
-        chaos: &ChaosSettings,
-    ) -> Option<(u64, u64)> {
-        let at = |value: &Option<RawValue>| value.as_ref().map_or(span.clone(), Spanned::span);
-        let before = self.diagnostics.len();
-        if file_size > MAX_LEAK_FILE_SIZE {
-            self.error(
-                at(&raw.file_size),
-                format!(
-                    "file_size must be at most {}, found {}",
-                    format_byte_size(MAX_LEAK_FILE_SIZE),
-                    format_byte_size(file_size)
-                ),
-            );
-        } else if file_size > max_total {
-            self.error(
-                at(&raw.file_size),
-                format!(
-                    "file_size ({}) is larger than max_total ({}): not one file would be written",
-                    format_byte_size(file_size),
-                    format_byte_size(max_total)
-                ),
-            );
-        }
-        if max_total > LEAK_CEILING && !chaos.allow_large_leaks {
-            self.error(
-                at(&raw.max_total),
-                format!(
-                    "max_total ({}) is over the {} ceiling for leaked files; set [chaos] allow_large_leaks = true to leak more (writing still stops when free space falls below min_free)",
-                    format_byte_size(max_total),
-                    format_byte_size(LEAK_CEILING)
-                ),
-            );
-        } else if max_total / file_size.max(1) > MAX_LEAK_FILES && !chaos.allow_large_leaks {
-            self.error(
-                at(&raw.max_total),
-                format!(
-                    "max_total ({}) in files of {} is {} files; at most {MAX_LEAK_FILES} per injection: raise file_size or lower max_total",
-                    format_byte_size(max_total),
-                    format_byte_size(file_size),
-                    max_total / file_size.max(1)
-                ),
-            );
-        }
-        (self.diagnostics.len() == before).then_some((file_size, max_total))
-    }
-
-    /// `min_free = "2GiB"` or `"5%"`.
-    fn free_space_floor(&mut self, value: &RawValue) -> Option<FreeSpaceFloor> {
-        const EXPECTED: &str =
-            r#"min_free: expected a size such as "2GiB" or a share of the filesystem such as "5%""#;
-        let toml::Value::String(text) = value.get_ref() else {
-            self.error(
-                value.span(),
-                format!("{EXPECTED}, found {}", describe(value.get_ref())),
-            );
-            return None;
-        };
-        if let Some(number) = text.trim().strip_suffix('%') {
-            return match number.trim().parse::<f64>() {
-                Ok(percent) if (0.0..=100.0).contains(&percent) => {
-                    Some(FreeSpaceFloor::Percent(percent))
-                }
-                _ => {
-                    self.error(
-                        value.span(),
-                        format!("{EXPECTED} (0% to 100%), found {text:?}"),
-                    );
-                    None
-                }
-            };
-        }
-        self.byte_size(value, "min_free").map(FreeSpaceFloor::Bytes)
-    }
-
-    /// Where a leak writes: `dir` (or, for an external fleet, `[observe] temp_dir`) once
-    /// resolved, which must be a declared directory or lie in one, and never a system
-    /// directory; the embedded fleet's own temp dir when `dir` is not given.
-    fn leak_dir(
-        &mut self,
-        raw: &RawFault,
-        span: &std::ops::Range<usize>,
-        context: &FaultContext<'_>,
-    ) -> Option<LeakDir> {
-        let embedded = matches!(context.target, Target::Embedded(_));
-        let (written, at) = match (&raw.dir, &context.observe.temp_dir) {
-            (Some(dir), _) => {
-                self.not_empty(dir, "dir");
-                (PathBuf::from(dir.get_ref()), dir.span())
-            }
-            (None, _) if embedded => return Some(LeakDir::FleetTempDir),
-            (None, Some(temp_dir)) => (temp_dir.clone(), span.clone()),
-            (None, None) => {
-                self.error(
-                    span.clone(),
-                    "temp_file_leak needs dir = \"/path/to/the/fleet's/temp/dir\" unless the fleet is embedded or [observe] temp_dir names it",
-                );
-                return None;
-            }
-        };
-        let key = if raw.dir.is_some() {
-            "dir"
-        } else {
-            "dir (here [observe] temp_dir)"
-        };
-        let dir = match writable::resolve(&written) {
-            Ok(dir) => dir,
-            Err(error) => {
-                self.error(
-                    at,
-                    format!("{key}: cannot resolve {}: {error}", written.display()),
-                );
-                return None;
-            }
-        };
-        if let Some(what) = writable::system_dir(&dir) {
-            self.error(
-                at,
-                format!(
-                    "{key} = {:?} resolves to {}, {what}; a fault never writes there",
-                    written.display().to_string(),
-                    dir.display()
-                ),
-            );
-            return None;
-        }
-        let mut declared: Vec<PathBuf> = Vec::new();
-        if let Some(temp_dir) = &context.observe.temp_dir
-            && let Ok(temp_dir) = writable::resolve(temp_dir)
-        {
-            declared.push(temp_dir);
-        }
-        declared.extend(context.chaos.writable_dirs.iter().cloned());
-        if let Some(within) = declared.iter().find(|within| dir.starts_with(within)) {
-            return Some(LeakDir::Declared {
-                dir,
-                within: within.clone(),
-            });
-        }
-        let listed = if declared.is_empty() {
-            "none is declared".to_owned()
-        } else {
-            declared
-                .iter()
-                .map(|dir| dir.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        let hint = if embedded {
-            "leave dir out to leak into the embedded fleet's own AUDIO_TMP_DIR, or list it in [chaos] writable_dirs"
-        } else {
-            "list it in [chaos] writable_dirs, or name the fleet's temp dir in [observe] temp_dir"
-        };
-        self.error(
-            at,
-            format!(
-                "{key} = {:?} resolves to {}, outside every dir a fault may write into ({listed}); {hint}",
-                written.display().to_string(),
-                dir.display()
-            ),
-        );
-        None
-    }
-
     /// `"4MiB/s"` → bytes per second.
-    fn byte_rate(&mut self, value: &RawValue, key: &str) -> Option<u64> {
+    pub(in crate::scenario) fn byte_rate(&mut self, value: &RawValue, key: &str) -> Option<u64> {
         let expected = format!(r#"{key}: expected a rate such as "4MiB/s""#);
         let toml::Value::String(text) = value.get_ref() else {
             self.error(
@@ -840,126 +357,8 @@ impl Validator<'_> {
         }
     }
 
-    fn proxy(
-        &mut self,
-        raw: &RawFault,
-        span: &std::ops::Range<usize>,
-        target: &Target,
-        allow_hosts: &[String],
-    ) -> Option<ProxyFault> {
-        let Some(upstream_text) = &raw.upstream else {
-            self.error(
-                span.clone(),
-                r#"proxy needs upstream = "tts", "llm" or "host:port" (the dependency it stands in front of)"#,
-            );
-            return None;
-        };
-        let upstream = match upstream_text.get_ref().trim() {
-            "tts" => ProxyUpstream::Tts,
-            "llm" => ProxyUpstream::Llm,
-            address => {
-                match split_host_port(address) {
-                    Some((host, _)) if host_in(allow_hosts, host) => {
-                        ProxyUpstream::Address(address.to_owned())
-                    }
-                    Some((host, _)) => {
-                        self.error(
-                        upstream_text.span(),
-                        format!("upstream host {host:?} is not in allow_hosts; add it there to proxy it"),
-                    );
-                        return None;
-                    }
-                    None => {
-                        self.error(
-                        upstream_text.span(),
-                        format!(r#"upstream: expected "tts", "llm" or "host:port", found {address:?}"#),
-                    );
-                        return None;
-                    }
-                }
-            }
-        };
-        let listen = raw
-            .listen
-            .as_ref()
-            .and_then(|listen| self.listen_address(listen, "listen"));
-        if matches!(upstream, ProxyUpstream::Address(_)) && listen.is_none() && raw.listen.is_none()
-        {
-            self.error(
-                span.clone(),
-                "a proxy in front of host:port needs listen = \"127.0.0.1:PORT\": the fleet must be pointed at the proxy",
-            );
-        }
-        if !matches!(upstream, ProxyUpstream::Address(_))
-            && let Some(listen) = &raw.listen
-        {
-            self.error(
-                listen.span(),
-                "a proxy in front of a stand-in takes the stand-in's address (the embedded fleet is pointed at it; an external fleet at [chaos] tts_listen / llm_listen); drop listen",
-            );
-        }
-        let duration = |validator: &mut Self, value: Option<&RawValue>, key: &str| match value {
-            Some(value) => validator.duration(value, key, Zero::Allowed),
-            None => Some(Duration::ZERO),
-        };
-        let latency = duration(self, raw.latency.as_ref(), "latency")?;
-        let jitter = duration(self, raw.jitter.as_ref(), "jitter")?;
-        let bandwidth = match &raw.bandwidth {
-            Some(value) => Some(self.byte_rate(value, "bandwidth")?),
-            None => None,
-        };
-        let slice = match (&raw.slice_size, &raw.slice_delay) {
-            (Some(size), delay) => {
-                let size = usize::try_from(self.ranged(size, "slice_size", 1..=1 << 20)?).ok()?;
-                let delay = duration(self, delay.as_ref(), "slice_delay")?;
-                Some((size, delay))
-            }
-            (None, Some(delay)) => {
-                self.error(delay.span(), "slice_delay needs slice_size");
-                return None;
-            }
-            (None, None) => None,
-        };
-        let toxicity = match &raw.toxicity {
-            Some(value) => self.fraction(value, "toxicity")?,
-            None => 1.0,
-        };
-        let flag =
-            |value: &Option<Spanned<bool>>| value.as_ref().is_some_and(|flag| *flag.get_ref());
-        let toxics = ProxyToxicsSpec {
-            latency,
-            jitter,
-            bandwidth,
-            stall: flag(&raw.stall),
-            reset: flag(&raw.reset),
-            slice,
-            down: flag(&raw.down),
-            toxicity,
-        };
-        if toxics.latency.is_zero()
-            && toxics.jitter.is_zero()
-            && toxics.bandwidth.is_none()
-            && !toxics.stall
-            && !toxics.reset
-            && toxics.slice.is_none()
-            && !toxics.down
-        {
-            self.error(
-                span.clone(),
-                "proxy needs at least one toxic: latency, jitter, bandwidth, stall, reset, slice_size or down",
-            );
-            return None;
-        }
-        let _ = target;
-        Some(ProxyFault {
-            upstream,
-            listen,
-            toxics,
-        })
-    }
-
     /// A number in 0..=1 (an integer 0 or 1 is fine too).
-    fn fraction(&mut self, value: &RawValue, key: &str) -> Option<f64> {
+    pub(in crate::scenario) fn fraction(&mut self, value: &RawValue, key: &str) -> Option<f64> {
         let number = match value.get_ref() {
             toml::Value::Float(number) => *number,
             toml::Value::Integer(number) => *number as f64,
@@ -986,7 +385,7 @@ impl Validator<'_> {
 
     /// A listening address of the harness's (stand-ins, kill switch, alert receiver): on
     /// loopback only.
-    pub(super) fn listen_address(
+    pub(in crate::scenario) fn listen_address(
         &mut self,
         value: &Spanned<String>,
         key: &str,
@@ -1237,31 +636,12 @@ impl Validator<'_> {
     }
 }
 
-fn llm(fault: LlmFault, fraction: f64) -> FaultSpec {
-    FaultSpec::Llm {
-        fault,
-        fraction,
-        latency: Duration::ZERO,
-    }
-}
-
 fn kind_list() -> String {
     FaultKind::ALL
         .iter()
         .map(|kind| kind.name())
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-/// `host:port` or `[v6]:port` with a numeric port.
-fn split_host_port(address: &str) -> Option<(&str, u16)> {
-    let (host, port) = address.rsplit_once(':')?;
-    let port = port.parse::<u16>().ok().filter(|port| *port != 0)?;
-    let host = host
-        .strip_prefix('[')
-        .and_then(|host| host.strip_suffix(']'))
-        .unwrap_or(host);
-    (!host.is_empty()).then_some((host, port))
 }
 
 /// Parses `series [/ series] OP number`.
@@ -1407,13 +787,5 @@ mod tests {
         assert!(parse_metric_condition("up > x").is_err());
         assert!(parse_metric_condition("9up > 1").is_err());
         assert!(parse_metric_condition("a{b=c} > 1").is_err());
-    }
-
-    #[test]
-    fn host_ports_split() {
-        assert_eq!(split_host_port("127.0.0.1:5432"), Some(("127.0.0.1", 5432)));
-        assert_eq!(split_host_port("[::1]:80"), Some(("::1", 80)));
-        assert_eq!(split_host_port("localhost"), None);
-        assert_eq!(split_host_port("h:0"), None);
     }
 }

@@ -9,7 +9,7 @@ use toml::Spanned;
 
 use super::faults::parse_series_selector;
 use super::{Validator, Zero};
-use crate::scenario::faults::{DetectionRule, FaultKind};
+use crate::scenario::faults::{ActsOn, DetectionRule, FaultKind};
 use crate::scenario::observe::{ObserveSettings, ProcessWatch, RecordedSeries};
 use crate::scenario::raw::{RawObserve, RawProcessWatch, RawSlo, RawValue};
 use crate::scenario::{Slos, Target};
@@ -458,11 +458,7 @@ impl Validator<'_> {
         let fleet = match target {
             Target::Embedded(_) => return,
             // Refused on their own: they need a fleet the harness started.
-            Target::External(_)
-                if matches!(kind, FaultKind::ProcessStall | FaultKind::ProcessKill) =>
-            {
-                return;
-            }
+            Target::External(_) if kind.acts_on() == ActsOn::FleetProcess => return,
             Target::Sink(_) => r#"fleet = "sink""#,
             Target::External(_) => "an external fleet",
         };

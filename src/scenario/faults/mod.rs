@@ -1,6 +1,34 @@
 //! The chaos part of a scenario: `[[faults]]` (what to inject, when, for how long, and
 //! which fleet signal counts as detecting it), `[chaos]` (where the stand-ins listen) and
 //! `[abort]` (when chaos stops at once).
+//!
+//! # One fault kind, one place
+//!
+//! Every fault kind is a [`KindSpec`] in the file of its family, and one line in the
+//! registry below (`fault_kinds!`). The spec gives all the model knows of the kind: its
+//! name, its parameters and their validation (into a [`FaultSpec`]), its plan text, its
+//! default detection and where its recovery counts from, and its block of `voxsoak chaos
+//! --help`. A family is the kinds that share one [`FaultSpec`] variant, i.e. one thing they
+//! act on, and so share their validation, plan text and help:
+//!
+//! | file | kinds | acts on |
+//! | --- | --- | --- |
+//! | [`tts`] | `tts_429`, `tts_error`, `tts_slow`, `tts_timeout` | the TTS stand-in |
+//! | [`llm`] | `empty_tool_params`, `malformed_tool_params`, `llm_truncated_stream`, `llm_slow`, `llm_error` | the LLM stand-in |
+//! | [`db_pool`] | `db_pool_exhaustion` | the fleet's database |
+//! | [`temp_file_leak`] | `temp_file_leak` | the fleet's temp dir |
+//! | [`proxy`] | `proxy` | a TCP proxy in front of a dependency |
+//! | [`process`] | `process_stall`, `process_kill` | the fleet process |
+//!
+//! How a fault is injected, confirmed and cleared is not here: the model runs nothing (see
+//! `layers.toml`). Each [`FaultSpec`] variant has its fault object in `crate::chaos`, in the
+//! file of the same family (`chaos/standin.rs`, `db.rs`, `temp_files.rs`, `proxy.rs`,
+//! `process.rs`), and `chaos/fault.rs` injects a spec with one line per variant. So a
+//! family is two files, one per layer: the model's cannot import what runs, and what runs
+//! needs the validated spec. A new kind in a family touches its spec here, its registry
+//! line and the behaviour of its fault object; the compiler names every `match` a new
+//! family needs an arm in. `registry_tests` checks that every kind in the registry gives
+//! every part.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -9,62 +37,155 @@ use std::time::Duration;
 pub use super::validate::faults::{parse_metric_condition, parse_series_selector};
 pub use crate::contract::db::DbPoolMethod;
 use crate::contract::standin::{LlmFault, TtsFault};
-use crate::units::format_byte_size;
 
-/// The fault kinds a scenario can name, as it names them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum FaultKind {
-    Tts429,
-    TtsError,
-    TtsSlow,
-    TtsTimeout,
-    EmptyToolParams,
-    MalformedToolParams,
-    LlmTruncatedStream,
-    LlmSlow,
-    LlmError,
-    DbPoolExhaustion,
-    TempFileLeak,
+pub mod db_pool;
+pub mod llm;
+pub mod process;
+pub mod proxy;
+#[cfg(test)]
+mod registry_tests;
+pub mod temp_file_leak;
+pub mod tts;
+
+pub use db_pool::DbPoolExhaustion;
+pub use proxy::{ProxyFault, ProxyToxicsSpec, ProxyUpstream};
+pub use temp_file_leak::{
+    FreeSpaceFloor, LEAK_CEILING, LeakDir, MAX_LEAK_FILE_SIZE, MAX_LEAK_FILES, TempFileLeak,
+    describe_leak, leak_prefix,
+};
+
+/// The registry: every fault kind, as `Variant => its KindSpec`. It makes [`FaultKind`]
+/// (one variant each), [`FaultKind::ALL`] (in this order: the order of `voxsoak chaos
+/// --help` and of error messages listing the kinds) and [`FaultKind::spec`].
+macro_rules! fault_kinds {
+    ($($variant:ident => $spec:path,)*) => {
+        /// The fault kinds a scenario can name (see [`FaultKind::name`] for how).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum FaultKind {
+            $($variant,)*
+        }
+
+        impl FaultKind {
+            pub const ALL: [FaultKind; [$(FaultKind::$variant,)*].len()] =
+                [$(FaultKind::$variant,)*];
+
+            /// All the model knows of the kind.
+            pub fn spec(self) -> &'static KindSpec {
+                match self {
+                    $(FaultKind::$variant => &$spec,)*
+                }
+            }
+        }
+    };
+}
+
+fault_kinds! {
+    Tts429 => tts::TTS_429,
+    TtsError => tts::TTS_ERROR,
+    TtsSlow => tts::TTS_SLOW,
+    TtsTimeout => tts::TTS_TIMEOUT,
+    EmptyToolParams => llm::EMPTY_TOOL_PARAMS,
+    MalformedToolParams => llm::MALFORMED_TOOL_PARAMS,
+    LlmTruncatedStream => llm::LLM_TRUNCATED_STREAM,
+    LlmSlow => llm::LLM_SLOW,
+    LlmError => llm::LLM_ERROR,
+    DbPoolExhaustion => db_pool::DB_POOL_EXHAUSTION,
+    TempFileLeak => temp_file_leak::TEMP_FILE_LEAK,
+    Proxy => proxy::PROXY,
+    ProcessStall => process::PROCESS_STALL,
+    ProcessKill => process::PROCESS_KILL,
+}
+
+/// One fault kind, as the model knows it: everything but how it is injected.
+#[derive(Debug)]
+pub struct KindSpec {
+    /// As a scenario names it (`kind = "tts_429"`), and `voxsoak chaos tts_429`.
+    pub name: &'static str,
+    /// The kind-specific keys it takes (the common ones, `at`, `for`, `every`, … are
+    /// always allowed).
+    pub parameters: &'static [&'static str],
+    /// What it acts on: what the fleet must offer for it, and which flag names it in
+    /// `voxsoak chaos`.
+    pub acts_on: ActsOn,
+    /// The fleet signal that detects it on the reference fleet when the scenario names
+    /// none (see [`FaultSpec::default_detection`] for a proxy).
+    pub detection: DefaultDetection,
+    /// Where time to recover counts from when the entry does not say.
+    pub recover_from: RecoverFrom,
+    /// Whether the fleet is meant to heal by itself while the fault is on (time to
+    /// recover counts from injection), rather than once it is cleared.
+    pub heals_itself: bool,
+    /// Its parameters, checked, as the [`FaultSpec`] it injects. Called once the kind's
+    /// keys, `fraction` and what the fleet must offer ([`ActsOn`]) have been checked.
+    pub(in crate::scenario) validate: ValidateKind,
+    /// Its family's block of `voxsoak chaos --help`: what it needs by hand and the
+    /// parameters it takes.
+    pub chaos_help: &'static str,
+    /// The kind-specific keys of a `[[faults]]` entry that validates against the embedded
+    /// fleet, as TOML lines: what the registry's test parses and plans.
+    pub example: &'static str,
+}
+
+/// How a kind checks its parameters (see [`KindSpec::validate`]).
+pub(in crate::scenario) type ValidateKind =
+    for<'v, 'e> fn(&mut super::validate::Validator<'v>, &KindEntry<'e>) -> Option<FaultSpec>;
+
+/// A `[[faults]]` entry as its kind's validation sees it.
+pub(in crate::scenario) struct KindEntry<'a> {
+    pub kind: FaultKind,
+    pub raw: &'a super::raw::RawFault,
+    /// The whole entry, where a missing key is reported.
+    pub span: &'a std::ops::Range<usize>,
+    pub context: &'a super::validate::faults::FaultContext<'a>,
+    /// `fraction`, checked (1 when not given).
+    pub fraction: f64,
+}
+
+/// What a fault kind acts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActsOn {
+    /// voxsoak's TTS stand-in, which the fleet is pointed at.
+    TtsStandIn,
+    /// voxsoak's LLM stand-in.
+    LlmStandIn,
+    /// The fleet's database.
+    Database,
+    /// The fleet's audio temp dir.
+    TempDir,
+    /// A TCP proxy voxsoak runs in front of one of the fleet's dependencies.
     Proxy,
-    ProcessStall,
-    ProcessKill,
+    /// The fleet process, which the harness signals.
+    FleetProcess,
+}
+
+impl ActsOn {
+    /// Acts through one of voxsoak's stand-ins.
+    pub fn is_standin(self) -> bool {
+        matches!(self, ActsOn::TtsStandIn | ActsOn::LlmStandIn)
+    }
+}
+
+/// A kind's default detection rule: every kind has one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DefaultDetection {
+    /// `{ alert = "Name" }`: the alert the reference fleet raises.
+    Alert(&'static str),
+    /// `{ health = "unhealthy" }`.
+    Unhealthy,
+}
+
+impl DefaultDetection {
+    pub fn rule(self) -> DetectionRule {
+        match self {
+            DefaultDetection::Alert(name) => DetectionRule::alert(name),
+            DefaultDetection::Unhealthy => DetectionRule::Unhealthy,
+        }
+    }
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 14] = [
-        FaultKind::Tts429,
-        FaultKind::TtsError,
-        FaultKind::TtsSlow,
-        FaultKind::TtsTimeout,
-        FaultKind::EmptyToolParams,
-        FaultKind::MalformedToolParams,
-        FaultKind::LlmTruncatedStream,
-        FaultKind::LlmSlow,
-        FaultKind::LlmError,
-        FaultKind::DbPoolExhaustion,
-        FaultKind::TempFileLeak,
-        FaultKind::Proxy,
-        FaultKind::ProcessStall,
-        FaultKind::ProcessKill,
-    ];
-
     pub fn name(self) -> &'static str {
-        match self {
-            FaultKind::Tts429 => "tts_429",
-            FaultKind::TtsError => "tts_error",
-            FaultKind::TtsSlow => "tts_slow",
-            FaultKind::TtsTimeout => "tts_timeout",
-            FaultKind::EmptyToolParams => "empty_tool_params",
-            FaultKind::MalformedToolParams => "malformed_tool_params",
-            FaultKind::LlmTruncatedStream => "llm_truncated_stream",
-            FaultKind::LlmSlow => "llm_slow",
-            FaultKind::LlmError => "llm_error",
-            FaultKind::DbPoolExhaustion => "db_pool_exhaustion",
-            FaultKind::TempFileLeak => "temp_file_leak",
-            FaultKind::Proxy => "proxy",
-            FaultKind::ProcessStall => "process_stall",
-            FaultKind::ProcessKill => "process_kill",
-        }
+        self.spec().name
     }
 
     pub fn from_name(name: &str) -> Option<FaultKind> {
@@ -74,77 +195,30 @@ impl FaultKind {
     /// The kind-specific keys it takes (the common ones, `at`, `for`, `every`, … are
     /// always allowed).
     pub fn parameters(self) -> &'static [&'static str] {
-        match self {
-            FaultKind::Tts429 => &["fraction", "retry_after"],
-            FaultKind::TtsError => &["fraction", "code"],
-            FaultKind::TtsSlow => &["fraction", "delay"],
-            FaultKind::TtsTimeout => &["fraction"],
-            FaultKind::EmptyToolParams | FaultKind::LlmTruncatedStream => &["fraction"],
-            FaultKind::MalformedToolParams => &["fraction", "variant", "bytes", "tool"],
-            FaultKind::LlmSlow => &["fraction", "delay"],
-            FaultKind::LlmError => &["fraction", "code", "retry_after"],
-            FaultKind::DbPoolExhaustion => &[
-                "method",
-                "holders",
-                "leave",
-                "max_connections",
-                "database_url_env",
-            ],
-            FaultKind::TempFileLeak => &["file_size", "rate", "max_total", "dir", "min_free"],
-            FaultKind::Proxy => &[
-                "upstream",
-                "listen",
-                "latency",
-                "jitter",
-                "bandwidth",
-                "stall",
-                "reset",
-                "slice_size",
-                "slice_delay",
-                "down",
-                "toxicity",
-            ],
-            FaultKind::ProcessStall | FaultKind::ProcessKill => &[],
-        }
+        self.spec().parameters
     }
 
     /// Where time to recover counts from when the entry does not say: from the injection
     /// for bad tool calls (the fleet must refuse them and go on), from the clear otherwise.
     pub fn default_recover_from(self) -> RecoverFrom {
-        match self {
-            FaultKind::EmptyToolParams | FaultKind::MalformedToolParams => RecoverFrom::Injection,
-            _ => RecoverFrom::Clear,
-        }
+        self.spec().recover_from
     }
 
     /// The fleet signal that detects it on the reference fleet, when the scenario names
     /// none: the alert the reference fleet raises, or its health (see
     /// [`FaultSpec::default_detection`] for a proxy).
     pub fn default_detection(self) -> DetectionRule {
-        let alert = DetectionRule::alert;
-        match self {
-            FaultKind::Tts429 => alert("TtsRateLimited"),
-            FaultKind::TtsError | FaultKind::TtsSlow | FaultKind::TtsTimeout => {
-                alert("TtsDegraded")
-            }
-            FaultKind::EmptyToolParams | FaultKind::MalformedToolParams => {
-                alert("ToolCallRejected")
-            }
-            FaultKind::LlmTruncatedStream | FaultKind::LlmSlow | FaultKind::LlmError => {
-                alert("LlmDegraded")
-            }
-            FaultKind::DbPoolExhaustion => alert("DbPoolSaturated"),
-            FaultKind::TempFileLeak => alert("TempDirGrowing"),
-            FaultKind::Proxy | FaultKind::ProcessStall | FaultKind::ProcessKill => {
-                DetectionRule::Unhealthy
-            }
-        }
+        self.spec().detection.rule()
     }
 
     /// Whether the fleet is meant to heal by itself while the fault is on (time to recover
     /// counts from injection), rather than once it is cleared.
     pub fn heals_itself(self) -> bool {
-        matches!(self, FaultKind::ProcessKill)
+        self.spec().heals_itself
+    }
+
+    pub fn acts_on(self) -> ActsOn {
+        self.spec().acts_on
     }
 }
 
@@ -158,18 +232,36 @@ impl FaultSpec {
     /// The detection rule of an entry that names none: its kind's, except that a proxy in
     /// front of a stand-in is noticed by the alert on that dependency.
     pub fn default_detection(&self, kind: FaultKind) -> DetectionRule {
-        let alert = DetectionRule::alert;
         match self {
-            FaultSpec::Proxy(ProxyFault {
-                upstream: ProxyUpstream::Tts,
-                ..
-            }) => alert("TtsDegraded"),
-            FaultSpec::Proxy(ProxyFault {
-                upstream: ProxyUpstream::Llm,
-                ..
-            }) => alert("LlmDegraded"),
+            FaultSpec::Proxy(proxy) => proxy::default_detection(proxy),
             _ => kind.default_detection(),
         }
+    }
+
+    /// What it does and where, in one line of `voxsoak plan`; `embedded`: against the
+    /// embedded fleet.
+    pub fn describe(&self, embedded: bool) -> String {
+        match self {
+            FaultSpec::Tts { fault, fraction } => tts::describe(fault, *fraction),
+            FaultSpec::Llm {
+                fault,
+                fraction,
+                latency,
+            } => llm::describe(fault, *fraction, *latency),
+            FaultSpec::DbPoolExhaustion(db) => db_pool::describe(db, embedded),
+            FaultSpec::TempFileLeak(leak) => temp_file_leak::describe(leak),
+            FaultSpec::Proxy(proxy) => proxy::describe(proxy),
+            FaultSpec::ProcessStall | FaultSpec::ProcessKill => process::describe(self),
+        }
+    }
+}
+
+/// "every request" or "25% of requests": the share of requests a stand-in fault answers.
+fn share(fraction: f64) -> String {
+    if fraction >= 1.0 {
+        "every request".to_owned()
+    } else {
+        format!("{:.0}% of requests", fraction * 100.0)
     }
 }
 
@@ -225,7 +317,8 @@ pub struct Recurrence {
     pub jitter: Duration,
 }
 
-/// What a fault does, with its parameters.
+/// What a fault does, with its parameters: one variant per family of kinds, whose file in
+/// this folder validates, describes and documents it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum FaultSpec {
     /// The TTS stand-in answers with `fault` for `fraction` of requests.
@@ -247,134 +340,6 @@ pub enum FaultSpec {
     ProcessStall,
     /// SIGKILL the fleet the harness started; start it again (same ports) at clear.
     ProcessKill,
-}
-
-/// `db_pool_exhaustion`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DbPoolExhaustion {
-    pub method: DbPoolMethod,
-    /// For a fleet the harness did not start: the environment variable with the fleet's
-    /// database URL.
-    pub database_url_env: Option<String>,
-}
-
-/// `temp_file_leak`: files of `file_size` written into the fleet's temp dir at `rate`
-/// bytes per second, at most `max_total` in all, while free space on its filesystem stays
-/// above `min_free`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TempFileLeak {
-    pub file_size: u64,
-    pub bytes_per_second: u64,
-    /// At most [`LEAK_CEILING`] unless `[chaos] allow_large_leaks = true`.
-    pub max_total: u64,
-    pub dir: LeakDir,
-    pub min_free: FreeSpaceFloor,
-}
-
-/// Where a leak writes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LeakDir {
-    /// The embedded fleet's own `AUDIO_TMP_DIR`, known once it has started.
-    FleetTempDir,
-    /// `dir` (or `[observe] temp_dir`) resolved at validation (see
-    /// [`super::writable::resolve`]), and the declared directory it lies in: `[observe]
-    /// temp_dir` or a `[chaos] writable_dirs` entry, resolved then too. At injection `dir`
-    /// is resolved again and must still lie in `within`.
-    Declared { dir: PathBuf, within: PathBuf },
-}
-
-/// `max_total` above this needs `[chaos] allow_large_leaks = true` (10 GiB).
-pub const LEAK_CEILING: u64 = 10 << 30;
-/// The largest `file_size` (1 GiB): a TTS temp file is kilobytes to megabytes.
-pub const MAX_LEAK_FILE_SIZE: u64 = 1 << 30;
-/// Most files one injection writes: the harness keeps 48 bytes per file it wrote until it
-/// has removed it. Without `allow_large_leaks`, `max_total / file_size` may not be more.
-pub const MAX_LEAK_FILES: u64 = 100_000;
-
-/// `min_free`: a leak writes a file only if free space on the dir's filesystem stays at or
-/// above this once the file is written.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum FreeSpaceFloor {
-    /// 5% of the filesystem or 2 GiB, whichever is larger.
-    Default,
-    Bytes(u64),
-    /// A share of the filesystem's size, 0 to 100.
-    Percent(f64),
-}
-
-impl FreeSpaceFloor {
-    pub const DEFAULT_PERCENT: f64 = 5.0;
-    pub const DEFAULT_BYTES: u64 = 2 << 30;
-
-    /// The floor in bytes on a filesystem of `total` bytes.
-    pub fn bytes(self, total: u64) -> u64 {
-        let share = |percent: f64| (total as f64 * percent / 100.0).ceil() as u64;
-        match self {
-            FreeSpaceFloor::Default => share(Self::DEFAULT_PERCENT).max(Self::DEFAULT_BYTES),
-            FreeSpaceFloor::Bytes(bytes) => bytes,
-            FreeSpaceFloor::Percent(percent) => share(percent),
-        }
-    }
-}
-
-impl std::fmt::Display for FreeSpaceFloor {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            FreeSpaceFloor::Default => write!(
-                f,
-                "{}% of the filesystem or {}, whichever is larger",
-                Self::DEFAULT_PERCENT,
-                crate::units::format_byte_size(Self::DEFAULT_BYTES)
-            ),
-            FreeSpaceFloor::Bytes(bytes) => f.write_str(&crate::units::format_byte_size(*bytes)),
-            FreeSpaceFloor::Percent(percent) => write!(f, "{percent}% of the filesystem"),
-        }
-    }
-}
-
-/// `proxy`: a TCP fault proxy in front of one of the fleet's dependencies.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ProxyFault {
-    pub upstream: ProxyUpstream,
-    /// Where the proxy listens; for an external fleet, which must be pointed at it.
-    pub listen: Option<SocketAddr>,
-    pub toxics: ProxyToxicsSpec,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum ProxyUpstream {
-    /// The TTS stand-in (the embedded fleet is pointed at the proxy).
-    Tts,
-    /// The LLM stand-in.
-    Llm,
-    /// Any `host:port` (on `allow_hosts`).
-    Address(String),
-}
-
-impl std::fmt::Display for ProxyUpstream {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ProxyUpstream::Tts => f.write_str("the TTS stand-in"),
-            ProxyUpstream::Llm => f.write_str("the LLM stand-in"),
-            ProxyUpstream::Address(address) => f.write_str(address),
-        }
-    }
-}
-
-/// The toxics a `proxy` fault switches on.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct ProxyToxicsSpec {
-    pub latency: Duration,
-    pub jitter: Duration,
-    /// Bytes per second, each direction.
-    pub bandwidth: Option<u64>,
-    pub stall: bool,
-    pub reset: bool,
-    /// Slices of this many bytes, `slice_delay` apart.
-    pub slice: Option<(usize, Duration)>,
-    pub down: bool,
-    /// Share of connections affected.
-    pub toxicity: f64,
 }
 
 /// A fleet signal that counts as the fleet having noticed a fault.
@@ -616,37 +581,4 @@ pub fn never_injected(
             }
         })
         .collect()
-}
-
-/// Where a leak writes, resolved, and the limits it keeps to.
-pub fn describe_leak(leak: &TempFileLeak) -> String {
-    let dir = match &leak.dir {
-        LeakDir::FleetTempDir => "the fleet's AUDIO_TMP_DIR".to_owned(),
-        LeakDir::Declared { dir, within } if dir == within => dir.display().to_string(),
-        LeakDir::Declared { dir, within } => {
-            format!("{} (within {})", dir.display(), within.display())
-        }
-    };
-    let ceiling = if leak.max_total > LEAK_CEILING {
-        format!(
-            "over the {} ceiling by allow_large_leaks",
-            format_byte_size(LEAK_CEILING)
-        )
-    } else {
-        format!("ceiling {}", format_byte_size(LEAK_CEILING))
-    };
-    format!(
-        "writes {} files at {}/s into {dir} (at most {}, {ceiling}; stops before free space there falls below {})",
-        format_byte_size(leak.file_size),
-        format_byte_size(leak.bytes_per_second),
-        format_byte_size(leak.max_total),
-        leak.min_free
-    )
-}
-
-/// What the name of every file leaked under `tag` starts with. A run's leaks are tagged
-/// `<run id>-<fault>-<occurrence>`, so `leak_prefix(run_id)` starts every file name the
-/// run leaks: the temp-dir observer leaves them out to measure the fleet's own files.
-pub fn leak_prefix(tag: &str) -> String {
-    format!("voxsoak-leak-{tag}-")
 }
