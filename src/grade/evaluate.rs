@@ -605,7 +605,10 @@ fn growth_slo(
 }
 
 /// Alerts that began firing with no fault in effect, nor within `grace` of a clear.
-/// Repeats of an alert already firing are not counted again.
+/// Repeats of an alert already firing are not counted again. An alert that began while the
+/// host was starved (an interval whose frames the harness itself sent late, see
+/// [`crate::grade::replay::HOST_STARVED_PACING_MS`]), or within `grace` after, was provoked
+/// by the machine, not by the fleet: it is named, never counted against the fleet.
 fn unprovoked_alerts(run: &RunRecord, windows: &[Span], grace: f64) -> SloVerdict {
     let threshold = "true".to_owned();
     let provoked = |t: f64| {
@@ -613,11 +616,21 @@ fn unprovoked_alerts(run: &RunRecord, windows: &[Span], grace: f64) -> SloVerdic
             .iter()
             .any(|window| t >= window.from && t <= window.to + grace)
     };
+    let starved = |t: f64| {
+        run.intervals.iter().any(|interval| {
+            interval.host_starved() && t >= interval.from_s && t <= interval.to_s + grace
+        })
+    };
     let mut unprovoked: Vec<(String, Vec<f64>)> = Vec::new();
     let mut total = 0;
+    let mut on_starved_host = 0;
     for onset in &run.alert_onsets {
         total += 1;
         if provoked(onset.began_s) || provoked(onset.seen_s) {
+            continue;
+        }
+        if starved(onset.began_s) || starved(onset.seen_s) {
+            on_starved_host += 1;
             continue;
         }
         match unprovoked
@@ -634,7 +647,15 @@ fn unprovoked_alerts(run: &RunRecord, windows: &[Span], grace: f64) -> SloVerdic
         threshold,
         format!("{count} unprovoked"),
         count == 0,
-        if count == 0 {
+        if count == 0 && on_starved_host > 0 {
+            format!(
+                "{} of {total} alerts fired while a fault was in effect or just cleared; \
+                 {on_starved_host} while the host was starved of CPU (the harness's own frames \
+                 late by more than {:.0} ms at p99), not counted against the fleet",
+                total - on_starved_host,
+                crate::grade::replay::HOST_STARVED_PACING_MS
+            )
+        } else if count == 0 {
             format!("all {total} alerts fired while a fault was in effect or just cleared")
         } else {
             let list: Vec<String> = unprovoked
@@ -1031,6 +1052,41 @@ mod rules_tests {
             .iter()
             .find(|f| f.name == name && f.occurrence == occurrence)
             .unwrap_or_else(|| panic!("no {name} #{occurrence}: {:#?}", summary.faults))
+    }
+
+    /// An interval record whose frames the harness sent `late_ms` late (every one).
+    fn paced_interval(from: f64, to: f64, late_ms: u64) -> Value {
+        let mut pacing = crate::call::pacing_histogram();
+        pacing.record_n(late_ms * 1000, 100).unwrap();
+        let mut record = interval(from, to, 10, 0);
+        record["hist"] = json!({"pacing": crate::journal::histogram::encode(&pacing).unwrap()});
+        record
+    }
+
+    #[test]
+    fn an_alert_on_a_starved_host_is_not_the_fleets() {
+        let mut journal = Journal::new(json!({"no_unprovoked_alerts": true}), json!([]), 60.0);
+        // 20-25 s: the harness's own frames 300 ms late, the host starved of CPU.
+        journal.push(paced_interval(20.0, 25.0, 300));
+        journal.push(paced_interval(25.0, 30.0, 2));
+        journal.alert(24.0, "TtsDegraded", true, None);
+        let graded = journal.grade();
+        let quiet = slo(&graded, "no_unprovoked_alerts");
+        assert!(quiet.pass, "{quiet:?}");
+        assert!(
+            quiet.why.contains("1 while the host was starved"),
+            "{}",
+            quiet.why
+        );
+        // The same alert where the harness kept time is the fleet's.
+        journal.alert(45.0, "LlmDegraded", true, None);
+        let graded = journal.grade();
+        let quiet = slo(&graded, "no_unprovoked_alerts");
+        assert!(!quiet.pass);
+        assert_eq!(
+            quiet.why,
+            "alerts fired with no fault in effect: LlmDegraded at 45.0s"
+        );
     }
 
     #[test]

@@ -649,6 +649,7 @@ mod tests {
             longest_wait_ms,
             response_p95_ms: None,
             response: None,
+            pacing_p99_ms: None,
         };
         let slo = SloPlan::default();
         assert!(interval_trouble(&interval(2, 6_500, 0), &slo).is_some());

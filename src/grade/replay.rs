@@ -140,6 +140,23 @@ pub struct IntervalPoint {
     pub response_p95_ms: Option<f64>,
     /// The interval's response histogram, serialized (merged on demand for fault impact).
     pub response: Option<String>,
+    /// How late the harness sent its frames in it, p99 in milliseconds: how starved of CPU
+    /// the host was (see [`HOST_STARVED_PACING_MS`]).
+    pub pacing_p99_ms: Option<f64>,
+}
+
+/// An interval whose frames the harness sent this late (p99) ran on a starved host: the
+/// harness and, on the same machine, the fleet and its stand-ins did not get the CPU they
+/// needed. A quiet machine keeps this under 10 ms (20 ms frames); 100 ms means five frames'
+/// worth of lateness, which no fleet bug causes in the harness's own scheduling.
+pub const HOST_STARVED_PACING_MS: f64 = 100.0;
+
+impl IntervalPoint {
+    /// Whether the host was starved in this interval (see [`HOST_STARVED_PACING_MS`]).
+    pub fn host_starved(&self) -> bool {
+        self.pacing_p99_ms
+            .is_some_and(|p99| p99 > HOST_STARVED_PACING_MS)
+    }
 }
 
 /// The fleet process exiting.
@@ -581,6 +598,14 @@ impl RunRecord {
                 .and_then(|hist| hist.get("response"))
                 .and_then(Value::as_str)
                 .map(str::to_owned),
+            // Pacing is recorded in microseconds.
+            pacing_p99_ms: record
+                .get("hist")
+                .and_then(|hist| hist.get("pacing"))
+                .and_then(Value::as_str)
+                .and_then(|text| crate::journal::histogram::decode(text).ok())
+                .filter(|histogram| !histogram.is_empty())
+                .map(|histogram| histogram.value_at_quantile(0.99) as f64 / 1000.0),
         });
     }
 
