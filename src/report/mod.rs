@@ -27,11 +27,17 @@ impl Summary {
     /// Secrets are masked as in the journal ([`crate::redact::text`]): a journal written
     /// before that, or by hand, still gives a summary without them.
     pub fn write(&self, dir: &Path) -> io::Result<()> {
-        let json = serde_json::to_string_pretty(self).map_err(io::Error::other)?;
-        let json = crate::escape::json(&crate::redact::text(&json)).into_owned();
+        let json = self.to_json()?;
         let temporary = dir.join(".summary.json.tmp");
         std::fs::write(&temporary, format!("{json}\n"))?;
         std::fs::rename(temporary, dir.join("summary.json"))
+    }
+
+    /// What [`Summary::write`] puts in `summary.json`: pretty JSON, secrets masked, control
+    /// characters escaped.
+    pub fn to_json(&self) -> io::Result<String> {
+        let json = serde_json::to_string_pretty(self).map_err(io::Error::other)?;
+        Ok(crate::escape::json(&crate::redact::text(&json)).into_owned())
     }
 
     /// The summary printed at the end of a run (and by `voxsoak report`): every text from
