@@ -46,7 +46,7 @@ pub fn decode(text: &str) -> Result<Histogram<u64>, String> {
         .decode(text.trim())
         .map_err(|error| format!("not base64: {error}"))?;
     let counts = inflate(&bytes).map_err(|error| format!("not an HDR histogram: {error}"))?;
-    check_header(&counts).map_err(|error| format!("not an HDR histogram: {error}"))?;
+    check(&counts).map_err(|error| format!("not an HDR histogram: {error}"))?;
     Deserializer::new()
         .deserialize(&mut counts.as_slice())
         .map_err(|error| format!("not an HDR histogram: {error:?}"))
@@ -74,9 +74,9 @@ fn inflate(bytes: &[u8]) -> Result<Vec<u8>, String> {
     Ok(inflated)
 }
 
-/// Whether the uncompressed V2 header describes a histogram a journal could hold, whose
-/// counts are all there.
-fn check_header(inner: &[u8]) -> Result<(), String> {
+/// Whether the uncompressed V2 form describes a histogram a journal could hold, whose
+/// counts are all there and can be read.
+fn check(inner: &[u8]) -> Result<(), String> {
     if inner.len() < HEADER || be_u32(inner, 0) != Some(V2_COOKIE) {
         return Err("no V2 header".into());
     }
@@ -100,7 +100,37 @@ fn check_header(inner: &[u8]) -> Result<(), String> {
             "the range {lowest}..={highest} is not within a journal's histograms' (1..={MAX_HIGHEST})"
         ));
     }
+    if holds_i64_min(&inner[HEADER..HEADER + payload as usize]) {
+        return Err("a run of -2^63 zero counts".into());
+    }
     Ok(())
+}
+
+/// Whether the V2 counts (zig-zag LEB128 numbers of at most 9 bytes, the 9th taking all 8
+/// bits; a negative one is a run of that many zero counts) hold -2^63, which the decoder
+/// negates: a panic where overflow is checked (debug builds, `cargo test`).
+fn holds_i64_min(counts: &[u8]) -> bool {
+    let mut bytes = counts.iter();
+    loop {
+        let mut number = 0u64;
+        for position in 0..9 {
+            let Some(&byte) = bytes.next() else {
+                return false;
+            };
+            if position == 8 {
+                number |= u64::from(byte) << 56;
+                break;
+            }
+            number |= u64::from(byte & 0x7f) << (7 * position);
+            if byte & 0x80 == 0 {
+                break;
+            }
+        }
+        // Zig-zag: u64::MAX is -2^63.
+        if number == u64::MAX {
+            return true;
+        }
+    }
 }
 
 fn be_u32(bytes: &[u8], at: usize) -> Option<u32> {
@@ -159,6 +189,22 @@ mod tests {
         bytes.extend((deflated.len() as u32).to_be_bytes());
         bytes.extend(deflated);
         BASE64.encode(bytes)
+    }
+
+    /// Found by the fuzz target `histogram`: the counts hold -2^63 (nine 0xff bytes), a
+    /// run of that many zeros, which the decoder negates: "attempt to negate with overflow"
+    /// in a debug build.
+    #[test]
+    fn counts_the_decoder_would_negate_with_overflow_are_refused() {
+        let mut counts = header(9, 3, 1, 3_600_000_000);
+        counts.extend([0xff; 9]);
+        let error = decode(&compressed(&counts)).unwrap_err();
+        assert!(error.contains("-2^63"), "{error}");
+        // The same after a count: the numbers are read one by one.
+        let mut counts = header(10, 3, 1, 3_600_000_000);
+        counts.push(2);
+        counts.extend([0xff; 9]);
+        assert!(decode(&compressed(&counts)).unwrap_err().contains("-2^63"));
     }
 
     /// Found by the fuzz target `histogram`: the decoder allocated whatever the header
