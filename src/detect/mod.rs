@@ -358,7 +358,13 @@ impl Watched {
 /// (`0001-01-01T00:00:00Z`, "unknown").
 pub fn parse_wall_clock(text: &str) -> Option<std::time::SystemTime> {
     let text = text.trim();
-    let (base, offset_s) = match text.len().checked_sub(6).map(|at| text.split_at(at)) {
+    // The offset is the last 6 bytes, `+hh:mm`; where they would cut a character in two,
+    // there is none.
+    let offset_at = text
+        .len()
+        .checked_sub(6)
+        .filter(|at| text.is_char_boundary(*at));
+    let (base, offset_s) = match offset_at.map(|at| text.split_at(at)) {
         Some((base, offset))
             if (offset.starts_with('+') || offset.starts_with('-'))
                 && offset.as_bytes()[3] == b':'
@@ -687,6 +693,24 @@ mod tests {
         ] {
             assert_eq!(parse_wall_clock(unreadable), None, "{unreadable:?}");
         }
+    }
+
+    /// Found by the fuzz target `wall_clock`: the offset was cut 6 bytes from the end,
+    /// inside a character that is more than one byte long.
+    #[test]
+    fn a_start_time_with_multibyte_characters_is_unreadable_not_a_panic() {
+        // A character of 2, 3 or 4 bytes, followed by 0 to 6 ASCII bytes: the offset's 6
+        // bytes start at every position inside it.
+        for prefix in ["", "2026-11-23T10:00:01"] {
+            for character in ['é', '€', '😀'] {
+                for tail in 0..=6 {
+                    let text = format!("{prefix}{character}{}", &"+01:00"[..tail]);
+                    assert_eq!(parse_wall_clock(&text), None, "{text:?}");
+                }
+            }
+        }
+        let utc = parse_wall_clock("2026-11-23T10:00:01.250Z");
+        assert_eq!(parse_wall_clock(" 2026-11-23T11:00:01.250+01:00 "), utc);
     }
 
     #[test]

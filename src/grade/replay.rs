@@ -308,11 +308,21 @@ impl RunRecord {
 
 /// Reads the journal at `path`.
 pub fn read(path: &Path) -> std::io::Result<RunRecord> {
+    let file = std::fs::File::open(path)?;
+    read_from(std::io::BufReader::new(file), path)
+}
+
+/// Reads a journal's lines from `reader`, as [`read`] reads its file; `path` names it in
+/// the problems. (The fuzz target `journal` comes in here: journal bytes to a summary
+/// without a file.)
+pub fn read_from(reader: impl std::io::BufRead, path: &Path) -> std::io::Result<RunRecord> {
     let mut run = RunRecord::default();
     let mut problems = Vec::new();
     let mut detector = None;
     let (unreadable, cut_short, records) =
-        crate::journal::read_each(path, |record| run.add(record, &mut detector, &mut problems))?;
+        crate::journal::read_each_from(reader, path, |record| {
+            run.add(record, &mut detector, &mut problems)
+        })?;
     if let Some(mut detector) = detector {
         run.detections.extend(detector.take_finished(true));
     }

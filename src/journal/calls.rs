@@ -144,11 +144,13 @@ impl Totals {
         } else {
             OTHER_CLOSES.to_owned()
         };
-        *self.closes.entry(key).or_default() += count;
+        add(self.closes.entry(key).or_default(), count);
     }
 
     pub fn ended(&self) -> u64 {
-        self.outcomes.values().sum()
+        self.outcomes
+            .values()
+            .fold(0, |sum, count| sum.saturating_add(*count))
     }
 
     pub fn count(&self, outcome: CallOutcome) -> u64 {
@@ -160,9 +162,7 @@ impl Totals {
         self.outcomes
             .iter()
             .filter(|(outcome, _)| outcome.is_graded())
-            .map(|(_, count)| count)
-            .sum::<u64>()
-            + self.dropped
+            .fold(self.dropped, |sum, (_, count)| sum.saturating_add(*count))
     }
 
     /// Completed calls over graded calls, in percent; None before any call was graded.
@@ -238,11 +238,11 @@ impl Totals {
                 .and_then(serde_json::Value::as_u64)
                 .unwrap_or(0)
         };
-        self.started += count("started");
-        self.connected += count("connected");
-        self.dropped += count("dropped");
-        self.replies += count("replies");
-        self.marks_echoed += count("marks_echoed");
+        add(&mut self.started, count("started"));
+        add(&mut self.connected, count("connected"));
+        add(&mut self.dropped, count("dropped"));
+        add(&mut self.replies, count("replies"));
+        add(&mut self.marks_echoed, count("marks_echoed"));
         let mut problems = Vec::new();
         if let Some(outcomes) = record
             .get("outcomes")
@@ -253,9 +253,10 @@ impl Totals {
                     .iter()
                     .find(|outcome| outcome.as_str() == name)
                 {
-                    Some(outcome) => {
-                        *self.outcomes.entry(*outcome).or_default() += value.as_u64().unwrap_or(0)
-                    }
+                    Some(outcome) => add(
+                        self.outcomes.entry(*outcome).or_default(),
+                        value.as_u64().unwrap_or(0),
+                    ),
                     None => problems.push(format!("unknown outcome {name:?}")),
                 }
             }
@@ -265,8 +266,10 @@ impl Totals {
             .and_then(serde_json::Value::as_object)
         {
             for (kind, value) in errors {
-                *self.protocol_errors.entry(kind.clone()).or_default() +=
-                    value.as_u64().unwrap_or(0);
+                add(
+                    self.protocol_errors.entry(kind.clone()).or_default(),
+                    value.as_u64().unwrap_or(0),
+                );
             }
         }
         if let Some(closes) = record.get("closes").and_then(serde_json::Value::as_object) {
@@ -297,6 +300,11 @@ impl Totals {
             Err(problems.join("; "))
         }
     }
+}
+
+/// Adds a count read from a journal, which may say anything: saturating at `u64::MAX`.
+fn add(total: &mut u64, count: u64) {
+    *total = total.saturating_add(count);
 }
 
 /// Percentiles of a latency histogram in milliseconds, as `summary.json` carries them.
@@ -339,4 +347,45 @@ pub struct HarnessUsage {
     pub rss_kib_per_call: Option<f64>,
     pub cpu_pct_avg: f64,
     pub cpu_pct_max: f64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by the fuzz target `journal`: a journal's counts are read as `u64`, and two
+    /// intervals near 2^64 overflowed their sum (a panic in a debug build, a wrong total
+    /// in a release one). They saturate instead.
+    #[test]
+    fn counts_near_2_to_the_64_saturate_instead_of_overflowing() {
+        let huge = u64::MAX - 1;
+        let outcomes: BTreeMap<&str, u64> = CallOutcome::ALL
+            .iter()
+            .map(|outcome| (outcome.as_str(), huge))
+            .collect();
+        let record = serde_json::json!({
+            "started": huge, "connected": huge, "dropped": huge, "replies": huge,
+            "marks_echoed": huge, "outcomes": outcomes,
+            "protocol_errors": {"invalid_json": huge}, "closes": {"fleet_1000": huge},
+        });
+        let mut totals = Totals::default();
+        totals.add_record(&record).unwrap();
+        totals.add_record(&record).unwrap();
+        for count in [
+            totals.started,
+            totals.connected,
+            totals.dropped,
+            totals.replies,
+            totals.marks_echoed,
+            totals.count(CallOutcome::Completed),
+            totals.protocol_errors["invalid_json"],
+            totals.closes["fleet_1000"],
+            totals.ended(),
+            totals.graded(),
+        ] {
+            assert_eq!(count, u64::MAX);
+        }
+        assert_eq!(totals.failed(), 0);
+        assert_eq!(totals.success_pct(), Some(100.0));
+    }
 }

@@ -1,11 +1,31 @@
 //! HDR histograms in the journal: serialized in the HdrHistogram V2 format with deflate
 //! (the format the Java, Go and Rust libraries all read), then base64, so one interval's
 //! latency distribution is a few hundred bytes of a JSON string and merges exactly.
+//!
+//! A journal is read back by `voxsoak report`, possibly long after, possibly edited or cut
+//! short: a histogram in it is checked before it is decoded, because the decoder allocates
+//! whatever the header claims.
+
+use std::io::Read as _;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use hdrhistogram::Histogram;
 use hdrhistogram::serialization::{Deserializer, Serializer as _, V2DeflateSerializer};
+
+/// The V2 format's cookies: the counts as they are, and deflated (what [`encode`] writes).
+const V2_COOKIE: u32 = 0x1c84_9313;
+const V2_DEFLATE_COOKIE: u32 = 0x1c84_9314;
+/// The V2 header before the counts: cookie, payload length, normalizing offset,
+/// significant figures, lowest and highest trackable value, integer-to-double ratio.
+const HEADER: usize = 40;
+/// The widest histogram a journal holds is 1 µs to an hour at 3 significant figures
+/// (`journal::calls`); a histogram claiming more is not one of ours. 2^36 µs is 19 hours.
+const MAX_HIGHEST: u64 = 1 << 36;
+const MAX_DIGITS: u32 = 3;
+/// The most bytes the counts of a histogram within those bounds take: 28 672 counts of at
+/// most 9 bytes each (252 KiB), with room to spare.
+const MAX_INFLATED: usize = HEADER + (512 << 10);
 
 /// The histogram as a base64 string; None when it is empty (nothing worth a field).
 pub fn encode(histogram: &Histogram<u64>) -> Option<String> {
@@ -19,14 +39,103 @@ pub fn encode(histogram: &Histogram<u64>) -> Option<String> {
     Some(BASE64.encode(bytes))
 }
 
-/// Reads back what [`encode`] wrote.
+/// Reads back what [`encode`] wrote; anything else (or a header claiming more than a
+/// journal's histograms hold) is an error, found before the counts are allocated.
 pub fn decode(text: &str) -> Result<Histogram<u64>, String> {
     let bytes = BASE64
         .decode(text.trim())
         .map_err(|error| format!("not base64: {error}"))?;
+    let counts = inflate(&bytes).map_err(|error| format!("not an HDR histogram: {error}"))?;
+    check(&counts).map_err(|error| format!("not an HDR histogram: {error}"))?;
     Deserializer::new()
-        .deserialize(&mut bytes.as_slice())
+        .deserialize(&mut counts.as_slice())
         .map_err(|error| format!("not an HDR histogram: {error:?}"))
+}
+
+/// The uncompressed V2 form inside [`encode`]'s deflated one, at most [`MAX_INFLATED`]
+/// bytes of it (a small deflate stream can inflate to gigabytes).
+fn inflate(bytes: &[u8]) -> Result<Vec<u8>, String> {
+    if be_u32(bytes, 0) != Some(V2_DEFLATE_COOKIE) {
+        return Err("not the deflated V2 format".into());
+    }
+    let length = be_u32(bytes, 4).ok_or("cut short")? as usize;
+    let deflated = bytes.get(8..).and_then(|rest| rest.get(..length));
+    let deflated = deflated.ok_or("the deflated counts are cut short")?;
+    let mut inflated = Vec::new();
+    flate2::read::ZlibDecoder::new(deflated)
+        .take(MAX_INFLATED as u64 + 1)
+        .read_to_end(&mut inflated)
+        .map_err(|error| format!("deflate: {error}"))?;
+    if inflated.len() > MAX_INFLATED {
+        return Err(format!(
+            "larger than {MAX_INFLATED} bytes inflated, more than any journal histogram"
+        ));
+    }
+    Ok(inflated)
+}
+
+/// Whether the uncompressed V2 form describes a histogram a journal could hold, whose
+/// counts are all there and can be read.
+fn check(inner: &[u8]) -> Result<(), String> {
+    if inner.len() < HEADER || be_u32(inner, 0) != Some(V2_COOKIE) {
+        return Err("no V2 header".into());
+    }
+    // In range: the header is all there.
+    let word = |at: usize| u32::from_be_bytes(inner[at..at + 4].try_into().expect("4 bytes"));
+    let long = |at: usize| u64::from_be_bytes(inner[at..at + 8].try_into().expect("8 bytes"));
+    let (payload, digits, lowest, highest) = (word(4), word(12), long(16), long(24));
+    let follow = inner.len() - HEADER;
+    if payload as usize > follow {
+        return Err(format!(
+            "the header claims {payload} bytes of counts, {follow} follow"
+        ));
+    }
+    if digits > MAX_DIGITS {
+        return Err(format!(
+            "{digits} significant figures, more than a journal's histograms ({MAX_DIGITS})"
+        ));
+    }
+    if lowest == 0 || highest > MAX_HIGHEST {
+        return Err(format!(
+            "the range {lowest}..={highest} is not within a journal's histograms' (1..={MAX_HIGHEST})"
+        ));
+    }
+    if holds_i64_min(&inner[HEADER..HEADER + payload as usize]) {
+        return Err("a run of -2^63 zero counts".into());
+    }
+    Ok(())
+}
+
+/// Whether the V2 counts (zig-zag LEB128 numbers of at most 9 bytes, the 9th taking all 8
+/// bits; a negative one is a run of that many zero counts) hold -2^63, which the decoder
+/// negates: a panic where overflow is checked (debug builds, `cargo test`).
+fn holds_i64_min(counts: &[u8]) -> bool {
+    let mut bytes = counts.iter();
+    loop {
+        let mut number = 0u64;
+        for position in 0..9 {
+            let Some(&byte) = bytes.next() else {
+                return false;
+            };
+            if position == 8 {
+                number |= u64::from(byte) << 56;
+                break;
+            }
+            number |= u64::from(byte & 0x7f) << (7 * position);
+            if byte & 0x80 == 0 {
+                break;
+            }
+        }
+        // Zig-zag: u64::MAX is -2^63.
+        if number == u64::MAX {
+            return true;
+        }
+    }
+}
+
+fn be_u32(bytes: &[u8], at: usize) -> Option<u32> {
+    let field = bytes.get(at..at + 4)?;
+    Some(u32::from_be_bytes(field.try_into().ok()?))
 }
 
 #[cfg(test)]
@@ -55,5 +164,74 @@ mod tests {
                 .unwrap_err()
                 .starts_with("not an HDR histogram")
         );
+    }
+
+    /// The V2 header (uncompressed) of a histogram of `lowest..=highest` with `digits`
+    /// significant figures, whose counts take `payload` bytes.
+    fn header(payload: u32, digits: u32, lowest: u64, highest: u64) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        bytes.extend(0x1c84_9313u32.to_be_bytes());
+        bytes.extend(payload.to_be_bytes());
+        bytes.extend(0u32.to_be_bytes());
+        bytes.extend(digits.to_be_bytes());
+        bytes.extend(lowest.to_be_bytes());
+        bytes.extend(highest.to_be_bytes());
+        bytes.extend(1.0f64.to_be_bytes());
+        bytes
+    }
+
+    fn compressed(inner: &[u8]) -> String {
+        use std::io::Write as _;
+        let mut deflate = flate2::write::ZlibEncoder::new(Vec::new(), Default::default());
+        deflate.write_all(inner).unwrap();
+        let deflated = deflate.finish().unwrap();
+        let mut bytes = 0x1c84_9314u32.to_be_bytes().to_vec();
+        bytes.extend((deflated.len() as u32).to_be_bytes());
+        bytes.extend(deflated);
+        BASE64.encode(bytes)
+    }
+
+    /// Found by the fuzz target `histogram`: the counts hold -2^63 (nine 0xff bytes), a
+    /// run of that many zeros, which the decoder negates: "attempt to negate with overflow"
+    /// in a debug build.
+    #[test]
+    fn counts_the_decoder_would_negate_with_overflow_are_refused() {
+        let mut counts = header(9, 3, 1, 3_600_000_000);
+        counts.extend([0xff; 9]);
+        let error = decode(&compressed(&counts)).unwrap_err();
+        assert!(error.contains("-2^63"), "{error}");
+        // The same after a count: the numbers are read one by one.
+        let mut counts = header(10, 3, 1, 3_600_000_000);
+        counts.push(2);
+        counts.extend([0xff; 9]);
+        assert!(decode(&compressed(&counts)).unwrap_err().contains("-2^63"));
+    }
+
+    /// Found by the fuzz target `histogram`: the decoder allocated whatever the header
+    /// claimed (a 4 GiB payload buffer; counts for a range up to 2^63 at 5 significant
+    /// figures) before reading a byte of it. The header is checked first.
+    #[test]
+    fn a_header_that_claims_too_much_is_refused_before_anything_is_allocated() {
+        let refused = |text: &str| decode(text).unwrap_err();
+        let too_long = refused(&compressed(&header(u32::MAX, 3, 1, 3_600_000_000)));
+        assert!(
+            too_long.contains("4294967295 bytes of counts"),
+            "{too_long}"
+        );
+        let too_wide = refused(&compressed(&header(0, 3, 1, u64::MAX >> 1)));
+        assert!(too_wide.contains("range"), "{too_wide}");
+        let too_fine = refused(&compressed(&header(0, 5, 1, 3_600_000_000)));
+        assert!(too_fine.contains("significant"), "{too_fine}");
+        // Uncompressed, as `encode` never writes.
+        let plain = BASE64.encode(header(u32::MAX, 3, 1, 3_600_000_000));
+        assert!(refused(&plain).starts_with("not an HDR histogram"));
+        // A deflate bomb: far more bytes out than a histogram of ours can hold.
+        let mut bomb = header(64 << 20, 3, 1, 3_600_000_000);
+        bomb.resize(bomb.len() + (64 << 20), 0);
+        assert!(refused(&compressed(&bomb)).contains("larger than"));
+        // What `encode` writes still reads.
+        let mut histogram = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).unwrap();
+        histogram.record(1500).unwrap();
+        assert_eq!(decode(&encode(&histogram).unwrap()).unwrap(), histogram);
     }
 }

@@ -180,11 +180,18 @@ pub const MAX_PROBLEMS: usize = 20;
 /// flagged; any other unreadable line is skipped and named with its line and column.
 pub fn read_each(
     path: &Path,
+    each: impl FnMut(&Value),
+) -> std::io::Result<(Vec<String>, bool, u64)> {
+    let file = std::fs::File::open(path)?;
+    read_each_from(std::io::BufReader::new(file), path, each)
+}
+
+/// [`read_each`] on journal lines from `reader`; `path` names the journal in the problems.
+pub fn read_each_from(
+    mut reader: impl std::io::BufRead,
+    path: &Path,
     mut each: impl FnMut(&Value),
 ) -> std::io::Result<(Vec<String>, bool, u64)> {
-    use std::io::BufRead;
-    let file = std::fs::File::open(path)?;
-    let mut reader = std::io::BufReader::new(file);
     let mut problems = Vec::new();
     let mut unreadable = 0u64;
     let mut cut_short = false;

@@ -33,13 +33,19 @@ impl Summary {
     /// ([`crate::redact::text`]): a journal written before that, or by hand, still gives
     /// reports without them.
     pub fn write(&self, dir: &Path) -> io::Result<()> {
-        let json = serde_json::to_string_pretty(self).map_err(io::Error::other)?;
-        let json = crate::escape::json(&crate::redact::text(&json)).into_owned();
+        let json = self.to_json()?;
         write_atomically(dir, "summary.json", &format!("{json}\n"))?;
         let junit = junit::render(self).map_err(io::Error::other)?;
         write_atomically(dir, junit::JUNIT_XML, &crate::redact::text(&junit))?;
         let markdown = markdown::render(self);
         write_atomically(dir, markdown::REPORT_MD, &crate::redact::text(&markdown))
+    }
+
+    /// What [`Summary::write`] puts in `summary.json`: pretty JSON, secrets masked, control
+    /// characters escaped.
+    pub fn to_json(&self) -> io::Result<String> {
+        let json = serde_json::to_string_pretty(self).map_err(io::Error::other)?;
+        Ok(crate::escape::json(&crate::redact::text(&json)).into_owned())
     }
 
     /// The summary printed at the end of a run (and by `voxsoak report`): every text from

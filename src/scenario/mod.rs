@@ -337,11 +337,18 @@ pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
         path: path.to_path_buf(),
         source,
     })?;
-    let source = String::from_utf8(bytes).map_err(|error| ScenarioError::Invalid {
+    parse_bytes(&bytes, path)
+}
+
+/// Validates a scenario file's bytes as [`load`] read them: bytes that are not UTF-8 are
+/// reported at their line and column, then [`parse`] does the rest. (The fuzz target
+/// `scenario` comes in here, so it takes the path `load` takes.)
+pub fn parse_bytes(bytes: &[u8], path: &Path) -> Result<Scenario, ScenarioError> {
+    let source = std::str::from_utf8(bytes).map_err(|_| ScenarioError::Invalid {
         path: path.to_path_buf(),
-        diagnostics: error::not_utf8(error.as_bytes()),
+        diagnostics: error::not_utf8(bytes),
     })?;
-    parse(&source, path)
+    parse(source, path)
 }
 
 /// Validates scenario `source`; `path` names the file in diagnostics and is the base for

@@ -34,17 +34,31 @@ pub enum TwimlError {
 pub fn connect_stream(url: &str, parameters: &BTreeMap<String, String>) -> String {
     let mut xml =
         String::from(r#"<?xml version="1.0" encoding="UTF-8"?><Response><Connect><Stream url=""#);
-    xml.push_str(&quick_xml::escape::escape(url));
+    push_attribute_value(&mut xml, url);
     xml.push_str("\">");
     for (name, value) in parameters {
         xml.push_str("<Parameter name=\"");
-        xml.push_str(&quick_xml::escape::escape(name.as_str()));
+        push_attribute_value(&mut xml, name);
         xml.push_str("\" value=\"");
-        xml.push_str(&quick_xml::escape::escape(value.as_str()));
+        push_attribute_value(&mut xml, value);
         xml.push_str("\"/>");
     }
     xml.push_str("</Stream></Connect></Response>");
     xml
+}
+
+/// `text` escaped for a quoted attribute value. A tab, newline or carriage return written
+/// as it is would be read back as a space (attribute-value normalization), so they are
+/// written as character references.
+fn push_attribute_value(xml: &mut String, text: &str) {
+    for character in quick_xml::escape::escape(text).chars() {
+        match character {
+            '\t' => xml.push_str("&#9;"),
+            '\n' => xml.push_str("&#10;"),
+            '\r' => xml.push_str("&#13;"),
+            other => xml.push(other),
+        }
+    }
 }
 
 /// Finds the `<Connect><Stream>` of a webhook's TwiML answer.
@@ -166,6 +180,29 @@ mod tests {
         let target = parse_connect_stream(&xml).unwrap();
         assert_eq!(target.url, "ws://127.0.0.1:8080/stream");
         assert_eq!(target.parameters, parameters);
+    }
+
+    /// Found by the fuzz target `twiml`: a parameter read from `&#9;` or `&#10;` came back
+    /// as a space once written again, because a literal tab or newline in an attribute is
+    /// read as a space (XML attribute-value normalization).
+    #[test]
+    fn tabs_and_newlines_in_parameters_survive_the_round_trip() {
+        let parameters = BTreeMap::from([
+            ("lines".to_string(), "a\tb\nc\r\nd\re".to_string()),
+            ("tab\tname".to_string(), " ".to_string()),
+        ]);
+        let xml = connect_stream("ws://127.0.0.1:8080/str\team", &parameters);
+        let target = parse_connect_stream(&xml).unwrap();
+        assert_eq!(target.url, "ws://127.0.0.1:8080/str\team");
+        assert_eq!(target.parameters, parameters);
+
+        let xml = r#"<Response><Connect><Stream url="wss://x/s">
+            <Parameter name="n" value="a&#9;b&#10;c&#13;d&#xA;e
+f"/></Stream></Connect></Response>"#;
+        let target = parse_connect_stream(xml).unwrap();
+        assert_eq!(target.parameters["n"], "a\tb\nc\rd\ne f");
+        let again = connect_stream(&target.url, &target.parameters);
+        assert_eq!(parse_connect_stream(&again), Ok(target));
     }
 
     #[test]
