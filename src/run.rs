@@ -159,7 +159,7 @@ pub async fn run_until(options: RunOptions, shutdown: Shutdown) -> Result<RunOut
     // A task of the harness's own that failed leaves a hole in what was seen: it is
     // journaled, and the verdict is `error`, never the fleet's failure.
     if let Some(aggregated) = hurry.skip(aggregation).await {
-        harness_task(&journal, "aggregator", aggregated);
+        journal.task_ended("aggregator", aggregated);
     }
     controls.watchers.cancel();
     observers.stop(&journal, &hurry).await;
@@ -492,12 +492,12 @@ impl Observers {
     async fn stop(self, journal: &Journal, hurry: &Hurry) {
         self.stop.cancel();
         if let Some(hub) = hurry.bounded(self.hub).await {
-            harness_task(journal, "observers' hub", hub);
+            journal.task_ended("observers' hub", hub);
         }
         if let Some(watch) = self.fleet_watch
             && let Some(watched) = hurry.bounded(watch).await
         {
-            harness_task(journal, "fleet process watcher", watched);
+            journal.task_ended("fleet process watcher", watched);
         }
         let Some(fleet) = &self.fleet else {
             return;
@@ -759,29 +759,6 @@ async fn clean_after_earlier_runs() {
                 cleaned.describe(false)
             ));
         }
-    }
-}
-
-/// Journals a harness task that did not end well (it panicked, or was cancelled): a
-/// `harness_error` record, which makes the verdict `error`.
-fn harness_task<T>(journal: &Journal, task: &str, joined: Result<T, tokio::task::JoinError>) {
-    if let Err(error) = joined {
-        let error = match error.try_into_panic() {
-            Ok(panic) => panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|text| (*text).to_owned()))
-                .map_or_else(
-                    || "it panicked".to_owned(),
-                    |text| format!("it panicked: {text}"),
-                ),
-            Err(error) => error.to_string(),
-        };
-        tracing::error!(task, %error, "a harness task failed");
-        journal.record(
-            "harness_error",
-            serde_json::json!({"task": task, "error": error}),
-        );
     }
 }
 

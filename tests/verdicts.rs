@@ -251,6 +251,9 @@ fn run_all(
                     wrong.extend(detection_matches_the_fleets_own_alert(&out, &summary));
                     if expectation.bug.is_none() {
                         wrong.extend(every_fault_in_effect_and_detected(&summary));
+                        if expectation.scenario.starts_with("soak-recurring") {
+                            wrong.extend(faults_overlapped(&summary));
+                        }
                     }
                     found.lock().unwrap().extend(wrong);
                 }
@@ -258,6 +261,30 @@ fn run_all(
         }
     });
     found.into_inner().unwrap()
+}
+
+/// The recurring soak overlaps faults on purpose: at least two injections were graded as
+/// overlapping another (and recovered with it, which `every_fault_in_effect_and_detected`
+/// checks), so the rule "each fault is graded on its own" is exercised, not only allowed.
+fn faults_overlapped(summary: &serde_json::Value) -> Vec<String> {
+    let overlapped = summary["faults"]
+        .as_array()
+        .expect("faults")
+        .iter()
+        .filter(|fault| {
+            fault["overlapped"]
+                .as_array()
+                .is_some_and(|others| !others.is_empty())
+        })
+        .count();
+    if overlapped >= 2 {
+        Vec::new()
+    } else {
+        vec![format!(
+            "{}: {overlapped} injection(s) overlapped another; the scenario is meant to overlap them",
+            summary["name"]
+        )]
+    }
 }
 
 /// Every fault of a fixed-fleet run was confirmed in effect and detected (or could not be:

@@ -277,19 +277,14 @@ impl ChaosRun {
     /// Waits for the scheduler (cancel its stop token first to end it early): every fault
     /// has been cleared when this returns.
     pub async fn finish(self) -> ChaosOutcome {
-        if let Err(error) = self.task.await {
-            tracing::error!(%error, "the chaos scheduler failed");
-            // Its faults may not have been injected, confirmed or journaled as planned:
-            // the verdict is `error`, not a fleet that missed them.
-            self.journal.record(
-                "harness_error",
-                json!({"task": "chaos scheduler", "error": error.to_string()}),
-            );
-        }
+        // Its faults may not have been injected, confirmed or journaled as planned: the
+        // verdict is `error`, not a fleet that missed them.
+        self.journal.task_ended("chaos scheduler", self.task.await);
         self.log_stop.cancel();
-        // Its last window goes into the journal before the run ends.
+        // Its last window goes into the journal before the run ends; without it the
+        // retry-storm SLO would grade requests it never saw.
         if let Some(tts_log) = self.tts_log {
-            let _ = tts_log.await;
+            self.journal.task_ended("TTS request log", tts_log.await);
         }
         ChaosOutcome {
             files: self.files,
@@ -502,5 +497,41 @@ async fn run_occurrence(shared: Arc<Shared>, occurrence: Occurrence, stop: Cance
                 merge(&identity, json!({"error": error.to_string()})),
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A scheduler or TTS log task that panics is journaled as a harness error (the verdict
+    /// is then `error`, see grade's `a_harness_task_that_failed_makes_the_run_an_error`),
+    /// not swallowed so that its faults look undetected by the fleet.
+    #[tokio::test]
+    async fn a_chaos_task_that_panics_is_a_harness_error_in_the_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.jsonl");
+        let journal = Journal::create(&path, tokio::time::Instant::now()).unwrap();
+        let run = ChaosRun {
+            task: tokio::spawn(async { panic!("scheduler bug") }),
+            journal: journal.clone(),
+            tts_log: Some(tokio::spawn(async { panic!("log bug") })),
+            log_stop: CancellationToken::new(),
+            files: HarnessFiles::default(),
+            servers: CancellationToken::new(),
+        };
+        run.finish().await;
+        journal.sync();
+        let errors: Vec<serde_json::Value> = std::fs::read_to_string(&path)
+            .unwrap()
+            .lines()
+            .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+            .filter(|record| record["event"] == "harness_error")
+            .collect();
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert_eq!(errors[0]["task"], "chaos scheduler");
+        assert_eq!(errors[0]["error"], "it panicked: scheduler bug");
+        assert_eq!(errors[1]["task"], "TTS request log");
+        assert_eq!(errors[1]["error"], "it panicked: log bug");
     }
 }

@@ -103,6 +103,31 @@ impl Journal {
         self.record_at(event, self.elapsed_s(), fields);
     }
 
+    /// Journals a harness task that did not end well (it panicked, or was cancelled): a
+    /// `harness_error` record naming `task`, which makes the verdict `error` rather than a
+    /// fleet blamed for faults the harness may not have injected or watched.
+    pub fn task_ended<T>(&self, task: &str, joined: Result<T, tokio::task::JoinError>) {
+        let Err(error) = joined else {
+            return;
+        };
+        let error = match error.try_into_panic() {
+            Ok(panic) => panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|text| (*text).to_owned()))
+                .map_or_else(
+                    || "it panicked".to_owned(),
+                    |text| format!("it panicked: {text}"),
+                ),
+            Err(error) => error.to_string(),
+        };
+        tracing::error!(task, %error, "a harness task failed");
+        self.record(
+            "harness_error",
+            serde_json::json!({"task": task, "error": error}),
+        );
+    }
+
     /// As [`Journal::record`], for something that happened at `t_s` (a little earlier
     /// than now: an injection that began before the call that made it returned).
     pub fn record_at(&self, event: &str, t_s: f64, fields: Value) {
