@@ -337,3 +337,67 @@ async fn the_sink_is_watched_like_a_fleet_the_harness_started() {
         assert!(slo.pass, "{slo:?}");
     }
 }
+
+/// An external fleet whose call server dies while its health URL (another process) still
+/// answers 200: calls refused at connect are the fleet down, so `uptime` counts the outage
+/// instead of reporting 100% behind a healthy probe.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn calls_refused_at_connect_are_downtime_though_health_answers() {
+    let calls = CancellationToken::new();
+    let fleet = sink::spawn(SinkOptions::default(), calls.clone())
+        .await
+        .unwrap();
+    let ops = OpsServer::start().await;
+    let toml = two_calls(
+        "external-refusing",
+        &format!("stream_url = \"ws://{}/stream\"", fleet.address),
+        "30s",
+        &format!(
+            r#"[slo]
+call_success = ">= 0%"
+uptime = ">= 99%"
+[observe]
+health_url = "http://{ops}/health"
+health_interval = "200ms"
+"#,
+            ops = ops.address,
+        ),
+    );
+    let live = LiveRun::start(&toml, &[]);
+    let limit = Duration::from_secs(60);
+    live.event(limit, |record| {
+        record["event"] == "interval" && record["connected"].as_u64().unwrap_or(0) > 0
+    })
+    .await;
+    // The call server goes away; health goes on answering 200.
+    calls.cancel();
+    let refusing = live
+        .event(limit, |record| {
+            record["event"] == "interval"
+                && record["refused"].as_u64().unwrap_or(0) > 0
+                && record["connected"] == 0
+        })
+        .await;
+    assert!(refusing["failed"].as_u64().unwrap_or(0) > 0, "{refusing}");
+
+    let outcome = live.finish().await;
+    let records = journal(&outcome.out_dir);
+    assert!(
+        records
+            .iter()
+            .filter(|record| record["event"] == "health")
+            .all(|record| record["healthy"] == true),
+        "health answered 200 throughout"
+    );
+    let uptime = outcome.summary.uptime.expect("uptime measured");
+    assert!(uptime.outages >= 1, "{uptime:?}");
+    assert!(uptime.down_s >= 4.0, "{uptime:?}");
+    let slo = outcome
+        .summary
+        .slos
+        .iter()
+        .find(|slo| slo.name == "uptime")
+        .expect("uptime graded");
+    assert!(!slo.pass, "{slo:?}");
+    ops.shut_down().await;
+}

@@ -32,6 +32,11 @@ pub use crate::journal::calls::CallOutcome;
 /// What a call reports to the aggregator.
 #[derive(Debug)]
 pub enum CallEvent {
+    /// Nothing listened where the call connects (its voice webhook or media stream URL
+    /// refused the connection): the fleet is down, not slow. Sent before the call's
+    /// `Ended` (`connect_failed`); an interval whose calls were all refused counts as
+    /// downtime in `uptime`.
+    ConnectRefused,
     /// The open model did not place this call: `max_concurrent` calls were running. Sent by
     /// the load shaper, not by a call; it counts as a failed call.
     Dropped,

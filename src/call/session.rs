@@ -130,7 +130,12 @@ pub async fn run_call(
             )),
             None,
         ),
-        Some(Ok(Err(error))) => (CallOutcome::ConnectFailed, Some(error.to_string()), None),
+        Some(Ok(Err(error))) => {
+            if crate::failure::RequestFailure::of_error(&error).refused {
+                let _ = events.send(CallEvent::ConnectRefused);
+            }
+            (CallOutcome::ConnectFailed, Some(error.to_string()), None)
+        }
         Some(Ok(Ok(open))) => {
             let _ = events.send(CallEvent::Connected {
                 connect: started.elapsed(),

@@ -60,7 +60,16 @@ pub fn evaluate(run: &RunRecord) -> Summary {
             takes_down.push(span);
         }
     }
-    let uptime = recovery::uptime(&run.health, &run.refused, end, &recovering, &takes_down);
+    // Calls refused at connect are the fleet down too (a crashed call server behind a
+    // health URL that still answers, or before the next probe).
+    let refusing = recovery::calls_refused_spans(&run.intervals);
+    let uptime = recovery::uptime(
+        &recovery::forced_within(&run.health, &refusing, false, None),
+        &recovery::forced_within(&run.refused, &refusing, true, Some(false)),
+        end,
+        &recovering,
+        &takes_down,
+    );
 
     let mut slos = super::grade(&plan.slo, &run.totals);
     if let Some(within) = plan.slo.detect_within_s {

@@ -23,6 +23,66 @@ impl Span {
     }
 }
 
+/// The stretches in which the fleet's call endpoint was down: intervals whose calls were
+/// refused at connect with none connecting, merged. Only what was seen: an interval with
+/// no attempt (callers backing off while they redial, up to 30 s) says nothing, so a fleet
+/// restarted after a kill is not held down until the next caller happens to dial.
+pub fn calls_refused_spans(intervals: &[IntervalPoint]) -> Vec<Span> {
+    let spans: Vec<Span> = intervals
+        .iter()
+        .filter(|interval| interval.calls_refused())
+        .map(|interval| Span {
+            from: interval.from_s,
+            to: interval.to_s.max(interval.from_s),
+        })
+        .collect();
+    merge(&spans)
+}
+
+/// `timeline` (a value at each change, holding until the next) with `value` forced inside
+/// the `forced` stretches; before its first entry it is `before_first` (None: unknown, and
+/// nothing is written there). Used to fold calls refused at connect into the health and
+/// refused timelines that `uptime` reads: a fleet refusing calls is down and not listening.
+pub fn forced_within(
+    timeline: &[(f64, bool)],
+    forced: &[Span],
+    value: bool,
+    before_first: Option<bool>,
+) -> Vec<(f64, bool)> {
+    if forced.is_empty() {
+        return timeline.to_vec();
+    }
+    let mut times: Vec<f64> = timeline.iter().map(|(t, _)| *t).collect();
+    times.extend(forced.iter().flat_map(|span| [span.from, span.to]));
+    times.sort_by(f64::total_cmp);
+    times.dedup();
+    let mut out: Vec<(f64, bool)> = Vec::new();
+    // Both are sorted: one pass with a cursor into each.
+    let (mut entry, mut span) = (0, 0);
+    for t in times {
+        while entry < timeline.len() && timeline[entry].0 <= t {
+            entry += 1;
+        }
+        while span < forced.len() && forced[span].to <= t {
+            span += 1;
+        }
+        let base = entry
+            .checked_sub(1)
+            .map(|last| timeline[last].1)
+            .or(before_first);
+        let Some(base) = base else { continue };
+        let now = if forced.get(span).is_some_and(|s| s.from <= t) {
+            value
+        } else {
+            base
+        };
+        if out.last().is_none_or(|(_, last)| *last != now) {
+            out.push((t, now));
+        }
+    }
+    out
+}
+
 /// The health probe's unhealthy stretches, up to `end`.
 pub fn unhealthy_spans(health: &[(f64, bool)], end: f64) -> Vec<Span> {
     let mut spans = Vec::new();
@@ -638,12 +698,80 @@ mod tests {
     }
 
     #[test]
+    fn calls_refused_at_connect_are_downtime_whatever_health_said() {
+        let interval = |from_s: f64, connected, refused| IntervalPoint {
+            from_s,
+            to_s: from_s + 5.0,
+            completed: connected,
+            failed: refused,
+            connected,
+            refused,
+            replies: 0,
+            waiting: 0,
+            longest_wait_ms: 0,
+            response_p95_ms: None,
+            response: None,
+            pacing_p99_ms: None,
+        };
+        // 20-30 s every call refused, 30-35 s one got through again: down 20-30 s.
+        let intervals: Vec<IntervalPoint> = (0..8)
+            .map(|i| {
+                let from = f64::from(i) * 5.0;
+                match i {
+                    4 | 5 => interval(from, 0, 3),
+                    6 => interval(from, 1, 2),
+                    _ => interval(from, 2, 0),
+                }
+            })
+            .collect();
+        let refusing = calls_refused_spans(&intervals);
+        assert_eq!(refusing, vec![span(20.0, 30.0)]);
+        // An interval nobody dialled in (callers backing off) is not called down.
+        let mut gap = intervals.clone();
+        gap[5] = interval(25.0, 0, 0);
+        assert_eq!(calls_refused_spans(&gap), vec![span(20.0, 25.0)]);
+        // Health answered 200 throughout (another process serves it).
+        let health = [(0.0, true)];
+        let health = forced_within(&health, &refusing, false, None);
+        assert_eq!(health, vec![(0.0, true), (20.0, false), (30.0, true)]);
+        let refused = forced_within(&[], &refusing, true, Some(false));
+        assert_eq!(refused, vec![(20.0, true), (30.0, false)]);
+        let up = uptime(&health, &refused, 40.0, &[], &[]).unwrap();
+        assert_eq!((up.down_s, up.outages), (10.0, 1));
+        assert_eq!(up.pct, 75.0);
+        // Inside a process kill it is the fault's doing: left out, not an outage.
+        let killed = uptime(
+            &health,
+            &refused,
+            40.0,
+            &[span(18.0, 32.0)],
+            &[span(18.0, 32.0)],
+        );
+        assert_eq!(killed.unwrap().outages, 0);
+        // Inside a TTS fault it is not: a fleet that falls over under a 429 was not meant to.
+        let tts = uptime(&health, &refused, 40.0, &[span(18.0, 32.0)], &[]).unwrap();
+        assert_eq!((tts.down_s, tts.outages), (10.0, 1));
+        // Before the first probe nothing is known: nothing written there.
+        assert_eq!(
+            forced_within(&[(25.0, true)], &refusing, false, None),
+            vec![(25.0, false), (30.0, true)]
+        );
+        // Nothing refused: the timelines are untouched.
+        assert_eq!(
+            forced_within(&[(0.0, true)], &[], false, None),
+            vec![(0.0, true)]
+        );
+    }
+
+    #[test]
     fn an_interval_of_calls_left_waiting_is_trouble_though_none_ended() {
         let interval = |waiting, longest_wait_ms, replies| IntervalPoint {
             from_s: 0.0,
             to_s: 5.0,
             completed: 0,
             failed: 0,
+            connected: 0,
+            refused: 0,
             replies,
             waiting,
             longest_wait_ms,

@@ -131,6 +131,10 @@ pub struct IntervalPoint {
     pub to_s: f64,
     pub completed: u64,
     pub failed: u64,
+    /// Calls whose WebSocket opened in it, and calls whose connection was refused (nothing
+    /// listened at the webhook or stream URL; absent in older journals: 0).
+    pub connected: u64,
+    pub refused: u64,
     /// Replies the agent finished in it.
     pub replies: u64,
     /// Calls waiting for the agent to start answering when it was written, and the
@@ -152,6 +156,12 @@ pub struct IntervalPoint {
 pub const HOST_STARVED_PACING_MS: f64 = 100.0;
 
 impl IntervalPoint {
+    /// Whether the fleet's call endpoint was down in this interval: calls were refused
+    /// at connect and none connected (the interval record's `refused`).
+    pub fn calls_refused(&self) -> bool {
+        self.refused > 0 && self.connected == 0
+    }
+
     /// Whether the host was starved in this interval (see [`HOST_STARVED_PACING_MS`]).
     pub fn host_starved(&self) -> bool {
         self.pacing_p99_ms
@@ -596,6 +606,8 @@ impl RunRecord {
             to_s: t_s,
             completed: u64_of(record, "completed"),
             failed: u64_of(record, "failed"),
+            connected: u64_of(record, "connected"),
+            refused: u64_of(record, "refused"),
             replies: u64_of(record, "replies"),
             waiting: u64_of(record, "waiting"),
             longest_wait_ms: u64_of(record, "longest_wait_ms"),

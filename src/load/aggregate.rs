@@ -59,8 +59,10 @@ impl Apply for Totals {
                     self.count_closes(close.journal_key(), 1);
                 }
             }
-            // Waits are the aggregator's, per call, not totals.
-            CallEvent::WaitingForReply { .. } | CallEvent::WaitOver { .. } => {}
+            // Waits and refusals are the aggregator's, per call or per interval, not totals.
+            CallEvent::WaitingForReply { .. }
+            | CallEvent::WaitOver { .. }
+            | CallEvent::ConnectRefused => {}
         }
     }
 }
@@ -86,6 +88,8 @@ pub struct Aggregator {
     /// Calls waiting for the agent to start answering a turn, by call index, since when:
     /// at most one entry per call in progress.
     waits: HashMap<u64, Instant>,
+    /// Calls refused at connect in the current interval ([`CallEvent::ConnectRefused`]).
+    window_refused: u64,
     /// How many of them went into interval records ([`Aggregator::take_interval_record`]).
     examples_taken: usize,
     run_start: Instant,
@@ -104,6 +108,7 @@ impl Aggregator {
             window: Totals::default(),
             failure_examples: Vec::new(),
             waits: HashMap::new(),
+            window_refused: 0,
             examples_taken: 0,
             run_start,
             window_start: run_start,
@@ -139,6 +144,7 @@ impl Aggregator {
             CallEvent::WaitOver { call } => {
                 self.waits.remove(&call);
             }
+            CallEvent::ConnectRefused => self.window_refused += 1,
             _ => {}
         }
         self.totals.apply(&event);
@@ -255,6 +261,10 @@ impl Aggregator {
             );
             if !examples.is_empty() {
                 fields.insert("failure_examples".into(), examples.into());
+            }
+            let refused = std::mem::take(&mut self.window_refused);
+            if refused > 0 {
+                fields.insert("refused".into(), refused.into());
             }
             fields.insert(
                 "harness".into(),
