@@ -261,7 +261,9 @@ const LEFT: f64 = 70.0;
 const RIGHT: f64 = 16.0;
 const PANEL_HEIGHT: f64 = 92.0;
 const PANEL_GAP: f64 = 40.0;
-const TOP: f64 = 34.0;
+const TOP: f64 = 50.0;
+/// Where the fault numbers stand, above the first panel's title.
+const NUMBERS: f64 = 14.0;
 
 fn panel_top(index: usize) -> f64 {
     TOP + index as f64 * (PANEL_HEIGHT + PANEL_GAP)
@@ -368,15 +370,15 @@ fn fault_overlay(
             out,
             "<g class=\"fault\" aria-label=\"{label}\"><title>{label}</title>\
              <rect class=\"fw\" x=\"{from:.1}\" y=\"{:.1}\" width=\"{width:.1}\" height=\"{:.1}\"/>",
-            TOP - 14.0,
-            bottom - TOP + 14.0
+            NUMBERS - 10.0,
+            bottom - NUMBERS + 10.0
         );
         if numbered {
             let _ = write!(
                 out,
                 "<text class=\"fnum\" x=\"{:.1}\" y=\"{:.1}\">{}</text>",
                 from + 2.0,
-                TOP - 4.0,
+                NUMBERS,
                 index + 1
             );
         }
@@ -385,7 +387,7 @@ fn fault_overlay(
             let _ = write!(
                 out,
                 "<line class=\"det\" x1=\"{at:.1}\" y1=\"{:.1}\" x2=\"{at:.1}\" y2=\"{bottom:.1}\"><title>{}</title></line>",
-                TOP - 14.0,
+                NUMBERS - 10.0,
                 escape(&story.detection)
             );
         }
@@ -394,7 +396,7 @@ fn fault_overlay(
             let _ = write!(
                 out,
                 "<line class=\"rec\" x1=\"{at:.1}\" y1=\"{:.1}\" x2=\"{at:.1}\" y2=\"{bottom:.1}\"><title>{}</title></line>",
-                TOP - 14.0,
+                NUMBERS - 10.0,
                 escape(&story.recovery)
             );
         }
@@ -441,18 +443,23 @@ fn panel_svg(panel: &Panel, top: f64, x: &impl Fn(f64) -> f64, out: &mut String)
     }
     let mut legend_x = WIDTH - RIGHT;
     for (index, series) in panel.series.iter().enumerate().rev() {
-        let class = format!("s{}", index % 7);
         let _ = write!(
             out,
-            "<text class=\"lg {class}\" x=\"{legend_x:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>",
+            "<text class=\"lg s{}\" x=\"{legend_x:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>",
+            index % 7,
             top - 8.0,
             escape(&series.name)
         );
         legend_x -= 12.0 + 8.0 * series.name.chars().count().min(24) as f64;
+    }
+    out.push('\n');
+    // In order, so a higher percentile is drawn over a lower one it equals (dashed, so
+    // both show).
+    for (index, series) in panel.series.iter().enumerate() {
         if series.points.is_empty() {
             continue;
         }
-        let _ = write!(out, "<polyline class=\"line {class}\" points=\"");
+        let _ = write!(out, "<polyline class=\"line s{}\" points=\"", index % 7);
         for (t_s, value) in &series.points {
             let _ = write!(out, "{:.1},{:.1} ", x(*t_s), y(*value));
         }
@@ -646,6 +653,7 @@ svg.timeline{width:100%;height:auto;display:block;font-size:12px}
 .missing{fill:#8c959f;font-style:italic}
 .line{fill:none;stroke-width:1.4;stroke-linejoin:round}
 .s0{stroke:#0969da;fill:#0969da}.s1{stroke:#bf8700;fill:#bf8700}.s2{stroke:#cf222e;fill:#cf222e}
+.s2.line{stroke-dasharray:6 3}.lg{stroke:none;font-weight:600}
 .s3{stroke:#8250df;fill:#8250df}.s4{stroke:#1a7f37;fill:#1a7f37}.s5{stroke:#57606a;fill:#57606a}.s6{stroke:#e16f24;fill:#e16f24}
 polyline.line{fill:none}
 .fw{fill:#fb8f44;fill-opacity:.18}.fnum{fill:#bc4c00;font-weight:700;font-size:11px}
@@ -654,7 +662,8 @@ line.det{stroke:#cf222e;stroke-width:1.5;stroke-dasharray:4 3}line.rec{stroke:#1
 .key{display:inline-block;width:14px;height:10px;margin-left:10px;vertical-align:middle}
 .key.fw{background:#fb8f44;opacity:.4}.key.det{border-left:2px dashed #cf222e;width:2px}.key.rec{border-left:2px solid #1a7f37;width:2px}
 table{border-collapse:collapse;width:100%;margin:6px 0}
-th,td{border:1px solid #d0d7de;padding:5px 8px;text-align:left;vertical-align:top;overflow-wrap:anywhere}
+th,td{border:1px solid #d0d7de;padding:5px 8px;text-align:left;vertical-align:top;overflow-wrap:break-word}
+td:first-child,td:nth-child(2){white-space:nowrap}
 th{background:#f6f8fa}
 tr.fail td{background:#ffebe9}tr.pass td:nth-child(2){color:#1a7f37}tr.skip td{color:#57606a}
 .cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(360px,1fr));gap:10px}
