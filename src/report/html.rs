@@ -28,7 +28,9 @@ pub const REPORT_HTML: &str = "report.html";
 /// Injections given a card each; the rest are counted (and all are in summary.json).
 pub const MAX_FAULT_CARDS: usize = 500;
 
-/// Injections numbered on the timeline; above this many the numbers would overlap.
+/// Injections numbered on the timeline, with their detection and recovery drawn across
+/// every panel; above this many the numbers would overlap and the lines hide the series,
+/// so detection and recovery are short marks above the first panel.
 const MAX_NUMBERED_FAULTS: usize = 40;
 
 /// `text` from outside (the fleet, the scenario, the journal) made safe anywhere in the
@@ -311,10 +313,16 @@ fn timeline_svg(
     let mut tick = 0.0;
     while tick <= end_s + 1e-9 {
         let at = x(tick);
+        // The last label ends at the right edge rather than past it.
+        let anchor = if at > WIDTH - RIGHT - 40.0 {
+            "end"
+        } else {
+            "middle"
+        };
         let _ = writeln!(
             out,
             "<line class=\"grid\" x1=\"{at:.1}\" y1=\"{TOP:.1}\" x2=\"{at:.1}\" y2=\"{bottom:.1}\"/>\
-             <text class=\"tick\" x=\"{at:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>",
+             <text class=\"tick\" x=\"{at:.1}\" y=\"{:.1}\" text-anchor=\"{anchor}\">{}</text>",
             bottom + 16.0,
             escape(&clock.tick(tick, step, days))
         );
@@ -352,6 +360,7 @@ fn fault_overlay(
     out: &mut String,
 ) {
     let numbered = faults.len() <= MAX_NUMBERED_FAULTS;
+    let marks_to = if numbered { bottom } else { TOP - 20.0 };
     for (index, fault) in faults.iter().enumerate() {
         let Some(injected) = fault.injected_at_s else {
             continue;
@@ -386,7 +395,7 @@ fn fault_overlay(
             let at = x(injected + after);
             let _ = write!(
                 out,
-                "<line class=\"det\" x1=\"{at:.1}\" y1=\"{:.1}\" x2=\"{at:.1}\" y2=\"{bottom:.1}\"><title>{}</title></line>",
+                "<line class=\"det\" x1=\"{at:.1}\" y1=\"{:.1}\" x2=\"{at:.1}\" y2=\"{marks_to:.1}\"><title>{}</title></line>",
                 NUMBERS - 10.0,
                 escape(&story.detection)
             );
@@ -395,7 +404,7 @@ fn fault_overlay(
             let at = x(from_s + after);
             let _ = write!(
                 out,
-                "<line class=\"rec\" x1=\"{at:.1}\" y1=\"{:.1}\" x2=\"{at:.1}\" y2=\"{bottom:.1}\"><title>{}</title></line>",
+                "<line class=\"rec\" x1=\"{at:.1}\" y1=\"{:.1}\" x2=\"{at:.1}\" y2=\"{marks_to:.1}\"><title>{}</title></line>",
                 NUMBERS - 10.0,
                 escape(&story.recovery)
             );
@@ -414,11 +423,15 @@ fn panel_svg(panel: &Panel, top: f64, x: &impl Fn(f64) -> f64, out: &mut String)
     let y = |value: f64| top + PANEL_HEIGHT - (value.clamp(0.0, ceiling) / ceiling) * PANEL_HEIGHT;
     let _ = writeln!(
         out,
-        "<text class=\"ptitle\" x=\"{LEFT}\" y=\"{:.1}\">{} ({})</text>\
+        "<text class=\"ptitle\" x=\"{LEFT}\" y=\"{:.1}\">{}{}</text>\
          <rect class=\"frame\" x=\"{LEFT}\" y=\"{top:.1}\" width=\"{:.1}\" height=\"{PANEL_HEIGHT}\"/>",
         top - 8.0,
         escape(panel.title),
-        escape(panel.unit),
+        if panel.unit.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", escape(panel.unit))
+        },
         WIDTH - LEFT - RIGHT
     );
     for fraction in [0.0, 0.5, 1.0] {

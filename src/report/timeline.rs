@@ -23,6 +23,7 @@ pub struct Series {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Panel {
     pub title: &'static str,
+    /// Empty where the title says it (calls).
     pub unit: &'static str,
     pub series: Vec<Series>,
     /// Why it is empty, when it is: what the journal lacks.
@@ -71,7 +72,7 @@ pub fn panels(run: &RunRecord) -> Vec<Panel> {
     vec![
         Panel {
             title: "Active calls",
-            unit: "calls",
+            unit: "",
             series: vec![series("active", active)],
             missing: "no interval in the journal says how many calls were active",
             floor_max: 1.0,
