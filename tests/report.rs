@@ -86,7 +86,14 @@ fn a_report_made_afterwards_is_the_runs_own() {
     assert_eq!(status.code(), Some(exit::PASS));
     let written = std::fs::read_to_string(scenario.out_dir().join("summary.json")).unwrap();
     std::fs::remove_file(scenario.out_dir().join("summary.json")).unwrap();
+    let html = std::fs::read_to_string(scenario.out_dir().join("report.html")).unwrap();
+    std::fs::remove_file(scenario.out_dir().join("report.html")).unwrap();
     let (code, stdout, rebuilt) = report(&scenario.out_dir());
+    assert_eq!(
+        std::fs::read_to_string(scenario.out_dir().join("report.html")).unwrap(),
+        html,
+        "report.html rebuilt from the journal differs"
+    );
     assert_eq!(code, exit::PASS, "{stdout}");
     assert!(stdout.contains(": PASS"), "{stdout}");
     let written: serde_json::Value = serde_json::from_str(&written).unwrap();
@@ -146,6 +153,10 @@ fn a_harness_killed_with_kill_9_leaves_a_journal_that_still_grades() {
             .any(|slo| slo["name"] == "call_success")
     );
     assert!(summary["journal"]["records"].as_u64().unwrap() >= 3);
+    let html = std::fs::read_to_string(scenario.out_dir().join("report.html")).unwrap();
+    assert!(html.contains("id=\"verdict\">ABORTED</div>"), "{html}");
+    assert!(html.contains("without the run's end"), "{html}");
+    assert!(html.contains("<polyline"), "the calls so far are drawn");
 }
 
 #[test]

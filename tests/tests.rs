@@ -18,6 +18,7 @@ mod layers;
 mod misbehaving_fleet;
 mod observe;
 mod report;
+mod report_html;
 mod safe_output;
 mod schemas;
 mod sink_calls;

@@ -205,7 +205,7 @@ pub fn alertmanager(data: &[u8]) {
 }
 
 /// A run's `journal.jsonl`, as `voxsoak report` reads it: replayed, graded, and rendered
-/// into `summary.json` and the terminal summary.
+/// into `summary.json`, the terminal summary and `report.html`.
 pub fn journal(data: &[u8]) {
     let run = voxsoak::grade::replay::read_from(data, Path::new("journal.jsonl"))
         .expect("reading from memory cannot fail");
@@ -213,6 +213,10 @@ pub fn journal(data: &[u8]) {
     let json = summary.to_json().expect("a summary serializes");
     assert!(json.starts_with('{'));
     let _ = summary.render_text();
+    // report.html: whatever the journal holds, no tag of its own reaches the page.
+    let html = voxsoak::report::html::render(&summary, &run);
+    assert!(html.starts_with("<!DOCTYPE html>"));
+    assert!(!html.to_ascii_lowercase().contains("<script"));
 }
 
 /// A histogram from a journal's `hist` (the binary HdrHistogram V2 form; base64 on the

@@ -775,7 +775,10 @@ mod tests {
             replies,
             waiting,
             longest_wait_ms,
+            active: None,
+            response_p50_ms: None,
             response_p95_ms: None,
+            response_p99_ms: None,
             response: None,
             pacing_p99_ms: None,
         };

@@ -141,7 +141,12 @@ pub struct IntervalPoint {
     /// longest of those waits (absent in older journals: 0).
     pub waiting: u64,
     pub longest_wait_ms: u64,
+    /// Calls in progress when it was written (absent in older journals: None).
+    pub active: Option<u64>,
+    /// The interval's response latency percentiles; None when no response was measured.
+    pub response_p50_ms: Option<f64>,
     pub response_p95_ms: Option<f64>,
+    pub response_p99_ms: Option<f64>,
     /// The interval's response histogram, serialized (merged on demand for fault impact).
     pub response: Option<String>,
     /// How late the harness sent its frames in it, p99 in milliseconds: how starved of CPU
@@ -167,6 +172,16 @@ impl IntervalPoint {
         self.pacing_p99_ms
             .is_some_and(|p99| p99 > HOST_STARVED_PACING_MS)
     }
+}
+
+/// One `tts_requests` window: the requests the TTS stand-in answered, by HTTP status.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TtsWindowPoint {
+    /// When the window was journaled (its end).
+    pub to_s: f64,
+    pub window_s: f64,
+    /// (status, requests), by status.
+    pub by_status: Vec<(String, u64)>,
 }
 
 /// The fleet process exiting.
@@ -286,6 +301,9 @@ pub struct RunRecord {
     pub rss: Vec<(f64, f64)>,
     pub rss_max_bytes: Option<f64>,
     pub temp_dir: Vec<(f64, f64)>,
+    /// The TTS stand-in's requests by HTTP status, window by window (`tts_requests`), for
+    /// the HTML report's timeline.
+    pub tts_windows: Vec<TtsWindowPoint>,
     pub exits: Vec<FleetExit>,
     pub restarts: u64,
     pub retries: Option<RetryTotals>,
@@ -529,10 +547,26 @@ impl RunRecord {
                     .unwrap_or(false),
             }),
             "fleet_restarted" => self.restarts += 1,
-            "tts_requests" => self
-                .retries
-                .get_or_insert_with(RetryTotals::default)
-                .add_window(record),
+            "tts_requests" => {
+                self.retries
+                    .get_or_insert_with(RetryTotals::default)
+                    .add_window(record);
+                let by_status = record
+                    .get("by_status")
+                    .and_then(Value::as_object)
+                    .map(|statuses| {
+                        statuses
+                            .iter()
+                            .filter_map(|(status, count)| Some((status.clone(), count.as_u64()?)))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                self.tts_windows.push(TtsWindowPoint {
+                    to_s: t_s,
+                    window_s: f64_of(record, "window_s").unwrap_or(0.0),
+                    by_status,
+                });
+            }
             "tts_standin" => {
                 self.retries.get_or_insert_with(RetryTotals::default);
             }
@@ -601,6 +635,9 @@ impl RunRecord {
                 }
             }
         }
+        let response_ms = record
+            .get("response_ms")
+            .filter(|p| p.get("count").and_then(Value::as_u64).unwrap_or(0) > 0);
         self.intervals.push(IntervalPoint {
             from_s: f64_of(record, "from_s").unwrap_or(t_s),
             to_s: t_s,
@@ -611,10 +648,10 @@ impl RunRecord {
             replies: u64_of(record, "replies"),
             waiting: u64_of(record, "waiting"),
             longest_wait_ms: u64_of(record, "longest_wait_ms"),
-            response_p95_ms: record
-                .get("response_ms")
-                .filter(|p| p.get("count").and_then(Value::as_u64).unwrap_or(0) > 0)
-                .and_then(|p| f64_of(p, "p95")),
+            active: record.get("active").and_then(Value::as_u64),
+            response_p50_ms: response_ms.and_then(|p| f64_of(p, "p50")),
+            response_p95_ms: response_ms.and_then(|p| f64_of(p, "p95")),
+            response_p99_ms: response_ms.and_then(|p| f64_of(p, "p99")),
             response: record
                 .get("hist")
                 .and_then(|hist| hist.get("response"))

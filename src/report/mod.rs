@@ -1,11 +1,14 @@
 //! Reporters: the run directory's `summary.json` (a public contract, see DESIGN.md),
-//! `junit.xml` ([`junit`]) and `report.md` ([`markdown`]), and the summary printed at the
-//! end of a run. All of them come from the [`Summary`] the grader makes from the journal
-//! alone, so `voxsoak report RUN_DIR` re-creates every one, also for a killed run.
+//! `junit.xml` ([`junit`]), `report.md` ([`markdown`]) and `report.html` ([`html`], with
+//! the run's series from [`timeline`]), and the summary printed at the end of a run. All of
+//! them come from the [`Summary`] the grader makes from the journal alone (and the journal
+//! as it read it), so `voxsoak report RUN_DIR` re-creates every one, also for a killed run.
 
+pub mod html;
 pub mod junit;
 pub mod markdown;
 mod story;
+pub mod timeline;
 
 use std::fmt::Write as _;
 use std::io;
@@ -24,15 +27,17 @@ impl Summary {
     pub fn rebuild(dir: &Path) -> io::Result<Summary> {
         let run = crate::grade::replay::read(&dir.join("journal.jsonl"))?;
         let summary = crate::grade::evaluate(&run);
-        summary.write(dir)?;
+        summary.write(&run, dir)?;
         Ok(summary)
     }
 
-    /// Writes `summary.json`, `junit.xml` and `report.md` into `dir`, each atomically (a
-    /// reader never sees half a file). Secrets are masked as in the journal
+    /// Writes `summary.json`, `junit.xml`, `report.md` and `report.html` (drawing the
+    /// series of `run`, the journal this summary was graded from) into `dir`, each
+    /// atomically (a reader never sees half a file). Secrets are masked as in the journal
     /// ([`crate::redact::text`]): a journal written before that, or by hand, still gives
     /// reports without them.
-    pub fn write(&self, dir: &Path) -> io::Result<()> {
+    pub fn write(&self, run: &crate::grade::replay::RunRecord, dir: &Path) -> io::Result<()> {
+        write_atomically(dir, html::REPORT_HTML, &html::render(self, run))?;
         let json = self.to_json()?;
         write_atomically(dir, "summary.json", &format!("{json}\n"))?;
         let junit = junit::render(self).map_err(io::Error::other)?;
@@ -420,6 +425,40 @@ mod tests {
                 .any(|line| line.starts_with("  SLO call_success pass")),
             "no field forges a line of its own:\n{markdown}"
         );
+    }
+
+    /// report.html comes with summary.json; every text from the fleet or the scenario in it
+    /// is escaped: no tag, attribute or hidden character of theirs, no secret.
+    #[test]
+    fn html_is_written_with_the_summary_and_shows_outside_text_as_text() {
+        let dir = tempfile::tempdir().unwrap();
+        hostile_journal(dir.path());
+        let mut journal = std::fs::read_to_string(dir.path().join("journal.jsonl")).unwrap();
+        let script = r#"<script>document.title='pwned'</script><img src=x onerror="alert(1)">'"&"#;
+        journal = journal.replace("\"Pool", &format!("\"{}Pool", script.replace('"', "\\\"")));
+        std::fs::write(dir.path().join("journal.jsonl"), journal).unwrap();
+        Summary::rebuild(dir.path()).unwrap();
+        let html = std::fs::read_to_string(dir.path().join(html::REPORT_HTML)).unwrap();
+        for secret in ["secret", "abc123", "hunter2", "u:pw"] {
+            assert!(!html.contains(secret), "{secret} in report.html:\n{html}");
+        }
+        assert_eq!(
+            html.chars()
+                .find(|&c| c != '\n' && crate::escape::is_hidden(c)),
+            None,
+            "{html}"
+        );
+        assert!(!html.to_lowercase().contains("<script"), "{html}");
+        assert!(!html.contains("<img"), "{html}");
+        assert!(
+            html.contains(
+                "&lt;script&gt;document.title=&#39;pwned&#39;&lt;/script&gt;&lt;img src=x onerror=&quot;alert(1)&quot;&gt;&#39;&quot;&amp;Pool"
+            ),
+            "{html}"
+        );
+        assert!(html.contains(r"\x1b[2J\u{202e}\n  SLO call_success pass"));
+        assert!(html.contains("<div class=\"word\" id=\"verdict\">FAIL</div>"));
+        assert!(html.contains("<title>voxsoak hostile"));
     }
 
     #[test]
