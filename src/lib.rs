@@ -13,7 +13,7 @@
 //! journal, contract     records every reader needs; plain data the model shares
 //! twilio, audio         the wire and the sound
 //! base                  units, exit, redact, escape, console, logging, procinfo,
-//!                       failure, request_body
+//!                       failure, request_body, http_serve
 //! ```
 //!
 //! - [`scenario`] parses a scenario file in two phases (raw serde types, then a validated
@@ -53,7 +53,8 @@
 //!   to stderr and the run directory's `harness.log`; [`procinfo`] reads a process's memory and CPU from
 //!   `/proc`; [`failure`] says why a request to the fleet got no answer;
 //!   [`request_body`] reads bodies from untrusted clients (the alert receiver's, the
-//!   stand-ins') to a limit and within a deadline.
+//!   stand-ins') to a limit and within a deadline; [`http_serve`] serves every HTTP server
+//!   the harness runs, with a deadline on request headers and a bound on connections.
 //! - [`cleanup`] keeps what a run leaves on the machine findable and removable, also after
 //!   a `kill -9` of the harness (per-run temp roots, pid files, `voxsoak clean`).
 //! - [`run`] wires the pieces for `voxsoak run`; [`cli`] is the command line.
@@ -71,6 +72,7 @@ pub mod exit;
 pub mod failure;
 pub mod fleet;
 pub mod grade;
+pub mod http_serve;
 pub mod journal;
 pub mod load;
 pub mod logging;

@@ -1,9 +1,10 @@
 //! Hostile HTTP peers: a voice webhook answering TwiML bombs (entity expansion, external
 //! entities, a 1 GB body, an endless chunked body, one that trickles), a health endpoint
 //! that never answers, a `/metrics` page that never ends, and hostile clients of the
-//! harness's own servers (the alert receiver, the TTS and LLM stand-ins). Each is refused
-//! or timed out with a counted reason; nothing is buffered past its limit, nothing panics,
-//! every run ends by itself.
+//! harness's own servers (the alert receiver, the TTS and LLM stand-ins, the sink, the
+//! reference fleet): bodies too big, endless or trickling, headers that never end. Each is
+//! refused or timed out with a counted reason; nothing is buffered past its limit, nothing
+//! panics, every run ends by itself.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use voxsoak::call::CallOutcome;
 use voxsoak::grade::Verdict;
+use voxsoak::http_serve::HEADER_READ_TIMEOUT;
 use voxsoak::observe::{Observation, Signal};
 use voxsoak::report::Summary;
 use voxsoak::request_body::REQUEST_BODY_TIMEOUT;
@@ -734,8 +736,8 @@ async fn the_standins_refuse_huge_and_endless_bodies_unbuffered() {
 }
 
 /// A client that never finishes its body is refused (400, saying so) after
-/// [`REQUEST_BODY_TIMEOUT`]; one that never finishes its headers is held without harm. Other
-/// clients are served meanwhile.
+/// [`REQUEST_BODY_TIMEOUT`]; one that never finishes its headers is disconnected, without an
+/// answer, after [`HEADER_READ_TIMEOUT`]. Other clients are served meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_standins_keep_serving_while_slow_clients_hang() {
     let shutdown = CancellationToken::new();
@@ -752,8 +754,128 @@ async fn the_standins_keep_serving_while_slow_clients_hang() {
         let (status, _) = within(Duration::from_secs(30), stalled).await.unwrap();
         assert_eq!(status, Some(400), "{path}");
         assert!(started.elapsed() >= REQUEST_BODY_TIMEOUT);
-        assert!(!half_headers.is_finished());
-        half_headers.abort();
+        let (status, _) = within(HEADER_READ_TIMEOUT + Duration::from_secs(20), half_headers)
+            .await
+            .unwrap();
+        assert_eq!(status, None, "{path}: half headers were answered");
+        assert!(started.elapsed() >= HEADER_READ_TIMEOUT);
     }
     shutdown.cancel();
+}
+
+// ---------------------------------------------------------------------------------------
+// Headers that never end (slowloris), to every server the harness runs.
+
+/// Connects to `address` and sends a request's headers a byte every 200 ms, never ending
+/// them; how long the connection lasted, once the server closed it (or a write failed
+/// because it had).
+async fn trickle_headers(address: SocketAddr) -> Duration {
+    let started = std::time::Instant::now();
+    let mut stream = TcpStream::connect(address).await.unwrap();
+    let (mut read, mut write) = stream.split();
+    let mut header = b"GET /health HTTP/1.1\r\nHost: slow\r\nX-Slow: "
+        .iter()
+        .copied()
+        .chain(std::iter::repeat(b'a'));
+    let mut ticks = tokio::time::interval(Duration::from_millis(200));
+    let mut answer = [0u8; 1024];
+    loop {
+        tokio::select! {
+            read = read.read(&mut answer) => match read {
+                Ok(0) | Err(_) => break,
+                // An answer before the close would be read and dropped; none is expected.
+                Ok(_) => {}
+            },
+            _ = ticks.tick() => {
+                let byte = header.next().unwrap_or(b'a');
+                if write.write_all(&[byte]).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    started.elapsed()
+}
+
+/// A client trickling its headers to `address` is disconnected after
+/// [`HEADER_READ_TIMEOUT`] (within a generous bound), and `served` (a normal request to the
+/// same server, which must succeed) is answered while it trickles.
+async fn slow_headers_are_cut_while_others_are_served<F>(address: SocketAddr, served: F)
+where
+    F: std::future::Future<Output = ()>,
+{
+    let trickling = tokio::spawn(trickle_headers(address));
+    served.await;
+    assert!(
+        !trickling.is_finished(),
+        "the trickling client was cut before a normal request was answered"
+    );
+    let held = within(HEADER_READ_TIMEOUT + Duration::from_secs(20), trickling)
+        .await
+        .unwrap();
+    assert!(held >= HEADER_READ_TIMEOUT, "cut after {held:?}");
+}
+
+/// `GET http://{address}/health` answers 200.
+async fn health_answers(address: SocketAddr) {
+    let response = reqwest::Client::new()
+        .get(format!("http://{address}/health"))
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_alert_receiver_cuts_headers_that_never_end() {
+    let (address, mut received, _stop) = alert_receiver().await;
+    slow_headers_are_cut_while_others_are_served(
+        address,
+        still_takes_alerts(address, &mut received),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_standins_cut_headers_that_never_end() {
+    let shutdown = CancellationToken::new();
+    let mut cut = Vec::new();
+    for (address, path, good) in standins(&shutdown).await {
+        cut.push(tokio::spawn(slow_headers_are_cut_while_others_are_served(
+            address,
+            async move {
+                let (status, _) = hostile_post(address, path, Sending::Whole(good)).await;
+                assert_eq!(status, Some(200), "{path}");
+            },
+        )));
+    }
+    for stand_in in cut {
+        stand_in.await.unwrap();
+    }
+    shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sink_cuts_headers_that_never_end() {
+    let shutdown = CancellationToken::new();
+    let sink = voxsoak::sink::spawn(voxsoak::sink::SinkOptions::default(), shutdown.clone())
+        .await
+        .unwrap();
+    slow_headers_are_cut_while_others_are_served(sink.address, health_answers(sink.address)).await;
+    shutdown.cancel();
+}
+
+/// The reference fleet, as `voxsoak fleet` runs it (and as the harness embeds it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reference_fleet_cuts_headers_that_never_end() {
+    use crate::fleet_util::{Backend, FleetProcess, TestDb};
+    let db = TestDb::create(Backend::Sqlite, "slow-headers")
+        .await
+        .expect("SQLite needs no server");
+    let fleet = FleetProcess::start(&db, &["--orders".into(), "1000".into()]).await;
+    slow_headers_are_cut_while_others_are_served(fleet.address, health_answers(fleet.address))
+        .await;
+    fleet.stop().await;
+    db.remove().await;
 }

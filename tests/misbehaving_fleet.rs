@@ -515,7 +515,10 @@ async fn fleet_that_stops_reading() -> SocketAddr {
 
 /// The harness's writes to a fleet that stopped reading stall: the call ends as
 /// `send_stalled` once a frame could not be written for 5 s, without the goodbye that would
-/// stall as well, and the run ends on time.
+/// stall as well, and the run ends on time. A goodbye (`stop`, close frame) that cannot be
+/// written is `send_stalled` too; which message is the first not to fit is the kernel's
+/// buffer accounting's to say, not a fleet's, so that is tested on buffers the test fills
+/// itself (`src/call/tests.rs`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fleet_that_stops_reading_stalls_the_send_and_ends_the_call() {
     let address = fleet_that_stops_reading().await;

@@ -340,14 +340,18 @@ impl Session<'_> {
         self.flush_pacing();
         self.wait.end();
         let (outcome, detail, close) = match ending {
-            Ending::HangUp => {
-                self.hang_up(call_sid, account_sid).await;
-                (CallOutcome::Completed, None, StreamClose::Caller)
-            }
+            Ending::HangUp => match self.hang_up(call_sid, account_sid).await {
+                // The script ran to its end, but the fleet stopped reading before the
+                // goodbye was out: that is how the call ended.
+                Err(stalled) => (CallOutcome::SendStalled, Some(stalled), StreamClose::Caller),
+                Ok(()) => (CallOutcome::Completed, None, StreamClose::Caller),
+            },
             Ending::Outcome(outcome, detail) => {
-                // A fleet that stopped reading would stall the goodbye as well.
+                // A fleet that stopped reading would stall the goodbye as well. Otherwise
+                // the first failure is the call's: a goodbye that stalls after it is not
+                // counted again.
                 if outcome != CallOutcome::SendStalled {
-                    self.hang_up(call_sid, account_sid).await;
+                    let _ = self.hang_up(call_sid, account_sid).await;
                 }
                 (outcome, detail, StreamClose::Caller)
             }
@@ -801,9 +805,7 @@ impl Session<'_> {
             Ok(Err(error)) => Err(dropped(format!("sending to the fleet failed: {error}"))),
             Err(_) => Err(Ending::Outcome(
                 CallOutcome::SendStalled,
-                Some(format!(
-                    "the fleet stopped reading: a frame could not be sent for {SEND_STALL:?}"
-                )),
+                Some(stalled("a frame", SEND_STALL)),
             )),
         }
     }
@@ -824,34 +826,94 @@ impl Session<'_> {
         let _ = self.events.send(CallEvent::Pacing(Box::new(batch)));
     }
 
-    /// Sends `stop` and closes the WebSocket, waiting at most [`CLOSE_REPLY_WAIT`] for the
-    /// fleet to answer the close; a fleet that does not is a protocol error
-    /// (`close_unanswered`), and the connection is dropped.
-    async fn hang_up(&mut self, call_sid: &str, account_sid: &str) {
+    /// Says goodbye (see [`say_goodbye`]); a close the fleet leaves unanswered is a protocol
+    /// error (`close_unanswered`). The error is what stalled, when the fleet stopped reading
+    /// before the goodbye was out.
+    async fn hang_up(&mut self, call_sid: &str, account_sid: &str) -> Result<(), String> {
         self.sequence += 1;
         let stop = TwilioEvent::stop(self.sequence, self.stream_sid, account_sid, call_sid);
-        if self.send_text(stop.to_json()).await.is_err() {
-            return;
-        }
-        let answered = timeout(CLOSE_REPLY_WAIT, async {
-            if self.socket.close(None).await.is_err() {
-                return;
+        let waits = GoodbyeWaits {
+            send_stall: SEND_STALL,
+            close_reply: CLOSE_REPLY_WAIT,
+        };
+        match say_goodbye(&mut self.socket, stop.to_json(), waits).await {
+            Goodbye::Said | Goodbye::Gone => Ok(()),
+            Goodbye::Unanswered => {
+                self.protocol_error(
+                    "close_unanswered",
+                    &format!(
+                        "the fleet did not answer the caller's close within {CLOSE_REPLY_WAIT:?}: \
+                         no close frame, and the connection left open"
+                    ),
+                );
+                Ok(())
             }
-            // Whatever the fleet still sends is read and dropped until its close frame, or
-            // until the connection ends.
-            while let Some(Ok(_)) = self.socket.next().await {}
-        })
-        .await;
-        if answered.is_err() {
-            self.protocol_error(
-                "close_unanswered",
-                &format!(
-                    "the fleet did not answer the caller's close within {CLOSE_REPLY_WAIT:?}: \
-                     no close frame, and the connection left open"
-                ),
-            );
+            Goodbye::Stalled(what) => Err(stalled(what, SEND_STALL)),
         }
     }
+}
+
+/// How the caller's goodbye (`stop`, then the close handshake) went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Goodbye {
+    /// Sent, and the fleet answered the close (or closed the connection).
+    Said,
+    /// Sent, and the fleet neither answered the close nor closed the connection.
+    Unanswered,
+    /// This part of it could not be written: the fleet stopped reading.
+    Stalled(&'static str),
+    /// The connection had gone: there was no one left to say goodbye to.
+    Gone,
+}
+
+/// How long each part of the goodbye may take.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct GoodbyeWaits {
+    /// For `stop`, and then the close frame, to be written.
+    pub send_stall: Duration,
+    /// For the fleet to answer the close, once it is sent.
+    pub close_reply: Duration,
+}
+
+/// Sends `stop` and closes the WebSocket, waiting for the fleet to answer the close. A part
+/// that cannot be written within `waits.send_stall` (the fleet stopped reading: the media
+/// connection's send buffer is full) ends the goodbye there, so it takes at most two stalls
+/// and a close reply's wait, never longer.
+pub(super) async fn say_goodbye(
+    socket: &mut MediaSocket,
+    stop: String,
+    waits: GoodbyeWaits,
+) -> Goodbye {
+    match timeout(waits.send_stall, socket.send(Message::text(stop))).await {
+        Err(_) => Goodbye::Stalled("the caller's stop"),
+        Ok(Err(_)) => Goodbye::Gone,
+        Ok(Ok(())) => close_and_wait(socket, waits).await,
+    }
+}
+
+/// Sends the caller's close frame and waits for the fleet's answer: the second half of
+/// [`say_goodbye`].
+pub(super) async fn close_and_wait(socket: &mut MediaSocket, waits: GoodbyeWaits) -> Goodbye {
+    match timeout(waits.send_stall, socket.close(None)).await {
+        Err(_) => return Goodbye::Stalled("the caller's close frame"),
+        Ok(Err(_)) => return Goodbye::Gone,
+        Ok(Ok(())) => {}
+    }
+    // Whatever the fleet still sends is read and dropped until its close frame, or until
+    // the connection ends.
+    let answered = timeout(waits.close_reply, async {
+        while let Some(Ok(_)) = socket.next().await {}
+    })
+    .await;
+    match answered {
+        Ok(()) => Goodbye::Said,
+        Err(_) => Goodbye::Unanswered,
+    }
+}
+
+/// Why a call ended `send_stalled`: `what` could not be written for `stall`.
+fn stalled(what: &str, stall: Duration) -> String {
+    format!("the fleet stopped reading: {what} could not be sent for {stall:?}")
 }
 
 /// The fleet's close frame as the journal and the report tell it.

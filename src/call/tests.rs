@@ -10,11 +10,14 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpListener;
+use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_util::sync::CancellationToken;
 
+use super::connect::MediaSocket;
+use super::session::{Goodbye, GoodbyeWaits, close_and_wait, say_goodbye};
 use super::*;
 use crate::audio::utterance::Utterance;
 use crate::audio::vad::{SpeechEvent, SpeechSegmenter, VoiceActivity};
@@ -293,4 +296,136 @@ fn an_endpoint_debugs_without_its_credentials() {
         shown.contains("wss://***@fleet.example/stream?token=***"),
         "{shown}"
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// The goodbye to a fleet that stopped reading.
+//
+// Run end to end, a fleet that stops reading fills the media connection's buffers with the
+// caller's media, and it is a media frame that stalls: which message is the first not to fit
+// depends on the kernel's buffer accounting, not on anything a test fleet can aim at. Here
+// the test fills the buffers itself and then says goodbye on them.
+
+/// How the goodbye test fleet treats the caller once the WebSocket is open.
+#[derive(Debug, Clone, Copy)]
+enum AfterHandshake {
+    /// Never reads again (a stuck event loop); its receive buffer is small.
+    StopsReading,
+    /// Reads until the caller's `stop`, then neither reads nor closes.
+    StopsAfterStop,
+    /// Reads everything, answering the close and then closing the connection, as a
+    /// WebSocket server does.
+    Reads,
+}
+
+/// A WebSocket fleet on a free loopback port, and the caller's socket to it, its send
+/// buffer as small as a call's.
+async fn goodbye_fleet(after: AfterHandshake) -> MediaSocket {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    // Set before listen: accepted sockets inherit it.
+    socket.set_recv_buffer_size(4 << 10).unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let address = socket.local_addr().unwrap();
+    let listener = socket.listen(4).unwrap();
+    tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let mut fleet = tokio_tungstenite::accept_async(stream).await.unwrap();
+        match after {
+            AfterHandshake::StopsReading => {}
+            AfterHandshake::StopsAfterStop => {
+                while let Some(Ok(message)) = fleet.next().await {
+                    if message
+                        .to_text()
+                        .is_ok_and(|text| text.contains("\"stop\""))
+                    {
+                        break;
+                    }
+                }
+            }
+            AfterHandshake::Reads => {
+                while let Some(Ok(_)) = fleet.next().await {}
+                // The close handshake is over: a server then closes the connection.
+                return;
+            }
+        }
+        // Holds the connection (until the test's runtime ends).
+        std::future::pending::<()>().await;
+        drop(fleet);
+    });
+    let (caller, _) = tokio_tungstenite::connect_async(format!("ws://{address}/stream"))
+        .await
+        .unwrap();
+    if let tokio_tungstenite::MaybeTlsStream::Plain(tcp) = caller.get_ref() {
+        socket2::SockRef::from(tcp)
+            .set_send_buffer_size(connect::MEDIA_SEND_BUFFER)
+            .unwrap();
+    }
+    caller
+}
+
+/// Sends 16 KiB messages until one cannot be written for 200 ms: the fleet's receive
+/// buffer and the caller's send buffer are full.
+async fn fill(caller: &mut MediaSocket) {
+    let message = "x".repeat(16 << 10);
+    for _ in 0..1000 {
+        let sent = timeout(
+            Duration::from_millis(200),
+            caller.send(Message::text(message.clone())),
+        )
+        .await;
+        if sent.is_err() {
+            return;
+        }
+    }
+    panic!("16 MiB written to a fleet that reads nothing");
+}
+
+const SHORT: GoodbyeWaits = GoodbyeWaits {
+    send_stall: Duration::from_millis(300),
+    close_reply: Duration::from_millis(300),
+};
+
+const STOP: &str = r#"{"event":"stop","sequenceNumber":"9","streamSid":"MZ1"}"#;
+
+/// Runs `goodbye`, which must end within a generous bound.
+async fn ends<F: std::future::Future<Output = Goodbye>>(goodbye: F) -> Goodbye {
+    timeout(Duration::from_secs(30), goodbye)
+        .await
+        .expect("the goodbye ends")
+}
+
+#[tokio::test]
+async fn a_stop_the_fleet_cannot_take_stalls_the_goodbye() {
+    let mut caller = goodbye_fleet(AfterHandshake::StopsReading).await;
+    fill(&mut caller).await;
+    let goodbye = ends(say_goodbye(&mut caller, STOP.into(), SHORT)).await;
+    assert_eq!(goodbye, Goodbye::Stalled("the caller's stop"));
+}
+
+#[tokio::test]
+async fn a_close_frame_the_fleet_cannot_take_stalls_the_goodbye() {
+    let mut caller = goodbye_fleet(AfterHandshake::StopsReading).await;
+    fill(&mut caller).await;
+    let goodbye = ends(close_and_wait(&mut caller, SHORT)).await;
+    assert_eq!(goodbye, Goodbye::Stalled("the caller's close frame"));
+}
+
+/// The stop and the close frame fit in the buffers: the fleet that then reads nothing has
+/// left the close unanswered, and has not stalled anything.
+#[tokio::test]
+async fn a_fleet_that_stops_after_the_stop_leaves_the_close_unanswered() {
+    let mut caller = goodbye_fleet(AfterHandshake::StopsAfterStop).await;
+    let goodbye = ends(say_goodbye(&mut caller, STOP.into(), SHORT)).await;
+    assert_eq!(goodbye, Goodbye::Unanswered);
+}
+
+#[tokio::test]
+async fn a_fleet_that_reads_answers_the_goodbye() {
+    let mut caller = goodbye_fleet(AfterHandshake::Reads).await;
+    let waits = GoodbyeWaits {
+        close_reply: Duration::from_secs(30),
+        ..SHORT
+    };
+    let goodbye = ends(say_goodbye(&mut caller, STOP.into(), waits)).await;
+    assert_eq!(goodbye, Goodbye::Said);
 }

@@ -146,9 +146,7 @@ pub async fn serve_kill_switch(
         }),
     );
     tokio::spawn(async move {
-        let _ = axum::serve(listener, router)
-            .with_graceful_shutdown(stop.cancelled_owned())
-            .await;
+        crate::http_serve::serve(listener, router, stop).await;
     });
     Ok(address)
 }

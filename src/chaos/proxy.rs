@@ -1849,11 +1849,7 @@ mod tests {
         let upstream = listener.local_addr().unwrap();
         let router = axum::Router::new().route("/hello", axum::routing::get(|| async { "hi" }));
         let serving = shutdown.clone();
-        tokio::spawn(async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(serving.cancelled_owned())
-                .await
-        });
+        tokio::spawn(async move { crate::http_serve::serve(listener, router, serving).await });
         let proxy = FaultProxy::spawn("127.0.0.1:0".parse().unwrap(), upstream, shutdown.clone())
             .await
             .unwrap();

@@ -303,15 +303,10 @@ pub async fn run(
         )
         .await;
 
-    let served = axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await;
+    crate::http_serve::serve(listener, router, shutdown).await;
     fleet.db.close().await;
     drop(scratch);
-    served.map_err(|source| FleetError::Io {
-        what: "serving".into(),
-        source,
-    })
+    Ok(())
 }
 
 /// Starts a built-in stand-in on a free loopback port; returns its base URL.

@@ -37,9 +37,7 @@ pub async fn serve(
         .route("/", post(receive))
         .with_state(observations);
     tokio::spawn(async move {
-        let _ = axum::serve(listener, router)
-            .with_graceful_shutdown(stop.cancelled_owned())
-            .await;
+        crate::http_serve::serve(listener, router, stop).await;
     });
     Ok(address)
 }

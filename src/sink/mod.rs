@@ -98,9 +98,8 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let (router, _counters) = router(options, shutdown.clone());
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
+    crate::http_serve::serve(listener, router, shutdown).await;
+    Ok(())
 }
 
 /// Starts a sink on a free loopback port in this process (for tests and benchmarks).
@@ -109,9 +108,7 @@ pub async fn spawn(options: SinkOptions, shutdown: CancellationToken) -> std::io
     let address = listener.local_addr()?;
     let (router, counters) = router(options, shutdown.clone());
     tokio::spawn(async move {
-        let _ = axum::serve(listener, router)
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await;
+        crate::http_serve::serve(listener, router, shutdown).await;
     });
     Ok(Sink { address, counters })
 }

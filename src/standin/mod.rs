@@ -46,7 +46,8 @@ impl Running {
 /// The largest request body a stand-in accepts; a larger one is answered with 413.
 pub const MAX_BODY_BYTES: usize = 4 << 20;
 
-/// Serves `router` on `listener` in a task of its own until `shutdown`, with the body limit,
+/// Serves `router` on `listener` in a task of its own until `shutdown` (through
+/// [`crate::http_serve`], so a client's headers have a deadline too), with the body limit,
 /// the body deadline ([`REQUEST_BODY_TIMEOUT`]: a request whose body is still arriving then
 /// is refused with 400, so a slowloris client holds no handler) and the OpenAI-style 404
 /// every stand-in has. Handlers may extract the client's address
@@ -62,15 +63,7 @@ async fn serve(
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::map_request(body_deadline));
     tokio::spawn(async move {
-        if let Err(error) = axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
-        {
-            tracing::warn!(%address, %error, "stand-in server failed");
-        }
+        crate::http_serve::serve(listener, router, shutdown).await;
     });
     Ok(Running { address })
 }
