@@ -39,6 +39,14 @@ use tower_service::Service;
 /// answer.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long the harness's own HTTP clients (health probes, scrapes, voice webhooks, the
+/// reference fleet's calls to its providers and alert receiver) keep an idle pooled
+/// connection. Shorter than [`HEADER_READ_TIMEOUT`] here and than the 5 s keep-alive of
+/// Node.js and Apache servers: a request is never sent on a connection the server is just
+/// closing for idleness (the keep-alive race), which would be a failed probe the fleet did
+/// not cause.
+pub const CLIENT_POOL_IDLE: Duration = Duration::from_secs(4);
+
 /// At most this many connections are served at once by one server; past it the server stops
 /// accepting until one ends (new ones wait in the kernel's listen backlog). A connection
 /// upgraded to a WebSocket no longer counts: it is the handler's from then on. The bound is

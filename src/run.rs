@@ -567,6 +567,7 @@ fn call_context(prepared: &Prepared, target: &StartedTarget) -> Result<Arc<CallC
             .timeout(scenario.calls.connect_timeout)
             // A redirect could lead outside allow_hosts; Twilio does not follow them either.
             .redirect(reqwest::redirect::Policy::none())
+            .pool_idle_timeout(crate::http_serve::CLIENT_POOL_IDLE)
             .build()
             .map_err(RunError::Http)?,
         vad: prepared.vad,

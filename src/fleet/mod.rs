@@ -209,6 +209,7 @@ pub async fn run(
     };
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
+        .pool_idle_timeout(crate::http_serve::CLIENT_POOL_IDLE)
         .build()
         .map_err(FleetError::Http)?;
     let listener =

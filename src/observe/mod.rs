@@ -423,6 +423,7 @@ pub fn start(
     // One client for every probe; a redirect could lead outside allow_hosts.
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
+        .pool_idle_timeout(crate::http_serve::CLIENT_POOL_IDLE)
         .build()
         .unwrap_or_default();
     if let Some(health) = &watch.health {
