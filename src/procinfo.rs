@@ -1,4 +1,5 @@
-//! Resident memory and CPU time of a process, read from `/proc` (Linux).
+//! Resident memory and CPU time of a process, and the host's CPU pressure, read from
+//! `/proc` (Linux).
 
 use std::io;
 use std::time::Duration;
@@ -26,6 +27,23 @@ pub fn sample(pid: Option<u32>) -> io::Result<ProcessSample> {
     let statm = std::fs::read_to_string(format!("{dir}/statm"))?;
     let stat = std::fs::read_to_string(format!("{dir}/stat"))?;
     parse(&statm, &stat, page_size(), clock_ticks())
+}
+
+/// The time, in microseconds since boot, that at least one task on the host waited for a
+/// CPU (`some … total=` of `/proc/pressure/cpu`, the kernel's pressure stall information);
+/// None where the kernel does not provide it. Its growth over wall time is the share of
+/// time the host was short of CPU.
+pub fn cpu_pressure_total_us() -> Option<u64> {
+    parse_cpu_pressure(&std::fs::read_to_string("/proc/pressure/cpu").ok()?)
+}
+
+fn parse_cpu_pressure(text: &str) -> Option<u64> {
+    text.lines()
+        .find(|line| line.starts_with("some "))?
+        .split_whitespace()
+        .find_map(|field| field.strip_prefix("total="))?
+        .parse()
+        .ok()
 }
 
 fn parse(
@@ -100,6 +118,16 @@ pub fn raise_open_file_limit() -> io::Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_pressure_is_the_some_lines_total() {
+        let text = "some avg10=97.44 avg60=96.25 avg300=92.75 total=2877022163\n\
+                    full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n";
+        assert_eq!(parse_cpu_pressure(text), Some(2_877_022_163));
+        assert_eq!(parse_cpu_pressure("full avg10=0.00 total=5\n"), None);
+        assert_eq!(parse_cpu_pressure("some avg10=1.0 total=x\n"), None);
+        assert_eq!(parse_cpu_pressure(""), None);
+    }
 
     #[test]
     fn parses_a_command_name_with_spaces_and_parentheses() {

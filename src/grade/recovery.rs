@@ -715,6 +715,7 @@ mod tests {
             response_p95_ms: None,
             response: None,
             pacing_p99_ms: None,
+            host_cpu_pressure_pct: None,
         };
         // 20-30 s every call refused, 30-35 s one got through again: down 20-30 s.
         let intervals: Vec<IntervalPoint> = (0..8)
@@ -784,6 +785,7 @@ mod tests {
             response_p99_ms: None,
             response: None,
             pacing_p99_ms: None,
+            host_cpu_pressure_pct: None,
         };
         let slo = SloPlan::default();
         assert!(interval_trouble(&interval(2, 6_500, 0), &slo).is_some());

@@ -152,6 +152,9 @@ pub struct IntervalPoint {
     /// How late the harness sent its frames in it, p99 in milliseconds: how starved of CPU
     /// the host was (see [`HOST_STARVED_PACING_MS`]).
     pub pacing_p99_ms: Option<f64>,
+    /// The share of it in which some task on the host waited for a CPU, in percent
+    /// (absent where the kernel has no pressure information, and in older journals).
+    pub host_cpu_pressure_pct: Option<f64>,
 }
 
 /// An interval whose frames the harness sent this late (p99) ran on a starved host: the
@@ -160,6 +163,12 @@ pub struct IntervalPoint {
 /// worth of lateness, which no fleet bug causes in the harness's own scheduling.
 pub const HOST_STARVED_PACING_MS: f64 = 100.0;
 
+/// An interval in which some task on the host waited for a CPU this share of the time
+/// (Linux's CPU pressure stall information, `/proc/pressure/cpu`) ran on a starved host
+/// too: the fleet, on the same machine, could not run when it needed to, though the
+/// harness's own frames kept time (a slow debug-built fleet under a parallel build).
+pub const HOST_STARVED_CPU_PRESSURE_PCT: f64 = 75.0;
+
 impl IntervalPoint {
     /// Whether the fleet's call endpoint was down in this interval: calls were refused
     /// at connect and none connected (the interval record's `refused`).
@@ -167,10 +176,14 @@ impl IntervalPoint {
         self.refused > 0 && self.connected == 0
     }
 
-    /// Whether the host was starved in this interval (see [`HOST_STARVED_PACING_MS`]).
+    /// Whether the host was starved in this interval (see [`HOST_STARVED_PACING_MS`] and
+    /// [`HOST_STARVED_CPU_PRESSURE_PCT`]).
     pub fn host_starved(&self) -> bool {
         self.pacing_p99_ms
             .is_some_and(|p99| p99 > HOST_STARVED_PACING_MS)
+            || self
+                .host_cpu_pressure_pct
+                .is_some_and(|pct| pct >= HOST_STARVED_CPU_PRESSURE_PCT)
     }
 }
 
@@ -665,6 +678,7 @@ impl RunRecord {
                 .and_then(|text| crate::journal::histogram::decode(text).ok())
                 .filter(|histogram| !histogram.is_empty())
                 .map(|histogram| histogram.value_at_quantile(0.99) as f64 / 1000.0),
+            host_cpu_pressure_pct: f64_of(record, "host_cpu_pressure_pct"),
         });
     }
 

@@ -88,6 +88,9 @@ pub struct Aggregator {
     /// Calls waiting for the agent to start answering a turn, by call index, since when:
     /// at most one entry per call in progress.
     waits: HashMap<u64, Instant>,
+    /// The host's CPU pressure counter when the current interval began, and when
+    /// ([`process::cpu_pressure_total_us`]); None where the kernel has none.
+    window_pressure: Option<(Instant, u64)>,
     /// Calls refused at connect in the current interval ([`CallEvent::ConnectRefused`]).
     window_refused: u64,
     /// How many of them went into interval records ([`Aggregator::take_interval_record`]).
@@ -109,6 +112,7 @@ impl Aggregator {
             failure_examples: Vec::new(),
             waits: HashMap::new(),
             window_refused: 0,
+            window_pressure: process::cpu_pressure_total_us().map(|total| (run_start, total)),
             examples_taken: 0,
             run_start,
             window_start: run_start,
@@ -230,6 +234,18 @@ impl Aggregator {
         (self.waits.len() as u64, longest)
     }
 
+    /// The share of the interval ending `now` in which some task on the host waited for a
+    /// CPU, in percent (0.1 resolution), and starts the next interval's reading.
+    fn host_cpu_pressure_pct(&mut self, now: Instant) -> Option<f64> {
+        let total = process::cpu_pressure_total_us()?;
+        let (since, before) = self.window_pressure.replace((now, total))?;
+        let wall_us = now.saturating_duration_since(since).as_micros() as f64;
+        (wall_us >= 500_000.0).then(|| {
+            let pct = (100.0 * total.saturating_sub(before) as f64 / wall_us).min(100.0);
+            (pct * 10.0).round() / 10.0
+        })
+    }
+
     /// Closes the current interval and returns its `interval` journal record: the window's
     /// calls ([`Totals::to_record`]), when it started (`from_s`), the calls active now, the
     /// calls waiting for an answer now (`waiting`, `longest_wait_ms`), the failure examples
@@ -261,6 +277,9 @@ impl Aggregator {
             );
             if !examples.is_empty() {
                 fields.insert("failure_examples".into(), examples.into());
+            }
+            if let Some(pct) = self.host_cpu_pressure_pct(now) {
+                fields.insert("host_cpu_pressure_pct".into(), pct.into());
             }
             let refused = std::mem::take(&mut self.window_refused);
             if refused > 0 {
