@@ -24,6 +24,7 @@ pub const DB_POOL_EXHAUSTION: KindSpec = KindSpec {
         "max_connections",
         "database_url_env",
     ],
+    required: &[],
     acts_on: ActsOn::Database,
     detection: DefaultDetection::Alert("DbPoolSaturated"),
     recover_from: RecoverFrom::Clear,

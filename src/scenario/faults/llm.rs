@@ -30,6 +30,7 @@ const HELP: &str =
 const LLM: KindSpec = KindSpec {
     name: "",
     parameters: &["fraction"],
+    required: &[],
     acts_on: ActsOn::LlmStandIn,
     detection: DefaultDetection::Alert("LlmDegraded"),
     recover_from: RecoverFrom::Clear,
@@ -72,6 +73,7 @@ pub const LLM_TRUNCATED_STREAM: KindSpec = KindSpec {
 pub const LLM_SLOW: KindSpec = KindSpec {
     name: "llm_slow",
     parameters: &["fraction", "delay"],
+    required: &["delay"],
     validate: slow,
     example: "delay = \"5s\"",
     ..LLM

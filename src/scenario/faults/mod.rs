@@ -104,6 +104,9 @@ pub struct KindSpec {
     /// The kind-specific keys it takes (the common ones, `at`, `for`, `every`, … are
     /// always allowed).
     pub parameters: &'static [&'static str],
+    /// Those of its parameters an entry must give (a subset of `parameters`); the
+    /// scenario schema lists them as required.
+    pub required: &'static [&'static str],
     /// What it acts on: what the fleet must offer for it, and which flag names it in
     /// `voxsoak chaos`.
     pub acts_on: ActsOn,

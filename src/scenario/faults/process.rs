@@ -16,6 +16,7 @@ const HELP: &str = "  process_stall, process_kill
 pub const PROCESS_STALL: KindSpec = KindSpec {
     name: "process_stall",
     parameters: &[],
+    required: &[],
     acts_on: ActsOn::FleetProcess,
     detection: DefaultDetection::Unhealthy,
     recover_from: RecoverFrom::Clear,

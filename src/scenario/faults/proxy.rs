@@ -28,6 +28,7 @@ pub const PROXY: KindSpec = KindSpec {
         "down",
         "toxicity",
     ],
+    required: &["upstream"],
     acts_on: ActsOn::Proxy,
     detection: DefaultDetection::Unhealthy,
     recover_from: RecoverFrom::Clear,

@@ -98,3 +98,31 @@ fn each_kind_has_a_default_detection_the_grader_can_watch() {
         assert_eq!(kind.default_detection(), kind.spec().detection.rule());
     }
 }
+
+#[test]
+fn each_required_parameter_is_required_by_the_parser() {
+    for kind in FaultKind::ALL {
+        let spec = kind.spec();
+        for key in spec.required {
+            let example: String = spec
+                .example
+                .lines()
+                .filter(|line| line.split('=').next().unwrap_or_default().trim() != *key)
+                .map(|line| format!("{line}\n"))
+                .collect();
+            assert_ne!(
+                example, spec.example,
+                "{kind}'s example does not give {key}"
+            );
+            let source = format!(
+                "{EMBEDDED}\n[[faults]]\nkind = \"{kind}\"\nat = \"1m\"\nfor = \"30s\"\n{example}\n"
+            );
+            let error = crate::scenario::parse(&source, Path::new("registry.toml"))
+                .expect_err(&format!("{kind} without {key} validates"));
+            assert!(
+                format!("{error:?}").contains(&format!("needs {key}")),
+                "{kind} without {key}: {error:?}"
+            );
+        }
+    }
+}

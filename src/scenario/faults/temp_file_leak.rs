@@ -21,6 +21,7 @@ const DEFAULT_TEMP_MAX_TOTAL: u64 = 1 << 30;
 pub const TEMP_FILE_LEAK: KindSpec = KindSpec {
     name: "temp_file_leak",
     parameters: &["file_size", "rate", "max_total", "dir", "min_free"],
+    required: &[],
     acts_on: ActsOn::TempDir,
     detection: DefaultDetection::Alert("TempDirGrowing"),
     recover_from: RecoverFrom::Clear,

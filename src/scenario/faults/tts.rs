@@ -19,6 +19,7 @@ const HELP: &str = "  tts_429, tts_error, tts_slow, tts_timeout
 const TTS: KindSpec = KindSpec {
     name: "",
     parameters: &["fraction"],
+    required: &[],
     acts_on: ActsOn::TtsStandIn,
     detection: DefaultDetection::Alert("TtsDegraded"),
     recover_from: RecoverFrom::Clear,
@@ -49,6 +50,7 @@ pub const TTS_ERROR: KindSpec = KindSpec {
 pub const TTS_SLOW: KindSpec = KindSpec {
     name: "tts_slow",
     parameters: &["fraction", "delay"],
+    required: &["delay"],
     validate: slow,
     example: "delay = \"3s\"",
     ..TTS
