@@ -30,6 +30,10 @@
 //!
 //! # File format
 //!
+//! The format is also a JSON Schema (draft 7), [`json_schema`], committed as
+//! `schemas/scenario.schema.json` for editors (Taplo / Even Better TOML): it is generated
+//! from the phase 1 types and the fault registry, so it takes the keys the parser takes.
+//!
 //! Durations are strings with units: `"300ms"`, `"5s"`, `"1.5s"`, `"2m18s"`, `"1h30m"`,
 //! `"72h"` (also `us`, `min`, `d`; spaces between parts are allowed). Bare numbers and
 //! negative values are errors. Unknown keys anywhere are errors.
@@ -301,6 +305,7 @@ pub mod faults;
 pub mod observe;
 mod raw;
 mod schedule;
+mod schema;
 mod validate;
 pub mod writable;
 
@@ -326,6 +331,7 @@ pub use faults::{
 };
 pub use observe::ObserveSettings;
 pub use schedule::{ArrivalOffsets, CallChoice, PlannedStep, UtteranceSource};
+pub use schema::json_schema;
 
 /// The hosts a target may live on when the scenario does not say otherwise: the harness
 /// must never load-test someone else's machine by accident.
