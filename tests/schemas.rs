@@ -81,3 +81,219 @@ fn a_real_summary_validates() {
     broken.as_object_mut().unwrap().remove("verdict");
     assert!(!validator.is_valid(&broken));
 }
+
+#[test]
+fn the_scenario_schema_is_the_codes() {
+    check_committed("scenario.schema.json", &voxsoak::scenario::json_schema());
+}
+
+/// The committed scenario schema, ready to validate with.
+fn scenario_validator() -> jsonschema::Validator {
+    let schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(committed("scenario.schema.json")).unwrap())
+            .unwrap();
+    jsonschema::validator_for(&schema).unwrap()
+}
+
+/// A scenario file as the schema sees it: its TOML as JSON, as Taplo hands it over.
+fn as_json(source: &str) -> serde_json::Value {
+    let table: toml::Table = toml::from_str(source).unwrap();
+    serde_json::to_value(table).unwrap()
+}
+
+/// What the schema says of `source`: each error with where it is.
+fn schema_errors(validator: &jsonschema::Validator, source: &str) -> Vec<String> {
+    validator
+        .iter_errors(&as_json(source))
+        .map(|error| format!("{error} at {}", error.instance_path()))
+        .collect()
+}
+
+/// Every scenario file in `dir` (and below), sorted.
+fn toml_files(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(toml_files(&path));
+        } else if path.extension().is_some_and(|ext| ext == "toml") {
+            files.push(path);
+        }
+    }
+    files.sort();
+    files
+}
+
+/// Every scenario we ship, and every test scenario the parser accepts, validates against
+/// the committed schema: an editor never flags a file `voxsoak validate` takes.
+#[test]
+fn every_valid_scenario_file_validates_against_the_schema() {
+    let validator = scenario_validator();
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let shipped = toml_files(&root.join("scenarios"));
+    let test_files = toml_files(&root.join("tests/scenario_files"));
+    assert!(shipped.len() >= 10, "{shipped:?}");
+    let mut checked = 0;
+    for path in shipped.iter().chain(&test_files) {
+        let accepted = voxsoak::scenario::load(path).is_ok();
+        // What we ship must be valid; a test file may be invalid on purpose.
+        assert!(
+            accepted || !shipped.contains(path),
+            "{} does not validate",
+            path.display()
+        );
+        if !accepted {
+            continue;
+        }
+        let errors = schema_errors(&validator, &std::fs::read_to_string(path).unwrap());
+        assert!(errors.is_empty(), "{}: {errors:#?}", path.display());
+        checked += 1;
+    }
+    assert!(checked >= shipped.len() + 3, "only {checked} files checked");
+}
+
+/// A scenario both the parser and the schema accept; each mistake below breaks it once.
+const BASE: &str = r#"
+name = "base"
+[target]
+fleet = "embedded"
+[load]
+stages = [{ ramp_to = 2, over = "5s" }, { hold = "10s" }]
+[calls]
+turn_timeout = "10s"
+[[scripts]]
+name = "one"
+turns = { min = 1, max = 2 }
+[slo]
+call_success = ">= 99%"
+response_p95 = "<= 1500ms"
+memory_growth = "<= 50MiB/h"
+[[faults]]
+kind = "tts_slow"
+at = "2s"
+for = "5s"
+delay = "2s"
+detect = { alert = "TtsDegraded" }
+[[faults]]
+kind = "temp_file_leak"
+at = "8s"
+for = "3s"
+file_size = "64KiB"
+rate = "1MiB/s"
+max_total = "1MiB"
+"#;
+
+/// Typical mistakes: the schema flags each one, as `voxsoak validate` does, so an editor
+/// shows what the parser would say.
+#[test]
+fn the_schema_rejects_what_the_parser_rejects() {
+    let validator = scenario_validator();
+    let errors = schema_errors(&validator, BASE);
+    assert!(errors.is_empty(), "the base scenario: {errors:#?}");
+    voxsoak::scenario::parse(BASE, std::path::Path::new("base.toml")).unwrap();
+    // (mistake, text in BASE, replaced by, where the schema reports it)
+    let mistakes: [(&str, &str, &str, &str); 15] = [
+        (
+            "an unknown top-level key",
+            "name = \"base\"",
+            "nmae = \"base\"",
+            "",
+        ),
+        (
+            "a typo in a fault key",
+            "delay = \"2s\"",
+            "delay = \"2s\"\ndetcet = { alert = \"X\" }",
+            "/faults/0",
+        ),
+        (
+            "an unknown fault kind",
+            "kind = \"tts_slow\"",
+            "kind = \"tts_slowly\"",
+            "/faults/0/kind",
+        ),
+        (
+            "a missing required parameter",
+            "delay = \"2s\"\n",
+            "",
+            "/faults/0",
+        ),
+        ("a missing for", "for = \"5s\"\ndelay", "delay", "/faults/0"),
+        (
+            "another kind's parameter",
+            "delay = \"2s\"",
+            "delay = \"2s\"\nholders = 3",
+            "/faults/0",
+        ),
+        (
+            "a string where a number goes",
+            "ramp_to = 2",
+            "ramp_to = \"2\"",
+            "/load/stages/0/ramp_to",
+        ),
+        (
+            "a negative concurrency",
+            "ramp_to = 2",
+            "ramp_to = -2",
+            "/load/stages/0/ramp_to",
+        ),
+        (
+            "a bare number for a duration",
+            "turn_timeout = \"10s\"",
+            "turn_timeout = 10",
+            "/calls/turn_timeout",
+        ),
+        (
+            "a duration without a unit",
+            "turn_timeout = \"10s\"",
+            "turn_timeout = \"10\"",
+            "/calls/turn_timeout",
+        ),
+        (
+            "a size for a rate",
+            "rate = \"1MiB/s\"",
+            "rate = \"1MiB\"",
+            "/faults/1/rate",
+        ),
+        (
+            "a percentage without %",
+            "call_success = \">= 99%\"",
+            "call_success = \"99\"",
+            "/slo/call_success",
+        ),
+        (
+            "a minimum written as a maximum",
+            "call_success = \">= 99%\"",
+            "call_success = \"<= 99%\"",
+            "/slo/call_success",
+        ),
+        (
+            "a wrong fleet name",
+            "fleet = \"embedded\"",
+            "fleet = \"embeded\"",
+            "/target/fleet",
+        ),
+        (
+            "an unknown detect form",
+            "{ alert = \"TtsDegraded\" }",
+            "{ alarm = \"TtsDegraded\" }",
+            "/faults/0/detect",
+        ),
+    ];
+    for (mistake, from, to, at) in mistakes {
+        assert!(
+            BASE.contains(from),
+            "{mistake}: {from:?} is not in the base"
+        );
+        let source = BASE.replacen(from, to, 1);
+        let found: Vec<String> = validator
+            .iter_errors(&as_json(&source))
+            .map(|error| error.instance_path().to_string())
+            .collect();
+        assert!(
+            found.iter().any(|path| path == at),
+            "the schema does not flag {mistake} at {at:?} (it flags {found:?}):\n{source}"
+        );
+        let parsed = voxsoak::scenario::parse(&source, std::path::Path::new("mistake.toml"));
+        assert!(parsed.is_err(), "the parser takes {mistake}:\n{source}");
+    }
+}
