@@ -1,8 +1,9 @@
 //! The JSON Schemas in `schemas/` are generated from the Rust types (schemars): the
-//! committed files must match the code, and what a real run writes must validate.
+//! committed files must match the code; what a real run writes, and every scenario the
+//! parser takes, must validate.
 //!
-//! After changing a report type, regenerate them with
-//! `VOXSOAK_BLESS=1 cargo test --test tests schemas::` and commit the result.
+//! After changing a report type, a key of the scenario format or a fault kind, regenerate
+//! them with `VOXSOAK_BLESS=1 cargo test --test tests schemas::` and commit the result.
 
 use std::path::PathBuf;
 use std::process::Command;
