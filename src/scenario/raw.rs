@@ -165,6 +165,7 @@ pub(super) struct RawScenario {
     pub name: Option<Spanned<String>>,
     pub description: Option<String>,
     pub seed: Option<u64>,
+    pub time_scale: Option<Spanned<f64>>,
     pub target: Option<Spanned<RawTarget>>,
     pub load: Option<Spanned<RawLoad>>,
     pub calls: Option<RawCalls>,
@@ -250,6 +251,13 @@ pub(super) struct RawStage {
     pub ramp_to: Option<Spanned<i64>>,
     pub over: Option<RawValue>,
     pub hold: Option<RawValue>,
+    pub diurnal: Option<RawValue>,
+    pub base: Option<Spanned<i64>>,
+    pub peak: Option<Spanned<i64>>,
+    pub trough: Option<Spanned<i64>>,
+    pub spike_to: Option<Spanned<i64>>,
+    #[serde(rename = "for")]
+    pub spike_for: Option<RawValue>,
 }
 
 #[derive(Debug, Deserialize)]
