@@ -38,7 +38,12 @@ pub enum Command {
     /// Check a scenario file; errors give file:line:column. Nothing runs.
     Validate { scenario: PathBuf },
     /// Print the scenario's timeline (stages, arrivals, scripts, SLOs). Nothing runs.
-    Plan { scenario: PathBuf },
+    Plan {
+        scenario: PathBuf,
+        /// Compress the schedule this many times (replaces the scenario's time_scale).
+        #[arg(long, value_name = "X", value_parser = parse_time_scale)]
+        time_scale: Option<f64>,
+    },
     /// Re-create a run directory's reports (summary.json) from its journal.jsonl alone, and
     /// print the verdict. Works on the journal of a run that was killed (verdict
     /// `aborted`). Exit codes as for `run`.
@@ -138,6 +143,11 @@ pub struct RunArgs {
     /// its last level is held until then.
     #[arg(long, value_parser = parse_duration)]
     pub duration: Option<Duration>,
+    /// Run the schedule X times faster than written (replaces the scenario's time_scale):
+    /// load stages, arrivals and fault times are compressed, while each call's audio,
+    /// detection and recovery stay in real time. 96 runs a 24 h schedule in 15 minutes.
+    #[arg(long, value_name = "X", value_parser = parse_time_scale)]
+    pub time_scale: Option<f64>,
     /// Replace the scenario's seed.
     #[arg(long)]
     pub seed: Option<u64>,
@@ -255,6 +265,16 @@ impl FleetArgs {
     }
 }
 
+fn parse_time_scale(text: &str) -> Result<f64, String> {
+    let max = scenario::MAX_TIME_SCALE;
+    match text.parse::<f64>() {
+        Ok(scale) if scale.is_finite() && (1.0..=max).contains(&scale) => Ok(scale),
+        _ => Err(format!(
+            "expected a number from 1 (real time) to {max}, e.g. 96 to run 24 h of schedule in 15 minutes"
+        )),
+    }
+}
+
 fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text)
         .map_err(|error| format!("{error} (expected e.g. 300ms, 30s, 1m30s)"))
@@ -265,8 +285,15 @@ pub fn main(cli: Cli) -> i32 {
     crate::logging::init(cli.log_level.as_deref());
     match cli.command {
         Command::Validate { scenario } => validate_command(&scenario),
-        Command::Plan { scenario } => match scenario::load(&scenario) {
+        Command::Plan {
+            scenario,
+            time_scale,
+        } => match scenario::load(&scenario) {
             Ok(loaded) => {
+                let loaded = match time_scale {
+                    Some(scale) => loaded.with_time_scale(scale),
+                    None => loaded,
+                };
                 print_warnings(&loaded, loaded.load.duration());
                 out(crate::escape::terminal(&crate::plan::render_plan(&loaded)));
                 exit::PASS
@@ -519,6 +546,7 @@ async fn run_command(args: RunArgs, shutdown: Shutdown) -> i32 {
         scenario: args.scenario,
         out: args.out,
         duration: args.duration,
+        time_scale: args.time_scale,
         seed: args.seed,
         progress: !args.quiet,
         exe,
@@ -564,7 +592,14 @@ fn dry_run(args: &RunArgs) -> i32 {
         Some(seed) => loaded.with_seed(seed),
         None => loaded,
     };
-    let run_for = args.duration.unwrap_or_else(|| loaded.load.duration());
+    let loaded = match args.time_scale {
+        Some(scale) => loaded.with_time_scale(scale),
+        None => loaded,
+    };
+    let run_for = args.duration.map_or_else(
+        || loaded.load.duration(),
+        |written| loaded.real_time(written),
+    );
     print_warnings(&loaded, run_for);
     out(crate::escape::terminal(&crate::plan::render_plan_for(
         &loaded, run_for,

@@ -80,6 +80,19 @@ impl Plan {
             self.row("description", description.trim());
         }
         self.row("seed", scenario.seed);
+        if scenario.time_scale > 1.0 {
+            let written = scenario.load.duration().mul_f64(scenario.time_scale);
+            self.row(
+                "time scale",
+                format!(
+                    "{}: the schedule runs {} times faster than written ({} as written takes {}); every time below is real time, each call's audio, detection and recovery too",
+                    crate::units::format_time_scale(scenario.time_scale),
+                    scenario.time_scale,
+                    format_duration(written),
+                    format_duration(scenario.load.duration())
+                ),
+            );
+        }
     }
 
     fn target(&mut self, scenario: &Scenario) {
@@ -432,11 +445,12 @@ impl Plan {
             self.line(
                 4,
                 format!(
-                    "{} – {}  {} #{}",
-                    format_offset(occurrence.at, false),
-                    format_offset(occurrence.until, false),
+                    "{} – {}  {} #{}{}",
+                    format_offset(occurrence.at, scenario.time_scale > 1.0),
+                    format_offset(occurrence.until, scenario.time_scale > 1.0),
                     fault.name,
-                    occurrence.number
+                    occurrence.number,
+                    as_written(scenario, occurrence.at)
                 ),
             );
         }
@@ -753,6 +767,18 @@ fn describe_step(step: &Step, scenario: &Scenario) -> String {
 }
 
 /// An offset from the run start as `HH:MM:SS`, or `HH:MM:SS.mmm` with `millis`.
+/// `  (as written 02:24:00)` for an offset of a compressed schedule, else nothing.
+fn as_written(scenario: &Scenario, offset: Duration) -> String {
+    if scenario.time_scale > 1.0 {
+        format!(
+            "  (as written {})",
+            format_offset(offset.mul_f64(scenario.time_scale), false)
+        )
+    } else {
+        String::new()
+    }
+}
+
 fn format_offset(offset: Duration, millis: bool) -> String {
     let total = offset.as_millis();
     let (hours, minutes, seconds) = (total / 3_600_000, total / 60_000 % 60, total / 1000 % 60);

@@ -35,8 +35,10 @@ pub struct RunOptions {
     pub scenario: PathBuf,
     /// The run directory; default `reports/<run-id>/`.
     pub out: Option<PathBuf>,
-    /// Replaces the scenario's load duration.
+    /// Replaces the scenario's load duration (in the schedule's time, as written).
     pub duration: Option<Duration>,
+    /// Replaces the scenario's `time_scale` (`--time-scale`).
+    pub time_scale: Option<f64>,
     pub seed: Option<u64>,
     /// Draw the live progress line (on a terminal) or print a line every 10 s (otherwise).
     pub progress: bool,
@@ -209,7 +211,13 @@ fn prepare(options: &RunOptions) -> Result<Prepared, RunError> {
     if let Some(seed) = options.seed {
         scenario = scenario.with_seed(seed);
     }
-    let run_for = options.duration.unwrap_or_else(|| scenario.load.duration());
+    if let Some(scale) = options.time_scale {
+        scenario = scenario.with_time_scale(scale);
+    }
+    let run_for = options.duration.map_or_else(
+        || scenario.load.duration(),
+        |written| scenario.real_time(written),
+    );
     for warning in scenario.warnings(run_for).lines() {
         // Never a panic on a closed stderr.
         let _ = writeln!(std::io::stderr(), "{warning}");
@@ -388,6 +396,7 @@ fn open_journal(
             "run_id": prepared.run_id, "scenario": scenario.name,
             "scenario_path": options.scenario.display().to_string(),
             "seed": scenario.seed, "target": resolved.description,
+            "time_scale": scenario.time_scale,
             "grading": grade::plan::GradePlan::from_scenario(scenario),
             "planned_s": run_for.as_secs_f64(),
             "faults_planned": crate::scenario::faults::timeline(&scenario.faults, run_for, scenario.seed).len(),

@@ -52,6 +52,11 @@ pub fn format_byte_size(bytes: u64) -> String {
     }
 }
 
+/// `×96` for a time scale (at most three decimals).
+pub fn format_time_scale(scale: f64) -> String {
+    format!("×{}", (scale * 1000.0).round() / 1000.0)
+}
+
 /// A duration the way the file spells them: `300ms`, `1.5s`, `2m18s`, `1h30m`, `72h`.
 pub fn format_duration(duration: std::time::Duration) -> String {
     use std::fmt::Write as _;

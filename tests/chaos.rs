@@ -32,6 +32,7 @@ impl LiveRun {
             scenario: scenario.path.clone(),
             out: Some(out.clone()),
             duration: None,
+            time_scale: None,
             seed: None,
             progress: false,
             exe: voxsoak_exe(),

@@ -503,6 +503,7 @@ response_p95 = "<= 1500ms"
         scenario: scenario.path.clone(),
         out: Some(scenario.out_dir()),
         duration: None,
+        time_scale: None,
         seed: None,
         progress: false,
         exe: crate::util::voxsoak_exe(),

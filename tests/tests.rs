@@ -23,6 +23,7 @@ mod safe_output;
 mod schemas;
 mod sink_calls;
 mod standin_counts;
+mod time_scale;
 mod support {
     //! Test support shared with the library's unit tests.
     pub mod postgres;

@@ -42,6 +42,7 @@ impl ScenarioFile {
             scenario: self.path.clone(),
             out: Some(self.out_dir()),
             duration: None,
+            time_scale: None,
             seed: None,
             progress: false,
             exe: voxsoak_exe(),

@@ -156,6 +156,7 @@ pub fn evaluate(run: &RunRecord) -> Summary {
             scenario: run.scenario.clone(),
             scenario_path: run.scenario_path.clone(),
             seed: run.seed,
+            time_scale: run.time_scale.max(1.0),
             target: run.target.clone(),
             started_at: run.started_at.clone(),
             ended_at: run

@@ -277,6 +277,8 @@ pub struct RunRecord {
     pub scenario: String,
     pub scenario_path: String,
     pub seed: u64,
+    /// The schedule's compression (`time_scale`); 1 in journals written before it existed.
+    pub time_scale: f64,
     pub target: String,
     pub started_at: String,
     pub planned_s: f64,
@@ -409,6 +411,9 @@ impl RunRecord {
                 self.scenario = str_of(record, "scenario");
                 self.scenario_path = str_of(record, "scenario_path");
                 self.seed = u64_of(record, "seed");
+                self.time_scale = f64_of(record, "time_scale")
+                    .filter(|scale| scale.is_finite() && *scale >= 1.0)
+                    .unwrap_or(1.0);
                 self.target = str_of(record, "target");
                 self.started_at = str_of(record, "at");
                 self.planned_s = f64_of(record, "planned_s").unwrap_or(0.0);

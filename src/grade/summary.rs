@@ -19,6 +19,10 @@ pub struct Summary {
     pub scenario: String,
     pub scenario_path: String,
     pub seed: u64,
+    /// How many times faster than written the schedule ran (`time_scale`; 1 is real
+    /// time). Every time in this file is real time; multiply a fault's `injected_at_s`
+    /// by it for the time as written.
+    pub time_scale: f64,
     pub target: String,
     pub verdict: Verdict,
     /// Why the run ended as `error` or `aborted`.
@@ -132,6 +136,7 @@ pub struct RunFacts {
     pub scenario: String,
     pub scenario_path: String,
     pub seed: u64,
+    pub time_scale: f64,
     pub target: String,
     /// RFC 3339.
     pub started_at: String,
@@ -161,6 +166,7 @@ impl Summary {
             scenario: facts.scenario,
             scenario_path: facts.scenario_path,
             seed: facts.seed,
+            time_scale: facts.time_scale,
             target: facts.target,
             verdict,
             reason,

@@ -125,6 +125,9 @@ fn verdict(summary: &Summary, run: &RunRecord, clock: &Clock, out: &mut String) 
     if let Some(reason) = &summary.reason {
         let _ = writeln!(out, "<p class=\"reason\">{}</p>", escape(reason));
     }
+    if let Some(line) = summary.time_scale_line() {
+        let _ = writeln!(out, "<p>{}</p>", escape(&line));
+    }
     if run.ended.is_none() || summary.journal.cut_short {
         let _ = writeln!(
             out,
@@ -541,6 +544,10 @@ fn fault_cards(summary: &Summary, clock: &Clock, out: &mut String) {
                 clock.time(fault.planned_at_s),
                 fault.planned_at_s
             ),
+        };
+        let when = match summary.as_written(fault.injected_at_s.or(Some(fault.planned_at_s))) {
+            Some(written) => format!("{when}; {written} into the schedule as written"),
+            None => when,
         };
         let _ = writeln!(
             out,

@@ -74,6 +74,9 @@ pub fn render(summary: &Summary) -> String {
     if let Some(reason) = &summary.reason {
         let _ = writeln!(out, "**Reason:** {}\n", cell(reason));
     }
+    if let Some(line) = summary.time_scale_line() {
+        let _ = writeln!(out, "{}\n", cell(&line));
+    }
     slo_table(summary, &mut out);
     fault_table(summary, &mut out);
     out
@@ -124,11 +127,14 @@ fn fault_table(summary: &Summary, out: &mut String) {
         } else {
             story.recovery.clone()
         };
-        let injected = match fault.injected_at_s {
+        let mut injected = match fault.injected_at_s {
             Some(at) if fault.confirmed => format!("{at:.1} s"),
             Some(at) => format!("{at:.1} s, {}", story.state),
             None => "not injected".to_owned(),
         };
+        if let Some(written) = summary.as_written(fault.injected_at_s) {
+            injected = format!("{injected} ({written} as written)");
+        }
         let _ = writeln!(
             out,
             "| {} #{} | {} | {} | {} | {} | {} | {} |",

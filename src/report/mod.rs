@@ -56,6 +56,33 @@ impl Summary {
     /// The summary printed at the end of a run (and by `voxsoak report`): every text from
     /// the fleet or the scenario is escaped ([`crate::escape::line`]) so it stays on its
     /// line and cannot draw on the terminal, and secrets are masked.
+    /// Where `at_s` (real seconds from the start) falls in the schedule as written, for a
+    /// compressed run: `2h24m`; None at time scale 1.
+    pub fn as_written(&self, at_s: Option<f64>) -> Option<String> {
+        let at_s = at_s.filter(|_| self.time_scale > 1.0)?;
+        let written = (at_s * self.time_scale).clamp(0.0, 1e12);
+        Some(crate::units::format_duration(
+            std::time::Duration::from_secs_f64(written.round()),
+        ))
+    }
+
+    /// `time scale ×96: 15m real time ran 24h of schedule (…)`, for a compressed run.
+    pub fn time_scale_line(&self) -> Option<String> {
+        (self.time_scale > 1.0).then(|| {
+            let written = std::time::Duration::from_secs_f64(
+                (self.wall_s * self.time_scale).clamp(0.0, 1e12),
+            );
+            let real = std::time::Duration::from_secs_f64(self.wall_s.clamp(0.0, 1e12));
+            format!(
+                "time scale {}: {} of real time ran {} of the schedule as written; times here are real (multiply by {} for the schedule's)",
+                crate::units::format_time_scale(self.time_scale),
+                crate::units::format_duration(real),
+                crate::units::format_duration(written),
+                self.time_scale
+            )
+        })
+    }
+
     pub fn render_text(&self) -> String {
         use crate::escape::line as shown;
         let mut out = String::new();
@@ -73,6 +100,9 @@ impl Summary {
         );
         if let Some(reason) = &self.reason {
             let _ = writeln!(out, "  reason: {}", shown(reason));
+        }
+        if let Some(line) = self.time_scale_line() {
+            let _ = writeln!(out, "  {line}");
         }
         let calls = &self.calls;
         let _ = writeln!(

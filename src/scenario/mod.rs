@@ -42,6 +42,11 @@
 //! name = "sink-baseline"            # optional, default: the file name without extension
 //! description = "..."               # optional, shown by `voxsoak plan`
 //! seed = 7                          # optional, default 1; `--seed` overrides it
+//! time_scale = 96                   # optional, default 1 (real time), at most 10000: the
+//!                                   # schedule (load stages, arrivals, fault at/for/every/
+//!                                   # every_jitter) runs this many times faster; calls,
+//!                                   # fault parameters and SLOs stay in real time.
+//!                                   # `--time-scale` overrides it
 //!
 //! [target]                          # required: exactly one of fleet, stream_url, webhook_url
 //! fleet = "sink"                    # the harness starts `voxsoak sink` itself
@@ -90,6 +95,13 @@
 //!   { hold = "20s" },               # keep the previous level
 //!   { ramp_to = 0, over = "5s" },
 //! ]
+//! # Shaped stages expand into ramps (see `voxsoak plan`):
+//! #   { diurnal = "24h", base = 20 }   # a day from midnight: night trough (default a
+//! #                                    # quarter of base, >= 1) to 05:00, base by 07:00,
+//! #                                    # morning peak (default 3x base) 08:00-10:00, base
+//! #                                    # 11:00-18:00, down to the trough by midnight;
+//! #                                    # optional peak = N, trough = N; longer repeats the day
+//! #   { spike_to = 60, for = "10m" }   # jump to 60, hold, come back to the level before
 //! # ...or the open model:
 //! # calls_per_minute = 120.0        # > 0
 //! # duration = "5m"                 # required with calls_per_minute
@@ -302,6 +314,7 @@
 
 mod error;
 pub mod faults;
+pub mod load_shapes;
 pub mod observe;
 mod raw;
 mod schedule;
@@ -319,6 +332,8 @@ mod tests_files;
 mod tests_leak;
 #[cfg(test)]
 mod tests_observe;
+#[cfg(test)]
+mod tests_time;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -387,6 +402,12 @@ pub fn parse(source: &str, path: &Path) -> Result<Scenario, ScenarioError> {
     Err(invalid(diagnostics))
 }
 
+/// The most a schedule can be compressed: a week of schedule in about a minute.
+pub const MAX_TIME_SCALE: f64 = 10_000.0;
+
+/// The shortest real-time fault window `time_scale` may leave without a warning.
+pub const MIN_COMPRESSED_FAULT: Duration = Duration::from_secs(2);
+
 /// A validated scenario: everything a run needs to know before it starts.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Scenario {
@@ -412,6 +433,12 @@ pub struct Scenario {
     pub abort: AbortConditions,
     /// `[observe]`: where the observers watch the fleet.
     pub observe: ObserveSettings,
+    /// How many times faster than written the schedule runs (`time_scale`, `--time-scale`;
+    /// 1 is real time). The durations above are already divided by it: load stages, the
+    /// arrival duration, and each fault's `at`, `for`, `every` and `every_jitter`. What
+    /// happens inside a call (audio, turns, timeouts), fault parameters such as rates and
+    /// delays, and every SLO (detection, recovery, growth per hour) stay in real time.
+    pub time_scale: f64,
 }
 
 impl Scenario {
@@ -424,10 +451,72 @@ impl Scenario {
     /// What would make a run of `run_for` (the load's duration, or `--duration`) test
     /// less than the file says, with positions: faults never injected.
     pub fn warnings(&self, run_for: Duration) -> Warnings {
+        let mut diagnostics = faults::never_injected(&self.faults, run_for, self.seed);
+        diagnostics.extend(self.compressed_too_far());
+        diagnostics.sort_by_key(|diagnostic| (diagnostic.line, diagnostic.column));
         Warnings {
             path: self.path.clone(),
-            diagnostics: faults::never_injected(&self.faults, run_for, self.seed),
+            diagnostics,
         }
+    }
+
+    /// The same scenario with its schedule compressed `scale` times instead of
+    /// [`Scenario::time_scale`] (`--time-scale` on the command line): a scale of 96 runs a
+    /// day's schedule in 15 minutes. `scale` must be in `1..=`[`MAX_TIME_SCALE`].
+    pub fn with_time_scale(mut self, scale: f64) -> Self {
+        let factor = self.time_scale / scale;
+        // To the nearest nanosecond.
+        let rescale = |duration: &mut Duration| {
+            let nanos = (duration.as_nanos() as f64 * factor).round();
+            *duration = Duration::try_from_secs_f64(nanos / 1e9).unwrap_or(Duration::MAX);
+        };
+        match &mut self.load {
+            Load::Stages(stages) => stages
+                .iter_mut()
+                .for_each(|stage| rescale(&mut stage.duration)),
+            Load::Arrival(rate) => rescale(&mut rate.duration),
+        }
+        for fault in &mut self.faults {
+            rescale(&mut fault.at);
+            rescale(&mut fault.duration);
+            if let Some(every) = &mut fault.every {
+                rescale(&mut every.every);
+                rescale(&mut every.jitter);
+            }
+        }
+        self.time_scale = scale;
+        self
+    }
+
+    /// Faults that `time_scale` leaves shorter than [`MIN_COMPRESSED_FAULT`] in real time:
+    /// over before the observers' probes and scrapes (one a second) can see them.
+    fn compressed_too_far(&self) -> Vec<Diagnostic> {
+        if self.time_scale <= 1.0 {
+            return Vec::new();
+        }
+        let format = crate::units::format_duration;
+        self.faults
+            .iter()
+            .filter(|fault| fault.duration < MIN_COMPRESSED_FAULT)
+            .map(|fault| Diagnostic {
+                line: fault.line,
+                column: fault.column,
+                message: format!(
+                    "at time_scale {} fault {:?} lasts {} in real time ({} as written): under {}, it may end before a probe or scrape sees it; give it a longer for or run at a smaller time_scale",
+                    self.time_scale,
+                    fault.name,
+                    format(fault.duration),
+                    format(fault.duration.mul_f64(self.time_scale)),
+                    format(MIN_COMPRESSED_FAULT)
+                ),
+            })
+            .collect()
+    }
+
+    /// How long `scenario_time` of the schedule as written takes in this run.
+    pub fn real_time(&self, scenario_time: Duration) -> Duration {
+        Duration::try_from_secs_f64(scenario_time.as_secs_f64() / self.time_scale)
+            .unwrap_or(Duration::MAX)
     }
 
     /// The same scenario with another seed (`--seed` on the command line).

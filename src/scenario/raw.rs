@@ -176,6 +176,11 @@ pub(super) struct RawScenario {
     pub description: Option<String>,
     /// Seeds everything random about a run (default 1); `--seed` overrides it.
     pub seed: Option<u64>,
+    /// Run the schedule this many times faster than written (1 to 10000, default 1): load
+    /// stages, arrivals and fault times; calls and SLOs stay in real time. `--time-scale`
+    /// overrides it.
+    #[schemars(with = "Option<f64>", range(min = 1.0, max = 10000.0))]
+    pub time_scale: Option<Spanned<f64>>,
     /// The fleet under test: exactly one of `fleet`, `stream_url` or `webhook_url`.
     #[schemars(with = "RawTarget")]
     pub target: Option<Spanned<RawTarget>>,
@@ -324,7 +329,8 @@ pub(super) struct RawLoad {
     pub max_concurrent: Option<Spanned<i64>>,
 }
 
-/// A stage: `{ ramp_to = N, over = "D" }` or `{ hold = "D" }`.
+/// A stage: `{ ramp_to = N, over = "D" }`, `{ hold = "D" }`, `{ diurnal = "D", base = N }`
+/// or `{ spike_to = N, for = "D" }`.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawStage {
@@ -337,6 +343,26 @@ pub(super) struct RawStage {
     /// Keep the previous level this long.
     #[schemars(with = "Option<schema::Duration>")]
     pub hold: Option<RawValue>,
+    /// A day of load from midnight this long (longer repeats the day): night trough,
+    /// `base` by 07:00, `peak` 08:00-10:00, `base` until 18:00, down by midnight.
+    #[schemars(with = "Option<schema::Duration>")]
+    pub diurnal: Option<RawValue>,
+    /// The diurnal day's level (concurrent calls).
+    #[schemars(with = "Option<i64>", range(min = 1, max = 1_000_000))]
+    pub base: Option<Spanned<i64>>,
+    /// The diurnal morning peak (default 3x base).
+    #[schemars(with = "Option<i64>", range(min = 0, max = 1_000_000))]
+    pub peak: Option<Spanned<i64>>,
+    /// The diurnal night level (default a quarter of base, at least 1).
+    #[schemars(with = "Option<i64>", range(min = 0, max = 1_000_000))]
+    pub trough: Option<Spanned<i64>>,
+    /// Jump to this level for `for`, then back to the level before.
+    #[schemars(with = "Option<i64>", range(min = 0, max = 1_000_000))]
+    pub spike_to: Option<Spanned<i64>>,
+    /// How long a spike lasts.
+    #[serde(rename = "for")]
+    #[schemars(with = "Option<schema::Duration>")]
+    pub spike_for: Option<RawValue>,
 }
 
 /// `[calls]`: how each call behaves.

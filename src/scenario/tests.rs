@@ -227,6 +227,7 @@ fn full_sink_file_with_stages() {
         },
         abort: AbortConditions::default(),
         observe: ObserveSettings::default(),
+        time_scale: 1.0,
     };
     assert_eq!(scenario, expected);
     assert_eq!(scenario.load.duration(), secs(30));
@@ -371,7 +372,7 @@ fn unknown_keys_top_level_and_nested() {
         format!("{SINK}[load]\nstages = [\n  {{ ramp_to = 2, over = \"1s\", jitter = 3 }},\n]\n");
     assert_eq!(
         single(&source),
-        "5:31: unknown field `jitter`, expected one of `ramp_to`, `over`, `hold`"
+        "5:31: unknown field `jitter`, expected one of `ramp_to`, `over`, `hold`, `diurnal`, `base`, `peak`, `trough`, `spike_to`, `for`"
     );
     let source =
         format!("{SINK}{STAGES}[[scripts]]\nname = \"a\"\nturns = {{ min = 1, most = 2 }}\n");

@@ -39,7 +39,7 @@ fn every_unknown_key_is_reported_with_the_other_problems() {
     );
     assert_eq!(
         found[2],
-        "6:39: unknown field `jitter`, expected one of `ramp_to`, `over`, `hold`"
+        "6:39: unknown field `jitter`, expected one of `ramp_to`, `over`, `hold`, `diurnal`, `base`, `peak`, `trough`, `spike_to`, `for`"
     );
     // Phase 2 still ran: the bad duration is reported in the same pass.
     assert!(

@@ -32,6 +32,8 @@ const MAX_COUNT: u32 = 1_000_000;
 const MIN_CALLS_PER_MINUTE: f64 = 0.001;
 const MAX_CALLS_PER_MINUTE: f64 = 6_000_000.0;
 
+/// What a `stages` entry can be, for messages.
+const STAGE_SHAPES: &str = r#"a stage is { ramp_to = N, over = "D" }, { hold = "D" }, { diurnal = "D", base = N } or { spike_to = N, for = "D" }"#;
 const DURATION_EXPECTED: &str = r#"expected a duration such as "30s" or "1m30s""#;
 /// A turn count this high is a typo, and would make every planned call huge.
 const MAX_TURNS: i64 = 1000;
@@ -127,6 +129,7 @@ impl Validator<'_> {
         let faults = self.faults(raw.faults, &context);
         self.slos_measurable(raw.slo.as_ref(), &slo, &context);
         let abort = self.abort(raw.abort);
+        let time_scale = self.time_scale(raw.time_scale.as_ref());
         Scenario {
             name,
             description: raw.description,
@@ -142,7 +145,28 @@ impl Validator<'_> {
             chaos,
             abort,
             observe,
+            time_scale: 1.0,
         }
+        .with_time_scale(time_scale)
+    }
+
+    /// `time_scale`: 1 (real time) when absent or wrong (the error is reported).
+    fn time_scale(&mut self, raw: Option<&Spanned<f64>>) -> f64 {
+        let Some(raw) = raw else {
+            return 1.0;
+        };
+        let scale = *raw.get_ref();
+        if scale.is_finite() && (1.0..=super::MAX_TIME_SCALE).contains(&scale) {
+            return scale;
+        }
+        self.error(
+            raw.span(),
+            format!(
+                "time_scale must be from 1 (real time) to {} (the schedule runs that many times faster; calls stay in real time), found {scale}",
+                super::MAX_TIME_SCALE
+            ),
+        );
+        1.0
     }
 
     // ---- values -------------------------------------------------------------------------
@@ -724,9 +748,9 @@ impl Validator<'_> {
         let mut level = 0;
         let mut stages = Vec::new();
         for stage in raw.get_ref() {
-            if let Some(stage) = self.stage(stage, level) {
-                level = stage.to;
-                stages.push(stage);
+            if let Some(expanded) = self.stage(stage, level) {
+                level = expanded.last().map_or(level, |stage| stage.to);
+                stages.extend(expanded);
             }
         }
         if self.diagnostics.len() > errors_before {
@@ -742,8 +766,23 @@ impl Validator<'_> {
         Some(Load::Stages(stages))
     }
 
-    fn stage(&mut self, stage: &Spanned<RawStage>, level: u32) -> Option<Stage> {
-        const SHAPE: &str = r#"a stage is { ramp_to = N, over = "D" } or { hold = "D" }"#;
+    /// One `stages` entry as the plain stages it stands for: a ramp or a hold is one; a
+    /// diurnal day or a spike is several ([`super::load_shapes`]).
+    fn stage(&mut self, stage: &Spanned<RawStage>, level: u32) -> Option<Vec<Stage>> {
+        let raw = stage.get_ref();
+        let shaped = raw.diurnal.is_some()
+            || raw.spike_to.is_some()
+            || raw.spike_for.is_some()
+            || raw.base.is_some()
+            || raw.peak.is_some()
+            || raw.trough.is_some();
+        if shaped {
+            return self.shaped_stage(stage, level);
+        }
+        self.ramp_or_hold(stage, level).map(|stage| vec![stage])
+    }
+
+    fn ramp_or_hold(&mut self, stage: &Spanned<RawStage>, level: u32) -> Option<Stage> {
         let raw = stage.get_ref();
         match (&raw.ramp_to, &raw.over, &raw.hold) {
             (Some(to), Some(over), None) => {
@@ -770,17 +809,118 @@ impl Validator<'_> {
                 None
             }
             (None, None, None) => {
-                self.error(stage.span(), SHAPE);
+                self.error(stage.span(), STAGE_SHAPES);
                 None
             }
             (_, _, Some(hold)) => {
                 self.error(
                     hold.span(),
-                    format!("hold cannot be combined with ramp_to or over; {SHAPE}"),
+                    format!("hold cannot be combined with ramp_to or over; {STAGE_SHAPES}"),
                 );
                 None
             }
         }
+    }
+
+    /// A `diurnal` or `spike_to` stage, checked and expanded.
+    fn shaped_stage(&mut self, stage: &Spanned<RawStage>, level: u32) -> Option<Vec<Stage>> {
+        let raw = stage.get_ref();
+        let plain = [
+            ("ramp_to", raw.ramp_to.as_ref().map(Spanned::span)),
+            ("over", raw.over.as_ref().map(Spanned::span)),
+            ("hold", raw.hold.as_ref().map(Spanned::span)),
+        ];
+        let diurnal_keys = [
+            ("diurnal", raw.diurnal.as_ref().map(Spanned::span)),
+            ("base", raw.base.as_ref().map(Spanned::span)),
+            ("peak", raw.peak.as_ref().map(Spanned::span)),
+            ("trough", raw.trough.as_ref().map(Spanned::span)),
+        ];
+        let spike_keys = [
+            ("spike_to", raw.spike_to.as_ref().map(Spanned::span)),
+            ("for", raw.spike_for.as_ref().map(Spanned::span)),
+        ];
+        let is_diurnal = raw.diurnal.is_some() || (raw.spike_to.is_none() && raw.base.is_some());
+        let (own, foreign) = if is_diurnal {
+            ("diurnal", plain.iter().chain(&spike_keys))
+        } else {
+            ("spike_to", plain.iter().chain(&diurnal_keys))
+        };
+        let mut mixed = false;
+        for (key, span) in foreign {
+            if let Some(span) = span {
+                mixed = true;
+                self.error(
+                    span.clone(),
+                    format!("{key} cannot be combined with {own}; {STAGE_SHAPES}"),
+                );
+            }
+        }
+        if mixed {
+            return None;
+        }
+        if is_diurnal {
+            self.diurnal_stage(stage)
+        } else {
+            self.spike_stage(stage, level)
+        }
+    }
+
+    fn diurnal_stage(&mut self, stage: &Spanned<RawStage>) -> Option<Vec<Stage>> {
+        let raw = stage.get_ref();
+        let (Some(length), Some(base)) = (&raw.diurnal, &raw.base) else {
+            self.error(
+                stage.span(),
+                r#"a diurnal stage needs diurnal = "D" (how long, e.g. "24h") and base = N (the daytime level)"#,
+            );
+            return None;
+        };
+        let length = self.duration(length, "diurnal", Zero::Rejected);
+        let base = self.count(base, "base", 1);
+        let peak = raw.peak.as_ref().map(|peak| self.count(peak, "peak", 0));
+        let trough = raw
+            .trough
+            .as_ref()
+            .map(|trough| self.count(trough, "trough", 0));
+        let (length, base) = (length?, base?);
+        // Some(None): given and wrong, already reported.
+        if matches!(peak, Some(None)) || matches!(trough, Some(None)) {
+            return None;
+        }
+        let levels =
+            super::load_shapes::DayLevels::with_defaults(base, peak.flatten(), trough.flatten());
+        if let Some(peak) = raw.peak.as_ref().filter(|_| levels.peak < base) {
+            self.error(
+                peak.span(),
+                format!("peak must be at least base ({base}), found {}", levels.peak),
+            );
+            return None;
+        }
+        if let Some(trough) = raw.trough.as_ref().filter(|_| levels.trough > base) {
+            self.error(
+                trough.span(),
+                format!(
+                    "trough must be at most base ({base}), found {}",
+                    levels.trough
+                ),
+            );
+            return None;
+        }
+        Some(super::load_shapes::diurnal(levels, length))
+    }
+
+    fn spike_stage(&mut self, stage: &Spanned<RawStage>, level: u32) -> Option<Vec<Stage>> {
+        let raw = stage.get_ref();
+        let (Some(to), Some(length)) = (&raw.spike_to, &raw.spike_for) else {
+            self.error(
+                stage.span(),
+                r#"a spike stage needs spike_to = N (the level to jump to) and for = "D" (how long it lasts)"#,
+            );
+            return None;
+        };
+        let to = self.count(to, "spike_to", 0);
+        let length = self.duration(length, "for", Zero::Rejected);
+        Some(super::load_shapes::spike(level, to?, length?))
     }
 
     fn arrival(&mut self, rate: &Spanned<f64>, raw: &RawLoad) -> Option<Load> {
