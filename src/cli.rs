@@ -151,6 +151,11 @@ pub struct RunArgs {
     /// Replace the scenario's seed.
     #[arg(long)]
     pub seed: Option<u64>,
+    /// After Ctrl-C, SIGTERM, SIGHUP or an abort condition: how long calls in progress may
+    /// go on (no new call starts) before they are cancelled. A second signal cancels them
+    /// at once.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub grace: Duration,
     /// No live progress line.
     #[arg(long, short)]
     pub quiet: bool,
@@ -547,6 +552,7 @@ async fn run_command(args: RunArgs, shutdown: Shutdown) -> i32 {
         out: args.out,
         duration: args.duration,
         time_scale: args.time_scale,
+        grace: Some(args.grace),
         seed: args.seed,
         progress: !args.quiet,
         exe,

@@ -39,6 +39,9 @@ pub struct RunOptions {
     pub duration: Option<Duration>,
     /// Replaces the scenario's `time_scale` (`--time-scale`).
     pub time_scale: Option<f64>,
+    /// How long calls in progress may go on after a signal or an abort before they are
+    /// cancelled (`--grace`); default [`crate::load::DEFAULT_GRACE`].
+    pub grace: Option<Duration>,
     pub seed: Option<u64>,
     /// Draw the live progress line (on a terminal) or print a line every 10 s (otherwise).
     pub progress: bool,
@@ -196,6 +199,8 @@ struct Prepared {
     run_id: String,
     /// How long calls keep starting.
     run_for: Duration,
+    /// How long calls in progress may go on after a stop (`--grace`).
+    grace: Duration,
     out_dir: PathBuf,
     temp_root: TempRoot,
     /// Keeps the run directory's harness.log open for the run.
@@ -245,6 +250,7 @@ fn prepare(options: &RunOptions) -> Result<Prepared, RunError> {
         vad,
         run_id,
         run_for,
+        grace: options.grace.unwrap_or(crate::load::DEFAULT_GRACE),
         out_dir,
         temp_root,
         _log: log,
@@ -601,6 +607,7 @@ async fn drive_load(
         bank: Arc::clone(&prepared.bank),
         context,
         run_for: prepared.run_for,
+        grace: prepared.grace,
     };
     let (events, receiver) = mpsc::unbounded_channel();
     let interval_journal = journal.clone();

@@ -33,6 +33,7 @@ impl LiveRun {
             out: Some(out.clone()),
             duration: None,
             time_scale: None,
+            grace: None,
             seed: None,
             progress: false,
             exe: voxsoak_exe(),

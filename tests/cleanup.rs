@@ -170,16 +170,26 @@ impl Setup {
     }
 
     fn start_run(&self, name: &str, toml: &str) -> RunningHarness {
+        self.start_run_with(name, toml, &[])
+    }
+
+    /// `voxsoak run` with further arguments.
+    fn start_run_with(&self, name: &str, toml: &str, args: &[&str]) -> RunningHarness {
         let scenario = self.dir.path().join(format!("{name}.toml"));
         std::fs::write(&scenario, toml).unwrap();
         let out_dir = self.dir.path().join(name);
         let mut child = self
-            .voxsoak(&[
-                "run",
-                scenario.to_str().unwrap(),
-                "--out",
-                out_dir.to_str().unwrap(),
-            ])
+            .voxsoak(
+                &[
+                    "run",
+                    scenario.to_str().unwrap(),
+                    "--out",
+                    out_dir.to_str().unwrap(),
+                ]
+                .into_iter()
+                .chain(args.iter().copied())
+                .collect::<Vec<_>>(),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -546,6 +556,66 @@ fn sighup_ends_the_run_as_aborted_with_its_reports() {
     );
     let ended = assert_aborted_leaving_nothing(&setup, &run, status, sink);
     assert_eq!(ended["hurried"], false, "{ended}");
+}
+
+/// A stop gives the calls in progress their `--grace`: after SIGTERM no call starts, and
+/// with a minute of grace every call in progress ends on its own (completed, none
+/// cancelled); with none they are cancelled at once. Either way the reports are written.
+#[test]
+fn a_stop_gives_calls_in_progress_their_grace() {
+    let setup = Setup::new();
+    for (grace, cut) in [("60s", false), ("0s", true)] {
+        let mut run = setup.start_run_with(
+            &format!("grace-{grace}"),
+            &sink_scenario(""),
+            &["--grace", grace],
+        );
+        let sink = run.fleet_pid();
+        // Calls in progress: an interval that saw three active.
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !run
+            .records("interval")
+            .iter()
+            .any(|interval| interval["active"].as_u64() >= Some(3))
+        {
+            assert!(
+                Instant::now() < deadline,
+                "never three calls active: {}",
+                run.journal()
+            );
+            assert!(
+                run.child.try_wait().unwrap().is_none(),
+                "the run ended early"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        signal(run.child.id(), libc::SIGTERM);
+        let status = wait_exit(
+            &mut run.child,
+            "voxsoak run after SIGTERM",
+            Duration::from_secs(120),
+        );
+        assert_aborted_leaving_nothing(&setup, &run, status, sink);
+        let summary: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(run.out_dir.join("summary.json")).unwrap(),
+        )
+        .unwrap();
+        let calls = &summary["calls"];
+        let cancelled = calls["cancelled"].as_u64().unwrap();
+        if cut {
+            assert!(
+                cancelled >= 1,
+                "--grace 0s: calls in progress are cancelled: {calls}"
+            );
+        } else {
+            assert_eq!(
+                cancelled, 0,
+                "--grace 60s: every call in progress ended on its own: {calls}"
+            );
+            assert_eq!(calls["failed"], 0, "{calls}");
+            assert!(calls["completed"].as_u64().unwrap() >= 3, "{calls}");
+        }
+    }
 }
 
 /// A second Ctrl-C ends the run at once, and still undoes its faults: the sink frozen by

@@ -504,6 +504,7 @@ response_p95 = "<= 1500ms"
         out: Some(scenario.out_dir()),
         duration: None,
         time_scale: None,
+        grace: None,
         seed: None,
         progress: false,
         exe: crate::util::voxsoak_exe(),

@@ -43,6 +43,7 @@ impl ScenarioFile {
             out: Some(self.out_dir()),
             duration: None,
             time_scale: None,
+            grace: None,
             seed: None,
             progress: false,
             exe: voxsoak_exe(),

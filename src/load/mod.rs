@@ -111,10 +111,23 @@ pub struct LoadShaper {
     pub context: Arc<CallContext>,
     /// How long calls keep starting: the load timeline, or the `--duration` override.
     pub run_for: Duration,
+    /// How long calls in progress may go on once the run is stopped early (a signal, an
+    /// abort condition, the kill switch) before they are cancelled (`--grace`).
+    pub grace: Duration,
 }
 
+/// `--grace` by default.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(10);
+
 impl LoadShaper {
+    /// Places calls until the schedule ends or `shutdown`; then callers place no more and
+    /// the calls in progress get [`GRACEFUL_STOP`] to end after the schedule, or
+    /// [`LoadShaper::grace`] after `shutdown`, before they are cancelled. Dropping this
+    /// future (the run hurried by a second signal) cancels them at once.
     pub async fn run(self, events: UnboundedSender<CallEvent>, shutdown: CancellationToken) {
+        // Not a child of `shutdown`: a stop leaves the calls their grace.
+        let cancel = CancellationToken::new();
+        let _cancel_when_dropped = cancel.clone().drop_guard();
         let calls = CallPool {
             tracker: TaskTracker::new(),
             active: Arc::new(AtomicU64::new(0)),
@@ -122,7 +135,7 @@ impl LoadShaper {
             wanted: Arc::new(AtomicU64::new(0)),
             slots_started: 0,
             placing: shutdown.child_token(),
-            cancel: shutdown.child_token(),
+            cancel,
             events: events.clone(),
         };
         let start = Instant::now();
@@ -137,16 +150,17 @@ impl LoadShaper {
         calls.placing.cancel();
         calls.tracker.close();
         tokio::select! {
-            _ = calls.tracker.wait() => {}
-            _ = tokio::time::sleep(GRACEFUL_STOP) => {
-                calls.cancel.cancel();
-                calls.tracker.wait().await;
-            }
+            _ = calls.tracker.wait() => return,
+            _ = tokio::time::sleep(GRACEFUL_STOP) => {}
             _ = shutdown.cancelled() => {
-                calls.cancel.cancel();
-                calls.tracker.wait().await;
+                tokio::select! {
+                    _ = calls.tracker.wait() => return,
+                    _ = tokio::time::sleep(self.grace) => {}
+                }
             }
         }
+        calls.cancel.cancel();
+        calls.tracker.wait().await;
     }
 
     async fn run_stages(
