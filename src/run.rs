@@ -141,7 +141,11 @@ pub async fn run_until(options: RunOptions, shutdown: Shutdown) -> Result<RunOut
     let context = call_context(&prepared, &target)?;
     let journal = open_journal(&options, &prepared, &target, controls.kill_switch_url)?;
     controls.watch_kill_switch_file();
-    let display = ProgressDisplay::new(options.progress, prepared.run_for);
+    let display = ProgressDisplay::new(
+        options.progress,
+        prepared.run_for,
+        prepared.scenario.time_scale,
+    );
     let channel = (observations.clone(), observed);
     let observers = Observers::start(&prepared, &mut target, &journal, &display, channel);
     let chaos_stop = controls.stop.child_token();
@@ -803,23 +807,36 @@ fn run_id(name: &str, at: SystemTime) -> String {
     format!("{name}-{stamp}")
 }
 
-/// The live progress line: indicatif on a terminal, a plain line every 10 s otherwise (CI).
+/// The live progress line: indicatif on a terminal, otherwise (CI) a plain line every
+/// 10 s, or every minute on runs over an hour ([`plain_every`]).
 #[derive(Debug)]
 struct ProgressDisplay {
     bar: Option<ProgressBar>,
     plain: bool,
     total: Duration,
+    /// The schedule's compression: the line shows the schedule's clock too.
+    time_scale: f64,
     last_plain: Option<Instant>,
 }
 
+/// How often the plain progress line is printed on a run of `total`.
+fn plain_every(total: Duration) -> Duration {
+    if total > Duration::from_secs(3600) {
+        Duration::from_secs(60)
+    } else {
+        Duration::from_secs(10)
+    }
+}
+
 impl ProgressDisplay {
-    fn new(enabled: bool, total: Duration) -> Self {
+    fn new(enabled: bool, total: Duration, time_scale: f64) -> Self {
         let terminal = std::io::stderr().is_terminal();
         let bar = (enabled && terminal).then(crate::console::live_bar);
         ProgressDisplay {
             bar,
             plain: enabled && !terminal,
             total,
+            time_scale,
             last_plain: None,
         }
     }
@@ -830,10 +847,22 @@ impl ProgressDisplay {
     }
 
     fn line(&self, progress: &Progress) -> String {
+        let remaining = self.total.saturating_sub(progress.elapsed);
+        let schedule = if self.time_scale > 1.0 {
+            format!(
+                "  (schedule {} / {} at {})",
+                crate::console::clock(progress.elapsed.mul_f64(self.time_scale)),
+                crate::console::clock(self.total.mul_f64(self.time_scale)),
+                crate::units::format_time_scale(self.time_scale)
+            )
+        } else {
+            String::new()
+        };
         format!(
-            "{} / {}  active {:>5}  started {:>6}  {:>6.1} calls/s  success {}  p95 response {}",
+            "{} / {}, {} left{schedule}  active {:>5}  started {:>6}  {:>6.1} calls/s  success {}  p95 response {}",
             crate::console::clock(progress.elapsed),
             crate::console::clock(self.total),
+            crate::console::clock(remaining),
             progress.active,
             progress.started,
             progress.calls_per_second,
@@ -854,7 +883,7 @@ impl ProgressDisplay {
             let now = Instant::now();
             if self
                 .last_plain
-                .is_none_or(|at| now.saturating_duration_since(at) >= Duration::from_secs(10))
+                .is_none_or(|at| now.saturating_duration_since(at) >= plain_every(self.total))
             {
                 self.last_plain = Some(now);
                 crate::console::errln(self.line(&progress));
@@ -866,5 +895,62 @@ impl ProgressDisplay {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn progress(elapsed: Duration) -> Progress {
+        Progress {
+            elapsed,
+            active: 7,
+            started: 120,
+            ended: 113,
+            calls_per_second: 1.5,
+            success_pct: Some(99.0),
+            response_p95_ms: Some(840.0),
+        }
+    }
+
+    #[test]
+    fn the_progress_line_says_what_is_left_and_the_schedules_clock_when_compressed() {
+        let real = ProgressDisplay::new(false, Duration::from_secs(900), 1.0);
+        let line = real.line(&progress(Duration::from_secs(300)));
+        assert!(
+            line.starts_with("00:05:00 / 00:15:00, 00:10:00 left  active     7"),
+            "{line}"
+        );
+        assert!(!line.contains("schedule"), "{line}");
+
+        let compressed = ProgressDisplay::new(false, Duration::from_secs(900), 96.0);
+        let line = compressed.line(&progress(Duration::from_secs(300)));
+        assert!(
+            line.starts_with(
+                "00:05:00 / 00:15:00, 00:10:00 left  (schedule 08:00:00 / 24:00:00 at ×96)  active"
+            ),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn runs_over_an_hour_print_a_plain_line_every_minute() {
+        assert_eq!(
+            plain_every(Duration::from_secs(600)),
+            Duration::from_secs(10)
+        );
+        assert_eq!(
+            plain_every(Duration::from_secs(3600)),
+            Duration::from_secs(10)
+        );
+        assert_eq!(
+            plain_every(Duration::from_secs(3601)),
+            Duration::from_secs(60)
+        );
+        assert_eq!(
+            plain_every(Duration::from_secs(72 * 3600)),
+            Duration::from_secs(60)
+        );
     }
 }

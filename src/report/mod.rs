@@ -53,9 +53,6 @@ impl Summary {
         Ok(crate::escape::json(&crate::redact::text(&json)).into_owned())
     }
 
-    /// The summary printed at the end of a run (and by `voxsoak report`): every text from
-    /// the fleet or the scenario is escaped ([`crate::escape::line`]) so it stays on its
-    /// line and cannot draw on the terminal, and secrets are masked.
     /// Where `at_s` (real seconds from the start) falls in the schedule as written, for a
     /// compressed run: `2h24m`; None at time scale 1.
     pub fn as_written(&self, at_s: Option<f64>) -> Option<String> {
@@ -83,6 +80,9 @@ impl Summary {
         })
     }
 
+    /// The summary printed at the end of a run (and by `voxsoak report`): every text from
+    /// the fleet or the scenario is escaped ([`crate::escape::line`]) so it stays on its
+    /// line and cannot draw on the terminal, and secrets are masked.
     pub fn render_text(&self) -> String {
         use crate::escape::line as shown;
         let mut out = String::new();
