@@ -156,6 +156,10 @@ pub struct RunArgs {
     /// at once.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub grace: Duration,
+    /// Rewrite the reports from the journal this often while the run goes on (replaces
+    /// the scenario's report_every, default 15m; 0s: only at the end).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub report_every: Option<Duration>,
     /// No live progress line.
     #[arg(long, short)]
     pub quiet: bool,
@@ -553,6 +557,7 @@ async fn run_command(args: RunArgs, shutdown: Shutdown) -> i32 {
         duration: args.duration,
         time_scale: args.time_scale,
         grace: Some(args.grace),
+        report_every: args.report_every,
         seed: args.seed,
         progress: !args.quiet,
         exe,

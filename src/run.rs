@@ -1,7 +1,7 @@
 //! `voxsoak run`: scenario → target → load → aggregate → verdict → run directory.
 
 use std::io::{IsTerminal, Write as _};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -42,6 +42,8 @@ pub struct RunOptions {
     /// How long calls in progress may go on after a signal or an abort before they are
     /// cancelled (`--grace`); default [`crate::load::DEFAULT_GRACE`].
     pub grace: Option<Duration>,
+    /// Replaces the scenario's `report_every` (`--report-every`).
+    pub report_every: Option<Duration>,
     pub seed: Option<u64>,
     /// Draw the live progress line (on a terminal) or print a line every 10 s (otherwise).
     pub progress: bool,
@@ -148,6 +150,13 @@ pub async fn run_until(options: RunOptions, shutdown: Shutdown) -> Result<RunOut
     );
     let channel = (observations.clone(), observed);
     let observers = Observers::start(&prepared, &mut target, &journal, &display, channel);
+    let interim = InterimReports::start(
+        &journal,
+        &prepared.out_dir,
+        options
+            .report_every
+            .unwrap_or(prepared.scenario.report_every),
+    );
     let chaos_stop = controls.stop.child_token();
     let chaos_run = start_chaos(
         chaos,
@@ -169,6 +178,10 @@ pub async fn run_until(options: RunOptions, shutdown: Shutdown) -> Result<RunOut
     // journaled, and the verdict is `error`, never the fleet's failure.
     if let Some(aggregated) = hurry.skip(aggregation).await {
         journal.task_ended("aggregator", aggregated);
+    }
+    // No interim report may land after the final one.
+    if let Some(interim) = interim {
+        interim.stop().await;
     }
     controls.watchers.cancel();
     observers.stop(&journal, &hurry).await;
@@ -805,6 +818,54 @@ fn run_id(name: &str, at: SystemTime) -> String {
         })
         .collect();
     format!("{name}-{stamp}")
+}
+
+/// The reports rewritten from the journal every `report_every` while the run goes on
+/// ([`crate::grade::evaluate_in_progress`]), each file atomically, so a person or a
+/// dashboard can read a 72-hour run's state at any time.
+struct InterimReports {
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl InterimReports {
+    /// None when `every` is zero (reports only at the end).
+    fn start(journal: &Journal, out_dir: &Path, every: Duration) -> Option<Self> {
+        if every.is_zero() {
+            return None;
+        }
+        let stop = CancellationToken::new();
+        let (journal, dir, stopped) = (journal.clone(), out_dir.to_path_buf(), stop.clone());
+        let task = tokio::spawn(async move {
+            let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    () = stopped.cancelled() => return,
+                    _ = ticker.tick() => {}
+                }
+                journal.sync();
+                let dir = dir.clone();
+                let written = tokio::task::spawn_blocking(move || {
+                    let run = crate::grade::replay::read(&dir.join("journal.jsonl"))?;
+                    crate::grade::evaluate_in_progress(&run).write(&run, &dir)
+                })
+                .await;
+                match written {
+                    Ok(Ok(())) => tracing::debug!("interim reports written"),
+                    Ok(Err(error)) => tracing::warn!(%error, "interim reports not written"),
+                    Err(error) => tracing::warn!(%error, "interim reports task failed"),
+                }
+            }
+        });
+        Some(InterimReports { stop, task })
+    }
+
+    /// Stops the rewriting; returns once no interim write is under way.
+    async fn stop(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
+    }
 }
 
 /// The live progress line: indicatif on a terminal, otherwise (CI) a plain line every

@@ -34,6 +34,7 @@ impl LiveRun {
             duration: None,
             time_scale: None,
             grace: None,
+            report_every: None,
             seed: None,
             progress: false,
             exe: voxsoak_exe(),

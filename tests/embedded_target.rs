@@ -505,6 +505,7 @@ response_p95 = "<= 1500ms"
         duration: None,
         time_scale: None,
         grace: None,
+        report_every: None,
         seed: None,
         progress: false,
         exe: crate::util::voxsoak_exe(),

@@ -170,3 +170,72 @@ fn report_on_a_directory_without_a_journal_is_a_clear_error() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("has no journal.jsonl"), "{stderr}");
 }
+
+/// `--report-every`: while the run goes on, the run directory already holds every report,
+/// graded from the journal so far and saying so (`in_progress`); the final ones replace
+/// them when it ends.
+#[test]
+fn the_reports_are_rewritten_while_the_run_goes_on() {
+    let (_sink, url) = start_sink();
+    let scenario = scenario(&url, "20s");
+    let out = scenario.out_dir();
+    let run = Killed(
+        Command::new(voxsoak_exe())
+            .args([
+                "run",
+                scenario.path.to_str().unwrap(),
+                "--quiet",
+                "--report-every",
+                "2s",
+                "--out",
+            ])
+            .arg(&out)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start voxsoak run"),
+    );
+    // The reports are files another process reads: look for them as it would.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let interim = loop {
+        if let Ok(summary) = std::fs::read_to_string(out.join("summary.json")) {
+            let summary: serde_json::Value =
+                serde_json::from_str(&summary).expect("whole JSON, never half a file");
+            if summary["calls"]["completed"].as_u64() > Some(0) {
+                break summary;
+            }
+            assert_eq!(
+                summary["verdict"], "pass",
+                "nothing judged yet is no error: {summary}"
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no interim summary.json with an ended call within 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(interim["in_progress"], true, "{interim}");
+    assert_eq!(interim["verdict"], "pass", "{interim}");
+    assert!(
+        interim["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("in progress: graded from the journal at"),
+        "{interim}"
+    );
+    for report in ["junit.xml", "report.md", "report.html"] {
+        assert!(
+            out.join(report).is_file(),
+            "{report} written with the interim summary"
+        );
+    }
+    let mut run = run;
+    let status = run.0.wait().unwrap();
+    assert_eq!(status.code(), Some(exit::PASS));
+    let last: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(last["in_progress"], false, "{last}");
+    assert_eq!(last["reason"], serde_json::Value::Null, "{last}");
+    assert!(last["calls"]["completed"].as_u64() > interim["calls"]["completed"].as_u64());
+}

@@ -44,6 +44,7 @@ impl ScenarioFile {
             duration: None,
             time_scale: None,
             grace: None,
+            report_every: None,
             seed: None,
             progress: false,
             exe: voxsoak_exe(),

@@ -185,6 +185,39 @@ pub fn evaluate(run: &RunRecord) -> Summary {
     summary
 }
 
+/// The reports of a run still going (`report_every`), graded from its journal so far:
+/// `in_progress`, and the verdict of what can be judged yet rather than `aborted` for a
+/// journal without its end: an SLO not measurable yet (no call ended) and a fault still
+/// in effect (no clear yet, so not confirmed or recovered yet) are left out of it, and
+/// the reason says so. A harness failure or a measured SLO failure shows at once.
+pub fn evaluate_in_progress(run: &RunRecord) -> Summary {
+    let mut summary = evaluate(run);
+    let measured: Vec<SloVerdict> = summary
+        .slos
+        .iter()
+        .filter(|slo| slo.status != super::SloStatus::NotMeasured)
+        .cloned()
+        .collect();
+    let settled: Vec<FaultReport> = summary
+        .faults
+        .iter()
+        .filter(|fault| fault.cleared_at_s.is_some() || fault.clear_failed)
+        .cloned()
+        .collect();
+    let (verdict, reason) = super::verdict_with_faults(&measured, &settled, &run.harness_errors);
+    let so_far = format!(
+        "in progress: graded from the journal at {:.0}s of {:.0}s planned, the verdict so far (SLOs not measurable yet and faults still in effect left out)",
+        run.last_t_s, run.planned_s
+    );
+    summary.in_progress = true;
+    summary.verdict = verdict;
+    summary.reason = Some(match reason {
+        Some(reason) => format!("{so_far}: {reason}"),
+        None => so_far,
+    });
+    summary
+}
+
 /// The verdict and its reason. A run stopped before its end is `aborted` (it did not test
 /// what it planned), except when an abort condition on the fleet's calls stopped it: then
 /// the fleet failed its calls badly enough to stop the run, which is `fail`.
@@ -934,6 +967,29 @@ mod tests {
         assert_eq!(leak.injected_at_s, Some(200.0));
         assert_eq!(leak.cleared_at_s, None, "killed before its clear");
         assert!(leak.notes.iter().any(|n| n.contains("never cleared")));
+    }
+
+    /// The same journal read while the run goes on: the verdict so far, not `aborted`,
+    /// and the fault still in effect has no recovery to grade yet.
+    #[test]
+    fn a_journal_of_a_run_still_going_gets_the_verdict_so_far() {
+        let mut records = journal();
+        records.retain(|record| record["t_s"].as_f64().unwrap() <= 215.0);
+        let (_dir, run) = write(&records, "");
+        let summary = evaluate_in_progress(&run);
+        assert!(summary.in_progress);
+        assert_ne!(summary.verdict, Verdict::Aborted);
+        let reason = summary.reason.as_deref().unwrap();
+        assert!(
+            reason.starts_with("in progress: graded from the journal at 215s of 300s planned"),
+            "{reason}"
+        );
+        let leak = summary.faults.iter().find(|f| f.name == "leak").unwrap();
+        assert_eq!(leak.recovery, Some(RecoveryStatus::NotMeasured), "{leak:?}");
+        assert!(
+            !evaluate(&run).in_progress,
+            "a final grading is not in progress"
+        );
     }
 }
 

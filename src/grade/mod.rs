@@ -16,7 +16,7 @@ pub mod summary;
 
 pub use replay::FaultReport;
 
-pub use evaluate::evaluate;
+pub use evaluate::{evaluate, evaluate_in_progress};
 use plan::SloPlan;
 
 /// One SLO's verdict, as `summary.json` `slos[]` carries it.

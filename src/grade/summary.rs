@@ -24,6 +24,9 @@ pub struct Summary {
     /// by it for the time as written.
     pub time_scale: f64,
     pub target: String,
+    /// True in the reports rewritten while the run goes on (`report_every`): `verdict` is
+    /// the verdict so far, `reason` says so. False once the run has ended.
+    pub in_progress: bool,
     pub verdict: Verdict,
     /// Why the run ended as `error` or `aborted`.
     pub reason: Option<String>,
@@ -168,6 +171,7 @@ impl Summary {
             seed: facts.seed,
             time_scale: facts.time_scale,
             target: facts.target,
+            in_progress: false,
             verdict,
             reason,
             started_at: facts.started_at,

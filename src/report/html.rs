@@ -128,7 +128,7 @@ fn verdict(summary: &Summary, run: &RunRecord, clock: &Clock, out: &mut String) 
     if let Some(line) = summary.time_scale_line() {
         let _ = writeln!(out, "<p>{}</p>", escape(&line));
     }
-    if run.ended.is_none() || summary.journal.cut_short {
+    if !summary.in_progress && (run.ended.is_none() || summary.journal.cut_short) {
         let _ = writeln!(
             out,
             "<p class=\"reason\">The journal ends at {:.1} s without the run's end: the harness was stopped before it could finish (killed?). This is what it had written.</p>",

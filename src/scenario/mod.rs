@@ -47,6 +47,9 @@
 //!                                   # every_jitter) runs this many times faster; calls,
 //!                                   # fault parameters and SLOs stay in real time.
 //!                                   # `--time-scale` overrides it
+//! report_every = "15m"              # optional, the default: rewrite the reports from the
+//!                                   # journal this often during the run ("0s": only at
+//!                                   # the end); `--report-every` overrides it
 //!
 //! [target]                          # required: exactly one of fleet, stream_url, webhook_url
 //! fleet = "sink"                    # the harness starts `voxsoak sink` itself
@@ -402,6 +405,9 @@ pub fn parse(source: &str, path: &Path) -> Result<Scenario, ScenarioError> {
     Err(invalid(diagnostics))
 }
 
+/// `report_every` by default.
+pub const DEFAULT_REPORT_EVERY: Duration = Duration::from_secs(15 * 60);
+
 /// The most a schedule can be compressed: a week of schedule in about a minute.
 pub const MAX_TIME_SCALE: f64 = 10_000.0;
 
@@ -439,6 +445,9 @@ pub struct Scenario {
     /// happens inside a call (audio, turns, timeouts), fault parameters such as rates and
     /// delays, and every SLO (detection, recovery, growth per hour) stay in real time.
     pub time_scale: f64,
+    /// How often the reports are rewritten from the journal while the run goes on (real
+    /// time); zero: only at the end.
+    pub report_every: Duration,
 }
 
 impl Scenario {

@@ -181,6 +181,10 @@ pub(super) struct RawScenario {
     /// overrides it.
     #[schemars(with = "Option<f64>", range(min = 1.0, max = 10000.0))]
     pub time_scale: Option<Spanned<f64>>,
+    /// Rewrite the run directory's reports from the journal this often while the run goes
+    /// on (real time; default 15m, "0s": only at the end). `--report-every` overrides it.
+    #[schemars(with = "Option<schema::Duration>")]
+    pub report_every: Option<RawValue>,
     /// The fleet under test: exactly one of `fleet`, `stream_url` or `webhook_url`.
     #[schemars(with = "RawTarget")]
     pub target: Option<Spanned<RawTarget>>,

@@ -228,6 +228,7 @@ fn full_sink_file_with_stages() {
         abort: AbortConditions::default(),
         observe: ObserveSettings::default(),
         time_scale: 1.0,
+        report_every: DEFAULT_REPORT_EVERY,
     };
     assert_eq!(scenario, expected);
     assert_eq!(scenario.load.duration(), secs(30));

@@ -130,6 +130,12 @@ impl Validator<'_> {
         self.slos_measurable(raw.slo.as_ref(), &slo, &context);
         let abort = self.abort(raw.abort);
         let time_scale = self.time_scale(raw.time_scale.as_ref());
+        let report_every = self.duration_or(
+            raw.report_every.as_ref(),
+            "report_every",
+            Zero::Allowed,
+            super::DEFAULT_REPORT_EVERY,
+        );
         Scenario {
             name,
             description: raw.description,
@@ -146,6 +152,7 @@ impl Validator<'_> {
             abort,
             observe,
             time_scale: 1.0,
+            report_every,
         }
         .with_time_scale(time_scale)
     }
