@@ -123,12 +123,6 @@ const ALLOWED: &[Allowed] = &[
         reason: "not split yet (issue #12)",
     },
     Allowed {
-        file: "grade/replay.rs",
-        name: "RunRecord::add",
-        lines: 223,
-        reason: "not split yet (issue #12)",
-    },
-    Allowed {
         file: "observe/hub.rs",
         name: "run_hub",
         lines: 221,
