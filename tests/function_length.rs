@@ -123,12 +123,6 @@ const ALLOWED: &[Allowed] = &[
         reason: "not split yet (issue #12)",
     },
     Allowed {
-        file: "observe/hub.rs",
-        name: "run_hub",
-        lines: 221,
-        reason: "not split yet (issue #12)",
-    },
-    Allowed {
         file: "plan.rs",
         name: "Plan::observers",
         lines: 137,
