@@ -135,12 +135,6 @@ const ALLOWED: &[Allowed] = &[
         reason: "not split yet (issue #12)",
     },
     Allowed {
-        file: "report/mod.rs",
-        name: "Summary::render_text",
-        lines: 188,
-        reason: "not split yet (issue #12)",
-    },
-    Allowed {
         file: "scenario/faults/db_pool.rs",
         name: "Validator::db_pool",
         lines: 109,
