@@ -100,12 +100,6 @@ const ALLOWED: &[Allowed] = &[
     },
     Allowed {
         file: "grade/evaluate.rs",
-        name: "evaluate",
-        lines: 168,
-        reason: "not split yet (issue #12)",
-    },
-    Allowed {
-        file: "grade/evaluate.rs",
         name: "recover",
         lines: 87,
         reason: "not split yet (issue #12)",
