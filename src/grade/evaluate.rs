@@ -317,6 +317,22 @@ fn recover(
     end: f64,
 ) -> Vec<GroupRecovery> {
     let slo = &plan.slo;
+    let members = recovery_members(faults, plan, end);
+    let allowance = slo.recover_within_s.unwrap_or(slo.stable_window_s);
+    let groups = recovery::recover_groups(&members, troubles, slo.stable_window_s, allowance, end);
+    for group in &groups {
+        for &index in &group.members {
+            let others = overlapped_by(faults, group, index);
+            let report = &mut faults[index];
+            record_recovery(report, group, others, slo.stable_window_s, allowance, end);
+        }
+    }
+    groups
+}
+
+/// The injections whose recovery is measured (those in effect), each with where its
+/// recovery counts from; every injected fault's `recover_from` is set on the way.
+fn recovery_members(faults: &mut [FaultReport], plan: &GradePlan, end: f64) -> Vec<Member> {
     let mut members = Vec::new();
     for (index, report) in faults.iter_mut().enumerate() {
         let Some(injected) = report.injected_at_s else {
@@ -342,60 +358,69 @@ fn recover(
             cleared: report.cleared_at_s,
         });
     }
-    let allowance = slo.recover_within_s.unwrap_or(slo.stable_window_s);
-    let groups = recovery::recover_groups(&members, troubles, slo.stable_window_s, allowance, end);
-    for group in &groups {
-        for &index in &group.members {
-            let others: Vec<String> = group
-                .members
-                .iter()
-                .filter(|other| **other != index)
-                .map(|other| {
-                    let other = &faults[*other];
-                    format!(
-                        "{} #{} from {:.1}s",
-                        other.name,
-                        other.occurrence,
-                        other.injected_at_s.unwrap_or_default()
-                    )
-                })
-                .collect();
-            let report = &mut faults[index];
-            report.recovery = Some(group.status);
-            report.recovery_from_s = Some(group.from_s);
-            report.recovered_after_s = group
-                .at_s
-                .map(|at| crate::journal::round_ms(at - group.from_s));
-            if !others.is_empty() {
-                report.notes.push(format!(
-                    "overlapped {}; recovery counted from the later clear at {:.1}s",
-                    others.join(", "),
-                    group.from_s
-                ));
-                report.overlapped = others;
-            }
-            let from = report.recover_from.unwrap_or(RecoverFrom::Clear);
-            match group.status {
-                RecoveryStatus::Recovered => {}
-                RecoveryStatus::NotRecovered => report.notes.push(format!(
-                    "not recovered: the steady state did not hold for {}s from the {} at {:.1}s within {allowance}s, nor before the end at {end:.1}s",
-                    slo.stable_window_s,
-                    from.name(),
-                    group.from_s
-                )),
-                RecoveryStatus::NotMeasured if report.cleared_at_s.is_none() => report
-                    .notes
-                    .push("never cleared, so recovery could not be measured".into()),
-                RecoveryStatus::NotMeasured => report.notes.push(format!(
-                    "recovery not measured: the run ended {:.1}s after the {} at {:.1}s, before the steady state could be seen to hold",
-                    end - group.from_s,
-                    from.name(),
-                    group.from_s
-                )),
-            }
-        }
+    members
+}
+
+/// The other members of `group`, as `tts_429 #3 from 16.0s`.
+fn overlapped_by(faults: &[FaultReport], group: &GroupRecovery, index: usize) -> Vec<String> {
+    group
+        .members
+        .iter()
+        .filter(|other| **other != index)
+        .map(|other| {
+            let other = &faults[*other];
+            format!(
+                "{} #{} from {:.1}s",
+                other.name,
+                other.occurrence,
+                other.injected_at_s.unwrap_or_default()
+            )
+        })
+        .collect()
+}
+
+/// Writes `group`'s recovery into one member's report, with a note saying why when it was
+/// not recovered or not measured.
+fn record_recovery(
+    report: &mut FaultReport,
+    group: &GroupRecovery,
+    others: Vec<String>,
+    stable_window_s: f64,
+    allowance: f64,
+    end: f64,
+) {
+    report.recovery = Some(group.status);
+    report.recovery_from_s = Some(group.from_s);
+    report.recovered_after_s = group
+        .at_s
+        .map(|at| crate::journal::round_ms(at - group.from_s));
+    if !others.is_empty() {
+        report.notes.push(format!(
+            "overlapped {}; recovery counted from the later clear at {:.1}s",
+            others.join(", "),
+            group.from_s
+        ));
+        report.overlapped = others;
     }
-    groups
+    let from = report.recover_from.unwrap_or(RecoverFrom::Clear);
+    match group.status {
+        RecoveryStatus::Recovered => {}
+        RecoveryStatus::NotRecovered => report.notes.push(format!(
+            "not recovered: the steady state did not hold for {}s from the {} at {:.1}s within {allowance}s, nor before the end at {end:.1}s",
+            stable_window_s,
+            from.name(),
+            group.from_s
+        )),
+        RecoveryStatus::NotMeasured if report.cleared_at_s.is_none() => report
+            .notes
+            .push("never cleared, so recovery could not be measured".into()),
+        RecoveryStatus::NotMeasured => report.notes.push(format!(
+            "recovery not measured: the run ended {:.1}s after the {} at {:.1}s, before the steady state could be seen to hold",
+            end - group.from_s,
+            from.name(),
+            group.from_s
+        )),
+    }
 }
 
 /// An injection whose detection shows only because an overlapping earlier fault's signal
