@@ -99,12 +99,6 @@ const ALLOWED: &[Allowed] = &[
         reason: "not split yet (issue #12)",
     },
     Allowed {
-        file: "grade/mod.rs",
-        name: "every_fault_within",
-        lines: 97,
-        reason: "not split yet (issue #12)",
-    },
-    Allowed {
         file: "plan.rs",
         name: "Plan::observers",
         lines: 137,
