@@ -99,12 +99,6 @@ const ALLOWED: &[Allowed] = &[
         reason: "not split yet (issue #12)",
     },
     Allowed {
-        file: "plan.rs",
-        name: "Plan::observers",
-        lines: 137,
-        reason: "not split yet (issue #12)",
-    },
-    Allowed {
         file: "report/html.rs",
         name: "verdict",
         lines: 84,
