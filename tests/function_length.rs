@@ -148,12 +148,6 @@ const ALLOWED: &[Allowed] = &[
     },
     Allowed {
         file: "scenario/validate_observe.rs",
-        name: "Validator::observe",
-        lines: 138,
-        reason: "not split yet (issue #12)",
-    },
-    Allowed {
-        file: "scenario/validate_observe.rs",
         name: "Validator::slos_measurable",
         lines: 87,
         reason: "not split yet (issue #12)",
