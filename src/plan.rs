@@ -8,6 +8,8 @@ use std::time::Duration;
 use crate::observe::log_tail::LogWatch;
 use crate::units::{format_byte_size, format_duration};
 
+use crate::scenario::ObserveSettings;
+use crate::scenario::faults::MetricCondition;
 use crate::scenario::observe::ProcessWatch;
 use crate::scenario::{
     ArrivalPattern, CallChoice, Endpoint, Load, PlannedStep, Scenario, ScriptBody, Stage, Step,
@@ -487,16 +489,6 @@ impl Plan {
             Target::Sink(_) => Some("the sink's"),
             Target::External(_) => None,
         };
-        // The scenario's setting, else the started fleet's own, else the key to set.
-        let watched =
-            |given: Option<String>, fleet_own: Option<String>, key: &str, how: String| match (
-                given, fleet_own,
-            ) {
-                (Some(given), _) => format!("{given} {how}"),
-                (None, Some(own)) => format!("{own} {how} ({WIRED})"),
-                (None, None) => format!("none (set [observe] {key})"),
-            };
-        let every = |interval: Duration| format!("every {}", format_duration(interval));
         self.section("observers");
         let health = watched(
             settings
@@ -528,93 +520,33 @@ impl Plan {
             (settings.log_file.as_deref()).or(embedded.then_some(fleet_log.as_path()));
         let (conditions, logs) = crate::observe::detect_watches(scenario, default_log);
         if metrics_watched {
-            let conditions: Vec<&str> = conditions.iter().map(|c| c.text.as_str()).collect();
-            if !conditions.is_empty() {
-                self.row("  conditions", conditions.join("; "));
-            }
-            let record: Vec<&str> = settings.record.iter().map(|r| r.text.as_str()).collect();
-            if !record.is_empty() {
-                self.row(
-                    "  record",
-                    format!(
-                        "{} (journaled every {})",
-                        record.join(", "),
-                        format_duration(Duration::from_secs_f64(
-                            crate::observe::hub::RECORD_EVERY_S
-                        ))
-                    ),
-                );
-            }
+            self.scraped_series(&conditions, settings);
         }
-        let alerts = match (settings.alerts_listen, embedded) {
-            (_, true) => format!("receiver on a free loopback port the fleet posts to ({WIRED})"),
-            (Some(listen), false) => format!(
-                "receiver on http://{listen}/alerts (point the fleet's Alertmanager webhook there)"
-            ),
-            (None, false) => "none (set [observe] alerts_listen)".to_owned(),
-        };
-        self.row("alerts", alerts);
-        let from_metrics = |series: &str| format!("{series} from /metrics");
-        let temp_dir = match (&settings.temp_dir, &scenario.target) {
-            (Some(dir), _) => format!("{} {}", dir.display(), every(settings.temp_dir_interval)),
-            (None, Target::Embedded(_)) => format!(
-                "the fleet's audio temp dir {} ({WIRED})",
-                every(settings.temp_dir_interval)
-            ),
-            (None, _) if settings.metrics_url.is_some() => format!(
-                "{} (set [observe] temp_dir to walk a dir)",
-                from_metrics(&settings.temp_dir_metric.text)
-            ),
-            (None, Target::Sink(_)) => {
-                "none (the sink keeps no temp dir; set [observe] temp_dir)".to_owned()
-            }
-            (None, _) => "none (set [observe] temp_dir or metrics_url)".to_owned(),
-        };
-        self.row("temp dir", temp_dir);
-        let memory = match (&settings.process, fleet, metrics_watched) {
-            (_, Some(fleet), _) => format!("{fleet} process RSS, from /proc"),
-            (Some(ProcessWatch::PidFile(file)), None, _) => {
-                format!("RSS of the process {} names, from /proc", file.display())
-            }
-            (_, None, true) => from_metrics(&settings.rss_metric.text),
-            (_, None, false) => {
-                "none (set [observe] process = { pid_file = … } or metrics_url)".to_owned()
-            }
-        };
-        self.row("memory", memory);
+        self.row("alerts", alerts_observer(settings, embedded));
+        self.row("temp dir", temp_dir_observer(scenario));
+        self.row("memory", memory_observer(settings, fleet, metrics_watched));
         self.logs(&logs, default_log, embedded.then_some(fleet_log.as_path()));
-        let sampled = format!(
-            "RSS and CPU (journaled every {})",
-            format_duration(crate::observe::fleet_process::JOURNAL_EVERY)
-        );
-        let process = match (&settings.process, fleet) {
-            (_, Some(fleet)) => {
-                format!("{fleet} {sampled} and exits; restarted after a crash")
-            }
-            (Some(ProcessWatch::PidFile(file)), None) => format!(
-                "the process {} names, read every {}: {sampled}; its exit is a crash, a new pid a restart",
-                file.display(),
-                format_duration(crate::observe::pid_file::SAMPLE_EVERY)
-            ),
-            (Some(ProcessWatch::Health), None) => {
-                "by health: refusing connections after answering is a crash, answering again a restart".to_owned()
-            }
-            (None, None) => {
-                "none: crashes are not seen (set [observe] process = { pid_file = … } or { health = true })".to_owned()
-            }
-        };
-        self.row("process", process);
-        let tts = match (&scenario.target, scenario.chaos.tts_listen) {
-            (Target::Embedded(_), _) => {
-                format!("the TTS stand-in the fleet is pointed at ({WIRED})")
-            }
-            (Target::Sink(_), _) => "none (the sink calls no TTS)".to_owned(),
-            (Target::External(_), Some(listen)) => format!(
-                "the TTS stand-in on http://{listen}/v1 (point the fleet's TTS_BASE_URL there)"
-            ),
-            (Target::External(_), None) => "none (set [chaos] tts_listen)".to_owned(),
-        };
-        self.row("tts requests", tts);
+        self.row("process", process_observer(settings, fleet));
+        self.row("tts requests", tts_observer(scenario));
+    }
+
+    /// The metric conditions and `record` series read on each scrape.
+    fn scraped_series(&mut self, conditions: &[MetricCondition], settings: &ObserveSettings) {
+        let conditions: Vec<&str> = conditions.iter().map(|c| c.text.as_str()).collect();
+        if !conditions.is_empty() {
+            self.row("  conditions", conditions.join("; "));
+        }
+        let record: Vec<&str> = settings.record.iter().map(|r| r.text.as_str()).collect();
+        if !record.is_empty() {
+            self.row(
+                "  record",
+                format!(
+                    "{} (journaled every {})",
+                    record.join(", "),
+                    format_duration(Duration::from_secs_f64(crate::observe::hub::RECORD_EVERY_S))
+                ),
+            );
+        }
     }
 
     /// The log files the `{ log = "…" }` rules follow, with their patterns.
@@ -736,6 +668,110 @@ impl Plan {
                 "none: no alert with no fault in effect",
             );
         }
+    }
+}
+
+/// The scenario's setting, else the started fleet's own, else the key to set.
+fn watched(given: Option<String>, fleet_own: Option<String>, key: &str, how: String) -> String {
+    match (given, fleet_own) {
+        (Some(given), _) => format!("{given} {how}"),
+        (None, Some(own)) => format!("{own} {how} ({WIRED})"),
+        (None, None) => format!("none (set [observe] {key})"),
+    }
+}
+
+fn every(interval: Duration) -> String {
+    format!("every {}", format_duration(interval))
+}
+
+fn from_metrics(series: &str) -> String {
+    format!("{series} from /metrics")
+}
+
+/// Where the fleet's alerts are received.
+fn alerts_observer(settings: &ObserveSettings, embedded: bool) -> String {
+    match (settings.alerts_listen, embedded) {
+        (_, true) => format!("receiver on a free loopback port the fleet posts to ({WIRED})"),
+        (Some(listen), false) => format!(
+            "receiver on http://{listen}/alerts (point the fleet's Alertmanager webhook there)"
+        ),
+        (None, false) => "none (set [observe] alerts_listen)".to_owned(),
+    }
+}
+
+/// How the fleet's temp dir is measured.
+fn temp_dir_observer(scenario: &Scenario) -> String {
+    let settings = &scenario.observe;
+    match (&settings.temp_dir, &scenario.target) {
+        (Some(dir), _) => format!("{} {}", dir.display(), every(settings.temp_dir_interval)),
+        (None, Target::Embedded(_)) => format!(
+            "the fleet's audio temp dir {} ({WIRED})",
+            every(settings.temp_dir_interval)
+        ),
+        (None, _) if settings.metrics_url.is_some() => format!(
+            "{} (set [observe] temp_dir to walk a dir)",
+            from_metrics(&settings.temp_dir_metric.text)
+        ),
+        (None, Target::Sink(_)) => {
+            "none (the sink keeps no temp dir; set [observe] temp_dir)".to_owned()
+        }
+        (None, _) => "none (set [observe] temp_dir or metrics_url)".to_owned(),
+    }
+}
+
+/// Where the fleet's memory is read from.
+fn memory_observer(
+    settings: &ObserveSettings,
+    fleet: Option<&str>,
+    metrics_watched: bool,
+) -> String {
+    match (&settings.process, fleet, metrics_watched) {
+        (_, Some(fleet), _) => format!("{fleet} process RSS, from /proc"),
+        (Some(ProcessWatch::PidFile(file)), None, _) => {
+            format!("RSS of the process {} names, from /proc", file.display())
+        }
+        (_, None, true) => from_metrics(&settings.rss_metric.text),
+        (_, None, false) => {
+            "none (set [observe] process = { pid_file = … } or metrics_url)".to_owned()
+        }
+    }
+}
+
+/// How the fleet's process is watched: samples, exits, restarts.
+fn process_observer(settings: &ObserveSettings, fleet: Option<&str>) -> String {
+    let sampled = format!(
+        "RSS and CPU (journaled every {})",
+        format_duration(crate::observe::fleet_process::JOURNAL_EVERY)
+    );
+    match (&settings.process, fleet) {
+        (_, Some(fleet)) => {
+            format!("{fleet} {sampled} and exits; restarted after a crash")
+        }
+        (Some(ProcessWatch::PidFile(file)), None) => format!(
+            "the process {} names, read every {}: {sampled}; its exit is a crash, a new pid a restart",
+            file.display(),
+            format_duration(crate::observe::pid_file::SAMPLE_EVERY)
+        ),
+        (Some(ProcessWatch::Health), None) => {
+            "by health: refusing connections after answering is a crash, answering again a restart".to_owned()
+        }
+        (None, None) => {
+            "none: crashes are not seen (set [observe] process = { pid_file = … } or { health = true })".to_owned()
+        }
+    }
+}
+
+/// Where the TTS requests are counted.
+fn tts_observer(scenario: &Scenario) -> String {
+    match (&scenario.target, scenario.chaos.tts_listen) {
+        (Target::Embedded(_), _) => {
+            format!("the TTS stand-in the fleet is pointed at ({WIRED})")
+        }
+        (Target::Sink(_), _) => "none (the sink calls no TTS)".to_owned(),
+        (Target::External(_), Some(listen)) => {
+            format!("the TTS stand-in on http://{listen}/v1 (point the fleet's TTS_BASE_URL there)")
+        }
+        (Target::External(_), None) => "none (set [chaos] tts_listen)".to_owned(),
     }
 }
 

@@ -10,6 +10,7 @@ mod embedded_target;
 mod external_fleet;
 mod fleet;
 mod fleet_util;
+mod function_length;
 mod fuzz_corpus;
 mod hostile_http;
 mod indie_fleet;

@@ -137,196 +137,216 @@ impl Metrics {
     /// The Prometheus text exposition of every metric.
     pub fn render(&self, gauges: &Gauges) -> String {
         let mut out = String::with_capacity(4096);
+        self.render_calls(&mut out);
+        self.render_upstreams(&mut out);
+        self.render_storage(&mut out, gauges);
+        self.render_process(&mut out, gauges);
+        self.render_requests_and_alerts(&mut out, gauges);
+        out
+    }
+
+    /// Calls and turns: how many, how they failed, how fast the agent answered.
+    fn render_calls(&self, out: &mut String) {
         let load = |value: &AtomicU64| value.load(Ordering::Relaxed);
         counter(
-            &mut out,
+            out,
             "calls_total",
             "Calls accepted.",
             load(&self.calls_total),
         );
         gauge(
-            &mut out,
+            out,
             "calls_active",
             "Calls in progress.",
             load(&self.calls_active),
         );
         counter(
-            &mut out,
+            out,
             "turns_total",
             "Agent turns started.",
             load(&self.turns_total),
         );
         labelled(
-            &mut out,
+            out,
             "turn_failures_total",
             "Turns without agent audio.",
             "reason",
             &self.turn_failures_total,
         );
-        self.render_latency(&mut out);
+        self.render_latency(out);
+    }
+
+    /// The LLM, TTS and tool calls the turns made.
+    fn render_upstreams(&self, out: &mut String) {
+        let load = |value: &AtomicU64| value.load(Ordering::Relaxed);
         labelled(
-            &mut out,
+            out,
             "llm_requests_total",
             "LLM requests by outcome.",
             "status",
             &self.llm_requests_total,
         );
         counter(
-            &mut out,
+            out,
             "llm_slow_total",
             "LLM answers slower than 3 s.",
             load(&self.llm_slow_total),
         );
         labelled(
-            &mut out,
+            out,
             "tts_requests_total",
             "TTS requests by HTTP status.",
             "status",
             &self.tts_requests_total,
         );
         counter(
-            &mut out,
+            out,
             "tts_slow_total",
             "TTS requests slower than 2 s.",
             load(&self.tts_slow_total),
         );
         counter(
-            &mut out,
+            out,
             "tts_retries_total",
             "TTS requests that were retries.",
             load(&self.tts_retries_total),
         );
         counter(
-            &mut out,
+            out,
             "tts_fallbacks_total",
             "Turns that played the cached apology after TTS gave up.",
             load(&self.tts_fallbacks_total),
         );
         counter(
-            &mut out,
+            out,
             "tool_calls_total",
             "Tool calls the LLM asked for.",
             load(&self.tool_calls_total),
         );
         labelled(
-            &mut out,
+            out,
             "tool_calls_rejected_total",
             "Tool calls refused by validation.",
             "reason",
             &self.tool_calls_rejected_total,
         );
+    }
+
+    /// The database pool and the audio temp dir.
+    fn render_storage(&self, out: &mut String, gauges: &Gauges) {
+        let load = |value: &AtomicU64| value.load(Ordering::Relaxed);
         gauge(
-            &mut out,
+            out,
             "db_pool_in_use",
             "Database connections checked out.",
             u64::from(gauges.db_pool_in_use),
         );
         gauge(
-            &mut out,
+            out,
             "db_pool_size",
             "Database pool size.",
             u64::from(gauges.db_pool_size),
         );
         counter(
-            &mut out,
+            out,
             "db_pool_timeouts_total",
             "Waits for a pooled connection that timed out.",
             load(&self.db_pool_timeouts_total),
         );
         labelled(
-            &mut out,
+            out,
             "db_errors_total",
             "Database errors by operation.",
             "op",
             &self.db_errors_total,
         );
         gauge(
-            &mut out,
+            out,
             "temp_dir_bytes",
             "Bytes in the audio temp dir.",
             gauges.temp_dir_bytes,
         );
         gauge(
-            &mut out,
+            out,
             "temp_dir_files",
             "Files in the audio temp dir.",
             gauges.temp_dir_files,
         );
         counter(
-            &mut out,
+            out,
             "temp_files_deleted_total",
             "Temp audio files deleted.",
             load(&self.temp_files_deleted_total),
         );
+    }
+
+    /// The process's memory, the workers and their healer.
+    fn render_process(&self, out: &mut String, gauges: &Gauges) {
+        let load = |value: &AtomicU64| value.load(Ordering::Relaxed);
         gauge(
-            &mut out,
+            out,
             "process_resident_memory_bytes",
             "Resident memory.",
             gauges.resident_memory_bytes,
         );
         if let Some(limit) = gauges.memory_limit_bytes {
             gauge(
-                &mut out,
+                out,
                 "process_memory_limit_bytes",
                 "Memory limit (the process is killed above it).",
                 limit,
             );
         }
+        gauge(out, "workers", "Worker slots.", u64::from(gauges.workers));
         gauge(
-            &mut out,
-            "workers",
-            "Worker slots.",
-            u64::from(gauges.workers),
-        );
-        gauge(
-            &mut out,
+            out,
             "workers_silent",
             "Workers silent longer than stall_after.",
             u64::from(gauges.workers_silent),
         );
         gauge(
-            &mut out,
+            out,
             "job_queue_depth",
             "Turns waiting for a worker.",
             gauges.queue_depth,
         );
         counter(
-            &mut out,
+            out,
             "healer_restarts_total",
             "Workers restarted by the healer.",
             load(&self.healer_restarts_total),
         );
         counter(
-            &mut out,
+            out,
             "healer_escalations_total",
             "Times the healer gave up and raised an alert.",
             load(&self.healer_escalations_total),
         );
+    }
+
+    /// Refused webhook and Media Streams requests, and the alerts.
+    fn render_requests_and_alerts(&self, out: &mut String, gauges: &Gauges) {
+        let load = |value: &AtomicU64| value.load(Ordering::Relaxed);
         counter(
-            &mut out,
+            out,
             "signature_rejections_total",
             "Requests refused for a bad X-Twilio-Signature.",
             load(&self.signature_rejections_total),
         );
         counter(
-            &mut out,
+            out,
             "protocol_errors_total",
             "Malformed Media Streams messages.",
             load(&self.protocol_errors_total),
         );
         labelled(
-            &mut out,
+            out,
             "alerts_sent_total",
             "Alert notifications sent, by alert name.",
             "alertname",
             &self.alerts_sent_total,
         );
-        header(
-            &mut out,
-            "alerts_firing",
-            "gauge",
-            "1 while the alert fires.",
-        );
+        header(out, "alerts_firing", "gauge", "1 while the alert fires.");
         for (name, firing) in &gauges.alerts {
             let _ = writeln!(
                 out,
@@ -334,7 +354,6 @@ impl Metrics {
                 u8::from(*firing)
             );
         }
-        out
     }
 
     fn render_latency(&self, out: &mut String) {

@@ -31,6 +31,49 @@ pub fn evaluate(run: &RunRecord) -> Summary {
     for report in &mut faults {
         impact(report, run, calm);
     }
+    let uptime = run_uptime(run, &faults, &groups, end);
+    let growth = Growth::of(run, end);
+    let slos = grade_slos(
+        run,
+        &plan.slo,
+        &faults,
+        &windows,
+        uptime.as_ref(),
+        &growth,
+        end,
+    );
+    let (verdict, reason) = run_verdict(run, &slos, &faults);
+    let fleet = fleet_block(run, &growth);
+    let fault_stats = fault_stats(&faults);
+    let mut summary = Summary::new(
+        run_facts(run, end),
+        &run.totals,
+        &run.failure_examples,
+        run.harness,
+        slos,
+        faults,
+        verdict,
+        reason,
+    );
+    summary.fleet = fleet;
+    summary.uptime = uptime;
+    summary.observers = run.observers.clone();
+    summary.fault_stats = fault_stats;
+    summary.journal = JournalBlock {
+        records: run.records,
+        cut_short: run.cut_short,
+        problems: run.problems.clone(),
+    };
+    summary
+}
+
+/// The fleet's uptime outside the faults and their recovery.
+fn run_uptime(
+    run: &RunRecord,
+    faults: &[FaultReport],
+    groups: &[GroupRecovery],
+    end: f64,
+) -> Option<Uptime> {
     // Uptime is the downtime nobody injected: each group of overlapping faults is left out
     // from its first injection until the fleet recovered from it (recover_within grades
     // that part), or until the recovery allowance ran out when it never did.
@@ -38,7 +81,7 @@ pub fn evaluate(run: &RunRecord) -> Summary {
     // purpose (a process kill or stall).
     let mut recovering: Vec<Span> = Vec::new();
     let mut takes_down: Vec<Span> = Vec::new();
-    for group in &groups {
+    for group in groups {
         let Some(from) = group
             .members
             .iter()
@@ -63,67 +106,96 @@ pub fn evaluate(run: &RunRecord) -> Summary {
     // Calls refused at connect are the fleet down too (a crashed call server behind a
     // health URL that still answers, or before the next probe).
     let refusing = recovery::calls_refused_spans(&run.intervals);
-    let uptime = recovery::uptime(
+    recovery::uptime(
         &recovery::forced_within(&run.health, &refusing, false, None),
         &recovery::forced_within(&run.refused, &refusing, true, Some(false)),
         end,
         &recovering,
         &takes_down,
-    );
+    )
+}
 
-    let mut slos = super::grade(&plan.slo, &run.totals);
-    if let Some(within) = plan.slo.detect_within_s {
+/// How fast the fleet's RSS and temp dir grew after the warm-up.
+struct Growth {
+    warm_up_s: f64,
+    rss_mib_per_h: Option<f64>,
+    temp_dir_mib_per_h: Option<f64>,
+}
+
+impl Growth {
+    fn of(run: &RunRecord, end: f64) -> Self {
+        let warm_up_s = super::warm_up_s(end);
+        Growth {
+            warm_up_s,
+            rss_mib_per_h: super::growth_mib_per_hour(&run.rss, warm_up_s),
+            temp_dir_mib_per_h: super::growth_mib_per_hour(&run.temp_dir, warm_up_s),
+        }
+    }
+}
+
+/// Every SLO the plan sets, graded, in the plan's order.
+fn grade_slos(
+    run: &RunRecord,
+    slo: &SloPlan,
+    faults: &[FaultReport],
+    windows: &[Span],
+    uptime: Option<&Uptime>,
+    growth: &Growth,
+    end: f64,
+) -> Vec<SloVerdict> {
+    let mut slos = super::grade(slo, &run.totals);
+    if let Some(within) = slo.detect_within_s {
         slos.push(super::detect_within(
             Duration::from_secs_f64(within),
-            &faults,
+            faults,
         ));
     }
-    if let Some(within) = plan.slo.recover_within_s {
-        slos.push(recover_within(within, plan.slo.stable_window_s, &faults));
+    if let Some(within) = slo.recover_within_s {
+        slos.push(recover_within(within, slo.stable_window_s, faults));
     }
-    if plan.slo.no_retry_storm {
-        slos.push(super::no_retry_storm(run.retries.as_ref(), &faults, end));
+    if slo.no_retry_storm {
+        slos.push(super::no_retry_storm(run.retries.as_ref(), faults, end));
     }
-    if let Some(min) = plan.slo.uptime_min_pct {
-        slos.push(uptime_slo(min, uptime.as_ref()));
+    if let Some(min) = slo.uptime_min_pct {
+        slos.push(uptime_slo(min, uptime));
     }
-    let warm_up = super::warm_up_s(end);
-    let rss_growth = super::growth_mib_per_hour(&run.rss, warm_up);
-    let temp_growth = super::growth_mib_per_hour(&run.temp_dir, warm_up);
-    if let Some(max) = plan.slo.memory_growth_max_mib_h {
+    if let Some(max) = slo.memory_growth_max_mib_h {
         slos.push(growth_slo(
             "memory_growth",
             "fleet RSS",
             max,
-            rss_growth,
+            growth.rss_mib_per_h,
             &run.rss,
-            warm_up,
+            growth.warm_up_s,
         ));
     }
-    if let Some(max) = plan.slo.temp_dir_growth_max_mib_h {
+    if let Some(max) = slo.temp_dir_growth_max_mib_h {
         slos.push(growth_slo(
             "temp_dir_growth",
             "fleet temp dir",
             max,
-            temp_growth,
+            growth.temp_dir_mib_per_h,
             &run.temp_dir,
-            warm_up,
+            growth.warm_up_s,
         ));
     }
-    if let Some(max) = plan.slo.max_crashes {
+    if let Some(max) = slo.max_crashes {
         slos.push(crashes_slo(max, run));
     }
-    if plan.slo.no_unprovoked_alerts {
-        slos.push(unprovoked_alerts(run, &windows, plan.slo.stable_window_s));
+    if slo.no_unprovoked_alerts {
+        slos.push(unprovoked_alerts(run, windows, slo.stable_window_s));
     }
+    slos
+}
 
-    let (verdict, reason) = run_verdict(run, &slos, &faults);
+/// The fleet's block of the summary: memory, temp dir, restarts and crashes.
+fn fleet_block(run: &RunRecord, growth: &Growth) -> FleetBlock {
     let mib = crate::units::mib;
     let crashes = run.exits.iter().filter(|exit| !exit.by_harness).count() as u64;
     let round2 = |value: f64| (value * 100.0).round() / 100.0;
-    let fleet = FleetBlock {
+    FleetBlock {
         rss_mib_max: run.rss_max_bytes.map(mib),
-        rss_growth_mib_per_h: rss_growth.map(round2),
+        rss_growth_mib_per_h: growth.rss_mib_per_h.map(round2),
         restarts: run.process_watched().then_some(run.restarts),
         crashes: run.process_watched().then_some(crashes),
         exits: run
@@ -147,42 +219,26 @@ pub fn evaluate(run: &RunRecord) -> Summary {
             .iter()
             .map(|(_, bytes)| mib(*bytes))
             .reduce(f64::max),
-        temp_dir_growth_mib_per_h: temp_growth.map(round2),
-    };
-    let fault_stats = fault_stats(&faults);
-    let mut summary = Summary::new(
-        RunFacts {
-            run_id: run.run_id.clone(),
-            scenario: run.scenario.clone(),
-            scenario_path: run.scenario_path.clone(),
-            seed: run.seed,
-            time_scale: run.time_scale.max(1.0),
-            target: run.target.clone(),
-            started_at: run.started_at.clone(),
-            ended_at: run
-                .ended
-                .as_ref()
-                .map_or(run.last_at.clone(), |ended| ended.at.clone()),
-            wall_s: end,
-        },
-        &run.totals,
-        &run.failure_examples,
-        run.harness,
-        slos,
-        faults,
-        verdict,
-        reason,
-    );
-    summary.fleet = fleet;
-    summary.uptime = uptime;
-    summary.observers = run.observers.clone();
-    summary.fault_stats = fault_stats;
-    summary.journal = JournalBlock {
-        records: run.records,
-        cut_short: run.cut_short,
-        problems: run.problems.clone(),
-    };
-    summary
+        temp_dir_growth_mib_per_h: growth.temp_dir_mib_per_h.map(round2),
+    }
+}
+
+/// What ran, when, for how long.
+fn run_facts(run: &RunRecord, end: f64) -> RunFacts {
+    RunFacts {
+        run_id: run.run_id.clone(),
+        scenario: run.scenario.clone(),
+        scenario_path: run.scenario_path.clone(),
+        seed: run.seed,
+        time_scale: run.time_scale.max(1.0),
+        target: run.target.clone(),
+        started_at: run.started_at.clone(),
+        ended_at: run
+            .ended
+            .as_ref()
+            .map_or(run.last_at.clone(), |ended| ended.at.clone()),
+        wall_s: end,
+    }
 }
 
 /// The reports of a run still going (`report_every`), graded from its journal so far:
@@ -295,6 +351,22 @@ fn recover(
     end: f64,
 ) -> Vec<GroupRecovery> {
     let slo = &plan.slo;
+    let members = recovery_members(faults, plan, end);
+    let allowance = slo.recover_within_s.unwrap_or(slo.stable_window_s);
+    let groups = recovery::recover_groups(&members, troubles, slo.stable_window_s, allowance, end);
+    for group in &groups {
+        for &index in &group.members {
+            let others = overlapped_by(faults, group, index);
+            let report = &mut faults[index];
+            record_recovery(report, group, others, slo.stable_window_s, allowance, end);
+        }
+    }
+    groups
+}
+
+/// The injections whose recovery is measured (those in effect), each with where its
+/// recovery counts from; every injected fault's `recover_from` is set on the way.
+fn recovery_members(faults: &mut [FaultReport], plan: &GradePlan, end: f64) -> Vec<Member> {
     let mut members = Vec::new();
     for (index, report) in faults.iter_mut().enumerate() {
         let Some(injected) = report.injected_at_s else {
@@ -320,60 +392,69 @@ fn recover(
             cleared: report.cleared_at_s,
         });
     }
-    let allowance = slo.recover_within_s.unwrap_or(slo.stable_window_s);
-    let groups = recovery::recover_groups(&members, troubles, slo.stable_window_s, allowance, end);
-    for group in &groups {
-        for &index in &group.members {
-            let others: Vec<String> = group
-                .members
-                .iter()
-                .filter(|other| **other != index)
-                .map(|other| {
-                    let other = &faults[*other];
-                    format!(
-                        "{} #{} from {:.1}s",
-                        other.name,
-                        other.occurrence,
-                        other.injected_at_s.unwrap_or_default()
-                    )
-                })
-                .collect();
-            let report = &mut faults[index];
-            report.recovery = Some(group.status);
-            report.recovery_from_s = Some(group.from_s);
-            report.recovered_after_s = group
-                .at_s
-                .map(|at| crate::journal::round_ms(at - group.from_s));
-            if !others.is_empty() {
-                report.notes.push(format!(
-                    "overlapped {}; recovery counted from the later clear at {:.1}s",
-                    others.join(", "),
-                    group.from_s
-                ));
-                report.overlapped = others;
-            }
-            let from = report.recover_from.unwrap_or(RecoverFrom::Clear);
-            match group.status {
-                RecoveryStatus::Recovered => {}
-                RecoveryStatus::NotRecovered => report.notes.push(format!(
-                    "not recovered: the steady state did not hold for {}s from the {} at {:.1}s within {allowance}s, nor before the end at {end:.1}s",
-                    slo.stable_window_s,
-                    from.name(),
-                    group.from_s
-                )),
-                RecoveryStatus::NotMeasured if report.cleared_at_s.is_none() => report
-                    .notes
-                    .push("never cleared, so recovery could not be measured".into()),
-                RecoveryStatus::NotMeasured => report.notes.push(format!(
-                    "recovery not measured: the run ended {:.1}s after the {} at {:.1}s, before the steady state could be seen to hold",
-                    end - group.from_s,
-                    from.name(),
-                    group.from_s
-                )),
-            }
-        }
+    members
+}
+
+/// The other members of `group`, as `tts_429 #3 from 16.0s`.
+fn overlapped_by(faults: &[FaultReport], group: &GroupRecovery, index: usize) -> Vec<String> {
+    group
+        .members
+        .iter()
+        .filter(|other| **other != index)
+        .map(|other| {
+            let other = &faults[*other];
+            format!(
+                "{} #{} from {:.1}s",
+                other.name,
+                other.occurrence,
+                other.injected_at_s.unwrap_or_default()
+            )
+        })
+        .collect()
+}
+
+/// Writes `group`'s recovery into one member's report, with a note saying why when it was
+/// not recovered or not measured.
+fn record_recovery(
+    report: &mut FaultReport,
+    group: &GroupRecovery,
+    others: Vec<String>,
+    stable_window_s: f64,
+    allowance: f64,
+    end: f64,
+) {
+    report.recovery = Some(group.status);
+    report.recovery_from_s = Some(group.from_s);
+    report.recovered_after_s = group
+        .at_s
+        .map(|at| crate::journal::round_ms(at - group.from_s));
+    if !others.is_empty() {
+        report.notes.push(format!(
+            "overlapped {}; recovery counted from the later clear at {:.1}s",
+            others.join(", "),
+            group.from_s
+        ));
+        report.overlapped = others;
     }
-    groups
+    let from = report.recover_from.unwrap_or(RecoverFrom::Clear);
+    match group.status {
+        RecoveryStatus::Recovered => {}
+        RecoveryStatus::NotRecovered => report.notes.push(format!(
+            "not recovered: the steady state did not hold for {}s from the {} at {:.1}s within {allowance}s, nor before the end at {end:.1}s",
+            stable_window_s,
+            from.name(),
+            group.from_s
+        )),
+        RecoveryStatus::NotMeasured if report.cleared_at_s.is_none() => report
+            .notes
+            .push("never cleared, so recovery could not be measured".into()),
+        RecoveryStatus::NotMeasured => report.notes.push(format!(
+            "recovery not measured: the run ended {:.1}s after the {} at {:.1}s, before the steady state could be seen to hold",
+            end - group.from_s,
+            from.name(),
+            group.from_s
+        )),
+    }
 }
 
 /// An injection whose detection shows only because an overlapping earlier fault's signal

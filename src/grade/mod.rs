@@ -522,6 +522,62 @@ pub(crate) struct Within {
     pub unmeasurable: &'static str,
 }
 
+impl Within {
+    /// `; not graded: …` naming the injections in effect that were not graded, and why;
+    /// empty when all were.
+    fn left_out(&self, confirmed: &[&crate::grade::FaultReport]) -> String {
+        let left_out: Vec<String> = confirmed
+            .iter()
+            .filter_map(|fault| match (self.graded)(fault) {
+                Grading::Graded => None,
+                Grading::Covered(why) | Grading::Ungradable(why) => {
+                    Some(format!("{} #{}: {why}", fault.name, fault.occurrence))
+                }
+            })
+            .collect();
+        if left_out.is_empty() {
+            String::new()
+        } else {
+            format!("; not graded: {}", left_out.join(", "))
+        }
+    }
+
+    /// The faults (by name) with injections in effect, none of which could be graded, nor
+    /// covered by another's grade.
+    fn ungraded_names<'a>(&self, confirmed: &[&'a crate::grade::FaultReport]) -> Vec<&'a str> {
+        let mut ungraded_names: Vec<&str> = Vec::new();
+        for fault in confirmed {
+            let name = fault.name.as_str();
+            let measured = confirmed.iter().any(|other| {
+                other.name == name && !matches!((self.graded)(other), Grading::Ungradable(_))
+            });
+            if !measured && !ungraded_names.contains(&name) {
+                ungraded_names.push(name);
+            }
+        }
+        ungraded_names
+    }
+
+    /// The graded injections that came too late or never, as `tts_429 #2 after 12.5s`.
+    fn late(&self, graded: &[&crate::grade::FaultReport]) -> Vec<String> {
+        let limit = self.limit.as_secs_f64();
+        let after = self.after;
+        graded
+            .iter()
+            .filter(|fault| after(fault).is_none_or(|after| after > limit))
+            .map(|fault| match after(fault) {
+                Some(after) => format!(
+                    "{} #{} after {}s",
+                    fault.name,
+                    fault.occurrence,
+                    shown(after, limit, 1)
+                ),
+                None => format!("{} #{} never", fault.name, fault.occurrence),
+            })
+            .collect()
+    }
+}
+
 /// Grades `within` over the confirmed faults; `in_time` says why it passed, given their
 /// count. Injections that could not be graded are named; a fault none of whose
 /// injections could be means the SLO was not measured for it.
@@ -549,46 +605,10 @@ pub(crate) fn every_fault_within(
         .copied()
         .filter(|fault| matches!(graded_of(fault), Grading::Graded))
         .collect();
-    let left_out: Vec<String> = confirmed
-        .iter()
-        .filter_map(|fault| match graded_of(fault) {
-            Grading::Graded => None,
-            Grading::Covered(why) | Grading::Ungradable(why) => {
-                Some(format!("{} #{}: {why}", fault.name, fault.occurrence))
-            }
-        })
-        .collect();
-    let left_out_text = if left_out.is_empty() {
-        String::new()
-    } else {
-        format!("; not graded: {}", left_out.join(", "))
-    };
-    // A fault (by name) with injections in effect, none of which could be graded, nor
-    // covered by another's grade.
-    let mut ungraded_names: Vec<&str> = Vec::new();
-    for fault in &confirmed {
-        let name = fault.name.as_str();
-        let measured = confirmed
-            .iter()
-            .any(|other| other.name == name && !matches!(graded_of(other), Grading::Ungradable(_)));
-        if !measured && !ungraded_names.contains(&name) {
-            ungraded_names.push(name);
-        }
-    }
+    let left_out_text = within.left_out(&confirmed);
+    let ungraded_names = within.ungraded_names(&confirmed);
     let after = within.after;
-    let late: Vec<String> = graded
-        .iter()
-        .filter(|fault| after(fault).is_none_or(|after| after > limit))
-        .map(|fault| match after(fault) {
-            Some(after) => format!(
-                "{} #{} after {}s",
-                fault.name,
-                fault.occurrence,
-                shown(after, limit, 1)
-            ),
-            None => format!("{} #{} never", fault.name, fault.occurrence),
-        })
-        .collect();
+    let late = within.late(&graded);
     if late.is_empty() && !ungraded_names.is_empty() {
         return SloVerdict::not_measured(
             within.name,

@@ -391,6 +391,7 @@ fn u64_of(record: &Value, key: &str) -> u64 {
 }
 
 impl RunRecord {
+    /// Takes in one journal record: each event goes to the method that reads it.
     fn add(&mut self, record: &Value, detector: &mut Option<Detector>, problems: &mut Vec<String>) {
         let event = record.get("event").and_then(Value::as_str).unwrap_or("");
         let t_s = f64_of(record, "t_s").unwrap_or(self.last_t_s);
@@ -406,32 +407,7 @@ impl RunRecord {
             }
         };
         match event {
-            "run_started" => {
-                self.run_id = str_of(record, "run_id");
-                self.scenario = str_of(record, "scenario");
-                self.scenario_path = str_of(record, "scenario_path");
-                self.seed = u64_of(record, "seed");
-                self.time_scale = f64_of(record, "time_scale")
-                    .filter(|scale| scale.is_finite() && *scale >= 1.0)
-                    .unwrap_or(1.0);
-                self.target = str_of(record, "target");
-                self.started_at = str_of(record, "at");
-                self.planned_s = f64_of(record, "planned_s").unwrap_or(0.0);
-                match record
-                    .get("grading")
-                    .map(|plan| serde_json::from_value::<GradePlan>(plan.clone()))
-                {
-                    Some(Ok(plan)) => {
-                        let (plan, unusable) = plan.sanitized();
-                        for what in unusable {
-                            problem(what);
-                        }
-                        self.plan = Some(plan);
-                    }
-                    Some(Err(error)) => problem(format!("grading plan unreadable: {error}")),
-                    None => problem("no grading plan: default SLOs apply".into()),
-                }
-            }
+            "run_started" => self.add_run_started(record, &mut problem),
             "fleet" => self.fleet_spawned = record.get("pid").is_some_and(|pid| !pid.is_null()),
             "interval" => self.add_interval(record, t_s, &mut problem),
             "fault_injected"
@@ -443,63 +419,14 @@ impl RunRecord {
             | "fault_not_injected" => {
                 self.add_fault_event(event, record, t_s);
                 if event == "fault_injected" {
-                    let detector = detector.get_or_insert_with(|| self.detector());
-                    detector.injected(Injection {
-                        fault: str_of(record, "fault"),
-                        kind: str_of(record, "kind"),
-                        occurrence: u64_of(record, "occurrence") as u32,
-                        injected_at_s: t_s,
-                    });
-                    self.detections.extend(detector.take_finished(false));
+                    self.add_injection(record, t_s, detector);
                 }
             }
-            "chaos_error" => {
-                let name = str_of(record, "fault");
-                if let Some(report) = self
-                    .faults
-                    .iter_mut()
-                    .rev()
-                    .find(|report| report.name == name)
-                {
-                    report.confirmed = false;
-                    report.notes.push(str_of(record, "error"));
-                }
-            }
-            "observers" => {
-                let source = |key: &str| record.get(key).and_then(Value::as_str).map(str::to_owned);
-                self.rss_source = source("rss_source");
-                self.temp_dir_source = source("temp_dir_source");
-                self.process_observed = record.get("process").is_some_and(|p| !p.is_null());
-            }
+            "chaos_error" => self.add_chaos_error(record),
+            "observers" => self.add_observers(record),
             "alert" | "metric_condition" | "log_match" | "health" => {
                 if let Some(signal) = Signal::of_record(event, record) {
-                    if let Signal::Unhealthy | Signal::Healthy = signal {
-                        self.health.push((seen_s, signal == Signal::Healthy));
-                        let refused = record
-                            .get("refused")
-                            .and_then(Value::as_bool)
-                            .unwrap_or(false);
-                        if self
-                            .refused
-                            .last()
-                            .map_or(refused, |(_, was)| *was != refused)
-                        {
-                            self.refused.push((seen_s, refused));
-                        }
-                    }
-                    let began_s = Signal::began_s(record);
-                    let detector = detector.get_or_insert_with(|| self.detector());
-                    detector.signal(seen_s, began_s, &signal);
-                    self.detections.extend(detector.take_finished(false));
-                    if let Signal::AlertFiring(name) = &signal
-                        && detector.last_was_onset()
-                    {
-                        self.alert_onsets.push(AlertOnset {
-                            began_s: began_s.unwrap_or(seen_s).min(seen_s),
-                            seen_s,
-                            name: name.clone(),
-                        });
-                    }
+                    self.add_signal(&signal, record, seen_s, detector);
                 }
             }
             "harness_error" if self.harness_errors.len() < crate::journal::MAX_PROBLEMS => {
@@ -509,53 +436,9 @@ impl RunRecord {
                     str_of(record, "error")
                 ));
             }
-            "fleet_process" => {
-                self.process_sampled = true;
-                if self
-                    .rss_source
-                    .as_deref()
-                    .is_none_or(|source| source == "process")
-                {
-                    if let Some(rss) = f64_of(record, "rss_bytes") {
-                        self.rss.push((seen_s, rss));
-                    }
-                    let peak = f64_of(record, "rss_max_bytes").or(f64_of(record, "rss_bytes"));
-                    if let Some(peak) = peak {
-                        self.rss_max_bytes =
-                            Some(self.rss_max_bytes.map_or(peak, |max| max.max(peak)));
-                    }
-                }
-            }
-            // The fleet's own gauges, from /metrics (`rss_metric`, `temp_dir_metric`): the
-            // series the observers said they grade by, never mixed with the process's.
-            "fleet_sample" => {
-                let from_metrics = |source: &Option<String>, default: bool| {
-                    source
-                        .as_deref()
-                        .map_or(default, |source| source == "metrics")
-                };
-                if let Some(rss) = f64_of(record, "rss_bytes")
-                    && from_metrics(&self.rss_source, !self.fleet_spawned)
-                {
-                    self.rss.push((seen_s, rss));
-                    self.rss_max_bytes = Some(self.rss_max_bytes.map_or(rss, |max| max.max(rss)));
-                }
-                if let Some(bytes) = f64_of(record, "temp_dir_bytes")
-                    && from_metrics(&self.temp_dir_source, false)
-                {
-                    self.temp_dir.push((seen_s, bytes));
-                }
-            }
-            "temp_dir" => {
-                if let Some(bytes) = f64_of(record, "bytes")
-                    && self
-                        .temp_dir_source
-                        .as_deref()
-                        .is_none_or(|source| source == "walk")
-                {
-                    self.temp_dir.push((seen_s, bytes));
-                }
-            }
+            "fleet_process" => self.add_process_sample(record, seen_s),
+            "fleet_sample" => self.add_fleet_sample(record, seen_s),
+            "temp_dir" => self.add_temp_dir_walk(record, seen_s),
             "fleet_exited" => self.exits.push(FleetExit {
                 t_s: seen_s,
                 status: str_of(record, "status"),
@@ -565,26 +448,7 @@ impl RunRecord {
                     .unwrap_or(false),
             }),
             "fleet_restarted" => self.restarts += 1,
-            "tts_requests" => {
-                self.retries
-                    .get_or_insert_with(RetryTotals::default)
-                    .add_window(record);
-                let by_status = record
-                    .get("by_status")
-                    .and_then(Value::as_object)
-                    .map(|statuses| {
-                        statuses
-                            .iter()
-                            .filter_map(|(status, count)| Some((status.clone(), count.as_u64()?)))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                self.tts_windows.push(TtsWindowPoint {
-                    to_s: t_s,
-                    window_s: f64_of(record, "window_s").unwrap_or(0.0),
-                    by_status,
-                });
-            }
+            "tts_requests" => self.add_tts_requests(record, t_s),
             "tts_standin" => {
                 self.retries.get_or_insert_with(RetryTotals::default);
             }
@@ -592,30 +456,211 @@ impl RunRecord {
                 Ok(counts) => self.observers = Some(counts),
                 Err(error) => problem(format!("observed record unreadable: {error}")),
             },
-            "run_ended" => {
-                let stopped = record
-                    .get("stopped")
-                    .and_then(Value::as_str)
-                    .map(str::to_owned);
-                let stopped_by = record
-                    .get("stopped_by")
-                    .and_then(|by| serde_json::from_value(by.clone()).ok())
-                    // Journals from before `stopped_by`: an abort condition said so.
-                    .or_else(|| {
-                        stopped
-                            .as_deref()
-                            .filter(|why| why.starts_with("abort condition"))
-                            .map(|_| StoppedBy::AbortCondition)
-                    });
-                self.ended = Some(Ended {
-                    t_s,
-                    at: str_of(record, "at"),
-                    stopped,
-                    stopped_by,
-                });
-            }
+            "run_ended" => self.add_run_ended(record, t_s),
             _ => {}
         }
+    }
+
+    /// `run_started`: what ran, and the grading plan it was run with.
+    fn add_run_started(&mut self, record: &Value, problem: &mut impl FnMut(String)) {
+        self.run_id = str_of(record, "run_id");
+        self.scenario = str_of(record, "scenario");
+        self.scenario_path = str_of(record, "scenario_path");
+        self.seed = u64_of(record, "seed");
+        self.time_scale = f64_of(record, "time_scale")
+            .filter(|scale| scale.is_finite() && *scale >= 1.0)
+            .unwrap_or(1.0);
+        self.target = str_of(record, "target");
+        self.started_at = str_of(record, "at");
+        self.planned_s = f64_of(record, "planned_s").unwrap_or(0.0);
+        match record
+            .get("grading")
+            .map(|plan| serde_json::from_value::<GradePlan>(plan.clone()))
+        {
+            Some(Ok(plan)) => {
+                let (plan, unusable) = plan.sanitized();
+                for what in unusable {
+                    problem(what);
+                }
+                self.plan = Some(plan);
+            }
+            Some(Err(error)) => problem(format!("grading plan unreadable: {error}")),
+            None => problem("no grading plan: default SLOs apply".into()),
+        }
+    }
+
+    /// `fault_injected`: the detection engine starts watching for this injection.
+    fn add_injection(&mut self, record: &Value, t_s: f64, detector: &mut Option<Detector>) {
+        let detector = detector.get_or_insert_with(|| self.detector());
+        detector.injected(Injection {
+            fault: str_of(record, "fault"),
+            kind: str_of(record, "kind"),
+            occurrence: u64_of(record, "occurrence") as u32,
+            injected_at_s: t_s,
+        });
+        self.detections.extend(detector.take_finished(false));
+    }
+
+    /// `chaos_error`: the fault's latest injection is not known to be in effect.
+    fn add_chaos_error(&mut self, record: &Value) {
+        let name = str_of(record, "fault");
+        if let Some(report) = self
+            .faults
+            .iter_mut()
+            .rev()
+            .find(|report| report.name == name)
+        {
+            report.confirmed = false;
+            report.notes.push(str_of(record, "error"));
+        }
+    }
+
+    /// `observers`: where the fleet's RSS and temp-dir size come from, and whether its
+    /// process is watched.
+    fn add_observers(&mut self, record: &Value) {
+        let source = |key: &str| record.get(key).and_then(Value::as_str).map(str::to_owned);
+        self.rss_source = source("rss_source");
+        self.temp_dir_source = source("temp_dir_source");
+        self.process_observed = record.get("process").is_some_and(|p| !p.is_null());
+    }
+
+    /// A fleet signal (alert, metric condition, log match, health): the health series, the
+    /// detection engine, and alert onsets.
+    fn add_signal(
+        &mut self,
+        signal: &Signal,
+        record: &Value,
+        seen_s: f64,
+        detector: &mut Option<Detector>,
+    ) {
+        if let Signal::Unhealthy | Signal::Healthy = signal {
+            self.health.push((seen_s, *signal == Signal::Healthy));
+            let refused = record
+                .get("refused")
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
+            if self
+                .refused
+                .last()
+                .map_or(refused, |(_, was)| *was != refused)
+            {
+                self.refused.push((seen_s, refused));
+            }
+        }
+        let began_s = Signal::began_s(record);
+        let detector = detector.get_or_insert_with(|| self.detector());
+        detector.signal(seen_s, began_s, signal);
+        self.detections.extend(detector.take_finished(false));
+        if let Signal::AlertFiring(name) = signal
+            && detector.last_was_onset()
+        {
+            self.alert_onsets.push(AlertOnset {
+                began_s: began_s.unwrap_or(seen_s).min(seen_s),
+                seen_s,
+                name: name.clone(),
+            });
+        }
+    }
+
+    /// `fleet_process`: the fleet's process was sampled; its RSS counts unless the observers
+    /// said RSS comes from elsewhere.
+    fn add_process_sample(&mut self, record: &Value, seen_s: f64) {
+        self.process_sampled = true;
+        if self
+            .rss_source
+            .as_deref()
+            .is_none_or(|source| source == "process")
+        {
+            if let Some(rss) = f64_of(record, "rss_bytes") {
+                self.rss.push((seen_s, rss));
+            }
+            let peak = f64_of(record, "rss_max_bytes").or(f64_of(record, "rss_bytes"));
+            if let Some(peak) = peak {
+                self.rss_max_bytes = Some(self.rss_max_bytes.map_or(peak, |max| max.max(peak)));
+            }
+        }
+    }
+
+    /// `fleet_sample`: the fleet's own gauges, from /metrics (`rss_metric`,
+    /// `temp_dir_metric`): the series the observers said they grade by, never mixed with the
+    /// process's.
+    fn add_fleet_sample(&mut self, record: &Value, seen_s: f64) {
+        let from_metrics = |source: &Option<String>, default: bool| {
+            source
+                .as_deref()
+                .map_or(default, |source| source == "metrics")
+        };
+        if let Some(rss) = f64_of(record, "rss_bytes")
+            && from_metrics(&self.rss_source, !self.fleet_spawned)
+        {
+            self.rss.push((seen_s, rss));
+            self.rss_max_bytes = Some(self.rss_max_bytes.map_or(rss, |max| max.max(rss)));
+        }
+        if let Some(bytes) = f64_of(record, "temp_dir_bytes")
+            && from_metrics(&self.temp_dir_source, false)
+        {
+            self.temp_dir.push((seen_s, bytes));
+        }
+    }
+
+    /// `temp_dir`: the temp dir's size by walking it, unless the observers said it comes
+    /// from elsewhere.
+    fn add_temp_dir_walk(&mut self, record: &Value, seen_s: f64) {
+        if let Some(bytes) = f64_of(record, "bytes")
+            && self
+                .temp_dir_source
+                .as_deref()
+                .is_none_or(|source| source == "walk")
+        {
+            self.temp_dir.push((seen_s, bytes));
+        }
+    }
+
+    /// `tts_requests`: one window of the TTS stand-in's requests, for retry totals and the
+    /// timeline.
+    fn add_tts_requests(&mut self, record: &Value, t_s: f64) {
+        self.retries
+            .get_or_insert_with(RetryTotals::default)
+            .add_window(record);
+        let by_status = record
+            .get("by_status")
+            .and_then(Value::as_object)
+            .map(|statuses| {
+                statuses
+                    .iter()
+                    .filter_map(|(status, count)| Some((status.clone(), count.as_u64()?)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        self.tts_windows.push(TtsWindowPoint {
+            to_s: t_s,
+            window_s: f64_of(record, "window_s").unwrap_or(0.0),
+            by_status,
+        });
+    }
+
+    /// `run_ended`: when and why the run stopped.
+    fn add_run_ended(&mut self, record: &Value, t_s: f64) {
+        let stopped = record
+            .get("stopped")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        let stopped_by = record
+            .get("stopped_by")
+            .and_then(|by| serde_json::from_value(by.clone()).ok())
+            // Journals from before `stopped_by`: an abort condition said so.
+            .or_else(|| {
+                stopped
+                    .as_deref()
+                    .filter(|why| why.starts_with("abort condition"))
+                    .map(|_| StoppedBy::AbortCondition)
+            });
+        self.ended = Some(Ended {
+            t_s,
+            at: str_of(record, "at"),
+            stopped,
+            stopped_by,
+        });
     }
 
     /// The detection engine for this journal's faults (none before `run_started`).

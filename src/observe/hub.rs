@@ -119,29 +119,8 @@ pub async fn run_hub(
     settings: HubSettings,
     stop: tokio_util::sync::CancellationToken,
 ) -> Observed {
-    let HubSettings {
-        conditions,
-        default_log_file,
-        crash_by_health,
-        faults,
-        lines,
-    } = settings;
-    let mut listening = crash_by_health.then(super::health::Listening::default);
-    let mut restarts = 0u64;
     let start = journal.started();
-    let mut detector = Detections {
-        live: Detector::new(faults),
-        journal: journal.clone(),
-        lines,
-    };
-    let mut observed = Observed::default();
-    let mut last_recorded_s = f64::NEG_INFINITY;
-    let mut last_log_match: HashMap<(String, PathBuf), f64> = HashMap::new();
-    let mut healthy: Option<bool> = None;
-    let mut was_refused = false;
-    let mut holding = vec![false; conditions.len()];
-    let mut scrape_ok = true;
-    let mut last_sample_s = f64::NEG_INFINITY;
+    let mut hub = Hub::new(journal, settings);
     loop {
         let observation = tokio::select! {
             biased;
@@ -157,128 +136,98 @@ pub async fn run_hub(
                 .saturating_duration_since(start)
                 .as_secs_f64(),
         );
+        hub.take(observation, t_s);
+    }
+    hub.journal.record("observed", hub.observed.to_json());
+    hub.observed
+}
+
+/// The hub's state between observations: the counters, and what was last journaled of each
+/// series so only changes are journaled again.
+struct Hub {
+    journal: Journal,
+    conditions: Vec<MetricCondition>,
+    default_log_file: Option<PathBuf>,
+    detector: Detections,
+    observed: Observed,
+    /// Whether the health URL is listening, when its refusing is the fleet's exit.
+    listening: Option<super::health::Listening>,
+    restarts: u64,
+    healthy: Option<bool>,
+    was_refused: bool,
+    /// Whether each metric condition held at the last scrape.
+    holding: Vec<bool>,
+    /// The last scrape succeeded: only the first failure of a run of them is journaled.
+    scrape_ok: bool,
+    last_sample_s: f64,
+    last_recorded_s: f64,
+    last_log_match: HashMap<(String, PathBuf), f64>,
+}
+
+impl Hub {
+    fn new(journal: Journal, settings: HubSettings) -> Self {
+        let HubSettings {
+            conditions,
+            default_log_file,
+            crash_by_health,
+            faults,
+            lines,
+        } = settings;
+        Hub {
+            detector: Detections {
+                live: Detector::new(faults),
+                journal: journal.clone(),
+                lines,
+            },
+            journal,
+            holding: vec![false; conditions.len()],
+            conditions,
+            default_log_file,
+            observed: Observed::default(),
+            listening: crash_by_health.then(super::health::Listening::default),
+            restarts: 0,
+            healthy: None,
+            was_refused: false,
+            scrape_ok: true,
+            last_sample_s: f64::NEG_INFINITY,
+            last_recorded_s: f64::NEG_INFINITY,
+            last_log_match: HashMap::new(),
+        }
+    }
+
+    /// Takes one observation, made `t_s` into the run.
+    fn take(&mut self, observation: Observation, t_s: f64) {
         match observation.signal {
             Signal::Alert {
                 name,
                 firing,
                 starts_at,
-            } => {
-                observed.alerts_received += 1;
-                // `startsAt` on the journal's clock: when the fleet says the alert began,
-                // which tells a new alert from one firing since before an injection.
-                let starts_s =
-                    starts_at
-                        .as_deref()
-                        .and_then(detect::parse_wall_clock)
-                        .map(|began| {
-                            let seen = std::time::SystemTime::now()
-                                - tokio::time::Instant::now()
-                                    .saturating_duration_since(observation.at);
-                            match seen.duration_since(began) {
-                                Ok(ago) => round_ms(t_s - ago.as_secs_f64()),
-                                Err(ahead) => round_ms(t_s + ahead.duration().as_secs_f64()),
-                            }
-                        });
-                detector.record(
-                    "alert",
-                    json!({
-                        "name": name, "status": if firing { "firing" } else { "resolved" },
-                        "starts_at": starts_at, "starts_s": starts_s, "seen_s": t_s,
-                    }),
-                    t_s,
-                );
-            }
+            } => self.alert(&name, firing, starts_at, observation.at, t_s),
             Signal::BadAlert { reason } => {
-                let count = observed.bad_alerts.entry(reason).or_default();
+                let count = self.observed.bad_alerts.entry(reason).or_default();
                 *count += 1;
                 // The first of each reason; `observed` at the end has them all.
                 if *count == 1 {
-                    journal.record("alert_unreadable", json!({"reason": reason, "seen_s": t_s}));
+                    self.journal
+                        .record("alert_unreadable", json!({"reason": reason, "seen_s": t_s}));
                 }
             }
             Signal::Health {
-                healthy: now,
+                healthy,
                 status,
                 detail,
                 refused,
-            } => {
-                observed.health_probes += 1;
-                observed.healthy_probes += u64::from(now);
-                // A change of answer, or from a bad answer to none at all (nothing
-                // listens: the fleet is down, not just unhealthy).
-                if healthy != Some(now) || was_refused != refused {
-                    healthy = Some(now);
-                    was_refused = refused;
-                    detector.record(
-                        "health",
-                        json!({"healthy": now, "status": status, "detail": detail, "refused": refused, "seen_s": t_s}),
-                        t_s,
-                    );
-                }
-                match listening
-                    .as_mut()
-                    .and_then(|listening| listening.probe(status.is_some(), refused))
-                {
-                    Some(super::health::ListeningChange::Stopped) => journal.record(
-                        "fleet_exited",
-                        json!({
-                            "pid": null, "status": "stopped listening (connection refused)",
-                            "code": null, "signal": null, "by_harness": false,
-                            "watched": "health", "seen_s": t_s,
-                        }),
-                    ),
-                    Some(super::health::ListeningChange::Resumed) => {
-                        restarts += 1;
-                        journal.record(
-                            "fleet_restarted",
-                            json!({"pid": null, "restarts": restarts, "watched": "health", "seen_s": t_s}),
-                        );
-                    }
-                    None => {}
-                }
-            }
+            } => self.health(healthy, status, detail, refused, t_s),
             Signal::Condition {
                 index,
                 holds,
                 value,
-            } => {
-                let Some(was) = holding.get_mut(index) else {
-                    continue;
-                };
-                if *was != holds {
-                    *was = holds;
-                    let text = &conditions[index].text;
-                    detector.record(
-                        "metric_condition",
-                        json!({"condition": text, "holds": holds, "value": value, "seen_s": t_s}),
-                        t_s,
-                    );
-                }
-                scrape_ok = true;
-            }
+            } => self.condition(index, holds, value, t_s),
             Signal::Gauges {
                 rss_bytes,
                 temp_dir_bytes,
-            } => {
-                scrape_ok = true;
-                if t_s - last_sample_s >= SAMPLE_EVERY_S {
-                    last_sample_s = t_s;
-                    journal.record(
-                        "fleet_sample",
-                        json!({"rss_bytes": rss_bytes, "temp_dir_bytes": temp_dir_bytes, "seen_s": t_s}),
-                    );
-                }
-            }
-            Signal::Recorded { values } => {
-                if t_s - last_recorded_s >= RECORD_EVERY_S {
-                    last_recorded_s = t_s;
-                    let values: serde_json::Map<String, serde_json::Value> = values
-                        .into_iter()
-                        .map(|(text, value)| (text, json!(value)))
-                        .collect();
-                    journal.record("metrics", json!({"values": values, "seen_s": t_s}));
-                }
-            }
+            } => self.gauges(rss_bytes, temp_dir_bytes, t_s),
+            Signal::Recorded { values } => self.recorded(values, t_s),
             Signal::TempDir {
                 bytes,
                 files,
@@ -288,51 +237,171 @@ pub async fn run_hub(
                 if capped {
                     record["capped"] = json!(true);
                 }
-                journal.record("temp_dir", record);
+                self.journal.record("temp_dir", record);
             }
             Signal::LogMatch {
                 pattern,
                 file,
                 line,
-            } => {
-                observed.log_matches += 1;
-                let key = (pattern, file);
-                if last_log_match
-                    .get(&key)
-                    .is_some_and(|last| t_s - last < LOG_MATCH_EVERY_S)
-                {
-                    continue;
-                }
-                last_log_match.insert(key.clone(), t_s);
-                let (pattern, file) = key;
-                let line: String = line.chars().take(LOG_LINE_CHARS).collect();
-                // `default`: the file rules naming none read, so a replay of the journal
-                // pairs the match with the same rules as the hub.
-                let default = default_log_file.as_ref() == Some(&file);
-                detector.record(
-                    "log_match",
-                    json!({"pattern": pattern, "file": file.display().to_string(), "default": default, "line": line, "seen_s": t_s}),
-                    t_s,
-                );
-            }
+            } => self.log_match(pattern, file, &line, t_s),
             Signal::LogUnreadable { file, reason } => {
-                journal.record(
+                self.journal.record(
                     "log_unreadable",
                     json!({"file": file.display().to_string(), "reason": reason, "seen_s": t_s}),
                 );
             }
-            Signal::FaultInjected(injection) => detector.injected(injection),
+            Signal::FaultInjected(injection) => self.detector.injected(injection),
             Signal::ScrapeFailed { reason } => {
-                observed.scrapes_failed += 1;
-                if scrape_ok {
-                    scrape_ok = false;
-                    journal.record("scrape_failed", json!({"reason": reason, "seen_s": t_s}));
+                self.observed.scrapes_failed += 1;
+                if self.scrape_ok {
+                    self.scrape_ok = false;
+                    self.journal
+                        .record("scrape_failed", json!({"reason": reason, "seen_s": t_s}));
                 }
             }
         }
     }
-    journal.record("observed", observed.to_json());
-    observed
+
+    /// The fleet's RSS and temp-dir gauges from a scrape: journaled every
+    /// [`SAMPLE_EVERY_S`].
+    fn gauges(&mut self, rss_bytes: Option<f64>, temp_dir_bytes: Option<f64>, t_s: f64) {
+        self.scrape_ok = true;
+        if t_s - self.last_sample_s >= SAMPLE_EVERY_S {
+            self.last_sample_s = t_s;
+            self.journal.record(
+                "fleet_sample",
+                json!({"rss_bytes": rss_bytes, "temp_dir_bytes": temp_dir_bytes, "seen_s": t_s}),
+            );
+        }
+    }
+
+    /// The `record` series from a scrape: journaled every [`RECORD_EVERY_S`].
+    fn recorded(&mut self, values: Vec<(String, Option<f64>)>, t_s: f64) {
+        if t_s - self.last_recorded_s >= RECORD_EVERY_S {
+            self.last_recorded_s = t_s;
+            let values: serde_json::Map<String, serde_json::Value> = values
+                .into_iter()
+                .map(|(text, value)| (text, json!(value)))
+                .collect();
+            self.journal
+                .record("metrics", json!({"values": values, "seen_s": t_s}));
+        }
+    }
+
+    /// An alert posted by the fleet (seen at `at`, `t_s` into the run).
+    fn alert(
+        &mut self,
+        name: &str,
+        firing: bool,
+        starts_at: Option<String>,
+        at: tokio::time::Instant,
+        t_s: f64,
+    ) {
+        self.observed.alerts_received += 1;
+        // `startsAt` on the journal's clock: when the fleet says the alert began,
+        // which tells a new alert from one firing since before an injection.
+        let starts_s = starts_at
+            .as_deref()
+            .and_then(detect::parse_wall_clock)
+            .map(|began| {
+                let seen = std::time::SystemTime::now()
+                    - tokio::time::Instant::now().saturating_duration_since(at);
+                match seen.duration_since(began) {
+                    Ok(ago) => round_ms(t_s - ago.as_secs_f64()),
+                    Err(ahead) => round_ms(t_s + ahead.duration().as_secs_f64()),
+                }
+            });
+        self.detector.record(
+            "alert",
+            json!({
+                "name": name, "status": if firing { "firing" } else { "resolved" },
+                "starts_at": starts_at, "starts_s": starts_s, "seen_s": t_s,
+            }),
+            t_s,
+        );
+    }
+
+    /// A health probe's answer: journaled when it changed, and (with `crash_by_health`)
+    /// the health URL refusing or answering again as the fleet's exit or restart.
+    fn health(&mut self, now: bool, status: Option<u16>, detail: String, refused: bool, t_s: f64) {
+        self.observed.health_probes += 1;
+        self.observed.healthy_probes += u64::from(now);
+        // A change of answer, or from a bad answer to none at all (nothing
+        // listens: the fleet is down, not just unhealthy).
+        if self.healthy != Some(now) || self.was_refused != refused {
+            self.healthy = Some(now);
+            self.was_refused = refused;
+            self.detector.record(
+                "health",
+                json!({"healthy": now, "status": status, "detail": detail, "refused": refused, "seen_s": t_s}),
+                t_s,
+            );
+        }
+        match self
+            .listening
+            .as_mut()
+            .and_then(|listening| listening.probe(status.is_some(), refused))
+        {
+            Some(super::health::ListeningChange::Stopped) => self.journal.record(
+                "fleet_exited",
+                json!({
+                    "pid": null, "status": "stopped listening (connection refused)",
+                    "code": null, "signal": null, "by_harness": false,
+                    "watched": "health", "seen_s": t_s,
+                }),
+            ),
+            Some(super::health::ListeningChange::Resumed) => {
+                self.restarts += 1;
+                self.journal.record(
+                    "fleet_restarted",
+                    json!({"pid": null, "restarts": self.restarts, "watched": "health", "seen_s": t_s}),
+                );
+            }
+            None => {}
+        }
+    }
+
+    /// A metric condition evaluated on a scrape: journaled when it starts or stops holding.
+    fn condition(&mut self, index: usize, holds: bool, value: Option<f64>, t_s: f64) {
+        let Some(was) = self.holding.get_mut(index) else {
+            return;
+        };
+        if *was != holds {
+            *was = holds;
+            let text = &self.conditions[index].text;
+            self.detector.record(
+                "metric_condition",
+                json!({"condition": text, "holds": holds, "value": value, "seen_s": t_s}),
+                t_s,
+            );
+        }
+        self.scrape_ok = true;
+    }
+
+    /// A log line matching a pattern: counted always, journaled at most once a
+    /// [`LOG_MATCH_EVERY_S`] per pattern and file.
+    fn log_match(&mut self, pattern: String, file: PathBuf, line: &str, t_s: f64) {
+        self.observed.log_matches += 1;
+        let key = (pattern, file);
+        if self
+            .last_log_match
+            .get(&key)
+            .is_some_and(|last| t_s - last < LOG_MATCH_EVERY_S)
+        {
+            return;
+        }
+        self.last_log_match.insert(key.clone(), t_s);
+        let (pattern, file) = key;
+        let line: String = line.chars().take(LOG_LINE_CHARS).collect();
+        // `default`: the file rules naming none read, so a replay of the journal
+        // pairs the match with the same rules as the hub.
+        let default = self.default_log_file.as_ref() == Some(&file);
+        self.detector.record(
+            "log_match",
+            json!({"pattern": pattern, "file": file.display().to_string(), "default": default, "line": line, "seen_s": t_s}),
+            t_s,
+        );
+    }
 }
 
 impl Observed {

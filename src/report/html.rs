@@ -135,7 +135,13 @@ fn verdict(summary: &Summary, run: &RunRecord, clock: &Clock, out: &mut String) 
             run.end_s()
         );
     }
-    out.push_str("</div>\n</header>\n<section class=\"tiles\">\n");
+    out.push_str("</div>\n</header>\n");
+    tiles(summary, out);
+}
+
+/// The headline figures under the verdict, one tile each.
+fn tiles(summary: &Summary, out: &mut String) {
+    out.push_str("<section class=\"tiles\">\n");
     let calls = &summary.calls;
     let tile = |out: &mut String, value: String, label: &str| {
         let _ = writeln!(
@@ -510,6 +516,31 @@ fn slo_table(summary: &Summary, out: &mut String) {
     out.push_str("</table>\n</section>\n");
 }
 
+/// When a fault was injected and cleared, by the clock and from the start (and where
+/// that falls in the schedule as written, on a compressed run).
+fn fault_when(summary: &Summary, fault: &FaultReport, clock: &Clock) -> String {
+    let when = match (fault.injected_at_s, fault.cleared_at_s) {
+        (Some(injected), Some(cleared)) => format!(
+            "injected {} ({injected:.1} s), cleared {} ({cleared:.1} s)",
+            clock.time(injected),
+            clock.time(cleared)
+        ),
+        (Some(injected), None) => format!(
+            "injected {} ({injected:.1} s), never cleared",
+            clock.time(injected)
+        ),
+        _ => format!(
+            "planned at {} ({:.1} s), not injected",
+            clock.time(fault.planned_at_s),
+            fault.planned_at_s
+        ),
+    };
+    match summary.as_written(fault.injected_at_s.or(Some(fault.planned_at_s))) {
+        Some(written) => format!("{when}; {written} into the schedule as written"),
+        None => when,
+    }
+}
+
 fn fault_cards(summary: &Summary, clock: &Clock, out: &mut String) {
     if summary.faults.is_empty() {
         return;
@@ -529,26 +560,7 @@ fn fault_cards(summary: &Summary, clock: &Clock, out: &mut String) {
             index + 1,
             escape(&story.label)
         );
-        let when = match (fault.injected_at_s, fault.cleared_at_s) {
-            (Some(injected), Some(cleared)) => format!(
-                "injected {} ({injected:.1} s), cleared {} ({cleared:.1} s)",
-                clock.time(injected),
-                clock.time(cleared)
-            ),
-            (Some(injected), None) => format!(
-                "injected {} ({injected:.1} s), never cleared",
-                clock.time(injected)
-            ),
-            _ => format!(
-                "planned at {} ({:.1} s), not injected",
-                clock.time(fault.planned_at_s),
-                fault.planned_at_s
-            ),
-        };
-        let when = match summary.as_written(fault.injected_at_s.or(Some(fault.planned_at_s))) {
-            Some(written) => format!("{when}; {written} into the schedule as written"),
-            None => when,
-        };
+        let when = fault_when(summary, fault, clock);
         let _ = writeln!(
             out,
             "<p class=\"when\">{}</p>\n<p class=\"story\">{}</p>",
@@ -590,6 +602,13 @@ fn fault_cards(summary: &Summary, clock: &Clock, out: &mut String) {
             summary.faults.len() - MAX_FAULT_CARDS
         );
     }
+    repeated_faults(summary, out);
+    out.push_str("</section>\n");
+}
+
+/// Each fault injected more than once, over its injections: detections, recoveries and
+/// their spread.
+fn repeated_faults(summary: &Summary, out: &mut String) {
     let repeated: Vec<_> = summary
         .fault_stats
         .iter()
@@ -617,7 +636,6 @@ fn fault_cards(summary: &Summary, clock: &Clock, out: &mut String) {
         }
         out.push_str("</table>\n");
     }
-    out.push_str("</section>\n");
 }
 
 /// What a person looks at next: why calls failed, how the fleet exited, what the journal

@@ -84,8 +84,18 @@ impl Summary {
     /// the fleet or the scenario is escaped ([`crate::escape::line`]) so it stays on its
     /// line and cannot draw on the terminal, and secrets are masked.
     pub fn render_text(&self) -> String {
-        use crate::escape::line as shown;
         let mut out = String::new();
+        self.text_verdict(&mut out);
+        self.text_calls(&mut out);
+        self.text_fleet(&mut out);
+        self.text_faults(&mut out);
+        self.text_journal_and_slos(&mut out);
+        crate::redact::text(&out).into_owned()
+    }
+
+    /// The headline: the scenario, its verdict and why.
+    fn text_verdict(&self, out: &mut String) {
+        use crate::escape::line as shown;
         let verdict = match self.verdict {
             Verdict::Pass => "PASS",
             Verdict::Fail => "FAIL",
@@ -104,6 +114,11 @@ impl Summary {
         if let Some(line) = self.time_scale_line() {
             let _ = writeln!(out, "  {line}");
         }
+    }
+
+    /// The calls: counts, failures, latencies, protocol errors, examples, observer trouble.
+    fn text_calls(&self, out: &mut String) {
+        use crate::escape::line as shown;
         let calls = &self.calls;
         let _ = writeln!(
             out,
@@ -169,6 +184,11 @@ impl Summary {
                 let _ = writeln!(out, "  observers  {}", shown(&line));
             }
         }
+    }
+
+    /// What the harness and the fleet used, and the fleet's uptime.
+    fn text_fleet(&self, out: &mut String) {
+        use crate::escape::line as shown;
         let h = &self.harness;
         let _ = writeln!(
             out,
@@ -212,6 +232,11 @@ impl Summary {
                 uptime.pct, uptime.probed_s, uptime.outages, uptime.longest_outage_s
             );
         }
+    }
+
+    /// Each injection's story, and the spread over faults injected more than once.
+    fn text_faults(&self, out: &mut String) {
+        use crate::escape::line as shown;
         for fault in &self.faults {
             let story = story::FaultStory::of(fault);
             let _ = writeln!(
@@ -241,6 +266,11 @@ impl Summary {
                 spread(&stats.time_to_recover_s)
             );
         }
+    }
+
+    /// Trouble reading the journal, and every SLO.
+    fn text_journal_and_slos(&self, out: &mut String) {
+        use crate::escape::line as shown;
         if self.journal.cut_short || !self.journal.problems.is_empty() {
             let _ = writeln!(
                 out,
@@ -272,7 +302,6 @@ impl Summary {
                 shown(&slo.why)
             );
         }
-        crate::redact::text(&out).into_owned()
     }
 }
 

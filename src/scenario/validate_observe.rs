@@ -41,8 +41,6 @@ impl Validator<'_> {
         };
         let raw = raw.into_inner();
         let embedded = matches!(target, Target::Embedded(_));
-        // The embedded fleet and the sink have a /health and a /metrics the harness knows.
-        let started = !matches!(target, Target::External(_));
         let url = |validator: &mut Self, value: &Option<Spanned<String>>, key| {
             value.as_ref().and_then(|value| {
                 validator.endpoint_url(value, key, ["http", "https"], allow_hosts)
@@ -50,30 +48,7 @@ impl Validator<'_> {
         };
         settings.health_url = url(self, &raw.health_url, "health_url");
         settings.metrics_url = url(self, &raw.metrics_url, "metrics_url");
-        settings.health_interval = self.interval(
-            raw.health_interval.as_ref(),
-            "health_interval",
-            MIN_POLL_INTERVAL,
-            settings.health_interval,
-        );
-        settings.health_timeout = self.duration_or(
-            raw.health_timeout.as_ref(),
-            "health_timeout",
-            Zero::Rejected,
-            settings.health_timeout,
-        );
-        settings.scrape_interval = self.interval(
-            raw.scrape_interval.as_ref(),
-            "scrape_interval",
-            MIN_POLL_INTERVAL,
-            settings.scrape_interval,
-        );
-        settings.temp_dir_interval = self.interval(
-            raw.temp_dir_interval.as_ref(),
-            "temp_dir_interval",
-            MIN_TEMP_DIR_INTERVAL,
-            settings.temp_dir_interval,
-        );
+        self.poll_intervals(&raw, &mut settings);
         if let Some(record) = &raw.record {
             settings.record = self.record(record);
         }
@@ -105,9 +80,44 @@ impl Validator<'_> {
         if let Some(process) = &raw.process {
             settings.process = self.process_watch(process, target, raw.health_url.is_some());
         }
+        self.tuning_without_observer(&raw, target);
+        settings
+    }
 
-        // Without a default to tune, a key that tunes an observer nobody asked for would be
-        // silently ignored.
+    /// How often (and how patiently) health, metrics and the temp dir are polled.
+    fn poll_intervals(&mut self, raw: &RawObserve, settings: &mut ObserveSettings) {
+        settings.health_interval = self.interval(
+            raw.health_interval.as_ref(),
+            "health_interval",
+            MIN_POLL_INTERVAL,
+            settings.health_interval,
+        );
+        settings.health_timeout = self.duration_or(
+            raw.health_timeout.as_ref(),
+            "health_timeout",
+            Zero::Rejected,
+            settings.health_timeout,
+        );
+        settings.scrape_interval = self.interval(
+            raw.scrape_interval.as_ref(),
+            "scrape_interval",
+            MIN_POLL_INTERVAL,
+            settings.scrape_interval,
+        );
+        settings.temp_dir_interval = self.interval(
+            raw.temp_dir_interval.as_ref(),
+            "temp_dir_interval",
+            MIN_TEMP_DIR_INTERVAL,
+            settings.temp_dir_interval,
+        );
+    }
+
+    /// A key that tunes an observer nobody asked for (and that has no default to tune)
+    /// is an error, not silently ignored.
+    fn tuning_without_observer(&mut self, raw: &RawObserve, target: &Target) {
+        let embedded = matches!(target, Target::Embedded(_));
+        // The embedded fleet and the sink have a /health and a /metrics the harness knows.
+        let started = !matches!(target, Target::External(_));
         let needs = [
             (
                 "health_interval",
@@ -165,7 +175,6 @@ impl Validator<'_> {
                 );
             }
         }
-        settings
     }
 
     /// `rss_metric = 'mem_bytes{kind="rss"}'`: a series selector, as `record` takes.
