@@ -524,7 +524,7 @@ fn report_command(run_dir: &std::path::Path) -> i32 {
                     crate::escape::line(problem)
                 ));
             }
-            out(format_args!("{}", summary.render_text()));
+            out(summary.render_text_in(crate::console::colour_stdout()));
             outln(format_args!("  reports    {}", run_dir.display()));
             summary.verdict.exit_code()
         }
@@ -567,7 +567,9 @@ async fn run_command(args: RunArgs, shutdown: Shutdown) -> i32 {
     // to these lines.
     match run_until(options, shutdown).await {
         Ok(outcome) => {
-            out(outcome.summary.render_text());
+            out(outcome
+                .summary
+                .render_text_in(crate::console::colour_stdout()));
             outln(format_args!("  reports    {}", outcome.out_dir.display()));
             outcome.summary.verdict.exit_code()
         }

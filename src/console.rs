@@ -11,7 +11,7 @@
 //! uses it without importing the report.
 
 use std::fmt::Display;
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 
 /// Writes `line` and a newline to stdout; a failed write is ignored.
 pub fn outln(line: impl Display) {
@@ -23,6 +23,54 @@ pub fn out(text: impl Display) {
     let mut stdout = std::io::stdout().lock();
     let _ = write!(stdout, "{text}");
     let _ = stdout.flush();
+}
+
+/// Whether the terminal summary is drawn in colour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Paint {
+    /// Plain text: files, pipes, CI logs, `NO_COLOR`.
+    Plain,
+    /// ANSI colours: green for a pass, red for a failure, yellow for what was not judged.
+    Colour,
+}
+
+impl Paint {
+    fn wrap(self, text: &str, code: &str) -> String {
+        match self {
+            Paint::Plain => text.to_owned(),
+            Paint::Colour => format!("\x1b[{code}m{text}\x1b[0m"),
+        }
+    }
+
+    pub fn good(self, text: &str) -> String {
+        self.wrap(text, "1;32")
+    }
+
+    pub fn bad(self, text: &str) -> String {
+        self.wrap(text, "1;31")
+    }
+
+    pub fn warn(self, text: &str) -> String {
+        self.wrap(text, "1;33")
+    }
+}
+
+/// Colour for the summary on stdout: only on a terminal, and never with `NO_COLOR` set
+/// (no-color.org) or `TERM=dumb`.
+pub fn colour_stdout() -> Paint {
+    colour_for(
+        std::io::stdout().is_terminal(),
+        std::env::var_os("NO_COLOR").is_some_and(|value| !value.is_empty()),
+        std::env::var_os("TERM").is_some_and(|term| term == "dumb"),
+    )
+}
+
+fn colour_for(terminal: bool, no_color: bool, dumb: bool) -> Paint {
+    if terminal && !no_color && !dumb {
+        Paint::Colour
+    } else {
+        Paint::Plain
+    }
 }
 
 /// Writes `line` and a newline to stderr; a failed write is ignored.
@@ -78,5 +126,24 @@ impl LiveLines {
             None if self.plain => errln(format_args!("{line}")),
             None => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color_or_a_dumb_term() {
+        assert_eq!(colour_for(true, false, false), Paint::Colour);
+        assert_eq!(
+            colour_for(false, false, false),
+            Paint::Plain,
+            "a pipe or CI log"
+        );
+        assert_eq!(colour_for(true, true, false), Paint::Plain, "NO_COLOR");
+        assert_eq!(colour_for(true, false, true), Paint::Plain, "TERM=dumb");
+        assert_eq!(Paint::Colour.bad("FAIL"), "\x1b[1;31mFAIL\x1b[0m");
+        assert_eq!(Paint::Plain.bad("FAIL"), "FAIL");
     }
 }

@@ -84,23 +84,29 @@ impl Summary {
     /// the fleet or the scenario is escaped ([`crate::escape::line`]) so it stays on its
     /// line and cannot draw on the terminal, and secrets are masked.
     pub fn render_text(&self) -> String {
+        self.render_text_in(crate::console::Paint::Plain)
+    }
+
+    /// [`Summary::render_text`], the verdict and each SLO's result in colour with
+    /// [`crate::console::Paint::Colour`] (for a terminal: see [`crate::console::colour_stdout`]).
+    pub fn render_text_in(&self, paint: crate::console::Paint) -> String {
         let mut out = String::new();
-        self.text_verdict(&mut out);
+        self.text_verdict(&mut out, paint);
         self.text_calls(&mut out);
         self.text_fleet(&mut out);
         self.text_faults(&mut out);
-        self.text_journal_and_slos(&mut out);
+        self.text_journal_and_slos(&mut out, paint);
         crate::redact::text(&out).into_owned()
     }
 
     /// The headline: the scenario, its verdict and why.
-    fn text_verdict(&self, out: &mut String) {
+    fn text_verdict(&self, out: &mut String, paint: crate::console::Paint) {
         use crate::escape::line as shown;
         let verdict = match self.verdict {
-            Verdict::Pass => "PASS",
-            Verdict::Fail => "FAIL",
-            Verdict::Error => "ERROR",
-            Verdict::Aborted => "ABORTED",
+            Verdict::Pass => paint.good("PASS"),
+            Verdict::Fail => paint.bad("FAIL"),
+            Verdict::Error => paint.warn("ERROR"),
+            Verdict::Aborted => paint.warn("ABORTED"),
         };
         let _ = writeln!(
             out,
@@ -269,7 +275,7 @@ impl Summary {
     }
 
     /// Trouble reading the journal, and every SLO.
-    fn text_journal_and_slos(&self, out: &mut String) {
+    fn text_journal_and_slos(&self, out: &mut String, paint: crate::console::Paint) {
         use crate::escape::line as shown;
         if self.journal.cut_short || !self.journal.problems.is_empty() {
             let _ = writeln!(
@@ -293,9 +299,9 @@ impl Summary {
                 "  SLO {:<18} {} measured {:<10} threshold {:<10} {}",
                 slo.name,
                 match slo.status {
-                    SloStatus::Pass => "pass",
-                    SloStatus::Fail => "FAIL",
-                    SloStatus::NotMeasured => "NOT MEASURED",
+                    SloStatus::Pass => paint.good("pass"),
+                    SloStatus::Fail => paint.bad("FAIL"),
+                    SloStatus::NotMeasured => paint.warn("NOT MEASURED"),
                 },
                 shown(&slo.measured),
                 shown(&slo.threshold),
@@ -372,6 +378,16 @@ mod tests {
             None,
             "{text}"
         );
+        // In colour, the only escapes are the harness's own colour codes around the
+        // verdict and the SLO results; the fleet's text stays escaped.
+        let coloured = summary.render_text_in(crate::console::Paint::Colour);
+        assert_ne!(coloured, text);
+        let stripped = coloured
+            .replace("\x1b[1;32m", "")
+            .replace("\x1b[1;31m", "")
+            .replace("\x1b[1;33m", "")
+            .replace("\x1b[0m", "");
+        assert_eq!(stripped, text);
         let shown = r"\x1b[2J\u{202e}\n  SLO call_success pass";
         for expected in [
             format!("voxsoak hostile{shown}: FAIL"),
