@@ -5,10 +5,12 @@
 //! been split (remove it), so the list only shrinks.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use syn::visit::Visit;
+
+use crate::util::{is_test_file, rust_files};
 
 /// The longest a function may be, in lines from `fn` to its closing brace.
 const LIMIT: usize = 80;
@@ -167,29 +169,6 @@ fn src() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src")
 }
 
-/// Every `.rs` file under `dir` that is not test code.
-fn sources(dir: &Path, into: &mut Vec<PathBuf>) {
-    for entry in std::fs::read_dir(dir).expect("src/ is readable") {
-        let path = entry.expect("a directory entry").path();
-        if path.is_dir() {
-            if path.file_name().is_some_and(|name| name != "tests") {
-                sources(&path, into);
-            }
-        } else if path.extension().is_some_and(|ext| ext == "rs") && !is_test_file(&path) {
-            into.push(path);
-        }
-    }
-}
-
-/// Files that are only tests: `tests.rs`, `tests_*.rs`, `*_tests.rs`.
-fn is_test_file(path: &Path) -> bool {
-    let name = path
-        .file_stem()
-        .and_then(|name| name.to_str())
-        .unwrap_or("");
-    name.starts_with("tests") || name.ends_with("_tests")
-}
-
 /// `#[cfg(test)]` (or `#[cfg(all(test, …))]`) and `#[test]` mark test code.
 fn is_test_code(attrs: &[syn::Attribute]) -> bool {
     attrs.iter().any(|attr| {
@@ -326,12 +305,17 @@ fn measure(file: &str, text: &str) -> Vec<Function> {
 
 fn functions() -> Vec<Function> {
     let src = src();
-    let mut files = Vec::new();
-    sources(&src, &mut files);
-    files.sort();
     let mut functions = Vec::new();
-    for path in files {
+    for path in rust_files(&src) {
         let relative = path.strip_prefix(&src).expect("under src/");
+        // Test code is exempt: test-only files, and anything in a `tests/` folder.
+        if is_test_file(&path)
+            || relative
+                .components()
+                .any(|part| part.as_os_str() == "tests")
+        {
+            continue;
+        }
         let file = relative
             .components()
             .map(|part| part.as_os_str().to_string_lossy())

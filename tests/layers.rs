@@ -6,6 +6,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+use crate::util::{is_test_file, rust_files};
+
 /// One import of one module from another: where it is.
 #[derive(Debug)]
 struct Import {
@@ -52,27 +54,6 @@ fn table() -> Table {
         })
         .unwrap_or_default();
     Table { modules, known }
-}
-
-/// Every `.rs` file under `dir`.
-fn sources(dir: &Path, into: &mut Vec<PathBuf>) {
-    for entry in std::fs::read_dir(dir).expect("src/ is readable") {
-        let path = entry.expect("a directory entry").path();
-        if path.is_dir() {
-            sources(&path, into);
-        } else if path.extension().is_some_and(|ext| ext == "rs") {
-            into.push(path);
-        }
-    }
-}
-
-/// Test code does not count: files that are only tests, and items behind `#[cfg(test)]`.
-fn is_test_file(path: &Path) -> bool {
-    let name = path
-        .file_stem()
-        .and_then(|name| name.to_str())
-        .unwrap_or("");
-    name == "tests" || name.starts_with("tests_") || name.ends_with("_tests")
 }
 
 /// The lines of `text` that are code: comments cut off, `#[cfg(test)]` items left out.
@@ -126,9 +107,7 @@ fn named_after<'a>(code: &'a str, prefix: &str) -> Vec<&'a str> {
 
 fn imports() -> Vec<Import> {
     let src = root().join("src");
-    let mut files = Vec::new();
-    sources(&src, &mut files);
-    files.sort();
+    let files = rust_files(&src);
     let mut imports = Vec::new();
     for path in files {
         let relative = path.strip_prefix(&src).expect("under src/");

@@ -14,6 +14,34 @@ pub fn voxsoak_exe() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_voxsoak"))
 }
 
+/// Every `.rs` file under `dir` (the crate's `src/`), sorted: what the structure tests
+/// (`layers`, `function_length`) read.
+pub fn rust_files(dir: &Path) -> Vec<PathBuf> {
+    fn walk(dir: &Path, into: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).expect("src/ is readable") {
+            let path = entry.expect("a directory entry").path();
+            if path.is_dir() {
+                walk(&path, into);
+            } else if path.extension().is_some_and(|ext| ext == "rs") {
+                into.push(path);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(dir, &mut files);
+    files.sort();
+    files
+}
+
+/// Files that are only tests: `tests.rs`, `tests_*.rs`, `*_tests.rs`.
+pub fn is_test_file(path: &Path) -> bool {
+    let name = path
+        .file_stem()
+        .and_then(|name| name.to_str())
+        .unwrap_or("");
+    name == "tests" || name.starts_with("tests_") || name.ends_with("_tests")
+}
+
 pub fn fixtures_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
 }
