@@ -277,7 +277,7 @@ impl FleetArgs {
 fn parse_time_scale(text: &str) -> Result<f64, String> {
     let max = scenario::MAX_TIME_SCALE;
     match text.parse::<f64>() {
-        Ok(scale) if scale.is_finite() && (1.0..=max).contains(&scale) => Ok(scale),
+        Ok(scale) if scenario::time_scale_allowed(scale) => Ok(scale),
         _ => Err(format!(
             "expected a number from 1 (real time) to {max}, e.g. 96 to run 24 h of schedule in 15 minutes"
         )),

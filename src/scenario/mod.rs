@@ -411,6 +411,11 @@ pub const DEFAULT_REPORT_EVERY: Duration = Duration::from_secs(15 * 60);
 /// The most a schedule can be compressed: a week of schedule in about a minute.
 pub const MAX_TIME_SCALE: f64 = 10_000.0;
 
+/// Whether `scale` is a time scale a run takes: from 1 (real time) to [`MAX_TIME_SCALE`].
+pub fn time_scale_allowed(scale: f64) -> bool {
+    scale.is_finite() && (1.0..=MAX_TIME_SCALE).contains(&scale)
+}
+
 /// The shortest real-time fault window `time_scale` may leave without a warning.
 pub const MIN_COMPRESSED_FAULT: Duration = Duration::from_secs(2);
 

@@ -163,7 +163,7 @@ impl Validator<'_> {
             return 1.0;
         };
         let scale = *raw.get_ref();
-        if scale.is_finite() && (1.0..=super::MAX_TIME_SCALE).contains(&scale) {
+        if super::time_scale_allowed(scale) {
             return scale;
         }
         self.error(
