@@ -27,7 +27,8 @@ pub enum AlertName {
     TtsDegraded,
     /// The LLM failed (an error status, a timeout, a truncated or broken stream) or was slow.
     LlmDegraded,
-    /// The database pool is at 95% or more, or a wait for a connection timed out.
+    /// The database pool is at 95% or more, or a wait for a connection or for a lock
+    /// timed out.
     DbPoolSaturated,
     /// The healer keeps restarting workers, or gave up on a job.
     WorkerStalled,

@@ -63,6 +63,34 @@ pub enum DbError {
     },
 }
 
+impl DbError {
+    /// Whether the statement gave up waiting for a lock another session held: SQLite's
+    /// `SQLITE_BUSY` after its `busy_timeout` (code 5 and its extended forms), PostgreSQL's
+    /// `lock_not_available` (55P03) or a statement cancelled by `statement_timeout`
+    /// (57014). What an operator sees of a pool stuck behind long transactions even when
+    /// the pool itself never filled.
+    pub fn waited_out_a_lock(&self) -> bool {
+        let DbError::Query {
+            source: sqlx::Error::Database(error),
+            ..
+        } = self
+        else {
+            return false;
+        };
+        let Some(code) = error.code() else {
+            return false;
+        };
+        if error
+            .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+            .is_some()
+        {
+            return code == "55P03" || code == "57014";
+        }
+        // SQLite: the extended code's low byte is the primary code.
+        code.parse::<i32>().is_ok_and(|sqlite| sqlite & 0xff == 5)
+    }
+}
+
 /// One row of `orders`.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, sqlx::FromRow)]
 pub struct Order {

@@ -334,8 +334,15 @@ async fn statement_timeout(url: &str) {
     let started = Instant::now();
     let result = db.record_turn("CA1", 1, "blocked").await;
     let waited = started.elapsed();
-    match result {
-        Err(DbError::Query { what, .. }) => assert_eq!(what, "recording a turn"),
+    match &result {
+        Err(error @ DbError::Query { what, .. }) => {
+            assert_eq!(*what, "recording a turn");
+            // What the fleet's DbPoolSaturated alert counts as a lock wait that timed out.
+            assert!(
+                error.waited_out_a_lock(),
+                "not seen as a lock wait: {error:?}"
+            );
+        }
         other => panic!("expected a timed-out write, got {other:?}"),
     }
     assert!(

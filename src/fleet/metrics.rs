@@ -109,6 +109,8 @@ pub struct Metrics {
     pub tool_calls_rejected_total: LabelledCounter,
     pub db_errors_total: LabelledCounter,
     pub db_pool_timeouts_total: AtomicU64,
+    /// Statements that gave up waiting for a lock (see `DbError::waited_out_a_lock`).
+    pub db_lock_timeouts_total: AtomicU64,
     pub healer_restarts_total: AtomicU64,
     pub healer_escalations_total: AtomicU64,
     pub temp_files_deleted_total: AtomicU64,
@@ -252,6 +254,12 @@ impl Metrics {
             "db_pool_timeouts_total",
             "Waits for a pooled connection that timed out.",
             load(&self.db_pool_timeouts_total),
+        );
+        counter(
+            out,
+            "db_lock_timeouts_total",
+            "Statements that gave up waiting for a lock another session held.",
+            load(&self.db_lock_timeouts_total),
         );
         labelled(
             out,

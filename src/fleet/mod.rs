@@ -102,6 +102,11 @@ impl Fleet {
                 .db_pool_timeouts_total
                 .fetch_add(1, Ordering::Relaxed);
         }
+        if error.waited_out_a_lock() {
+            self.metrics
+                .db_lock_timeouts_total
+                .fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Appends to the `events` table; a failure is counted, never fatal.

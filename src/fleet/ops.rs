@@ -120,6 +120,7 @@ pub async fn evaluate(fleet: Arc<Fleet>) {
     let mut seen_llm_failed = Growth(llm_failures());
     let mut seen_llm_slow = Growth(metrics.llm_slow_total.load(Ordering::Relaxed));
     let mut seen_pool_timeouts = Growth(metrics.db_pool_timeouts_total.load(Ordering::Relaxed));
+    let mut seen_lock_timeouts = Growth(metrics.db_lock_timeouts_total.load(Ordering::Relaxed));
     let mut pool_saturated_since: Option<Instant> = None;
     let mut rss_window: std::collections::VecDeque<(Instant, u64)> = Default::default();
     let mut last_measure: Option<Instant> = None;
@@ -168,13 +169,16 @@ pub async fn evaluate(fleet: Arc<Fleet>) {
         let saturated_for = pool_saturated_since.map_or(Duration::ZERO, |since| now - since);
         let new_timeouts =
             seen_pool_timeouts.since(metrics.db_pool_timeouts_total.load(Ordering::Relaxed));
+        let new_lock_timeouts =
+            seen_lock_timeouts.since(metrics.db_lock_timeouts_total.load(Ordering::Relaxed));
         fleet.alerts.observe(
             AlertName::DbPoolSaturated,
-            saturated_for >= POOL_SATURATED_FOR || new_timeouts > 0,
+            saturated_for >= POOL_SATURATED_FOR || new_timeouts > 0 || new_lock_timeouts > 0,
             now,
             || {
                 format!(
-                    "db pool at {in_use}/{size} for {:.1}s; {new_timeouts} waits for a connection timed out",
+                    "db pool at {in_use}/{size} for {:.1}s; {new_timeouts} waits for a connection \
+                     and {new_lock_timeouts} waits for a lock timed out",
                     saturated_for.as_secs_f64()
                 )
             },
