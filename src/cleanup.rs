@@ -551,10 +551,7 @@ fn kill_survivor(run_dir: &Path, harness_gone: bool, dry_run: bool) -> Option<Cl
     if !harness_gone && pid_file.harness.is_running() {
         return Some(Cleaned::Kept {
             path,
-            why: format!(
-                "its run is still going (harness pid {})",
-                pid_file.harness.pid
-            ),
+            why: format!("{STILL_GOING} (harness pid {})", pid_file.harness.pid),
         });
     }
     let process = pid_file.identity();
@@ -629,7 +626,7 @@ fn clean_root(root: &Path, dry_run: bool) -> Vec<Cleaned> {
             let owner: Option<Owner> = serde_json::from_str(&text).ok();
             return kept(match owner {
                 Some(owner) => format!(
-                    "its run is still going (harness pid {}, run directory {})",
+                    "{STILL_GOING} (harness pid {}, run directory {})",
                     owner.harness.pid,
                     owner.run_dir.display()
                 ),
@@ -659,10 +656,7 @@ fn clean_root(root: &Path, dry_run: bool) -> Vec<Cleaned> {
     // The lock said the owner is gone; the pid agrees, or (on a file system without flock)
     // decides. A pid that cannot be told from a later process counts as running.
     if owner.harness.is_running() {
-        return kept(format!(
-            "its harness (pid {}) still runs",
-            owner.harness.pid
-        ));
+        return kept(format!("{HARNESS_RUNS} {}) still runs", owner.harness.pid));
     }
     let mut done = Vec::new();
     done.extend(kill_survivor(&owner.run_dir, true, dry_run));
@@ -728,6 +722,19 @@ pub fn clean_run_dirs(run_dirs: &[PathBuf], dry_run: bool) -> Vec<Cleaned> {
     }
     done
 }
+
+/// Whether what [`clean_run_dirs`] found says the run is still going (its harness holds
+/// its temp root, or runs): the one thing `voxsoak resume` must never step on.
+pub fn still_going(cleaned: &[Cleaned]) -> Option<&Cleaned> {
+    cleaned.iter().find(|item| {
+        matches!(item, Cleaned::Kept { why, .. }
+            if why.starts_with(STILL_GOING) || why.starts_with(HARNESS_RUNS))
+    })
+}
+
+/// How a [`Cleaned::Kept`] begins when the run is still going.
+const STILL_GOING: &str = "its run is still going";
+const HARNESS_RUNS: &str = "its harness (pid";
 
 /// The temp root a run directory's journal names (the last `temp_root` record).
 fn journaled_temp_root(run_dir: &Path) -> Option<PathBuf> {

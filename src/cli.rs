@@ -51,6 +51,12 @@ pub enum Command {
         /// The run directory (it holds journal.jsonl).
         run_dir: PathBuf,
     },
+    /// Go on with a run whose harness died (SIGKILL, an OOM kill, a lost machine): what
+    /// the killed harness left is cleaned up first (its fleet, temp files, leaked files;
+    /// faults it left in effect are undone), the fleet is started again, and the schedule
+    /// goes on from where the journal stops. The time the harness was away is journaled as
+    /// harness downtime, never counted against the fleet. Exit codes as for `run`.
+    Resume(ResumeArgs),
     /// A minimal Twilio-speaking echo fleet for tests and benchmarks.
     Sink(SinkArgs),
     /// The reference fleet: a real small voice-agent server (Twilio Media Streams, LLM with a
@@ -131,6 +137,21 @@ impl ChaosArgs {
             seed: self.seed,
         }
     }
+}
+
+#[derive(Debug, Args)]
+pub struct ResumeArgs {
+    /// The run directory of the run to go on with (it holds journal.jsonl).
+    pub run_dir: PathBuf,
+    /// As for `run`.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub grace: Duration,
+    /// As for `run`.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub report_every: Option<Duration>,
+    /// No live progress line.
+    #[arg(long, short)]
+    pub quiet: bool,
 }
 
 #[derive(Debug, Args)]
@@ -315,6 +336,9 @@ pub fn main(cli: Cli) -> i32 {
         Command::Report { run_dir } => report_command(&run_dir),
         Command::Run(args) => with_runtime(&RUN_STOPS, |shutdown| async move {
             run_command(args, shutdown).await
+        }),
+        Command::Resume(args) => with_runtime(&RUN_STOPS, |shutdown| async move {
+            resume_command(args, shutdown).await
         }),
         Command::Sink(args) => with_runtime(&SERVER_STOPS, |shutdown| async move {
             sink_command(args, shutdown.stop).await
@@ -542,14 +566,8 @@ async fn run_command(args: RunArgs, shutdown: Shutdown) -> i32 {
     if args.dry_run {
         return dry_run(&args);
     }
-    let exe = match std::env::current_exe() {
-        Ok(exe) => exe,
-        Err(error) => {
-            errln(format_args!(
-                "voxsoak: cannot find its own executable: {error}"
-            ));
-            return exit::HARNESS_ERROR;
-        }
+    let Some(exe) = own_exe() else {
+        return exit::HARNESS_ERROR;
     };
     let options = RunOptions {
         scenario: args.scenario,
@@ -562,7 +580,84 @@ async fn run_command(args: RunArgs, shutdown: Shutdown) -> i32 {
         progress: !args.quiet,
         exe,
         fleet_bugs: args.fleet_bugs,
+        resume: None,
     };
+    run_and_report(options, shutdown).await
+}
+
+/// The voxsoak binary, to start child fleets with; None (said on stderr) if not found.
+fn own_exe() -> Option<PathBuf> {
+    std::env::current_exe()
+        .inspect_err(|error| {
+            errln(format_args!(
+                "voxsoak: cannot find its own executable: {error}"
+            ));
+        })
+        .ok()
+}
+
+/// `voxsoak resume`: cleans after the killed harness, then goes on with its run.
+async fn resume_command(args: ResumeArgs, shutdown: Shutdown) -> i32 {
+    let point = match crate::journal::resume::read(&args.run_dir) {
+        Ok(point) => point,
+        Err(error) => {
+            errln(format_args!("voxsoak resume: {}", chain(&error)));
+            return exit::HARNESS_ERROR;
+        }
+    };
+    let run_dirs = [args.run_dir.clone()];
+    // Looked at before anything is touched: a run that is still going is left alone.
+    let found = crate::cleanup::clean_run_dirs(&run_dirs, true);
+    if let Some(going) = crate::cleanup::still_going(&found) {
+        errln(format_args!(
+            "voxsoak resume: {} is not a run whose harness died: {}",
+            args.run_dir.display(),
+            going.describe(true)
+        ));
+        return exit::HARNESS_ERROR;
+    }
+    let cleaned: Vec<String> = crate::cleanup::clean_run_dirs(&run_dirs, false)
+        .iter()
+        .map(|item| item.describe(false))
+        .collect();
+    for line in &cleaned {
+        errln(format_args!("voxsoak resume: {line}"));
+    }
+    let down = point.downtime(std::time::SystemTime::now());
+    errln(format_args!(
+        "voxsoak resume: run {} goes on at {} of {} (real time), after the harness was away {}; {} fault(s) it left in effect undone",
+        crate::escape::terminal(&point.run_id),
+        humantime::format_duration(Duration::from_secs(point.last_t_s as u64)),
+        humantime::format_duration(Duration::from_secs(point.planned_s as u64)),
+        humantime::format_duration(Duration::from_secs(down.as_secs())),
+        point.open_faults.len()
+    ));
+    let Some(exe) = own_exe() else {
+        return exit::HARNESS_ERROR;
+    };
+    let fleet_bugs = point
+        .fleet_bugs
+        .iter()
+        .filter_map(|name| Bug::from_name(name))
+        .collect();
+    let options = RunOptions {
+        scenario: point.scenario_path.clone(),
+        out: Some(args.run_dir),
+        duration: None,
+        time_scale: None,
+        grace: Some(args.grace),
+        report_every: args.report_every,
+        seed: None,
+        progress: !args.quiet,
+        exe,
+        fleet_bugs,
+        resume: Some(crate::run::Resume { point, cleaned }),
+    };
+    run_and_report(options, shutdown).await
+}
+
+/// Runs, prints the summary and says where the reports are; the exit code of the verdict.
+async fn run_and_report(options: RunOptions, shutdown: Shutdown) -> i32 {
     // The terminal may be gone by now (SIGHUP): the summary is written whatever happens
     // to these lines.
     match run_until(options, shutdown).await {

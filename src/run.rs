@@ -51,6 +51,19 @@ pub struct RunOptions {
     pub exe: PathBuf,
     /// Production bugs to switch on in the embedded reference fleet (`--fleet-bug`).
     pub fleet_bugs: Vec<crate::contract::fleet::Bug>,
+    /// Go on with a run whose harness died (`voxsoak resume`): its scenario, seed, time
+    /// scale, schedule and run directory come from here, and the schedule goes on from
+    /// where its journal stops. What the killed run left must be cleaned up first.
+    pub resume: Option<Resume>,
+}
+
+/// What `voxsoak resume` hands the run: where the killed run stopped, and what was done
+/// about what it left.
+#[derive(Debug, Clone)]
+pub struct Resume {
+    pub point: crate::journal::resume::ResumePoint,
+    /// What the cleanup of the killed run removed or stopped, one line each.
+    pub cleaned: Vec<String>,
 }
 
 /// Why a run could not be carried out (exit code 2).
@@ -220,6 +233,10 @@ struct Prepared {
     grace: Duration,
     out_dir: PathBuf,
     temp_root: TempRoot,
+    /// Where the schedule starts: zero, or where a resumed run goes on from.
+    resume_at: Duration,
+    /// The index of the first call this harness places.
+    first_call: u64,
     /// Keeps the run directory's harness.log open for the run.
     _log: RunLog,
 }
@@ -227,19 +244,22 @@ struct Prepared {
 /// Loads and checks the scenario (what the target needs is checked before anything
 /// starts), loads its audio, and makes the run directory and the run's temp root.
 fn prepare(options: &RunOptions) -> Result<Prepared, RunError> {
-    let mut scenario = scenario::load(&options.scenario)?;
+    let resume = options.resume.as_ref().map(|resume| &resume.point);
+    let path = resume.map_or(options.scenario.as_path(), |point| &point.scenario_path);
+    let mut scenario = scenario::load(path)?;
     target::check_fleet_bugs(&scenario, &options.fleet_bugs)?;
     target::check_database_hosts(&scenario, target::UnsetVariable::Refuse)?;
-    if let Some(seed) = options.seed {
+    if let Some(seed) = resume.map(|point| point.seed).or(options.seed) {
         scenario = scenario.with_seed(seed);
     }
-    if let Some(scale) = options.time_scale {
+    if let Some(scale) = resume.map(|point| point.time_scale).or(options.time_scale) {
         scenario = scenario.with_time_scale(scale);
     }
-    let run_for = options.duration.map_or_else(
-        || scenario.load.duration(),
-        |written| scenario.real_time(written),
-    );
+    let run_for = match (resume, options.duration) {
+        (Some(point), _) => Duration::from_secs_f64(point.planned_s),
+        (None, Some(written)) => scenario.real_time(written),
+        (None, None) => scenario.load.duration(),
+    };
     for warning in scenario.warnings(run_for).lines() {
         // Never a panic on a closed stderr.
         let _ = writeln!(std::io::stderr(), "{warning}");
@@ -247,11 +267,17 @@ fn prepare(options: &RunOptions) -> Result<Prepared, RunError> {
     let scenario = Arc::new(scenario);
     let vad = VoiceActivity::default();
     let bank = Arc::new(UtteranceBank::load(&scenario, &vad));
-    let run_id = run_id(&scenario.name, SystemTime::now());
-    let out_dir = options
-        .out
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("reports").join(&run_id));
+    let (run_id, out_dir) = match resume {
+        Some(point) => (point.run_id.clone(), point.run_dir.clone()),
+        None => {
+            let run_id = run_id(&scenario.name, SystemTime::now());
+            let out_dir = options
+                .out
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("reports").join(&run_id));
+            (run_id, out_dir)
+        }
+    };
     let output_error = |source| RunError::Output {
         path: out_dir.clone(),
         source,
@@ -270,6 +296,8 @@ fn prepare(options: &RunOptions) -> Result<Prepared, RunError> {
         grace: options.grace.unwrap_or(crate::load::DEFAULT_GRACE),
         out_dir,
         temp_root,
+        resume_at: resume.map_or(Duration::ZERO, |point| point.at()),
+        first_call: resume.map_or(0, |point| point.calls_started),
         _log: log,
     })
 }
@@ -408,23 +436,37 @@ fn open_journal(
 ) -> Result<Journal, RunError> {
     let (scenario, run_for) = (&prepared.scenario, prepared.run_for);
     let resolved = &target.resolved;
-    let journal = Journal::create(&prepared.out_dir.join("journal.jsonl"), Instant::now())
-        .map_err(|source| RunError::Output {
-            path: prepared.out_dir.clone(),
-            source,
-        })?;
-    journal.record(
-        "run_started",
-        serde_json::json!({
-            "run_id": prepared.run_id, "scenario": scenario.name,
-            "scenario_path": options.scenario.display().to_string(),
-            "seed": scenario.seed, "target": resolved.description,
-            "time_scale": scenario.time_scale,
-            "grading": grade::plan::GradePlan::from_scenario(scenario),
-            "planned_s": run_for.as_secs_f64(),
-            "faults_planned": crate::scenario::faults::timeline(&scenario.faults, run_for, scenario.seed).len(),
-        }),
-    );
+    let path = prepared.out_dir.join("journal.jsonl");
+    let output_error = |source| RunError::Output {
+        path: prepared.out_dir.clone(),
+        source,
+    };
+    let journal = match &options.resume {
+        Some(resume) => {
+            let journal =
+                Journal::append(&path, resumed_origin(&resume.point)?).map_err(output_error)?;
+            journal_resumption(&journal, resume);
+            journal
+        }
+        None => {
+            let journal = Journal::create(&path, Instant::now()).map_err(output_error)?;
+            journal.record(
+                "run_started",
+                serde_json::json!({
+                    "run_id": prepared.run_id, "scenario": scenario.name,
+                    "scenario_path": options.scenario.display().to_string(),
+                    "cwd": std::env::current_dir().ok().map(|cwd| cwd.display().to_string()),
+                    "seed": scenario.seed, "target": resolved.description,
+                    "time_scale": scenario.time_scale,
+                    "fleet_bugs": options.fleet_bugs.iter().map(|bug| bug.name()).collect::<Vec<_>>(),
+                    "grading": grade::plan::GradePlan::from_scenario(scenario),
+                    "planned_s": run_for.as_secs_f64(),
+                    "faults_planned": crate::scenario::faults::timeline(&scenario.faults, run_for, scenario.seed).len(),
+                }),
+            );
+            journal
+        }
+    };
     journal.record(
         "temp_root",
         serde_json::json!({"path": prepared.temp_root.path().display().to_string()}),
@@ -459,6 +501,64 @@ fn open_journal(
         );
     }
     Ok(journal)
+}
+
+/// The instant a resumed run's `t_s` counts from: its clock goes on from the killed
+/// harness's last record, so the time it was away is on no one's clock (see
+/// [`crate::journal::resume`]).
+fn resumed_origin(point: &crate::journal::resume::ResumePoint) -> Result<Instant, RunError> {
+    Instant::now()
+        .checked_sub(point.at())
+        .ok_or_else(|| RunError::Output {
+            path: point.run_dir.clone(),
+            source: std::io::Error::other(format!(
+                "this machine's monotonic clock cannot go back {:.0} s",
+                point.last_t_s
+            )),
+        })
+}
+
+/// Journals that the run goes on: how long the harness was away (`harness_downtime`),
+/// what the cleanup of the killed run did, and each fault it left in effect as cleared
+/// (the cleanup undid it: its files removed, its locks and sessions gone with the killed
+/// process, the fleet it stopped killed with it), so recovery counts from here.
+fn journal_resumption(journal: &Journal, resume: &Resume) {
+    let point = &resume.point;
+    let now = SystemTime::now();
+    let down = point.downtime(now);
+    journal.record(
+        "harness_downtime",
+        serde_json::json!({
+            "from": point.last_at.map(|at| humantime::format_rfc3339_millis(at).to_string()),
+            "to": humantime::format_rfc3339_millis(now).to_string(),
+            "down_s": crate::journal::round_ms(down.as_secs_f64()),
+            "calls_lost": point.calls_lost(),
+            "why": "the harness was not running (killed, or its machine lost); \
+                    `voxsoak resume` went on from its last record",
+        }),
+    );
+    journal.record(
+        "run_resumed",
+        serde_json::json!({
+            "resumes": point.resumes + 1,
+            "schedule_at_s": point.last_t_s,
+            "calls_started_before": point.calls_started,
+            "cleaned": resume.cleaned,
+        }),
+    );
+    for open in &point.open_faults {
+        journal.record(
+            "fault_cleared",
+            serde_json::json!({
+                "fault": open.fault, "kind": open.kind, "occurrence": open.occurrence,
+                "early": false, "by_resume": true,
+                "note": "undone by `voxsoak resume`: the harness died while it was in effect; \
+                         the cleanup of the killed run removed its files, its locks and \
+                         sessions ended with the killed process, and a fleet it stopped \
+                         was killed with it",
+            }),
+        );
+    }
 }
 
 /// The observers' hub and, for a fleet the harness started, the watch over its process
@@ -569,7 +669,7 @@ fn start_chaos(
     stop: CancellationToken,
 ) -> ChaosRun {
     let embedded = target.resolved.embedded.as_ref();
-    chaos.start(
+    chaos.resume_at(prepared.resume_at).start(
         ChaosTargets {
             fleet: observers.fleet.clone().map(ProcessTarget::Spawned),
             database_url: embedded.map(|info| info.database_url.clone()),
@@ -625,6 +725,8 @@ async fn drive_load(
         context,
         run_for: prepared.run_for,
         grace: prepared.grace,
+        resume_at: prepared.resume_at,
+        first_index: prepared.first_call,
     };
     let (events, receiver) = mpsc::unbounded_channel();
     let interval_journal = journal.clone();

@@ -681,3 +681,184 @@ fn sigkill_after_a_restart_kills_the_restarted_fleet() {
     setup.clean(&[]);
     assert_eq!(setup.roots(), Vec::<PathBuf>::new());
 }
+
+/// A run to resume: a leak on from 2 s to 8 s (the harness is killed in it) and again
+/// every 30 s, and a TTS 429 storm at 45 s, 80 s in all.
+fn resumable() -> String {
+    let leak = "kind = \"temp_file_leak\"\nfile_size = \"256KiB\"\nrate = \"1MiB/s\"\nmax_total = \"4MiB\"";
+    format!(
+        r#"
+name = "resumable"
+seed = 5
+[target]
+fleet = "embedded"
+orders = 2000
+temp_dir_budget = "2MiB"
+[load]
+stages = [{{ ramp_to = 3, over = "1s" }}, {{ hold = "79s" }}]
+[calls]
+turn_timeout = "8s"
+fixtures = ["{}/*.wav"]
+[[scripts]]
+name = "talk"
+turns = {{ min = 2, max = 3 }}
+[[faults]]
+{leak}
+at = "2s"
+for = "6s"
+every = "30s"
+[[faults]]
+kind = "tts_429"
+at = "45s"
+for = "5s"
+retry_after = "1s"
+[slo]
+call_success = ">= 90%"
+detect_within = "20s"
+recover_within = "15s"
+stable_window = "4s"
+uptime = ">= 99%"
+max_crashes = 0
+no_unprovoked_alerts = true
+"#,
+        crate::util::fixtures_dir().display()
+    )
+}
+
+/// Records of the journal in `run_dir`.
+fn journal_records(run_dir: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(run_dir.join("journal.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("whole JSON lines"))
+        .collect()
+}
+
+/// `voxsoak resume RUN_DIR` to its end: its exit code, and its stderr then stdout.
+fn resume(setup: &Setup, run_dir: &Path) -> (Option<i32>, String) {
+    let stderr_path = setup.dir.path().join("resume.stderr");
+    let stdout_path = setup.dir.path().join("resume.stdout");
+    let mut child = setup
+        .voxsoak(&["resume", run_dir.to_str().unwrap(), "--quiet"])
+        .stdout(std::fs::File::create(&stdout_path).unwrap())
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
+        .spawn()
+        .expect("start voxsoak resume");
+    let status = wait_exit(&mut child, "voxsoak resume", Duration::from_secs(300));
+    let read = |path: &Path| std::fs::read_to_string(path).unwrap_or_default();
+    (status.code(), read(&stderr_path) + &read(&stdout_path))
+}
+
+/// SIGKILL of the harness in the middle of a fault, then `voxsoak resume`: what the killed
+/// run left is gone (its temp root with the leaked files, its fleet), the schedule goes on
+/// from where the journal stopped with a fleet started again, the fault it left in effect
+/// is undone and not held against the fleet, the next fault is injected and graded, the
+/// time away is journaled as harness downtime, and the summary covers the whole schedule.
+#[test]
+fn a_run_killed_mid_fault_is_resumed_to_the_end_of_its_schedule() {
+    let setup = Setup::new();
+    let mut run = setup.start_run("resumable", &resumable());
+    run.wait_for_record("fault_confirmed", Duration::from_secs(120));
+    let fleet = run.fleet_pid();
+    let killed_root = assert_left_behind(&setup);
+    signal(run.child.id(), libc::SIGKILL);
+    run.child.wait().unwrap();
+    wait_for(
+        "the fleet dies with the harness",
+        Duration::from_secs(30),
+        || !alive(fleet),
+    );
+    let leaked: Vec<PathBuf> = walk_files(&killed_root)
+        .into_iter()
+        .filter(|path| path.to_string_lossy().contains("voxsoak-leak-"))
+        .collect();
+    assert!(
+        !leaked.is_empty(),
+        "the leak had written files before the kill"
+    );
+    let killed_at = journal_records(&run.out_dir)
+        .iter()
+        .filter_map(|record| record["t_s"].as_f64())
+        .fold(0.0, f64::max);
+
+    let (code, said) = resume(&setup, &run.out_dir);
+    assert_eq!(code, Some(0), "resume: {said}");
+    assert!(said.contains("goes on at"), "{said}");
+    assert!(
+        said.contains("resumed    1x after the harness died"),
+        "{said}"
+    );
+    assert!(!killed_root.exists(), "the killed run's temp root is gone");
+    assert!(
+        leaked.iter().all(|path| !path.exists()),
+        "leaked files are gone"
+    );
+    assert_eq!(
+        setup.roots(),
+        Vec::<PathBuf>::new(),
+        "nothing left in TMPDIR"
+    );
+    assert_eq!(
+        setup.started_processes(),
+        Vec::<u32>::new(),
+        "no process left"
+    );
+
+    let records = journal_records(&run.out_dir);
+    let count = |event: &str| records.iter().filter(|r| r["event"] == event).count();
+    assert_eq!(
+        (
+            count("run_started"),
+            count("run_resumed"),
+            count("run_ended")
+        ),
+        (1, 1, 1)
+    );
+    let times: Vec<f64> = records.iter().filter_map(|r| r["t_s"].as_f64()).collect();
+    assert!(
+        times.windows(2).all(|pair| pair[1] >= pair[0] - 1.0),
+        "the run's clock goes on, not back"
+    );
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.out_dir.join("summary.json")).unwrap())
+            .unwrap();
+    let downtime = summary["harness_downtime"].as_array().unwrap();
+    assert_eq!(downtime.len(), 1, "{summary:#}");
+    assert!((downtime[0]["at_s"].as_f64().unwrap() - killed_at).abs() < 1.0);
+    assert!(downtime[0]["down_s"].as_f64().unwrap() >= 0.0);
+    let ended = records.iter().find(|r| r["event"] == "run_ended").unwrap();
+    assert!(
+        ended["t_s"].as_f64().unwrap() >= 80.0,
+        "the whole schedule ran: {ended}"
+    );
+    let faults = summary["faults"].as_array().unwrap();
+    assert_eq!(faults.len(), 4, "every fault of the schedule: {faults:#?}");
+    let leak = &faults[0];
+    assert_eq!(
+        (&leak["kind"], &leak["occurrence"]),
+        (&"temp_file_leak".into(), &1.into())
+    );
+    assert_eq!(leak["harness_died"], true, "{leak:#}");
+    assert!(
+        leak["cleared_at_s"].as_f64().unwrap() >= killed_at - 0.001,
+        "{leak:#}"
+    );
+    for later in &faults[1..] {
+        assert!(
+            later["injected_at_s"].as_f64().unwrap() > killed_at,
+            "{later:#}"
+        );
+        assert_eq!(later["detection"], "detected", "{later:#}");
+        assert_ne!(later["recovery"], "not_recovered", "{later:#}");
+    }
+    // The second leak's and the storm's recovery was seen (the third's may end too
+    // close to the end of the run to be).
+    assert_eq!(faults[1]["recovery"], "recovered", "{:#}", faults[1]);
+    assert_eq!(faults[2]["recovery"], "recovered", "{:#}", faults[2]);
+    assert_eq!(summary["verdict"], "pass", "{summary:#}");
+
+    // Ended: nothing more to resume.
+    let (code, stderr) = resume(&setup, &run.out_dir);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("nothing to resume"), "{stderr}");
+}

@@ -78,12 +78,6 @@ const ALLOWED: &[Allowed] = &[
     },
     Allowed {
         file: "chaos/plane.rs",
-        name: "ChaosPlane::prepare",
-        lines: 86,
-        reason: "not split yet (issue #12)",
-    },
-    Allowed {
-        file: "chaos/plane.rs",
         name: "run_occurrence",
         lines: 119,
         reason: "not split yet (issue #12)",

@@ -30,6 +30,19 @@ use crate::target::FleetWiring;
 /// How often an unconfirmed fault looks again.
 const CONFIRM_POLL: Duration = Duration::from_millis(250);
 
+/// Whether the stand-in TTS and LLM servers run (also: whenever a proxy stands in front
+/// of one): for the embedded fleet always, for another fleet when the scenario gives them
+/// an address or has a fault of theirs.
+fn needs_standins(scenario: &Scenario) -> bool {
+    matches!(scenario.target, Target::Embedded(_))
+        || scenario.chaos.tts_listen.is_some()
+        || scenario.chaos.llm_listen.is_some()
+        || scenario
+            .faults
+            .iter()
+            .any(|fault| matches!(fault.fault, FaultSpec::Tts { .. } | FaultSpec::Llm { .. }))
+}
+
 /// The chaos plane before the fleet starts: its stand-ins are up.
 #[derive(Debug)]
 pub struct ChaosPlane {
@@ -44,6 +57,8 @@ pub struct ChaosPlane {
     /// Stops the stand-ins once everything else has stopped.
     servers: CancellationToken,
     tag: String,
+    /// Occurrences planned before this are not injected: the run is resumed there.
+    resume_at: Duration,
 }
 
 impl Drop for ChaosPlane {
@@ -69,17 +84,8 @@ impl ChaosPlane {
             })
         };
         let (tts_proxied, llm_proxied) = (proxied(ProxyUpstream::Tts), proxied(ProxyUpstream::Llm));
-        let needs_standins = matches!(scenario.target, Target::Embedded(_))
-            || scenario.chaos.tts_listen.is_some()
-            || scenario.chaos.llm_listen.is_some()
-            || tts_proxied
-            || llm_proxied
-            || scenario
-                .faults
-                .iter()
-                .any(|fault| matches!(fault.fault, FaultSpec::Tts { .. } | FaultSpec::Llm { .. }));
         // A proxied stand-in listens anywhere; its proxy takes the address the fleet uses.
-        let standins = if needs_standins {
+        let standins = if needs_standins(scenario) || tts_proxied || llm_proxied {
             Some(
                 StandIns::start(
                     scenario.chaos.tts_listen.filter(|_| !tts_proxied),
@@ -145,7 +151,15 @@ impl ChaosPlane {
             files: HarnessFiles::default(),
             servers,
             tag: tag.to_owned(),
+            resume_at: Duration::ZERO,
         })
+    }
+
+    /// Leaves out the occurrences planned before `at`: a resumed run's schedule goes on
+    /// from there (what the killed harness had injected was undone by the cleanup).
+    pub fn resume_at(mut self, at: Duration) -> Self {
+        self.resume_at = at;
+        self
     }
 
     /// The address the fleet must use for a stand-in: its proxy's, if it has one.
@@ -224,7 +238,8 @@ impl ChaosPlane {
             // that `voxsoak clean` finds them after a `kill -9` of the harness.
             self.files.keep_ledger_in(root.clone());
         }
-        let occurrences = timeline(&self.faults, run_for, seed);
+        let mut occurrences = timeline(&self.faults, run_for, seed);
+        occurrences.retain(|occurrence| occurrence.at >= self.resume_at);
         let log_stop = CancellationToken::new();
         let tts_log = self.standins.as_ref().map(|standins| {
             tokio::spawn(journal_tts_requests(

@@ -105,6 +105,47 @@ pub async fn metrics(State(fleet): State<Arc<Fleet>>) -> impl IntoResponse {
     )
 }
 
+/// What `DbPoolSaturated` watches: how long the pool has been full, and waits for a
+/// connection or for a lock that timed out.
+struct PoolWatch {
+    saturated_since: Option<Instant>,
+    seen_pool_timeouts: Growth,
+    seen_lock_timeouts: Growth,
+}
+
+impl PoolWatch {
+    fn observe(&mut self, fleet: &Fleet, now: Instant) {
+        let metrics = &fleet.metrics;
+        let (in_use, size) = (fleet.db.pool_in_use(), fleet.db.pool_size());
+        if !pool_saturated(in_use, size) {
+            self.saturated_since = None;
+        } else if self.saturated_since.is_none() {
+            self.saturated_since = Some(now);
+        }
+        let saturated_for = self
+            .saturated_since
+            .map_or(Duration::ZERO, |since| now - since);
+        let new_timeouts = self
+            .seen_pool_timeouts
+            .since(metrics.db_pool_timeouts_total.load(Ordering::Relaxed));
+        let new_lock_timeouts = self
+            .seen_lock_timeouts
+            .since(metrics.db_lock_timeouts_total.load(Ordering::Relaxed));
+        fleet.alerts.observe(
+            AlertName::DbPoolSaturated,
+            saturated_for >= POOL_SATURATED_FOR || new_timeouts > 0 || new_lock_timeouts > 0,
+            now,
+            || {
+                format!(
+                    "db pool at {in_use}/{size} for {:.1}s; {new_timeouts} waits for a connection \
+                     and {new_lock_timeouts} waits for a lock timed out",
+                    saturated_for.as_secs_f64()
+                )
+            },
+        );
+    }
+}
+
 /// Evaluates every alert condition until shutdown; also keeps the temp dir measured and
 /// (in the fixed fleet) swept.
 pub async fn evaluate(fleet: Arc<Fleet>) {
@@ -119,9 +160,11 @@ pub async fn evaluate(fleet: Arc<Fleet>) {
     let mut seen_tts_slow = Growth(metrics.tts_slow_total.load(Ordering::Relaxed));
     let mut seen_llm_failed = Growth(llm_failures());
     let mut seen_llm_slow = Growth(metrics.llm_slow_total.load(Ordering::Relaxed));
-    let mut seen_pool_timeouts = Growth(metrics.db_pool_timeouts_total.load(Ordering::Relaxed));
-    let mut seen_lock_timeouts = Growth(metrics.db_lock_timeouts_total.load(Ordering::Relaxed));
-    let mut pool_saturated_since: Option<Instant> = None;
+    let mut pool_watch = PoolWatch {
+        saturated_since: None,
+        seen_pool_timeouts: Growth(metrics.db_pool_timeouts_total.load(Ordering::Relaxed)),
+        seen_lock_timeouts: Growth(metrics.db_lock_timeouts_total.load(Ordering::Relaxed)),
+    };
     let mut rss_window: std::collections::VecDeque<(Instant, u64)> = Default::default();
     let mut last_measure: Option<Instant> = None;
     let mut last_sweep = Instant::now();
@@ -160,29 +203,7 @@ pub async fn evaluate(fleet: Arc<Fleet>) {
                 )
             });
 
-        let (in_use, size) = (fleet.db.pool_in_use(), fleet.db.pool_size());
-        if !pool_saturated(in_use, size) {
-            pool_saturated_since = None;
-        } else if pool_saturated_since.is_none() {
-            pool_saturated_since = Some(now);
-        }
-        let saturated_for = pool_saturated_since.map_or(Duration::ZERO, |since| now - since);
-        let new_timeouts =
-            seen_pool_timeouts.since(metrics.db_pool_timeouts_total.load(Ordering::Relaxed));
-        let new_lock_timeouts =
-            seen_lock_timeouts.since(metrics.db_lock_timeouts_total.load(Ordering::Relaxed));
-        fleet.alerts.observe(
-            AlertName::DbPoolSaturated,
-            saturated_for >= POOL_SATURATED_FOR || new_timeouts > 0 || new_lock_timeouts > 0,
-            now,
-            || {
-                format!(
-                    "db pool at {in_use}/{size} for {:.1}s; {new_timeouts} waits for a connection \
-                     and {new_lock_timeouts} waits for a lock timed out",
-                    saturated_for.as_secs_f64()
-                )
-            },
-        );
+        pool_watch.observe(&fleet, now);
 
         // Raised by the healer and the agent when they act; here they only resolve.
         fleet

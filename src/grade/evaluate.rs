@@ -59,6 +59,7 @@ pub fn evaluate(run: &RunRecord) -> Summary {
     summary.uptime = uptime;
     summary.observers = run.observers.clone();
     summary.fault_stats = fault_stats;
+    summary.harness_downtime = run.harness_downtime.clone();
     summary.journal = JournalBlock {
         records: run.records,
         cut_short: run.cut_short,
@@ -337,10 +338,33 @@ fn apply_detections(faults: &mut [FaultReport], run: &RunRecord) {
     for report in faults.iter_mut() {
         if !report.confirmed {
             report.detection = None;
+        } else if report.harness_died && !detected_before_clear(report) {
+            report.detection = Some(DetectionStatus::HarnessAway);
+            report.detected_after_s = None;
+            report.detected_by = None;
+            report.notes.push(
+                "the harness died while it was in effect, before any signal of it was seen: \
+                 nobody watched the rest of it, so its detection is not graded"
+                    .into(),
+            );
         } else if report.detection.is_none() && report.injected_at_s.is_some() {
             report.detection = Some(DetectionStatus::Undetected);
         }
     }
+}
+
+/// Whether a fault was detected before it was cleared: for one the harness died in, a
+/// signal after the resume is the restarted fleet's, not this fault's.
+fn detected_before_clear(report: &FaultReport) -> bool {
+    report.detection == Some(DetectionStatus::Detected)
+        && match (
+            report.injected_at_s,
+            report.detected_after_s,
+            report.cleared_at_s,
+        ) {
+            (Some(injected), Some(after), Some(cleared)) => injected + after <= cleared,
+            _ => true,
+        }
 }
 
 /// Recovery of every fault in effect, overlapping ones together; the groups found.
@@ -423,6 +447,17 @@ fn record_recovery(
     allowance: f64,
     end: f64,
 ) {
+    if report.harness_died {
+        // The harness started the fleet again at the resume: what followed is no recovery
+        // of the fleet's.
+        report.recovery = Some(RecoveryStatus::NotMeasured);
+        report.notes.push(
+            "recovery not graded: the harness died while it was in effect, and the fleet was \
+             started again when the run was resumed"
+                .into(),
+        );
+        return;
+    }
     report.recovery = Some(group.status);
     report.recovery_from_s = Some(group.from_s);
     report.recovered_after_s = group
@@ -634,6 +669,12 @@ fn recover_within(within_s: f64, window_s: f64, faults: &[FaultReport]) -> SloVe
             limit: Duration::from_secs_f64(within_s),
             after: |fault| fault.recovered_after_s,
             graded: |fault| match fault.recovery {
+                Some(RecoveryStatus::NotMeasured) if fault.harness_died => {
+                    super::Grading::Ungradable(
+                        "the harness died while it was in effect (the fleet was started again)"
+                            .into(),
+                    )
+                }
                 Some(RecoveryStatus::NotMeasured) => super::Grading::Ungradable(
                     "recovery not measured (the run ended too soon after its clear)".into(),
                 ),
@@ -642,7 +683,7 @@ fn recover_within(within_s: f64, window_s: f64, faults: &[FaultReport]) -> SloVe
             nothing: "no fault was in effect, so there was nothing to recover from",
             missing: "not recovered",
             late: "not back in steady state in time",
-            unmeasurable: "its recovery could not be measured: the run ended too soon after its clear",
+            unmeasurable: "no injection of it had a recovery that could be measured",
         },
         faults,
         |count| {
@@ -1213,6 +1254,56 @@ mod rules_tests {
         let mut record = interval(from, to, 10, 0);
         record["hist"] = json!({"pacing": crate::journal::histogram::encode(&pacing).unwrap()});
         record
+    }
+
+    /// A fault the harness died in, undone by `voxsoak resume` at 20 s: the alert that came
+    /// at 25 s (from the restarted fleet, or the next fault) is not its detection, and
+    /// neither its detection nor its recovery is graded; the next injection of the same
+    /// fault is, so the SLOs stand on it. The time away is in the summary.
+    #[test]
+    fn a_fault_the_harness_died_in_is_not_held_against_the_fleet() {
+        let slos = json!({"detect_within_s": 10.0, "recover_within_s": 20.0,
+            "stable_window_s": 5.0});
+        let mut journal = Journal::new(slos, json!([alert_fault("tts", "TtsRateLimited")]), 90.0);
+        journal.fault("tts", 1, 18.0, 20.0);
+        for record in &mut journal.records {
+            if record["event"] == "fault_cleared" {
+                record["by_resume"] = json!(true);
+            }
+        }
+        journal
+            .push(
+                json!({"event": "harness_downtime", "t_s": 20.0, "down_s": 42.5,
+                "from": "2026-12-01T10:00:20.000Z", "to": "2026-12-01T10:01:02.500Z",
+                "calls_lost": 3}),
+            )
+            .alert(25.0, "TtsRateLimited", true, Some(25.0))
+            .alert(27.0, "TtsRateLimited", false, None)
+            .fault("tts", 2, 50.0, 55.0)
+            .alert(51.0, "TtsRateLimited", true, Some(51.0))
+            .alert(56.0, "TtsRateLimited", false, None);
+        let graded = journal.grade();
+        let died = fault(&graded, "tts", 1);
+        assert!(died.harness_died);
+        assert_eq!(
+            died.detection,
+            Some(DetectionStatus::HarnessAway),
+            "{died:#?}"
+        );
+        assert_eq!(died.detected_after_s, None);
+        assert_eq!(died.recovery, Some(RecoveryStatus::NotMeasured));
+        let next = fault(&graded, "tts", 2);
+        assert_eq!(next.detection, Some(DetectionStatus::Detected), "{next:#?}");
+        assert_eq!(next.recovery, Some(RecoveryStatus::Recovered), "{next:#?}");
+        for name in ["detect_within", "recover_within"] {
+            let verdict = slo(&graded, name);
+            assert!(verdict.pass, "{verdict:?}");
+            assert!(verdict.why.contains("the harness died"), "{}", verdict.why);
+        }
+        assert_eq!(graded.verdict, Verdict::Pass, "{:?}", graded.reason);
+        assert_eq!(graded.harness_downtime.len(), 1);
+        assert_eq!(graded.harness_downtime[0].calls_lost, 3);
+        assert_eq!(graded.harness_downtime[0].down_s, 42.5);
     }
 
     #[test]

@@ -479,6 +479,9 @@ pub(crate) fn detect_within(within: Duration, faults: &[crate::grade::FaultRepor
                     "already signalling at injection ({})",
                     fault.signalling_at_injection.join(", ")
                 )),
+                Some(DetectionStatus::HarnessAway) => Grading::Ungradable(
+                    "the harness died while it was in effect, before any signal of it".into(),
+                ),
                 // Graded once, as the overlapping fault whose signal it shares.
                 Some(DetectionStatus::SharedSignal) => {
                     Grading::Covered("overlapping, shared signal".into())
@@ -488,7 +491,7 @@ pub(crate) fn detect_within(within: Duration, faults: &[crate::grade::FaultRepor
             nothing: "no fault was in effect, so there was nothing to detect",
             missing: "undetected",
             late: "not detected in time",
-            unmeasurable: "no injection of it could be detected: its signal was already showing whenever it was injected",
+            unmeasurable: "no injection of it had a detection that could be graded",
         },
         faults,
         |count| format!("all {count} faults were detected by the fleet's own signals in time"),

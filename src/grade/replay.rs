@@ -37,6 +37,10 @@ pub struct FaultReport {
     /// Undoing it failed (locks may still be held, the fleet not restarted): the run's
     /// verdict is `error`.
     pub clear_failed: bool,
+    /// The harness died while it was in effect; `voxsoak resume` undid it and started the
+    /// fleet again. What the harness could not watch (a detection it missed, the fleet's
+    /// recovery) is not graded.
+    pub harness_died: bool,
     /// How its detection went; null when it was not in effect.
     pub detection: Option<DetectionStatus>,
     /// From the injection to the first fleet signal that began after it and matches one
@@ -78,6 +82,7 @@ impl FaultReport {
             confirmed: false,
             confirmed_at_s: None,
             clear_failed: false,
+            harness_died: false,
             detection: None,
             detected_after_s: None,
             detected_by: None,
@@ -109,6 +114,9 @@ pub enum DetectionStatus {
     /// It overlapped an earlier fault whose signal it shares (the same alert, already
     /// raised for that one): one detection for both, counted once, for the earlier.
     SharedSignal,
+    /// None was seen before the harness died while it was in effect: nobody watched the
+    /// rest of it. Not graded.
+    HarnessAway,
 }
 
 /// How an injection's recovery went (`summary.json` `faults[].recovery`).
@@ -291,6 +299,8 @@ pub struct RunRecord {
     /// The harness's own failures (a task of its own that panicked): the run could not be
     /// graded fully.
     pub harness_errors: Vec<String>,
+    /// Each time the harness was away and the run was resumed (`harness_downtime`).
+    pub harness_downtime: Vec<crate::grade::summary::HarnessDowntime>,
     pub totals: Totals,
     pub intervals: Vec<IntervalPoint>,
     pub failure_examples: Vec<(CallOutcome, String)>,
@@ -435,6 +445,16 @@ impl RunRecord {
                     str_of(record, "task"),
                     str_of(record, "error")
                 ));
+            }
+            "harness_downtime" if self.harness_downtime.len() < crate::journal::MAX_PROBLEMS => {
+                self.harness_downtime
+                    .push(crate::grade::summary::HarnessDowntime {
+                        at_s: t_s,
+                        down_s: f64_of(record, "down_s").unwrap_or(0.0),
+                        from: str_of(record, "from"),
+                        to: str_of(record, "to"),
+                        calls_lost: u64_of(record, "calls_lost"),
+                    });
             }
             "fleet_process" => self.add_process_sample(record, seen_s),
             "fleet_sample" => self.add_fleet_sample(record, seen_s),
@@ -773,6 +793,8 @@ impl RunRecord {
             "fault_not_in_effect" => report.notes.extend(text("evidence")),
             "fault_cleared" => {
                 report.cleared_at_s = Some(t_s);
+                report.harness_died |=
+                    record.get("by_resume").and_then(Value::as_bool) == Some(true);
                 report.notes.extend(text("note"));
             }
             "fault_clear_failed" => {

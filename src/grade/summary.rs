@@ -52,8 +52,26 @@ pub struct Summary {
     pub observers: Option<crate::grade::replay::ObserverCounts>,
     pub fleet: FleetBlock,
     pub harness: HarnessUsage,
+    /// Each time the harness died and `voxsoak resume` went on with the run: when (on
+    /// the run's clock, which the time away is not on) and for how long it was away.
+    /// That time is counted against no one: not in uptime, recovery or growth.
+    pub harness_downtime: Vec<HarnessDowntime>,
     /// What the summary was rebuilt from.
     pub journal: JournalBlock,
+}
+
+/// One stretch the harness was away (`harness_downtime`).
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Serialize)]
+pub struct HarnessDowntime {
+    /// Where the run went on, in seconds on the run's clock.
+    pub at_s: f64,
+    /// How long the harness was away, by the wall clock.
+    pub down_s: f64,
+    /// The wall clock of the killed harness's last record, and of the resume.
+    pub from: String,
+    pub to: String,
+    /// Calls in progress when the harness died: never seen ending, so not graded.
+    pub calls_lost: u64,
 }
 
 /// One fault name over its injections.
@@ -213,6 +231,7 @@ impl Summary {
             observers: None,
             fleet: FleetBlock::default(),
             harness,
+            harness_downtime: Vec::new(),
             journal: JournalBlock::default(),
         }
     }

@@ -15,6 +15,7 @@
 
 pub mod calls;
 pub mod histogram;
+pub mod resume;
 pub mod retries;
 pub mod signal;
 
@@ -66,6 +67,24 @@ impl Journal {
     /// Creates (truncates) the journal at `path`; `t_s` counts from `started`.
     pub fn create(path: &Path, started: Instant) -> std::io::Result<Self> {
         let file = std::fs::File::create(path)?;
+        Ok(Self::with_writer(
+            Some(std::io::BufWriter::new(file)),
+            started,
+        ))
+    }
+
+    /// Opens the journal at `path` to go on with it (`voxsoak resume`): a last line cut
+    /// short by a killed harness is cut off first, so the next record starts a line of its
+    /// own. `t_s` counts from `started`.
+    pub fn append(path: &Path, started: Instant) -> std::io::Result<Self> {
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)?;
+        let whole = whole_lines_len(&mut file)?;
+        file.set_len(whole)?;
+        let mut file = std::fs::OpenOptions::new().append(true).open(path)?;
+        file.flush()?;
         Ok(Self::with_writer(
             Some(std::io::BufWriter::new(file)),
             started,
@@ -288,6 +307,25 @@ pub fn read(path: &Path) -> std::io::Result<JournalRead> {
     })
 }
 
+/// The length of `file` up to and including its last newline.
+fn whole_lines_len(file: &mut std::fs::File) -> std::io::Result<u64> {
+    use std::io::{Read, Seek, SeekFrom};
+    let len = file.metadata()?.len();
+    let mut end = len;
+    let mut chunk = [0u8; 4096];
+    while end > 0 {
+        let from = end.saturating_sub(chunk.len() as u64);
+        let size = (end - from) as usize;
+        file.seek(SeekFrom::Start(from))?;
+        file.read_exact(&mut chunk[..size])?;
+        if let Some(newline) = chunk[..size].iter().rposition(|byte| *byte == b'\n') {
+            return Ok(from + newline as u64 + 1);
+        }
+        end = from;
+    }
+    Ok(0)
+}
+
 /// Rounds seconds to milliseconds, as the journal and the summary carry them.
 pub fn round_ms(seconds: f64) -> f64 {
     (seconds * 1000.0).round() / 1000.0
@@ -325,6 +363,30 @@ mod tests {
         assert!(humantime::parse_rfc3339(lines[0]["at"].as_str().unwrap()).is_ok());
         assert_eq!(lines[1]["n"], 1);
         assert_eq!(journal.failed_writes(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_journal_goes_on_after_the_line_a_kill_cut_short() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.jsonl");
+        std::fs::write(
+            &path,
+            "{\"event\":\"run_started\",\"t_s\":0.0}\n{\"event\":\"inter",
+        )
+        .unwrap();
+        let started = Instant::now() - std::time::Duration::from_secs(30);
+        let journal = Journal::append(&path, started).unwrap();
+        journal.record("run_resumed", serde_json::json!({}));
+        let read = read(&path).unwrap();
+        assert!(read.problems.is_empty(), "{:?}", read.problems);
+        assert!(!read.cut_short);
+        let events: Vec<&str> = read
+            .records
+            .iter()
+            .map(|record| record["event"].as_str().unwrap())
+            .collect();
+        assert_eq!(events, ["run_started", "run_resumed"]);
+        assert!(read.records[1]["t_s"].as_f64().unwrap() >= 30.0);
     }
 
     #[tokio::test]

@@ -114,6 +114,10 @@ pub struct LoadShaper {
     /// How long calls in progress may go on once the run is stopped early (a signal, an
     /// abort condition, the kill switch) before they are cancelled (`--grace`).
     pub grace: Duration,
+    /// Where the schedule starts: zero, or where a resumed run goes on from.
+    pub resume_at: Duration,
+    /// The index of the first call placed (the calls a resumed run placed before).
+    pub first_index: u64,
 }
 
 /// `--grace` by default.
@@ -131,14 +135,15 @@ impl LoadShaper {
         let calls = CallPool {
             tracker: TaskTracker::new(),
             active: Arc::new(AtomicU64::new(0)),
-            next_index: Arc::new(AtomicU64::new(0)),
+            next_index: Arc::new(AtomicU64::new(self.first_index)),
             wanted: Arc::new(AtomicU64::new(0)),
             slots_started: 0,
             placing: shutdown.child_token(),
             cancel,
             events: events.clone(),
         };
-        let start = Instant::now();
+        let now = Instant::now();
+        let start = now.checked_sub(self.resume_at).unwrap_or(now);
         let calls = match &self.scenario.load {
             Load::Stages(_) => self.run_stages(calls, start, &shutdown).await,
             Load::Arrival(rate) => {
@@ -206,6 +211,9 @@ impl LoadShaper {
         for offset in self.scenario.arrival_offsets() {
             if offset >= self.run_for {
                 break;
+            }
+            if offset < self.resume_at {
+                continue;
             }
             tokio::select! {
                 _ = shutdown.cancelled() => return calls,

@@ -77,6 +77,9 @@ pub fn render(summary: &Summary) -> String {
     if let Some(line) = summary.time_scale_line() {
         let _ = writeln!(out, "{}\n", cell(&line));
     }
+    if let Some(line) = summary.resumed_line() {
+        let _ = writeln!(out, "**Resumed** {}\n", cell(&line));
+    }
     slo_table(summary, &mut out);
     fault_table(summary, &mut out);
     out

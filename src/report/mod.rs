@@ -64,6 +64,23 @@ impl Summary {
     }
 
     /// `time scale ×96: 15m real time ran 24h of schedule (…)`, for a compressed run.
+    /// "1x after the harness died: …", for a run `voxsoak resume` went on with.
+    pub fn resumed_line(&self) -> Option<String> {
+        if self.harness_downtime.is_empty() {
+            return None;
+        }
+        let away: f64 = self.harness_downtime.iter().map(|down| down.down_s).sum();
+        let lost: u64 = self
+            .harness_downtime
+            .iter()
+            .map(|down| down.calls_lost)
+            .sum();
+        Some(format!(
+            "{}x after the harness died: away {away:.1}s in all, which is on no one's clock (not in uptime, recovery or growth); {lost} calls it had journaled as started and not ended were lost, not graded",
+            self.harness_downtime.len()
+        ))
+    }
+
     pub fn time_scale_line(&self) -> Option<String> {
         (self.time_scale > 1.0).then(|| {
             let written = std::time::Duration::from_secs_f64(
@@ -206,6 +223,9 @@ impl Summary {
             h.cpu_pct_avg,
             h.cpu_pct_max,
         );
+        if let Some(line) = self.resumed_line() {
+            let _ = writeln!(out, "  resumed    {line}");
+        }
         let fleet = &self.fleet;
         if fleet.rss_mib_max.is_some()
             || fleet.restarts.is_some()

@@ -59,6 +59,9 @@ impl FaultStory {
             (Some(DetectionStatus::SharedSignal), _, _) => {
                 "shared signal with an overlapping fault".to_owned()
             }
+            (Some(DetectionStatus::HarnessAway), _, _) => {
+                "the harness died before any signal of it".to_owned()
+            }
             (Some(DetectionStatus::AlreadySignalling), _, _) => format!(
                 "already signalling at injection ({})",
                 shown(&fault.signalling_at_injection.join(", "))
@@ -125,7 +128,11 @@ fn problem(fault: &FaultReport, label: &str, detection: &str, recovery: &str) ->
     }
     if matches!(
         fault.detection,
-        Some(DetectionStatus::AlreadySignalling | DetectionStatus::SharedSignal)
+        Some(
+            DetectionStatus::AlreadySignalling
+                | DetectionStatus::SharedSignal
+                | DetectionStatus::HarnessAway
+        )
     ) {
         return Some(Problem::NotGraded(format!("{label}: {detection}")));
     }
