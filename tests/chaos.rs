@@ -39,6 +39,7 @@ impl LiveRun {
             progress: false,
             exe: voxsoak_exe(),
             fleet_bugs: bugs.to_vec(),
+            metrics_listen: None,
         };
         let task = tokio::spawn(run(options, shutdown.clone()));
         LiveRun {

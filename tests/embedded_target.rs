@@ -510,6 +510,7 @@ response_p95 = "<= 1500ms"
         progress: false,
         exe: crate::util::voxsoak_exe(),
         fleet_bugs: vec![voxsoak::fleet::Bug::TempLeak],
+        metrics_listen: None,
     };
     let outcome = crate::util::within(
         std::time::Duration::from_secs(120),

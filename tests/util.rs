@@ -77,6 +77,7 @@ impl ScenarioFile {
             progress: false,
             exe: voxsoak_exe(),
             fleet_bugs: Vec::new(),
+            metrics_listen: None,
         };
         let outcome = run(options, CancellationToken::new())
             .await
