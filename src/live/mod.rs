@@ -519,10 +519,14 @@ fn number(value: f64) -> String {
     }
 }
 
-/// A label value with `\`, `"` and newlines escaped, as the format requires.
+/// A label value (the scenario's name is from outside) with secrets masked and hidden
+/// characters escaped as the reports show them ([`crate::escape::line`]: a newline is `\n`,
+/// so a value stays on its line), then `\` and `"` escaped as the format requires.
 fn label_value(text: &str) -> String {
-    let mut escaped = String::with_capacity(text.len());
-    for c in text.chars() {
+    let masked = crate::redact::text(text);
+    let shown = crate::escape::line(&masked);
+    let mut escaped = String::with_capacity(shown.len());
+    for c in shown.chars() {
         match c {
             '\\' => escaped.push_str("\\\\"),
             '"' => escaped.push_str("\\\""),

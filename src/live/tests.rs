@@ -252,10 +252,12 @@ fn the_page_is_strict_exposition_text_with_cumulative_histograms() {
 #[test]
 fn label_values_are_escaped() {
     let mut run = run_info();
-    run.scenario = "a \"quoted\" \\ name\non two lines".into();
+    run.scenario = "a \"quoted\" \\ name\non two lines \u{202e}reversed".into();
     let page = LiveMetrics::new(run, []).render();
+    // Read back: `a "quoted" \ name\non two lines \u{202e}reversed`, on one line, the
+    // hidden characters visible as every report shows them.
     assert!(
-        page.contains(r#"scenario="a \"quoted\" \\ name\non two lines""#),
+        page.contains(r#"scenario="a \"quoted\" \\ name\\non two lines \\u{202e}reversed""#),
         "{page}"
     );
     let series = check_page(&page);
