@@ -64,11 +64,13 @@ fn write_journal(scenario: &voxsoak::scenario::Scenario, path: &Path) -> u64 {
         out.write_all(b"\n").unwrap();
     };
     let faults = voxsoak::scenario::faults::timeline(&scenario.faults, run_for(), scenario.seed);
-    line(json!({"event": "run_started", "t_s": 0.0, "at": "2026-12-01T00:00:00.000Z",
+    line(
+        json!({"event": "run_started", "t_s": 0.0, "at": "2026-12-01T00:00:00.000Z",
         "run_id": "autonomy-72h-bench", "scenario": scenario.name, "seed": scenario.seed,
         "target": "reference fleet", "time_scale": 1.0, "planned_s": HOURS * 3600.0,
         "faults_planned": faults.len(),
-        "grading": voxsoak::detect::plan::GradePlan::from_scenario(scenario)}));
+        "grading": voxsoak::detect::plan::GradePlan::from_scenario(scenario)}),
+    );
     let interval = interval_record();
     let tts = tts_record();
     let mut next_fault = 0;
@@ -87,17 +89,23 @@ fn write_journal(scenario: &voxsoak::scenario::Scenario, path: &Path) -> u64 {
         line(record);
         if t % SAMPLE_S == 0.0 {
             let rss = 40_000_000 + (t as u64 % 3600) * 100;
-            line(json!({"event": "fleet_process", "t_s": t, "seen_s": t, "pid": 4242,
-                "rss_bytes": rss, "rss_max_bytes": rss, "cpu_pct": 31.5}));
+            line(
+                json!({"event": "fleet_process", "t_s": t, "seen_s": t, "pid": 4242,
+                "rss_bytes": rss, "rss_max_bytes": rss, "cpu_pct": 31.5}),
+            );
             line(json!({"event": "fleet_sample", "t_s": t, "seen_s": t,
                 "rss_bytes": rss, "temp_dir_bytes": 1_048_576}));
-            line(json!({"event": "temp_dir", "t_s": t, "seen_s": t, "bytes": 1_048_576,
-                "files": 3}));
+            line(
+                json!({"event": "temp_dir", "t_s": t, "seen_s": t, "bytes": 1_048_576,
+                "files": 3}),
+            );
         }
         t += INTERVAL_S;
     }
-    line(json!({"event": "run_ended", "t_s": HOURS * 3600.0 + 1.0, "stopped": null,
-        "hurried": false, "wall_s": HOURS * 3600.0 + 1.0}));
+    line(
+        json!({"event": "run_ended", "t_s": HOURS * 3600.0 + 1.0, "stopped": null,
+        "hurried": false, "wall_s": HOURS * 3600.0 + 1.0}),
+    );
     out.flush().unwrap();
     std::fs::metadata(path).unwrap().len()
 }
@@ -130,18 +138,38 @@ fn fault_records(
         .map(|rule| serde_json::to_value(rule).unwrap()["alert"].clone())
         .and_then(|name| name.as_str().map(str::to_owned))
         .unwrap_or_else(|| "TtsRateLimited".to_owned());
-    line(with("fault_injected", at, json!({"planned_at_s": at, "until_s": until,
-        "target": "the reference fleet"})));
-    line(with("fault_confirmed", at + 0.2, json!({"evidence": "seen in effect"})));
-    line(json!({"event": "alert", "t_s": at + 2.0, "seen_s": at + 2.0, "name": alert,
-        "status": "firing", "starts_s": at + 1.9}));
-    line(json!({"event": "health", "t_s": at + 2.5, "seen_s": at + 2.5, "healthy": false,
-        "status": 503}));
-    line(with("fault_cleared", until, json!({"early": false, "note": "undone"})));
-    line(json!({"event": "alert", "t_s": until + 3.0, "seen_s": until + 3.0, "name": alert,
-        "status": "resolved", "starts_s": at + 1.9}));
-    line(json!({"event": "health", "t_s": until + 3.5, "seen_s": until + 3.5,
-        "healthy": true, "status": 200}));
+    line(with(
+        "fault_injected",
+        at,
+        json!({"planned_at_s": at, "until_s": until,
+        "target": "the reference fleet"}),
+    ));
+    line(with(
+        "fault_confirmed",
+        at + 0.2,
+        json!({"evidence": "seen in effect"}),
+    ));
+    line(
+        json!({"event": "alert", "t_s": at + 2.0, "seen_s": at + 2.0, "name": alert,
+        "status": "firing", "starts_s": at + 1.9}),
+    );
+    line(
+        json!({"event": "health", "t_s": at + 2.5, "seen_s": at + 2.5, "healthy": false,
+        "status": 503}),
+    );
+    line(with(
+        "fault_cleared",
+        until,
+        json!({"early": false, "note": "undone"}),
+    ));
+    line(
+        json!({"event": "alert", "t_s": until + 3.0, "seen_s": until + 3.0, "name": alert,
+        "status": "resolved", "starts_s": at + 1.9}),
+    );
+    line(
+        json!({"event": "health", "t_s": until + 3.5, "seen_s": until + 3.5,
+        "healthy": true, "status": 200}),
+    );
 }
 
 /// An interval of 1,000 calls: six histograms of many distinct values.

@@ -149,6 +149,9 @@ pub struct ResumeArgs {
     /// As for `run`.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub report_every: Option<Duration>,
+    /// As for `run` (the counters start again from zero in the resumed harness).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
     /// No live progress line.
     #[arg(long, short)]
     pub quiet: bool,
@@ -181,6 +184,13 @@ pub struct RunArgs {
     /// the scenario's report_every, default 15m; 0s: only at the end).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub report_every: Option<Duration>,
+    /// Serve the harness's own metrics during the run at http://ADDR/metrics (Prometheus
+    /// text: calls, latency histograms, faults in effect, SLO status so far, RSS and CPU),
+    /// e.g. 127.0.0.1:9464; port 0 picks a free one, printed on stderr. Loopback only
+    /// unless the scenario's `[target] allow_hosts` names the address. Replaces the
+    /// scenario's metrics_listen.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
     /// No live progress line.
     #[arg(long, short)]
     pub quiet: bool,
@@ -581,6 +591,7 @@ async fn run_command(args: RunArgs, shutdown: Shutdown) -> i32 {
         exe,
         fleet_bugs: args.fleet_bugs,
         resume: None,
+        metrics_listen: args.metrics_listen,
     };
     run_and_report(options, shutdown).await
 }
@@ -652,6 +663,7 @@ async fn resume_command(args: ResumeArgs, shutdown: Shutdown) -> i32 {
         exe,
         fleet_bugs,
         resume: Some(crate::run::Resume { point, cleaned }),
+        metrics_listen: args.metrics_listen,
     };
     run_and_report(options, shutdown).await
 }

@@ -5,7 +5,8 @@
 //!
 //! ```text
 //! run, cli, main        the run as a story of steps; the command line
-//! report, plan          rendering: summary.json and the terminal summary; `voxsoak plan`
+//! report, plan, live    rendering: summary.json and the terminal summary; `voxsoak plan`;
+//!                       the harness's own live metrics page
 //! grade                 judgement: reads journal records only, gives SLO verdicts
 //! producers             call, load, target, observe, chaos, cleanup (write the journal);
 //!                       standin, fleet, sink (servers that never import the harness)
@@ -41,6 +42,8 @@
 //! - [`grade`] reads the journal back and turns it into SLO verdicts and the exit code.
 //! - [`report`] writes `summary.json` and the terminal summary; [`plan`] renders
 //!   `voxsoak plan`.
+//! - [`live`] serves the harness's own metrics while a run goes on (`--metrics-listen`):
+//!   the journal's records folded as they are written, in the Prometheus text format.
 //! - [`sink`] is a minimal Twilio-speaking echo fleet, the harness's own baseline target.
 //! - [`fleet`] is the reference fleet, a real small voice-agent server with switchable
 //!   production bugs; it stands apart from the harness and shares only [`twilio`],
@@ -74,6 +77,7 @@ pub mod fleet;
 pub mod grade;
 pub mod http_serve;
 pub mod journal;
+pub mod live;
 pub mod load;
 pub mod logging;
 pub mod observe;

@@ -55,6 +55,9 @@ pub struct RunOptions {
     /// scale, schedule and run directory come from here, and the schedule goes on from
     /// where its journal stops. What the killed run left must be cleaned up first.
     pub resume: Option<Resume>,
+    /// Where to serve the harness's own metrics during the run (`--metrics-listen`);
+    /// replaces the scenario's `metrics_listen`.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// What `voxsoak resume` hands the run: where the killed run stopped, and what was done
@@ -93,6 +96,17 @@ pub enum RunError {
     TempRoot(#[from] CleanupError),
     #[error("could not serve the kill switch on {listen}: {source}")]
     KillSwitch {
+        listen: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "--metrics-listen {listen}: not a loopback address, and the scenario's [target] allow_hosts does not name {}; add it there to serve the metrics beyond this machine",
+        listen.ip()
+    )]
+    MetricsListenRefused { listen: std::net::SocketAddr },
+    #[error("could not serve the harness's metrics on {listen}: {source}")]
+    MetricsListen {
         listen: std::net::SocketAddr,
         #[source]
         source: std::io::Error,
@@ -143,7 +157,7 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<Run
 /// fault (`undo_faults`), then stop the observers and the fleet (`Observers::stop`); and
 /// grade from the journal alone (`finish`).
 pub async fn run_until(options: RunOptions, shutdown: Shutdown) -> Result<RunOutcome, RunError> {
-    let prepared = prepare(&options)?;
+    let mut prepared = prepare(&options)?;
     tracing::info!(run_id = %prepared.run_id, out = %prepared.out_dir.display(), "run prepared");
     let controls = Controls::start(&prepared, &shutdown.stop).await?;
     let chaos = ChaosPlane::prepare(&prepared.scenario, &prepared.run_id)
@@ -155,6 +169,7 @@ pub async fn run_until(options: RunOptions, shutdown: Shutdown) -> Result<RunOut
     tracing::info!(target = %target.resolved.description, "target ready");
     let context = call_context(&prepared, &target)?;
     let journal = open_journal(&options, &prepared, &target, controls.kill_switch_url)?;
+    let _metrics_served = serve_live_metrics(&mut prepared, &journal);
     controls.watch_kill_switch_file();
     let display = ProgressDisplay::new(
         options.progress,
@@ -237,6 +252,8 @@ struct Prepared {
     resume_at: Duration,
     /// The index of the first call this harness places.
     first_call: u64,
+    /// Where the harness's own metrics will be served, bound (`--metrics-listen`).
+    metrics: Option<(tokio::net::TcpListener, std::net::SocketAddr)>,
     /// Keeps the run directory's harness.log open for the run.
     _log: RunLog,
 }
@@ -249,6 +266,7 @@ fn prepare(options: &RunOptions) -> Result<Prepared, RunError> {
     let mut scenario = scenario::load(path)?;
     target::check_fleet_bugs(&scenario, &options.fleet_bugs)?;
     target::check_database_hosts(&scenario, target::UnsetVariable::Refuse)?;
+    let metrics = bind_metrics(&scenario, options.metrics_listen)?;
     if let Some(seed) = resume.map(|point| point.seed).or(options.seed) {
         scenario = scenario.with_seed(seed);
     }
@@ -298,8 +316,60 @@ fn prepare(options: &RunOptions) -> Result<Prepared, RunError> {
         temp_root,
         resume_at: resume.map_or(Duration::ZERO, |point| point.at()),
         first_call: resume.map_or(0, |point| point.calls_started),
+        metrics,
         _log: log,
     })
+}
+
+/// Checks and binds where the harness serves its own metrics (`--metrics-listen`, else the
+/// scenario's `metrics_listen`) before anything starts: an address the scenario does not
+/// allow, or a port taken, is an error then, never a run without its metrics.
+fn bind_metrics(
+    scenario: &scenario::Scenario,
+    flag: Option<std::net::SocketAddr>,
+) -> Result<Option<(tokio::net::TcpListener, std::net::SocketAddr)>, RunError> {
+    let Some(listen) = flag.or(scenario.metrics_listen) else {
+        return Ok(None);
+    };
+    if !scenario::listen_allowed(&scenario.allow_hosts, listen) {
+        return Err(RunError::MetricsListenRefused { listen });
+    }
+    let bound = crate::live::bind(listen).and_then(|listener| {
+        let address = listener.local_addr()?;
+        Ok((listener, address))
+    });
+    bound
+        .map(Some)
+        .map_err(|source| RunError::MetricsListen { listen, source })
+}
+
+/// Serves the harness's own metrics while the run goes on, when asked: the journal's
+/// records folded as they are written. Says where on stderr and in the journal
+/// (`metrics_listen`); the server stops when the returned guard is dropped, with the run.
+fn serve_live_metrics(
+    prepared: &mut Prepared,
+    journal: &Journal,
+) -> Option<tokio_util::sync::DropGuard> {
+    let (listener, address) = prepared.metrics.take()?;
+    let scenario = &prepared.scenario;
+    let metrics = crate::live::LiveMetrics::new(
+        crate::live::RunInfo {
+            run_id: prepared.run_id.clone(),
+            scenario: scenario.name.clone(),
+            planned_s: prepared.run_for.as_secs_f64(),
+            time_scale: scenario.time_scale,
+            started: journal.started(),
+        },
+        scenario.faults.iter().map(|fault| fault.kind.name()),
+    );
+    journal.tap(metrics.tap());
+    let stop = CancellationToken::new();
+    let journal_path = prepared.out_dir.join("journal.jsonl");
+    crate::live::serve(listener, metrics, journal_path, stop.clone());
+    let url = format!("http://{address}/metrics");
+    crate::console::errln(format_args!("voxsoak: metrics at {url}"));
+    journal.record("metrics_listen", serde_json::json!({"url": url}));
+    Some(stop.drop_guard())
 }
 
 /// What can end the run early, and the tasks that watch for it.

@@ -40,6 +40,7 @@ impl LiveRun {
             exe: voxsoak_exe(),
             fleet_bugs: bugs.to_vec(),
             resume: None,
+            metrics_listen: None,
         };
         let task = tokio::spawn(run(options, shutdown.clone()));
         LiveRun {

@@ -511,6 +511,7 @@ response_p95 = "<= 1500ms"
         exe: crate::util::voxsoak_exe(),
         fleet_bugs: vec![voxsoak::fleet::Bug::TempLeak],
         resume: None,
+        metrics_listen: None,
     };
     let outcome = crate::util::within(
         std::time::Duration::from_secs(120),

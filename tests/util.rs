@@ -78,6 +78,7 @@ impl ScenarioFile {
             exe: voxsoak_exe(),
             fleet_bugs: Vec::new(),
             resume: None,
+            metrics_listen: None,
         };
         let outcome = run(options, CancellationToken::new())
             .await

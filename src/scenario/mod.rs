@@ -50,6 +50,11 @@
 //! report_every = "15m"              # optional, the default: rewrite the reports from the
 //!                                   # journal this often during the run ("0s": only at
 //!                                   # the end); `--report-every` overrides it
+//! metrics_listen = "127.0.0.1:9464" # optional: serve the harness's own metrics (Prometheus
+//!                                   # text, GET /metrics) there during the run; port 0: a
+//!                                   # free one. Loopback only, unless [target] allow_hosts
+//!                                   # names the address ("0.0.0.0" for every interface);
+//!                                   # `--metrics-listen` overrides it
 //!
 //! [target]                          # required: exactly one of fleet, stream_url, webhook_url
 //! fleet = "sink"                    # the harness starts `voxsoak sink` itself
@@ -339,6 +344,7 @@ mod tests_observe;
 mod tests_time;
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -416,6 +422,14 @@ pub fn time_scale_allowed(scale: f64) -> bool {
     scale.is_finite() && (1.0..=MAX_TIME_SCALE).contains(&scale)
 }
 
+/// Whether the harness may listen on `address` for others to reach it (its own metrics):
+/// on loopback, or on an address `allow_hosts` names (`0.0.0.0`, every interface, only
+/// when named). The harness's other servers (stand-ins, alert receiver, kill switch) are
+/// on loopback only.
+pub fn listen_allowed(allow_hosts: &[String], address: SocketAddr) -> bool {
+    address.ip().is_loopback() || host_in(allow_hosts, &address.ip().to_string())
+}
+
 /// The shortest real-time fault window `time_scale` may leave without a warning.
 pub const MIN_COMPRESSED_FAULT: Duration = Duration::from_secs(2);
 
@@ -453,6 +467,9 @@ pub struct Scenario {
     /// How often the reports are rewritten from the journal while the run goes on (real
     /// time); zero: only at the end.
     pub report_every: Duration,
+    /// Where the harness serves its own metrics during the run (`metrics_listen`,
+    /// `--metrics-listen`); checked with [`listen_allowed`].
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Scenario {

@@ -185,6 +185,11 @@ pub(super) struct RawScenario {
     /// on (real time; default 15m, "0s": only at the end). `--report-every` overrides it.
     #[schemars(with = "Option<schema::Duration>")]
     pub report_every: Option<RawValue>,
+    /// Serve the harness's own metrics (Prometheus text, GET /metrics) here while the run
+    /// goes on, "127.0.0.1:PORT" (port 0: a free one, printed at the start); on loopback
+    /// unless [target] allow_hosts names its address. `--metrics-listen` overrides it.
+    #[schemars(with = "Option<String>")]
+    pub metrics_listen: Option<Spanned<String>>,
     /// The fleet under test: exactly one of `fleet`, `stream_url` or `webhook_url`.
     #[schemars(with = "RawTarget")]
     pub target: Option<Spanned<RawTarget>>,

@@ -229,6 +229,7 @@ fn full_sink_file_with_stages() {
         observe: ObserveSettings::default(),
         time_scale: 1.0,
         report_every: DEFAULT_REPORT_EVERY,
+        metrics_listen: None,
     };
     assert_eq!(scenario, expected);
     assert_eq!(scenario.load.duration(), secs(30));
@@ -348,6 +349,51 @@ fn host_allowed_ignores_case_and_brackets() {
     let source = "[target]\nstream_url = \"ws://[::1]:9000/s\"\n\
                   allow_hosts = [\"[::1]\"]\n[load]\ncalls_per_minute = 1\nduration = \"1s\"\n";
     assert!(parse_ok(source).host_allowed("::1"));
+}
+
+/// `metrics_listen`: the harness's metrics page is on loopback unless allow_hosts names the
+/// address it listens on; 0.0.0.0 (every interface) only when named too.
+#[test]
+fn metrics_listen_is_loopback_unless_allow_hosts_names_it() {
+    let scenario = parse_ok(&format!("metrics_listen = \"127.0.0.1:0\"\n{SINK}{STAGES}"));
+    assert_eq!(
+        scenario.metrics_listen,
+        Some("127.0.0.1:0".parse().unwrap())
+    );
+    let ipv6 = parse_ok(&format!("metrics_listen = \"[::1]:9464\"\n{SINK}{STAGES}"));
+    assert_eq!(ipv6.metrics_listen, Some("[::1]:9464".parse().unwrap()));
+    assert_eq!(parse_ok(&format!("{SINK}{STAGES}")).metrics_listen, None);
+    assert_eq!(
+        single(&format!(
+            "metrics_listen = \"0.0.0.0:9464\"\n{SINK}{STAGES}"
+        )),
+        "1:18: metrics_listen must be a loopback address (127.0.0.1:PORT or [::1]:PORT) unless [target] allow_hosts names 0.0.0.0; add it there to serve the metrics beyond this machine"
+    );
+    assert_eq!(
+        single(&format!(
+            "metrics_listen = \"localhost:9464\"\n{SINK}{STAGES}"
+        )),
+        r#"1:18: metrics_listen: expected "127.0.0.1:PORT", found "localhost:9464""#
+    );
+    let named = "metrics_listen = \"10.1.2.3:9464\"\n[target]\nfleet = \"sink\"\n\
+                 allow_hosts = [\"127.0.0.1\", \"10.1.2.3\"]\n";
+    let scenario = parse_ok(&format!("{named}{STAGES}"));
+    assert_eq!(
+        scenario.metrics_listen,
+        Some("10.1.2.3:9464".parse().unwrap())
+    );
+    assert!(listen_allowed(
+        &scenario.allow_hosts,
+        "10.1.2.3:1".parse().unwrap()
+    ));
+    assert!(!listen_allowed(
+        &scenario.allow_hosts,
+        "10.1.2.4:1".parse().unwrap()
+    ));
+    assert!(!listen_allowed(
+        &scenario.allow_hosts,
+        "0.0.0.0:1".parse().unwrap()
+    ));
 }
 
 // ---- errors: positions and messages -----------------------------------------------------

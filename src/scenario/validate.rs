@@ -2,7 +2,7 @@
 //! carries on with a harmless fallback value, so one pass reports every problem it can.
 
 use std::collections::{BTreeMap, HashSet};
-use std::net::Ipv6Addr;
+use std::net::{Ipv6Addr, SocketAddr};
 use std::ops::{Range, RangeInclusive};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -136,6 +136,10 @@ impl Validator<'_> {
             Zero::Allowed,
             super::DEFAULT_REPORT_EVERY,
         );
+        let metrics_listen = raw
+            .metrics_listen
+            .as_ref()
+            .and_then(|listen| self.metrics_listen(listen, &allow_hosts));
         Scenario {
             name,
             description: raw.description,
@@ -153,8 +157,39 @@ impl Validator<'_> {
             observe,
             time_scale: 1.0,
             report_every,
+            metrics_listen,
         }
         .with_time_scale(time_scale)
+    }
+
+    /// `metrics_listen`: an address the harness may listen on for others
+    /// ([`super::listen_allowed`]).
+    fn metrics_listen(
+        &mut self,
+        value: &Spanned<String>,
+        allow_hosts: &[String],
+    ) -> Option<SocketAddr> {
+        let Ok(address) = value.get_ref().trim().parse::<SocketAddr>() else {
+            self.error(
+                value.span(),
+                format!(
+                    r#"metrics_listen: expected "127.0.0.1:PORT", found {:?}"#,
+                    value.get_ref()
+                ),
+            );
+            return None;
+        };
+        if super::listen_allowed(allow_hosts, address) {
+            return Some(address);
+        }
+        self.error(
+            value.span(),
+            format!(
+                "metrics_listen must be a loopback address (127.0.0.1:PORT or [::1]:PORT) unless [target] allow_hosts names {}; add it there to serve the metrics beyond this machine",
+                address.ip()
+            ),
+        );
+        None
     }
 
     /// `time_scale`: 1 (real time) when absent or wrong (the error is reported).
