@@ -143,13 +143,27 @@ impl ChaosArgs {
 pub struct ResumeArgs {
     /// The run directory of the run to go on with (it holds journal.jsonl).
     pub run_dir: PathBuf,
-    /// As for `run`.
+    #[command(flatten)]
+    pub controls: RunControls,
+}
+
+/// How a run is watched and stopped: the same for `run` and `resume`.
+#[derive(Debug, Args)]
+pub struct RunControls {
+    /// After Ctrl-C, SIGTERM, SIGHUP or an abort condition: how long calls in progress may
+    /// go on (no new call starts) before they are cancelled. A second signal cancels them
+    /// at once.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub grace: Duration,
-    /// As for `run`.
+    /// Rewrite the reports from the journal this often while the run goes on (replaces
+    /// the scenario's report_every, default 15m; 0s: only at the end).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub report_every: Option<Duration>,
-    /// As for `run` (the counters start again from zero in the resumed harness).
+    /// Serve the harness's own metrics during the run at http://ADDR/metrics (Prometheus
+    /// text: calls, latency histograms, faults in effect, SLO status so far, RSS and CPU),
+    /// e.g. 127.0.0.1:9464; port 0 picks a free one, printed on stderr. Loopback only
+    /// unless the scenario's `[target] allow_hosts` names the address. Replaces the
+    /// scenario's metrics_listen. (A resumed harness's counters start from zero.)
     #[arg(long, value_name = "ADDR")]
     pub metrics_listen: Option<SocketAddr>,
     /// No live progress line.
@@ -175,25 +189,8 @@ pub struct RunArgs {
     /// Replace the scenario's seed.
     #[arg(long)]
     pub seed: Option<u64>,
-    /// After Ctrl-C, SIGTERM, SIGHUP or an abort condition: how long calls in progress may
-    /// go on (no new call starts) before they are cancelled. A second signal cancels them
-    /// at once.
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
-    pub grace: Duration,
-    /// Rewrite the reports from the journal this often while the run goes on (replaces
-    /// the scenario's report_every, default 15m; 0s: only at the end).
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-    pub report_every: Option<Duration>,
-    /// Serve the harness's own metrics during the run at http://ADDR/metrics (Prometheus
-    /// text: calls, latency histograms, faults in effect, SLO status so far, RSS and CPU),
-    /// e.g. 127.0.0.1:9464; port 0 picks a free one, printed on stderr. Loopback only
-    /// unless the scenario's `[target] allow_hosts` names the address. Replaces the
-    /// scenario's metrics_listen.
-    #[arg(long, value_name = "ADDR")]
-    pub metrics_listen: Option<SocketAddr>,
-    /// No live progress line.
-    #[arg(long, short)]
-    pub quiet: bool,
+    #[command(flatten)]
+    pub controls: RunControls,
     /// Start the embedded reference fleet with this production bug switched on
     /// (repeatable; only with `[target] fleet = "embedded"`).
     #[arg(long = "fleet-bug", value_name = "BUG")]
@@ -584,14 +581,14 @@ async fn run_command(args: RunArgs, shutdown: Shutdown) -> i32 {
         out: args.out,
         duration: args.duration,
         time_scale: args.time_scale,
-        grace: Some(args.grace),
-        report_every: args.report_every,
+        grace: Some(args.controls.grace),
+        report_every: args.controls.report_every,
         seed: args.seed,
-        progress: !args.quiet,
+        progress: !args.controls.quiet,
         exe,
         fleet_bugs: args.fleet_bugs,
         resume: None,
-        metrics_listen: args.metrics_listen,
+        metrics_listen: args.controls.metrics_listen,
     };
     run_and_report(options, shutdown).await
 }
@@ -656,14 +653,14 @@ async fn resume_command(args: ResumeArgs, shutdown: Shutdown) -> i32 {
         out: Some(args.run_dir),
         duration: None,
         time_scale: None,
-        grace: Some(args.grace),
-        report_every: args.report_every,
+        grace: Some(args.controls.grace),
+        report_every: args.controls.report_every,
         seed: None,
-        progress: !args.quiet,
+        progress: !args.controls.quiet,
         exe,
         fleet_bugs,
         resume: Some(crate::run::Resume { point, cleaned }),
-        metrics_listen: args.metrics_listen,
+        metrics_listen: args.controls.metrics_listen,
     };
     run_and_report(options, shutdown).await
 }
