@@ -35,8 +35,17 @@ fn main() {
     let mut times = Vec::new();
     for _ in 0..3 {
         let started = Instant::now();
-        let summary = voxsoak::report::Summary::rebuild(dir.path()).expect("re-grade");
+        let run = voxsoak::grade::replay::read(&dir.path().join("journal.jsonl")).expect("read");
+        let read = started.elapsed();
+        let summary = voxsoak::grade::evaluate(&run);
+        let graded = started.elapsed();
+        summary.write(&run, dir.path()).expect("reports written");
         times.push(started.elapsed());
+        println!(
+            "  read {read:.2?}, graded {:.2?}, reports written {:.2?}",
+            graded - read,
+            started.elapsed() - graded
+        );
         assert_eq!(summary.faults.len(), fault_count(&scenario));
     }
     times.sort();

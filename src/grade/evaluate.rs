@@ -553,7 +553,9 @@ fn fault_windows(faults: &[FaultReport], end: f64) -> Vec<Span> {
 }
 
 fn merged_response(run: &RunRecord, keep: impl Fn(&Span) -> bool) -> Option<Histogram<u64>> {
-    let mut merged: Option<Histogram<u64>> = None;
+    // Bucket by bucket into one histogram of the journal's bounds: decoding each interval's
+    // into a histogram of its own costs more than reading the rest of a long journal.
+    let mut merged = crate::journal::calls::latency_histogram();
     for interval in &run.intervals {
         let span = Span {
             from: interval.from_s,
@@ -562,21 +564,11 @@ fn merged_response(run: &RunRecord, keep: impl Fn(&Span) -> bool) -> Option<Hist
         if !keep(&span) {
             continue;
         }
-        let Some(histogram) = interval
-            .response
-            .as_deref()
-            .and_then(|text| crate::journal::histogram::decode(text).ok())
-        else {
-            continue;
-        };
-        match merged.as_mut() {
-            Some(merged) => {
-                let _ = merged.add(&histogram);
-            }
-            None => merged = Some(histogram),
+        if let Some(text) = interval.response.as_deref() {
+            let _ = crate::journal::histogram::add_into(text, &mut merged);
         }
     }
-    merged
+    Some(merged)
 }
 
 fn p95_ms(histogram: Option<Histogram<u64>>) -> Option<f64> {

@@ -745,9 +745,9 @@ impl RunRecord {
                 .get("hist")
                 .and_then(|hist| hist.get("pacing"))
                 .and_then(Value::as_str)
-                .and_then(|text| crate::journal::histogram::decode(text).ok())
-                .filter(|histogram| !histogram.is_empty())
-                .map(|histogram| histogram.value_at_quantile(0.99) as f64 / 1000.0),
+                .and_then(|text| crate::journal::histogram::counts(text).ok())
+                .and_then(|counts| crate::journal::histogram::quantile(&counts, 0.99))
+                .map(|micros| micros as f64 / 1000.0),
             host_cpu_pressure_pct: f64_of(record, "host_cpu_pressure_pct"),
         });
     }

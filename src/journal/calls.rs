@@ -84,7 +84,7 @@ pub const CLOSE_KEYS: usize = 16;
 pub const OTHER_CLOSES: &str = "other";
 
 /// Latency histograms in microseconds, one significant figure more than the per-call ones.
-fn latency_histogram() -> Histogram<u64> {
+pub fn latency_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("static histogram bounds are valid")
 }
 
@@ -283,12 +283,13 @@ impl Totals {
                     problems.push(format!("unknown histogram {name:?}"));
                     continue;
                 };
-                match text.as_str().map(crate::journal::histogram::decode) {
-                    Some(Ok(histogram)) => {
-                        if into.add(&histogram).is_err() {
-                            problems.push(format!("histogram {name} out of range"));
-                        }
-                    }
+                // Added bucket by bucket, never decoded into a histogram of its own: a
+                // 72-hour journal holds 300,000 of them.
+                match text
+                    .as_str()
+                    .map(|text| crate::journal::histogram::add_into(text, into))
+                {
+                    Some(Ok(())) => {}
                     Some(Err(error)) => problems.push(format!("histogram {name}: {error}")),
                     None => problems.push(format!("histogram {name} is not a string")),
                 }

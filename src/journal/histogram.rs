@@ -52,6 +52,141 @@ pub fn decode(text: &str) -> Result<Histogram<u64>, String> {
         .map_err(|error| format!("not an HDR histogram: {error:?}"))
 }
 
+/// The counts of what [`encode`] wrote, without building a histogram of them (which
+/// allocates and zeroes every bucket: a 72-hour journal holds 300,000 histograms): each
+/// bucket that holds any, as (its lowest value, its count), in ascending order. Checked as
+/// [`decode`] checks. [`add_into`] and [`quantile`] read them.
+pub fn counts(text: &str) -> Result<Vec<Bucket>, String> {
+    let bytes = BASE64
+        .decode(text.trim())
+        .map_err(|error| format!("not base64: {error}"))?;
+    let inner = inflate(&bytes).map_err(|error| format!("not an HDR histogram: {error}"))?;
+    check(&inner).map_err(|error| format!("not an HDR histogram: {error}"))?;
+    let word = |at: usize| u32::from_be_bytes(inner[at..at + 4].try_into().expect("4 bytes"));
+    let long = |at: usize| u64::from_be_bytes(inner[at..at + 8].try_into().expect("8 bytes"));
+    let layout = Layout::of(word(12), long(16));
+    let payload = &inner[HEADER..HEADER + word(4) as usize];
+    let mut counts = Vec::new();
+    let mut index = 0u64;
+    let mut at = 0;
+    while at < payload.len() {
+        let (number, read) = leb128(&payload[at..]);
+        at += read;
+        // Zig-zag: a negative number is a run of that many empty buckets.
+        let count = ((number >> 1) as i64) ^ -((number & 1) as i64);
+        if count < 0 {
+            index = index.saturating_add(count.unsigned_abs());
+            continue;
+        }
+        if count > 0 {
+            let (lowest, highest) = layout
+                .bucket(index)
+                .ok_or("not an HDR histogram: a count past its range")?;
+            counts.push(Bucket {
+                lowest,
+                highest,
+                count: count as u64,
+            });
+        }
+        index += 1;
+    }
+    Ok(counts)
+}
+
+/// Adds what [`encode`] wrote into `total` (a histogram of the journal's bounds), as
+/// decoding it and adding would, without the histogram in between.
+pub fn add_into(text: &str, total: &mut Histogram<u64>) -> Result<(), String> {
+    for bucket in counts(text)? {
+        total.saturating_record_n(bucket.lowest, bucket.count);
+    }
+    Ok(())
+}
+
+/// The value at `quantile` of [`counts`], as `Histogram::value_at_quantile` of the
+/// decoded histogram gives it; None when there is no count.
+pub fn quantile(counts: &[Bucket], quantile: f64) -> Option<u64> {
+    let total = counts
+        .iter()
+        .fold(0u64, |sum, bucket| sum.saturating_add(bucket.count));
+    if total == 0 {
+        return None;
+    }
+    let wanted = ((quantile.min(1.0) * total as f64).ceil() as u64).max(1);
+    let mut seen = 0u64;
+    let at = counts
+        .iter()
+        .find(|bucket| {
+            seen = seen.saturating_add(bucket.count);
+            seen >= wanted
+        })
+        .or(counts.last())?;
+    Some(if quantile == 0.0 {
+        at.lowest
+    } else {
+        at.highest
+    })
+}
+
+/// One bucket of a histogram that holds a count: the values it stands for, and the count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bucket {
+    pub lowest: u64,
+    pub highest: u64,
+    pub count: u64,
+}
+
+/// Where an HDR histogram's bucket index points: its bounds' unit and sub-bucket sizes.
+struct Layout {
+    unit_magnitude: u32,
+    half_count_magnitude: u32,
+}
+
+impl Layout {
+    /// The layout of a histogram of `digits` significant figures from `lowest` (checked:
+    /// at most [`MAX_DIGITS`], at least 1).
+    fn of(digits: u32, lowest: u64) -> Self {
+        let largest = 2 * 10u64.pow(digits);
+        let count_magnitude = (largest as f64).log2().ceil() as u32;
+        Layout {
+            unit_magnitude: 63 - lowest.max(1).leading_zeros(),
+            half_count_magnitude: count_magnitude.max(1) - 1,
+        }
+    }
+
+    /// The lowest and highest value of the bucket at `index`; None past what a u64 holds.
+    fn bucket(&self, index: u64) -> Option<(u64, u64)> {
+        let half_count = 1u64 << self.half_count_magnitude;
+        let mut bucket = (index >> self.half_count_magnitude) as i64 - 1;
+        let mut sub_bucket = (index & (half_count - 1)) + half_count;
+        if bucket < 0 {
+            sub_bucket -= half_count;
+            bucket = 0;
+        }
+        let shift = u32::try_from(bucket)
+            .ok()?
+            .checked_add(self.unit_magnitude)?;
+        let value = sub_bucket.checked_shl(shift)?;
+        let width = 1u64.checked_shl(shift)?;
+        (value >> shift == sub_bucket).then(|| (value, value.saturating_add(width - 1)))
+    }
+}
+
+/// One LEB128 number of the V2 counts (at most 9 bytes, the 9th taking all 8 bits) and
+/// how many bytes it took; a number cut short by the end takes what is there.
+fn leb128(bytes: &[u8]) -> (u64, usize) {
+    let mut number = 0u64;
+    for (position, &byte) in bytes.iter().enumerate().take(9) {
+        if position == 8 {
+            return (number | u64::from(byte) << 56, 9);
+        }
+        number |= u64::from(byte & 0x7f) << (7 * position);
+        if byte & 0x80 == 0 {
+            return (number, position + 1);
+        }
+    }
+    (number, bytes.len().min(9))
+}
+
 /// The uncompressed V2 form inside [`encode`]'s deflated one, at most [`MAX_INFLATED`]
 /// bytes of it (a small deflate stream can inflate to gigabytes).
 fn inflate(bytes: &[u8]) -> Result<Vec<u8>, String> {
@@ -141,6 +276,54 @@ fn be_u32(bytes: &[u8], at: usize) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The counts walked without a histogram give what decoding gives: the same buckets,
+    /// added into a total, and the same quantiles, for histograms of every shape a
+    /// journal holds (sparse, dense, one value, values up to the top of the range).
+    #[test]
+    fn counts_without_a_histogram_are_the_decoded_ones() {
+        let shapes: [&[u64]; 5] = [
+            &[1],
+            &[3_599_999_999],
+            &[1, 2, 3, 1_000, 1_001, 65_536, 3_600_000_000],
+            &[250_000; 40],
+            &[0; 0],
+        ];
+        let dense: Vec<u64> = (0..5_000u64).map(|i| 1 + i * 7919 % 4_000_000).collect();
+        let bounds = [(3_600_000_000, 3), (60_000_000, 1)];
+        for (values, (highest, digits)) in shapes
+            .iter()
+            .copied()
+            .chain([dense.as_slice()])
+            .flat_map(|values| bounds.map(|bounds| (values, bounds)))
+        {
+            let values: Vec<u64> = values.iter().map(|v| (*v).min(highest)).collect();
+            let mut histogram = Histogram::<u64>::new_with_bounds(1, highest, digits).unwrap();
+            for (i, value) in values.iter().enumerate() {
+                histogram.record_n(*value, 1 + i as u64 % 3).unwrap();
+            }
+            let Some(text) = encode(&histogram) else {
+                assert!(values.is_empty());
+                continue;
+            };
+            let decoded = decode(&text).unwrap();
+            let mut by_decode = Histogram::<u64>::new_with_bounds(1, highest, digits).unwrap();
+            by_decode.add(&decoded).unwrap();
+            let mut by_counts = Histogram::<u64>::new_with_bounds(1, highest, digits).unwrap();
+            add_into(&text, &mut by_counts).unwrap();
+            assert_eq!(by_counts, by_decode, "{values:?}");
+            let counts = counts(&text).unwrap();
+            for q in [0.0, 0.5, 0.95, 0.99, 0.999, 1.0] {
+                assert_eq!(
+                    quantile(&counts, q),
+                    Some(decoded.value_at_quantile(q)),
+                    "q {q} of {values:?}"
+                );
+            }
+        }
+        assert_eq!(quantile(&[], 0.5), None);
+        assert!(counts("%%%").unwrap_err().starts_with("not base64"));
+    }
 
     #[test]
     fn a_histogram_survives_the_round_trip_and_stays_small() {
