@@ -91,7 +91,7 @@ const ALLOWED: &[Allowed] = &[
     Allowed {
         file: "fleet/mod.rs",
         name: "run",
-        lines: 165,
+        lines: 132,
         reason: "not split yet (issue #12)",
     },
     Allowed {
