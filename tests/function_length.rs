@@ -119,12 +119,6 @@ const ALLOWED: &[Allowed] = &[
         reason: "not split yet (issue #12)",
     },
     Allowed {
-        file: "scenario/validate.rs",
-        name: "Validator::slo",
-        lines: 89,
-        reason: "not split yet (issue #12)",
-    },
-    Allowed {
         file: "scenario/validate_faults.rs",
         name: "Validator::fault",
         lines: 109,

@@ -16,6 +16,7 @@ mod hostile_http;
 mod indie_fleet;
 mod indie_verdicts;
 mod layers;
+mod metric_slos;
 mod misbehaving_fleet;
 mod observe;
 mod report;
