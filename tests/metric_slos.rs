@@ -2,13 +2,14 @@
 //! graded; a bound it keeps passes, an impossible one fails with the reason, and a series
 //! it does not expose is not measured; every report lists them.
 
+use std::process::Command;
 use std::time::Duration;
 
 use voxsoak::grade::{SloStatus, Verdict};
 
-use crate::util::{ScenarioFile, fixtures_dir, within};
+use crate::util::{ScenarioFile, fixtures_dir, voxsoak_exe, within};
 
-fn scenario() -> String {
+fn scenario_text() -> String {
     format!(
         r#"
 name = "metric-slos"
@@ -54,7 +55,7 @@ max = 1
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metric_slos_grade_the_fleets_own_series_in_every_report() {
-    let scenario = ScenarioFile::new(&scenario());
+    let scenario = ScenarioFile::new(&scenario_text());
     let summary = within(Duration::from_secs(300), scenario.run()).await;
     let slo = |name: &str| {
         summary
@@ -127,4 +128,47 @@ async fn metric_slos_grade_the_fleets_own_series_in_every_report() {
     assert!(read("report.html").contains("<td>dlq</td>"));
     let text = summary.render_text();
     assert!(text.contains("SLO missing"), "{text}");
+}
+
+#[test]
+fn plan_lists_them_and_validate_points_at_a_bad_one() {
+    let scenario = ScenarioFile::new(&scenario_text());
+    let output = Command::new(voxsoak_exe())
+        .arg("plan")
+        .arg(&scenario.path)
+        .output()
+        .unwrap();
+    let plan = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{plan}");
+    assert!(
+        plan.contains(
+            "  metric             calls: calls_total max <= 1000, rate <= 50/s over 20s\n"
+        ),
+        "{plan}"
+    );
+    // Journaled with the scrapes, whether or not `record` lists them.
+    assert!(
+        plan.contains(
+            "dead_letters, calls_total, no_such_series{kind=\"x\"} (journaled every 10s)"
+        ),
+        "{plan}"
+    );
+
+    let bad = ScenarioFile::new(&scenario_text().replace("max = 10\n", "maxx = 10\n"));
+    let output = Command::new(voxsoak_exe())
+        .arg("validate")
+        .arg(&bad.path)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let errors = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        errors.contains(&format!(
+            "{}:20:1: unknown field `maxx`, expected one of `name`, `series`, `max`",
+            bad.path.display()
+        )),
+        "{errors}"
+    );
+    assert_eq!(errors.matches(": unknown field").count(), 1, "{errors}");
+    assert!(!errors.contains("needs a bound"), "{errors}");
 }
