@@ -520,7 +520,7 @@ impl Plan {
             (settings.log_file.as_deref()).or(embedded.then_some(fleet_log.as_path()));
         let (conditions, logs) = crate::observe::detect_watches(scenario, default_log);
         if metrics_watched {
-            self.scraped_series(&conditions, settings);
+            self.scraped_series(&conditions, scenario);
         }
         self.row("alerts", alerts_observer(settings, embedded));
         self.row("temp dir", temp_dir_observer(scenario));
@@ -530,20 +530,22 @@ impl Plan {
         self.row("tts requests", tts_observer(scenario));
     }
 
-    /// The metric conditions and `record` series read on each scrape.
-    fn scraped_series(&mut self, conditions: &[MetricCondition], settings: &ObserveSettings) {
+    /// The metric conditions read on each scrape, and the series journaled (`record` and
+    /// the metric SLOs').
+    fn scraped_series(&mut self, conditions: &[MetricCondition], scenario: &Scenario) {
         let conditions: Vec<&str> = conditions.iter().map(|c| c.text.as_str()).collect();
         if !conditions.is_empty() {
             self.row("  conditions", conditions.join("; "));
         }
-        let record: Vec<&str> = settings.record.iter().map(|r| r.text.as_str()).collect();
+        let recorded = crate::observe::recorded_series(scenario);
+        let record: Vec<&str> = recorded.iter().map(|r| r.text.as_str()).collect();
         if !record.is_empty() {
             self.row(
                 "  record",
                 format!(
                     "{} (journaled every {})",
                     record.join(", "),
-                    format_duration(Duration::from_secs_f64(crate::observe::hub::RECORD_EVERY_S))
+                    format_duration(crate::scenario::metric_slo::RECORD_EVERY)
                 ),
             );
         }
@@ -666,6 +668,13 @@ impl Plan {
             self.row(
                 "unprovoked alerts",
                 "none: no alert with no fault in effect",
+            );
+        }
+        for metric in &slo.metrics {
+            let plan = crate::detect::plan::MetricSloPlan::of(metric);
+            self.row(
+                "metric",
+                format!("{}: {} {}", plan.name, plan.series, plan.threshold()),
             );
         }
     }

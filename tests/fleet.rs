@@ -193,12 +193,13 @@ async fn tts_429_fixed_fleet_backs_off(backend: Backend) {
             );
         }
     }
-    let metrics = fleet.metrics().await;
-    assert!(
-        metrics.get("tts_fallbacks_total") >= 1.0,
-        "{}",
-        metrics.text
-    );
+    let fallbacks = fleet.metrics().await.get("tts_fallbacks_total");
+    assert!(fallbacks >= 1.0, "{}", fleet.metrics().await.text);
+    // Every turn that played the apology is a row in the dead-letter table.
+    let metrics = fleet
+        .metrics_once("dead_letters", fallbacks, Duration::from_secs(10))
+        .await;
+    assert_eq!(metrics.get("dead_letters"), fallbacks, "{}", metrics.text);
     assert!(metrics.get("tts_requests_total{status=\"429\"}") >= 2.0);
     assert!(
         alerts
@@ -395,7 +396,16 @@ async fn failing_and_slow_dependencies_raise_degraded_alerts() {
             fleet.printed()
         );
     }
-    let metrics = fleet.metrics().await;
+    // Every turn the LLM failed is a dead letter (one each, whatever TTS then did).
+    let metrics = fleet
+        .metrics_once("dead_letters", 1.0, Duration::from_secs(10))
+        .await;
+    assert!(metrics.get("dead_letters") >= 1.0, "{}", metrics.text);
+    assert!(
+        metrics.get("dead_letters") <= metrics.get("turns_total"),
+        "{}",
+        metrics.text
+    );
     assert!(metrics.get("tts_slow_total") >= 1.0, "{}", metrics.text);
     assert!(
         metrics.get("llm_requests_total{status=\"503\"}") >= 1.0,

@@ -200,6 +200,19 @@ impl FleetProcess {
         Metrics::scrape(&self.http, &format!("http://{}/metrics", self.address)).await
     }
 
+    /// `/metrics` once `series` reads at least `least` (the fleet writes some things, such
+    /// as its dead letters, a moment after the turn), or as it is after `within`.
+    pub async fn metrics_once(&self, series: &str, least: f64, within: Duration) -> Metrics {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let metrics = self.metrics().await;
+            if metrics.get(series) >= least || tokio::time::Instant::now() >= deadline {
+                return metrics;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// `GET /health`: status and JSON body.
     pub async fn health(&self) -> (u16, serde_json::Value) {
         let response = self

@@ -17,6 +17,7 @@ mod indie_fleet;
 mod indie_verdicts;
 mod layers;
 mod live_metrics;
+mod metric_slos;
 mod misbehaving_fleet;
 mod observe;
 mod report;

@@ -495,6 +495,7 @@ fn the_autonomy_day_compressed_to_five_minutes_passes_the_fixed_fleet() {
             "temp_dir_growth",
             "max_crashes",
             "no_unprovoked_alerts",
+            "dlq",
         ],
     }];
     let problems = run_all(&expectations, 1, scenario);

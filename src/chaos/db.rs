@@ -15,7 +15,7 @@
 //!
 //! *PostgreSQL*: every table the fleet's unqualified queries can reach (ordinary and
 //! partitioned tables in the schemas of the session's `search_path`: for the reference
-//! fleet `orders`, `turns`, `events` and `health_checks`) is locked with
+//! fleet `orders`, `turns`, `events`, `health_checks` and `dead_letters`) is locked with
 //! `LOCK TABLE ONLY … IN EXCLUSIVE MODE`. EXCLUSIVE conflicts with ROW EXCLUSIVE (taken by
 //! every `INSERT`, `UPDATE`, `DELETE`, upsert) and ROW SHARE (`SELECT … FOR UPDATE`, job
 //! queues), but not with ACCESS SHARE, so plain `SELECT`s pass. That is the footprint of

@@ -5,7 +5,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::scenario::faults::{DetectionRule, RecoverFrom};
-use crate::scenario::{Scenario, Slos};
+use crate::scenario::metric_slo::{BUILT_IN_NAMES, DEFAULT_RATE_WINDOW, name_allowed};
+use crate::scenario::{MetricSlo, MinDuring, Scenario, Slos};
 
 /// The SLOs and the faults' detection rules, in plain units.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -32,6 +33,117 @@ pub struct SloPlan {
     pub max_crashes: Option<u64>,
     #[serde(default)]
     pub no_unprovoked_alerts: bool,
+    /// `[[slo.metric]]` (absent in journals from before them).
+    #[serde(default)]
+    pub metrics: Vec<MetricSloPlan>,
+    /// The load's spike stages as `[from_s, to_s]` of the run (real time): where a metric
+    /// SLO's `min` with `during = "spike"` is graded.
+    #[serde(default)]
+    pub spikes_s: Vec<[f64; 2]>,
+}
+
+/// One `[[slo.metric]]`, in plain units: rates per second and growth per hour of real time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricSloPlan {
+    pub name: String,
+    /// The series as written: its key in the journal's `metrics` records.
+    pub series: String,
+    pub max: Option<f64>,
+    pub min: Option<f64>,
+    /// `min` only during the spike stages (`spikes_s`); else after the warm-up.
+    #[serde(default)]
+    pub min_during_spikes: bool,
+    pub growth_per_h: Option<f64>,
+    pub rate_max: Option<f64>,
+    pub window_s: f64,
+}
+
+/// A window in seconds as people read it: `60` → `1m`.
+pub fn window(window_s: f64) -> String {
+    crate::units::format_duration(std::time::Duration::from_secs_f64(window_s.clamp(0.0, 1e9)))
+}
+
+impl MetricSloPlan {
+    pub fn of(slo: &MetricSlo) -> Self {
+        MetricSloPlan {
+            name: slo.name.clone(),
+            series: slo.series.text.clone(),
+            max: slo.max,
+            min: slo.min,
+            min_during_spikes: slo.min_during == MinDuring::Spike,
+            growth_per_h: slo.growth_per_h,
+            rate_max: slo.rate_max,
+            window_s: slo.window.as_secs_f64(),
+        }
+    }
+
+    /// Its threshold as reports show it: every bound, in file-format order, e.g.
+    /// `max <= 100, growth <= 50/h`.
+    pub fn threshold(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(max) = self.max {
+            parts.push(format!("max <= {max}"));
+        }
+        if let Some(min) = self.min {
+            let during = if self.min_during_spikes {
+                " during spikes"
+            } else {
+                ""
+            };
+            parts.push(format!("min >= {min}{during}"));
+        }
+        if let Some(max) = self.growth_per_h {
+            parts.push(format!("growth <= {max}/h"));
+        }
+        if let Some(max) = self.rate_max {
+            parts.push(format!("rate <= {max}/s over {}", window(self.window_s)));
+        }
+        parts.join(", ")
+    }
+
+    /// What of it a grader can use: a bound that is not a finite number is dropped, a
+    /// window that is not positive gets the default; None when its name is not one a
+    /// scenario allows (or a built-in's) or no bound is left. Each change is named.
+    fn sanitized(mut self, unusable: &mut Vec<String>) -> Option<Self> {
+        let name = self.name.clone();
+        if !name_allowed(&name) || BUILT_IN_NAMES.contains(&name.as_str()) {
+            unusable.push(format!(
+                "grading plan: metric SLO name {name:?} is not one a scenario allows; that SLO is not graded"
+            ));
+            return None;
+        }
+        for (key, value) in [
+            ("max", &mut self.max),
+            ("min", &mut self.min),
+            ("growth_per_h", &mut self.growth_per_h),
+            ("rate_max", &mut self.rate_max),
+        ] {
+            if let Some(number) = *value
+                && !number.is_finite()
+            {
+                unusable.push(format!(
+                    "grading plan: metric SLO {name} {key} = {number} is not a usable bound; it is not graded"
+                ));
+                *value = None;
+            }
+        }
+        if !(self.window_s.is_finite() && self.window_s > 0.0) {
+            unusable.push(format!(
+                "grading plan: metric SLO {name} window_s = {} is not usable; the default applies",
+                self.window_s
+            ));
+            self.window_s = DEFAULT_RATE_WINDOW.as_secs_f64();
+        }
+        let bounded = [self.max, self.min, self.growth_per_h, self.rate_max]
+            .iter()
+            .any(Option::is_some);
+        if !bounded {
+            unusable.push(format!(
+                "grading plan: metric SLO {name} has no usable bound; it is not graded"
+            ));
+        }
+        bounded.then_some(self)
+    }
 }
 
 /// One `[[faults]]` entry, as far as grading goes.
@@ -117,6 +229,8 @@ impl SloPlan {
             temp_dir_growth_max_mib_h: slos.temp_dir_growth_max_mib_h,
             max_crashes: slos.max_crashes,
             no_unprovoked_alerts: slos.no_unprovoked_alerts,
+            metrics: slos.metrics.iter().map(MetricSloPlan::of).collect(),
+            spikes_s: Vec::new(),
         }
     }
 }
@@ -165,12 +279,34 @@ impl GradePlan {
             ));
             slo.stable_window_s = SloPlan::default().stable_window_s;
         }
+        slo.metrics = std::mem::take(&mut slo.metrics)
+            .into_iter()
+            .filter_map(|metric| metric.sanitized(&mut unusable))
+            .collect();
+        let spikes = slo.spikes_s.len();
+        slo.spikes_s
+            .retain(|[from, to]| from.is_finite() && to.is_finite() && from <= to);
+        if slo.spikes_s.len() < spikes {
+            unusable.push(format!(
+                "grading plan: {} spike windows are not usable and are left out",
+                spikes - slo.spikes_s.len()
+            ));
+        }
         (self, unusable)
     }
 
     pub fn from_scenario(scenario: &Scenario) -> Self {
+        let mut slo = SloPlan::from_slos(&scenario.slo);
+        slo.spikes_s = scenario
+            .spikes
+            .iter()
+            .map(|spike| {
+                let from = spike.at.as_secs_f64();
+                [from, from + spike.duration.as_secs_f64()]
+            })
+            .collect();
         GradePlan {
-            slo: SloPlan::from_slos(&scenario.slo),
+            slo,
             faults: scenario
                 .faults
                 .iter()

@@ -5,7 +5,9 @@
 //!
 //! Nothing here fails the call: an LLM error, a refused tool call or a database error
 //! becomes something the agent says; a TTS that gives up becomes the cached apology. Only
-//! a call that ended (or a turn the healer abandoned) produces no audio.
+//! a call that ended (or a turn the healer abandoned) produces no audio. A turn whose
+//! answer the caller did not get (the LLM failed, TTS gave up, the audio could not be made)
+//! is posted to the dead-letter table ([`super::dead_letters`]).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -101,7 +103,8 @@ pub async fn run_turn(fleet: &Fleet, job: &Job, worker: u32) -> TurnOutcome {
         }
     }
     let user_text = job.input.as_user_text();
-    let text = converse(fleet, job, &user_text, worker, transaction.as_mut()).await;
+    let answered = converse(fleet, job, &user_text, worker, transaction.as_mut()).await;
+    let text = answered.clone().unwrap_or_else(|_| APOLOGY.into());
     let detail = format!(
         "worker {worker}: {}",
         text.chars().take(120).collect::<String>()
@@ -113,42 +116,20 @@ pub async fn run_turn(fleet: &Fleet, job: &Job, worker: u32) -> TurnOutcome {
     if let Err(error) = recorded {
         fleet.note_db_error("record_turn", &error);
     }
-    let request_id = format!("{}-{}", job.call_sid, job.turn);
-    let spoken = fleet
-        .tts
-        .speak(&text, &request_id, &job.cancelled, &fleet.metrics)
-        .await;
-    let (mulaw, temp_file) = match spoken {
-        Ok(wav) => match to_mulaw(fleet, job, wav).await {
-            Ok(converted) => converted,
-            Err(reason) => {
-                fleet.metrics.turn_failures_total.add(reason, 1);
-                return TurnOutcome::Failed {
-                    turn: job.turn,
-                    reason,
-                };
-            }
-        },
-        Err(TtsError::Cancelled) => {
+    let voiced = voice(fleet, job, worker, &text).await;
+    if let Some((reason, detail)) = abandoned(&answered, &voiced) {
+        fleet
+            .dead_letters
+            .post(&job.call_sid, job.turn, reason, &detail);
+    }
+    let (mulaw, temp_file) = match voiced {
+        Voiced::Audio { mulaw, temp_file } => (mulaw, temp_file),
+        Voiced::Apology(_) => (Arc::clone(&fleet.apology), None),
+        Voiced::Failed(reason) => {
             return TurnOutcome::Failed {
                 turn: job.turn,
-                reason: "call_ended",
+                reason,
             };
-        }
-        Err(TtsError::GaveUp { attempts, last }) => {
-            fleet
-                .metrics
-                .tts_fallbacks_total
-                .fetch_add(1, Ordering::Relaxed);
-            fleet
-                .log_event(
-                    "tts_gave_up",
-                    Some(worker),
-                    Some(&job.call_sid),
-                    &format!("after {attempts} attempts (last {last}); played the apology"),
-                )
-                .await;
-            (Arc::clone(&fleet.apology), None)
         }
     };
     TurnOutcome::Reply(Box::new(TurnReply {
@@ -162,14 +143,77 @@ pub async fn run_turn(fleet: &Fleet, job: &Job, worker: u32) -> TurnOutcome {
     }))
 }
 
-/// LLM, tools, LLM again: the text the agent will say.
+/// How a turn's text became audio.
+enum Voiced {
+    Audio {
+        mulaw: Arc<[u8]>,
+        temp_file: Option<PathBuf>,
+    },
+    /// TTS gave up: the cached apology plays (why, as logged).
+    Apology(String),
+    /// No audio: the call ended, or the answer's audio could not be made (why).
+    Failed(&'static str),
+}
+
+/// `text` through TTS and into mu-law, or the cached apology when TTS gives up.
+async fn voice(fleet: &Fleet, job: &Job, worker: u32, text: &str) -> Voiced {
+    let request_id = format!("{}-{}", job.call_sid, job.turn);
+    let spoken = fleet
+        .tts
+        .speak(text, &request_id, &job.cancelled, &fleet.metrics)
+        .await;
+    match spoken {
+        Ok(wav) => match to_mulaw(fleet, job, wav).await {
+            Ok((mulaw, temp_file)) => Voiced::Audio { mulaw, temp_file },
+            Err(reason) => {
+                fleet.metrics.turn_failures_total.add(reason, 1);
+                Voiced::Failed(reason)
+            }
+        },
+        Err(TtsError::Cancelled) => Voiced::Failed("call_ended"),
+        Err(TtsError::GaveUp { attempts, last }) => {
+            fleet
+                .metrics
+                .tts_fallbacks_total
+                .fetch_add(1, Ordering::Relaxed);
+            let detail = format!("after {attempts} attempts (last {last}); played the apology");
+            fleet
+                .log_event("tts_gave_up", Some(worker), Some(&job.call_sid), &detail)
+                .await;
+            Voiced::Apology(detail)
+        }
+    }
+}
+
+/// Whether the turn goes to the dead-letter table, and why: the first thing that kept
+/// the caller from its answer (one letter a turn). A call that ended has nobody waiting.
+fn abandoned(
+    answered: &Result<String, &'static str>,
+    voiced: &Voiced,
+) -> Option<(&'static str, String)> {
+    match (answered, voiced) {
+        (_, Voiced::Failed("call_ended")) | (Ok(_), Voiced::Audio { .. }) => None,
+        (Err(reason), _) => Some((
+            reason,
+            "the LLM gave no answer; the agent said the apology".into(),
+        )),
+        (Ok(_), Voiced::Apology(detail)) => Some(("tts_gave_up", detail.clone())),
+        (Ok(_), Voiced::Failed(reason)) => Some((
+            reason,
+            "the answer's audio could not be made; nothing played".into(),
+        )),
+    }
+}
+
+/// LLM, tools, LLM again: the text the agent will say; Err(why) when the LLM gave no
+/// answer (the agent then apologises).
 async fn converse(
     fleet: &Fleet,
     job: &Job,
     user_text: &str,
     worker: u32,
     mut transaction: Option<&mut TurnTransaction>,
-) -> String {
+) -> Result<String, &'static str> {
     let mut messages = Vec::with_capacity(job.history.len() + 4);
     messages.push(message("system", SYSTEM_PROMPT));
     messages.extend(job.history.iter().cloned());
@@ -180,7 +224,7 @@ async fn converse(
         .await
     {
         Some(first) => first,
-        None => return APOLOGY.into(),
+        None => return Err("llm_failed"),
     };
     if first.tool_calls.is_empty() {
         return non_empty(first.content);
@@ -202,15 +246,15 @@ async fn converse(
     }
     match fleet.ask_llm(messages, tools, &job.call_sid).await {
         Some(second) => non_empty(second.content),
-        None => APOLOGY.into(),
+        None => Err("llm_failed"),
     }
 }
 
-fn non_empty(text: String) -> String {
+fn non_empty(text: String) -> Result<String, &'static str> {
     if text.trim().is_empty() {
-        APOLOGY.into()
+        Err("llm_empty_answer")
     } else {
-        text
+        Ok(text)
     }
 }
 

@@ -12,6 +12,9 @@
 //!   incident, alert and healer intervention.
 //! - `health_checks` (worker PRIMARY KEY, generation, last_ping_ms): every worker pings its
 //!   row; the healer's query finds the silent ones.
+//! - `dead_letters` (id, at_ms, call_sid, turn, reason, detail): every turn the fleet
+//!   abandoned (see `super::dead_letters`), kept for operators; its row count is the
+//!   `dead_letters` gauge on `/metrics`.
 //!
 //! Times are Unix milliseconds from the fleet's clock (`now_ms()`), so SQLite and
 //! PostgreSQL behave the same.
@@ -282,6 +285,14 @@ CREATE TABLE IF NOT EXISTS health_checks (
     generation BIGINT NOT NULL,
     last_ping_ms BIGINT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id INTEGER PRIMARY KEY,
+    at_ms BIGINT NOT NULL,
+    call_sid TEXT NOT NULL,
+    turn INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
 ";
 
 const POSTGRES_SCHEMA: &str = "
@@ -314,6 +325,14 @@ CREATE TABLE IF NOT EXISTS health_checks (
     worker BIGINT PRIMARY KEY,
     generation BIGINT NOT NULL,
     last_ping_ms BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id BIGSERIAL PRIMARY KEY,
+    at_ms BIGINT NOT NULL,
+    call_sid TEXT NOT NULL,
+    turn INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    detail TEXT NOT NULL
 );
 ";
 
@@ -748,6 +767,39 @@ impl Database {
                 .await
         })
         .map_err(|e| self.error("reading events", e))
+    }
+
+    /// Appends one abandoned turn to `dead_letters`.
+    pub async fn record_dead_letter(
+        &self,
+        call_sid: &str,
+        turn: u32,
+        reason: &str,
+        detail: &str,
+    ) -> Result<(), DbError> {
+        const SQL: &str = "INSERT INTO dead_letters (at_ms, call_sid, turn, reason, detail) \
+                           VALUES ($1, $2, $3, $4, $5)";
+        with_pool!(&self.pool, pool => {
+            sqlx::query(SQL)
+                .bind(now_ms())
+                .bind(call_sid)
+                .bind(i64::from(turn))
+                .bind(reason)
+                .bind(detail)
+                .execute(pool)
+                .await
+                .map(|_| ())
+        })
+        .map_err(|e| self.error("recording a dead letter", e))
+    }
+
+    /// Rows in `dead_letters`.
+    pub async fn dead_letter_count(&self) -> Result<u64, DbError> {
+        let count: i64 = with_pool!(&self.pool, pool => {
+            sqlx::query_scalar("SELECT COUNT(*) FROM dead_letters").fetch_one(pool).await
+        })
+        .map_err(|e| self.error("counting dead letters", e))?;
+        Ok(u64::try_from(count).unwrap_or(0))
     }
 
     /// Upserts the worker's `health_checks` row with `now_ms()`.

@@ -466,6 +466,29 @@ async fn events_and_health_checks(url: &str) {
 }
 on_both_backends!(events_and_health_checks);
 
+/// Dead letters are rows that outlive the pool: a fleet restarted on the same database
+/// counts the ones its earlier run wrote.
+async fn dead_letters_are_counted_across_connections(url: &str) {
+    let db = connect(&config(url)).await;
+    assert_eq!(db.dead_letter_count().await.expect("count"), 0);
+    db.record_dead_letter("CA1", 2, "tts_gave_up", "after 4 attempts")
+        .await
+        .expect("insert");
+    db.record_dead_letter("CA1", 3, "llm_failed", "")
+        .await
+        .expect("insert");
+    db.close().await;
+    let again = connect(&config(url)).await;
+    assert_eq!(again.dead_letter_count().await.expect("count"), 2);
+    let reasons: Vec<String> = with_pool!(&again.pool, pool => {
+        sqlx::query_scalar("SELECT reason FROM dead_letters ORDER BY id").fetch_all(pool).await
+    })
+    .expect("reasons");
+    assert_eq!(reasons, ["tts_gave_up", "llm_failed"]);
+    again.close().await;
+}
+on_both_backends!(dead_letters_are_counted_across_connections);
+
 /// 1,000,000 rows: how long seeding takes and how much memory `search_orders(None, None)`
 /// costs. Too slow for every run; run it by hand, one backend per process (so the memory
 /// figures are its own):

@@ -131,6 +131,10 @@ pub struct Gauges {
     pub workers: u32,
     pub workers_silent: u32,
     pub queue_depth: u64,
+    /// Rows in the `dead_letters` table: turns the fleet abandoned.
+    pub dead_letters: u64,
+    /// Dead letters lost to a full queue before they reached the table.
+    pub dead_letters_dropped: u64,
     /// Alert name → whether it is firing.
     pub alerts: BTreeMap<&'static str, bool>,
 }
@@ -139,7 +143,7 @@ impl Metrics {
     /// The Prometheus text exposition of every metric.
     pub fn render(&self, gauges: &Gauges) -> String {
         let mut out = String::with_capacity(4096);
-        self.render_calls(&mut out);
+        self.render_calls(&mut out, gauges);
         self.render_upstreams(&mut out);
         self.render_storage(&mut out, gauges);
         self.render_process(&mut out, gauges);
@@ -147,8 +151,9 @@ impl Metrics {
         out
     }
 
-    /// Calls and turns: how many, how they failed, how fast the agent answered.
-    fn render_calls(&self, out: &mut String) {
+    /// Calls and turns: how many, how they failed, how fast the agent answered, and the
+    /// turns it abandoned.
+    fn render_calls(&self, out: &mut String, gauges: &Gauges) {
         let load = |value: &AtomicU64| value.load(Ordering::Relaxed);
         counter(
             out,
@@ -174,6 +179,18 @@ impl Metrics {
             "Turns without agent audio.",
             "reason",
             &self.turn_failures_total,
+        );
+        gauge(
+            out,
+            "dead_letters",
+            "Rows in the dead-letter table: turns the fleet abandoned.",
+            gauges.dead_letters,
+        );
+        counter(
+            out,
+            "dead_letters_dropped_total",
+            "Dead letters lost to a full queue before reaching the table.",
+            gauges.dead_letters_dropped,
         );
         self.render_latency(out);
     }
@@ -433,6 +450,7 @@ mod tests {
         let gauges = Gauges {
             db_pool_in_use: 9,
             db_pool_size: 10,
+            dead_letters: 4,
             alerts: BTreeMap::from([("TtsRateLimited", true)]),
             ..Gauges::default()
         };
@@ -449,6 +467,7 @@ mod tests {
         assert!(text.contains("response_latency_seconds_bucket{le=\"+Inf\"} 2\n"));
         assert!(text.contains("response_latency_seconds_count 2\n"));
         assert!(text.contains("alerts_firing{alertname=\"TtsRateLimited\"} 1\n"));
+        assert!(text.contains("# TYPE dead_letters gauge\ndead_letters 4\n"));
         assert_eq!(escape_label("a\"b\\c"), "a\\\"b\\\\c");
     }
 }

@@ -13,6 +13,7 @@ pub mod agent;
 pub mod alerts;
 pub mod calls;
 pub mod db;
+pub mod dead_letters;
 pub mod llm;
 pub mod memory;
 pub mod metrics;
@@ -87,6 +88,8 @@ pub struct Fleet {
     pub workers: Vec<Arc<WorkerSlot>>,
     /// The cached apology (mu-law) played when TTS gives up.
     pub apology: Arc<[u8]>,
+    /// The turns it abandoned, on their way to the `dead_letters` table.
+    pub dead_letters: dead_letters::DeadLetters,
     /// Last measurement of the audio temp dir.
     pub temp_dir_bytes: AtomicU64,
     pub temp_dir_files: AtomicU64,
@@ -244,6 +247,7 @@ pub async fn run(
     };
     let apology = crate::audio::synth::speech_like(0xA9_0106, Duration::from_millis(1500));
     let (queue_sender, queue) = async_channel::unbounded();
+    let (dead_letters, letters) = dead_letters::DeadLetters::new();
     let fleet = Arc::new(Fleet {
         llm: LlmClient::new(http.clone(), &llm_base),
         tts: TtsClient::new(http, &tts_base, policy),
@@ -256,6 +260,7 @@ pub async fn run(
         queue,
         queue_sender,
         apology: crate::twilio::mulaw::encode_all(&apology).into(),
+        dead_letters,
         temp_dir_bytes: AtomicU64::new(0),
         temp_dir_files: AtomicU64::new(0),
         shutdown: shutdown.clone(),
@@ -265,6 +270,7 @@ pub async fn run(
     }
     tokio::spawn(workers::heal(Arc::clone(&fleet)));
     tokio::spawn(ops::evaluate(Arc::clone(&fleet)));
+    tokio::spawn(dead_letters::write(Arc::clone(&fleet), letters));
     let router = Router::new()
         .route("/voice", post(calls::voice))
         .route("/stream", get(calls::stream))
@@ -272,6 +278,21 @@ pub async fn run(
         .route("/metrics", get(ops::metrics))
         .with_state(Arc::clone(&fleet));
 
+    announce(&fleet, address, &seeded, (&llm_base, &tts_base)).await;
+    crate::http_serve::serve(listener, router, shutdown).await;
+    fleet.db.close().await;
+    drop(scratch);
+    Ok(())
+}
+
+/// Says where the fleet listens (the [`LISTENING_PREFIX`] line the harness waits for) and
+/// what it runs with, and logs its start.
+async fn announce(
+    fleet: &Fleet,
+    address: SocketAddr,
+    seeded: &db::SeedReport,
+    (llm_base, tts_base): (&str, &str),
+) {
     crate::console::outln(format_args!("{LISTENING_PREFIX}{address}"));
     let bugs: Vec<&str> = fleet.options.bugs.iter().map(|bug| bug.name()).collect();
     crate::console::outln(format_args!(
@@ -308,11 +329,6 @@ pub async fn run(
             &format!("listening on {address}; bugs {bugs:?}"),
         )
         .await;
-
-    crate::http_serve::serve(listener, router, shutdown).await;
-    fleet.db.close().await;
-    drop(scratch);
-    Ok(())
 }
 
 /// Starts a built-in stand-in on a free loopback port; returns its base URL.

@@ -97,6 +97,8 @@ pub async fn metrics(State(fleet): State<Arc<Fleet>>) -> impl IntoResponse {
             .filter(|slot| slot.silent_for(now) > fleet.options.stall_after)
             .count() as u32,
         queue_depth: fleet.queue.len() as u64,
+        dead_letters: fleet.dead_letters.rows(),
+        dead_letters_dropped: fleet.dead_letters.dropped(),
         alerts: fleet.alerts.firing(),
     };
     (

@@ -214,6 +214,12 @@ async fn restart(
                     turn,
                     reason: "abandoned_by_healer",
                 });
+                fleet.dead_letters.post(
+                    &call_sid,
+                    turn,
+                    "abandoned_by_healer",
+                    &format!("its worker stalled {} times", job.attempts),
+                );
                 escalate(
                     fleet,
                     &format!(

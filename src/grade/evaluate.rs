@@ -186,6 +186,19 @@ fn grade_slos(
     if slo.no_unprovoked_alerts {
         slos.push(unprovoked_alerts(run, windows, slo.stable_window_s));
     }
+    let metric_run = super::metric::MetricRun {
+        scrapes: run.metrics_records,
+        warm_up_s: growth.warm_up_s,
+        spikes_s: &slo.spikes_s,
+        end_s: end,
+    };
+    for metric in &slo.metrics {
+        let samples = run
+            .series
+            .get(&metric.series)
+            .map_or(&[][..], Vec::as_slice);
+        slos.push(super::metric::grade(metric, samples, metric_run));
+    }
     slos
 }
 

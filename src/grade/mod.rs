@@ -9,6 +9,7 @@ use crate::journal::calls::{Percentiles, Totals};
 
 pub use crate::detect;
 pub mod evaluate;
+pub mod metric;
 pub use crate::detect::plan;
 pub mod recovery;
 pub mod replay;
@@ -22,7 +23,7 @@ use plan::SloPlan;
 /// One SLO's verdict, as `summary.json` `slos[]` carries it.
 #[derive(schemars::JsonSchema, Debug, Clone, Serialize, PartialEq)]
 pub struct SloVerdict {
-    pub name: &'static str,
+    pub name: String,
     pub threshold: String,
     pub measured: String,
     /// Passed. False both when it failed and when it could not be measured (`status`
@@ -47,14 +48,14 @@ pub enum SloStatus {
 impl SloVerdict {
     /// A measured SLO: passed or failed.
     pub fn measured(
-        name: &'static str,
+        name: impl Into<String>,
         threshold: String,
         measured: String,
         pass: bool,
         why: String,
     ) -> Self {
         SloVerdict {
-            name,
+            name: name.into(),
             threshold,
             measured,
             pass,
@@ -68,9 +69,9 @@ impl SloVerdict {
     }
 
     /// An SLO the run could not measure, and why.
-    pub fn not_measured(name: &'static str, threshold: String, why: String) -> Self {
+    pub fn not_measured(name: impl Into<String>, threshold: String, why: String) -> Self {
         SloVerdict {
-            name,
+            name: name.into(),
             threshold,
             measured: "not measured".into(),
             pass: false,
@@ -341,7 +342,7 @@ pub fn verdict_with_faults(
     let failed: Vec<&str> = slos
         .iter()
         .filter(|slo| slo.failed())
-        .map(|slo| slo.name)
+        .map(|slo| slo.name.as_str())
         .collect();
     if !failed.is_empty() {
         return (
@@ -381,6 +382,12 @@ pub fn verdict_with_faults(
 /// Least-squares slope of `(seconds, bytes)` samples in MiB per hour, over the samples from
 /// `warm_up_s` on; None with fewer than 3 samples or less than a minute of them.
 pub fn growth_mib_per_hour(samples: &[(f64, f64)], warm_up_s: f64) -> Option<f64> {
+    growth_per_hour(samples, warm_up_s).map(|slope| slope / (1024.0 * 1024.0))
+}
+
+/// Least-squares slope of `(seconds, value)` samples per hour, over the samples from
+/// `warm_up_s` on; None with fewer than 3 samples or less than a minute of them.
+pub fn growth_per_hour(samples: &[(f64, f64)], warm_up_s: f64) -> Option<f64> {
     let points: Vec<(f64, f64)> = samples
         .iter()
         .copied()
@@ -400,7 +407,7 @@ pub fn growth_mib_per_hour(samples: &[(f64, f64)], warm_up_s: f64) -> Option<f64
         )
     });
     // Unrounded: the SLO compares this; the summary rounds it for people.
-    (variance > 0.0).then(|| covariance / variance * 3600.0 / (1024.0 * 1024.0))
+    (variance > 0.0).then(|| covariance / variance * 3600.0)
 }
 
 /// How long a run warms up before growth counts: a fifth of it, at most 5 minutes.

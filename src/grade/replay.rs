@@ -326,6 +326,11 @@ pub struct RunRecord {
     pub rss: Vec<(f64, f64)>,
     pub rss_max_bytes: Option<f64>,
     pub temp_dir: Vec<(f64, f64)>,
+    /// (t_s, value) of each series a metric SLO of the plan names, from the `metrics`
+    /// records (a sample where the series was absent is left out), by the series' text.
+    pub series: std::collections::BTreeMap<String, Vec<(f64, f64)>>,
+    /// `metrics` records read: scrapes journaled, whichever series they held.
+    pub metrics_records: u64,
     /// The TTS stand-in's requests by HTTP status, window by window (`tts_requests`), for
     /// the HTML report's timeline.
     pub tts_windows: Vec<TtsWindowPoint>,
@@ -459,6 +464,7 @@ impl RunRecord {
             "fleet_process" => self.add_process_sample(record, seen_s),
             "fleet_sample" => self.add_fleet_sample(record, seen_s),
             "temp_dir" => self.add_temp_dir_walk(record, seen_s),
+            "metrics" => self.add_metrics(record, seen_s),
             "fleet_exited" => self.exits.push(FleetExit {
                 t_s: seen_s,
                 status: str_of(record, "status"),
@@ -502,6 +508,9 @@ impl RunRecord {
                 for what in unusable {
                     problem(what);
                 }
+                self.series = (plan.slo.metrics.iter())
+                    .map(|metric| (metric.series.clone(), Vec::new()))
+                    .collect();
                 self.plan = Some(plan);
             }
             Some(Err(error)) => problem(format!("grading plan unreadable: {error}")),
@@ -620,6 +629,19 @@ impl RunRecord {
             && from_metrics(&self.temp_dir_source, false)
         {
             self.temp_dir.push((seen_s, bytes));
+        }
+    }
+
+    /// `metrics`: one scrape's journaled series; the metric SLOs' are kept.
+    fn add_metrics(&mut self, record: &Value, seen_s: f64) {
+        self.metrics_records += 1;
+        let Some(values) = record.get("values") else {
+            return;
+        };
+        for (series, samples) in &mut self.series {
+            if let Some(value) = f64_of(values, series).filter(|value| value.is_finite()) {
+                samples.push((seen_s, value));
+            }
         }
     }
 

@@ -20,8 +20,9 @@ use crate::scenario::faults::MetricCondition;
 
 /// How often a `fleet_sample` (RSS, temp dir) is journaled.
 const SAMPLE_EVERY_S: f64 = 10.0;
-/// How often the `record` series are journaled (one `metrics` record).
-pub(crate) const RECORD_EVERY_S: f64 = 10.0;
+/// How often the `record` series (and the metric SLOs') are journaled (one `metrics`
+/// record), whatever the scrape interval.
+pub(crate) const RECORD_EVERY_S: f64 = crate::scenario::metric_slo::RECORD_EVERY.as_secs_f64();
 /// A pattern matching again in the same file within this is counted, not journaled: a
 /// chatty log must not turn the journal into a copy of itself.
 const LOG_MATCH_EVERY_S: f64 = 1.0;

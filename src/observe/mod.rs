@@ -297,7 +297,7 @@ impl Watch {
             health,
             metrics,
             conditions,
-            record: settings.record.clone(),
+            record: recorded_series(scenario),
             temp_dir,
             logs,
             default_log_file,
@@ -365,6 +365,18 @@ impl Watch {
             "temp_dir_source": self.temp_dir_source(),
         })
     }
+}
+
+/// The series journaled in `metrics` records: `[observe] record`, then each metric SLO's
+/// (`[[slo.metric]] series`) not already there, so the grader finds it in the journal.
+pub fn recorded_series(scenario: &Scenario) -> Vec<RecordedSeries> {
+    let mut series = scenario.observe.record.clone();
+    for slo in &scenario.slo.metrics {
+        if !series.iter().any(|known| known.text == slo.series.text) {
+            series.push(slo.series.clone());
+        }
+    }
+    series
 }
 
 /// What the faults' `detect` rules need watched: every metric condition, and each log file
@@ -660,6 +672,56 @@ log_file = "/var/log/fleet.log"
             Some(PathBuf::from("/var/log/fleet.log"))
         );
         assert_eq!(watch.process, None);
+    }
+
+    #[test]
+    fn a_metric_slos_series_is_journaled_with_the_record_series_once() {
+        let scenario = scenario(
+            r#"[target]
+fleet = "sink"
+[load]
+stages = [{ ramp_to = 1, over = "10m" }]
+[observe]
+record = ["db_pool_in_use", "dead_letters"]
+[[slo.metric]]
+name = "dlq"
+series = "dead_letters"
+max = 100
+[[slo.metric]]
+name = "retries"
+series = 'tts_requests_total{status="429"}'
+rate_max = 1
+"#,
+        );
+        let texts: Vec<String> = recorded_series(&scenario)
+            .into_iter()
+            .map(|series| series.text)
+            .collect();
+        assert_eq!(
+            texts,
+            [
+                "db_pool_in_use",
+                "dead_letters",
+                r#"tts_requests_total{status="429"}"#
+            ]
+        );
+        let base = url::Url::parse("http://127.0.0.1:4100/").unwrap();
+        let watch = Watch::resolve(
+            &scenario,
+            None,
+            RunContext {
+                run_id: "run-5",
+                fleet_log: None,
+                alerts: None,
+                fleet_http: Some(&base),
+                lines: &LiveLines::default(),
+            },
+        );
+        assert_eq!(watch.record.len(), 3);
+        assert_eq!(
+            watch.describe(None)["metrics"]["record"][2],
+            r#"tts_requests_total{status="429"}"#
+        );
     }
 
     #[test]

@@ -507,7 +507,7 @@ fn slo_table(summary: &Summary, out: &mut String) {
         let _ = writeln!(
             out,
             "<tr class=\"{class}\"><td>{}</td><td><b>{result}</b></td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            escape(slo.name),
+            escape(&slo.name),
             escape(&slo.measured),
             escape(&slo.threshold),
             escape(&slo.why)

@@ -73,7 +73,7 @@ fn slo_case(slo: &SloVerdict) -> TestCase {
             NonSuccessKind::Failure,
             format!(
                 "{}: measured {}, threshold {threshold}: {why}",
-                slo.name,
+                shown(&slo.name),
                 shown(&slo.measured)
             ),
         ),
@@ -81,11 +81,11 @@ fn slo_case(slo: &SloVerdict) -> TestCase {
             NonSuccessKind::Error,
             format!(
                 "{} could not be measured (threshold {threshold}): {why}",
-                slo.name
+                shown(&slo.name)
             ),
         ),
     };
-    let mut case = TestCase::new(slo.name, status);
+    let mut case = TestCase::new(shown(&slo.name).into_owned(), status);
     case.set_classname("voxsoak.slo");
     case
 }

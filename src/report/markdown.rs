@@ -101,6 +101,8 @@ fn slo_table(summary: &Summary, out: &mut String) {
         let _ = writeln!(
             out,
             "| {} | {result} | {} | {} | {} |",
+            // Built-in names and what a scenario (or a journal's plan) allows: letters,
+            // digits, _ - . only, nothing to escape.
             slo.name,
             cell(&slo.measured),
             cell(&slo.threshold),

@@ -317,7 +317,7 @@ impl Summary {
             let _ = writeln!(
                 out,
                 "  SLO {:<18} {} measured {:<10} threshold {:<10} {}",
-                slo.name,
+                shown(&slo.name),
                 match slo.status {
                     SloStatus::Pass => paint.good("pass"),
                     SloStatus::Fail => paint.bad("FAIL"),

@@ -179,6 +179,22 @@
 //! no_unprovoked_alerts = true       # no alert fires with no fault in effect (a clear's
 //!                                   # stable_window still counts as the fault's)
 //!
+//! [[slo.metric]]                    # optional, repeatable: an SLO on the fleet's own
+//!                                   # series (see [`metric_slo`])
+//! name = "dlq"                      # required, unique; letters, digits, _ - . (at most
+//!                                   # 64); not a built-in SLO's name or an [slo] key
+//! series = "dead_letters"           # required: a series as `record` takes it (samples
+//!                                   # whose labels include the selector's are summed)
+//! max = 100                         # most value at any journaled sample
+//! min = 1                           # least value after the warm-up (a fifth of the run,
+//!                                   # at most 5 min)...
+//! during = "spike"                  # ...or only inside the load's spike stages
+//! growth_per_h = 50                 # most least-squares growth per hour after warm-up
+//! rate_max = 2.0                    # most rise per second over `window` (counters: a
+//!                                   # fall is a reset)
+//! window = "1m"                     # with rate_max; default 1m, at least 20s
+//!                                   # At least one of max, min, growth_per_h, rate_max.
+//!
 //! [[faults]]                        # optional, repeatable: see the README's chaos table
 //! recover_from = "clear"            # or "injection": a fault the fleet must shrug off
 //!                                   # while it lasts (default for *_tool_params)
@@ -319,10 +335,19 @@
 //!   `[observe] log_file` unless the fleet is embedded.
 //! - SLO thresholds may omit the operator (`"99.5%"`, `"1500ms"`), but a wrong direction
 //!   (`"<= 99%"` for call_success) is an error.
+//! - `[[slo.metric]]`: `min` may not be over `max`; `during` needs `min` and a spike stage
+//!   in `[load] stages`; `window` needs `rate_max` and must be at least two journaled
+//!   samples (20s) and two `scrape_interval`s long; against an external fleet it needs
+//!   `[observe] metrics_url`. Its series is journaled with the `record` series (a `metrics`
+//!   record at most every 10 s), and graded in real time as memory_growth is: growth per
+//!   hour and rates per second of the run's real time, whatever `time_scale` is. A series
+//!   the fleet never exposes is `not measured` at the end (the verdict `error`), never a
+//!   validation error: the file cannot know the fleet's page.
 
 mod error;
 pub mod faults;
 pub mod load_shapes;
+pub mod metric_slo;
 pub mod observe;
 mod raw;
 mod schedule;
@@ -339,6 +364,8 @@ mod tests_files;
 #[cfg(test)]
 mod tests_leak;
 #[cfg(test)]
+mod tests_metric_slo;
+#[cfg(test)]
 mod tests_observe;
 #[cfg(test)]
 mod tests_time;
@@ -353,6 +380,7 @@ pub use faults::describe_leak;
 pub use faults::{
     AbortConditions, ChaosSettings, DetectionRule, FaultKind, FaultSpec, ScheduledFault,
 };
+pub use metric_slo::{MetricSlo, MinDuring};
 pub use observe::ObserveSettings;
 pub use schedule::{ArrivalOffsets, CallChoice, PlannedStep, UtteranceSource};
 pub use schema::json_schema;
@@ -448,6 +476,9 @@ pub struct Scenario {
     /// hands out (TwiML stream URLs). Use [`Scenario::host_allowed`].
     pub allow_hosts: Vec<String>,
     pub load: Load,
+    /// Where the load's spike stages (`spike_to`) are in the schedule, in file order (what
+    /// a metric SLO's `min` with `during = "spike"` is graded in).
+    pub spikes: Vec<ScheduleWindow>,
     pub calls: CallSettings,
     /// Never empty.
     pub scripts: Vec<CallScript>,
@@ -506,6 +537,10 @@ impl Scenario {
                 .iter_mut()
                 .for_each(|stage| rescale(&mut stage.duration)),
             Load::Arrival(rate) => rescale(&mut rate.duration),
+        }
+        for spike in &mut self.spikes {
+            rescale(&mut spike.at);
+            rescale(&mut spike.duration);
         }
         for fault in &mut self.faults {
             rescale(&mut fault.at);
@@ -652,6 +687,14 @@ impl Endpoint {
             Endpoint::Stream(url) | Endpoint::Webhook(url) => url,
         }
     }
+}
+
+/// A stretch of the schedule: from `at` after the start, for `duration` (both in the run's
+/// time, already divided by `time_scale`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScheduleWindow {
+    pub at: Duration,
+    pub duration: Duration,
 }
 
 /// How many calls run, and when.
@@ -915,6 +958,8 @@ pub struct Slos {
     /// No alert may fire while no fault is in effect (or within `stable_window` of a
     /// clear): an alert nobody provoked is an incident.
     pub no_unprovoked_alerts: bool,
+    /// `[[slo.metric]]`: bounds on the fleet's own series, in file order.
+    pub metrics: Vec<MetricSlo>,
 }
 
 /// How long the steady state must hold after a fault before the fleet counts as recovered.
@@ -937,6 +982,7 @@ impl Default for Slos {
             temp_dir_growth_max_mib_h: None,
             max_crashes: None,
             no_unprovoked_alerts: false,
+            metrics: Vec::new(),
         }
     }
 }

@@ -561,6 +561,41 @@ pub(super) struct RawSlo {
     /// No alert fires with no fault in effect.
     #[schemars(with = "Option<bool>")]
     pub no_unprovoked_alerts: Option<Spanned<bool>>,
+    /// SLOs on the fleet's own series (`[[slo.metric]]`), each with a name, a series and
+    /// one or more of max, min, growth_per_h, rate_max.
+    #[schemars(with = "Option<Vec<RawMetricSlo>>")]
+    pub metric: Option<Spanned<Vec<Spanned<RawMetricSlo>>>>,
+}
+
+/// `[[slo.metric]]`: bounds on one of the fleet's scraped series.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMetricSlo {
+    /// The SLO's name in reports: unique, not a built-in SLO's; letters, digits, _ - .
+    #[schemars(with = "String", regex(pattern = r"^[A-Za-z0-9_.-]{1,64}$"))]
+    pub name: Option<Spanned<String>>,
+    /// A series as `[observe] record` takes it, e.g. 'dead_letters' or
+    /// 'tts_requests_total{status="429"}' (matching samples summed).
+    #[schemars(with = "String")]
+    pub series: Option<Spanned<String>>,
+    /// Most value at any journaled sample.
+    #[schemars(with = "Option<f64>")]
+    pub max: Option<RawValue>,
+    /// Least value after the warm-up (with during = "spike": in the spike stages).
+    #[schemars(with = "Option<f64>")]
+    pub min: Option<RawValue>,
+    /// With min: "spike", only during the load's spike stages.
+    #[schemars(with = "Option<schema::MinDuring>")]
+    pub during: Option<Spanned<String>>,
+    /// Most least-squares growth per hour (real time) after the warm-up.
+    #[schemars(with = "Option<f64>")]
+    pub growth_per_h: Option<RawValue>,
+    /// Most per-second rate of increase over `window` (counters; resets allowed for).
+    #[schemars(with = "Option<f64>", range(min = 0.0))]
+    pub rate_max: Option<RawValue>,
+    /// With rate_max: the window the rate is taken over (default 1m, at least 20s).
+    #[schemars(with = "Option<schema::Duration>")]
+    pub window: Option<RawValue>,
 }
 
 /// A `[[faults]]` entry: its `kind`, when and for how long, and the kind's parameters.

@@ -282,6 +282,15 @@ schema_type!(
 );
 
 schema_type!(
+    /// A metric SLO's `during`.
+    MinDuring,
+    |_generator| json_schema!({
+        "type": "string",
+        "enum": ["spike"],
+    })
+);
+
+schema_type!(
     /// `db_pool_exhaustion`'s `method`.
     DbMethod,
     |_generator| json_schema!({

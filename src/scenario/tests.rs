@@ -160,6 +160,7 @@ fn full_sink_file_with_stages() {
                 duration: secs(5),
             },
         ]),
+        spikes: Vec::new(),
         calls: CallSettings {
             connect_timeout: secs(3),
             turn_timeout: secs(8),

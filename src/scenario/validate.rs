@@ -15,13 +15,16 @@ use super::raw::{
 };
 use super::{
     ArrivalPattern, ArrivalRate, CallScript, CallSettings, DEFAULT_ALLOW_HOSTS, Diagnostic,
-    EmbeddedFleet, Endpoint, ExternalTarget, Fixture, HangUpPolicy, Load, Scenario, ScriptBody,
-    SinkOptions, Slos, Stage, Step, SyntheticPool, Target, UtteranceRef, normalize_host,
+    EmbeddedFleet, Endpoint, ExternalTarget, Fixture, HangUpPolicy, Load, Scenario, ScheduleWindow,
+    ScriptBody, SinkOptions, Slos, Stage, Step, SyntheticPool, Target, UtteranceRef,
+    normalize_host,
 };
 use crate::contract::fleet::Bug;
 
 #[path = "validate_faults.rs"]
 pub(super) mod faults;
+#[path = "validate_metric_slo.rs"]
+mod metric_slo;
 #[path = "validate_observe.rs"]
 mod observe;
 
@@ -114,10 +117,10 @@ impl Validator<'_> {
             ),
         };
         let (target, allow_hosts) = self.target(raw.target);
-        let load = self.load(raw.load);
+        let (load, spikes) = self.load(raw.load);
         let (calls, fixtures) = self.calls(raw.calls, path);
         let scripts = self.scripts(raw.scripts, &fixtures);
-        let slo = self.slo(raw.slo.as_ref());
+        let slo = self.slo(raw.slo.as_ref(), &spikes);
         let chaos = self.chaos(raw.chaos);
         let observe = self.observe(raw.observe, &target, &allow_hosts);
         let context = faults::FaultContext {
@@ -128,6 +131,7 @@ impl Validator<'_> {
         };
         let faults = self.faults(raw.faults, &context);
         self.slos_measurable(raw.slo.as_ref(), &slo, &context);
+        self.metric_slos_measurable(raw.slo.as_ref(), &context);
         let abort = self.abort(raw.abort);
         let time_scale = self.time_scale(raw.time_scale.as_ref());
         let report_every = self.duration_or(
@@ -148,6 +152,7 @@ impl Validator<'_> {
             target,
             allow_hosts,
             load,
+            spikes,
             calls,
             scripts,
             slo,
@@ -724,11 +729,15 @@ impl Validator<'_> {
 
     // ---- [load] -------------------------------------------------------------------------
 
-    fn load(&mut self, raw: Option<Spanned<RawLoad>>) -> Load {
-        let fallback = Load::Stages(vec![Stage {
-            to: 1,
-            duration: Duration::from_secs(1),
-        }]);
+    /// `[load]`, and where its spike stages are.
+    fn load(&mut self, raw: Option<Spanned<RawLoad>>) -> (Load, Vec<ScheduleWindow>) {
+        let fallback = (
+            Load::Stages(vec![Stage {
+                to: 1,
+                duration: Duration::from_secs(1),
+            }]),
+            Vec::new(),
+        );
         let Some(raw) = raw else {
             self.error_at(
                 0,
@@ -767,7 +776,9 @@ impl Validator<'_> {
                 }
                 self.stages(stages).unwrap_or(fallback)
             }
-            (None, Some(rate)) => self.arrival(rate, &raw).unwrap_or(fallback),
+            (None, Some(rate)) => self
+                .arrival(rate, &raw)
+                .map_or(fallback, |load| (load, Vec::new())),
             (None, None) => {
                 self.error(
                     table_span,
@@ -778,7 +789,11 @@ impl Validator<'_> {
         }
     }
 
-    fn stages(&mut self, raw: &Spanned<Vec<Spanned<RawStage>>>) -> Option<Load> {
+    /// The stages, expanded, and where the spikes among them are.
+    fn stages(
+        &mut self,
+        raw: &Spanned<Vec<Spanned<RawStage>>>,
+    ) -> Option<(Load, Vec<ScheduleWindow>)> {
         if raw.get_ref().is_empty() {
             self.error(
                 raw.span(),
@@ -789,9 +804,16 @@ impl Validator<'_> {
         let errors_before = self.diagnostics.len();
         let mut level = 0;
         let mut stages = Vec::new();
+        let mut spikes = Vec::new();
+        let mut at = Duration::ZERO;
         for stage in raw.get_ref() {
             if let Some(expanded) = self.stage(stage, level) {
                 level = expanded.last().map_or(level, |stage| stage.to);
+                let duration = expanded.iter().map(|stage| stage.duration).sum();
+                if stage.get_ref().spike_to.is_some() {
+                    spikes.push(ScheduleWindow { at, duration });
+                }
+                at += duration;
                 stages.extend(expanded);
             }
         }
@@ -805,7 +827,7 @@ impl Validator<'_> {
             );
             return None;
         }
-        Some(Load::Stages(stages))
+        Some((Load::Stages(stages), spikes))
     }
 
     /// One `stages` entry as the plain stages it stands for: a ramp or a hold is one; a
@@ -1625,7 +1647,7 @@ impl Validator<'_> {
 
     // ---- [slo] --------------------------------------------------------------------------
 
-    fn slo(&mut self, raw: Option<&RawSlo>) -> Slos {
+    fn slo(&mut self, raw: Option<&RawSlo>, spikes: &[ScheduleWindow]) -> Slos {
         let mut slos = Slos::default();
         let Some(raw) = raw else {
             return slos;
@@ -1663,20 +1685,12 @@ impl Validator<'_> {
             .recover_within
             .as_ref()
             .and_then(|value| self.latency_threshold(value, "recover_within"));
-        if let Some(value) = &raw.stable_window {
-            match value.get_ref() {
-                toml::Value::String(text) => match parse_duration(text) {
-                    Some(window) if window >= Duration::from_secs(1) => slos.stable_window = window,
-                    _ => self.error(
-                        value.span(),
-                        format!(r#"stable_window: expected a duration of at least 1s such as "30s", found {text:?}"#),
-                    ),
-                },
-                other => self.error(
-                    value.span(),
-                    format!(r#"stable_window: expected a duration such as "30s", found {}"#, describe(other)),
-                ),
-            }
+        if let Some(window) = raw
+            .stable_window
+            .as_ref()
+            .and_then(|v| self.stable_window(v))
+        {
+            slos.stable_window = window;
         }
         if let Some(value) = &raw.uptime {
             slos.uptime_min_pct = self.percent(
@@ -1698,21 +1712,54 @@ impl Validator<'_> {
             .no_unprovoked_alerts
             .as_ref()
             .is_some_and(|flag| *flag.get_ref());
-        if let Some(value) = &raw.max_crashes {
-            match value.get_ref() {
-                toml::Value::Integer(count) if *count >= 0 => {
-                    slos.max_crashes = Some(*count as u64);
+        slos.max_crashes = raw.max_crashes.as_ref().and_then(|v| self.max_crashes(v));
+        if let Some(metric) = &raw.metric {
+            slos.metrics = self.metric_slos(metric, spikes);
+        }
+        slos
+    }
+
+    /// `stable_window = "20s"`: at least a second.
+    fn stable_window(&mut self, value: &RawValue) -> Option<Duration> {
+        match value.get_ref() {
+            toml::Value::String(text) => match parse_duration(text) {
+                Some(window) if window >= Duration::from_secs(1) => Some(window),
+                _ => {
+                    self.error(
+                        value.span(),
+                        format!(r#"stable_window: expected a duration of at least 1s such as "30s", found {text:?}"#),
+                    );
+                    None
                 }
-                other => self.error(
+            },
+            other => {
+                self.error(
+                    value.span(),
+                    format!(
+                        r#"stable_window: expected a duration such as "30s", found {}"#,
+                        describe(other)
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// `max_crashes = 0`: a whole number, 0 or more.
+    fn max_crashes(&mut self, value: &RawValue) -> Option<u64> {
+        match value.get_ref() {
+            toml::Value::Integer(count) if *count >= 0 => Some(*count as u64),
+            other => {
+                self.error(
                     value.span(),
                     format!(
                         "max_crashes: expected a whole number of crashes, 0 or more, found {}",
                         describe(other)
                     ),
-                ),
+                );
+                None
             }
         }
-        slos
     }
 
     /// `"<= 50MiB/h"` → 50.0 (MiB per hour).

@@ -178,7 +178,12 @@ impl Validator<'_> {
     }
 
     /// `rss_metric = 'mem_bytes{kind="rss"}'`: a series selector, as `record` takes.
-    fn series(&mut self, text: &Spanned<String>, key: &str, example: &str) -> RecordedSeries {
+    pub(super) fn series(
+        &mut self,
+        text: &Spanned<String>,
+        key: &str,
+        example: &str,
+    ) -> RecordedSeries {
         let written = text.get_ref().trim();
         match parse_series_selector(written) {
             Ok(selector) => RecordedSeries {
