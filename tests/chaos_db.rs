@@ -211,9 +211,9 @@ async fn hold_locks_fill_the_pool_until_cleared(backend: Backend) {
     expect(&confirmation, true, "fleet exposed");
     assert!(!confirmation.evidence.contains(&db.url()));
     if backend == Backend::Postgres {
-        assert_eq!(fault.backend_pids().len(), 3, "3 holders, 4 tables");
+        assert_eq!(fault.backend_pids().len(), 3, "3 holders, 5 tables");
         assert!(
-            confirmation.evidence.contains("4 of 4 tables"),
+            confirmation.evidence.contains("5 of 5 tables"),
             "{confirmation:?}"
         );
         assert!(
