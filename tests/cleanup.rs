@@ -683,7 +683,8 @@ fn sigkill_after_a_restart_kills_the_restarted_fleet() {
 }
 
 /// A run to resume: a leak on from 2 s to 8 s (the harness is killed in it) and again
-/// every 30 s, and a TTS 429 storm at 45 s, 80 s in all.
+/// every 30 s, and a TTS 429 storm at 45 s, 95 s in all (room for the last leak's
+/// recovery on a busy machine).
 fn resumable() -> String {
     let leak = "kind = \"temp_file_leak\"\nfile_size = \"256KiB\"\nrate = \"1MiB/s\"\nmax_total = \"4MiB\"";
     format!(
@@ -695,7 +696,7 @@ fleet = "embedded"
 orders = 2000
 temp_dir_budget = "2MiB"
 [load]
-stages = [{{ ramp_to = 3, over = "1s" }}, {{ hold = "79s" }}]
+stages = [{{ ramp_to = 3, over = "1s" }}, {{ hold = "94s" }}]
 [calls]
 turn_timeout = "8s"
 fixtures = ["{}/*.wav"]
@@ -715,7 +716,7 @@ retry_after = "1s"
 [slo]
 call_success = ">= 90%"
 detect_within = "20s"
-recover_within = "15s"
+recover_within = "30s"
 stable_window = "4s"
 uptime = ">= 99%"
 max_crashes = 0
@@ -828,7 +829,7 @@ fn a_run_killed_mid_fault_is_resumed_to_the_end_of_its_schedule() {
     assert!(downtime[0]["down_s"].as_f64().unwrap() >= 0.0);
     let ended = records.iter().find(|r| r["event"] == "run_ended").unwrap();
     assert!(
-        ended["t_s"].as_f64().unwrap() >= 80.0,
+        ended["t_s"].as_f64().unwrap() >= 95.0,
         "the whole schedule ran: {ended}"
     );
     let faults = summary["faults"].as_array().unwrap();
