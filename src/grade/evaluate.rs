@@ -1254,7 +1254,9 @@ mod rules_tests {
 
     /// An interval record whose frames the harness sent `late_ms` late (every one).
     fn paced_interval(from: f64, to: f64, late_ms: u64) -> Value {
-        let mut pacing = crate::call::pacing_histogram();
+        // The bounds of the calls' pacing histograms (`call::pacing_histogram`), written
+        // here: the grader's tests use nothing above the grader.
+        let mut pacing = Histogram::<u64>::new_with_bounds(1, 60_000_000, 1).unwrap();
         pacing.record_n(late_ms * 1000, 100).unwrap();
         let mut record = interval(from, to, 10, 0);
         record["hist"] = json!({"pacing": crate::journal::histogram::encode(&pacing).unwrap()});

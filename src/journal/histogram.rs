@@ -46,7 +46,7 @@ pub fn decode(text: &str) -> Result<Histogram<u64>, String> {
         .decode(text.trim())
         .map_err(|error| format!("not base64: {error}"))?;
     let counts = inflate(&bytes).map_err(|error| format!("not an HDR histogram: {error}"))?;
-    check(&counts).map_err(|error| format!("not an HDR histogram: {error}"))?;
+    check_for_decoder(&counts).map_err(|error| format!("not an HDR histogram: {error}"))?;
     Deserializer::new()
         .deserialize(&mut counts.as_slice())
         .map_err(|error| format!("not an HDR histogram: {error:?}"))
@@ -235,7 +235,15 @@ fn check(inner: &[u8]) -> Result<(), String> {
             "the range {lowest}..={highest} is not within a journal's histograms' (1..={MAX_HIGHEST})"
         ));
     }
-    if holds_i64_min(&inner[HEADER..HEADER + payload as usize]) {
+    Ok(())
+}
+
+/// [`check`], and what only the decoder needs: no count it would negate with overflow
+/// ([`counts`] reads such a run without negating it).
+fn check_for_decoder(inner: &[u8]) -> Result<(), String> {
+    check(inner)?;
+    let payload = be_u32(inner, 4).unwrap_or(0) as usize;
+    if holds_i64_min(&inner[HEADER..HEADER + payload]) {
         return Err("a run of -2^63 zero counts".into());
     }
     Ok(())
@@ -245,27 +253,16 @@ fn check(inner: &[u8]) -> Result<(), String> {
 /// bits; a negative one is a run of that many zero counts) hold -2^63, which the decoder
 /// negates: a panic where overflow is checked (debug builds, `cargo test`).
 fn holds_i64_min(counts: &[u8]) -> bool {
-    let mut bytes = counts.iter();
-    loop {
-        let mut number = 0u64;
-        for position in 0..9 {
-            let Some(&byte) = bytes.next() else {
-                return false;
-            };
-            if position == 8 {
-                number |= u64::from(byte) << 56;
-                break;
-            }
-            number |= u64::from(byte & 0x7f) << (7 * position);
-            if byte & 0x80 == 0 {
-                break;
-            }
-        }
+    let mut at = 0;
+    while at < counts.len() {
+        let (number, read) = leb128(&counts[at..]);
         // Zig-zag: u64::MAX is -2^63.
         if number == u64::MAX {
             return true;
         }
+        at += read;
     }
+    false
 }
 
 fn be_u32(bytes: &[u8], at: usize) -> Option<u32> {

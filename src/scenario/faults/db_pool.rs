@@ -1,7 +1,7 @@
 //! `db_pool_exhaustion`: the fleet's database pool exhausted from outside, by holding
 //! locks its writes need or by taking the server's connection slots (the incident: long
-//! transactions during batch work held the pool at 95% at hour 16). The fault object is
-//! `crate::chaos::db`.
+//! transactions during batch work held the pool at 95% at hour 16). The fault object that
+//! runs it lives in the chaos plane (its `db` module), above this model.
 
 use toml::Spanned;
 
