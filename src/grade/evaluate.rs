@@ -3,8 +3,6 @@
 
 use std::time::Duration;
 
-use hdrhistogram::Histogram;
-
 use super::detect::Outcome;
 use super::plan::{GradePlan, SloPlan};
 use super::recovery::{self, GroupRecovery, Member, Span, Uptime};
@@ -27,7 +25,7 @@ pub fn evaluate(run: &RunRecord) -> Summary {
     let troubles = recovery::trouble_spans(run, &plan.slo);
     let groups = recover(&mut faults, &plan, &troubles, end);
     share_signals(&mut faults, &groups);
-    let calm = response_outside(run, &windows);
+    let calm = run.response_calm_p95_ms;
     for report in &mut faults {
         impact(report, run, calm);
     }
@@ -565,40 +563,8 @@ fn fault_windows(faults: &[FaultReport], end: f64) -> Vec<Span> {
         .collect()
 }
 
-fn merged_response(run: &RunRecord, keep: impl Fn(&Span) -> bool) -> Option<Histogram<u64>> {
-    // Bucket by bucket into one histogram of the journal's bounds: decoding each interval's
-    // into a histogram of its own costs more than reading the rest of a long journal.
-    let mut merged = crate::journal::calls::latency_histogram();
-    for interval in &run.intervals {
-        let span = Span {
-            from: interval.from_s,
-            to: interval.to_s,
-        };
-        if !keep(&span) {
-            continue;
-        }
-        if let Some(text) = interval.response.as_deref() {
-            let _ = crate::journal::histogram::add_into(text, &mut merged);
-        }
-    }
-    Some(merged)
-}
-
-fn p95_ms(histogram: Option<Histogram<u64>>) -> Option<f64> {
-    histogram
-        .filter(|histogram| !histogram.is_empty())
-        .map(|histogram| (histogram.value_at_quantile(0.95) as f64 / 1000.0).round())
-}
-
 fn overlaps(a: &Span, b: &Span) -> bool {
     a.from < b.to && b.from < a.to
-}
-
-/// The response p95 over the intervals that overlap no fault window.
-fn response_outside(run: &RunRecord, windows: &[Span]) -> Option<f64> {
-    p95_ms(merged_response(run, |span| {
-        !windows.iter().any(|window| overlaps(span, window))
-    }))
 }
 
 /// Impact: the calls that failed in the intervals the fault overlapped, and the response
@@ -626,7 +592,7 @@ fn impact(report: &mut FaultReport, run: &RunRecord, calm_p95_ms: Option<f64>) {
             .map(|interval| interval.failed)
             .sum(),
     );
-    report.response_p95_during_ms = p95_ms(merged_response(run, |span| overlaps(span, &window)));
+    // response_p95_during_ms was added up while the journal was read (grade::during).
     report.response_p95_calm_ms = calm_p95_ms;
 }
 
@@ -918,10 +884,19 @@ mod tests {
             let from = f64::from(i) * 10.0;
             // 5 of 15 calls fail in 40-50 s, after the TTS 429s.
             let (completed, failed) = if i == 4 { (10, 5) } else { (10, 0) };
-            let totals = crate::journal::calls::Totals {
+            let mut totals = crate::journal::calls::Totals {
                 started: completed + failed,
                 ..Default::default()
             };
+            // Responses take 100 ms, but 800 ms while the TTS fault is in (30-45 s), 500
+            // in the DB one (100-120 s) and 300 in the leak (200-220 s).
+            let response_ms = match i {
+                3 | 4 => 800,
+                10 | 11 => 500,
+                20 | 21 => 300,
+                _ => 100,
+            };
+            totals.response.record_n(response_ms * 1000, 20).unwrap();
             let mut record = totals.to_record();
             record["event"] = "interval".into();
             record["t_s"] = (from + 10.0).into();
@@ -1013,9 +988,19 @@ mod tests {
                 .iter()
                 .any(|n| n.starts_with("not recovered"))
         );
-        // Impact: the calls that failed in the intervals the fault overlapped.
+        // Impact: the calls that failed in the intervals the fault overlapped, and the
+        // response p95 in them against the one outside every fault.
         assert_eq!(fault("tts").calls_failed_during, Some(5));
         assert_eq!(fault("db").calls_failed_during, Some(0));
+        assert_eq!(fault("tts").response_p95_during_ms, Some(800.0));
+        assert_eq!(fault("db").response_p95_during_ms, Some(500.0));
+        assert_eq!(fault("leak").response_p95_during_ms, Some(300.0));
+        assert!(
+            summary
+                .faults
+                .iter()
+                .all(|fault| fault.response_p95_calm_ms == Some(100.0))
+        );
 
         let detect = slo(&summary, "detect_within");
         assert!(!detect.pass);
@@ -1256,7 +1241,7 @@ mod rules_tests {
     fn paced_interval(from: f64, to: f64, late_ms: u64) -> Value {
         // The bounds of the calls' pacing histograms (`call::pacing_histogram`), written
         // here: the grader's tests use nothing above the grader.
-        let mut pacing = Histogram::<u64>::new_with_bounds(1, 60_000_000, 1).unwrap();
+        let mut pacing = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 1).unwrap();
         pacing.record_n(late_ms * 1000, 100).unwrap();
         let mut record = interval(from, to, 10, 0);
         record["hist"] = json!({"pacing": crate::journal::histogram::encode(&pacing).unwrap()});

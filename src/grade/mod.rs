@@ -8,6 +8,7 @@ use serde::Serialize;
 use crate::journal::calls::{Percentiles, Totals};
 
 pub use crate::detect;
+pub mod during;
 pub mod evaluate;
 pub mod metric;
 pub use crate::detect::plan;

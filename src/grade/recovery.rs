@@ -713,7 +713,6 @@ mod tests {
             response_p50_ms: None,
             response_p99_ms: None,
             response_p95_ms: None,
-            response: None,
             pacing_p99_ms: None,
             host_cpu_pressure_pct: None,
         };
@@ -783,7 +782,6 @@ mod tests {
             response_p50_ms: None,
             response_p95_ms: None,
             response_p99_ms: None,
-            response: None,
             pacing_p99_ms: None,
             host_cpu_pressure_pct: None,
         };

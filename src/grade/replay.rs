@@ -10,9 +10,10 @@ use serde_json::Value;
 
 use crate::detect::plan::GradePlan;
 use crate::detect::{Detector, Graded, Injection};
+use crate::grade::during::{ResponseWindows, Window};
 pub use crate::journal::StoppedBy;
 use crate::journal::calls::CallOutcome;
-use crate::journal::calls::{FAILURE_EXAMPLES, HarnessUsage, Totals};
+use crate::journal::calls::{FAILURE_EXAMPLES, HarnessUsage, HistogramSums, Totals};
 use crate::journal::retries::RetryTotals;
 pub use crate::journal::signal::Signal;
 use crate::journal::signal::str_of;
@@ -155,8 +156,6 @@ pub struct IntervalPoint {
     pub response_p50_ms: Option<f64>,
     pub response_p95_ms: Option<f64>,
     pub response_p99_ms: Option<f64>,
-    /// The interval's response histogram, serialized (merged on demand for fault impact).
-    pub response: Option<String>,
     /// How late the harness sent its frames in it, p99 in milliseconds: how starved of CPU
     /// the host was (see [`HOST_STARVED_PACING_MS`]).
     pub pacing_p99_ms: Option<f64>,
@@ -303,6 +302,9 @@ pub struct RunRecord {
     pub harness_downtime: Vec<crate::grade::summary::HarnessDowntime>,
     pub totals: Totals,
     pub intervals: Vec<IntervalPoint>,
+    /// The response p95 over the intervals in no fault's window, in milliseconds (each
+    /// fault's own is its report's `response_p95_during_ms`): see `grade::during`.
+    pub response_calm_p95_ms: Option<f64>,
     pub failure_examples: Vec<(CallOutcome, String)>,
     pub harness: HarnessUsage,
     pub faults: Vec<FaultReport>,
@@ -364,6 +366,15 @@ impl RunRecord {
     }
 }
 
+/// An interval record's pacing p99 in milliseconds, from the pacing histogram `sums` has
+/// just added (it is recorded in microseconds).
+fn pacing_p99_ms(record: &Value, sums: &HistogramSums) -> Option<f64> {
+    record.get("hist")?.get("pacing")?;
+    let pacing = sums.get("pacing")?.last_buckets();
+    let micros = crate::journal::histogram::quantile(&pacing, 0.99)?;
+    Some(micros as f64 / 1000.0)
+}
+
 /// Reads the journal at `path`.
 pub fn read(path: &Path) -> std::io::Result<RunRecord> {
     let file = std::fs::File::open(path)?;
@@ -375,14 +386,24 @@ pub fn read(path: &Path) -> std::io::Result<RunRecord> {
 /// without a file.)
 pub fn read_from(reader: impl std::io::BufRead, path: &Path) -> std::io::Result<RunRecord> {
     let mut run = RunRecord::default();
-    let mut problems = Vec::new();
-    let mut detector = None;
+    let mut reading = Reading::default();
     let (unreadable, cut_short, records) =
-        crate::journal::read_each_from(reader, path, |record| {
-            run.add(record, &mut detector, &mut problems)
-        })?;
+        crate::journal::read_each_from(reader, path, |record| run.add(record, &mut reading))?;
+    let Reading {
+        detector,
+        problems,
+        mut sums,
+        windows,
+        responses,
+    } = reading;
+    sums.drain_into(&mut run.totals);
     if let Some(mut detector) = detector {
         run.detections.extend(detector.take_finished(true));
+    }
+    let p95s = responses.finish(&windows, run.end_s());
+    run.response_calm_p95_ms = p95s.calm_ms;
+    for (fault, p95) in p95s.during_ms {
+        run.faults[fault].response_p95_during_ms = p95;
     }
     run.problems = unreadable;
     run.problems.extend(problems);
@@ -397,6 +418,19 @@ pub fn read_from(reader: impl std::io::BufRead, path: &Path) -> std::io::Result<
     Ok(run)
 }
 
+/// What reading a journal keeps beside the record it builds.
+#[derive(Default)]
+struct Reading {
+    detector: Option<Detector>,
+    problems: Vec<String>,
+    /// The interval histograms, added up by bucket index.
+    sums: HistogramSums,
+    /// Each injected fault's window (by its index in `RunRecord::faults`), and the
+    /// intervals' response latency put in them.
+    windows: Vec<Window>,
+    responses: ResponseWindows,
+}
+
 fn f64_of(record: &Value, key: &str) -> Option<f64> {
     record.get(key).and_then(Value::as_f64)
 }
@@ -407,7 +441,14 @@ fn u64_of(record: &Value, key: &str) -> u64 {
 
 impl RunRecord {
     /// Takes in one journal record: each event goes to the method that reads it.
-    fn add(&mut self, record: &Value, detector: &mut Option<Detector>, problems: &mut Vec<String>) {
+    fn add(&mut self, record: &Value, reading: &mut Reading) {
+        let Reading {
+            detector,
+            problems,
+            sums,
+            windows,
+            responses,
+        } = reading;
         let event = record.get("event").and_then(Value::as_str).unwrap_or("");
         let t_s = f64_of(record, "t_s").unwrap_or(self.last_t_s);
         // An observation is timed when it was seen, which may be before it was journaled.
@@ -424,7 +465,10 @@ impl RunRecord {
         match event {
             "run_started" => self.add_run_started(record, &mut problem),
             "fleet" => self.fleet_spawned = record.get("pid").is_some_and(|pid| !pid.is_null()),
-            "interval" => self.add_interval(record, t_s, &mut problem),
+            "interval" => {
+                self.add_interval(record, t_s, sums, &mut problem);
+                self.put_in_windows(record, sums, windows, responses);
+            }
             "fault_injected"
             | "fault_confirmed"
             | "fault_not_in_effect"
@@ -432,7 +476,8 @@ impl RunRecord {
             | "fault_clear_failed"
             | "fault_failed"
             | "fault_not_injected" => {
-                self.add_fault_event(event, record, t_s);
+                let fault = self.add_fault_event(event, record, t_s);
+                window_of(windows, fault, &self.faults[fault]);
                 if event == "fault_injected" {
                     self.add_injection(record, t_s, detector);
                 }
@@ -444,23 +489,7 @@ impl RunRecord {
                     self.add_signal(&signal, record, seen_s, detector);
                 }
             }
-            "harness_error" if self.harness_errors.len() < crate::journal::MAX_PROBLEMS => {
-                self.harness_errors.push(format!(
-                    "{} at {t_s:.1}s: {}",
-                    str_of(record, "task"),
-                    str_of(record, "error")
-                ));
-            }
-            "harness_downtime" if self.harness_downtime.len() < crate::journal::MAX_PROBLEMS => {
-                self.harness_downtime
-                    .push(crate::grade::summary::HarnessDowntime {
-                        at_s: t_s,
-                        down_s: f64_of(record, "down_s").unwrap_or(0.0),
-                        from: str_of(record, "from"),
-                        to: str_of(record, "to"),
-                        calls_lost: u64_of(record, "calls_lost"),
-                    });
-            }
+            "harness_error" | "harness_downtime" => self.add_harness_record(event, record, t_s),
             "fleet_process" => self.add_process_sample(record, seen_s),
             "fleet_sample" => self.add_fleet_sample(record, seen_s),
             "temp_dir" => self.add_temp_dir_walk(record, seen_s),
@@ -485,6 +514,46 @@ impl RunRecord {
             "run_ended" => self.add_run_ended(record, t_s),
             _ => {}
         }
+    }
+
+    /// The harness's own troubles: a task that failed, time it was away (bounded).
+    fn add_harness_record(&mut self, event: &str, record: &Value, t_s: f64) {
+        let max = crate::journal::MAX_PROBLEMS;
+        if event == "harness_error" && self.harness_errors.len() < max {
+            self.harness_errors.push(format!(
+                "{} at {t_s:.1}s: {}",
+                str_of(record, "task"),
+                str_of(record, "error")
+            ));
+        } else if event == "harness_downtime" && self.harness_downtime.len() < max {
+            self.harness_downtime
+                .push(crate::grade::summary::HarnessDowntime {
+                    at_s: t_s,
+                    down_s: f64_of(record, "down_s").unwrap_or(0.0),
+                    from: str_of(record, "from"),
+                    to: str_of(record, "to"),
+                    calls_lost: u64_of(record, "calls_lost"),
+                });
+        }
+    }
+
+    /// The response latency of the interval just added goes to the fault windows it
+    /// overlaps, or to the calm (`grade::during`).
+    fn put_in_windows(
+        &self,
+        record: &Value,
+        sums: &HistogramSums,
+        windows: &[Window],
+        responses: &mut ResponseWindows,
+    ) {
+        let Some(interval) = self.intervals.last() else {
+            return;
+        };
+        let response = match record.get("hist").and_then(|hist| hist.get("response")) {
+            Some(_) => sums.get("response").map_or(&[][..], |sum| sum.last()),
+            None => &[],
+        };
+        responses.interval(interval.from_s, interval.to_s, response, windows);
     }
 
     /// `run_started`: what ran, and the grading plan it was run with.
@@ -715,8 +784,14 @@ impl RunRecord {
         )
     }
 
-    fn add_interval(&mut self, record: &Value, t_s: f64, problem: &mut impl FnMut(String)) {
-        if let Err(error) = self.totals.add_record(record) {
+    fn add_interval(
+        &mut self,
+        record: &Value,
+        t_s: f64,
+        sums: &mut HistogramSums,
+        problem: &mut impl FnMut(String),
+    ) {
+        if let Err(error) = self.totals.add_record_into(record, sums) {
             problem(error);
         }
         if let Some(harness) = record.get("harness") {
@@ -757,26 +832,15 @@ impl RunRecord {
             response_p50_ms: response_ms.and_then(|p| f64_of(p, "p50")),
             response_p95_ms: response_ms.and_then(|p| f64_of(p, "p95")),
             response_p99_ms: response_ms.and_then(|p| f64_of(p, "p99")),
-            response: record
-                .get("hist")
-                .and_then(|hist| hist.get("response"))
-                .and_then(Value::as_str)
-                .map(str::to_owned),
             // Pacing is recorded in microseconds.
-            pacing_p99_ms: record
-                .get("hist")
-                .and_then(|hist| hist.get("pacing"))
-                .and_then(Value::as_str)
-                .and_then(|text| crate::journal::histogram::counts(text).ok())
-                .and_then(|counts| crate::journal::histogram::quantile(&counts, 0.99))
-                .map(|micros| micros as f64 / 1000.0),
+            pacing_p99_ms: pacing_p99_ms(record, sums),
             host_cpu_pressure_pct: f64_of(record, "host_cpu_pressure_pct"),
         });
     }
 
     /// Builds each injection's report from its events, so a journal cut short mid-fault
     /// still shows the fault as injected (and never cleared).
-    fn add_fault_event(&mut self, event: &str, record: &Value, t_s: f64) {
+    fn add_fault_event(&mut self, event: &str, record: &Value, t_s: f64) -> usize {
         let name = str_of(record, "fault");
         let occurrence = u64_of(record, "occurrence") as u32;
         let index = match self
@@ -832,5 +896,23 @@ impl RunRecord {
                 .notes
                 .push("not injected: the run ended before its time".into()),
         }
+        index
+    }
+}
+
+/// Keeps `windows`' entry for the fault at `index` as its report says: from its
+/// injection to its clear.
+fn window_of(windows: &mut Vec<Window>, index: usize, report: &FaultReport) {
+    let Some(from) = report.injected_at_s else {
+        return;
+    };
+    let window = Window {
+        fault: index,
+        from,
+        to: report.cleared_at_s,
+    };
+    match windows.iter_mut().find(|window| window.fault == index) {
+        Some(known) => *known = window,
+        None => windows.push(window),
     }
 }

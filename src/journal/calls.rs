@@ -83,6 +83,38 @@ pub const CLOSE_KEYS: usize = 16;
 /// The `closes` key of the closes beyond [`CLOSE_KEYS`] distinct ones.
 pub const OTHER_CLOSES: &str = "other";
 
+/// The journal names of an interval's histograms (`hist`), in [`Totals`]' order.
+pub const HISTOGRAMS: [&str; 6] = [
+    "response",
+    "first_audio",
+    "connect",
+    "dead_air",
+    "mark_wait",
+    "pacing",
+];
+
+/// Where [`Totals::add_record_into`] adds each of [`HISTOGRAMS`]: by bucket index, so a
+/// journal's hundreds of thousands of histograms are added up fast.
+#[derive(Debug, Default)]
+pub struct HistogramSums {
+    sums: [crate::journal::histogram::Sum; 6],
+}
+
+impl HistogramSums {
+    /// The sum of one histogram (by its journal name).
+    pub fn get(&self, name: &str) -> Option<&crate::journal::histogram::Sum> {
+        let slot = HISTOGRAMS.iter().position(|known| *known == name)?;
+        Some(&self.sums[slot])
+    }
+
+    /// Records everything added so far into `totals`' histograms.
+    pub fn drain_into(&mut self, totals: &mut Totals) {
+        for (slot, sum) in self.sums.iter_mut().enumerate() {
+            sum.drain_into(totals.histogram_at(slot));
+        }
+    }
+}
+
 /// Latency histograms in microseconds, one significant figure more than the per-call ones.
 pub fn latency_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("static histogram bounds are valid")
@@ -177,28 +209,29 @@ impl Totals {
         self.graded() - self.count(CallOutcome::Completed)
     }
 
-    /// The histograms by their journal name.
+    /// The histograms by their journal name, in the order of [`HISTOGRAMS`].
     fn histograms(&self) -> [(&'static str, &Histogram<u64>); 6] {
+        let [response, first_audio, connect, dead_air, mark_wait, pacing] = HISTOGRAMS;
         [
-            ("response", &self.response),
-            ("first_audio", &self.first_audio),
-            ("connect", &self.connect),
-            ("dead_air", &self.dead_air),
-            ("mark_wait", &self.mark_wait),
-            ("pacing", &self.pacing),
+            (response, &self.response),
+            (first_audio, &self.first_audio),
+            (connect, &self.connect),
+            (dead_air, &self.dead_air),
+            (mark_wait, &self.mark_wait),
+            (pacing, &self.pacing),
         ]
     }
 
-    fn histogram_mut(&mut self, name: &str) -> Option<&mut Histogram<u64>> {
-        Some(match name {
-            "response" => &mut self.response,
-            "first_audio" => &mut self.first_audio,
-            "connect" => &mut self.connect,
-            "dead_air" => &mut self.dead_air,
-            "mark_wait" => &mut self.mark_wait,
-            "pacing" => &mut self.pacing,
-            _ => return None,
-        })
+    /// The histogram at `slot` of [`HISTOGRAMS`].
+    fn histogram_at(&mut self, slot: usize) -> &mut Histogram<u64> {
+        match slot {
+            0 => &mut self.response,
+            1 => &mut self.first_audio,
+            2 => &mut self.connect,
+            3 => &mut self.dead_air,
+            4 => &mut self.mark_wait,
+            _ => &mut self.pacing,
+        }
     }
 
     /// This interval's calls as journal fields: counts, outcomes, percentiles for people
@@ -232,6 +265,27 @@ impl Totals {
     /// Adds an `interval` record's calls (written by [`Totals::to_record`]); a field that
     /// cannot be read is named in the error, and what could be read is kept.
     pub fn add_record(&mut self, record: &serde_json::Value) -> Result<(), String> {
+        self.add_record_with(record, |_, text, into| {
+            crate::journal::histogram::add_into(text, into)
+        })
+    }
+
+    /// [`Totals::add_record`] for many records: each histogram goes into `sums` (see
+    /// [`HistogramSums`]), which [`HistogramSums::drain_into`] adds to the totals once
+    /// the last record is in.
+    pub fn add_record_into(
+        &mut self,
+        record: &serde_json::Value,
+        sums: &mut HistogramSums,
+    ) -> Result<(), String> {
+        self.add_record_with(record, |slot, text, _| sums.sums[slot].add(text))
+    }
+
+    fn add_record_with(
+        &mut self,
+        record: &serde_json::Value,
+        mut add_histogram: impl FnMut(usize, &str, &mut Histogram<u64>) -> Result<(), String>,
+    ) -> Result<(), String> {
         let count = |key: &str| {
             record
                 .get(key)
@@ -279,16 +333,14 @@ impl Totals {
         }
         if let Some(hist) = record.get("hist").and_then(serde_json::Value::as_object) {
             for (name, text) in hist {
-                let Some(into) = self.histogram_mut(name) else {
+                let Some(slot) = HISTOGRAMS.iter().position(|known| known == name) else {
                     problems.push(format!("unknown histogram {name:?}"));
                     continue;
                 };
                 // Added bucket by bucket, never decoded into a histogram of its own: a
                 // 72-hour journal holds 300,000 of them.
-                match text
-                    .as_str()
-                    .map(|text| crate::journal::histogram::add_into(text, into))
-                {
+                let into = self.histogram_at(slot);
+                match text.as_str().map(|text| add_histogram(slot, text, into)) {
                     Some(Ok(())) => {}
                     Some(Err(error)) => problems.push(format!("histogram {name}: {error}")),
                     None => problems.push(format!("histogram {name} is not a string")),

@@ -6,8 +6,6 @@
 //! short: a histogram in it is checked before it is decoded, because the decoder allocates
 //! whatever the header claims.
 
-use std::io::Read as _;
-
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use hdrhistogram::Histogram;
@@ -57,16 +55,209 @@ pub fn decode(text: &str) -> Result<Histogram<u64>, String> {
 /// bucket that holds any, as (its lowest value, its count), in ascending order. Checked as
 /// [`decode`] checks. [`add_into`] and [`quantile`] read them.
 pub fn counts(text: &str) -> Result<Vec<Bucket>, String> {
-    let bytes = BASE64
-        .decode(text.trim())
-        .map_err(|error| format!("not base64: {error}"))?;
-    let inner = inflate(&bytes).map_err(|error| format!("not an HDR histogram: {error}"))?;
-    check(&inner).map_err(|error| format!("not an HDR histogram: {error}"))?;
-    let word = |at: usize| u32::from_be_bytes(inner[at..at + 4].try_into().expect("4 bytes"));
-    let long = |at: usize| u64::from_be_bytes(inner[at..at + 8].try_into().expect("8 bytes"));
-    let layout = Layout::of(word(12), long(16));
-    let payload = &inner[HEADER..HEADER + word(4) as usize];
     let mut counts = Vec::new();
+    let mut scratch = Scratch::default();
+    let (layout, payload, _) = scratch.open(text)?;
+    each_count(payload, |index, count| {
+        let (lowest, highest) = layout.bucket(index).ok_or(PAST_RANGE)?;
+        counts.push(Bucket {
+            lowest,
+            highest,
+            count,
+        });
+        Ok(())
+    })?;
+    Ok(counts)
+}
+
+/// The histograms of one journal field added up, as fast as a 72-hour journal needs: the
+/// counts of each go by bucket index into one flat array (no histogram is decoded, no
+/// bucket's value computed) and the total is built once, by [`Sum::drain_into`]. The
+/// buffers a histogram is read through are kept from one to the next.
+#[derive(Debug, Default)]
+pub struct Sum {
+    total: IndexCounts,
+    /// The last histogram added, as (bucket index, count): see [`Sum::last`].
+    last: Vec<(u32, u64)>,
+    scratch: Scratch,
+}
+
+impl Sum {
+    /// Adds what [`encode`] wrote, checked as [`decode`] checks; nothing of a histogram
+    /// that cannot be read is added. A histogram of another layout than the journal's
+    /// (hand-made) is added bucket by bucket, each at its lowest value.
+    pub fn add(&mut self, text: &str) -> Result<(), String> {
+        self.last.clear();
+        let (layout, payload, ours) = self.scratch.open(text)?;
+        let last = &mut self.last;
+        let max_index = max_index();
+        each_count(payload, |index, count| {
+            let index = if ours {
+                index
+            } else {
+                let (lowest, _) = layout.bucket(index).ok_or(PAST_RANGE)?;
+                journal_index(lowest)
+            };
+            // The header's highest is at most MAX_HIGHEST, but the counts may claim more.
+            let index = u32::try_from(index)
+                .ok()
+                .filter(|index| *index < max_index)
+                .ok_or(PAST_RANGE)?;
+            last.push((index, count));
+            Ok(())
+        })?;
+        if !ours {
+            // Buckets of another layout may land out of order, or together, in ours.
+            self.last.sort_unstable_by_key(|(index, _)| *index);
+        }
+        self.total.add(&self.last);
+        Ok(())
+    }
+
+    /// The last histogram [`Sum::add`] took, as (bucket index, count) of the journal's
+    /// layout in ascending order: nothing when it could not be read. [`IndexCounts::add`]
+    /// adds it up elsewhere.
+    pub fn last(&self) -> &[(u32, u64)] {
+        &self.last
+    }
+
+    /// [`Sum::last`] as [`counts`] gives a histogram's buckets, for [`quantile`].
+    pub fn last_buckets(&self) -> Vec<Bucket> {
+        journal_buckets(
+            self.last
+                .iter()
+                .map(|(index, count)| (u64::from(*index), *count)),
+        )
+    }
+
+    /// Records everything added so far into `total` (a histogram of the journal's
+    /// bounds) and starts again from nothing.
+    pub fn drain_into(&mut self, total: &mut Histogram<u64>) {
+        self.total.drain_into(total);
+    }
+}
+
+/// Counts by bucket index of the journal's layout, added up: a histogram without the
+/// histogram, as cheap to add to as an array.
+#[derive(Debug, Default, Clone)]
+pub struct IndexCounts {
+    counts: Vec<u64>,
+}
+
+impl IndexCounts {
+    /// Adds (bucket index, count) pairs, as [`Sum::last`] gives them.
+    pub fn add(&mut self, counts: &[(u32, u64)]) {
+        let top = counts.iter().map(|(index, _)| *index as usize + 1).max();
+        if self.counts.len() < top.unwrap_or(0) {
+            self.counts.resize(top.unwrap_or(0), 0);
+        }
+        for (index, count) in counts {
+            let total = &mut self.counts[*index as usize];
+            *total = total.saturating_add(*count);
+        }
+    }
+
+    /// The buckets that hold a count, as [`counts`] gives them.
+    pub fn buckets(&self) -> Vec<Bucket> {
+        journal_buckets(
+            self.counts
+                .iter()
+                .enumerate()
+                .filter(|(_, count)| **count > 0)
+                .map(|(index, count)| (index as u64, *count)),
+        )
+    }
+
+    /// Records every count into `total` (a histogram of the journal's bounds) and starts
+    /// again from nothing.
+    pub fn drain_into(&mut self, total: &mut Histogram<u64>) {
+        for bucket in self.buckets() {
+            total.saturating_record_n(bucket.lowest, bucket.count);
+        }
+        self.counts.clear();
+    }
+}
+
+/// (bucket index, count) of the journal's layout as [`Bucket`]s.
+fn journal_buckets(counts: impl Iterator<Item = (u64, u64)>) -> Vec<Bucket> {
+    let layout = Layout::journal();
+    counts
+        .filter_map(|(index, count)| {
+            let (lowest, highest) = layout.bucket(index)?;
+            Some(Bucket {
+                lowest,
+                highest,
+                count,
+            })
+        })
+        .collect()
+}
+
+const PAST_RANGE: &str = "not an HDR histogram: a count past its range";
+
+/// The histograms a journal holds: from 1 µs at 3 significant figures
+/// (`journal::calls::latency_histogram`).
+const JOURNAL_DIGITS: u32 = 3;
+const JOURNAL_LOWEST: u64 = 1;
+
+/// One past the highest bucket index of a journal histogram up to [`MAX_HIGHEST`].
+fn max_index() -> u32 {
+    let half_count_magnitude = Layout::journal().half_count_magnitude;
+    // Bucket b (from 0) holds values below 2^(b + half_count_magnitude + 1).
+    let buckets = 64 - MAX_HIGHEST.leading_zeros() - half_count_magnitude;
+    (buckets + 1) << half_count_magnitude
+}
+
+/// The bucket index of `value` in a journal histogram (HdrHistogram's own arithmetic for
+/// a lowest value of 1: unit magnitude 0).
+fn journal_index(value: u64) -> u64 {
+    let half_count_magnitude = Layout::journal().half_count_magnitude;
+    let sub_bucket_mask = (1u64 << (half_count_magnitude + 1)) - 1;
+    let bucket = u64::from(63 - half_count_magnitude - (value | sub_bucket_mask).leading_zeros());
+    let sub_bucket = value >> bucket;
+    ((bucket + 1) << half_count_magnitude) + sub_bucket - (1 << half_count_magnitude)
+}
+
+/// The buffers a histogram is read through: base64-decoded, then inflated.
+#[derive(Debug, Default)]
+struct Scratch {
+    bytes: Vec<u8>,
+    inflated: Vec<u8>,
+    /// The inflater, reset for each histogram rather than made again (its state is
+    /// tens of kilobytes).
+    inflater: Option<flate2::Decompress>,
+}
+
+impl Scratch {
+    /// The layout and the counts (V2's zig-zag LEB128 payload) of what [`encode`] wrote,
+    /// checked as [`decode`] checks, and whether it is the journal's layout.
+    fn open(&mut self, text: &str) -> Result<(Layout, &[u8], bool), String> {
+        self.bytes.clear();
+        BASE64
+            .decode_vec(text.trim(), &mut self.bytes)
+            .map_err(|error| format!("not base64: {error}"))?;
+        let inflater = self
+            .inflater
+            .get_or_insert_with(|| flate2::Decompress::new(true));
+        inflate_into(&self.bytes, &mut self.inflated, inflater)
+            .map_err(|error| format!("not an HDR histogram: {error}"))?;
+        let inner = &self.inflated;
+        check(inner).map_err(|error| format!("not an HDR histogram: {error}"))?;
+        let word = |at: usize| u32::from_be_bytes(inner[at..at + 4].try_into().expect("4 bytes"));
+        let long = |at: usize| u64::from_be_bytes(inner[at..at + 8].try_into().expect("8 bytes"));
+        let (digits, lowest) = (word(12), long(16));
+        let payload = &inner[HEADER..HEADER + word(4) as usize];
+        let ours = digits == JOURNAL_DIGITS && lowest == JOURNAL_LOWEST;
+        Ok((Layout::of(digits, lowest), payload, ours))
+    }
+}
+
+/// Calls `each` with (bucket index, count) for every bucket of V2 counts that holds any,
+/// in ascending order; stops at its first error.
+fn each_count(
+    payload: &[u8],
+    mut each: impl FnMut(u64, u64) -> Result<(), &'static str>,
+) -> Result<(), String> {
     let mut index = 0u64;
     let mut at = 0;
     while at < payload.len() {
@@ -79,18 +270,11 @@ pub fn counts(text: &str) -> Result<Vec<Bucket>, String> {
             continue;
         }
         if count > 0 {
-            let (lowest, highest) = layout
-                .bucket(index)
-                .ok_or("not an HDR histogram: a count past its range")?;
-            counts.push(Bucket {
-                lowest,
-                highest,
-                count: count as u64,
-            });
+            each(index, count as u64)?;
         }
         index += 1;
     }
-    Ok(counts)
+    Ok(())
 }
 
 /// Adds what [`encode`] wrote into `total` (a histogram of the journal's bounds), as
@@ -142,6 +326,11 @@ struct Layout {
 }
 
 impl Layout {
+    /// The layout of the journal's histograms.
+    fn journal() -> Self {
+        Layout::of(JOURNAL_DIGITS, JOURNAL_LOWEST)
+    }
+
     /// The layout of a histogram of `digits` significant figures from `lowest` (checked:
     /// at most [`MAX_DIGITS`], at least 1).
     fn of(digits: u32, lowest: u64) -> Self {
@@ -173,7 +362,12 @@ impl Layout {
 
 /// One LEB128 number of the V2 counts (at most 9 bytes, the 9th taking all 8 bits) and
 /// how many bytes it took; a number cut short by the end takes what is there.
+#[inline]
 fn leb128(bytes: &[u8]) -> (u64, usize) {
+    // Most counts of a journal histogram take one byte.
+    if let Some(&byte) = bytes.first().filter(|byte| **byte < 0x80) {
+        return (u64::from(byte), 1);
+    }
     let mut number = 0u64;
     for (position, &byte) in bytes.iter().enumerate().take(9) {
         if position == 8 {
@@ -190,23 +384,51 @@ fn leb128(bytes: &[u8]) -> (u64, usize) {
 /// The uncompressed V2 form inside [`encode`]'s deflated one, at most [`MAX_INFLATED`]
 /// bytes of it (a small deflate stream can inflate to gigabytes).
 fn inflate(bytes: &[u8]) -> Result<Vec<u8>, String> {
+    let mut inflated = Vec::new();
+    inflate_into(bytes, &mut inflated, &mut flate2::Decompress::new(true))?;
+    Ok(inflated)
+}
+
+/// [`inflate`] into `inflated` (cleared first), reusing its memory.
+fn inflate_into(
+    bytes: &[u8],
+    inflated: &mut Vec<u8>,
+    inflater: &mut flate2::Decompress,
+) -> Result<(), String> {
     if be_u32(bytes, 0) != Some(V2_DEFLATE_COOKIE) {
         return Err("not the deflated V2 format".into());
     }
     let length = be_u32(bytes, 4).ok_or("cut short")? as usize;
     let deflated = bytes.get(8..).and_then(|rest| rest.get(..length));
     let deflated = deflated.ok_or("the deflated counts are cut short")?;
-    let mut inflated = Vec::new();
-    flate2::read::ZlibDecoder::new(deflated)
-        .take(MAX_INFLATED as u64 + 1)
-        .read_to_end(&mut inflated)
-        .map_err(|error| format!("deflate: {error}"))?;
+    inflated.clear();
+    inflater.reset(true);
+    loop {
+        if inflated.len() > MAX_INFLATED {
+            return Err(format!(
+                "larger than {MAX_INFLATED} bytes inflated, more than any journal histogram"
+            ));
+        }
+        // Room for more: decompress_vec writes only into spare capacity.
+        inflated.reserve(16 << 10);
+        let (read, written) = (inflater.total_in(), inflated.len());
+        let rest = &deflated[(read as usize).min(deflated.len())..];
+        let status = inflater
+            .decompress_vec(rest, inflated, flate2::FlushDecompress::None)
+            .map_err(|error| format!("deflate: {error}"))?;
+        if status == flate2::Status::StreamEnd {
+            break;
+        }
+        if inflater.total_in() == read && inflated.len() == written {
+            return Err("deflate: the stream is cut short".into());
+        }
+    }
     if inflated.len() > MAX_INFLATED {
         return Err(format!(
             "larger than {MAX_INFLATED} bytes inflated, more than any journal histogram"
         ));
     }
-    Ok(inflated)
+    Ok(())
 }
 
 /// Whether the uncompressed V2 form describes a histogram a journal could hold, whose
@@ -309,6 +531,16 @@ mod tests {
             let mut by_counts = Histogram::<u64>::new_with_bounds(1, highest, digits).unwrap();
             add_into(&text, &mut by_counts).unwrap();
             assert_eq!(by_counts, by_decode, "{values:?}");
+            // By bucket index, twice (a total of two), drained into a histogram once.
+            // (Another layout than the journal's is summed in the journal's finer one.)
+            let mut sum = Sum::default();
+            let mut by_sum = Histogram::<u64>::new_with_bounds(1, highest, digits).unwrap();
+            sum.add(&text).unwrap();
+            sum.add(&text).unwrap();
+            sum.drain_into(&mut by_sum);
+            let mut twice = by_decode.clone();
+            twice.add(&decoded).unwrap();
+            assert_eq!(by_sum, twice, "{values:?}");
             let counts = counts(&text).unwrap();
             for q in [0.0, 0.5, 0.95, 0.99, 0.999, 1.0] {
                 assert_eq!(
@@ -316,10 +548,77 @@ mod tests {
                     Some(decoded.value_at_quantile(q)),
                     "q {q} of {values:?}"
                 );
+                if digits == 3 {
+                    let mut last = IndexCounts::default();
+                    last.add(sum.last());
+                    assert_eq!(
+                        quantile(&sum.last_buckets(), q),
+                        quantile(&last.buckets(), q)
+                    );
+                    assert_eq!(
+                        quantile(&last.buckets(), q),
+                        Some(decoded.value_at_quantile(q)),
+                        "q {q} of {values:?}"
+                    );
+                }
             }
         }
         assert_eq!(quantile(&[], 0.5), None);
         assert!(counts("%%%").unwrap_err().starts_with("not base64"));
+        // Nothing of a histogram that cannot be read is added.
+        let mut sum = Sum::default();
+        let mut total = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).unwrap();
+        assert!(sum.add("%%%").is_err());
+        sum.drain_into(&mut total);
+        assert!(total.is_empty());
+        assert!(sum.last().is_empty());
+    }
+
+    /// The bucket index of a value is HdrHistogram's: every bucket's lowest value maps back
+    /// to its own index, and a value recorded in a journal histogram lands at the index
+    /// its counts hold it at.
+    #[test]
+    fn the_index_of_a_value_is_the_histograms() {
+        let layout = Layout::journal();
+        for index in (0..max_index() as u64)
+            .step_by(7)
+            .chain([max_index() as u64 - 1])
+        {
+            let (lowest, highest) = layout.bucket(index).unwrap();
+            assert_eq!(journal_index(lowest), index, "{lowest}");
+            assert_eq!(journal_index(highest), index, "{highest}");
+        }
+        for value in [1, 2047, 2048, 2049, 65_537, 3_600_000_000, MAX_HIGHEST] {
+            let mut histogram = Histogram::<u64>::new_with_bounds(1, MAX_HIGHEST, 3).unwrap();
+            histogram.record(value).unwrap();
+            let mut sum = Sum::default();
+            sum.add(&encode(&histogram).unwrap()).unwrap();
+            assert_eq!(sum.last(), [(journal_index(value) as u32, 1)], "{value}");
+        }
+    }
+
+    /// A journal histogram's counts may claim a bucket past any a journal's range holds:
+    /// refused by index, never indexing past the flat array's bounds.
+    #[test]
+    fn a_count_past_the_range_is_refused_by_the_sum() {
+        let mut counts = header(4, 3, 1, 3_600_000_000);
+        // A run of 2^40 empty buckets (zig-zag -2^40 = 2^41 - 1), then a count of 1.
+        let mut run = Vec::new();
+        let mut number = (1u64 << 41) - 1;
+        while number >= 0x80 {
+            run.push((number as u8) | 0x80);
+            number >>= 7;
+        }
+        run.push(number as u8);
+        run.push(2);
+        counts[4..8].copy_from_slice(&(run.len() as u32).to_be_bytes());
+        counts.extend(run);
+        let mut sum = Sum::default();
+        let mut total = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).unwrap();
+        let error = sum.add(&compressed(&counts)).unwrap_err();
+        assert!(error.contains("past its range"), "{error}");
+        sum.drain_into(&mut total);
+        assert!(total.is_empty());
     }
 
     #[test]
@@ -408,7 +707,8 @@ mod tests {
         // A deflate bomb: far more bytes out than a histogram of ours can hold.
         let mut bomb = header(64 << 20, 3, 1, 3_600_000_000);
         bomb.resize(bomb.len() + (64 << 20), 0);
-        assert!(refused(&compressed(&bomb)).contains("larger than"));
+        let bomb = refused(&compressed(&bomb));
+        assert!(bomb.contains("larger than"), "{bomb}");
         // What `encode` writes still reads.
         let mut histogram = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).unwrap();
         histogram.record(1500).unwrap();
