@@ -388,7 +388,8 @@ fn validate_command(path: &std::path::Path) -> i32 {
         loaded.name,
         loaded.scripts.len()
     );
-    outln(crate::escape::line(&ok));
+    // The name is the scenario's own text: a URL pasted into it is masked as `plan` masks it.
+    outln(crate::escape::terminal_line(&ok));
     exit::PASS
 }
 
