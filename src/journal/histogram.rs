@@ -285,7 +285,9 @@ fn each_count(
         if count > 0 {
             each(index, count as u64)?;
         }
-        index += 1;
+        // Runs may have taken it to u64::MAX, past every bucket: a count there is refused
+        // by `each`, a zero count is nothing.
+        index = index.saturating_add(1);
     }
     Ok(())
 }
@@ -748,6 +750,40 @@ mod tests {
         assert_eq!(percentiles.count, u64::MAX - 1);
         let error = decode(&histogram(3)).unwrap_err();
         assert!(error.contains("past 2^64"), "{error}");
+    }
+
+    /// Found by the fuzz target `histogram`: runs of empty buckets that take the bucket
+    /// index to 2^64, then a zero count, overflowed the index as the counts were walked
+    /// ("attempt to add with overflow" in a debug build). Nothing is past every bucket.
+    #[test]
+    fn runs_past_every_bucket_then_a_count_are_walked_without_overflow() {
+        // -(2^63 - 1) (zig-zag 2^64 - 3): a run of that many empty buckets, three times.
+        const LONG_RUN: [u8; 9] = [0xfd, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff];
+        let with = |last: &[u8]| {
+            let mut counts = header(27 + last.len() as u32, 3, 1, 3_600_000_000);
+            for _ in 0..3 {
+                counts.extend(LONG_RUN);
+            }
+            counts.extend(last);
+            compressed(&counts)
+        };
+        let mut total = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).unwrap();
+        let mut sum = Sum::default();
+        // Then a zero count: nothing.
+        let zero = with(&[0]);
+        assert_eq!(counts(&zero), Ok(Vec::new()));
+        add_into(&zero, &mut total).unwrap();
+        sum.add(&zero).unwrap();
+        // Then a zero count and a count of one: past every bucket.
+        let past = with(&[0, 2]);
+        assert!(counts(&past).unwrap_err().contains("past its range"));
+        assert!(add_into(&past, &mut total).is_err());
+        assert!(sum.add(&past).is_err());
+        sum.drain_into(&mut total);
+        assert!(total.is_empty());
+        // The decoder reads them too, without a panic.
+        let _ = decode(&zero);
+        let _ = decode(&past);
     }
 
     /// Found by the fuzz target `histogram`: the decoder allocated whatever the header
