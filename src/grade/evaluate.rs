@@ -28,6 +28,10 @@ pub fn evaluate(run: &RunRecord) -> Summary {
     let calm = run.response_calm_p95_ms;
     for report in &mut faults {
         impact(report, run, calm);
+        // Each injection carries the limits it is held to, so the reports can say by how
+        // much it missed them.
+        report.detect_within_s = plan.slo.detect_within_s;
+        report.recover_within_s = plan.slo.recover_within_s;
     }
     let uptime = run_uptime(run, &faults, &groups, end);
     let growth = Growth::of(run, end);
