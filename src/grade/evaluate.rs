@@ -1636,16 +1636,28 @@ mod rules_tests {
             .push(json!({"event": "fleet_process", "t_s": -1.0, "rss_bytes": -5.0}))
             .push(json!({"event": "interval", "t_s": -4.0, "from_s": 10.0, "completed": 1}));
         let summary = journal.grade();
-        assert!(
-            summary
-                .journal
-                .problems
-                .iter()
-                .any(|problem| problem.contains("detect_within_s = -5")),
-            "{:?}",
-            summary.journal.problems
-        );
-        assert!(summary.slos.iter().all(|slo| slo.name != "detect_within"));
+        // Each unusable threshold or duration is named, and its SLO is not graded (the
+        // README's rule); the usable one still is.
+        let problems = &summary.journal.problems;
+        for named in [
+            "detect_within_s = -5 is not a usable threshold",
+            "recover_within_s = -1 is not a usable threshold",
+            "uptime_min_pct = -2 is not a usable threshold",
+            "stable_window_s = -3 is not usable; the default applies",
+        ] {
+            assert!(
+                problems.iter().any(|problem| problem.contains(named)),
+                "{named}: {problems:?}"
+            );
+        }
+        for dropped in ["detect_within", "recover_within", "uptime"] {
+            assert!(
+                summary.slos.iter().all(|slo| slo.name != dropped),
+                "{dropped}: {:?}",
+                summary.slos
+            );
+        }
+        assert!(summary.slos.iter().any(|slo| slo.name == "call_success"));
         let _ = summary.render_text();
     }
 
