@@ -618,12 +618,27 @@ fn fault_stats(faults: &[FaultReport]) -> Vec<FaultStats> {
                 .iter()
                 .filter_map(|f| f.recovered_after_s)
                 .collect();
+            // As detect_within leaves them out (grade::detect_within).
+            let not_detectable = confirmed
+                .iter()
+                .filter(|f| {
+                    matches!(
+                        f.detection,
+                        Some(
+                            DetectionStatus::AlreadySignalling
+                                | DetectionStatus::SharedSignal
+                                | DetectionStatus::HarnessAway
+                        )
+                    )
+                })
+                .count();
             FaultStats {
                 name: name.to_owned(),
                 kind: of[0].kind.to_owned(),
                 injected: of.iter().filter(|f| f.injected_at_s.is_some()).count(),
                 confirmed: confirmed.len(),
                 detected: detect.len(),
+                not_detectable,
                 recovered: recover.len(),
                 time_to_detect_s: recovery::spread(&detect),
                 time_to_recover_s: recovery::spread(&recover),
@@ -1293,6 +1308,8 @@ mod rules_tests {
             assert!(verdict.why.contains("the harness died"), "{}", verdict.why);
         }
         assert_eq!(graded.verdict, Verdict::Pass, "{:?}", graded.reason);
+        let stats = &graded.fault_stats[0];
+        assert_eq!((stats.detected, stats.not_detectable), (1, 1), "{stats:?}");
         assert_eq!(graded.harness_downtime.len(), 1);
         assert_eq!(graded.harness_downtime[0].calls_lost, 3);
         assert_eq!(graded.harness_downtime[0].down_s, 42.5);
@@ -1506,6 +1523,47 @@ mod rules_tests {
             .find(|s| s.name == "tts-proxy")
             .unwrap();
         assert_eq!(stats.detected, 0, "not double-counted");
+        assert_eq!(stats.not_detectable, 1, "nor counted as missed");
+    }
+
+    /// A fault injected four times: once while its alert was still firing from before, twice
+    /// detected, once missed. Its stats say 2 detected and 1 not detectable, so the one
+    /// missed is the only one unaccounted for; the time to detect is over the two detected.
+    #[test]
+    fn fault_stats_count_injections_that_could_not_be_detected() {
+        let mut journal = Journal::new(
+            json!({"detect_within_s": 10.0}),
+            json!([alert_fault("tts", "TtsRateLimited")]),
+            200.0,
+        );
+        journal
+            .alert(5.0, "TtsRateLimited", true, Some(5.0))
+            .fault("tts", 1, 20.0, 25.0)
+            .alert(30.0, "TtsRateLimited", false, None)
+            .fault("tts", 2, 60.0, 65.0)
+            .alert(62.0, "TtsRateLimited", true, Some(62.0))
+            .alert(70.0, "TtsRateLimited", false, None)
+            .fault("tts", 3, 100.0, 105.0)
+            .alert(104.0, "TtsRateLimited", true, Some(104.0))
+            .alert(110.0, "TtsRateLimited", false, None)
+            .fault("tts", 4, 140.0, 145.0);
+        let summary = journal.grade();
+        let stats = &summary.fault_stats[0];
+        assert_eq!(
+            (
+                stats.injected,
+                stats.confirmed,
+                stats.detected,
+                stats.not_detectable
+            ),
+            (4, 4, 2, 1),
+            "{stats:?}"
+        );
+        let detect = stats.time_to_detect_s.as_ref().unwrap();
+        assert_eq!((detect.count, detect.max), (2, 4.0), "{detect:?}");
+        let verdict = slo(&summary, "detect_within");
+        assert!(!verdict.pass, "#4 was missed: {verdict:?}");
+        assert!(verdict.why.contains("tts #4"), "{verdict:?}");
     }
 
     #[test]
