@@ -1612,6 +1612,62 @@ mod rules_tests {
         assert_eq!(crate::grade::shown(97.123, 99.5, 2), "97.12");
     }
 
+    /// Call success exactly at its threshold passes; a rate that prints as the threshold
+    /// at two decimals but is below it fails, and is shown with the decimals that say so.
+    #[test]
+    fn call_success_compares_the_unrounded_rate() {
+        let graded = |completed: u64, failed: u64| {
+            let mut journal = Journal::new(json!({"call_success_min_pct": 99.5}), json!([]), 0.0);
+            journal.push(interval(0.0, 5.0, completed, failed));
+            journal.grade()
+        };
+        // 199 of 200: 99.5% exactly.
+        let summary = graded(199, 1);
+        let success = slo(&summary, "call_success");
+        assert!(success.pass, "{success:?}");
+        assert_eq!(success.measured, "99.50%");
+        // 39,799 of 40,000: 99.4975%, which rounds to 99.50% but is below 99.5%.
+        let summary = graded(39_799, 201);
+        let success = slo(&summary, "call_success");
+        assert!(!success.pass, "{success:?}");
+        assert!(
+            success.measured.starts_with("99.49") && success.measured != "99.50%",
+            "{success:?}"
+        );
+    }
+
+    /// `fleet_process` RSS samples at 40, 60, 80 and 100 s (after the 20 s warm-up of a
+    /// 100 s run) growing `bytes_per_s`.
+    fn rss_growing(bytes_per_s: f64, max_mib_h: f64) -> Summary {
+        let mut journal = Journal::new(
+            json!({"memory_growth_max_mib_h": max_mib_h}),
+            json!([]),
+            100.0,
+        );
+        for t in [40.0, 60.0, 80.0, 100.0] {
+            journal.push(json!({"event": "fleet_process", "t_s": t, "seen_s": t,
+                "rss_bytes": 100e6 + bytes_per_s * t}));
+        }
+        journal.grade()
+    }
+
+    /// A growth slope exactly at its threshold passes; one that prints as the threshold at
+    /// one decimal but is past it fails.
+    #[test]
+    fn growth_compares_the_unrounded_slope() {
+        // 65,536 B/s is 225 MiB/h exactly (and so is the least-squares slope of these
+        // samples, in binary floating point).
+        let summary = rss_growing(65_536.0, 225.0);
+        let memory = slo(&summary, "memory_growth");
+        assert!(memory.pass, "{memory:?}");
+        assert_eq!(memory.measured, "225.0MiB/h");
+        // 225.04 MiB/h: "225.0" at one decimal, past the threshold.
+        let summary = rss_growing(225.04 * 1024.0 * 1024.0 / 3600.0, 225.0);
+        let memory = slo(&summary, "memory_growth");
+        assert!(!memory.pass, "{memory:?}");
+        assert_eq!(memory.measured, "225.04MiB/h");
+    }
+
     #[test]
     fn what_the_run_could_not_measure_is_an_error_not_a_failure() {
         let journal = Journal::new(
