@@ -1668,6 +1668,42 @@ mod rules_tests {
         assert_eq!(memory.measured, "225.04MiB/h");
     }
 
+    /// An external fleet watched through `[observe] rss_metric` alone (no pid file, no
+    /// process): its RSS comes from `fleet_sample` records, and memory_growth is measured
+    /// from them, passing or failing by their slope.
+    #[test]
+    fn memory_growth_is_graded_from_the_rss_metric_alone() {
+        let graded = |bytes_per_s: f64| {
+            let mut journal =
+                Journal::new(json!({"memory_growth_max_mib_h": 50.0}), json!([]), 300.0);
+            journal.push(json!({"event": "observers", "t_s": 0.2, "process": null,
+                "metrics": {"url": "http://127.0.0.1:9/metrics", "interval_s": 10.0,
+                    "rss_metric": "indie_memory_rss_bytes", "temp_dir_metric": null},
+                "rss_source": "metrics", "temp_dir_source": null}));
+            // Every 10 s, as the observers sample /metrics.
+            for step in 1..=30 {
+                let t = f64::from(step) * 10.0;
+                journal.push(json!({"event": "fleet_sample", "t_s": t, "seen_s": t,
+                    "rss_bytes": 200e6 + bytes_per_s * t, "temp_dir_bytes": null}));
+            }
+            journal.grade()
+        };
+        // 100 MiB/h: a leak.
+        let summary = graded(100.0 * 1024.0 * 1024.0 / 3600.0);
+        let memory = slo(&summary, "memory_growth");
+        assert_eq!(memory.status, SloStatus::Fail, "{memory:?}");
+        assert_eq!(memory.measured, "100.0MiB/h");
+        assert!(memory.why.contains("a leak at this rate"), "{memory:?}");
+        assert_eq!(summary.fleet.rss_growth_mib_per_h, Some(100.0));
+        assert_eq!(summary.verdict, Verdict::Fail);
+        // 10 MiB/h: within the 50 allowed.
+        let summary = graded(10.0 * 1024.0 * 1024.0 / 3600.0);
+        let memory = slo(&summary, "memory_growth");
+        assert_eq!(memory.status, SloStatus::Pass, "{memory:?}");
+        assert_eq!(memory.measured, "10.0MiB/h");
+        assert_eq!(summary.verdict, Verdict::Pass, "{:?}", summary.reason);
+    }
+
     #[test]
     fn what_the_run_could_not_measure_is_an_error_not_a_failure() {
         let journal = Journal::new(
