@@ -190,10 +190,11 @@ fn fault_table(summary: &Summary, out: &mut String) {
         };
         let _ = writeln!(
             out,
-            "- **{}** ×{}: {} detected, {} recovered; time to detect {}; to recover {}",
+            "- **{}** ×{}: {} detected{}, {} recovered; time to detect {}; to recover {}",
             cell(&stats.name),
             stats.injected,
             stats.detected,
+            crate::report::not_detectable(stats),
             stats.recovered,
             spread(&stats.time_to_detect_s),
             spread(&stats.time_to_recover_s),

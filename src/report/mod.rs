@@ -285,9 +285,11 @@ impl Summary {
             };
             let _ = writeln!(
                 out,
-                "  {} ×{}: detect {}; recover {}",
+                "  {} ×{}: {} detected{}; detect {}; recover {}",
                 shown(&stats.name),
                 stats.injected,
+                stats.detected,
+                not_detectable(stats),
                 spread(&stats.time_to_detect_s),
                 spread(&stats.time_to_recover_s)
             );
@@ -332,6 +334,16 @@ impl Summary {
 }
 
 /// Writes `name` in `dir` through a temporary file and a rename.
+/// `", N not detectable"` for a fault some of whose injections could not be detected
+/// (already signalling, a shared signal, the harness away), so "3 detected" of 4 does not
+/// read as one missed; empty when there were none.
+pub(crate) fn not_detectable(stats: &FaultStats) -> String {
+    match stats.not_detectable {
+        0 => String::new(),
+        count => format!(", {count} not detectable"),
+    }
+}
+
 fn write_atomically(dir: &Path, name: &str, text: &str) -> io::Result<()> {
     let temporary = dir.join(format!(".{name}.tmp"));
     std::fs::write(&temporary, text)?;
@@ -679,6 +691,68 @@ mod tests {
         assert!(html.contains(r"\x1b[2J\u{202e}\n  SLO call_success pass"));
         assert!(html.contains("<div class=\"word\" id=\"verdict\">FAIL</div>"));
         assert!(html.contains("<title>voxsoak hostile"));
+    }
+
+    /// A fault injected three times, the first while its alert was still firing: every
+    /// report says 2 detected and 1 not detectable, not "2 of 3 detected".
+    #[test]
+    fn repeated_faults_show_the_injections_that_could_not_be_detected() {
+        let dir = tempfile::tempdir().unwrap();
+        let fault = |event: &str, occurrence: u32, t_s: f64| {
+            json!({"event": event, "t_s": t_s, "fault": "tts", "kind": "tts_429",
+                "occurrence": occurrence, "planned_at_s": t_s})
+        };
+        let alert = |t_s: f64, status: &str| {
+            json!({"event": "alert", "t_s": t_s, "name": "TtsRateLimited", "status": status,
+                "starts_s": t_s})
+        };
+        let mut records = vec![
+            json!({"event": "run_started", "t_s": 0.0, "at": "2026-11-23T10:00:00.000Z",
+                "run_id": "repeated-1", "scenario": "repeated", "target": "external",
+                "grading": {"slo": {"call_success_min_pct": null, "response_p95_max_s": null,
+                    "response_p99_max_s": null, "first_audio_p95_max_s": null,
+                    "pacing_jitter_p99_max_s": null, "detect_within_s": 10.0,
+                    "no_retry_storm": false, "recover_within_s": null, "stable_window_s": 5.0,
+                    "uptime_min_pct": null, "memory_growth_max_mib_h": null,
+                    "temp_dir_growth_max_mib_h": null, "max_crashes": null,
+                    "no_unprovoked_alerts": false},
+                    "faults": [{"name": "tts", "kind": "tts_429",
+                        "detect": [{"alert": "TtsRateLimited"}], "recover_from": "clear"}]}}),
+            alert(5.0, "firing"),
+        ];
+        for (occurrence, at) in [(1, 20.0), (2, 60.0), (3, 100.0)] {
+            records.push(fault("fault_injected", occurrence, at));
+            records.push(fault("fault_confirmed", occurrence, at + 0.5));
+            if occurrence > 1 {
+                records.push(alert(at + 2.0, "firing"));
+            }
+            records.push(fault("fault_cleared", occurrence, at + 5.0));
+            records.push(alert(at + 10.0, "resolved"));
+        }
+        records.push(json!({"event": "run_ended", "t_s": 150.0,
+            "at": "2026-11-23T10:02:30.000Z", "stopped": null}));
+        let lines: Vec<String> = records.iter().map(|record| record.to_string()).collect();
+        std::fs::write(dir.path().join("journal.jsonl"), lines.join("\n") + "\n").unwrap();
+        let summary = Summary::rebuild(dir.path()).unwrap();
+        assert!(summary.journal.problems.is_empty(), "{:?}", summary.journal);
+        let stats = &summary.fault_stats[0];
+        assert_eq!((stats.detected, stats.not_detectable), (2, 1), "{stats:?}");
+        let markdown = std::fs::read_to_string(dir.path().join(markdown::REPORT_MD)).unwrap();
+        assert!(
+            markdown.contains("- **tts** ×3: 2 detected, 1 not detectable, "),
+            "{markdown}"
+        );
+        let html = std::fs::read_to_string(dir.path().join(html::REPORT_HTML)).unwrap();
+        assert!(html.contains("<th>not detectable</th>"), "{html}");
+        assert!(
+            html.contains("<tr><td>tts</td><td>3</td><td>2</td><td>1</td>"),
+            "{html}"
+        );
+        let text = summary.render_text();
+        assert!(
+            text.contains("tts ×3: 2 detected, 1 not detectable; detect "),
+            "{text}"
+        );
     }
 
     #[test]
