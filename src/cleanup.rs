@@ -11,9 +11,11 @@
 //!   differ between pid namespaces sharing a `/tmp`).
 //! - **Leaked files outside the root.** A file a `temp_file_leak` writes into an external
 //!   fleet's temp dir is written into the root's ledger ([`TempRoot::record_leaked`]) as it
-//!   is created: its path and inode. A sweep of the abandoned root removes each one still
-//!   there under that path with that inode (a regular file, never a symlink), and nothing
-//!   else in that dir.
+//!   is created: its path and inode, and once written, its length and modification time
+//!   ([`TempRoot::record_written`]). A sweep of the abandoned root removes each one still
+//!   there under that path with that inode, length and modification time (a regular file,
+//!   never a symlink; inode numbers are reused, so a file written in its place may have the
+//!   same one), and nothing else in that dir.
 //! - **Pid files.** Each process the harness starts is written to `fleet.pid` in the run
 //!   directory ([`PidFile`]: its pid and start time, and the harness's), so a survivor can
 //!   be found and killed where the death signal did not reach it.
@@ -21,7 +23,8 @@
 //!   the roots whose owner is gone and kills the survivors their run directories name;
 //!   [`clean_run_dirs`] does the same from run directories (their journal's `temp_root`
 //!   record). Nothing is removed that is not such a root (a real directory holding a valid
-//!   marker whose lock is free) or a file its ledger names (by path and inode); symlinks
+//!   marker whose lock is free) or a file its ledger names (by path, inode, length and
+//!   modification time); symlinks
 //!   are never followed; no process is killed unless its pid and start time
 //!   both match the pid file and its harness is gone.
 
@@ -37,7 +40,8 @@ use serde::{Deserialize, Serialize};
 
 /// The marker in a temp root: who owns it; locked by the owner while it runs.
 pub const OWNER_FILE: &str = "owner.json";
-/// The files the run leaked outside its root: one JSON object (`path`, `inode`) per line.
+/// The files the run leaked outside its root: one JSON object per line, `path` and `inode`
+/// as each is created, then the same with `modified_ns` and `length` once it is written.
 const LEDGER_FILE: &str = "leaked.jsonl";
 /// The most ledger lines a sweep reads (10 leaks of the 100,000 files one may write).
 const MAX_LEDGER_LINES: usize = 1_000_000;
@@ -265,11 +269,28 @@ impl TempRoot {
     /// `inode`) into the root's ledger, so that a sweep removes it should the harness be
     /// killed before it removes it itself. Written through before it returns.
     pub fn record_leaked(&self, path: &Path, inode: u64) -> io::Result<()> {
-        let line = serde_json::to_string(&LeakedFile {
+        self.append_to_ledger(&LeakedFile {
             path: std::path::absolute(path)?,
             inode,
+            modified_ns: None,
+            length: None,
         })
-        .map_err(io::Error::other)?;
+    }
+
+    /// Writes into the ledger how the harness left `path` (recorded before with
+    /// [`TempRoot::record_leaked`]) once it has written it: a sweep then removes it only
+    /// while it still has that inode, length and modification time.
+    pub fn record_written(&self, path: &Path, written: FileIdentity) -> io::Result<()> {
+        self.append_to_ledger(&LeakedFile {
+            path: std::path::absolute(path)?,
+            inode: written.inode,
+            modified_ns: Some(written.modified_ns),
+            length: Some(written.length),
+        })
+    }
+
+    fn append_to_ledger(&self, leaked: &LeakedFile) -> io::Result<()> {
+        let line = serde_json::to_string(leaked).map_err(io::Error::other)?;
         let mut ledger = self.0.ledger.lock().unwrap_or_else(PoisonError::into_inner);
         if ledger.is_none() {
             *ledger = Some(
@@ -414,26 +435,68 @@ fn remove_tree(path: &Path, what: &str, dry_run: bool) -> Cleaned {
     }
 }
 
-/// One line of a root's ledger: a file the harness created outside the root.
+/// What tells one regular file from another that later took its name: inode numbers are
+/// reused, so a file written in place of a removed one may have the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileIdentity {
+    pub inode: u64,
+    /// Last modification, in nanoseconds since the epoch.
+    pub modified_ns: i64,
+    pub length: u64,
+}
+
+impl FileIdentity {
+    pub fn of(metadata: &std::fs::Metadata) -> FileIdentity {
+        FileIdentity {
+            inode: metadata.ino(),
+            modified_ns: metadata
+                .mtime()
+                .saturating_mul(1_000_000_000)
+                .saturating_add(metadata.mtime_nsec()),
+            length: metadata.len(),
+        }
+    }
+}
+
+/// One line of a root's ledger: a file the harness created outside the root, as it was
+/// created (`inode`), or as the harness left it once written (with `modified_ns` and
+/// `length`: a later line for the same path).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct LeakedFile {
     path: PathBuf,
     inode: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    modified_ns: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    length: Option<u64>,
 }
 
-/// Removes the files `root`'s ledger names that are still the harness's (a regular file at
-/// that path with that inode), outside the root; one line per directory they were in.
-fn remove_ledgered(root: &Path, dry_run: bool) -> Vec<Cleaned> {
+impl LeakedFile {
+    /// Whether `found` is this file: the same inode, and the same length and modification
+    /// time when the ledger has them (not for a file the harness was killed writing).
+    fn is(&self, found: &FileIdentity) -> bool {
+        found.inode == self.inode
+            && self
+                .modified_ns
+                .is_none_or(|modified| modified == found.modified_ns)
+            && self.length.is_none_or(|length| length == found.length)
+    }
+}
+
+/// Calls `each` with every file `root`'s ledger names outside the root, as the harness last
+/// recorded it: a file's line once written stands for it, not its line as created (which
+/// stands alone only for a file the harness was killed writing, or a ledger written before
+/// lengths and times were). Only the files created and not yet written are held.
+fn each_ledgered(root: &Path, mut each: impl FnMut(LeakedFile)) {
     use std::io::BufRead;
     let Ok(ledger) = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW)
         .open(root.join(LEDGER_FILE))
     else {
-        return Vec::new();
+        return;
     };
-    // Directory → (files removed, files left because something else took their name).
-    let mut by_dir: std::collections::BTreeMap<PathBuf, (u64, u64)> = Default::default();
+    let mut created: std::collections::HashMap<PathBuf, LeakedFile> = Default::default();
     for line in io::BufReader::new(ledger)
         .lines()
         .take(MAX_LEDGER_LINES)
@@ -445,20 +508,37 @@ fn remove_ledgered(root: &Path, dry_run: bool) -> Vec<Cleaned> {
         if leaked.path.starts_with(root) {
             continue;
         }
+        if leaked.modified_ns.is_some() {
+            created.remove(&leaked.path);
+            each(leaked);
+        } else {
+            created.insert(leaked.path.clone(), leaked);
+        }
+    }
+    created.into_values().for_each(each);
+}
+
+/// Removes the files `root`'s ledger names that are still the harness's (a regular file at
+/// that path with the inode, length and modification time the harness left it with),
+/// outside the root; one line per directory they were in.
+fn remove_ledgered(root: &Path, dry_run: bool) -> Vec<Cleaned> {
+    // Directory → (files removed, files left because something else took their name).
+    let mut by_dir: std::collections::BTreeMap<PathBuf, (u64, u64)> = Default::default();
+    each_ledgered(root, |leaked| {
         let Some(dir) = leaked.path.parent() else {
-            continue;
+            return;
         };
         match std::fs::symlink_metadata(&leaked.path) {
             // The fleet (or the harness itself) removed it already.
             Err(_) => {}
-            Ok(metadata) if metadata.is_file() && metadata.ino() == leaked.inode => {
+            Ok(metadata) if metadata.is_file() && leaked.is(&FileIdentity::of(&metadata)) => {
                 if dry_run || std::fs::remove_file(&leaked.path).is_ok() {
                     by_dir.entry(dir.to_path_buf()).or_default().0 += 1;
                 }
             }
             Ok(_) => by_dir.entry(dir.to_path_buf()).or_default().1 += 1,
         }
-    }
+    });
     by_dir
         .into_iter()
         .flat_map(|(dir, (removed, kept))| {
@@ -881,6 +961,74 @@ mod tests {
         );
         // Dropping it afterwards is harmless.
         drop(root);
+    }
+
+    /// Inode numbers are reused: a file written in place of a leaked one may get its inode.
+    /// The ledger has each file's length and modification time as the harness left it, and
+    /// a file under its name that differs in any of the three is not removed.
+    #[test]
+    fn a_leaked_file_replaced_under_its_name_is_not_removed_even_with_its_inode() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = base_in(dir.path());
+        let root = TempRoot::create_in(&base, "replaced", dir.path()).unwrap();
+        let fleet_tmp = dir.path().join("fleet-tmp");
+        std::fs::create_dir(&fleet_tmp).unwrap();
+        let name = |what: &str| fleet_tmp.join(format!("voxsoak-leak-{what}.wav"));
+        let names = ["new-file", "longer", "touched", "as-left", "killed-writing"];
+        // Created, each into the ledger, before a byte is written (as the leak does).
+        for what in names {
+            let file = std::fs::File::create_new(name(what)).unwrap();
+            root.record_leaked(&name(what), file.metadata().unwrap().ino())
+                .unwrap();
+        }
+        // Written, and into the ledger as left: all but the one the harness died writing.
+        for what in &names[..4] {
+            std::fs::write(name(what), b"leaked audio").unwrap();
+            let metadata = std::fs::metadata(name(what)).unwrap();
+            root.record_written(&name(what), FileIdentity::of(&metadata))
+                .unwrap();
+        }
+        // Then the fleet removed one and wrote its own under the name; appended to one in
+        // place (same inode, other length); rewrote one in place with the same length, at
+        // another time.
+        std::fs::remove_file(name("new-file")).unwrap();
+        std::fs::write(name("new-file"), b"the fleet's").unwrap();
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(name("longer"))
+            .unwrap()
+            .write_all(b"+")
+            .unwrap();
+        let touched = std::fs::OpenOptions::new()
+            .write(true)
+            .open(name("touched"))
+            .unwrap();
+        let earlier = std::fs::metadata(name("touched"))
+            .unwrap()
+            .modified()
+            .unwrap()
+            - Duration::from_secs(3600);
+        touched.set_modified(earlier).unwrap();
+        let done = root.remove();
+        assert!(
+            !name("as-left").exists() && !name("killed-writing").exists(),
+            "the two still as the harness left them go: {done:?}"
+        );
+        for what in ["new-file", "longer", "touched"] {
+            assert!(name(what).exists(), "{what} is not the harness's: {done:?}");
+        }
+        assert_eq!(
+            std::fs::read(name("new-file")).unwrap(),
+            b"the fleet's".to_vec()
+        );
+        assert!(
+            done.iter().any(
+                |item| matches!(item, Cleaned::Removed { what, .. } if what.starts_with("2 files"))
+            ) && done.iter().any(
+                |item| matches!(item, Cleaned::Kept { why, .. } if why.starts_with("3 files"))
+            ),
+            "{done:?}"
+        );
     }
 
     #[test]

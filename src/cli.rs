@@ -388,7 +388,8 @@ fn validate_command(path: &std::path::Path) -> i32 {
         loaded.name,
         loaded.scripts.len()
     );
-    outln(crate::escape::line(&ok));
+    // The name is the scenario's own text: a URL pasted into it is masked as `plan` masks it.
+    outln(crate::escape::terminal_line(&ok));
     exit::PASS
 }
 
@@ -468,19 +469,24 @@ where
             return exit::HARNESS_ERROR;
         }
     };
-    let code = runtime.block_on(async {
-        let shutdown = Shutdown::default();
-        // Before anything starts: from here on these signals end the command in order.
-        match StopSignals::register() {
-            Ok(signals) => {
-                tokio::spawn(signals.cancel(shutdown.clone(), messages));
+    // A panic here is caught before the runtime is dropped, so it still shuts down within
+    // its deadline (faults undone in their `Drop`, the fleet killed) and the exit is 2.
+    let run = || {
+        runtime.block_on(async {
+            let shutdown = Shutdown::default();
+            // Before anything starts: from here on these signals end the command in order.
+            match StopSignals::register() {
+                Ok(signals) => {
+                    tokio::spawn(signals.cancel(shutdown.clone(), messages));
+                }
+                Err(error) => errln(format_args!(
+                    "voxsoak: could not handle SIGINT, SIGTERM and SIGHUP: {error}"
+                )),
             }
-            Err(error) => errln(format_args!(
-                "voxsoak: could not handle SIGINT, SIGTERM and SIGHUP: {error}"
-            )),
-        }
-        body(shutdown).await
-    });
+            body(shutdown).await
+        })
+    };
+    let code = exit::unless_panicked(run, &mut std::io::stderr());
     // What is left (a task past its deadline) is dropped here: faults undo themselves in
     // their `Drop`, and a fleet the harness started is killed with its handle.
     runtime.shutdown_timeout(RUNTIME_SHUTDOWN);

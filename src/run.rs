@@ -797,6 +797,7 @@ async fn drive_load(
         grace: prepared.grace,
         resume_at: prepared.resume_at,
         first_index: prepared.first_call,
+        journal: journal.clone(),
     };
     let (events, receiver) = mpsc::unbounded_channel();
     let interval_journal = journal.clone();

@@ -198,6 +198,36 @@ metrics_url = "http://user:secret@{fleet}/metrics?token=abc123"
     stop.cancel();
 }
 
+/// A scenario name is free text, and a URL with credentials pasted into it is masked in what
+/// `validate` (its ok line) and `plan` print, as any URL is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_in_the_scenario_name_are_masked_by_validate_and_plan() {
+    let scenario = ScenarioFile::new(&format!(
+        r#"
+name = "staging http://user:secret@fleet.example/voice?token=abc123"
+[target]
+webhook_url = "http://127.0.0.1:{}/voice"
+[load]
+stages = [{{ ramp_to = 1, over = "1s" }}]
+"#,
+        free_port()
+    ));
+    let path = scenario.path.to_str().unwrap();
+    for command in ["validate", "plan"] {
+        let printed = voxsoak(&[command, path]).await;
+        assert_eq!(printed.code, Some(0), "{command}: {}", printed.stderr);
+        assert_no_secret(command, &printed.stdout);
+        assert_no_secret(command, &printed.stderr);
+        assert!(
+            printed
+                .stdout
+                .contains("staging http://***@fleet.example/voice?token=***"),
+            "{command}: {}",
+            printed.stdout
+        );
+    }
+}
+
 /// A target that cannot be reached is an error that names its URL: masked.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_target_is_named_without_its_credentials() {

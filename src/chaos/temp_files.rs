@@ -45,6 +45,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{Confirmation, FaultError};
+use crate::cleanup::FileIdentity;
 use crate::scenario::faults::{
     FreeSpaceFloor, LeakDir, MAX_LEAK_FILES, Occurrence, TempFileLeak, leak_prefix,
 };
@@ -150,25 +151,6 @@ impl DirHandle {
             (stat.f_bavail as u64).saturating_mul(block),
             (stat.f_blocks as u64).saturating_mul(block),
         ))
-    }
-}
-
-/// What tells one regular file from another that later took its name.
-#[derive(Debug, Clone, Copy)]
-struct FileIdentity {
-    inode: u64,
-    /// Last modification, in nanoseconds since the epoch.
-    modified_ns: i64,
-    length: u64,
-}
-
-impl FileIdentity {
-    fn of(metadata: &std::fs::Metadata) -> FileIdentity {
-        FileIdentity {
-            inode: metadata.ino(),
-            modified_ns: metadata.mtime() * 1_000_000_000 + metadata.mtime_nsec(),
-            length: metadata.len(),
-        }
     }
 }
 
@@ -781,7 +763,8 @@ impl FileToWrite {
         };
         let written = self.fill(&file);
         // Remembered as last written, also when writing failed part way: that file is
-        // removed at the end too.
+        // removed at the end too. The ledger gets it too, so that `voxsoak clean` tells it
+        // from a file that took its name (and maybe its inode number) as the run does.
         if let Ok(metadata) = file.metadata() {
             let identity = FileIdentity::of(&metadata);
             let mut files = self.record.lock();
@@ -792,6 +775,12 @@ impl FileToWrite {
                 .find(|created| created.index == self.index)
             {
                 created.written = Some(identity);
+            }
+            if let Some(ledger) = &self.record.ledger
+                && let Err(error) = ledger.record_written(&self.dir.join(&name), identity)
+            {
+                // `voxsoak clean` then knows it by inode alone, as one killed mid-write.
+                tracing::warn!(%error, "could not write a leaked file's length and time into the ledger");
             }
         }
         written.map_err(failed)

@@ -172,9 +172,22 @@ impl IndexCounts {
     /// again from nothing.
     pub fn drain_into(&mut self, total: &mut Histogram<u64>) {
         for bucket in self.buckets() {
-            total.saturating_record_n(bucket.lowest, bucket.count);
+            record_saturating(total, bucket.lowest, bucket.count);
         }
         self.counts.clear();
+    }
+}
+
+/// Records `count` at `value` (clamped to `total`'s range), saturating as the journal's
+/// other counts do: only as many as keep the counts of `total` adding up to at most
+/// `u64::MAX`. hdrhistogram saturates each bucket and the total count, but adds the
+/// buckets up unchecked (`value_at_quantile`): a journal claiming counts near 2^63 in two
+/// buckets, or the same histogram twice, overflowed that sum (a panic in a debug build).
+fn record_saturating(total: &mut Histogram<u64>, value: u64, count: u64) {
+    // The buckets add up to `len()` exactly, as long as nothing saturated it.
+    let count = count.min(u64::MAX - total.len());
+    if count > 0 {
+        total.saturating_record_n(value, count);
     }
 }
 
@@ -272,7 +285,9 @@ fn each_count(
         if count > 0 {
             each(index, count as u64)?;
         }
-        index += 1;
+        // Runs may have taken it to u64::MAX, past every bucket: a count there is refused
+        // by `each`, a zero count is nothing.
+        index = index.saturating_add(1);
     }
     Ok(())
 }
@@ -281,7 +296,7 @@ fn each_count(
 /// decoding it and adding would, without the histogram in between.
 pub fn add_into(text: &str, total: &mut Histogram<u64>) -> Result<(), String> {
     for bucket in counts(text)? {
-        total.saturating_record_n(bucket.lowest, bucket.count);
+        record_saturating(total, bucket.lowest, bucket.count);
     }
     Ok(())
 }
@@ -461,30 +476,39 @@ fn check(inner: &[u8]) -> Result<(), String> {
 }
 
 /// [`check`], and what only the decoder needs: no count it would negate with overflow
-/// ([`counts`] reads such a run without negating it).
+/// ([`counts`] reads such a run without negating it), and counts that add up to at most
+/// `u64::MAX` (hdrhistogram adds its buckets up unchecked; see [`record_saturating`]).
 fn check_for_decoder(inner: &[u8]) -> Result<(), String> {
     check(inner)?;
     let payload = be_u32(inner, 4).unwrap_or(0) as usize;
-    if holds_i64_min(&inner[HEADER..HEADER + payload]) {
-        return Err("a run of -2^63 zero counts".into());
+    match counts_overflow(&inner[HEADER..HEADER + payload]) {
+        Some(problem) => Err(problem.into()),
+        None => Ok(()),
     }
-    Ok(())
 }
 
-/// Whether the V2 counts (zig-zag LEB128 numbers of at most 9 bytes, the 9th taking all 8
-/// bits; a negative one is a run of that many zero counts) hold -2^63, which the decoder
-/// negates: a panic where overflow is checked (debug builds, `cargo test`).
-fn holds_i64_min(counts: &[u8]) -> bool {
+/// What in the V2 counts (zig-zag LEB128 numbers of at most 9 bytes, the 9th taking all 8
+/// bits; a negative one is a run of that many zero counts) would overflow where overflow
+/// is checked (debug builds, `cargo test`): -2^63, which the decoder negates, or counts
+/// adding up past `u64::MAX`.
+fn counts_overflow(counts: &[u8]) -> Option<&'static str> {
     let mut at = 0;
+    let mut total = 0u64;
     while at < counts.len() {
         let (number, read) = leb128(&counts[at..]);
-        // Zig-zag: u64::MAX is -2^63.
+        // Zig-zag: u64::MAX is -2^63; an even number is the count number / 2.
         if number == u64::MAX {
-            return true;
+            return Some("a run of -2^63 zero counts");
+        }
+        if number & 1 == 0 {
+            match total.checked_add(number >> 1) {
+                Some(sum) => total = sum,
+                None => return Some("counts that add up past 2^64"),
+            }
         }
         at += read;
     }
-    false
+    None
 }
 
 fn be_u32(bytes: &[u8], at: usize) -> Option<u32> {
@@ -684,6 +708,82 @@ mod tests {
         counts.push(2);
         counts.extend([0xff; 9]);
         assert!(decode(&compressed(&counts)).unwrap_err().contains("-2^63"));
+    }
+
+    /// Found by the fuzz target `histogram`: a histogram with counts near 2^63 in two
+    /// buckets, added twice into a total (a report adds up every interval's), made counts
+    /// that add up past 2^64, and hdrhistogram adds them up unchecked (`value_at_quantile`:
+    /// "attempt to add with overflow" in a debug build). A total saturates at `u64::MAX`
+    /// counts instead, however it is added up, and the decoder refuses a histogram whose own
+    /// counts add up past it.
+    #[test]
+    fn counts_adding_up_past_2_to_the_64_saturate_in_a_total_and_are_refused_by_the_decoder() {
+        // 2^63 - 1 (zig-zag 2^64 - 2) in V2's LEB128: eight bytes of 7 bits, a ninth of 8.
+        const NEAR_2_TO_THE_63: [u8; 9] = [0xfe, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff];
+        let histogram = |buckets: u32| {
+            let mut counts = header(9 * buckets, 3, 1, 3_600_000_000);
+            for _ in 0..buckets {
+                counts.extend(NEAR_2_TO_THE_63);
+            }
+            compressed(&counts)
+        };
+        let two = histogram(2);
+        let empty = || Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).unwrap();
+        let mut added = empty();
+        add_into(&two, &mut added).unwrap();
+        add_into(&two, &mut added).unwrap();
+        let mut summed = empty();
+        let mut sum = Sum::default();
+        sum.add(&two).unwrap();
+        sum.add(&two).unwrap();
+        sum.drain_into(&mut summed);
+        for total in [added, summed] {
+            assert_eq!(total.len(), u64::MAX);
+            // As summary.json reads it; the counts are in the buckets of 0 and 1.
+            let percentiles = crate::journal::calls::Percentiles::of(&total);
+            assert_eq!(percentiles.count, u64::MAX);
+            assert_eq!(total.value_at_quantile(0.0), 0);
+            assert_eq!(total.value_at_quantile(1.0), 1);
+        }
+        let decoded = decode(&two).unwrap();
+        let percentiles = crate::journal::calls::Percentiles::of(&decoded);
+        assert_eq!(percentiles.count, u64::MAX - 1);
+        let error = decode(&histogram(3)).unwrap_err();
+        assert!(error.contains("past 2^64"), "{error}");
+    }
+
+    /// Found by the fuzz target `histogram`: runs of empty buckets that take the bucket
+    /// index to 2^64, then a zero count, overflowed the index as the counts were walked
+    /// ("attempt to add with overflow" in a debug build). Nothing is past every bucket.
+    #[test]
+    fn runs_past_every_bucket_then_a_count_are_walked_without_overflow() {
+        // -(2^63 - 1) (zig-zag 2^64 - 3): a run of that many empty buckets, three times.
+        const LONG_RUN: [u8; 9] = [0xfd, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff];
+        let with = |last: &[u8]| {
+            let mut counts = header(27 + last.len() as u32, 3, 1, 3_600_000_000);
+            for _ in 0..3 {
+                counts.extend(LONG_RUN);
+            }
+            counts.extend(last);
+            compressed(&counts)
+        };
+        let mut total = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).unwrap();
+        let mut sum = Sum::default();
+        // Then a zero count: nothing.
+        let zero = with(&[0]);
+        assert_eq!(counts(&zero), Ok(Vec::new()));
+        add_into(&zero, &mut total).unwrap();
+        sum.add(&zero).unwrap();
+        // Then a zero count and a count of one: past every bucket.
+        let past = with(&[0, 2]);
+        assert!(counts(&past).unwrap_err().contains("past its range"));
+        assert!(add_into(&past, &mut total).is_err());
+        assert!(sum.add(&past).is_err());
+        sum.drain_into(&mut total);
+        assert!(total.is_empty());
+        // The decoder reads them too, without a panic.
+        let _ = decode(&zero);
+        let _ = decode(&past);
     }
 
     /// Found by the fuzz target `histogram`: the decoder allocated whatever the header

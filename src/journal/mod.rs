@@ -152,17 +152,25 @@ impl Journal {
         let Err(error) = joined else {
             return;
         };
-        let error = match error.try_into_panic() {
-            Ok(panic) => panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|text| (*text).to_owned()))
-                .map_or_else(
-                    || "it panicked".to_owned(),
-                    |text| format!("it panicked: {text}"),
-                ),
-            Err(error) => error.to_string(),
-        };
+        match error.try_into_panic() {
+            Ok(panic) => {
+                self.task_panicked(task, &*panic);
+            }
+            Err(error) => self.harness_error(task, &error.to_string()),
+        }
+    }
+
+    /// Journals that the harness's own `task` panicked with `payload` (caught where it
+    /// ran) as [`Journal::harness_error`]; returns the reason journaled.
+    pub fn task_panicked(&self, task: &str, payload: &(dyn std::any::Any + Send)) -> String {
+        let error = crate::exit::panic_reason(payload);
+        self.harness_error(task, &error);
+        error
+    }
+
+    /// Journals that the harness's own `task` failed (`error` says how): a `harness_error`
+    /// record, so the verdict is `error`, and the same on the harness's log.
+    pub fn harness_error(&self, task: &str, error: &str) {
         tracing::error!(task, %error, "a harness task failed");
         self.record(
             "harness_error",

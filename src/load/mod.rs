@@ -15,14 +15,18 @@
 //!   the traffic the scenario describes.
 //!
 //! Calls are tasks on one [`TaskTracker`]; each reports to the aggregator over a channel.
+//! A call that panics (a bug in the harness) is journaled as a `harness_error`, so the
+//! run's verdict is `error`, and reported ended as `cancelled`: never the fleet's failure.
 
 pub mod aggregate;
 
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tokio::sync::mpsc::UnboundedSender;
@@ -32,6 +36,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::audio::utterance::Utterance;
 use crate::call::{CallContext, CallEvent, CallOutcome, CallPlan, CallStep, run_call};
+use crate::journal::Journal;
 use crate::scenario::{Load, PlannedStep, Scenario, UtteranceSource};
 
 /// How often the closed model compares the level asked for with the calls running.
@@ -118,6 +123,8 @@ pub struct LoadShaper {
     pub resume_at: Duration,
     /// The index of the first call placed (the calls a resumed run placed before).
     pub first_index: u64,
+    /// Where a call that panics is journaled (`harness_error`).
+    pub journal: Journal,
 }
 
 /// `--grace` by default.
@@ -133,6 +140,14 @@ impl LoadShaper {
         let cancel = CancellationToken::new();
         let _cancel_when_dropped = cancel.clone().drop_guard();
         let calls = CallPool {
+            dialer: Dialer {
+                scenario: Arc::clone(&self.scenario),
+                bank: Arc::clone(&self.bank),
+                context: Arc::clone(&self.context),
+                events: events.clone(),
+                cancel: cancel.clone(),
+                journal: self.journal.clone(),
+            },
             tracker: TaskTracker::new(),
             active: Arc::new(AtomicU64::new(0)),
             next_index: Arc::new(AtomicU64::new(self.first_index)),
@@ -194,7 +209,7 @@ impl LoadShaper {
                     let wanted = u64::from(load.concurrency_at(at));
                     calls.wanted.store(wanted, Ordering::Relaxed);
                     while calls.active() < wanted {
-                        calls.start_caller(self);
+                        calls.start_caller(self.scenario.seed);
                     }
                 }
             }
@@ -224,7 +239,7 @@ impl LoadShaper {
                 calls.next_index.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
-            calls.start_arrival(self);
+            calls.start_arrival();
         }
         calls
     }
@@ -283,9 +298,66 @@ impl Redial {
     }
 }
 
+/// Places one call at a time: what every call of the run needs.
+#[derive(Debug, Clone)]
+struct Dialer {
+    scenario: Arc<Scenario>,
+    bank: Arc<UtteranceBank>,
+    context: Arc<CallContext>,
+    events: UnboundedSender<CallEvent>,
+    /// Cancels calls still running after the graceful stop.
+    cancel: CancellationToken,
+    journal: Journal,
+}
+
+impl Dialer {
+    /// Plans and places call `index`, as [`unless_panicked`] says.
+    async fn call(self, index: u64) -> CallOutcome {
+        let Dialer {
+            scenario,
+            bank,
+            context,
+            events,
+            cancel,
+            journal,
+        } = self;
+        let call = async {
+            let plan = bank.plan_call(&scenario, index);
+            run_call(context, plan, events.clone(), cancel).await
+        };
+        unless_panicked(call, index, &events, &journal).await
+    }
+}
+
+/// Runs call `index`. A panic in it is a bug in the harness, not the fleet's doing: it is
+/// journaled as a `harness_error` (task `call N`), which makes the run's verdict `error`,
+/// and the call is reported ended as `cancelled`, outside the success rate.
+async fn unless_panicked(
+    call: impl Future<Output = CallOutcome>,
+    index: u64,
+    events: &UnboundedSender<CallEvent>,
+    journal: &Journal,
+) -> CallOutcome {
+    let started = Instant::now();
+    match AssertUnwindSafe(call).catch_unwind().await {
+        Ok(outcome) => outcome,
+        Err(panic) => {
+            let error = journal.task_panicked(&format!("call {index}"), &*panic);
+            let _ = events.send(CallEvent::Ended {
+                outcome: CallOutcome::Cancelled,
+                duration: started.elapsed(),
+                detail: Some(format!("harness error: {error}")),
+                close: None,
+            });
+            CallOutcome::Cancelled
+        }
+    }
+}
+
 /// The calls in progress.
 #[derive(Debug)]
 struct CallPool {
+    dialer: Dialer,
     tracker: TaskTracker,
     /// Calls in progress (open model) or caller slots (closed model, a slot counting while
     /// its caller waits to call again).
@@ -308,13 +380,11 @@ impl CallPool {
     }
 
     /// One call of the open model, on its schedule.
-    fn start_arrival(&mut self, shaper: &LoadShaper) {
+    fn start_arrival(&mut self) {
         let index = self.next_index.fetch_add(1, Ordering::Relaxed);
-        let plan = shaper.bank.plan_call(&shaper.scenario, index);
-        // Released however the call ends, a panic included.
+        // Released however the call ends.
         let slot = ActiveSlot::take(&self.active);
-        let context = Arc::clone(&shaper.context);
-        let call = run_call(context, plan, self.events.clone(), self.cancel.clone());
+        let call = self.dialer.clone().call(index);
         self.tracker.spawn(async move {
             call.await;
             drop(slot);
@@ -323,23 +393,14 @@ impl CallPool {
 
     /// One caller slot of the closed model: it calls until the level no longer wants it or
     /// the load ends.
-    fn start_caller(&mut self, shaper: &LoadShaper) {
+    fn start_caller(&mut self, seed: u64) {
         let slot = ActiveSlot::take(&self.active);
-        let redial = Redial::new(shaper.scenario.seed, self.slots_started);
+        let redial = Redial::new(seed, self.slots_started);
         self.slots_started += 1;
-        let (scenario, bank, context) = (
-            Arc::clone(&shaper.scenario),
-            Arc::clone(&shaper.bank),
-            Arc::clone(&shaper.context),
-        );
-        let (next_index, events, cancel) = (
-            Arc::clone(&self.next_index),
-            self.events.clone(),
-            self.cancel.clone(),
-        );
+        let (next_index, dialer) = (Arc::clone(&self.next_index), self.dialer.clone());
         let place = move || {
-            let plan = bank.plan_call(&scenario, next_index.fetch_add(1, Ordering::Relaxed));
-            run_call(Arc::clone(&context), plan, events.clone(), cancel.clone())
+            let index = next_index.fetch_add(1, Ordering::Relaxed);
+            dialer.clone().call(index)
         };
         let caller = Caller {
             slot,
@@ -463,6 +524,48 @@ mod tests {
     }
 
     const MS: Duration = Duration::from_millis(1);
+
+    /// A call task that panics (a bug in the harness) is journaled as a `harness_error`
+    /// naming the call, so the run is graded `error`, and the call is reported ended as
+    /// `cancelled` (outside the success rate): not a fleet `fail`, not a slot silently
+    /// given back.
+    #[tokio::test]
+    async fn a_call_that_panics_is_a_harness_error_not_a_failed_call() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.jsonl");
+        let journal = Journal::create(&path, Instant::now()).unwrap();
+        let (events, mut received) = tokio::sync::mpsc::unbounded_channel();
+        let call = async {
+            tokio::task::yield_now().await;
+            panic!("frame index out of range")
+        };
+        let outcome = unless_panicked(call, 7, &events, &journal).await;
+        assert_eq!(outcome, CallOutcome::Cancelled);
+        let Ok(CallEvent::Ended {
+            outcome, detail, ..
+        }) = received.try_recv()
+        else {
+            panic!("the call is reported ended");
+        };
+        assert_eq!(outcome, CallOutcome::Cancelled);
+        assert!(detail.unwrap().contains("frame index out of range"));
+
+        // A call that ends is left as it ended, and journals nothing.
+        let fine = unless_panicked(async { CallOutcome::TurnTimeout }, 8, &events, &journal);
+        assert_eq!(fine.await, CallOutcome::TurnTimeout);
+        assert!(received.try_recv().is_err());
+
+        journal.sync();
+        let records: Vec<serde_json::Value> = std::fs::read_to_string(&path)
+            .unwrap()
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
+        assert_eq!(records.len(), 1, "{records:?}");
+        assert_eq!(records[0]["event"], "harness_error");
+        assert_eq!(records[0]["task"], "call 7");
+        assert_eq!(records[0]["error"], "it panicked: frame index out of range");
+    }
 
     /// A caller whose calls end as `outcomes` says (the last one repeating), each after
     /// 5 ms; returns when each call was placed, relative to `start`.
