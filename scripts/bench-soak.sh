@@ -13,6 +13,11 @@
 #   scripts/bench-soak.sh                          # 1 h (SCALE=24), 500 calls, the sink
 #   TARGET=embedded CALLS=24 scripts/bench-soak.sh # the reference fleet, its faults on
 #   SCALE=96 CALLS=200 scripts/bench-soak.sh       # 15 minutes
+#   LOAD=flat scripts/bench-soak.sh                # CALLS calls all day long
+#
+# The diurnal day's load rises to its peak and falls, and the harness's RSS with it (its
+# allocator keeps some of the peak's memory): a slope over it mixes load with leaks.
+# LOAD=flat holds CALLS calls for the whole day (sink only), so any slope is growth.
 #
 # TARGET=sink (the default) measures the harness alone: `voxsoak sink` answers every call
 # and the scenario has no faults (a sink has no TTS, database or temp dir to fault).
@@ -24,6 +29,7 @@ cd "$(dirname "$0")/.."
 scale="${SCALE:-24}"
 calls="${CALLS:-500}"
 target="${TARGET:-sink}"
+load="${LOAD:-diurnal}"
 cargo build --release --quiet
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
@@ -31,6 +37,8 @@ base=$(( (calls + 2) / 3 ))
 trough=$(( (calls + 5) / 6 ))
 [ "$trough" -ge 1 ] || trough=1
 scenario="$work/soak.toml"
+stages="{ diurnal = \"24h\", base = $base, trough = $trough }"
+[ "$load" = flat ] && stages="{ ramp_to = $calls, over = \"4m\" }, { hold = \"24h\" }"
 if [ "$target" = sink ]; then
   cat > "$scenario" <<TOML
 name = "bench-soak"
@@ -39,7 +47,7 @@ seed = 24
 fleet = "sink"
 reply_delay = "600ms"
 [load]
-stages = [{ diurnal = "24h", base = $base, trough = $trough }]
+stages = [$stages]
 [calls]
 turn_timeout = "10s"
 fixtures = ["$PWD/fixtures/*.wav"]
@@ -55,7 +63,7 @@ else
       scenarios/autonomy-24h.toml > "$scenario"
 fi
 out="$work/out"
-echo "== autonomy day at x$scale, peak $calls calls, against the $target"
+echo "== autonomy day ($load load) at x$scale, peak $calls calls, against the $target"
 ./target/release/voxsoak run "$scenario" --time-scale "$scale" --out "$out" --quiet \
   > "$work/stdout" 2> "$work/stderr" &
 harness=$!

@@ -28,7 +28,7 @@ pub fn out(text: impl Display) {
 /// Whether the terminal summary is drawn in colour.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Paint {
-    /// Plain text: files, pipes, CI logs, `NO_COLOR`.
+    /// Plain text: files, pipes, CI (`CI` set), `NO_COLOR`, `TERM=dumb`.
     Plain,
     /// ANSI colours: green for a pass, red for a failure, yellow for what was not judged.
     Colour,
@@ -56,17 +56,19 @@ impl Paint {
 }
 
 /// Colour for the summary on stdout: only on a terminal, and never with `NO_COLOR` set
-/// (no-color.org) or `TERM=dumb`.
+/// (no-color.org), `TERM=dumb`, or `CI` set (GitHub Actions, GitLab CI and most others set it:
+/// a CI log keeps the text plain even where the job runs in a pseudo-terminal).
 pub fn colour_stdout() -> Paint {
-    colour_for(
-        std::io::stdout().is_terminal(),
-        std::env::var_os("NO_COLOR").is_some_and(|value| !value.is_empty()),
-        std::env::var_os("TERM").is_some_and(|term| term == "dumb"),
-    )
+    colour_for(std::io::stdout().is_terminal(), |name| {
+        std::env::var_os(name)
+    })
 }
 
-fn colour_for(terminal: bool, no_color: bool, dumb: bool) -> Paint {
-    if terminal && !no_color && !dumb {
+/// Colour or not, on a terminal or not, with the environment variables `var` gives.
+fn colour_for(terminal: bool, var: impl Fn(&str) -> Option<std::ffi::OsString>) -> Paint {
+    let set = |name: &str| var(name).is_some_and(|value| !value.is_empty());
+    let dumb = var("TERM").is_some_and(|term| term == "dumb");
+    if terminal && !set("NO_COLOR") && !set("CI") && !dumb {
         Paint::Colour
     } else {
         Paint::Plain
@@ -133,16 +135,30 @@ impl LiveLines {
 mod tests {
     use super::*;
 
+    /// `colour_for` a terminal (or not) with just the environment variables `vars`.
+    fn colour(terminal: bool, vars: &[(&str, &str)]) -> Paint {
+        colour_for(terminal, |name| {
+            vars.iter()
+                .find(|(key, _)| *key == name)
+                .map(|(_, value)| value.into())
+        })
+    }
+
     #[test]
-    fn colour_only_on_a_terminal_without_no_color_or_a_dumb_term() {
-        assert_eq!(colour_for(true, false, false), Paint::Colour);
+    fn colour_only_on_a_terminal_outside_ci_without_no_color_or_a_dumb_term() {
+        assert_eq!(colour(true, &[("TERM", "xterm-256color")]), Paint::Colour);
+        assert_eq!(colour(false, &[]), Paint::Plain, "a pipe or a file");
+        assert_eq!(colour(true, &[("NO_COLOR", "1")]), Paint::Plain, "NO_COLOR");
+        assert_eq!(colour(true, &[("TERM", "dumb")]), Paint::Plain, "TERM=dumb");
+        assert_eq!(colour(true, &[("CI", "true")]), Paint::Plain, "CI=true");
+        assert_eq!(colour(true, &[("CI", "1")]), Paint::Plain, "CI=1");
+        // Set but empty is not set (as no-color.org says of NO_COLOR).
+        assert_eq!(colour(true, &[("CI", "")]), Paint::Colour, "CI=");
         assert_eq!(
-            colour_for(false, false, false),
-            Paint::Plain,
-            "a pipe or CI log"
+            colour(true, &[("NO_COLOR", "")]),
+            Paint::Colour,
+            "NO_COLOR="
         );
-        assert_eq!(colour_for(true, true, false), Paint::Plain, "NO_COLOR");
-        assert_eq!(colour_for(true, false, true), Paint::Plain, "TERM=dumb");
         assert_eq!(Paint::Colour.bad("FAIL"), "\x1b[1;31mFAIL\x1b[0m");
         assert_eq!(Paint::Plain.bad("FAIL"), "FAIL");
     }

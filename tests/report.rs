@@ -157,6 +157,69 @@ fn a_harness_killed_with_kill_9_leaves_a_journal_that_still_grades() {
     assert!(html.contains("id=\"verdict\">ABORTED</div>"), "{html}");
     assert!(html.contains("without the run's end"), "{html}");
     assert!(html.contains("<polyline"), "the calls so far are drawn");
+    killed_run_junit_and_markdown(&scenario.out_dir());
+}
+
+/// junit.xml and report.md of a killed run, rebuilt by `voxsoak report`: JUnit that
+/// parses, with the run an error saying why and the SLOs graded as far as the journal
+/// goes; Markdown whose heading says ABORTED and whose tables have every row whole.
+fn killed_run_junit_and_markdown(dir: &Path) {
+    use quick_junit::{NonSuccessKind, Report, TestCaseStatus};
+    let xml = std::fs::read_to_string(dir.join("junit.xml")).expect("junit.xml");
+    let report = Report::deserialize_from_str(&xml)
+        .unwrap_or_else(|error| panic!("junit.xml does not parse: {error}\n{xml}"));
+    let suite = |name: &str| {
+        report
+            .test_suites
+            .iter()
+            .find(|suite| suite.name.as_str() == name)
+            .unwrap_or_else(|| panic!("no suite {name} in {xml}"))
+    };
+    match &suite("run").test_cases[0].status {
+        TestCaseStatus::NonSuccess {
+            kind: NonSuccessKind::Error,
+            message,
+            ..
+        } => {
+            let message = message.as_ref().map_or("", |message| message.as_str());
+            assert!(message.starts_with("run aborted: "), "{message}");
+            assert!(message.contains("without run_ended"), "{message}");
+        }
+        other => panic!("the killed run is no error in junit.xml: {other:?}\n{xml}"),
+    }
+    assert!(
+        suite("slos")
+            .test_cases
+            .iter()
+            .any(|case| case.name.as_str() == "call_success"),
+        "{xml}"
+    );
+
+    let markdown = std::fs::read_to_string(dir.join("report.md")).expect("report.md");
+    let heading = markdown.lines().next().unwrap_or_default();
+    assert!(
+        heading.starts_with("## ") && heading.ends_with(": ABORTED"),
+        "{markdown}"
+    );
+    assert!(markdown.contains("the harness was killed"), "{markdown}");
+    assert!(markdown.contains("| call_success |"), "{markdown}");
+    // Each table's rows have as many cells as its heading row.
+    let tables: Vec<&str> = markdown
+        .split("\n\n")
+        .filter(|block| block.starts_with('|'))
+        .collect();
+    assert!(!tables.is_empty(), "no table in:\n{markdown}");
+    for table in tables {
+        let cells = |row: &str| row.matches(" | ").count();
+        let mut rows = table.lines();
+        let columns = cells(rows.next().unwrap());
+        for row in rows.skip(1) {
+            assert!(
+                row.starts_with("| ") && row.ends_with(" |") && cells(row) == columns,
+                "a broken row {row:?} in:\n{markdown}"
+            );
+        }
+    }
 }
 
 #[test]

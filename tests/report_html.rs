@@ -1,7 +1,8 @@
 //! `report.html` in a real browser: `voxsoak report` on a journal written by hand, the page
 //! opened in headless Chromium (Debian's `chromium`), which must draw it (a screenshot),
-//! show the verdict and every fault, log nothing to its console, and run no script, even
-//! with a fleet that sends `<script>` in every text.
+//! show the verdict and every fault, log nothing to its console (the check shown to catch a
+//! `console.error` and a Content-Security-Policy refusal), and run no script, even with a
+//! fleet that sends `<script>` in every text.
 //!
 //! Without Chromium the tests print "skipped: …" and pass, unless
 //! `VOXSOAK_REQUIRE_CHROMIUM=1` (CI sets it): then they fail. `VOXSOAK_CHROMIUM` names the
@@ -240,6 +241,34 @@ fn report(dir: &Path) -> PathBuf {
     dir.join("report.html")
 }
 
+/// The way of telling "no console message" is sound: a page that logs an error, and the
+/// report itself with an image its Content-Security-Policy refuses, are both caught.
+fn the_console_check_catches_errors_and_refusals(browser: &Path, dir: &Path, html: &str) {
+    let logging = "<!DOCTYPE html><html><head><title>control</title></head><body>\
+                   <script>console.error('voxsoak control error')</script></body></html>";
+    let image = "<img src=\"data:image/gif;base64,R0lGODlhAQABAAAAACw=\" alt=\"\"></body>";
+    assert!(html.contains("</body>"), "{html}");
+    let refusing = html.replacen("</body>", image, 1);
+    for (name, page, expected) in [
+        ("console", logging, "voxsoak control error"),
+        ("csp", refusing.as_str(), "Content Security Policy"),
+    ] {
+        let path = dir.join(format!("control-{name}.html"));
+        std::fs::write(&path, page).unwrap();
+        let console = run_chromium(
+            browser,
+            &path,
+            &dir.join(format!("profile-control-{name}")),
+            &["--dump-dom".to_owned()],
+        )
+        .console;
+        assert!(
+            console.iter().any(|line| line.contains(expected)),
+            "control {name}: {expected:?} not caught in {console:?}"
+        );
+    }
+}
+
 #[test]
 fn chromium_draws_the_report_with_the_verdict_and_every_fault() {
     let dir = tempfile::tempdir().unwrap();
@@ -257,6 +286,7 @@ fn chromium_draws_the_report_with_the_verdict_and_every_fault() {
     let Some(browser) = chromium() else {
         return;
     };
+    the_console_check_catches_errors_and_refusals(&browser, dir.path(), &html);
     let rendered = open_in_chromium(&browser, &page);
     assert_eq!(rendered.console, Vec::<String>::new(), "console messages");
     let dom = &rendered.dom;

@@ -46,6 +46,22 @@ fn the_summary_schema_is_the_codes() {
     );
 }
 
+/// The committed summary schema, ready to validate with.
+fn summary_validator() -> jsonschema::Validator {
+    let schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(committed("summary.schema.json")).unwrap())
+            .unwrap();
+    jsonschema::validator_for(&schema).unwrap()
+}
+
+/// What the schema says of `summary`: each error with where it is.
+fn summary_errors(validator: &jsonschema::Validator, summary: &serde_json::Value) -> Vec<String> {
+    validator
+        .iter_errors(summary)
+        .map(|error| format!("{error} at {}", error.instance_path()))
+        .collect()
+}
+
 /// A real run's summary.json validates against the committed schema.
 #[test]
 fn a_real_summary_validates() {
@@ -64,23 +80,145 @@ fn a_real_summary_validates() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let schema: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(committed("summary.schema.json")).unwrap())
-            .unwrap();
     let summary: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(scenario.out_dir().join("summary.json")).unwrap(),
     )
     .unwrap();
-    let validator = jsonschema::validator_for(&schema).unwrap();
-    let errors: Vec<String> = validator
-        .iter_errors(&summary)
-        .map(|error| format!("{error} at {}", error.instance_path()))
-        .collect();
+    let validator = summary_validator();
+    let errors = summary_errors(&validator, &summary);
     assert!(errors.is_empty(), "{errors:#?}");
     // And the schema is not vacuous: a summary without its verdict does not validate.
     let mut broken = summary.clone();
     broken.as_object_mut().unwrap().remove("verdict");
     assert!(!validator.is_valid(&broken));
+}
+
+/// A 300 s run written by hand with everything a summary can hold: a fault injected twice
+/// (detected) and one never detected, the harness away once, metric SLOs on a series
+/// that grows, health probes, the fleet's RSS and a crash.
+fn full_journal(dir: &std::path::Path) {
+    use serde_json::json;
+    let slo_metric = |name: &str, bounds: serde_json::Value| {
+        let mut slo = json!({"name": name, "series": "dead_letters", "max": null, "min": null,
+            "growth_per_h": null, "rate_max": null, "window_s": 60.0});
+        for (key, value) in bounds.as_object().unwrap() {
+            slo[key] = value.clone();
+        }
+        slo
+    };
+    let mut records = vec![
+        json!({"event": "run_started", "t_s": 0.0,
+        "at": "2026-11-23T10:00:00.000Z", "run_id": "full-1", "scenario": "full",
+        "scenario_path": "full.toml", "seed": 3, "target": "embedded", "planned_s": 300.0,
+        "grading": {"slo": {"call_success_min_pct": 99.0, "response_p95_max_s": 2.0,
+            "response_p99_max_s": null, "first_audio_p95_max_s": null,
+            "pacing_jitter_p99_max_s": null, "detect_within_s": 10.0,
+            "no_retry_storm": false, "recover_within_s": 30.0, "stable_window_s": 5.0,
+            "uptime_min_pct": 99.0, "memory_growth_max_mib_h": 50.0,
+            "temp_dir_growth_max_mib_h": null, "max_crashes": 0,
+            "no_unprovoked_alerts": true,
+            "metrics": [slo_metric("dead_letters_max", json!({"max": 10.0})),
+                slo_metric("dead_letters_growth", json!({"growth_per_h": 1.0}))],
+            "spikes_s": []},
+            "faults": [
+                {"name": "tts", "kind": "tts_429", "detect": [{"alert": "TtsRateLimited"}],
+                    "recover_from": "clear"},
+                {"name": "db", "kind": "db_pool_exhaustion",
+                    "detect": [{"alert": "DbPoolSaturated"}], "recover_from": "clear"}]}}),
+        json!({"event": "fleet", "t_s": 0.1, "pid": 4242}),
+    ];
+    for step in 1..=60u32 {
+        let t = f64::from(step) * 5.0;
+        records.push(
+            json!({"event": "interval", "t_s": t, "from_s": t - 5.0, "started": 4,
+            "completed": 4, "failed": 0, "active": 4, "replies": 8,
+            "outcomes": {"completed": 4},
+            "response_ms": {"count": 8, "p50": 400.0, "p95": 700.0, "p99": 900.0, "max": 950.0}}),
+        );
+        records.push(json!({"event": "health", "t_s": t - 2.5, "healthy": true}));
+        records.push(json!({"event": "fleet_process", "t_s": t, "rss_bytes": 150e6 + t * 1e3}));
+        records.push(json!({"event": "metrics", "t_s": t, "seen_s": t,
+            "values": {"dead_letters": t / 10.0}}));
+    }
+    let fault = |event: &str, name: &str, kind: &str, occurrence: u32, t_s: f64| {
+        json!({"event": event, "t_s": t_s, "fault": name, "kind": kind,
+            "occurrence": occurrence, "planned_at_s": t_s, "evidence": "seen", "note": "undone"})
+    };
+    for (occurrence, at) in [(1, 30.0), (2, 100.0)] {
+        records.extend([
+            fault("fault_injected", "tts", "tts_429", occurrence, at),
+            fault("fault_confirmed", "tts", "tts_429", occurrence, at + 0.5),
+            json!({"event": "alert", "t_s": at + 1.0 + f64::from(occurrence),
+                "name": "TtsRateLimited", "status": "firing"}),
+            fault("fault_cleared", "tts", "tts_429", occurrence, at + 15.0),
+            json!({"event": "alert", "t_s": at + 16.0, "name": "TtsRateLimited",
+                "status": "resolved"}),
+        ]);
+    }
+    records.extend([
+        json!({"event": "harness_downtime", "t_s": 150.0, "down_s": 12.5,
+            "from": "2026-11-23T10:02:30.000Z", "to": "2026-11-23T10:02:42.500Z",
+            "calls_lost": 2}),
+        fault("fault_injected", "db", "db_pool_exhaustion", 1, 200.0),
+        fault("fault_confirmed", "db", "db_pool_exhaustion", 1, 200.5),
+        fault("fault_cleared", "db", "db_pool_exhaustion", 1, 220.0),
+        json!({"event": "fleet_exited", "t_s": 250.0, "status": "exit 1", "by_harness": false}),
+        json!({"event": "fleet_restarted", "t_s": 251.0, "pid": 4243}),
+        json!({"event": "run_ended", "t_s": 300.0, "at": "2026-11-23T10:05:00.000Z",
+            "stopped": null}),
+    ]);
+    let time = |record: &serde_json::Value| record["t_s"].as_f64().unwrap();
+    records.sort_by(|a, b| time(a).total_cmp(&time(b)));
+    let lines: Vec<String> = records.iter().map(ToString::to_string).collect();
+    std::fs::write(dir.join("journal.jsonl"), lines.join("\n") + "\n").unwrap();
+}
+
+/// `voxsoak report` on a journal with faults, their spread, the harness away and metric
+/// SLOs: every part of the summary that a run without faults leaves empty validates too.
+#[test]
+fn a_summary_with_faults_downtime_and_metric_slos_validates() {
+    let dir = tempfile::tempdir().unwrap();
+    full_journal(dir.path());
+    let output = Command::new(voxsoak_exe())
+        .args(["report", dir.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(voxsoak::exit::FAILED),
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("summary.json")).unwrap())
+            .unwrap();
+    // What this test is for is there: otherwise it would validate empty arrays again.
+    let array = |key: &str| summary[key].as_array().unwrap().clone();
+    assert_eq!(array("faults").len(), 3, "{summary:#}");
+    let stats = array("fault_stats");
+    assert!(
+        stats
+            .iter()
+            .any(|stats| stats["name"] == "tts" && stats["time_to_detect_s"].is_object()),
+        "{stats:#?}"
+    );
+    assert_eq!(array("harness_downtime").len(), 1, "{summary:#}");
+    let slos = array("slos");
+    for name in [
+        "dead_letters_max",
+        "dead_letters_growth",
+        "uptime",
+        "detect_within",
+    ] {
+        assert!(
+            slos.iter().any(|slo| slo["name"] == name),
+            "no SLO {name}: {slos:#?}"
+        );
+    }
+    assert!(summary["uptime"].is_object(), "{summary:#}");
+    let errors = summary_errors(&summary_validator(), &summary);
+    assert!(errors.is_empty(), "{errors:#?}");
 }
 
 #[test]

@@ -28,6 +28,10 @@ pub fn evaluate(run: &RunRecord) -> Summary {
     let calm = run.response_calm_p95_ms;
     for report in &mut faults {
         impact(report, run, calm);
+        // Each injection carries the limits it is held to, so the reports can say by how
+        // much it missed them.
+        report.detect_within_s = plan.slo.detect_within_s;
+        report.recover_within_s = plan.slo.recover_within_s;
     }
     let uptime = run_uptime(run, &faults, &groups, end);
     let growth = Growth::of(run, end);
@@ -618,12 +622,27 @@ fn fault_stats(faults: &[FaultReport]) -> Vec<FaultStats> {
                 .iter()
                 .filter_map(|f| f.recovered_after_s)
                 .collect();
+            // As detect_within leaves them out (grade::detect_within).
+            let not_detectable = confirmed
+                .iter()
+                .filter(|f| {
+                    matches!(
+                        f.detection,
+                        Some(
+                            DetectionStatus::AlreadySignalling
+                                | DetectionStatus::SharedSignal
+                                | DetectionStatus::HarnessAway
+                        )
+                    )
+                })
+                .count();
             FaultStats {
                 name: name.to_owned(),
                 kind: of[0].kind.to_owned(),
                 injected: of.iter().filter(|f| f.injected_at_s.is_some()).count(),
                 confirmed: confirmed.len(),
                 detected: detect.len(),
+                not_detectable,
                 recovered: recover.len(),
                 time_to_detect_s: recovery::spread(&detect),
                 time_to_recover_s: recovery::spread(&recover),
@@ -1293,6 +1312,8 @@ mod rules_tests {
             assert!(verdict.why.contains("the harness died"), "{}", verdict.why);
         }
         assert_eq!(graded.verdict, Verdict::Pass, "{:?}", graded.reason);
+        let stats = &graded.fault_stats[0];
+        assert_eq!((stats.detected, stats.not_detectable), (1, 1), "{stats:?}");
         assert_eq!(graded.harness_downtime.len(), 1);
         assert_eq!(graded.harness_downtime[0].calls_lost, 3);
         assert_eq!(graded.harness_downtime[0].down_s, 42.5);
@@ -1506,6 +1527,47 @@ mod rules_tests {
             .find(|s| s.name == "tts-proxy")
             .unwrap();
         assert_eq!(stats.detected, 0, "not double-counted");
+        assert_eq!(stats.not_detectable, 1, "nor counted as missed");
+    }
+
+    /// A fault injected four times: once while its alert was still firing from before, twice
+    /// detected, once missed. Its stats say 2 detected and 1 not detectable, so the one
+    /// missed is the only one unaccounted for; the time to detect is over the two detected.
+    #[test]
+    fn fault_stats_count_injections_that_could_not_be_detected() {
+        let mut journal = Journal::new(
+            json!({"detect_within_s": 10.0}),
+            json!([alert_fault("tts", "TtsRateLimited")]),
+            200.0,
+        );
+        journal
+            .alert(5.0, "TtsRateLimited", true, Some(5.0))
+            .fault("tts", 1, 20.0, 25.0)
+            .alert(30.0, "TtsRateLimited", false, None)
+            .fault("tts", 2, 60.0, 65.0)
+            .alert(62.0, "TtsRateLimited", true, Some(62.0))
+            .alert(70.0, "TtsRateLimited", false, None)
+            .fault("tts", 3, 100.0, 105.0)
+            .alert(104.0, "TtsRateLimited", true, Some(104.0))
+            .alert(110.0, "TtsRateLimited", false, None)
+            .fault("tts", 4, 140.0, 145.0);
+        let summary = journal.grade();
+        let stats = &summary.fault_stats[0];
+        assert_eq!(
+            (
+                stats.injected,
+                stats.confirmed,
+                stats.detected,
+                stats.not_detectable
+            ),
+            (4, 4, 2, 1),
+            "{stats:?}"
+        );
+        let detect = stats.time_to_detect_s.as_ref().unwrap();
+        assert_eq!((detect.count, detect.max), (2, 4.0), "{detect:?}");
+        let verdict = slo(&summary, "detect_within");
+        assert!(!verdict.pass, "#4 was missed: {verdict:?}");
+        assert!(verdict.why.contains("tts #4"), "{verdict:?}");
     }
 
     #[test]
@@ -1552,6 +1614,98 @@ mod rules_tests {
         assert_eq!(crate::grade::shown(99.4951, 99.5, 2), "99.495");
         assert_eq!(crate::grade::shown(99.5, 99.5, 2), "99.50");
         assert_eq!(crate::grade::shown(97.123, 99.5, 2), "97.12");
+    }
+
+    /// Call success exactly at its threshold passes; a rate that prints as the threshold
+    /// at two decimals but is below it fails, and is shown with the decimals that say so.
+    #[test]
+    fn call_success_compares_the_unrounded_rate() {
+        let graded = |completed: u64, failed: u64| {
+            let mut journal = Journal::new(json!({"call_success_min_pct": 99.5}), json!([]), 0.0);
+            journal.push(interval(0.0, 5.0, completed, failed));
+            journal.grade()
+        };
+        // 199 of 200: 99.5% exactly.
+        let summary = graded(199, 1);
+        let success = slo(&summary, "call_success");
+        assert!(success.pass, "{success:?}");
+        assert_eq!(success.measured, "99.50%");
+        // 39,799 of 40,000: 99.4975%, which rounds to 99.50% but is below 99.5%.
+        let summary = graded(39_799, 201);
+        let success = slo(&summary, "call_success");
+        assert!(!success.pass, "{success:?}");
+        assert!(
+            success.measured.starts_with("99.49") && success.measured != "99.50%",
+            "{success:?}"
+        );
+    }
+
+    /// `fleet_process` RSS samples at 40, 60, 80 and 100 s (after the 20 s warm-up of a
+    /// 100 s run) growing `bytes_per_s`.
+    fn rss_growing(bytes_per_s: f64, max_mib_h: f64) -> Summary {
+        let mut journal = Journal::new(
+            json!({"memory_growth_max_mib_h": max_mib_h}),
+            json!([]),
+            100.0,
+        );
+        for t in [40.0, 60.0, 80.0, 100.0] {
+            journal.push(json!({"event": "fleet_process", "t_s": t, "seen_s": t,
+                "rss_bytes": 100e6 + bytes_per_s * t}));
+        }
+        journal.grade()
+    }
+
+    /// A growth slope exactly at its threshold passes; one that prints as the threshold at
+    /// one decimal but is past it fails.
+    #[test]
+    fn growth_compares_the_unrounded_slope() {
+        // 65,536 B/s is 225 MiB/h exactly (and so is the least-squares slope of these
+        // samples, in binary floating point).
+        let summary = rss_growing(65_536.0, 225.0);
+        let memory = slo(&summary, "memory_growth");
+        assert!(memory.pass, "{memory:?}");
+        assert_eq!(memory.measured, "225.0MiB/h");
+        // 225.04 MiB/h: "225.0" at one decimal, past the threshold.
+        let summary = rss_growing(225.04 * 1024.0 * 1024.0 / 3600.0, 225.0);
+        let memory = slo(&summary, "memory_growth");
+        assert!(!memory.pass, "{memory:?}");
+        assert_eq!(memory.measured, "225.04MiB/h");
+    }
+
+    /// An external fleet watched through `[observe] rss_metric` alone (no pid file, no
+    /// process): its RSS comes from `fleet_sample` records, and memory_growth is measured
+    /// from them, passing or failing by their slope.
+    #[test]
+    fn memory_growth_is_graded_from_the_rss_metric_alone() {
+        let graded = |bytes_per_s: f64| {
+            let mut journal =
+                Journal::new(json!({"memory_growth_max_mib_h": 50.0}), json!([]), 300.0);
+            journal.push(json!({"event": "observers", "t_s": 0.2, "process": null,
+                "metrics": {"url": "http://127.0.0.1:9/metrics", "interval_s": 10.0,
+                    "rss_metric": "indie_memory_rss_bytes", "temp_dir_metric": null},
+                "rss_source": "metrics", "temp_dir_source": null}));
+            // Every 10 s, as the observers sample /metrics.
+            for step in 1..=30 {
+                let t = f64::from(step) * 10.0;
+                journal.push(json!({"event": "fleet_sample", "t_s": t, "seen_s": t,
+                    "rss_bytes": 200e6 + bytes_per_s * t, "temp_dir_bytes": null}));
+            }
+            journal.grade()
+        };
+        // 100 MiB/h: a leak.
+        let summary = graded(100.0 * 1024.0 * 1024.0 / 3600.0);
+        let memory = slo(&summary, "memory_growth");
+        assert_eq!(memory.status, SloStatus::Fail, "{memory:?}");
+        assert_eq!(memory.measured, "100.0MiB/h");
+        assert!(memory.why.contains("a leak at this rate"), "{memory:?}");
+        assert_eq!(summary.fleet.rss_growth_mib_per_h, Some(100.0));
+        assert_eq!(summary.verdict, Verdict::Fail);
+        // 10 MiB/h: within the 50 allowed.
+        let summary = graded(10.0 * 1024.0 * 1024.0 / 3600.0);
+        let memory = slo(&summary, "memory_growth");
+        assert_eq!(memory.status, SloStatus::Pass, "{memory:?}");
+        assert_eq!(memory.measured, "10.0MiB/h");
+        assert_eq!(summary.verdict, Verdict::Pass, "{:?}", summary.reason);
     }
 
     #[test]
@@ -1636,16 +1790,28 @@ mod rules_tests {
             .push(json!({"event": "fleet_process", "t_s": -1.0, "rss_bytes": -5.0}))
             .push(json!({"event": "interval", "t_s": -4.0, "from_s": 10.0, "completed": 1}));
         let summary = journal.grade();
-        assert!(
-            summary
-                .journal
-                .problems
-                .iter()
-                .any(|problem| problem.contains("detect_within_s = -5")),
-            "{:?}",
-            summary.journal.problems
-        );
-        assert!(summary.slos.iter().all(|slo| slo.name != "detect_within"));
+        // Each unusable threshold or duration is named, and its SLO is not graded (the
+        // README's rule); the usable one still is.
+        let problems = &summary.journal.problems;
+        for named in [
+            "detect_within_s = -5 is not a usable threshold",
+            "recover_within_s = -1 is not a usable threshold",
+            "uptime_min_pct = -2 is not a usable threshold",
+            "stable_window_s = -3 is not usable; the default applies",
+        ] {
+            assert!(
+                problems.iter().any(|problem| problem.contains(named)),
+                "{named}: {problems:?}"
+            );
+        }
+        for dropped in ["detect_within", "recover_within", "uptime"] {
+            assert!(
+                summary.slos.iter().all(|slo| slo.name != dropped),
+                "{dropped}: {:?}",
+                summary.slos
+            );
+        }
+        assert!(summary.slos.iter().any(|slo| slo.name == "call_success"));
         let _ = summary.render_text();
     }
 

@@ -62,6 +62,12 @@ pub struct FaultReport {
     /// Where time to recover counts from: its clear (or injection, per `recover_from`),
     /// or the later one of the faults it overlapped.
     pub recovery_from_s: Option<f64>,
+    /// The scenario's `detect_within` it was graded against (null when it sets none): a
+    /// detection after it, or none, fails this injection, by the difference.
+    pub detect_within_s: Option<f64>,
+    /// The scenario's `recover_within` it was graded against (null when it sets none): the
+    /// steady state not back within it of `recovery_from_s` fails this injection.
+    pub recover_within_s: Option<f64>,
     /// Impact: calls that failed in the journal intervals the fault overlapped, and the
     /// response p95 then against the p95 outside every fault window.
     pub calls_failed_during: Option<u64>,
@@ -93,6 +99,8 @@ impl FaultReport {
             recovered_after_s: None,
             recover_from: None,
             recovery_from_s: None,
+            detect_within_s: None,
+            recover_within_s: None,
             calls_failed_during: None,
             response_p95_during_ms: None,
             response_p95_calm_ms: None,

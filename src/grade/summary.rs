@@ -81,7 +81,13 @@ pub struct FaultStats {
     pub kind: String,
     pub injected: usize,
     pub confirmed: usize,
+    /// Confirmed injections detected by a signal that began after them.
     pub detected: usize,
+    /// Confirmed injections that could not be detected: already signalling at injection,
+    /// sharing an overlapping fault's signal, or the harness away. Neither detected nor
+    /// missed: left out of `detect_within` and `time_to_detect_s`, so of the confirmed
+    /// injections, `confirmed - not_detectable - detected` were missed.
+    pub not_detectable: usize,
     pub recovered: usize,
     /// Over the confirmed injections that were detected (MTTD is its mean).
     pub time_to_detect_s: Option<crate::grade::recovery::Spread>,

@@ -615,7 +615,7 @@ fn repeated_faults(summary: &Summary, out: &mut String) {
         .filter(|stats| stats.injected > 1)
         .collect();
     if !repeated.is_empty() {
-        out.push_str("<table>\n<tr><th>fault</th><th>injected</th><th>detected</th><th>recovered</th><th>time to detect</th><th>time to recover</th><th>calls failed</th></tr>\n");
+        out.push_str("<table>\n<tr><th>fault</th><th>injected</th><th>detected</th><th>not detectable</th><th>recovered</th><th>time to detect</th><th>time to recover</th><th>calls failed</th></tr>\n");
         let spread = |spread: &Option<crate::grade::recovery::Spread>| {
             spread.as_ref().map_or("n/a".to_owned(), |s| {
                 format!("p50 {:.1} s, p95 {:.1} s, max {:.1} s", s.p50, s.p95, s.max)
@@ -624,10 +624,11 @@ fn repeated_faults(summary: &Summary, out: &mut String) {
         for stats in repeated {
             let _ = writeln!(
                 out,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 escape(&stats.name),
                 stats.injected,
                 stats.detected,
+                stats.not_detectable,
                 stats.recovered,
                 spread(&stats.time_to_detect_s),
                 spread(&stats.time_to_recover_s),

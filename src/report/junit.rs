@@ -1,7 +1,8 @@
 //! `junit.xml`: the run as JUnit test results, so GitHub, GitLab and Jenkins show it without
 //! help. One suite of SLOs (one case each) and one suite of fault injections (one case
-//! each). An SLO the fleet missed, or an injection it did not notice or recover from, is a
-//! `failure` whose message says what and by how much; what the run could not measure or
+//! each). An SLO the fleet missed, or an injection it did not notice or recover from (or
+//! not within `detect_within` or `recover_within`), is a `failure` whose message says what
+//! and by how much; what the run could not measure or
 //! carry out is an `error` (never the fleet's); an injection with nothing to grade is
 //! `skipped`.
 

@@ -43,6 +43,16 @@ fn seconds(value: Option<f64>) -> String {
     value.map_or("–".to_owned(), |s| format!("{s:.1} s"))
 }
 
+/// The time, with how far over its SLO when it missed it (`15.0 s, 5.0s over detect_within
+/// 10s`); else what became of it (`otherwise`).
+fn timed(after: Option<f64>, over: Option<&str>, otherwise: &str) -> String {
+    match (after, over) {
+        (Some(_), Some(over)) => format!("{}, {over}", seconds(after)),
+        (Some(_), None) => seconds(after),
+        (None, _) => otherwise.to_owned(),
+    }
+}
+
 /// The Markdown for `summary`.
 pub fn render(summary: &Summary) -> String {
     let mut out = String::new();
@@ -122,16 +132,16 @@ fn fault_table(summary: &Summary, out: &mut String) {
     );
     for fault in summary.faults.iter().take(MAX_FAULT_ROWS) {
         let story = FaultStory::of(fault);
-        let detected = if fault.detected_after_s.is_some() {
-            seconds(fault.detected_after_s)
-        } else {
-            story.detection.clone()
-        };
-        let recovered = if fault.recovered_after_s.is_some() {
-            seconds(fault.recovered_after_s)
-        } else {
-            story.recovery.clone()
-        };
+        let detected = timed(
+            fault.detected_after_s,
+            story.detection_over.as_deref(),
+            &story.detection,
+        );
+        let recovered = timed(
+            fault.recovered_after_s,
+            story.recovery_over.as_deref(),
+            &story.recovery,
+        );
         let mut injected = match fault.injected_at_s {
             Some(at) if fault.confirmed => format!("{at:.1} s"),
             Some(at) => format!("{at:.1} s, {}", story.state),
@@ -180,10 +190,11 @@ fn fault_table(summary: &Summary, out: &mut String) {
         };
         let _ = writeln!(
             out,
-            "- **{}** ×{}: {} detected, {} recovered; time to detect {}; to recover {}",
+            "- **{}** ×{}: {} detected{}, {} recovered; time to detect {}; to recover {}",
             cell(&stats.name),
             stats.injected,
             stats.detected,
+            crate::report::not_detectable(stats),
             stats.recovered,
             spread(&stats.time_to_detect_s),
             spread(&stats.time_to_recover_s),

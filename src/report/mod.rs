@@ -285,9 +285,11 @@ impl Summary {
             };
             let _ = writeln!(
                 out,
-                "  {} ×{}: detect {}; recover {}",
+                "  {} ×{}: {} detected{}; detect {}; recover {}",
                 shown(&stats.name),
                 stats.injected,
+                stats.detected,
+                not_detectable(stats),
                 spread(&stats.time_to_detect_s),
                 spread(&stats.time_to_recover_s)
             );
@@ -332,6 +334,16 @@ impl Summary {
 }
 
 /// Writes `name` in `dir` through a temporary file and a rename.
+/// `", N not detectable"` for a fault some of whose injections could not be detected
+/// (already signalling, a shared signal, the harness away), so "3 detected" of 4 does not
+/// read as one missed; empty when there were none.
+pub(crate) fn not_detectable(stats: &FaultStats) -> String {
+    match stats.not_detectable {
+        0 => String::new(),
+        count => format!(", {count} not detectable"),
+    }
+}
+
 fn write_atomically(dir: &Path, name: &str, text: &str) -> io::Result<()> {
     let temporary = dir.join(format!(".{name}.tmp"));
     std::fs::write(&temporary, text)?;
@@ -345,6 +357,12 @@ mod tests {
     use super::*;
 
     const EVIL: &str = "\u{1b}[2J\u{202e}\n  SLO call_success pass";
+
+    /// `records` as the run's `journal.jsonl`, one a line.
+    fn write_journal(dir: &Path, records: &[serde_json::Value]) {
+        let lines: Vec<String> = records.iter().map(|record| record.to_string()).collect();
+        std::fs::write(dir.join("journal.jsonl"), lines.join("\n") + "\n").unwrap();
+    }
 
     /// A journal written by hand, as a harness before redaction or a hostile fleet would
     /// leave it: credentials in URLs and hidden characters in every text.
@@ -382,8 +400,7 @@ mod tests {
             json!({"event": "fleet_exited", "t_s": 20.0, "status": evil("exit 1"), "by_harness": false}),
             json!({"event": "run_ended", "t_s": 30.0, "at": "2026-11-23T10:00:30.000Z", "stopped": null}),
         ];
-        let lines: Vec<String> = records.iter().map(|record| record.to_string()).collect();
-        std::fs::write(dir.join("journal.jsonl"), lines.join("\n") + "\n").unwrap();
+        write_journal(dir, &records);
     }
 
     #[test]
@@ -522,6 +539,126 @@ mod tests {
         );
     }
 
+    /// A run whose `tts` fault was detected 15 s after its injection (detect_within 10 s),
+    /// and whose `db` fault left health bad past recover_within 30 s.
+    fn late_journal(dir: &Path) {
+        let fault = |event: &str, name: &str, kind: &str, t_s: f64, planned: f64| {
+            json!({"event": event, "t_s": t_s, "fault": name, "kind": kind, "occurrence": 1,
+                "planned_at_s": planned, "evidence": "seen", "note": "undone"})
+        };
+        let mut records = vec![
+            json!({"event": "run_started", "t_s": 0.0, "at": "2026-11-23T10:00:00.000Z",
+                "run_id": "late-1", "scenario": "late", "scenario_path": "late.toml",
+                "seed": 1, "target": "embedded", "planned_s": 120.0,
+                "grading": {"slo": {"call_success_min_pct": null, "response_p95_max_s": null,
+                    "response_p99_max_s": null, "first_audio_p95_max_s": null,
+                    "pacing_jitter_p99_max_s": null, "detect_within_s": 10.0,
+                    "no_retry_storm": false, "recover_within_s": 30.0, "stable_window_s": 5.0,
+                    "uptime_min_pct": null, "memory_growth_max_mib_h": null,
+                    "temp_dir_growth_max_mib_h": null, "max_crashes": null,
+                    "no_unprovoked_alerts": false},
+                    "faults": [
+                        {"name": "tts", "kind": "tts_429", "detect": [{"alert": "TtsRateLimited"}],
+                            "recover_from": "clear"},
+                        {"name": "db", "kind": "db_pool_exhaustion",
+                            "detect": [{"health": "unhealthy"}], "recover_from": "clear"}]}}),
+            json!({"event": "health", "t_s": 1.0, "healthy": true}),
+            fault("fault_injected", "tts", "tts_429", 5.0, 5.0),
+            fault("fault_confirmed", "tts", "tts_429", 5.5, 5.0),
+            json!({"event": "alert", "t_s": 20.0, "name": "TtsRateLimited", "status": "firing"}),
+            fault("fault_cleared", "tts", "tts_429", 25.0, 5.0),
+            json!({"event": "alert", "t_s": 26.0, "name": "TtsRateLimited", "status": "resolved"}),
+            fault("fault_injected", "db", "db_pool_exhaustion", 50.0, 50.0),
+            fault("fault_confirmed", "db", "db_pool_exhaustion", 50.5, 50.0),
+            json!({"event": "health", "t_s": 51.0, "healthy": false}),
+            fault("fault_cleared", "db", "db_pool_exhaustion", 60.0, 50.0),
+        ];
+        for i in 1..=24 {
+            let t_s = f64::from(i) * 5.0;
+            records.push(json!({"event": "interval", "t_s": t_s, "from_s": t_s - 5.0,
+                "started": 2, "completed": 2, "failed": 0, "outcomes": {"completed": 2}}));
+        }
+        records.push(json!({"event": "run_ended", "t_s": 120.0,
+            "at": "2026-11-23T10:02:00.000Z", "stopped": null}));
+        records.sort_by(|a, b| {
+            a["t_s"]
+                .as_f64()
+                .unwrap()
+                .total_cmp(&b["t_s"].as_f64().unwrap())
+        });
+        write_journal(dir, &records);
+    }
+
+    /// A fault injection's own JUnit case fails when it missed detect_within or
+    /// recover_within, saying by how much; report.md says the same.
+    #[test]
+    fn a_late_detection_or_recovery_fails_its_fault_case_by_how_much() {
+        let dir = tempfile::tempdir().unwrap();
+        late_journal(dir.path());
+        let summary = Summary::rebuild(dir.path()).unwrap();
+        let tts = &summary.faults[0];
+        assert_eq!(tts.detected_after_s, Some(15.0), "{tts:?}");
+        assert_eq!(
+            tts.recovery,
+            Some(crate::grade::replay::RecoveryStatus::Recovered),
+            "{tts:?}"
+        );
+        let db = &summary.faults[1];
+        assert_eq!(db.detected_after_s, Some(1.0), "{db:?}");
+        assert_eq!(
+            db.recovery,
+            Some(crate::grade::replay::RecoveryStatus::NotRecovered),
+            "{db:?}"
+        );
+        let xml = std::fs::read_to_string(dir.path().join(junit::JUNIT_XML)).unwrap();
+        let report = quick_junit::Report::deserialize_from_str(&xml).unwrap();
+        let faults = report
+            .test_suites
+            .iter()
+            .find(|suite| suite.name.as_str() == "faults")
+            .unwrap_or_else(|| panic!("no faults suite in {xml}"));
+        let failure = |name: &str| {
+            let case = faults
+                .test_cases
+                .iter()
+                .find(|case| case.name.as_str().starts_with(name))
+                .unwrap_or_else(|| panic!("no case {name} in {xml}"));
+            match &case.status {
+                quick_junit::TestCaseStatus::NonSuccess {
+                    kind: quick_junit::NonSuccessKind::Failure,
+                    message,
+                    ..
+                } => message.as_ref().unwrap().to_string(),
+                other => panic!("{name} should fail: {other:?}\n{xml}"),
+            }
+        };
+        assert_eq!(
+            failure("tts"),
+            "tts #1 (tts_429): detected after 15.0s (alert TtsRateLimited), 5.0s over detect_within 10s"
+        );
+        assert_eq!(
+            failure("db"),
+            "db #1 (db_pool_exhaustion): steady state not back within recover_within 30s of its clear"
+        );
+        assert_eq!(faults.failures, 2, "{xml}");
+        let markdown = std::fs::read_to_string(dir.path().join(markdown::REPORT_MD)).unwrap();
+        assert!(
+            markdown.contains("| 15.0 s, 5.0s over detect\\_within 10s |"),
+            "{markdown}"
+        );
+        assert!(
+            markdown.contains("| steady state not back within recover\\_within 30s of its clear |"),
+            "{markdown}"
+        );
+        let text = summary.render_text();
+        assert!(
+            text.contains(
+                "detected after 15.0s (alert TtsRateLimited), 5.0s over detect_within 10s"
+            ),
+            "{text}"
+        );
+    }
+
     /// report.html comes with summary.json; every text from the fleet or the scenario in it
     /// is escaped: no tag, attribute or hidden character of theirs, no secret.
     #[test]
@@ -554,6 +691,68 @@ mod tests {
         assert!(html.contains(r"\x1b[2J\u{202e}\n  SLO call_success pass"));
         assert!(html.contains("<div class=\"word\" id=\"verdict\">FAIL</div>"));
         assert!(html.contains("<title>voxsoak hostile"));
+    }
+
+    /// A fault injected three times, the first while its alert was still firing: every
+    /// report says 2 detected and 1 not detectable, not "2 of 3 detected".
+    #[test]
+    fn repeated_faults_show_the_injections_that_could_not_be_detected() {
+        let dir = tempfile::tempdir().unwrap();
+        let fault = |event: &str, occurrence: u32, t_s: f64| {
+            json!({"event": event, "t_s": t_s, "fault": "tts", "kind": "tts_429",
+                "occurrence": occurrence, "planned_at_s": t_s})
+        };
+        let alert = |t_s: f64, status: &str| {
+            json!({"event": "alert", "t_s": t_s, "name": "TtsRateLimited", "status": status,
+                "starts_s": t_s})
+        };
+        let mut records = vec![
+            json!({"event": "run_started", "t_s": 0.0, "at": "2026-11-23T10:00:00.000Z",
+                "run_id": "repeated-1", "scenario": "repeated", "target": "external",
+                "grading": {"slo": {"call_success_min_pct": null, "response_p95_max_s": null,
+                    "response_p99_max_s": null, "first_audio_p95_max_s": null,
+                    "pacing_jitter_p99_max_s": null, "detect_within_s": 10.0,
+                    "no_retry_storm": false, "recover_within_s": null, "stable_window_s": 5.0,
+                    "uptime_min_pct": null, "memory_growth_max_mib_h": null,
+                    "temp_dir_growth_max_mib_h": null, "max_crashes": null,
+                    "no_unprovoked_alerts": false},
+                    "faults": [{"name": "tts", "kind": "tts_429",
+                        "detect": [{"alert": "TtsRateLimited"}], "recover_from": "clear"}]}}),
+            alert(5.0, "firing"),
+        ];
+        for (occurrence, at) in [(1, 20.0), (2, 60.0), (3, 100.0)] {
+            records.push(fault("fault_injected", occurrence, at));
+            records.push(fault("fault_confirmed", occurrence, at + 0.5));
+            if occurrence > 1 {
+                records.push(alert(at + 2.0, "firing"));
+            }
+            records.push(fault("fault_cleared", occurrence, at + 5.0));
+            records.push(alert(at + 10.0, "resolved"));
+        }
+        records.push(json!({"event": "run_ended", "t_s": 150.0,
+            "at": "2026-11-23T10:02:30.000Z", "stopped": null}));
+        let lines: Vec<String> = records.iter().map(|record| record.to_string()).collect();
+        std::fs::write(dir.path().join("journal.jsonl"), lines.join("\n") + "\n").unwrap();
+        let summary = Summary::rebuild(dir.path()).unwrap();
+        assert!(summary.journal.problems.is_empty(), "{:?}", summary.journal);
+        let stats = &summary.fault_stats[0];
+        assert_eq!((stats.detected, stats.not_detectable), (2, 1), "{stats:?}");
+        let markdown = std::fs::read_to_string(dir.path().join(markdown::REPORT_MD)).unwrap();
+        assert!(
+            markdown.contains("- **tts** ×3: 2 detected, 1 not detectable, "),
+            "{markdown}"
+        );
+        let html = std::fs::read_to_string(dir.path().join(html::REPORT_HTML)).unwrap();
+        assert!(html.contains("<th>not detectable</th>"), "{html}");
+        assert!(
+            html.contains("<tr><td>tts</td><td>3</td><td>2</td><td>1</td>"),
+            "{html}"
+        );
+        let text = summary.render_text();
+        assert!(
+            text.contains("tts ×3: 2 detected, 1 not detectable; detect "),
+            "{text}"
+        );
     }
 
     #[test]

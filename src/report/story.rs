@@ -14,10 +14,16 @@ pub struct FaultStory {
     pub window: String,
     /// `in effect`, `NOT IN EFFECT` or `in effect, NOT UNDONE`.
     pub state: &'static str,
-    /// `detected after 0.2s (alert TtsRateLimited)`, `no detection seen`, … or empty.
+    /// `detected after 0.2s (alert TtsRateLimited)`, `no detection seen`, … or empty; with
+    /// how far over `detect_within` when it missed it (`…, 5.0s over detect_within 10s`).
     pub detection: String,
-    /// `recovered 5.0s after its clear`, `not recovered`, `recovery not measured`, or empty.
+    /// `recovered 5.0s after its clear`, `not recovered`, `recovery not measured`, or empty;
+    /// `steady state not back within recover_within 1m of its clear` when it missed that.
     pub recovery: String,
+    /// `5.0s over detect_within 10s`: detected, but too late.
+    pub detection_over: Option<String>,
+    /// `5.0s over recover_within 1m`: recovered, but too late.
+    pub recovery_over: Option<String>,
     /// `3 calls failed`, or empty.
     pub impact: String,
     /// What went wrong with it, if anything: the message of its failed JUnit case.
@@ -55,33 +61,8 @@ impl FaultStory {
         } else {
             "NOT IN EFFECT"
         };
-        let detection = match (fault.detection, &fault.detected_by, fault.detected_after_s) {
-            (Some(DetectionStatus::SharedSignal), _, _) => {
-                "shared signal with an overlapping fault".to_owned()
-            }
-            (Some(DetectionStatus::HarnessAway), _, _) => {
-                "the harness died before any signal of it".to_owned()
-            }
-            (Some(DetectionStatus::AlreadySignalling), _, _) => format!(
-                "already signalling at injection ({})",
-                shown(&fault.signalling_at_injection.join(", "))
-            ),
-            (_, Some(by), Some(after)) => format!("detected after {after:.1}s ({})", shown(by)),
-            _ if fault.confirmed => "no detection seen".to_owned(),
-            _ => String::new(),
-        };
-        let recovery = if fault.confirmed {
-            let from = fault.recover_from.map_or("clear", |from| from.name());
-            match (fault.recovery, fault.recovered_after_s) {
-                (Some(RecoveryStatus::Recovered), Some(after)) => {
-                    format!("recovered {after:.1}s after its {from}")
-                }
-                (Some(RecoveryStatus::NotMeasured), _) => "recovery not measured".to_owned(),
-                _ => "not recovered".to_owned(),
-            }
-        } else {
-            String::new()
-        };
+        let detection = detection(fault);
+        let recovery = recovery(fault);
         let impact = fault
             .calls_failed_during
             .filter(|failed| *failed > 0)
@@ -91,8 +72,10 @@ impl FaultStory {
             label,
             window,
             state,
-            detection,
-            recovery,
+            detection: detection.text,
+            recovery: recovery.text,
+            detection_over: detection.over,
+            recovery_over: recovery.over,
             impact,
             problem,
         }
@@ -113,7 +96,98 @@ impl FaultStory {
     }
 }
 
-fn problem(fault: &FaultReport, label: &str, detection: &str, recovery: &str) -> Option<Problem> {
+/// One half of the story (detection or recovery), and whether the fleet missed it.
+struct Part {
+    text: String,
+    /// `5.0s over detect_within 10s`: it came, but too late.
+    over: Option<String>,
+    missed: bool,
+}
+
+impl Part {
+    fn said(text: String) -> Part {
+        Part {
+            text,
+            over: None,
+            missed: false,
+        }
+    }
+
+    /// `text`, or `text, 5.0s over detect_within 10s` (missed) when `after` is over `limit`.
+    fn timed(text: String, after: f64, limit: Option<f64>, slo: &str) -> Part {
+        match limit.filter(|limit| after > *limit) {
+            Some(limit) => {
+                let over = format!("{:.1}s over {slo} {}", after - limit, within(limit));
+                Part {
+                    text: format!("{text}, {over}"),
+                    over: Some(over),
+                    missed: true,
+                }
+            }
+            None => Part::said(text),
+        }
+    }
+}
+
+/// A limit as the SLO table writes it: `10s`, `1m 30s`, `500ms`.
+fn within(limit: f64) -> String {
+    humantime::format_duration(std::time::Duration::from_secs_f64(limit.max(0.0))).to_string()
+}
+
+fn detection(fault: &FaultReport) -> Part {
+    match (fault.detection, &fault.detected_by, fault.detected_after_s) {
+        (Some(DetectionStatus::SharedSignal), _, _) => {
+            Part::said("shared signal with an overlapping fault".to_owned())
+        }
+        (Some(DetectionStatus::HarnessAway), _, _) => {
+            Part::said("the harness died before any signal of it".to_owned())
+        }
+        (Some(DetectionStatus::AlreadySignalling), _, _) => Part::said(format!(
+            "already signalling at injection ({})",
+            shown(&fault.signalling_at_injection.join(", "))
+        )),
+        (_, Some(by), Some(after)) => {
+            let text = format!("detected after {after:.1}s ({})", shown(by));
+            Part::timed(text, after, fault.detect_within_s, "detect_within")
+        }
+        _ if fault.confirmed => Part {
+            text: match fault.detect_within_s {
+                Some(limit) => format!("no detection seen (detect_within {})", within(limit)),
+                None => "no detection seen".to_owned(),
+            },
+            over: None,
+            missed: fault.detection == Some(DetectionStatus::Undetected),
+        },
+        _ => Part::said(String::new()),
+    }
+}
+
+fn recovery(fault: &FaultReport) -> Part {
+    if !fault.confirmed {
+        return Part::said(String::new());
+    }
+    let from = fault.recover_from.map_or("clear", |from| from.name());
+    match (fault.recovery, fault.recovered_after_s) {
+        (Some(RecoveryStatus::Recovered), Some(after)) => {
+            let text = format!("recovered {after:.1}s after its {from}");
+            Part::timed(text, after, fault.recover_within_s, "recover_within")
+        }
+        (Some(RecoveryStatus::NotMeasured), _) => Part::said("recovery not measured".to_owned()),
+        _ => Part {
+            text: match fault.recover_within_s {
+                Some(limit) => format!(
+                    "steady state not back within recover_within {} of its {from}",
+                    within(limit)
+                ),
+                None => "not recovered".to_owned(),
+            },
+            over: None,
+            missed: fault.recovery == Some(RecoveryStatus::NotRecovered),
+        },
+    }
+}
+
+fn problem(fault: &FaultReport, label: &str, detection: &Part, recovery: &Part) -> Option<Problem> {
     if fault.injected_at_s.is_none() {
         return Some(Problem::NotGraded(format!("{label} was not injected")));
     }
@@ -134,14 +208,101 @@ fn problem(fault: &FaultReport, label: &str, detection: &str, recovery: &str) ->
                 | DetectionStatus::HarnessAway
         )
     ) {
-        return Some(Problem::NotGraded(format!("{label}: {detection}")));
+        return Some(Problem::NotGraded(format!("{label}: {}", detection.text)));
     }
-    let undetected = fault.detection == Some(DetectionStatus::Undetected);
-    let unrecovered = fault.recovery == Some(RecoveryStatus::NotRecovered);
-    match (undetected, unrecovered) {
-        (false, false) => None,
-        (true, false) => Some(Problem::Fleet(format!("{label}: {detection}"))),
-        (false, true) => Some(Problem::Fleet(format!("{label}: {recovery}"))),
-        (true, true) => Some(Problem::Fleet(format!("{label}: {detection}; {recovery}"))),
+    let missed: Vec<&str> = [detection, recovery]
+        .into_iter()
+        .filter(|part| part.missed)
+        .map(|part| part.text.as_str())
+        .collect();
+    (!missed.is_empty()).then(|| Problem::Fleet(format!("{label}: {}", missed.join("; "))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `tts #1`, in effect from 10 s to 20 s, held to detect_within 10 s and recover_within
+    /// 30 s, detected after `detected` and recovered (or not) after `recovered`.
+    fn fault(detected: Option<f64>, recovered: Option<f64>) -> FaultReport {
+        FaultReport {
+            injected_at_s: Some(10.0),
+            cleared_at_s: Some(20.0),
+            confirmed: true,
+            detection: Some(if detected.is_some() {
+                DetectionStatus::Detected
+            } else {
+                DetectionStatus::Undetected
+            }),
+            detected_after_s: detected,
+            detected_by: detected.map(|_| "alert TtsRateLimited".to_owned()),
+            recovery: Some(if recovered.is_some() {
+                RecoveryStatus::Recovered
+            } else {
+                RecoveryStatus::NotRecovered
+            }),
+            recovered_after_s: recovered,
+            detect_within_s: Some(10.0),
+            recover_within_s: Some(30.0),
+            ..FaultReport::planned("tts_429", "tts".into(), 1, 10.0)
+        }
+    }
+
+    fn fleet_problem(fault: &FaultReport) -> Option<String> {
+        match FaultStory::of(fault).problem {
+            Some(Problem::Fleet(message)) => Some(message),
+            None => None,
+            other => panic!("not the fleet's: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_injection_within_its_limits_has_no_problem() {
+        assert_eq!(fleet_problem(&fault(Some(10.0), Some(30.0))), None);
+        // Without the SLOs, nothing is late.
+        let unlimited = FaultReport {
+            detect_within_s: None,
+            recover_within_s: None,
+            ..fault(Some(100.0), Some(100.0))
+        };
+        assert_eq!(fleet_problem(&unlimited), None);
+    }
+
+    #[test]
+    fn an_injection_past_its_limits_says_by_how_much() {
+        assert_eq!(
+            fleet_problem(&fault(Some(15.0), Some(45.5))).unwrap(),
+            "tts #1 (tts_429): detected after 15.0s (alert TtsRateLimited), 5.0s over \
+             detect_within 10s; recovered 45.5s after its clear, 15.5s over recover_within 30s"
+        );
+        assert_eq!(
+            fleet_problem(&fault(None, None)).unwrap(),
+            "tts #1 (tts_429): no detection seen (detect_within 10s); steady state not back \
+             within recover_within 30s of its clear"
+        );
+        let story = FaultStory::of(&fault(Some(15.0), Some(1.0)));
+        assert_eq!(
+            story.detection_over.as_deref(),
+            Some("5.0s over detect_within 10s")
+        );
+        assert_eq!(story.recovery_over, None);
+    }
+
+    #[test]
+    fn what_the_harness_could_not_see_is_not_the_fleets_however_late() {
+        let away = FaultReport {
+            detection: Some(DetectionStatus::HarnessAway),
+            recovery: Some(RecoveryStatus::NotMeasured),
+            ..fault(None, None)
+        };
+        assert!(
+            matches!(FaultStory::of(&away).problem, Some(Problem::NotGraded(_))),
+            "{away:?}"
+        );
+        let unmeasured = FaultReport {
+            recovery: Some(RecoveryStatus::NotMeasured),
+            ..fault(Some(2.0), None)
+        };
+        assert_eq!(fleet_problem(&unmeasured), None);
     }
 }

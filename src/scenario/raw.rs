@@ -209,7 +209,9 @@ pub(super) struct RawScenario {
     /// Where the stand-ins listen, and where faults may write.
     #[schemars(with = "Option<RawChaos>")]
     pub chaos: Option<Spanned<RawChaos>>,
-    /// When chaos stops at once and the run ends as aborted.
+    /// When chaos stops at once and the run ends early: an abort condition on the
+    /// fleet's calls grades it `fail` (exit 1, the condition as its reason), the kill
+    /// switch `aborted` (exit 2).
     #[schemars(with = "Option<RawAbort>")]
     pub abort: Option<Spanned<RawAbort>>,
     /// Where and how often the observers watch the fleet.
@@ -795,7 +797,9 @@ pub(super) struct RawChaos {
     pub allow_large_leaks: Option<Spanned<bool>>,
 }
 
-/// `[abort]`: when chaos stops at once and the run ends as aborted.
+/// `[abort]`: when chaos stops at once and the run ends early: an abort condition on the
+/// fleet's calls grades it `fail` (exit 1, the condition as its reason), the kill switch
+/// `aborted` (exit 2).
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawAbort {
