@@ -657,7 +657,8 @@ pub(crate) fn every_fault_within(
 /// The retry rule: a storm when most retry chains (of two or more retries of one logical
 /// request) are unpaced (a constant interval with no backoff and no jitter, or immediate),
 /// or when most logical requests asked to wait by `Retry-After` retried sooner. What counts
-/// as a retry, a chain's shape and the `Retry-After` tolerance: [`crate::chaos::tts_log`].
+/// as a retry, a chain's shape and the `Retry-After` tolerance: the chaos plane's TTS log
+/// (chaos/tts_log.rs), which writes the totals this reads.
 pub(crate) fn no_retry_storm(
     retries: Option<&crate::journal::retries::RetryTotals>,
     faults: &[crate::grade::FaultReport],

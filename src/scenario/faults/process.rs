@@ -1,7 +1,7 @@
 //! `process_stall` and `process_kill`: signals to a fleet the harness started (SIGSTOP
 //! until the clear, or SIGKILL and a restart at the clear, as a supervisor would). One
 //! family because both act on the fleet process, take no parameters and need a fleet the
-//! harness can signal. The fault objects are `crate::chaos::process`.
+//! harness can signal. The fault objects are the chaos plane's (chaos/process.rs).
 
 use super::super::Target;
 use super::super::validate::Validator;
