@@ -137,11 +137,15 @@ fn fault_table(summary: &Summary, out: &mut String) {
             story.detection_over.as_deref(),
             &story.detection,
         );
-        let recovered = timed(
+        let mut recovered = timed(
             fault.recovered_after_s,
             story.recovery_over.as_deref(),
             &story.recovery,
         );
+        if !story.overlapped.is_empty() {
+            // Its time counts from another fault's clear: say from which, and why.
+            recovered = format!("{}; {}", story.recovery, story.overlapped);
+        }
         let mut injected = match fault.injected_at_s {
             Some(at) if fault.confirmed => format!("{at:.1} s"),
             Some(at) => format!("{at:.1} s, {}", story.state),

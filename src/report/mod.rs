@@ -540,8 +540,9 @@ mod tests {
     }
 
     /// A run whose `tts` fault was detected 15 s after its injection (detect_within 10 s),
-    /// and whose `db` fault left health bad past recover_within 30 s.
-    fn late_journal(dir: &Path) {
+    /// and whose `db` fault (50 s to 60 s) left health bad past recover_within 30 s. `tts`
+    /// is in effect from 5 s to `tts_cleared_s`: past 50 s, the two overlap.
+    fn late_journal(dir: &Path, tts_cleared_s: f64) {
         let fault = |event: &str, name: &str, kind: &str, t_s: f64, planned: f64| {
             json!({"event": event, "t_s": t_s, "fault": name, "kind": kind, "occurrence": 1,
                 "planned_at_s": planned, "evidence": "seen", "note": "undone"})
@@ -566,7 +567,7 @@ mod tests {
             fault("fault_injected", "tts", "tts_429", 5.0, 5.0),
             fault("fault_confirmed", "tts", "tts_429", 5.5, 5.0),
             json!({"event": "alert", "t_s": 20.0, "name": "TtsRateLimited", "status": "firing"}),
-            fault("fault_cleared", "tts", "tts_429", 25.0, 5.0),
+            fault("fault_cleared", "tts", "tts_429", tts_cleared_s, 5.0),
             json!({"event": "alert", "t_s": 26.0, "name": "TtsRateLimited", "status": "resolved"}),
             fault("fault_injected", "db", "db_pool_exhaustion", 50.0, 50.0),
             fault("fault_confirmed", "db", "db_pool_exhaustion", 50.5, 50.0),
@@ -594,7 +595,7 @@ mod tests {
     #[test]
     fn a_late_detection_or_recovery_fails_its_fault_case_by_how_much() {
         let dir = tempfile::tempdir().unwrap();
-        late_journal(dir.path());
+        late_journal(dir.path(), 25.0);
         let summary = Summary::rebuild(dir.path()).unwrap();
         let tts = &summary.faults[0];
         assert_eq!(tts.detected_after_s, Some(15.0), "{tts:?}");
@@ -656,6 +657,54 @@ mod tests {
                 "detected after 15.0s (alert TtsRateLimited), 5.0s over detect_within 10s"
             ),
             "{text}"
+        );
+    }
+
+    /// A fault that overlapped another is graded from the group's later clear, and every
+    /// report says so: not "of its clear", which would be a time it was never measured from.
+    #[test]
+    fn an_overlapped_fault_says_where_its_recovery_counts_from_in_every_report() {
+        let dir = tempfile::tempdir().unwrap();
+        late_journal(dir.path(), 55.0);
+        let summary = Summary::rebuild(dir.path()).unwrap();
+        let tts = &summary.faults[0];
+        assert_eq!(tts.overlapped, ["db #1 from 50.0s"], "{tts:?}");
+        assert_eq!(tts.recovery_from_s, Some(60.0), "{tts:?}");
+        let late = "steady state not back within recover_within 30s of the overlapping faults' \
+                    last clear at 60.0s";
+        let xml = std::fs::read_to_string(dir.path().join(junit::JUNIT_XML)).unwrap();
+        let report = quick_junit::Report::deserialize_from_str(&xml).unwrap();
+        let case = report
+            .test_suites
+            .iter()
+            .flat_map(|suite| suite.test_cases.iter())
+            .find(|case| case.name.as_str().starts_with("tts"))
+            .unwrap_or_else(|| panic!("no tts case in {xml}"));
+        match &case.status {
+            quick_junit::TestCaseStatus::NonSuccess { message, .. } => {
+                let message = message.as_ref().unwrap().to_string();
+                assert!(message.ends_with(late), "{message}");
+            }
+            other => panic!("tts should fail: {other:?}\n{xml}"),
+        }
+        let out = case.system_out.as_ref().unwrap().to_string();
+        assert!(out.contains("overlapped db #1 from 50.0s"), "{out}");
+        let markdown = std::fs::read_to_string(dir.path().join(markdown::REPORT_MD)).unwrap();
+        let late_md = late.replace("recover_within", "recover\\_within");
+        assert!(
+            markdown.contains(&format!("| {late_md}; overlapped db #1 from 50.0s |")),
+            "{markdown}"
+        );
+        let text = summary.render_text();
+        assert!(
+            text.contains("overlapped db #1 from 50.0s; detected after 15.0s"),
+            "{text}"
+        );
+        assert!(text.contains(late), "{text}");
+        // The db fault cleared last: its own clear, as when alone.
+        assert!(
+            markdown.contains("recover\\_within 30s of its clear; overlapped tts #1 from 5.0s |"),
+            "{markdown}"
         );
     }
 

@@ -4,6 +4,7 @@
 use crate::escape::line as shown;
 use crate::grade::FaultReport;
 use crate::grade::replay::{DetectionStatus, RecoveryStatus};
+use crate::scenario::faults::RecoverFrom;
 
 /// What the reports say about one injection.
 #[derive(Debug, Clone, PartialEq)]
@@ -19,7 +20,11 @@ pub struct FaultStory {
     pub detection: String,
     /// `recovered 5.0s after its clear`, `not recovered`, `recovery not measured`, or empty;
     /// `steady state not back within recover_within 1m of its clear` when it missed that.
+    /// When it overlapped other faults, the time counts from the group's last clear, and the
+    /// text says so: `recovered 5.0s after the overlapping faults' last clear at 46.0s`.
     pub recovery: String,
+    /// `overlapped tts_429 #3 from 16.0s, …`, or empty.
+    pub overlapped: String,
     /// `5.0s over detect_within 10s`: detected, but too late.
     pub detection_over: Option<String>,
     /// `5.0s over recover_within 1m`: recovered, but too late.
@@ -68,12 +73,18 @@ impl FaultStory {
             .filter(|failed| *failed > 0)
             .map_or(String::new(), |failed| format!("{failed} calls failed"));
         let problem = problem(fault, &label, &detection, &recovery);
+        let overlapped = if fault.overlapped.is_empty() {
+            String::new()
+        } else {
+            format!("overlapped {}", shown(&fault.overlapped.join(", ")))
+        };
         FaultStory {
             label,
             window,
             state,
             detection: detection.text,
             recovery: recovery.text,
+            overlapped,
             detection_over: detection.over,
             recovery_over: recovery.over,
             impact,
@@ -81,10 +92,12 @@ impl FaultStory {
         }
     }
 
-    /// `in effect; detected after …; recovered …; 3 calls failed`: the non-empty parts.
+    /// `in effect; overlapped …; detected after …; recovered …; 3 calls failed`: the
+    /// non-empty parts.
     pub fn outcome(&self) -> String {
         [
             self.state,
+            self.overlapped.as_str(),
             self.detection.as_str(),
             self.recovery.as_str(),
             self.impact.as_str(),
@@ -166,17 +179,17 @@ fn recovery(fault: &FaultReport) -> Part {
     if !fault.confirmed {
         return Part::said(String::new());
     }
-    let from = fault.recover_from.map_or("clear", |from| from.name());
+    let from = counted_from(fault);
     match (fault.recovery, fault.recovered_after_s) {
         (Some(RecoveryStatus::Recovered), Some(after)) => {
-            let text = format!("recovered {after:.1}s after its {from}");
+            let text = format!("recovered {after:.1}s after {from}");
             Part::timed(text, after, fault.recover_within_s, "recover_within")
         }
         (Some(RecoveryStatus::NotMeasured), _) => Part::said("recovery not measured".to_owned()),
         _ => Part {
             text: match fault.recover_within_s {
                 Some(limit) => format!(
-                    "steady state not back within recover_within {} of its {from}",
+                    "steady state not back within recover_within {} of {from}",
                     within(limit)
                 ),
                 None => "not recovered".to_owned(),
@@ -184,6 +197,23 @@ fn recovery(fault: &FaultReport) -> Part {
             over: None,
             missed: fault.recovery == Some(RecoveryStatus::NotRecovered),
         },
+    }
+}
+
+/// What its recovery time counts from: `its clear` (or `its injection`), or, when it
+/// overlapped other faults and the grader counted from a later clear of theirs,
+/// `the overlapping faults' last clear at 46.0s`.
+fn counted_from(fault: &FaultReport) -> String {
+    let own_name = fault.recover_from.map_or("clear", |from| from.name());
+    let own_at = match fault.recover_from {
+        Some(RecoverFrom::Injection) => fault.injected_at_s,
+        _ => fault.cleared_at_s,
+    };
+    match (fault.recovery_from_s, own_at) {
+        (Some(from), Some(own)) if !fault.overlapped.is_empty() && from - own > 0.05 => {
+            format!("the overlapping faults' last clear at {from:.1}s")
+        }
+        _ => format!("its {own_name}"),
     }
 }
 
@@ -286,6 +316,54 @@ mod tests {
             Some("5.0s over detect_within 10s")
         );
         assert_eq!(story.recovery_over, None);
+    }
+
+    #[test]
+    fn an_overlapped_injection_says_its_recovery_counts_from_the_groups_last_clear() {
+        // Cleared at 20 s, but it overlapped `leak #2`, cleared at 46 s: the grader counted
+        // its recovery from there.
+        let overlapped = FaultReport {
+            overlapped: vec!["leak #2 from 15.0s".into()],
+            recovery_from_s: Some(46.0),
+            ..fault(Some(2.0), Some(40.0))
+        };
+        let story = FaultStory::of(&overlapped);
+        assert_eq!(
+            story.recovery,
+            "recovered 40.0s after the overlapping faults' last clear at 46.0s, 10.0s over \
+             recover_within 30s"
+        );
+        assert_eq!(story.overlapped, "overlapped leak #2 from 15.0s");
+        assert!(
+            story
+                .outcome()
+                .starts_with("in effect; overlapped leak #2 from 15.0s; detected after 2.0s"),
+            "{}",
+            story.outcome()
+        );
+        let never = FaultReport {
+            recovery: Some(RecoveryStatus::NotRecovered),
+            recovered_after_s: None,
+            ..overlapped.clone()
+        };
+        assert_eq!(
+            fleet_problem(&never).unwrap(),
+            "tts #1 (tts_429): steady state not back within recover_within 30s of the \
+             overlapping faults' last clear at 46.0s"
+        );
+        // Overlapped, but its own clear was the group's last: "its clear", as alone.
+        let last = FaultReport {
+            recovery_from_s: Some(20.0),
+            ..overlapped
+        };
+        assert_eq!(
+            FaultStory::of(&last).recovery,
+            "recovered 40.0s after its clear, 10.0s over recover_within 30s"
+        );
+        // Alone, counted from its own clear.
+        let alone = FaultStory::of(&fault(Some(2.0), Some(5.0)));
+        assert_eq!(alone.recovery, "recovered 5.0s after its clear");
+        assert_eq!(alone.overlapped, "");
     }
 
     #[test]
