@@ -76,7 +76,7 @@ impl FaultStory {
         let overlapped = if fault.overlapped.is_empty() {
             String::new()
         } else {
-            format!("overlapped {}", shown(&fault.overlapped.join(", ")))
+            overlapped_with(&fault.overlapped)
         };
         FaultStory {
             label,
@@ -197,6 +197,20 @@ fn recovery(fault: &FaultReport) -> Part {
             over: None,
             missed: fault.recovery == Some(RecoveryStatus::NotRecovered),
         },
+    }
+}
+
+/// How many of the faults an injection overlapped are named; summary.json has them all.
+const OVERLAPPED_NAMED: usize = 3;
+
+/// `overlapped tts_429 #3 from 16.0s, db #2 from 20.0s, leak #1 from 22.0s and 4 more`: in
+/// a dense soak, a group of overlapping faults can hold dozens.
+fn overlapped_with(others: &[String]) -> String {
+    let named = others[..others.len().min(OVERLAPPED_NAMED)].join(", ");
+    let named = shown(&named);
+    match others.len().saturating_sub(OVERLAPPED_NAMED) {
+        0 => format!("overlapped {named}"),
+        more => format!("overlapped {named} and {more} more"),
     }
 }
 
@@ -359,6 +373,14 @@ mod tests {
         assert_eq!(
             FaultStory::of(&last).recovery,
             "recovered 40.0s after its clear, 10.0s over recover_within 30s"
+        );
+        let many = FaultReport {
+            overlapped: (1..=5).map(|n| format!("leak #{n} from {n}.0s")).collect(),
+            ..last
+        };
+        assert_eq!(
+            FaultStory::of(&many).overlapped,
+            "overlapped leak #1 from 1.0s, leak #2 from 2.0s, leak #3 from 3.0s and 2 more"
         );
         // Alone, counted from its own clear.
         let alone = FaultStory::of(&fault(Some(2.0), Some(5.0)));
