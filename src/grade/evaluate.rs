@@ -684,6 +684,10 @@ fn recover_within(within_s: f64, window_s: f64, faults: &[FaultReport]) -> SloVe
     )
 }
 
+/// Less probed time than this outside faults and their recovery, and uptime is not
+/// measured.
+const MIN_UPTIME_PROBED_S: f64 = 1.0;
+
 fn uptime_slo(min: f64, uptime: Option<&Uptime>) -> SloVerdict {
     let threshold = format!(">= {min}%");
     let Some(uptime) = uptime else {
@@ -693,6 +697,19 @@ fn uptime_slo(min: f64, uptime: Option<&Uptime>) -> SloVerdict {
             "no health probe answered or failed, so uptime could not be measured (set [observe] health_url)".into(),
         );
     };
+    if uptime.probed_s < MIN_UPTIME_PROBED_S {
+        // Faults and their recovery covered the whole run: nothing was left to measure, and
+        // a pass on nothing would be a verdict the harness did not see.
+        return SloVerdict::not_measured(
+            "uptime",
+            threshold,
+            format!(
+                "every probed second was inside a fault or the recovery from it ({:.0}s left \
+                 out), so uptime could not be measured: space the faults out",
+                uptime.excluded_s
+            ),
+        );
+    }
     let pass = uptime.exact_pct >= min;
     SloVerdict::measured(
         "uptime",
@@ -1120,6 +1137,35 @@ mod tests {
         assert!(
             !evaluate(&run).in_progress,
             "a final grading is not in progress"
+        );
+    }
+
+    #[test]
+    fn uptime_over_no_probed_time_is_not_measured_not_passed() {
+        let covered = Uptime {
+            pct: 100.0,
+            exact_pct: 100.0,
+            probed_s: 0.0,
+            down_s: 0.0,
+            excluded_s: 360.0,
+            outages: 0,
+            longest_outage_s: 0.0,
+        };
+        let verdict = uptime_slo(99.0, Some(&covered));
+        assert_eq!(
+            verdict.status,
+            crate::grade::SloStatus::NotMeasured,
+            "{verdict:?}"
+        );
+        assert!(verdict.why.contains("360s left out"), "{}", verdict.why);
+        let probed = Uptime {
+            probed_s: 29.0,
+            excluded_s: 331.0,
+            ..covered
+        };
+        assert_eq!(
+            uptime_slo(99.0, Some(&probed)).status,
+            crate::grade::SloStatus::Pass
         );
     }
 }
@@ -1720,7 +1766,11 @@ mod rules_tests {
         let summary = Journal { records }.grade();
         for name in ["uptime", "max_crashes", "memory_growth"] {
             let verdict = slo(&summary, name);
-            assert_eq!(verdict.status, SloStatus::NotMeasured, "{verdict:?}");
+            assert_eq!(
+                verdict.status,
+                crate::grade::SloStatus::NotMeasured,
+                "{verdict:?}"
+            );
             assert!(!verdict.pass);
         }
         assert_eq!(summary.verdict, Verdict::Error);
