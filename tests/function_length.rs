@@ -59,18 +59,6 @@ const ALLOWED: &[Allowed] = &[
         reason: "not split yet (issue #12)",
     },
     Allowed {
-        file: "chaos/db.rs",
-        name: "take_postgres_slots",
-        lines: 86,
-        reason: "not split yet (issue #12)",
-    },
-    Allowed {
-        file: "chaos/db.rs",
-        name: "confirm_postgres_slots",
-        lines: 117,
-        reason: "not split yet (issue #12)",
-    },
-    Allowed {
         file: "chaos/fault.rs",
         name: "inject",
         lines: 81,
