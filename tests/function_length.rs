@@ -59,12 +59,6 @@ const ALLOWED: &[Allowed] = &[
         reason: "not split yet (issue #12)",
     },
     Allowed {
-        file: "chaos/plane.rs",
-        name: "run_occurrence",
-        lines: 119,
-        reason: "not split yet (issue #12)",
-    },
-    Allowed {
         file: "fleet/mod.rs",
         name: "run",
         lines: 132,
