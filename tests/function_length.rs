@@ -47,18 +47,6 @@ const ALLOWED: &[Allowed] = &[
         reason: "not split yet (issue #12)",
     },
     Allowed {
-        file: "chaos/by_hand.rs",
-        name: "check",
-        lines: 98,
-        reason: "not split yet (issue #12)",
-    },
-    Allowed {
-        file: "chaos/by_hand.rs",
-        name: "environment",
-        lines: 104,
-        reason: "not split yet (issue #12)",
-    },
-    Allowed {
         file: "fleet/mod.rs",
         name: "run",
         lines: 132,
