@@ -27,8 +27,7 @@ struct Allowed {
 }
 
 /// The functions still over the limit; shrink it, never grow it.
-const ALLOWED: &[Allowed] = &[
-];
+const ALLOWED: &[Allowed] = &[];
 
 /// One function found in `src/`.
 #[derive(Debug)]
