@@ -153,9 +153,9 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<Run
 /// The run's story, one step per function: `prepare` the scenario and the run directory;
 /// start the `Controls` that can stop it early; start the chaos plane's servers and the
 /// target (`start_target`); open the journal (`open_journal`); start the `Observers`;
-/// start the chaos schedule (`start_chaos`); drive the load (`drive_load`); undo every
-/// fault (`undo_faults`), then stop the observers and the fleet (`Observers::stop`); and
-/// grade from the journal alone (`finish`).
+/// start the chaos schedule (`start_chaos`); drive the load (`drive_load`); stop what is
+/// `Running` (undo every fault first, then the observers and the fleet); and grade from
+/// the journal alone (`finish`).
 pub async fn run_until(options: RunOptions, shutdown: Shutdown) -> Result<RunOutcome, RunError> {
     let mut prepared = prepare(&options)?;
     tracing::info!(run_id = %prepared.run_id, out = %prepared.out_dir.display(), "run prepared");
@@ -198,42 +198,64 @@ pub async fn run_until(options: RunOptions, shutdown: Shutdown) -> Result<RunOut
     let hurry = Hurry::start(shutdown.hurry.clone());
     tracing::info!(run_for = %humantime::format_duration(prepared.run_for), "load started");
     let aggregation = drive_load(&prepared, context, &journal, &controls, display, &hurry).await;
-    // The load is done (or stopped): clear every fault before anything else stops.
-    tracing::info!("load done: undoing faults, then stopping the observers and the fleet");
-    chaos_stop.cancel();
-    let chaos_outcome = undo_faults(&journal, &hurry, chaos_run).await;
-    // A task of the harness's own that failed leaves a hole in what was seen: it is
-    // journaled, and the verdict is `error`, never the fleet's failure.
-    if let Some(aggregated) = hurry.skip(aggregation).await {
-        journal.task_ended("aggregator", aggregated);
-    }
-    // No interim report may land after the final one.
-    if let Some(interim) = interim {
-        interim.stop().await;
-    }
-    controls.watchers.cancel();
-    observers.stop(&journal, &hurry).await;
-    if let Some(chaos_outcome) = &chaos_outcome {
-        let removed = chaos_outcome.tear_down();
-        if removed > 0 {
-            journal.record(
-                "harness_files_removed",
-                serde_json::json!({"files": removed}),
-            );
-        }
-    }
+    let running = Running {
+        chaos_stop,
+        chaos_run,
+        aggregation,
+        interim,
+        observers,
+    };
+    running.stop(&journal, &controls, &hurry).await;
     remove_temp_root(prepared.temp_root).await;
-    let outcome = finish(
+    finish(
         &journal,
         &controls,
         &shutdown.stop,
         &hurry,
         prepared.out_dir,
-    );
-    if let Ok(outcome) = &outcome {
-        tracing::info!(verdict = ?outcome.summary.verdict, "graded");
+    )
+}
+
+/// What runs while the load is driven, stopped in order by [`Running::stop`].
+struct Running {
+    /// Ends the chaos schedule once the load is done.
+    chaos_stop: CancellationToken,
+    chaos_run: ChaosRun,
+    /// The task that aggregates the calls' reports; it ends once every call has reported.
+    aggregation: tokio::task::JoinHandle<()>,
+    interim: Option<InterimReports>,
+    observers: Observers,
+}
+
+impl Running {
+    /// The load is done (or stopped): clears every fault before anything else stops, then
+    /// waits for the aggregator, stops the interim reports (none may land after the final
+    /// one), the watchers, the observers and the fleet, and removes the files the harness
+    /// leaked.
+    async fn stop(self, journal: &Journal, controls: &Controls, hurry: &Hurry) {
+        tracing::info!("load done: undoing faults, then stopping the observers and the fleet");
+        self.chaos_stop.cancel();
+        let chaos_outcome = undo_faults(journal, hurry, self.chaos_run).await;
+        // A task of the harness's own that failed leaves a hole in what was seen: it is
+        // journaled, and the verdict is `error`, never the fleet's failure.
+        if let Some(aggregated) = hurry.skip(self.aggregation).await {
+            journal.task_ended("aggregator", aggregated);
+        }
+        if let Some(interim) = self.interim {
+            interim.stop().await;
+        }
+        controls.watchers.cancel();
+        self.observers.stop(journal, hurry).await;
+        if let Some(chaos_outcome) = &chaos_outcome {
+            let removed = chaos_outcome.tear_down();
+            if removed > 0 {
+                journal.record(
+                    "harness_files_removed",
+                    serde_json::json!({"files": removed}),
+                );
+            }
+        }
     }
-    outcome
 }
 
 /// What [`prepare`] settles before anything starts.
@@ -883,6 +905,7 @@ fn finish(
         path: out_dir.clone(),
         source,
     })?;
+    tracing::info!(verdict = ?summary.verdict, "graded");
     Ok(RunOutcome { summary, out_dir })
 }
 

@@ -931,32 +931,17 @@ async fn spawn_sink(
     .await
 }
 
+/// Starts the reference fleet with the scenario's settings: the bugs to switch on, its
+/// database (checked first, so a missing variable leaves nothing behind), its output log
+/// and a temp dir of its own; then waits for it to say where it listens.
 async fn spawn_embedded(
     exe: &Path,
     fleet: &EmbeddedFleet,
     extra_bugs: &[Bug],
     wiring: &FleetWiring,
 ) -> Result<ResolvedTarget, TargetError> {
-    let mut bugs = fleet.bugs.clone();
-    for bug in extra_bugs {
-        if !bugs.contains(bug) {
-            bugs.push(*bug);
-        }
-    }
-    // The database URL first, so a missing variable leaves nothing behind.
-    let postgres = match &fleet.database_url_env {
-        Some(name) => {
-            let url = std::env::var(name).map_err(|_| TargetError::MissingDatabaseUrl {
-                name: name.clone(),
-                key: TARGET_DATABASE_KEY.to_owned(),
-            })?;
-            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-                return Err(TargetError::NotPostgresUrl { name: name.clone() });
-            }
-            Some((name.clone(), url))
-        }
-        None => None,
-    };
+    let bugs = fleet_bugs(fleet, extra_bugs);
+    let postgres = postgres_from_env(fleet)?;
     let output_log = match &wiring.output_log {
         Some(path) => Some(
             OutputLog::open(path).map_err(|source| TargetError::OutputLog {
@@ -966,37 +951,120 @@ async fn spawn_embedded(
         ),
         None => None,
     };
-    let temp_error = |source| TargetError::TempDir { source };
-    let mut temp_dir = tempfile::Builder::new();
-    temp_dir.prefix("voxsoak-fleet-");
-    let temp_dir = match &wiring.temp_root {
-        Some(root) => temp_dir.tempdir_in(root),
-        None => temp_dir.tempdir(),
-    }
-    .map_err(temp_error)?;
-    let root = std::path::absolute(temp_dir.path()).map_err(temp_error)?;
-    let audio_tmp_dir = root.join("audio");
-    std::fs::create_dir(&audio_tmp_dir).map_err(temp_error)?;
+    let dirs = FleetDirs::make(wiring)?;
+    let (command, database) = fleet_command(exe, fleet, wiring, &bugs, postgres, &dirs);
+    let listening = spawn_listening(
+        command,
+        "voxsoak fleet",
+        crate::contract::fleet::LISTENING_PREFIX,
+        FLEET_SPAWN_TIMEOUT,
+        output_log,
+        wiring.pid_file.clone(),
+    )
+    .await?;
+    Ok(embedded_target(listening, dirs, database, bugs))
+}
 
+/// The scenario's bugs, then `--fleet-bug`'s, each once.
+fn fleet_bugs(fleet: &EmbeddedFleet, extra_bugs: &[Bug]) -> Vec<Bug> {
+    let mut bugs = fleet.bugs.clone();
+    for bug in extra_bugs {
+        if !bugs.contains(bug) {
+            bugs.push(*bug);
+        }
+    }
+    bugs
+}
+
+/// The PostgreSQL URL the scenario names a variable for (the variable's name and its
+/// value), or None for the fleet's own SQLite file.
+fn postgres_from_env(fleet: &EmbeddedFleet) -> Result<Option<(String, String)>, TargetError> {
+    let Some(name) = &fleet.database_url_env else {
+        return Ok(None);
+    };
+    let url = std::env::var(name).map_err(|_| TargetError::MissingDatabaseUrl {
+        name: name.clone(),
+        key: TARGET_DATABASE_KEY.to_owned(),
+    })?;
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err(TargetError::NotPostgresUrl { name: name.clone() });
+    }
+    Ok(Some((name.clone(), url)))
+}
+
+/// The embedded fleet's temp dir (in the run's temp root when there is one) and the
+/// `audio/` folder inside it.
+struct FleetDirs {
+    /// Removes the folder when the fleet is stopped.
+    temp_dir: TempDir,
+    /// The temp dir's absolute path.
+    root: PathBuf,
+    /// The fleet's `AUDIO_TMP_DIR`.
+    audio_tmp_dir: PathBuf,
+}
+
+impl FleetDirs {
+    fn make(wiring: &FleetWiring) -> Result<FleetDirs, TargetError> {
+        let temp_error = |source| TargetError::TempDir { source };
+        let mut temp_dir = tempfile::Builder::new();
+        temp_dir.prefix("voxsoak-fleet-");
+        let temp_dir = match &wiring.temp_root {
+            Some(root) => temp_dir.tempdir_in(root),
+            None => temp_dir.tempdir(),
+        }
+        .map_err(temp_error)?;
+        let root = std::path::absolute(temp_dir.path()).map_err(temp_error)?;
+        let audio_tmp_dir = root.join("audio");
+        std::fs::create_dir(&audio_tmp_dir).map_err(temp_error)?;
+        Ok(FleetDirs {
+            temp_dir,
+            root,
+            audio_tmp_dir,
+        })
+    }
+}
+
+/// The fleet's database as the chaos plane sees it, and its URL.
+struct DatabaseChoice {
+    database: FleetDatabase,
+    /// May hold a password when it is PostgreSQL's: never printed.
+    url: String,
+}
+
+/// `voxsoak fleet` with the scenario's settings as flags. A PostgreSQL URL goes through the
+/// environment, not argv: a command line is readable by every user of the machine (`ps`),
+/// and the URL may hold a password.
+fn fleet_command(
+    exe: &Path,
+    fleet: &EmbeddedFleet,
+    wiring: &FleetWiring,
+    bugs: &[Bug],
+    postgres: Option<(String, String)>,
+    dirs: &FleetDirs,
+) -> (Command, DatabaseChoice) {
     let mut command = child_command(exe, "fleet", wiring);
     command.arg("--listen").arg("127.0.0.1:0");
-    let (database, database_url) = match postgres {
+    let database = match postgres {
         Some((env, url)) => {
-            // Through the environment, not argv: a command line is readable by every
-            // user of the machine (`ps`), and the URL may hold a password.
             command.env("DATABASE_URL", &url);
-            (FleetDatabase::Postgres { env }, url)
+            DatabaseChoice {
+                database: FleetDatabase::Postgres { env },
+                url,
+            }
         }
         None => {
-            let path = root.join("fleet.db");
+            let path = dirs.root.join("fleet.db");
             let url = format!("sqlite://{}", path.display());
             command.arg("--database-url").arg(&url);
-            (FleetDatabase::Sqlite { path }, url)
+            DatabaseChoice {
+                database: FleetDatabase::Sqlite { path },
+                url,
+            }
         }
     };
     command
         .arg("--audio-tmp-dir")
-        .arg(&audio_tmp_dir)
+        .arg(&dirs.audio_tmp_dir)
         .arg("--db-pool-size")
         .arg(fleet.db_pool_size.to_string())
         .arg("--orders")
@@ -1012,7 +1080,7 @@ async fn spawn_embedded(
     if let Some(limit) = fleet.memory_limit {
         command.arg("--memory-limit").arg(limit.to_string());
     }
-    for bug in &bugs {
+    for bug in bugs {
         command.arg("--bug").arg(bug.name());
     }
     for (flag, url) in [
@@ -1024,16 +1092,17 @@ async fn spawn_embedded(
             command.arg(flag).arg(url);
         }
     }
+    (command, database)
+}
 
-    let listening = spawn_listening(
-        command,
-        "voxsoak fleet",
-        crate::contract::fleet::LISTENING_PREFIX,
-        FLEET_SPAWN_TIMEOUT,
-        output_log,
-        wiring.pid_file.clone(),
-    )
-    .await?;
+/// The started fleet as a target: where calls go, what the chaos plane and observers need
+/// to know of it, and a description naming its bugs.
+fn embedded_target(
+    listening: Listening,
+    dirs: FleetDirs,
+    database: DatabaseChoice,
+    bugs: Vec<Bug>,
+) -> ResolvedTarget {
     let address = listening.address;
     let url = stream_url(address);
     let bug_names = if bugs.is_empty() {
@@ -1047,23 +1116,23 @@ async fn spawn_embedded(
     let info = EmbeddedFleetInfo {
         http_base: Url::parse(&format!("http://{address}/"))
             .expect("a socket address makes a valid URL"),
-        temp_dir: root,
-        audio_tmp_dir,
-        database,
-        database_url,
+        temp_dir: dirs.root,
+        audio_tmp_dir: dirs.audio_tmp_dir,
+        database: database.database,
+        database_url: database.url,
         bugs,
         pid: listening.pid,
     };
-    Ok(ResolvedTarget {
+    ResolvedTarget {
         description: format!("reference fleet (started by voxsoak, bugs: {bug_names}) {url}"),
         endpoint: CallEndpoint::Stream {
             url,
             custom_parameters: Default::default(),
         },
         auth_token: None,
-        fleet: Some(listening.into_spawned(Some(temp_dir))),
+        fleet: Some(listening.into_spawned(Some(dirs.temp_dir))),
         embedded: Some(info),
-    })
+    }
 }
 
 /// A started child that reported its address.
@@ -1110,7 +1179,7 @@ impl Listening {
 /// status and stderr. It dies with the harness (see the module docs), and its pid is
 /// written to `pid_file` as soon as it is started (removed again if it fails to start).
 async fn spawn_listening(
-    mut command: Command,
+    command: Command,
     what: &'static str,
     prefix: &'static str,
     timeout: Duration,
@@ -1118,54 +1187,12 @@ async fn spawn_listening(
     pid_file: Option<PathBuf>,
 ) -> Result<Listening, TargetError> {
     let recipe = Recipe::of(&command);
-    command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true);
-    die_with_harness(&mut command);
-    let exe = PathBuf::from(command.as_std().get_program());
-    let mut child = spawn_child(command)
-        .await
-        .map_err(|source| TargetError::Spawn { what, exe, source })?;
+    let mut child = start_child(command, what, pid_file.as_deref()).await?;
     let pid = child.id();
-    if let (Some(path), Some(pid)) = (&pid_file, pid) {
-        // Dropping `child` on this error kills it.
-        PidFile::for_child(pid, what)
-            .write(path)
-            .map_err(|source| TargetError::PidFile {
-                path: path.clone(),
-                source,
-            })?;
-    }
-    let stderr = StderrExcerpt::default();
-    let stderr_pipe = child.stderr.take().expect("stderr is piped");
-    let tail = stderr.clone();
-    let stderr_log = log.clone();
-    let stderr_done = tokio::spawn(async move {
-        let mut lines = PipeLines::new(stderr_pipe, stderr_log);
-        while let Some(line) = lines.next_line().await {
-            tail.push(line);
-        }
-    });
+    let (stderr, stderr_done) = keep_stderr(&mut child, log.clone());
     let mut stdout = PipeLines::new(child.stdout.take().expect("stdout is piped"), log.clone());
     let deadline = Instant::now() + timeout;
-    let reported = tokio::time::timeout_at(deadline, async {
-        while let Some(line) = stdout.next_line().await {
-            if let Some(address) = line.strip_prefix(prefix) {
-                return Some(address.trim().to_owned());
-            }
-        }
-        None
-    })
-    .await;
-    enum Failure {
-        BadAddress(String),
-        Exited(String),
-        Timeout,
-    }
-    let failure = match reported {
+    let failure = match read_address(&mut stdout, prefix, deadline).await {
         Ok(Some(address)) => match address.parse::<SocketAddr>() {
             Ok(address) => {
                 tokio::spawn(stdout.drain());
@@ -1184,27 +1211,15 @@ async fn spawn_listening(
             }
             Err(_) => {
                 let _ = child.kill().await;
-                Failure::BadAddress(address)
+                StartFailure::BadAddress(address)
             }
         },
         // Its stdout closed: it exited (or is about to), so say why now rather than at
         // the timeout.
-        Ok(None) => {
-            let wait_until = deadline.min(Instant::now() + EXIT_WAIT);
-            Failure::Exited(
-                match tokio::time::timeout_at(wait_until, child.wait()).await {
-                    Ok(Ok(status)) => status.to_string(),
-                    Ok(Err(error)) => format!("status unknown: {error}"),
-                    Err(_) => {
-                        let _ = child.kill().await;
-                        "it closed its stdout and was killed".to_owned()
-                    }
-                },
-            )
-        }
+        Ok(None) => StartFailure::Exited(exit_status(&mut child, deadline).await),
         Err(_) => {
             let _ = child.kill().await;
-            Failure::Timeout
+            StartFailure::Timeout
         }
     };
     if let Some(path) = &pid_file {
@@ -1212,20 +1227,111 @@ async fn spawn_listening(
     }
     // The child is gone: the rest of its stderr is on its way.
     let _ = tokio::time::timeout(STDERR_WAIT, stderr_done).await;
-    let stderr = stderr.text();
-    Err(match failure {
-        Failure::BadAddress(address) => TargetError::BadAddress { what, address },
-        Failure::Exited(status) => TargetError::Exited {
-            what,
-            status,
-            stderr,
-        },
-        Failure::Timeout => TargetError::NoAddress {
-            what,
-            timeout,
-            stderr,
-        },
+    Err(failure.into_error(what, timeout, stderr.text()))
+}
+
+/// Starts the child in its own process group with both pipes captured, and writes its pid
+/// to `pid_file` (dropping the child on that error kills it).
+async fn start_child(
+    mut command: Command,
+    what: &'static str,
+    pid_file: Option<&Path>,
+) -> Result<Child, TargetError> {
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    die_with_harness(&mut command);
+    let exe = PathBuf::from(command.as_std().get_program());
+    let child = spawn_child(command)
+        .await
+        .map_err(|source| TargetError::Spawn { what, exe, source })?;
+    if let (Some(path), Some(pid)) = (pid_file, child.id()) {
+        PidFile::for_child(pid, what)
+            .write(path)
+            .map_err(|source| TargetError::PidFile {
+                path: path.to_owned(),
+                source,
+            })?;
+    }
+    Ok(child)
+}
+
+/// Drains the child's stderr for as long as it lives, keeping its last lines (and writing
+/// every line to `log`); the task ends when the pipe closes.
+fn keep_stderr(
+    child: &mut Child,
+    log: Option<OutputLog>,
+) -> (StderrExcerpt, tokio::task::JoinHandle<()>) {
+    let stderr = StderrExcerpt::default();
+    let stderr_pipe = child.stderr.take().expect("stderr is piped");
+    let tail = stderr.clone();
+    let done = tokio::spawn(async move {
+        let mut lines = PipeLines::new(stderr_pipe, log);
+        while let Some(line) = lines.next_line().await {
+            tail.push(line);
+        }
+    });
+    (stderr, done)
+}
+
+/// The text after `prefix` on the first stdout line that starts with it; None when stdout
+/// closes first, an error when `deadline` passes first.
+async fn read_address(
+    stdout: &mut PipeLines<tokio::process::ChildStdout>,
+    prefix: &str,
+    deadline: Instant,
+) -> Result<Option<String>, tokio::time::error::Elapsed> {
+    tokio::time::timeout_at(deadline, async {
+        while let Some(line) = stdout.next_line().await {
+            if let Some(address) = line.strip_prefix(prefix) {
+                return Some(address.trim().to_owned());
+            }
+        }
+        None
     })
+    .await
+}
+
+/// How a child that closed its stdout ended: its exit status, or (still running after a
+/// short wait) killed.
+async fn exit_status(child: &mut Child, deadline: Instant) -> String {
+    let wait_until = deadline.min(Instant::now() + EXIT_WAIT);
+    match tokio::time::timeout_at(wait_until, child.wait()).await {
+        Ok(Ok(status)) => status.to_string(),
+        Ok(Err(error)) => format!("status unknown: {error}"),
+        Err(_) => {
+            let _ = child.kill().await;
+            "it closed its stdout and was killed".to_owned()
+        }
+    }
+}
+
+/// Why a child did not come to listen.
+enum StartFailure {
+    BadAddress(String),
+    Exited(String),
+    Timeout,
+}
+
+impl StartFailure {
+    fn into_error(self, what: &'static str, timeout: Duration, stderr: String) -> TargetError {
+        match self {
+            StartFailure::BadAddress(address) => TargetError::BadAddress { what, address },
+            StartFailure::Exited(status) => TargetError::Exited {
+                what,
+                status,
+                stderr,
+            },
+            StartFailure::Timeout => TargetError::NoAddress {
+                what,
+                timeout,
+                stderr,
+            },
+        }
+    }
 }
 
 /// Makes the child die with the harness (Linux): `PR_SET_PDEATHSIG(SIGKILL)` between fork

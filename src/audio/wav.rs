@@ -119,6 +119,24 @@ pub fn load_wav(path: &Path) -> Result<Vec<i16>, AudioError> {
 
 /// [`load_wav`] with other limits.
 pub fn load_wav_within(path: &Path, limits: FixtureLimits) -> Result<Vec<i16>, AudioError> {
+    let reader = open_within(path, limits)?;
+    check_header(path, &reader, limits)?;
+    let sample_rate = reader.spec().sample_rate;
+    let mono = read_mono(path, reader)?;
+    let samples = mono_to_8k(&mono, sample_rate);
+    if samples.is_empty() {
+        return Err(AudioError::Empty {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(samples)
+}
+
+/// Opens a regular file no larger than the limit and reads its WAV header.
+fn open_within(
+    path: &Path,
+    limits: FixtureLimits,
+) -> Result<hound::WavReader<BufReader<File>>, AudioError> {
     let metadata = std::fs::metadata(path).map_err(|source| AudioError::Unreadable {
         path: path.to_path_buf(),
         source,
@@ -134,21 +152,30 @@ pub fn load_wav_within(path: &Path, limits: FixtureLimits) -> Result<Vec<i16>, A
             },
         });
     }
-    let too_large = |what, bytes| AudioError::TooLarge {
-        path: path.to_path_buf(),
-        what,
-        bytes,
-        limit: limits.max_bytes,
-    };
     if metadata.len() > limits.max_bytes {
-        return Err(too_large("is", metadata.len()));
+        return Err(AudioError::TooLarge {
+            path: path.to_path_buf(),
+            what: "is",
+            bytes: metadata.len(),
+            limit: limits.max_bytes,
+        });
     }
     let file = File::open(path).map_err(|source| AudioError::Unreadable {
         path: path.to_path_buf(),
         source,
     })?;
-    let reader = hound::WavReader::new(BufReader::new(file))
-        .map_err(|source| classify_header_error(path, source))?;
+    hound::WavReader::new(BufReader::new(file))
+        .map_err(|source| classify_header_error(path, source))
+}
+
+/// The header's claims, before reading a sample: a rate and channel count it can decode,
+/// and no more data or playing time than the limits (the file may have grown since it was
+/// measured, and a header may claim more than the file holds).
+fn check_header(
+    path: &Path,
+    reader: &hound::WavReader<BufReader<File>>,
+    limits: FixtureLimits,
+) -> Result<(), AudioError> {
     let spec = reader.spec();
     let unsupported = |format: String| AudioError::UnsupportedFormat {
         path: path.to_path_buf(),
@@ -166,11 +193,14 @@ pub fn load_wav_within(path: &Path, limits: FixtureLimits) -> Result<Vec<i16>, A
             spec.sample_rate
         )));
     }
-    // The header's claims, before reading a sample: the file may have grown since it was
-    // measured, and a header may claim more than the file holds.
     let claimed = u64::from(reader.len()) * u64::from(spec.bits_per_sample.div_ceil(8));
     if claimed > limits.max_bytes {
-        return Err(too_large("claims", claimed));
+        return Err(AudioError::TooLarge {
+            path: path.to_path_buf(),
+            what: "claims",
+            bytes: claimed,
+            limit: limits.max_bytes,
+        });
     }
     let duration =
         Duration::from_secs_f64(f64::from(reader.duration()) / f64::from(spec.sample_rate));
@@ -181,13 +211,22 @@ pub fn load_wav_within(path: &Path, limits: FixtureLimits) -> Result<Vec<i16>, A
             limit: limits.max_duration,
         });
     }
+    Ok(())
+}
 
+/// Decodes the samples (integer of any width up to 32 bits, or 32-bit float) and averages
+/// the channels into one, scaled to -1.0..1.0.
+fn read_mono(
+    path: &Path,
+    reader: hound::WavReader<BufReader<File>>,
+) -> Result<Vec<f32>, AudioError> {
+    let spec = reader.spec();
     let corrupt = |source| AudioError::CorruptSamples {
         path: path.to_path_buf(),
         source,
     };
     let frames = reader.duration() as usize;
-    let mono = match (spec.sample_format, spec.bits_per_sample) {
+    match (spec.sample_format, spec.bits_per_sample) {
         (hound::SampleFormat::Int, bits @ 1..=32) => {
             let full_scale = (1u64 << (bits - 1)) as f32;
             mix_down(
@@ -196,7 +235,7 @@ pub fn load_wav_within(path: &Path, limits: FixtureLimits) -> Result<Vec<i16>, A
                 frames,
                 |value| value as f32 / full_scale,
             )
-            .map_err(corrupt)?
+            .map_err(corrupt)
         }
         (hound::SampleFormat::Float, 32) => mix_down(
             reader.into_samples::<f32>(),
@@ -204,17 +243,12 @@ pub fn load_wav_within(path: &Path, limits: FixtureLimits) -> Result<Vec<i16>, A
             frames,
             |value| value,
         )
-        .map_err(corrupt)?,
-        (format, bits) => return Err(unsupported(format!("{bits}-bit {format:?} samples"))),
-    };
-
-    let samples = mono_to_8k(&mono, spec.sample_rate);
-    if samples.is_empty() {
-        return Err(AudioError::Empty {
+        .map_err(corrupt),
+        (format, bits) => Err(AudioError::UnsupportedFormat {
             path: path.to_path_buf(),
-        });
+            format: format!("{bits}-bit {format:?} samples"),
+        }),
     }
-    Ok(samples)
 }
 
 /// Averages each frame of interleaved samples as it is read, so only one channel is ever

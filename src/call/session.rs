@@ -13,7 +13,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_util::sync::CancellationToken;
 
-use super::connect::{CallEndpoint, Connector, MediaSocket};
+use super::connect::{CallEndpoint, ConnectError, Connector, MediaSocket, OpenStream};
 use super::playback::{Playback, ReplyState};
 use super::{
     CallEvent, CallEvents, CallOutcome, CallPlan, CallStep, StreamClose, pacing_histogram,
@@ -98,27 +98,10 @@ pub async fn run_call(
 ) -> CallOutcome {
     let started = Instant::now();
     let _ = events.send(CallEvent::Started);
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(
-        context.seed.rotate_left(32) ^ plan.index.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x5EED_CA11,
-    );
-    let call_sid = sid::new_sid(sid::CALL, &mut rng);
-    let stream_sid = sid::new_sid(sid::STREAM, &mut rng);
-    let webhook = VoiceWebhook::inbound(
-        &call_sid,
-        &context.account_sid,
-        &context.settings.from,
-        &context.settings.to,
-    );
-    let connector = Connector {
-        endpoint: &context.endpoint,
-        auth_token: context.auth_token.as_deref(),
-        http: &context.http,
-        ws_config: CallContext::ws_config(),
-        host_allowed: &*context.host_allowed,
-    };
+    let ids = CallIds::new(context.seed, plan.index);
     let opened = tokio::select! {
         _ = cancel.cancelled() => None,
-        opened = timeout(context.settings.connect_timeout, connector.open(&webhook)) => Some(opened),
+        opened = timeout(context.settings.connect_timeout, open_stream(&context, &ids)) => Some(opened),
     };
     let (outcome, detail, close) = match opened {
         None => (CallOutcome::Cancelled, None, None),
@@ -140,46 +123,8 @@ pub async fn run_call(
             let _ = events.send(CallEvent::Connected {
                 connect: started.elapsed(),
             });
-            let session = Session {
-                socket: open.socket,
-                events: &events,
-                encoder: MediaFrameEncoder::new(&stream_sid),
-                stream_sid: &stream_sid,
-                sequence: 0,
-                playback: Playback::new(
-                    Instant::now(),
-                    context.vad,
-                    context.settings.reply_silence,
-                ),
-                pacing: pacing_histogram(),
-                decode_buffer: Vec::with_capacity(1024),
-                protocol_errors: 0,
-                first_protocol_error: None,
-                frame_phase: frame_phase(plan.index),
-                wait: ReplyWait {
-                    events: &events,
-                    call: plan.index,
-                    since: None,
-                },
-            };
-            let start = TwilioEvent::start(
-                1,
-                &stream_sid,
-                &context.account_sid,
-                &call_sid,
-                open.custom_parameters,
-            );
-            let (outcome, detail, close) = session
-                .drive(
-                    &context.settings,
-                    plan.steps,
-                    start,
-                    &call_sid,
-                    &context.account_sid,
-                    started,
-                    &cancel,
-                )
-                .await;
+            let (outcome, detail, close) =
+                talk(&context, plan, &events, open, &ids, started, &cancel).await;
             (outcome, detail, Some(close))
         }
     };
@@ -190,6 +135,95 @@ pub async fn run_call(
         close,
     });
     outcome
+}
+
+/// A call's Twilio SIDs, drawn from (the run's seed, the call's index), so runs with
+/// different seeds do not reuse SIDs against the same fleet.
+struct CallIds {
+    call_sid: String,
+    stream_sid: String,
+}
+
+impl CallIds {
+    fn new(seed: u64, index: u64) -> CallIds {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(
+            seed.rotate_left(32) ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x5EED_CA11,
+        );
+        let call_sid = sid::new_sid(sid::CALL, &mut rng);
+        let stream_sid = sid::new_sid(sid::STREAM, &mut rng);
+        CallIds {
+            call_sid,
+            stream_sid,
+        }
+    }
+}
+
+/// Opens the call's media stream: through the voice webhook when the target takes one,
+/// straight to the stream URL otherwise.
+async fn open_stream(context: &CallContext, ids: &CallIds) -> Result<OpenStream, ConnectError> {
+    let webhook = VoiceWebhook::inbound(
+        &ids.call_sid,
+        &context.account_sid,
+        &context.settings.from,
+        &context.settings.to,
+    );
+    let connector = Connector {
+        endpoint: &context.endpoint,
+        auth_token: context.auth_token.as_deref(),
+        http: &context.http,
+        ws_config: CallContext::ws_config(),
+        host_allowed: &*context.host_allowed,
+    };
+    connector.open(&webhook).await
+}
+
+/// The connected call: sends Twilio's `start` and drives the script over the stream until
+/// the call ends.
+async fn talk(
+    context: &CallContext,
+    plan: CallPlan,
+    events: &CallEvents,
+    open: OpenStream,
+    ids: &CallIds,
+    started: Instant,
+    cancel: &CancellationToken,
+) -> (CallOutcome, Option<String>, StreamClose) {
+    let session = Session {
+        socket: open.socket,
+        events,
+        encoder: MediaFrameEncoder::new(&ids.stream_sid),
+        stream_sid: &ids.stream_sid,
+        sequence: 0,
+        playback: Playback::new(Instant::now(), context.vad, context.settings.reply_silence),
+        pacing: pacing_histogram(),
+        decode_buffer: Vec::with_capacity(1024),
+        protocol_errors: 0,
+        first_protocol_error: None,
+        frame_phase: frame_phase(plan.index),
+        wait: ReplyWait {
+            events,
+            call: plan.index,
+            since: None,
+        },
+    };
+    let start = TwilioEvent::start(
+        1,
+        &ids.stream_sid,
+        &context.account_sid,
+        &ids.call_sid,
+        open.custom_parameters,
+    );
+    session
+        .drive(
+            &context.settings,
+            plan.steps,
+            start,
+            &ids.call_sid,
+            &context.account_sid,
+            started,
+            cancel,
+        )
+        .await
 }
 
 /// What the caller is doing right now.
@@ -220,6 +254,30 @@ enum Activity {
     },
     /// Take the next step of the script.
     NextStep,
+}
+
+/// The script's next step as what the caller does from `now`; the end of the script (or a
+/// hang-up step) ends the call.
+fn next_activity(
+    steps: &mut std::vec::IntoIter<CallStep>,
+    now: Instant,
+) -> Result<Activity, Ending> {
+    Ok(match steps.next() {
+        None | Some(CallStep::Hangup) => return Err(Ending::HangUp),
+        Some(CallStep::Say { utterance, listen }) => Activity::Speaking {
+            utterance,
+            next_frame: 0,
+            listen,
+            speech_end: None,
+        },
+        Some(CallStep::Dtmf { digits, listen }) => Activity::Dialing {
+            digits: digits.chars().collect(),
+            next: 0,
+            next_at: now,
+            listen,
+        },
+        Some(CallStep::Pause(pause)) => Activity::Pausing { until: now + pause },
+    })
 }
 
 /// How many of the script's turns (steps that listen) have got their answer.
@@ -561,18 +619,11 @@ impl Session<'_> {
                         *next_frame += 1;
                         return Ok(Frame::Speech(utterance.clone(), index));
                     }
-                    if *listen {
-                        let end = speech_end.unwrap_or(now);
-                        if speech_end.is_none() {
-                            self.playback.expect_reply(end);
-                        }
-                        self.wait.begin(end);
-                        *activity = Activity::Listening {
-                            deadline: end + settings.turn_timeout,
-                        };
+                    *activity = if *listen {
+                        self.start_listening(*speech_end, settings, now)
                     } else {
-                        *activity = Activity::NextStep;
-                    }
+                        Activity::NextStep
+                    };
                 }
                 Activity::Dialing { .. } => return Ok(Frame::Silence),
                 Activity::Pausing { until } => {
@@ -581,51 +632,68 @@ impl Session<'_> {
                     }
                     *activity = Activity::NextStep;
                 }
-                Activity::Listening { deadline } => match self.playback.reply_state(now) {
-                    ReplyState::Done => {
-                        self.wait.end();
-                        if let Some(measure) = self.playback.reply_measure() {
-                            let _ = self.events.send(CallEvent::Reply {
-                                latency: measure.latency,
-                                dead_air: measure.dead_air,
-                            });
-                        }
-                        turns.answered += 1;
-                        *activity = Activity::NextStep;
+                Activity::Listening { deadline } => {
+                    if let Some(frame) = self.listen(*deadline, turns, settings, now)? {
+                        return Ok(frame);
                     }
-                    ReplyState::NotStarted if now >= *deadline => {
-                        return Err(Ending::Outcome(
-                            CallOutcome::TurnTimeout,
-                            Some(format!(
-                                "no agent audio within turn_timeout {:?}",
-                                settings.turn_timeout
-                            )),
-                        ));
-                    }
-                    ReplyState::NotStarted => return Ok(Frame::Silence),
-                    ReplyState::Speaking => {
-                        self.wait.end();
-                        return Ok(Frame::Silence);
-                    }
-                },
-                Activity::NextStep => {
-                    *activity = match steps.next() {
-                        None | Some(CallStep::Hangup) => return Err(Ending::HangUp),
-                        Some(CallStep::Say { utterance, listen }) => Activity::Speaking {
-                            utterance,
-                            next_frame: 0,
-                            listen,
-                            speech_end: None,
-                        },
-                        Some(CallStep::Dtmf { digits, listen }) => Activity::Dialing {
-                            digits: digits.chars().collect(),
-                            next: 0,
-                            next_at: now,
-                            listen,
-                        },
-                        Some(CallStep::Pause(pause)) => Activity::Pausing { until: now + pause },
-                    };
+                    *activity = Activity::NextStep;
                 }
+                Activity::NextStep => *activity = next_activity(steps, now)?,
+            }
+        }
+    }
+
+    /// The caller's words are out: wait for the reply from the last voiced frame (or now,
+    /// when none was voiced), up to `turn_timeout`.
+    fn start_listening(
+        &mut self,
+        speech_end: Option<Instant>,
+        settings: &CallSettings,
+        now: Instant,
+    ) -> Activity {
+        let end = speech_end.unwrap_or(now);
+        if speech_end.is_none() {
+            self.playback.expect_reply(end);
+        }
+        self.wait.begin(end);
+        Activity::Listening {
+            deadline: end + settings.turn_timeout,
+        }
+    }
+
+    /// One tick of listening for the agent's reply: None once the reply has played (the
+    /// turn is answered and measured), silence while it has not, or the call ends when no
+    /// reply began by `deadline`.
+    fn listen(
+        &mut self,
+        deadline: Instant,
+        turns: &mut Turns,
+        settings: &CallSettings,
+        now: Instant,
+    ) -> Result<Option<Frame>, Ending> {
+        match self.playback.reply_state(now) {
+            ReplyState::Done => {
+                self.wait.end();
+                if let Some(measure) = self.playback.reply_measure() {
+                    let _ = self.events.send(CallEvent::Reply {
+                        latency: measure.latency,
+                        dead_air: measure.dead_air,
+                    });
+                }
+                turns.answered += 1;
+                Ok(None)
+            }
+            ReplyState::NotStarted if now >= deadline => Err(Ending::Outcome(
+                CallOutcome::TurnTimeout,
+                Some(format!(
+                    "no agent audio within turn_timeout {:?}",
+                    settings.turn_timeout
+                )),
+            )),
+            ReplyState::NotStarted => Ok(Some(Frame::Silence)),
+            ReplyState::Speaking => {
+                self.wait.end();
+                Ok(Some(Frame::Silence))
             }
         }
     }

@@ -33,7 +33,7 @@ use super::temp_files::HarnessFiles;
 use super::{ChaosTargets, Confirmation, FaultError};
 use crate::exit;
 use crate::scenario::faults::{
-    ActsOn, FaultKind, FaultSpec, Occurrence, ProxyUpstream, ScheduledFault,
+    ActsOn, FaultKind, FaultSpec, Occurrence, ProxyFault, ProxyUpstream, ScheduledFault,
 };
 use crate::scenario::{self, ScenarioError};
 
@@ -220,6 +220,35 @@ pub fn check(request: &ByHandRequest) -> Result<ByHandFault, ByHandError> {
         return Err(ByHandError::invalid("--for", "must be longer than zero"));
     }
     check_flags(kind, request)?;
+    let parameters = parameters(kind, request)?;
+    if kind.acts_on() == ActsOn::Proxy {
+        check_proxy_parameters(&parameters)?;
+    }
+    let fault = if is_process(kind) {
+        process_fault(kind, request.duration)
+    } else {
+        validate_as_scenario(kind, request, parameters)?
+    };
+    let standin_listen = match (&fault.fault, &request.listen) {
+        (FaultSpec::Tts { .. } | FaultSpec::Llm { .. }, Some(listen)) => listen.trim().parse().ok(),
+        _ => None,
+    };
+    Ok(ByHandFault {
+        fault,
+        standin_listen,
+        pid: request.pid,
+        seed: request.seed,
+        allow_hosts: LOOPBACK
+            .iter()
+            .map(|host| (*host).to_owned())
+            .chain(request.allow_hosts.iter().cloned())
+            .collect(),
+    })
+}
+
+/// The `--set KEY=VALUE` parameters as a `[[faults]]` table: each one the kind takes, given
+/// once, and not one that has a flag of its own.
+fn parameters(kind: FaultKind, request: &ByHandRequest) -> Result<toml::Table, ByHandError> {
     let mut parameters = toml::Table::new();
     for text in &request.settings {
         let (key, value) = parse_setting(text)?;
@@ -248,59 +277,49 @@ pub fn check(request: &ByHandRequest) -> Result<ByHandFault, ByHandError> {
             return Err(ByHandError::invalid(flag, "given twice"));
         }
     }
-    if kind.acts_on() == ActsOn::Proxy {
-        for key in ["upstream", "listen"] {
-            if !parameters.contains_key(key) {
-                return Err(ByHandError::invalid(
-                    format!("--set {key}"),
-                    "proxy needs --set upstream=HOST:PORT --set listen=127.0.0.1:PORT (the fleet must already be pointed at listen)",
-                ));
-            }
-        }
-        if let Some(toml::Value::String(upstream)) = parameters.get("upstream")
-            && matches!(upstream.trim(), "tts" | "llm")
-        {
+    Ok(parameters)
+}
+
+/// By hand a proxy needs `upstream` and `listen`, and stands in front of an address, never
+/// a stand-in.
+fn check_proxy_parameters(parameters: &toml::Table) -> Result<(), ByHandError> {
+    for key in ["upstream", "listen"] {
+        if !parameters.contains_key(key) {
             return Err(ByHandError::invalid(
-                "--set upstream",
-                "by hand a proxy stands in front of HOST:PORT; for a stand-in, fault the stand-in itself (tts_*, llm_*)",
+                format!("--set {key}"),
+                "proxy needs --set upstream=HOST:PORT --set listen=127.0.0.1:PORT (the fleet must already be pointed at listen)",
             ));
         }
     }
-    let fault = if is_process(kind) {
-        ScheduledFault {
-            name: kind.name().to_owned(),
-            kind,
-            fault: if kind == FaultKind::ProcessStall {
-                FaultSpec::ProcessStall
-            } else {
-                FaultSpec::ProcessKill
-            },
-            at: Duration::ZERO,
-            duration: request.duration,
-            every: None,
-            detect: vec![kind.default_detection()],
-            recover_from: crate::scenario::faults::RecoverFrom::Clear,
-            line: 0,
-            column: 0,
-        }
-    } else {
-        validate_as_scenario(kind, request, parameters)?
-    };
-    let standin_listen = match (&fault.fault, &request.listen) {
-        (FaultSpec::Tts { .. } | FaultSpec::Llm { .. }, Some(listen)) => listen.trim().parse().ok(),
-        _ => None,
-    };
-    Ok(ByHandFault {
-        fault,
-        standin_listen,
-        pid: request.pid,
-        seed: request.seed,
-        allow_hosts: LOOPBACK
-            .iter()
-            .map(|host| (*host).to_owned())
-            .chain(request.allow_hosts.iter().cloned())
-            .collect(),
-    })
+    if let Some(toml::Value::String(upstream)) = parameters.get("upstream")
+        && matches!(upstream.trim(), "tts" | "llm")
+    {
+        return Err(ByHandError::invalid(
+            "--set upstream",
+            "by hand a proxy stands in front of HOST:PORT; for a stand-in, fault the stand-in itself (tts_*, llm_*)",
+        ));
+    }
+    Ok(())
+}
+
+/// A process fault takes no parameters: the fault itself, at once, for `duration`.
+fn process_fault(kind: FaultKind, duration: Duration) -> ScheduledFault {
+    ScheduledFault {
+        name: kind.name().to_owned(),
+        kind,
+        fault: if kind == FaultKind::ProcessStall {
+            FaultSpec::ProcessStall
+        } else {
+            FaultSpec::ProcessKill
+        },
+        at: Duration::ZERO,
+        duration,
+        every: None,
+        detect: vec![kind.default_detection()],
+        recover_from: crate::scenario::faults::RecoverFrom::Clear,
+        line: 0,
+        column: 0,
+    }
 }
 
 /// Each kind's own flag is required, and the others are refused, so nothing given is
@@ -549,66 +568,14 @@ async fn environment(
     let mut targets = ChaosTargets::default();
     match &checked.fault.fault {
         FaultSpec::Tts { .. } | FaultSpec::Llm { .. } => {
-            let tts = matches!(checked.fault.fault, FaultSpec::Tts { .. });
-            let (tts_listen, llm_listen) = if tts {
-                (checked.standin_listen, None)
-            } else {
-                (None, checked.standin_listen)
-            };
-            let running = StandIns::start(
-                tts_listen,
-                llm_listen,
-                checked.seed,
-                started.servers.clone(),
-            )
-            .await
-            .map_err(ByHandError::Start)?;
-            let (what, variable, address) = if tts {
-                ("TTS", "TTS_BASE_URL", running.tts_server.address)
-            } else {
-                ("LLM", "LLM_BASE_URL", running.llm_server.address)
-            };
-            notes.push(format!(
-                "voxsoak's {what} stand-in serves on {address} for the duration; the fleet's {variable} must already point at {}",
-                base_url(address)
-            ));
+            let (running, note) = start_standin(checked, started).await?;
+            notes.push(note);
             standins = Some(running);
         }
         FaultSpec::Proxy(spec) => {
-            let ProxyUpstream::Address(address) = &spec.upstream else {
-                unreachable!("checked: by hand a proxy stands in front of HOST:PORT");
-            };
-            let upstream = tokio::net::lookup_host(address.as_str())
-                .await
-                .ok()
-                .and_then(|mut addresses| addresses.next())
-                .ok_or_else(|| {
-                    ByHandError::Start(FaultError::new(
-                        "proxy",
-                        format!("cannot resolve upstream {address}"),
-                    ))
-                })?;
-            let listen = spec
-                .listen
-                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
-            let proxy = FaultProxy::spawn(listen, upstream, started.servers.clone())
-                .await
-                .map_err(|error| {
-                    ByHandError::Start(FaultError::new(
-                        "proxy",
-                        format!("cannot listen on {listen}: {error}"),
-                    ))
-                })?;
-            notes.push(format!(
-                "the fault proxy listens on {} in front of {address} for the duration; the fleet must already be pointed at {}",
-                proxy.address(),
-                proxy.address()
-            ));
-            proxies.push(ProxyEntry {
-                upstream: spec.upstream.clone(),
-                listen: spec.listen,
-                proxy,
-            });
+            let (entry, note) = start_proxy(spec, started).await?;
+            notes.push(note);
+            proxies.push(entry);
         }
         FaultSpec::ProcessStall | FaultSpec::ProcessKill => {
             let pid = checked.pid.expect("checked: process kinds need --pid");
@@ -642,6 +609,81 @@ async fn environment(
         },
         notes,
     ))
+}
+
+/// Starts the TTS or LLM stand-in the fault acts on (on `--listen` if given), and the line
+/// telling the operator what the fleet must point at.
+async fn start_standin(
+    checked: &ByHandFault,
+    started: &Started,
+) -> Result<(StandIns, String), ByHandError> {
+    let tts = matches!(checked.fault.fault, FaultSpec::Tts { .. });
+    let (tts_listen, llm_listen) = if tts {
+        (checked.standin_listen, None)
+    } else {
+        (None, checked.standin_listen)
+    };
+    let running = StandIns::start(
+        tts_listen,
+        llm_listen,
+        checked.seed,
+        started.servers.clone(),
+    )
+    .await
+    .map_err(ByHandError::Start)?;
+    let (what, variable, address) = if tts {
+        ("TTS", "TTS_BASE_URL", running.tts_server.address)
+    } else {
+        ("LLM", "LLM_BASE_URL", running.llm_server.address)
+    };
+    let note = format!(
+        "voxsoak's {what} stand-in serves on {address} for the duration; the fleet's {variable} must already point at {}",
+        base_url(address)
+    );
+    Ok((running, note))
+}
+
+/// Starts the fault proxy in front of the upstream address, and the line telling the
+/// operator what the fleet must point at.
+async fn start_proxy(
+    spec: &ProxyFault,
+    started: &Started,
+) -> Result<(ProxyEntry, String), ByHandError> {
+    let ProxyUpstream::Address(address) = &spec.upstream else {
+        unreachable!("checked: by hand a proxy stands in front of HOST:PORT");
+    };
+    let upstream = tokio::net::lookup_host(address.as_str())
+        .await
+        .ok()
+        .and_then(|mut addresses| addresses.next())
+        .ok_or_else(|| {
+            ByHandError::Start(FaultError::new(
+                "proxy",
+                format!("cannot resolve upstream {address}"),
+            ))
+        })?;
+    let listen = spec
+        .listen
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
+    let proxy = FaultProxy::spawn(listen, upstream, started.servers.clone())
+        .await
+        .map_err(|error| {
+            ByHandError::Start(FaultError::new(
+                "proxy",
+                format!("cannot listen on {listen}: {error}"),
+            ))
+        })?;
+    let note = format!(
+        "the fault proxy listens on {} in front of {address} for the duration; the fleet must already be pointed at {}",
+        proxy.address(),
+        proxy.address()
+    );
+    let entry = ProxyEntry {
+        upstream: spec.upstream.clone(),
+        listen: spec.listen,
+        proxy,
+    };
+    Ok((entry, note))
 }
 
 /// Injects the fault, confirms it every second until `duration` passes or `shutdown` is

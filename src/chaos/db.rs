@@ -1032,6 +1032,10 @@ async fn slot_limit(connection: &mut PgConnection) -> Result<SlotLimit, sqlx::Er
         }))
 }
 
+/// Takes the server's free connection slots for the harness, leaving `leave` free and
+/// holding at most `max`: one connection reads the limits, more are opened up to the count
+/// (or, leaving none, until the server refuses), and the held sessions are looked up with
+/// the server's clock.
 async fn take_postgres_slots(
     options: PgConnectOptions,
     leave: u32,
@@ -1040,65 +1044,13 @@ async fn take_postgres_slots(
 ) -> Result<Held, String> {
     let tag = session_tag();
     let options = session_options(&options, &tag);
-    let mut first = connect_postgres(&options)
-        .await
-        .map_err(|failure| format!("could not connect to {database}: {}", failure.describe()))?;
-    let limit = slot_limit(&mut first)
-        .await
-        .map_err(|e| format!("could not read the connection limits of {database}: {e}"))?;
-    // The first connection is counted in `in_use` already.
-    let free_with_first = limit.free() + 1;
-    if free_with_first <= i64::from(leave) {
-        let _ = first.close().await;
-        return Err(format!(
-            "nothing to take on {database}: {free_with_first} slots free under {} ({}), \
-             leave = {leave}",
-            limit.what, limit.limit
-        ));
-    }
-    let wanted = (free_with_first - i64::from(leave)).min(i64::from(max)) as usize;
+    let (first, wanted) = first_slot(&options, leave, max, database).await?;
     let mut connections = vec![first];
-    let mut refused = None;
-    // Up to the count, then (leaving none) on until the server says no: the catalog's count
-    // is close, the refusal is the truth.
-    while connections.len() < max as usize && (connections.len() < wanted || leave == 0) {
-        match connect_postgres(&options).await {
-            Ok(connection) => connections.push(connection),
-            Err(ConnectFailure::Refused(message)) => {
-                refused = Some(message);
-                break;
-            }
-            Err(ConnectFailure::Other(message)) => {
-                let number = connections.len() + 1;
-                close_all(connections).await;
-                return Err(format!(
-                    "could not open connection {number} to {database}: {message}"
-                ));
-            }
-        }
-    }
+    let refused = fill_slots(&options, &mut connections, (wanted, leave, max), database).await?;
     if refused.is_some() && leave > 0 {
-        // Refused before the count: none are free now; give `leave` back.
-        if connections.len() <= leave as usize {
-            close_all(connections).await;
-            return Err(format!(
-                "nothing to take on {database}: the server refused more connections with \
-                 only {leave} or fewer of ours open"
-            ));
-        }
-        let keep = connections.len() - leave as usize;
-        close_all(connections.split_off(keep)).await;
+        give_back(&mut connections, leave, database).await?;
     }
-    // The sessions, and the server's clock once they are all there.
-    let looked: Result<(Vec<i32>, f64), sqlx::Error> = sqlx::query_as(
-        "SELECT coalesce(array_agg(pid ORDER BY pid), '{}'), \
-         extract(epoch FROM clock_timestamp())::float8 \
-         FROM pg_stat_activity WHERE application_name = $1",
-    )
-    .bind(&tag)
-    .fetch_one(&mut connections[0])
-    .await;
-    let (pids, taken_at) = match looked {
+    let (pids, taken_at) = match held_sessions(&mut connections[0], &tag).await {
         Ok(found) => found,
         Err(error) => {
             close_all(connections).await;
@@ -1119,10 +1071,125 @@ async fn take_postgres_slots(
     })
 }
 
+/// The first held connection, and how many to hold in all: the free slots the server's
+/// limits leave (this connection among them) less `leave`, at most `max`.
+async fn first_slot(
+    options: &PgConnectOptions,
+    leave: u32,
+    max: u32,
+    database: &str,
+) -> Result<(PgConnection, usize), String> {
+    let mut first = connect_postgres(options)
+        .await
+        .map_err(|failure| format!("could not connect to {database}: {}", failure.describe()))?;
+    let limit = slot_limit(&mut first)
+        .await
+        .map_err(|e| format!("could not read the connection limits of {database}: {e}"))?;
+    // The first connection is counted in `in_use` already.
+    let free_with_first = limit.free() + 1;
+    if free_with_first <= i64::from(leave) {
+        let _ = first.close().await;
+        return Err(format!(
+            "nothing to take on {database}: {free_with_first} slots free under {} ({}), \
+             leave = {leave}",
+            limit.what, limit.limit
+        ));
+    }
+    let wanted = (free_with_first - i64::from(leave)).min(i64::from(max)) as usize;
+    Ok((first, wanted))
+}
+
+/// Opens connections up to `wanted`, then (leaving none) on until the server says no: the
+/// catalog's count is close, the refusal is the truth. Never more than `max`. Returns the
+/// server's refusal, if it refused; any other failure closes them all.
+async fn fill_slots(
+    options: &PgConnectOptions,
+    connections: &mut Vec<PgConnection>,
+    (wanted, leave, max): (usize, u32, u32),
+    database: &str,
+) -> Result<Option<String>, String> {
+    while connections.len() < max as usize && (connections.len() < wanted || leave == 0) {
+        match connect_postgres(options).await {
+            Ok(connection) => connections.push(connection),
+            Err(ConnectFailure::Refused(message)) => return Ok(Some(message)),
+            Err(ConnectFailure::Other(message)) => {
+                let number = connections.len() + 1;
+                close_all(std::mem::take(connections)).await;
+                return Err(format!(
+                    "could not open connection {number} to {database}: {message}"
+                ));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// Refused before the count: none are free now, so `leave` of ours are closed to leave that
+/// many free (all of them, and an error, when there are no more than that).
+async fn give_back(
+    connections: &mut Vec<PgConnection>,
+    leave: u32,
+    database: &str,
+) -> Result<(), String> {
+    if connections.len() <= leave as usize {
+        close_all(std::mem::take(connections)).await;
+        return Err(format!(
+            "nothing to take on {database}: the server refused more connections with \
+             only {leave} or fewer of ours open"
+        ));
+    }
+    let keep = connections.len() - leave as usize;
+    close_all(connections.split_off(keep)).await;
+    Ok(())
+}
+
+/// The held sessions' pids, and the server's clock once they are all there.
+async fn held_sessions(
+    connection: &mut PgConnection,
+    tag: &str,
+) -> Result<(Vec<i32>, f64), sqlx::Error> {
+    sqlx::query_as(
+        "SELECT coalesce(array_agg(pid ORDER BY pid), '{}'), \
+         extract(epoch FROM clock_timestamp())::float8 \
+         FROM pg_stat_activity WHERE application_name = $1",
+    )
+    .bind(tag)
+    .fetch_one(connection)
+    .await
+}
+
 /// The fleet's sessions as `take_slots` sees them: how many, how many busy now, and
 /// whether all were busy at one moment since the slots were taken.
 type FleetSessions = (i64, i64, bool);
 
+/// The fleet's sessions: clients of this database that are not the harness's, each with
+/// the last stretch of time it was busy. A busy session (running a query, or holding a
+/// transaction open) has been since its transaction or query began; an idle one was
+/// during its last query. If those stretches share a moment after the slots were taken,
+/// every session of the fleet was busy at once then: its pool was full, and could not
+/// grow. The latest stretches are what the server keeps, so a moment between two looks
+/// is seen, not only the looks' own. A state the server hides (NULL: another role's
+/// session) never counts as busy.
+const FLEET_SESSIONS: &str = "WITH fleet AS (SELECT state, \
+         CASE WHEN state = 'idle' THEN query_start \
+              ELSE coalesce(xact_start, query_start, state_change) END AS busy_from, \
+         CASE WHEN state = 'idle' THEN state_change ELSE clock_timestamp() END \
+             AS busy_until \
+     FROM pg_stat_activity \
+     WHERE datname = current_database() AND backend_type = 'client backend' \
+     AND pid <> pg_backend_pid() AND NOT pid = ANY ($1) \
+     AND coalesce(application_name, '') NOT LIKE $2) \
+     SELECT count(*), \
+         count(*) FILTER (WHERE state IS NOT NULL AND state <> 'idle'), \
+         coalesce(count(*) > 0 AND count(*) FILTER (WHERE state IS NULL) = 0 \
+             AND count(busy_from) = count(*) AND count(busy_until) = count(*) \
+             AND max(busy_from) <= min(busy_until) \
+             AND min(busy_until) >= to_timestamp($3), false) \
+     FROM fleet";
+
+/// Confirms the slots are still taken: how many held connections are alive, what the
+/// server's limits leave free, (leaving none) whether a fresh connection gets in, and
+/// whether the fleet's sessions were all busy at once with no slot free (its pool full).
 async fn confirm_postgres_slots(
     connections: &mut [PgConnection],
     sessions: &PgSessions,
@@ -1134,54 +1201,15 @@ async fn confirm_postgres_slots(
     let Some(first) = connections.first_mut() else {
         return Look::not_held("no connections held");
     };
-    // The fleet's sessions: clients of this database that are not the harness's, each with
-    // the last stretch of time it was busy. A busy session (running a query, or holding a
-    // transaction open) has been since its transaction or query began; an idle one was
-    // during its last query. If those stretches share a moment after the slots were taken,
-    // every session of the fleet was busy at once then: its pool was full, and could not
-    // grow. The latest stretches are what the server keeps, so a moment between two looks
-    // is seen, not only the looks' own. A state the server hides (NULL: another role's
-    // session) never counts as busy.
-    const FLEET: &str = "WITH fleet AS (SELECT state, \
-             CASE WHEN state = 'idle' THEN query_start \
-                  ELSE coalesce(xact_start, query_start, state_change) END AS busy_from, \
-             CASE WHEN state = 'idle' THEN state_change ELSE clock_timestamp() END \
-                 AS busy_until \
-         FROM pg_stat_activity \
-         WHERE datname = current_database() AND backend_type = 'client backend' \
-         AND pid <> pg_backend_pid() AND NOT pid = ANY ($1) \
-         AND coalesce(application_name, '') NOT LIKE $2) \
-         SELECT count(*), \
-             count(*) FILTER (WHERE state IS NOT NULL AND state <> 'idle'), \
-             coalesce(count(*) > 0 AND count(*) FILTER (WHERE state IS NULL) = 0 \
-                 AND count(busy_from) = count(*) AND count(busy_until) = count(*) \
-                 AND max(busy_from) <= min(busy_until) \
-                 AND min(busy_until) >= to_timestamp($3), false) \
-         FROM fleet";
-    let looked: Result<(i64, SlotLimit, FleetSessions), sqlx::Error> = async {
-        let alive: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE application_name = $1")
-                .bind(&sessions.tag)
-                .fetch_one(&mut *first)
-                .await?;
-        let limit = slot_limit(first).await?;
-        let fleet = sqlx::query_as(FLEET)
-            .bind(&sessions.pids)
-            .bind(HARNESS_SESSIONS)
-            .bind(taken_at)
-            .fetch_one(&mut *first)
-            .await?;
-        Ok((alive, limit, fleet))
-    }
-    .await;
-    let (alive, limit, (fleet, busy, all_busy_at_once)) = match looked {
-        Ok(found) => found,
-        Err(error) => {
-            return Look::not_held(format!(
-                "could not ask {database} through a held connection: {error}"
-            ));
-        }
-    };
+    let (alive, limit, (fleet, busy, all_busy_at_once)) =
+        match look_through_held(first, sessions, taken_at).await {
+            Ok(found) => found,
+            Err(error) => {
+                return Look::not_held(format!(
+                    "could not ask {database} through a held connection: {error}"
+                ));
+            }
+        };
     let mut evidence = format!(
         "{alive} of {held} held connections alive on {database}; {} free of {} under {} \
          (leave = {leave})",
@@ -1196,39 +1224,24 @@ async fn confirm_postgres_slots(
         SlotsEnded::Max => evidence.push_str("; stopped at max"),
         SlotsEnded::Counted => {}
     }
-    let mut in_effect = alive == held as i64 && limit.free() <= i64::from(leave);
-    let mut no_slot_free = limit.free() <= 0;
+    let all_alive = alive == held as i64;
+    let mut seen = SlotsSeen {
+        evidence,
+        in_effect: all_alive && limit.free() <= i64::from(leave),
+        no_slot_free: limit.free() <= 0,
+    };
     if leave == 0 {
-        let probe_options = sessions
-            .options
-            .clone()
-            .application_name(&format!("{}-probe", sessions.tag));
-        match connect_postgres(&probe_options).await {
-            Err(ConnectFailure::Refused(message)) => {
-                evidence.push_str(&format!("; a fresh connection was refused: {message}"));
-                in_effect = alive == held as i64;
-                no_slot_free = true;
-            }
-            Err(ConnectFailure::Other(message)) => {
-                evidence.push_str(&format!("; a fresh connection failed: {message}"));
-            }
-            Ok(probe) => {
-                let _ = probe.close().await;
-                evidence.push_str("; a fresh connection got in");
-                in_effect = false;
-                no_slot_free = false;
-            }
-        }
+        seen.probe(sessions, all_alive).await;
     }
-    evidence.push_str(&format!(
+    seen.evidence.push_str(&format!(
         "; the fleet has {fleet} sessions, {busy} of them busy now"
     ));
     // A pool with an idle connection serves its next query without a new one; with every
     // connection busy and no slot free, the next one it opens is refused.
-    let saturated = all_busy_at_once && no_slot_free;
+    let saturated = all_busy_at_once && seen.no_slot_free;
     Look {
-        held: in_effect,
-        evidence,
+        held: seen.in_effect,
+        evidence: seen.evidence,
         exposed: saturated.then(|| {
             format!(
                 "all {fleet} fleet sessions were busy at once with no slot free: its pool was \
@@ -1238,6 +1251,66 @@ async fn confirm_postgres_slots(
         unexposed: "its sessions were never all busy at once since the slots were taken, so \
                     its pool had room without a new connection"
             .into(),
+    }
+}
+
+/// Asks through a held connection: how many of the harness's sessions are alive, the
+/// tightest connection limit, and the fleet's sessions ([`FLEET_SESSIONS`]).
+async fn look_through_held(
+    first: &mut PgConnection,
+    sessions: &PgSessions,
+    taken_at: f64,
+) -> Result<(i64, SlotLimit, FleetSessions), sqlx::Error> {
+    let alive: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE application_name = $1")
+            .bind(&sessions.tag)
+            .fetch_one(&mut *first)
+            .await?;
+    let limit = slot_limit(first).await?;
+    let fleet = sqlx::query_as(FLEET_SESSIONS)
+        .bind(&sessions.pids)
+        .bind(HARNESS_SESSIONS)
+        .bind(taken_at)
+        .fetch_one(&mut *first)
+        .await?;
+    Ok((alive, limit, fleet))
+}
+
+/// What a look at the taken slots has found so far.
+struct SlotsSeen {
+    evidence: String,
+    /// Every held connection alive, and no more slots free than `leave`.
+    in_effect: bool,
+    /// No slot free for the fleet's next connection.
+    no_slot_free: bool,
+}
+
+impl SlotsSeen {
+    /// Leaving none, a fresh connection is the truth: refused, the slots are all taken (if
+    /// every held one is alive); let in, they are not.
+    async fn probe(&mut self, sessions: &PgSessions, all_alive: bool) {
+        let probe_options = sessions
+            .options
+            .clone()
+            .application_name(&format!("{}-probe", sessions.tag));
+        match connect_postgres(&probe_options).await {
+            Err(ConnectFailure::Refused(message)) => {
+                self.evidence
+                    .push_str(&format!("; a fresh connection was refused: {message}"));
+                self.in_effect = all_alive;
+                self.no_slot_free = true;
+            }
+            Err(ConnectFailure::Other(message)) => {
+                self.evidence
+                    .push_str(&format!("; a fresh connection failed: {message}"));
+            }
+            Ok(probe) => {
+                let _ = probe.close().await;
+                self.evidence.push_str("; a fresh connection got in");
+                self.in_effect = false;
+                self.no_slot_free = false;
+            }
+        }
     }
 }
 

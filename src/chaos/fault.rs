@@ -20,7 +20,9 @@ use super::temp_files::{HarnessFiles, LeakStop, TempFileLeakFault};
 use super::{Confirmation, FaultError};
 use crate::journal::Journal;
 use crate::journal::round_ms;
-use crate::scenario::faults::{FaultSpec, Occurrence, ProxyUpstream, ScheduledFault};
+use crate::scenario::faults::{
+    FaultSpec, Occurrence, ProxyFault as ProxySpec, ProxyUpstream, ScheduledFault,
+};
 use serde_json::json;
 
 /// How many of the calls an LLM fault hit are journaled one by one per injection; the rest
@@ -272,18 +274,25 @@ pub async fn inject(
             .await?,
         )),
         FaultSpec::Proxy(spec) => {
-            let entry = environment
-                .proxies
-                .iter()
-                .find(|entry| entry.upstream == spec.upstream && entry.listen == spec.listen)
-                .ok_or_else(|| missing("proxy"))?;
-            ActiveFault::Proxy(ProxyFault::inject_spec(
-                entry.proxy.clone(),
-                &spec.toxics,
-                occurrence,
-            )?)
+            ActiveFault::Proxy(inject_proxy(environment, spec, occurrence, kind)?)
         }
     })
+}
+
+/// Adds a proxy fault's toxics to the proxy the scenario started for its `upstream` and
+/// `listen`.
+fn inject_proxy(
+    environment: &FaultEnvironment,
+    spec: &ProxySpec,
+    occurrence: &Occurrence,
+    kind: &'static str,
+) -> Result<ProxyFault, FaultError> {
+    let entry = environment
+        .proxies
+        .iter()
+        .find(|entry| entry.upstream == spec.upstream && entry.listen == spec.listen)
+        .ok_or_else(|| FaultError::new(kind, "no proxy to act on"))?;
+    ProxyFault::inject_spec(entry.proxy.clone(), &spec.toxics, occurrence)
 }
 
 #[cfg(test)]

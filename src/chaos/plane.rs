@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::FaultError;
-use super::fault::{ChaosTargets, FaultEnvironment, ProxyEntry, inject, merge};
+use super::fault::{ActiveFault, ChaosTargets, FaultEnvironment, ProxyEntry, inject, merge};
 use super::proxy::FaultProxy;
 use super::standin::{StandIns, base_url};
 use super::temp_files::HarnessFiles;
@@ -395,123 +395,179 @@ fn finished(
     }
 }
 
+/// One occurrence of a fault, from injection to clear: inject it (and tell the observers),
+/// wait until it is seen in effect, keep it on until its time is up or the run stops, then
+/// clear it. Every step is journaled.
 async fn run_occurrence(shared: Arc<Shared>, occurrence: Occurrence, stop: CancellationToken) {
-    let journal = &shared.journal;
-    let start = journal.started();
     let fault = &shared.faults[occurrence.fault];
-    let planned_at_s = round_ms(occurrence.at.as_secs_f64());
-    let identity =
-        json!({"fault": fault.name, "kind": fault.kind.name(), "occurrence": occurrence.number});
-    // The fault takes effect somewhere within `inject`; a fleet signal seen while it runs
-    // (a probe refused by the process just killed) is a detection, not an earlier event.
-    let injected_at = journal.elapsed_s();
-    let mut injected = match inject(&shared.environment, fault, &occurrence).await {
-        Ok(injected) => injected,
-        Err(error) => {
-            journal.record(
-                "fault_failed",
-                merge(
-                    &identity,
-                    json!({"error": error.to_string(), "planned_at_s": planned_at_s}),
-                ),
-            );
-            return;
-        }
+    let steps = OccurrenceSteps {
+        journal: &shared.journal,
+        identity: json!({
+            "fault": fault.name, "kind": fault.kind.name(), "occurrence": occurrence.number
+        }),
+        until: shared.journal.started() + occurrence.until,
+        stop: &stop,
     };
-    journal.record_at(
-        "fault_injected",
-        injected_at,
-        merge(
-            &identity,
-            json!({
-                "planned_at_s": planned_at_s,
-                "until_s": round_ms(occurrence.until.as_secs_f64()),
-                "target": injected.target(),
-            }),
-        ),
-    );
-    if let Some(observers) = &shared.observers {
-        let _ = observers.send(Observation::now(Signal::FaultInjected(Injection {
-            fault: fault.name.clone(),
-            kind: fault.kind.name().to_owned(),
-            occurrence: occurrence.number,
-            injected_at_s: injected_at,
-        })));
-    }
-
-    let until = start + occurrence.until;
+    let Some(mut injected) = steps.inject(&shared, &occurrence).await else {
+        return;
+    };
     // Not seen in effect by its end (nothing reached it yet): it stays on until it is,
     // at most `confirm_within` after the injection and never past the next injection.
-    let hold_until = until.max(start + occurrence.hold_until);
+    let hold_until = steps
+        .until
+        .max(shared.journal.started() + occurrence.hold_until);
     let confirm_by = (Instant::now() + shared.confirm_within).min(hold_until);
     let mut hits = 0u64;
-    let confirmation = loop {
-        hits += injected.journal_progress(journal, &identity, hits);
-        let confirmation = injected.confirm().await;
-        if confirmation.in_effect || Instant::now() >= confirm_by || stop.is_cancelled() {
-            break confirmation;
-        }
-        tokio::select! {
-            () = tokio::time::sleep(CONFIRM_POLL) => {}
-            () = stop.cancelled() => {}
-        }
-    };
-    let confirmed = confirmation.in_effect;
-    let held = Instant::now() > until;
-    journal.record(
-        if confirmed {
-            "fault_confirmed"
-        } else {
-            "fault_not_in_effect"
-        },
-        merge(&identity, json!({"evidence": confirmation.evidence})),
-    );
-
-    // On until its time is up or the run stops; LLM hits are journaled as they come.
-    loop {
-        tokio::select! {
-            () = tokio::time::sleep_until(until) => break,
-            () = stop.cancelled() => break,
-            () = tokio::time::sleep(Duration::from_secs(1)) => {
-                hits += injected.journal_progress(journal, &identity, hits);
-            }
-        }
-    }
-    injected.journal_progress(journal, &identity, hits);
-    let early = stop.is_cancelled() && Instant::now() < until;
+    let confirmed = steps.confirm(&mut injected, &mut hits, confirm_by).await;
+    let held = Instant::now() > steps.until;
+    steps.keep_on(&mut injected, &mut hits).await;
+    let early = stop.is_cancelled() && Instant::now() < steps.until;
     let held_s = held.then(|| {
         round_ms(
             Instant::now()
-                .saturating_duration_since(until)
+                .saturating_duration_since(steps.until)
                 .as_secs_f64(),
         )
     });
     if !confirmed {
         // A fault may take effect after `confirm_within` (no traffic yet, a small fraction):
         // look once more before undoing it.
+        steps.confirm_late(&mut injected).await;
+    }
+    steps.clear(injected, early, held_s).await;
+}
+
+/// What every step of one occurrence needs: where to journal, under which fault's name,
+/// when its time is up and the run's stop.
+struct OccurrenceSteps<'a> {
+    journal: &'a Journal,
+    /// Which fault, which occurrence: the body every record of it starts from.
+    identity: serde_json::Value,
+    /// When its planned window ends.
+    until: Instant,
+    stop: &'a CancellationToken,
+}
+
+impl OccurrenceSteps<'_> {
+    /// Injects the fault: `fault_injected` (at the moment it started to take effect) and
+    /// the observers told, or `fault_failed` and None.
+    async fn inject(&self, shared: &Shared, occurrence: &Occurrence) -> Option<ActiveFault> {
+        let fault = &shared.faults[occurrence.fault];
+        let planned_at_s = round_ms(occurrence.at.as_secs_f64());
+        // The fault takes effect somewhere within `inject`; a fleet signal seen while it
+        // runs (a probe refused by the process just killed) is a detection, not an earlier
+        // event.
+        let injected_at = self.journal.elapsed_s();
+        let injected = match inject(&shared.environment, fault, occurrence).await {
+            Ok(injected) => injected,
+            Err(error) => {
+                self.record(
+                    "fault_failed",
+                    json!({"error": error.to_string(), "planned_at_s": planned_at_s}),
+                );
+                return None;
+            }
+        };
+        self.journal.record_at(
+            "fault_injected",
+            injected_at,
+            merge(
+                &self.identity,
+                json!({
+                    "planned_at_s": planned_at_s,
+                    "until_s": round_ms(occurrence.until.as_secs_f64()),
+                    "target": injected.target(),
+                }),
+            ),
+        );
+        if let Some(observers) = &shared.observers {
+            let _ = observers.send(Observation::now(Signal::FaultInjected(Injection {
+                fault: fault.name.clone(),
+                kind: fault.kind.name().to_owned(),
+                occurrence: occurrence.number,
+                injected_at_s: injected_at,
+            })));
+        }
+        Some(injected)
+    }
+
+    /// Looks until the fault is seen in effect, `confirm_by` passes or the run stops, and
+    /// journals `fault_confirmed` or `fault_not_in_effect`. True when it was confirmed.
+    async fn confirm(
+        &self,
+        injected: &mut ActiveFault,
+        hits: &mut u64,
+        confirm_by: Instant,
+    ) -> bool {
+        let confirmation = loop {
+            *hits += injected.journal_progress(self.journal, &self.identity, *hits);
+            let confirmation = injected.confirm().await;
+            if confirmation.in_effect || Instant::now() >= confirm_by || self.stop.is_cancelled() {
+                break confirmation;
+            }
+            tokio::select! {
+                () = tokio::time::sleep(CONFIRM_POLL) => {}
+                () = self.stop.cancelled() => {}
+            }
+        };
+        self.record(
+            if confirmation.in_effect {
+                "fault_confirmed"
+            } else {
+                "fault_not_in_effect"
+            },
+            json!({"evidence": confirmation.evidence}),
+        );
+        confirmation.in_effect
+    }
+
+    /// On until its time is up or the run stops; LLM hits are journaled as they come.
+    async fn keep_on(&self, injected: &mut ActiveFault, hits: &mut u64) {
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep_until(self.until) => break,
+                () = self.stop.cancelled() => break,
+                () = tokio::time::sleep(Duration::from_secs(1)) => {
+                    *hits += injected.journal_progress(self.journal, &self.identity, *hits);
+                }
+            }
+        }
+        injected.journal_progress(self.journal, &self.identity, *hits);
+    }
+
+    /// One more look at a fault not confirmed in time: `fault_confirmed` (late) if it is in
+    /// effect now.
+    async fn confirm_late(&self, injected: &mut ActiveFault) {
         let late = injected.confirm().await;
         if late.in_effect {
-            journal.record(
+            self.record(
                 "fault_confirmed",
-                merge(&identity, json!({"evidence": late.evidence, "late": true})),
+                json!({"evidence": late.evidence, "late": true}),
             );
         }
     }
-    match injected.clear(stop.is_cancelled()).await {
-        Ok(note) => {
-            let mut fields = json!({"note": note, "early": early});
-            if let Some(held_s) = held_s {
-                // Past its planned end, because it had not met traffic yet.
-                fields["held_s"] = json!(held_s);
+
+    /// Undoes the fault: `fault_cleared` (`early` when the run stopped it, `held_s` when it
+    /// stayed on past its planned end because it had not met traffic yet) or
+    /// `fault_clear_failed`.
+    async fn clear(&self, injected: ActiveFault, early: bool, held_s: Option<f64>) {
+        match injected.clear(self.stop.is_cancelled()).await {
+            Ok(note) => {
+                let mut fields = json!({"note": note, "early": early});
+                if let Some(held_s) = held_s {
+                    fields["held_s"] = json!(held_s);
+                }
+                self.record("fault_cleared", fields);
             }
-            journal.record("fault_cleared", merge(&identity, fields));
+            Err(error) => {
+                self.record("fault_clear_failed", json!({"error": error.to_string()}));
+            }
         }
-        Err(error) => {
-            journal.record(
-                "fault_clear_failed",
-                merge(&identity, json!({"error": error.to_string()})),
-            );
-        }
+    }
+
+    /// Journals `event` now, with the occurrence's identity and `fields`.
+    fn record(&self, event: &str, fields: serde_json::Value) {
+        self.journal.record(event, merge(&self.identity, fields));
     }
 }
 

@@ -162,59 +162,10 @@ pub async fn run(
             source,
         })?;
     }
-    // Holds the default SQLite file and audio dir; removed when the fleet stops.
-    let scratch = tempfile::Builder::new()
-        .prefix("voxsoak-fleet-")
-        .tempdir()
-        .map_err(|source| FleetError::Io {
-            what: "could not create a temp dir".into(),
-            source,
-        })?;
-    let database_url = options
-        .database_url
-        .clone()
-        .unwrap_or_else(|| format!("sqlite://{}", scratch.path().join("fleet.db").display()));
-    let audio_dir = options
-        .audio_tmp_dir
-        .clone()
-        .unwrap_or_else(|| scratch.path().join("audio"));
-    std::fs::create_dir_all(&audio_dir).map_err(|source| FleetError::Io {
-        what: format!(
-            "could not create the audio temp dir {}",
-            audio_dir.display()
-        ),
-        source,
-    })?;
-
-    let db = Database::connect(&DbConfig {
-        url: database_url,
-        pool_size: options.db_pool_size,
-        acquire_timeout: DB_ACQUIRE_TIMEOUT,
-        // The incidents' fleets had no statement timeout: the long transactions held their
-        // connections, and `find({})` ran to completion (and to the OOM kill).
-        statement_timeout: (!options.has(Bug::LongTransactions)
-            && !options.has(Bug::UnvalidatedToolParams))
-        .then_some(DB_STATEMENT_TIMEOUT),
-    })
-    .await?;
+    let scratch = Scratch::make(&options)?;
+    let db = open_database(&options, scratch.database_url.clone()).await?;
     let seeded = db.seed_orders(options.orders).await?;
-
-    let llm_base = match &options.llm_base_url {
-        Some(url) => url.clone(),
-        None => {
-            let control = llm_standin::LlmControl::new(llm_standin::LlmBehaviour::default(), 1);
-            start_standin(|listener| llm_standin::spawn(listener, control, shutdown.clone()))
-                .await?
-        }
-    };
-    let tts_base = match &options.tts_base_url {
-        Some(url) => url.clone(),
-        None => {
-            let control = tts_standin::TtsControl::new(tts_standin::TtsBehaviour::default(), 1);
-            start_standin(|listener| tts_standin::spawn(listener, control, shutdown.clone()))
-                .await?
-        }
-    };
+    let upstreams = upstreams(&options, &shutdown).await?;
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .pool_idle_timeout(crate::http_serve::CLIENT_POOL_IDLE)
@@ -231,7 +182,142 @@ pub async fn run(
         address: options.listen,
         source,
     })?;
+    let audio_dir = scratch.audio_dir.clone();
+    let parts = Parts {
+        db,
+        http,
+        address,
+        audio_dir,
+    };
+    let (fleet, letters) = assemble(options, parts, &upstreams, shutdown.clone());
+    for slot in &fleet.workers {
+        workers::start(&fleet, slot);
+    }
+    tokio::spawn(workers::heal(Arc::clone(&fleet)));
+    tokio::spawn(ops::evaluate(Arc::clone(&fleet)));
+    tokio::spawn(dead_letters::write(Arc::clone(&fleet), letters));
+    let router = Router::new()
+        .route("/voice", post(calls::voice))
+        .route("/stream", get(calls::stream))
+        .route("/health", get(ops::health))
+        .route("/metrics", get(ops::metrics))
+        .with_state(Arc::clone(&fleet));
 
+    announce(&fleet, address, &seeded, (&upstreams.0, &upstreams.1)).await;
+    crate::http_serve::serve(listener, router, shutdown).await;
+    fleet.db.close().await;
+    drop(scratch);
+    Ok(())
+}
+
+/// Where the fleet keeps its rows and its audio: the given database URL and audio dir, or
+/// a SQLite file and an `audio/` dir in a temp dir of its own (removed when it stops).
+struct Scratch {
+    /// Holds the default SQLite file and audio dir; removed when this is dropped.
+    _dir: tempfile::TempDir,
+    database_url: String,
+    audio_dir: PathBuf,
+}
+
+impl Scratch {
+    fn make(options: &FleetOptions) -> Result<Scratch, FleetError> {
+        let dir = tempfile::Builder::new()
+            .prefix("voxsoak-fleet-")
+            .tempdir()
+            .map_err(|source| FleetError::Io {
+                what: "could not create a temp dir".into(),
+                source,
+            })?;
+        let database_url = options
+            .database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("fleet.db").display()));
+        let audio_dir = options
+            .audio_tmp_dir
+            .clone()
+            .unwrap_or_else(|| dir.path().join("audio"));
+        std::fs::create_dir_all(&audio_dir).map_err(|source| FleetError::Io {
+            what: format!(
+                "could not create the audio temp dir {}",
+                audio_dir.display()
+            ),
+            source,
+        })?;
+        Ok(Scratch {
+            _dir: dir,
+            database_url,
+            audio_dir,
+        })
+    }
+}
+
+/// Connects the fleet's pool. The incidents' fleets had no statement timeout: the long
+/// transactions held their connections, and `find({})` ran to completion (and to the OOM
+/// kill), so with those bugs on there is none.
+async fn open_database(options: &FleetOptions, url: String) -> Result<Database, FleetError> {
+    Ok(Database::connect(&DbConfig {
+        url,
+        pool_size: options.db_pool_size,
+        acquire_timeout: DB_ACQUIRE_TIMEOUT,
+        statement_timeout: (!options.has(Bug::LongTransactions)
+            && !options.has(Bug::UnvalidatedToolParams))
+        .then_some(DB_STATEMENT_TIMEOUT),
+    })
+    .await?)
+}
+
+/// The LLM's and the TTS's base URLs: the ones given, or stand-ins of its own started for
+/// the ones not given.
+async fn upstreams(
+    options: &FleetOptions,
+    shutdown: &CancellationToken,
+) -> Result<(String, String), FleetError> {
+    let llm_base = match &options.llm_base_url {
+        Some(url) => url.clone(),
+        None => {
+            let control = llm_standin::LlmControl::new(llm_standin::LlmBehaviour::default(), 1);
+            start_standin(|listener| llm_standin::spawn(listener, control, shutdown.clone()))
+                .await?
+        }
+    };
+    let tts_base = match &options.tts_base_url {
+        Some(url) => url.clone(),
+        None => {
+            let control = tts_standin::TtsControl::new(tts_standin::TtsBehaviour::default(), 1);
+            start_standin(|listener| tts_standin::spawn(listener, control, shutdown.clone()))
+                .await?
+        }
+    };
+    Ok((llm_base, tts_base))
+}
+
+/// What the fleet is assembled from, made before it.
+struct Parts {
+    db: Database,
+    http: reqwest::Client,
+    /// Where it listens: alerts link back to it.
+    address: SocketAddr,
+    audio_dir: PathBuf,
+}
+
+/// The fleet's shared state: its clients (TTS with or without backoff, as its bugs say),
+/// metrics, alert sender, work queue, dead-letter queue (and the receiving end its writer
+/// task takes) and the apology it plays when a reply cannot be made.
+fn assemble(
+    options: FleetOptions,
+    parts: Parts,
+    (llm_base, tts_base): &(String, String),
+    shutdown: CancellationToken,
+) -> (
+    Arc<Fleet>,
+    tokio::sync::mpsc::Receiver<dead_letters::DeadLetter>,
+) {
+    let Parts {
+        db,
+        http,
+        address,
+        audio_dir,
+    } = parts;
     let metrics = Arc::new(Metrics::default());
     let alerts = Alerts::start(AlertSink {
         webhook_url: options.alert_webhook_url.clone(),
@@ -249,8 +335,8 @@ pub async fn run(
     let (queue_sender, queue) = async_channel::unbounded();
     let (dead_letters, letters) = dead_letters::DeadLetters::new();
     let fleet = Arc::new(Fleet {
-        llm: LlmClient::new(http.clone(), &llm_base),
-        tts: TtsClient::new(http, &tts_base, policy),
+        llm: LlmClient::new(http.clone(), llm_base),
+        tts: TtsClient::new(http, tts_base, policy),
         workers: (0..options.workers).map(WorkerSlot::new).collect(),
         options,
         db,
@@ -263,26 +349,9 @@ pub async fn run(
         dead_letters,
         temp_dir_bytes: AtomicU64::new(0),
         temp_dir_files: AtomicU64::new(0),
-        shutdown: shutdown.clone(),
+        shutdown,
     });
-    for slot in &fleet.workers {
-        workers::start(&fleet, slot);
-    }
-    tokio::spawn(workers::heal(Arc::clone(&fleet)));
-    tokio::spawn(ops::evaluate(Arc::clone(&fleet)));
-    tokio::spawn(dead_letters::write(Arc::clone(&fleet), letters));
-    let router = Router::new()
-        .route("/voice", post(calls::voice))
-        .route("/stream", get(calls::stream))
-        .route("/health", get(ops::health))
-        .route("/metrics", get(ops::metrics))
-        .with_state(Arc::clone(&fleet));
-
-    announce(&fleet, address, &seeded, (&llm_base, &tts_base)).await;
-    crate::http_serve::serve(listener, router, shutdown).await;
-    fleet.db.close().await;
-    drop(scratch);
-    Ok(())
+    (fleet, letters)
 }
 
 /// Says where the fleet listens (the [`LISTENING_PREFIX`] line the harness waits for) and

@@ -11,7 +11,7 @@ use axum::response::IntoResponse;
 use tokio::time::Instant;
 
 use super::alerts::AlertName;
-use super::metrics::Gauges;
+use super::metrics::{Gauges, Metrics};
 use super::{Fleet, memory, tempdir};
 
 /// How often alert conditions are evaluated.
@@ -154,38 +154,80 @@ pub async fn evaluate(fleet: Arc<Fleet>) {
     let mut tick = tokio::time::interval(EVALUATE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let metrics = &fleet.metrics;
-    // Each counter an alert watches, as of the last evaluation.
-    let tts_failures = || metrics.tts_requests_total.total_except(&["200", "429"]);
-    let llm_failures = || metrics.llm_requests_total.total_except(&["200"]);
-    let mut seen_429 = Growth(metrics.tts_requests_total.get("429"));
-    let mut seen_tts_failed = Growth(tts_failures());
-    let mut seen_tts_slow = Growth(metrics.tts_slow_total.load(Ordering::Relaxed));
-    let mut seen_llm_failed = Growth(llm_failures());
-    let mut seen_llm_slow = Growth(metrics.llm_slow_total.load(Ordering::Relaxed));
+    let mut upstream_watch = UpstreamWatch::new(metrics);
     let mut pool_watch = PoolWatch {
         saturated_since: None,
         seen_pool_timeouts: Growth(metrics.db_pool_timeouts_total.load(Ordering::Relaxed)),
         seen_lock_timeouts: Growth(metrics.db_lock_timeouts_total.load(Ordering::Relaxed)),
     };
-    let mut rss_window: std::collections::VecDeque<(Instant, u64)> = Default::default();
-    let mut last_measure: Option<Instant> = None;
-    let mut last_sweep = Instant::now();
+    let mut host_watch = HostWatch {
+        rss_window: Default::default(),
+        last_measure: None,
+        last_sweep: Instant::now(),
+    };
     loop {
         tokio::select! {
             _ = fleet.shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
         let now = Instant::now();
+        upstream_watch.observe(&fleet, now);
+        pool_watch.observe(&fleet, now);
+        // Raised by the healer and the agent when they act; here they only resolve.
+        fleet
+            .alerts
+            .observe(AlertName::WorkerStalled, false, now, String::new);
+        fleet
+            .alerts
+            .observe(AlertName::ToolCallRejected, false, now, String::new);
+        host_watch.observe(&fleet, now).await;
+    }
+}
 
-        let new_429 = seen_429.since(metrics.tts_requests_total.get("429"));
+/// TTS requests that failed: any answer but 200 and 429 (counted apart).
+fn tts_failures(metrics: &Metrics) -> u64 {
+    metrics.tts_requests_total.total_except(&["200", "429"])
+}
+
+/// LLM requests that failed: any answer but 200.
+fn llm_failures(metrics: &Metrics) -> u64 {
+    metrics.llm_requests_total.total_except(&["200"])
+}
+
+/// What `TtsRateLimited`, `TtsDegraded` and `LlmDegraded` watch: each counter as of the last
+/// evaluation, so an alert fires while it grows.
+struct UpstreamWatch {
+    seen_429: Growth,
+    seen_tts_failed: Growth,
+    seen_tts_slow: Growth,
+    seen_llm_failed: Growth,
+    seen_llm_slow: Growth,
+}
+
+impl UpstreamWatch {
+    fn new(metrics: &Metrics) -> UpstreamWatch {
+        UpstreamWatch {
+            seen_429: Growth(metrics.tts_requests_total.get("429")),
+            seen_tts_failed: Growth(tts_failures(metrics)),
+            seen_tts_slow: Growth(metrics.tts_slow_total.load(Ordering::Relaxed)),
+            seen_llm_failed: Growth(llm_failures(metrics)),
+            seen_llm_slow: Growth(metrics.llm_slow_total.load(Ordering::Relaxed)),
+        }
+    }
+
+    fn observe(&mut self, fleet: &Fleet, now: Instant) {
+        let metrics = &fleet.metrics;
+        let new_429 = self.seen_429.since(metrics.tts_requests_total.get("429"));
         fleet
             .alerts
             .observe(AlertName::TtsRateLimited, new_429 > 0, now, || {
                 format!("TTS answered {new_429} requests with 429 in the last {EVALUATE_EVERY:?}")
             });
 
-        let failed = seen_tts_failed.since(tts_failures());
-        let slow = seen_tts_slow.since(metrics.tts_slow_total.load(Ordering::Relaxed));
+        let failed = self.seen_tts_failed.since(tts_failures(metrics));
+        let slow = self
+            .seen_tts_slow
+            .since(metrics.tts_slow_total.load(Ordering::Relaxed));
         fleet
             .alerts
             .observe(AlertName::TtsDegraded, failed + slow > 0, now, || {
@@ -194,8 +236,10 @@ pub async fn evaluate(fleet: Arc<Fleet>) {
                     super::tts::SLOW
                 )
             });
-        let failed = seen_llm_failed.since(llm_failures());
-        let slow = seen_llm_slow.since(metrics.llm_slow_total.load(Ordering::Relaxed));
+        let failed = self.seen_llm_failed.since(llm_failures(metrics));
+        let slow = self
+            .seen_llm_slow
+            .since(metrics.llm_slow_total.load(Ordering::Relaxed));
         fleet
             .alerts
             .observe(AlertName::LlmDegraded, failed + slow > 0, now, || {
@@ -204,33 +248,39 @@ pub async fn evaluate(fleet: Arc<Fleet>) {
                     super::llm::SLOW
                 )
             });
+    }
+}
 
-        pool_watch.observe(&fleet, now);
+/// What `TempDirGrowing` and the memory alert watch, measured at most once a second: the
+/// audio temp dir (swept in the fixed fleet) and the process's memory over a window.
+struct HostWatch {
+    rss_window: std::collections::VecDeque<(Instant, u64)>,
+    last_measure: Option<Instant>,
+    last_sweep: Instant,
+}
 
-        // Raised by the healer and the agent when they act; here they only resolve.
-        fleet
-            .alerts
-            .observe(AlertName::WorkerStalled, false, now, String::new);
-        fleet
-            .alerts
-            .observe(AlertName::ToolCallRejected, false, now, String::new);
-
-        if last_measure.is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1)) {
-            last_measure = Some(now);
-            measure_temp_dir(&fleet, &mut last_sweep, now).await;
-            let bytes = fleet.temp_dir_bytes.load(Ordering::Relaxed);
-            let budget = fleet.options.temp_dir_budget;
-            fleet
-                .alerts
-                .observe(AlertName::TempDirGrowing, bytes > budget, now, || {
-                    format!(
-                        "audio temp dir holds {} (budget {})",
-                        crate::units::format_byte_size(bytes),
-                        crate::units::format_byte_size(budget)
-                    )
-                });
-            observe_memory(&fleet, &mut rss_window, now);
+impl HostWatch {
+    async fn observe(&mut self, fleet: &Arc<Fleet>, now: Instant) {
+        if self
+            .last_measure
+            .is_some_and(|at| now.duration_since(at) < Duration::from_secs(1))
+        {
+            return;
         }
+        self.last_measure = Some(now);
+        measure_temp_dir(fleet, &mut self.last_sweep, now).await;
+        let bytes = fleet.temp_dir_bytes.load(Ordering::Relaxed);
+        let budget = fleet.options.temp_dir_budget;
+        fleet
+            .alerts
+            .observe(AlertName::TempDirGrowing, bytes > budget, now, || {
+                format!(
+                    "audio temp dir holds {} (budget {})",
+                    crate::units::format_byte_size(bytes),
+                    crate::units::format_byte_size(budget)
+                )
+            });
+        observe_memory(fleet, &mut self.rss_window, now);
     }
 }
 

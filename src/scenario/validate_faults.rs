@@ -112,40 +112,10 @@ impl Validator<'_> {
         let FaultContext {
             target, observe, ..
         } = *context;
-        let Some(kind_text) = &raw.kind else {
-            self.error(
-                span,
-                format!("[[faults]] entry needs kind = one of {}", kind_list()),
-            );
-            return None;
-        };
-        let Some(kind) = FaultKind::from_name(kind_text.get_ref()) else {
-            self.error(
-                kind_text.span(),
-                format!(
-                    "unknown fault kind {:?}; expected one of {}",
-                    kind_text.get_ref(),
-                    kind_list()
-                ),
-            );
-            return None;
-        };
+        let kind = self.fault_kind(&raw, &span)?;
         let position = Diagnostic::at(self.source, span.start, "");
         let before = self.diagnostics.len();
-        for (key, key_span) in raw.parameter_keys() {
-            if !kind.parameters().contains(&key) {
-                let takes = kind.parameters();
-                let takes = if takes.is_empty() {
-                    "no parameters".to_owned()
-                } else {
-                    takes.join(", ")
-                };
-                self.error(
-                    key_span,
-                    format!("{kind} does not take {key}; it takes {takes}"),
-                );
-            }
-        }
+        self.fault_keys_taken(kind, &raw);
         let name = match &raw.name {
             Some(name) => {
                 self.not_empty(name, "name");
@@ -179,22 +149,7 @@ impl Validator<'_> {
             target,
             observe,
         );
-        let recover_from = match &raw.recover_from {
-            None => kind.default_recover_from(),
-            Some(value) => match value.get_ref().as_str() {
-                "clear" => RecoverFrom::Clear,
-                "injection" => RecoverFrom::Injection,
-                other => {
-                    self.error(
-                        value.span(),
-                        format!(
-                            r#"recover_from: expected "clear" or "injection", found {other:?}"#
-                        ),
-                    );
-                    RecoverFrom::Clear
-                }
-            },
-        };
+        let recover_from = self.recover_from(&raw, kind);
         if self.diagnostics.len() > before {
             return None;
         }
@@ -210,6 +165,67 @@ impl Validator<'_> {
             line: position.line,
             column: position.column,
         })
+    }
+
+    /// The entry's `kind`, one of the kinds there are.
+    fn fault_kind(&mut self, raw: &RawFault, span: &std::ops::Range<usize>) -> Option<FaultKind> {
+        let Some(kind_text) = &raw.kind else {
+            self.error(
+                span.clone(),
+                format!("[[faults]] entry needs kind = one of {}", kind_list()),
+            );
+            return None;
+        };
+        let Some(kind) = FaultKind::from_name(kind_text.get_ref()) else {
+            self.error(
+                kind_text.span(),
+                format!(
+                    "unknown fault kind {:?}; expected one of {}",
+                    kind_text.get_ref(),
+                    kind_list()
+                ),
+            );
+            return None;
+        };
+        Some(kind)
+    }
+
+    /// Every parameter given is one the kind takes.
+    fn fault_keys_taken(&mut self, kind: FaultKind, raw: &RawFault) {
+        for (key, key_span) in raw.parameter_keys() {
+            if !kind.parameters().contains(&key) {
+                let takes = kind.parameters();
+                let takes = if takes.is_empty() {
+                    "no parameters".to_owned()
+                } else {
+                    takes.join(", ")
+                };
+                self.error(
+                    key_span,
+                    format!("{kind} does not take {key}; it takes {takes}"),
+                );
+            }
+        }
+    }
+
+    /// `recover_from`: `clear` or `injection`, the kind's own default when not given.
+    fn recover_from(&mut self, raw: &RawFault, kind: FaultKind) -> RecoverFrom {
+        match &raw.recover_from {
+            None => kind.default_recover_from(),
+            Some(value) => match value.get_ref().as_str() {
+                "clear" => RecoverFrom::Clear,
+                "injection" => RecoverFrom::Injection,
+                other => {
+                    self.error(
+                        value.span(),
+                        format!(
+                            r#"recover_from: expected "clear" or "injection", found {other:?}"#
+                        ),
+                    );
+                    RecoverFrom::Clear
+                }
+            },
+        }
     }
 
     fn recurrence(&mut self, raw: &RawFault, duration: Option<Duration>) -> Option<Recurrence> {
@@ -447,25 +463,7 @@ impl Validator<'_> {
             return None;
         };
         let text = |key: &str| table.get(key).and_then(toml::Value::as_str);
-        let keys: Vec<&str> = table.keys().map(String::as_str).collect();
-        let unknown: Vec<&str> = keys
-            .iter()
-            .copied()
-            .filter(|key| !["alert", "health", "metric", "log", "file"].contains(key))
-            .collect();
-        if !unknown.is_empty() {
-            self.error(
-                span,
-                format!("{EXPECTED}; unknown key {}", unknown.join(", ")),
-            );
-            return None;
-        }
-        let forms = ["alert", "health", "metric", "log"]
-            .iter()
-            .filter(|key| table.contains_key(**key))
-            .count();
-        if forms != 1 || (table.contains_key("file") && !table.contains_key("log")) {
-            self.error(span, format!("{EXPECTED} (exactly one of them)"));
+        if !self.detection_form(table, &span, EXPECTED) {
             return None;
         }
         if let Some(name) = text("alert") {
@@ -499,26 +497,68 @@ impl Validator<'_> {
             };
         }
         if let Some(pattern) = text("log") {
-            if let Err(error) = regex::Regex::new(pattern) {
-                let first = error.to_string();
-                let first = first.lines().last().unwrap_or_default().trim().to_owned();
-                self.error(
-                    span,
-                    format!("detect log: not a valid regex {pattern:?}: {first}"),
-                );
-                return None;
-            }
-            let file = text("file").map(PathBuf::from);
-            if let Some(file) = &file {
-                self.path_kind(file, span, "detect file", super::observe::PathKind::File);
-            }
-            return Some(DetectionRule::Log {
-                pattern: pattern.to_owned(),
-                file,
-            });
+            return self.log_rule(pattern, text("file"), span);
         }
         self.error(span, format!("{EXPECTED}; the value must be a string"));
         None
+    }
+
+    /// A detection rule's table has only known keys, and exactly one form (`file` only
+    /// with `log`).
+    fn detection_form(
+        &mut self,
+        table: &toml::Table,
+        span: &std::ops::Range<usize>,
+        expected: &str,
+    ) -> bool {
+        let keys: Vec<&str> = table.keys().map(String::as_str).collect();
+        let unknown: Vec<&str> = keys
+            .iter()
+            .copied()
+            .filter(|key| !["alert", "health", "metric", "log", "file"].contains(key))
+            .collect();
+        if !unknown.is_empty() {
+            self.error(
+                span.clone(),
+                format!("{expected}; unknown key {}", unknown.join(", ")),
+            );
+            return false;
+        }
+        let forms = ["alert", "health", "metric", "log"]
+            .iter()
+            .filter(|key| table.contains_key(**key))
+            .count();
+        if forms != 1 || (table.contains_key("file") && !table.contains_key("log")) {
+            self.error(span.clone(), format!("{expected} (exactly one of them)"));
+            return false;
+        }
+        true
+    }
+
+    /// `{ log = "regex", file = "…" }`: a valid regex, and a file that can be a file.
+    fn log_rule(
+        &mut self,
+        pattern: &str,
+        file: Option<&str>,
+        span: std::ops::Range<usize>,
+    ) -> Option<DetectionRule> {
+        if let Err(error) = regex::Regex::new(pattern) {
+            let first = error.to_string();
+            let first = first.lines().last().unwrap_or_default().trim().to_owned();
+            self.error(
+                span,
+                format!("detect log: not a valid regex {pattern:?}: {first}"),
+            );
+            return None;
+        }
+        let file = file.map(PathBuf::from);
+        if let Some(file) = &file {
+            self.path_kind(file, span, "detect file", super::observe::PathKind::File);
+        }
+        Some(DetectionRule::Log {
+            pattern: pattern.to_owned(),
+            file,
+        })
     }
 
     // ---- [chaos] and [abort] ------------------------------------------------------------

@@ -351,41 +351,13 @@ impl Validator<'_> {
             Target::Sink(_) => (false, true),
             Target::External(_) => (true, false),
         };
-        let span = |value: &Option<RawValue>| value.as_ref().map(Spanned::span);
-        let pid_file = matches!(observe.process, Some(ProcessWatch::PidFile(_)));
-        if let (Some(span), Some(_)) = (span(&raw.max_crashes), slos.max_crashes)
-            && external
-            && observe.process.is_none()
-        {
-            self.error(
-                span,
-                r#"max_crashes needs the fleet's process watched, and the harness did not start this one: add [observe] process = { pid_file = "/run/fleet.pid" } (its exit, read from /proc, is a crash) or process = { health = true } (with health_url: the URL refusing connections after it answered is a crash)"#,
-            );
+        if external {
+            self.external_process_slos_measurable(raw, slos, observe);
         }
-        if let (Some(span), Some(_)) = (span(&raw.uptime), slos.uptime_min_pct)
-            && external
-            && observe.health_url.is_none()
-        {
-            self.error(
-                span,
-                r#"uptime needs health probes, and an external fleet has no default: add [observe] health_url = "http://HOST:PORT/health""#,
-            );
-        }
-        if let (Some(span), Some(_)) = (span(&raw.memory_growth), slos.memory_growth_max_mib_h)
-            && external
-            && !pid_file
-            && observe.metrics_url.is_none()
-        {
-            self.error(
-                span,
-                format!(
-                    r#"memory_growth needs the fleet's resident memory, and the harness did not start this fleet: add [observe] process = {{ pid_file = "/run/fleet.pid" }} (its RSS from /proc) or metrics_url = "http://HOST:PORT/metrics" (the series rss_metric names, default {})"#,
-                    crate::scenario::observe::DEFAULT_RSS_METRIC
-                ),
-            );
-        }
-        if let (Some(span), Some(_)) = (span(&raw.temp_dir_growth), slos.temp_dir_growth_max_mib_h)
-            && observe.temp_dir.is_none()
+        if let (Some(span), Some(_)) = (
+            raw.temp_dir_growth.as_ref().map(Spanned::span),
+            slos.temp_dir_growth_max_mib_h,
+        ) && observe.temp_dir.is_none()
             && observe.metrics_url.is_none()
         {
             let fleet = if sink {
@@ -416,6 +388,46 @@ impl Validator<'_> {
                     r#"no_retry_storm needs the TTS stand-in, which sees every TTS request of the fleet: add [chaos] tts_listen = "127.0.0.1:PORT" and point the fleet's TTS_BASE_URL at http://127.0.0.1:PORT/v1"#,
                 );
             }
+        }
+    }
+
+    /// The SLOs on the fleet's process (crashes, uptime, memory growth) against a fleet
+    /// the harness did not start: each needs the [observe] setting that sees it.
+    fn external_process_slos_measurable(
+        &mut self,
+        raw: &RawSlo,
+        slos: &Slos,
+        observe: &ObserveSettings,
+    ) {
+        let span = |value: &Option<RawValue>| value.as_ref().map(Spanned::span);
+        let pid_file = matches!(observe.process, Some(ProcessWatch::PidFile(_)));
+        if let (Some(span), Some(_)) = (span(&raw.max_crashes), slos.max_crashes)
+            && observe.process.is_none()
+        {
+            self.error(
+                span,
+                r#"max_crashes needs the fleet's process watched, and the harness did not start this one: add [observe] process = { pid_file = "/run/fleet.pid" } (its exit, read from /proc, is a crash) or process = { health = true } (with health_url: the URL refusing connections after it answered is a crash)"#,
+            );
+        }
+        if let (Some(span), Some(_)) = (span(&raw.uptime), slos.uptime_min_pct)
+            && observe.health_url.is_none()
+        {
+            self.error(
+                span,
+                r#"uptime needs health probes, and an external fleet has no default: add [observe] health_url = "http://HOST:PORT/health""#,
+            );
+        }
+        if let (Some(span), Some(_)) = (span(&raw.memory_growth), slos.memory_growth_max_mib_h)
+            && !pid_file
+            && observe.metrics_url.is_none()
+        {
+            self.error(
+                span,
+                format!(
+                    r#"memory_growth needs the fleet's resident memory, and the harness did not start this fleet: add [observe] process = {{ pid_file = "/run/fleet.pid" }} (its RSS from /proc) or metrics_url = "http://HOST:PORT/metrics" (the series rss_metric names, default {})"#,
+                    crate::scenario::observe::DEFAULT_RSS_METRIC
+                ),
+            );
         }
     }
 

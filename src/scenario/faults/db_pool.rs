@@ -62,75 +62,9 @@ impl Validator<'_> {
             .method
             .as_ref()
             .map_or("hold_locks", |method| method.get_ref().as_str());
-        let count =
-            |validator: &mut Self, value: Option<&Spanned<i64>>, key: &str, range, default| {
-                match value {
-                    Some(value) => validator
-                        .ranged(value, key, range)
-                        .and_then(|number| u32::try_from(number).ok()),
-                    None => Some(default),
-                }
-            };
         let method = match method_name {
-            "hold_locks" => {
-                for (key, value) in [
-                    ("leave", raw.leave.as_ref().map(Spanned::span)),
-                    (
-                        "max_connections",
-                        raw.max_connections.as_ref().map(Spanned::span),
-                    ),
-                ] {
-                    if let Some(value) = value {
-                        self.error(
-                            value,
-                            format!("{key} only applies to method = \"take_slots\""),
-                        );
-                    }
-                }
-                DbPoolMethod::HoldLocks {
-                    holders: count(
-                        self,
-                        raw.holders.as_ref(),
-                        "holders",
-                        1..=MAX_HOLDERS,
-                        DEFAULT_HOLDERS,
-                    )?,
-                }
-            }
-            "take_slots" => {
-                if let Some(holders) = &raw.holders {
-                    self.error(
-                        holders.span(),
-                        "holders only applies to method = \"hold_locks\"",
-                    );
-                }
-                let sqlite = match target {
-                    Target::Embedded(fleet) => fleet.database_url_env.is_none(),
-                    _ => false,
-                };
-                if sqlite {
-                    let at = raw
-                        .method
-                        .as_ref()
-                        .map(Spanned::span)
-                        .unwrap_or(span.clone());
-                    self.error(
-                        at,
-                        "method = \"take_slots\" needs PostgreSQL (SQLite has no connection slots); set [target] database_url_env, or use method = \"hold_locks\"",
-                    );
-                    return None;
-                }
-                DbPoolMethod::TakeSlots {
-                    leave: count(self, raw.leave.as_ref(), "leave", 0..=MAX_SLOTS, 0)?,
-                    max: count(
-                        self,
-                        raw.max_connections.as_ref(),
-                        "max_connections",
-                        1..=MAX_SLOTS,
-                        DEFAULT_MAX_SLOTS,
-                    )?,
-                }
-            }
+            "hold_locks" => self.hold_locks_method(raw)?,
+            "take_slots" => self.take_slots_method(raw, span, target)?,
             other => {
                 let at = raw.method.as_ref().map(Spanned::span).unwrap_or_default();
                 self.error(
@@ -140,6 +74,104 @@ impl Validator<'_> {
                 return None;
             }
         };
+        let database_url_env = self.db_pool_database(raw, span, target);
+        Some(DbPoolExhaustion {
+            method,
+            database_url_env,
+        })
+    }
+
+    /// `method = "hold_locks"`: how many holders, and none of `take_slots`' keys.
+    fn hold_locks_method(&mut self, raw: &RawFault) -> Option<DbPoolMethod> {
+        for (key, value) in [
+            ("leave", raw.leave.as_ref().map(Spanned::span)),
+            (
+                "max_connections",
+                raw.max_connections.as_ref().map(Spanned::span),
+            ),
+        ] {
+            if let Some(value) = value {
+                self.error(
+                    value,
+                    format!("{key} only applies to method = \"take_slots\""),
+                );
+            }
+        }
+        Some(DbPoolMethod::HoldLocks {
+            holders: self.db_pool_count(
+                raw.holders.as_ref(),
+                "holders",
+                1..=MAX_HOLDERS,
+                DEFAULT_HOLDERS,
+            )?,
+        })
+    }
+
+    /// `method = "take_slots"`: how many slots to leave and to take at most, no `holders`,
+    /// and a PostgreSQL database (SQLite has no connection slots).
+    fn take_slots_method(
+        &mut self,
+        raw: &RawFault,
+        span: &std::ops::Range<usize>,
+        target: &Target,
+    ) -> Option<DbPoolMethod> {
+        if let Some(holders) = &raw.holders {
+            self.error(
+                holders.span(),
+                "holders only applies to method = \"hold_locks\"",
+            );
+        }
+        let sqlite = match target {
+            Target::Embedded(fleet) => fleet.database_url_env.is_none(),
+            _ => false,
+        };
+        if sqlite {
+            let at = raw
+                .method
+                .as_ref()
+                .map(Spanned::span)
+                .unwrap_or(span.clone());
+            self.error(
+                at,
+                "method = \"take_slots\" needs PostgreSQL (SQLite has no connection slots); set [target] database_url_env, or use method = \"hold_locks\"",
+            );
+            return None;
+        }
+        Some(DbPoolMethod::TakeSlots {
+            leave: self.db_pool_count(raw.leave.as_ref(), "leave", 0..=MAX_SLOTS, 0)?,
+            max: self.db_pool_count(
+                raw.max_connections.as_ref(),
+                "max_connections",
+                1..=MAX_SLOTS,
+                DEFAULT_MAX_SLOTS,
+            )?,
+        })
+    }
+
+    /// A count in `range`, or `default` when not given.
+    fn db_pool_count(
+        &mut self,
+        value: Option<&Spanned<i64>>,
+        key: &str,
+        range: std::ops::RangeInclusive<i64>,
+        default: u32,
+    ) -> Option<u32> {
+        match value {
+            Some(value) => self
+                .ranged(value, key, range)
+                .and_then(|number| u32::try_from(number).ok()),
+            None => Some(default),
+        }
+    }
+
+    /// `database_url_env`: needed against an external fleet, refused for the embedded one
+    /// (its database is known).
+    fn db_pool_database(
+        &mut self,
+        raw: &RawFault,
+        span: &std::ops::Range<usize>,
+        target: &Target,
+    ) -> Option<String> {
         let database_url_env = raw.database_url_env.as_ref().map(|name| {
             self.env_var_name(name, "database_url_env is the NAME of an environment variable holding the database URL, not the URL");
             name.get_ref().clone()
@@ -156,10 +188,7 @@ impl Validator<'_> {
                 "the embedded fleet's database is known; database_url_env is for external fleets",
             );
         }
-        Some(DbPoolExhaustion {
-            method,
-            database_url_env,
-        })
+        database_url_env
     }
 }
 

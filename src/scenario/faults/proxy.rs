@@ -126,6 +126,39 @@ impl Validator<'_> {
         target: &Target,
         allow_hosts: &[String],
     ) -> Option<ProxyFault> {
+        let upstream = self.proxy_upstream(raw, span, allow_hosts)?;
+        let listen = self.proxy_listen(raw, span, &upstream);
+        let toxics = self.proxy_toxics(raw)?;
+        if toxics.latency.is_zero()
+            && toxics.jitter.is_zero()
+            && toxics.bandwidth.is_none()
+            && !toxics.stall
+            && !toxics.reset
+            && toxics.slice.is_none()
+            && !toxics.down
+        {
+            self.error(
+                span.clone(),
+                "proxy needs at least one toxic: latency, jitter, bandwidth, stall, reset, slice_size or down",
+            );
+            return None;
+        }
+        let _ = target;
+        Some(ProxyFault {
+            upstream,
+            listen,
+            toxics,
+        })
+    }
+
+    /// `upstream`: a stand-in (`tts`, `llm`) or a `host:port` whose host is on
+    /// `allow_hosts`.
+    fn proxy_upstream(
+        &mut self,
+        raw: &RawFault,
+        span: &std::ops::Range<usize>,
+        allow_hosts: &[String],
+    ) -> Option<ProxyUpstream> {
         let Some(upstream_text) = &raw.upstream else {
             self.error(
                 span.clone(),
@@ -133,31 +166,41 @@ impl Validator<'_> {
             );
             return None;
         };
-        let upstream = match upstream_text.get_ref().trim() {
-            "tts" => ProxyUpstream::Tts,
-            "llm" => ProxyUpstream::Llm,
+        match upstream_text.get_ref().trim() {
+            "tts" => Some(ProxyUpstream::Tts),
+            "llm" => Some(ProxyUpstream::Llm),
             address => {
                 match split_host_port(address) {
                     Some((host, _)) if host_in(allow_hosts, host) => {
-                        ProxyUpstream::Address(address.to_owned())
+                        Some(ProxyUpstream::Address(address.to_owned()))
                     }
                     Some((host, _)) => {
                         self.error(
                         upstream_text.span(),
                         format!("upstream host {host:?} is not in allow_hosts; add it there to proxy it"),
                     );
-                        return None;
+                        None
                     }
                     None => {
                         self.error(
                         upstream_text.span(),
                         format!(r#"upstream: expected "tts", "llm" or "host:port", found {address:?}"#),
                     );
-                        return None;
+                        None
                     }
                 }
             }
-        };
+        }
+    }
+
+    /// `listen`: needed in front of `host:port` (the fleet must be pointed at the proxy),
+    /// refused in front of a stand-in (the proxy takes the stand-in's address).
+    fn proxy_listen(
+        &mut self,
+        raw: &RawFault,
+        span: &std::ops::Range<usize>,
+        upstream: &ProxyUpstream,
+    ) -> Option<SocketAddr> {
         let listen = raw
             .listen
             .as_ref()
@@ -177,6 +220,13 @@ impl Validator<'_> {
                 "a proxy in front of a stand-in takes the stand-in's address (the embedded fleet is pointed at it; an external fleet at [chaos] tts_listen / llm_listen); drop listen",
             );
         }
+        listen
+    }
+
+    /// The toxics as given: durations (zero when not given), a byte rate, slices (a size,
+    /// and a delay only with one), flags, and the share of connections affected (all when
+    /// not given).
+    fn proxy_toxics(&mut self, raw: &RawFault) -> Option<ProxyToxicsSpec> {
         let duration = |validator: &mut Self, value: Option<&RawValue>, key: &str| match value {
             Some(value) => validator.duration(value, key, Zero::Allowed),
             None => Some(Duration::ZERO),
@@ -205,7 +255,7 @@ impl Validator<'_> {
         };
         let flag =
             |value: &Option<Spanned<bool>>| value.as_ref().is_some_and(|flag| *flag.get_ref());
-        let toxics = ProxyToxicsSpec {
+        Some(ProxyToxicsSpec {
             latency,
             jitter,
             bandwidth,
@@ -214,29 +264,10 @@ impl Validator<'_> {
             slice,
             down: flag(&raw.down),
             toxicity,
-        };
-        if toxics.latency.is_zero()
-            && toxics.jitter.is_zero()
-            && toxics.bandwidth.is_none()
-            && !toxics.stall
-            && !toxics.reset
-            && toxics.slice.is_none()
-            && !toxics.down
-        {
-            self.error(
-                span.clone(),
-                "proxy needs at least one toxic: latency, jitter, bandwidth, stall, reset, slice_size or down",
-            );
-            return None;
-        }
-        let _ = target;
-        Some(ProxyFault {
-            upstream,
-            listen,
-            toxics,
         })
     }
 }
+
 /// `host:port` or `[v6]:port` with a numeric port.
 fn split_host_port(address: &str) -> Option<(&str, u16)> {
     let (host, port) = address.rsplit_once(':')?;

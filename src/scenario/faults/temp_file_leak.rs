@@ -3,7 +3,7 @@
 //! a leak may write is confined at validation (see [`super::super::writable`]) and again
 //! at injection; the fault object is `crate::chaos::temp_files`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use toml::Spanned;
 
@@ -325,34 +325,8 @@ impl Validator<'_> {
         } else {
             "dir (here [observe] temp_dir)"
         };
-        let dir = match writable::resolve(&written) {
-            Ok(dir) => dir,
-            Err(error) => {
-                self.error(
-                    at,
-                    format!("{key}: cannot resolve {}: {error}", written.display()),
-                );
-                return None;
-            }
-        };
-        if let Some(what) = writable::system_dir(&dir) {
-            self.error(
-                at,
-                format!(
-                    "{key} = {:?} resolves to {}, {what}; a fault never writes there",
-                    written.display().to_string(),
-                    dir.display()
-                ),
-            );
-            return None;
-        }
-        let mut declared: Vec<PathBuf> = Vec::new();
-        if let Some(temp_dir) = &context.observe.temp_dir
-            && let Ok(temp_dir) = writable::resolve(temp_dir)
-        {
-            declared.push(temp_dir);
-        }
-        declared.extend(context.chaos.writable_dirs.iter().cloned());
+        let dir = self.leak_dir_resolved(&written, &at, key)?;
+        let declared = declared_dirs(context);
         if let Some(within) = declared.iter().find(|within| dir.starts_with(within)) {
             return Some(LeakDir::Declared {
                 dir,
@@ -383,4 +357,48 @@ impl Validator<'_> {
         );
         None
     }
+
+    /// The dir as it resolves (links followed), never a system dir.
+    fn leak_dir_resolved(
+        &mut self,
+        written: &Path,
+        at: &std::ops::Range<usize>,
+        key: &str,
+    ) -> Option<PathBuf> {
+        let dir = match writable::resolve(written) {
+            Ok(dir) => dir,
+            Err(error) => {
+                self.error(
+                    at.clone(),
+                    format!("{key}: cannot resolve {}: {error}", written.display()),
+                );
+                return None;
+            }
+        };
+        if let Some(what) = writable::system_dir(&dir) {
+            self.error(
+                at.clone(),
+                format!(
+                    "{key} = {:?} resolves to {}, {what}; a fault never writes there",
+                    written.display().to_string(),
+                    dir.display()
+                ),
+            );
+            return None;
+        }
+        Some(dir)
+    }
+}
+
+/// The dirs a fault may write into: `[observe] temp_dir` (resolved) and `[chaos]
+/// writable_dirs`.
+fn declared_dirs(context: &FaultContext<'_>) -> Vec<PathBuf> {
+    let mut declared: Vec<PathBuf> = Vec::new();
+    if let Some(temp_dir) = &context.observe.temp_dir
+        && let Ok(temp_dir) = writable::resolve(temp_dir)
+    {
+        declared.push(temp_dir);
+    }
+    declared.extend(context.chaos.writable_dirs.iter().cloned());
+    declared
 }
