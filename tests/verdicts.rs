@@ -85,12 +85,21 @@ fn expectations() -> Vec<Expectation> {
         ],
     }];
     for scenario in ["chaos", "soak-recurring"] {
-        all.extend(BUGS.iter().map(|(bug, fails, passes)| Expectation {
-            scenario,
-            bug: Some(bug),
-            fails,
-            passes,
-        }));
+        all.extend(
+            BUGS.iter()
+                // `silent-stall` shows only as alerts no fault provoked. In the recurring
+                // soak the four faults and their recovery cover the whole run (29 s of it
+                // calm, measured 2026-12-06), so every alert it raises is inside a fault's
+                // window and the harness cannot tell it from one the fault caused: it is
+                // graded, as it must be, on chaos.toml and smoke.toml, which have calm time.
+                .filter(|(bug, ..)| scenario != "soak-recurring" || *bug != "silent-stall")
+                .map(|(bug, fails, passes)| Expectation {
+                    scenario,
+                    bug: Some(bug),
+                    fails,
+                    passes,
+                }),
+        );
     }
     all.extend([
         Expectation {

@@ -122,6 +122,20 @@ fn slo_table(summary: &Summary, out: &mut String) {
     out.push('\n');
 }
 
+/// The "recovered after" cell: the time (and how far over `recover_within`); for a fault
+/// that overlapped others, what its time counts from and which faults they were.
+fn recovered_cell(fault: &crate::grade::FaultReport, story: &FaultStory) -> String {
+    if story.overlapped.is_empty() {
+        timed(
+            fault.recovered_after_s,
+            story.recovery_over.as_deref(),
+            &story.recovery,
+        )
+    } else {
+        format!("{}; {}", story.recovery, story.overlapped)
+    }
+}
+
 fn fault_table(summary: &Summary, out: &mut String) {
     if summary.faults.is_empty() {
         return;
@@ -137,15 +151,7 @@ fn fault_table(summary: &Summary, out: &mut String) {
             story.detection_over.as_deref(),
             &story.detection,
         );
-        let mut recovered = timed(
-            fault.recovered_after_s,
-            story.recovery_over.as_deref(),
-            &story.recovery,
-        );
-        if !story.overlapped.is_empty() {
-            // Its time counts from another fault's clear: say from which, and why.
-            recovered = format!("{}; {}", story.recovery, story.overlapped);
-        }
+        let recovered = recovered_cell(fault, &story);
         let mut injected = match fault.injected_at_s {
             Some(at) if fault.confirmed => format!("{at:.1} s"),
             Some(at) => format!("{at:.1} s, {}", story.state),
