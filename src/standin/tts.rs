@@ -978,27 +978,19 @@ mod tests {
             Some("CA1-1"),
         )
         .await;
-        control.set(TtsBehaviour {
-            fault: TtsFault::RateLimited {
-                retry_after: Some(Duration::from_secs(1)),
-            },
-            ..TtsBehaviour::default()
-        });
-        speak(
-            &running,
-            "Is there anything else?",
-            Some("pcm"),
-            Some("CA1-2"),
-        )
-        .await;
+        // One utterance, refused with a 429 and then retried with the same id.
+        let anything_else = || {
+            speak(
+                &running,
+                "Is there anything else?",
+                Some("pcm"),
+                Some("CA1-2"),
+            )
+        };
+        control.set(rate_limited(Some(Duration::from_secs(1))));
+        anything_else().await;
         control.set(TtsBehaviour::default());
-        speak(
-            &running,
-            "Is there anything else?",
-            Some("pcm"),
-            Some("CA1-2"),
-        )
-        .await;
+        anything_else().await;
         speak(&running, "Goodbye.", Some("pcm"), None).await;
         // An idempotency key stands for the id when there is no X-Request-Id.
         reqwest::Client::new()
