@@ -301,6 +301,45 @@ mod tests {
     use crate::scenario::faults::{DbPoolExhaustion, DbPoolMethod, FaultKind};
     use std::time::Duration;
 
+    /// What faults act on in these tests: nothing but `standins`, and `allow_hosts`.
+    fn environment(standins: Option<StandIns>, allow_hosts: Vec<String>) -> FaultEnvironment {
+        FaultEnvironment {
+            standins,
+            proxies: Vec::new(),
+            files: HarnessFiles::default(),
+            targets: ChaosTargets::default(),
+            tag: "test".into(),
+            allow_hosts,
+        }
+    }
+
+    /// A fault `name` of `kind`, on from the start for a second, with no detection.
+    fn scheduled(name: &str, kind: FaultKind, fault: FaultSpec) -> ScheduledFault {
+        ScheduledFault {
+            name: name.into(),
+            kind,
+            fault,
+            at: Duration::ZERO,
+            duration: Duration::from_secs(1),
+            every: None,
+            detect: Vec::new(),
+            recover_from: crate::scenario::faults::RecoverFrom::Clear,
+            line: 1,
+            column: 1,
+        }
+    }
+
+    /// The first occurrence of a fault on from the start for a second.
+    fn first_second() -> Occurrence {
+        Occurrence {
+            fault: 0,
+            number: 1,
+            at: Duration::ZERO,
+            until: Duration::from_secs(1),
+            hold_until: Duration::from_secs(1),
+        }
+    }
+
     #[tokio::test]
     async fn a_database_outside_allow_hosts_is_refused_before_any_connection() {
         let variable = "VOXSOAK_TEST_FAULT_FOREIGN_DB";
@@ -311,37 +350,18 @@ mod tests {
                 "postgres://fleet:secret@db.example.com:5432/fleet",
             );
         }
-        let environment = FaultEnvironment {
-            standins: None,
-            proxies: Vec::new(),
-            files: HarnessFiles::default(),
-            targets: ChaosTargets::default(),
-            tag: "test".into(),
-            allow_hosts: vec!["127.0.0.1".into(), "localhost".into()],
-        };
-        let fault = ScheduledFault {
-            name: "db".into(),
-            kind: FaultKind::DbPoolExhaustion,
-            fault: FaultSpec::DbPoolExhaustion(DbPoolExhaustion {
+        let environment = environment(None, vec!["127.0.0.1".into(), "localhost".into()]);
+        let fault = scheduled(
+            "db",
+            FaultKind::DbPoolExhaustion,
+            FaultSpec::DbPoolExhaustion(DbPoolExhaustion {
                 method: DbPoolMethod::hold_locks(),
                 database_url_env: Some(variable.into()),
             }),
-            at: Duration::ZERO,
-            duration: Duration::from_secs(1),
-            every: None,
-            detect: Vec::new(),
-            recover_from: crate::scenario::faults::RecoverFrom::Clear,
-            line: 1,
-            column: 1,
-        };
-        let occurrence = Occurrence {
-            fault: 0,
-            number: 1,
-            at: Duration::ZERO,
-            until: Duration::from_secs(1),
-            hold_until: Duration::from_secs(1),
-        };
-        let error = inject(&environment, &fault, &occurrence).await.unwrap_err();
+        );
+        let error = inject(&environment, &fault, &first_second())
+            .await
+            .unwrap_err();
         let message = error.to_string();
         assert!(
             message.contains("db.example.com is not in allow_hosts"),
@@ -355,36 +375,12 @@ mod tests {
         use crate::standin::tts::TtsFault;
         let stop = tokio_util::sync::CancellationToken::new();
         let standins = StandIns::start(None, None, 1, stop.clone()).await.unwrap();
-        let environment = FaultEnvironment {
-            standins: Some(standins.clone()),
-            proxies: Vec::new(),
-            files: HarnessFiles::default(),
-            targets: ChaosTargets::default(),
-            tag: "test".into(),
-            allow_hosts: Vec::new(),
+        let environment = environment(Some(standins.clone()), Vec::new());
+        let tts = |name: &str, fault| {
+            let fraction = 1.0;
+            scheduled(name, FaultKind::Tts429, FaultSpec::Tts { fault, fraction })
         };
-        let tts = |name: &str, fault| ScheduledFault {
-            name: name.into(),
-            kind: FaultKind::Tts429,
-            fault: FaultSpec::Tts {
-                fault,
-                fraction: 1.0,
-            },
-            at: Duration::ZERO,
-            duration: Duration::from_secs(1),
-            every: None,
-            detect: Vec::new(),
-            recover_from: crate::scenario::faults::RecoverFrom::Clear,
-            line: 1,
-            column: 1,
-        };
-        let occurrence = Occurrence {
-            fault: 0,
-            number: 1,
-            at: Duration::ZERO,
-            until: Duration::from_secs(1),
-            hold_until: Duration::from_secs(1),
-        };
+        let occurrence = first_second();
         let first = tts("first", TtsFault::RateLimited { retry_after: None });
         let second = tts("second", TtsFault::ServerError { code: 503 });
         let active = inject(&environment, &first, &occurrence).await.unwrap();

@@ -9,8 +9,11 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::{Confirmation, FaultError};
-use crate::standin::llm::{self, LlmBehaviour, LlmControl, LlmCounts, LlmFault, LlmRecord};
-use crate::standin::tts::{self, NO_ANSWER, TtsBehaviour, TtsControl, TtsCounts, TtsFault};
+use crate::standin::control::{Control, Counts, StandIn};
+use crate::standin::llm::{self, LlmBehaviour, LlmControl, LlmFault, LlmRecord, LlmStandIn};
+use crate::standin::tts::{
+    self, NO_ANSWER, TtsBehaviour, TtsControl, TtsCounts, TtsFault, TtsStandIn,
+};
 use crate::standin::{self as standins, Running};
 
 /// The TTS and LLM stand-ins of one run, serving until the run's chaos plane stops.
@@ -100,18 +103,78 @@ impl StandIns {
     }
 }
 
+/// A stand-in switched to a fault and held until it is switched back: the stand-in's counts
+/// when the fault was switched on and off, exact however many requests came. Dropped, it
+/// switches the stand-in back first.
+#[derive(Debug)]
+struct Switched<K: StandIn> {
+    control: Arc<Control<K>>,
+    /// The stand-in's counts when the fault was switched on.
+    at_inject: K::Counts,
+    /// The same when it was switched off.
+    at_clear: Option<K::Counts>,
+    /// The behaviour without the fault, from the one of that moment.
+    healthy: fn(K::Behaviour) -> K::Behaviour,
+    /// Declared last: released after `Drop` has restored the stand-in.
+    _claim: StandInClaim,
+}
+
+impl<K: StandIn> Switched<K> {
+    /// Switches the stand-in held by `claim` to `behaviour`.
+    fn on(
+        control: Arc<Control<K>>,
+        claim: StandInClaim,
+        behaviour: K::Behaviour,
+        healthy: fn(K::Behaviour) -> K::Behaviour,
+    ) -> Self {
+        let at_inject = control.switch(behaviour);
+        Switched {
+            control,
+            at_inject,
+            at_clear: None,
+            healthy,
+            _claim: claim,
+        }
+    }
+
+    /// Requests since injection (until the clear once cleared).
+    fn since(&self) -> K::Counts {
+        self.at_clear
+            .clone()
+            .unwrap_or_else(|| self.control.counts())
+            .since(&self.at_inject)
+    }
+
+    /// Switches the stand-in back, once.
+    fn restore(&mut self) {
+        if self.at_clear.is_none() {
+            let healthy = (self.healthy)(self.control.behaviour());
+            self.at_clear = Some(self.control.switch(healthy));
+        }
+    }
+}
+
+impl<K: StandIn> Drop for Switched<K> {
+    fn drop(&mut self) {
+        self.restore();
+    }
+}
+
+/// In effect once the fault hit a request.
+fn hit_once(faulted: u64, evidence: String) -> Confirmation {
+    if faulted > 0 {
+        Confirmation::in_effect(evidence)
+    } else {
+        Confirmation::not_in_effect(evidence)
+    }
+}
+
 /// A fault on the TTS stand-in. Its counts are the stand-in's own, taken when it switched
 /// the fault on and off: exact, however many requests came.
 #[derive(Debug)]
 pub struct TtsStandInFault {
     kind: &'static str,
-    control: Arc<TtsControl>,
-    /// The stand-in's counts when the fault was switched on.
-    at_inject: TtsCounts,
-    /// The same when it was switched off.
-    at_clear: Option<TtsCounts>,
-    /// Declared last: released after `Drop` has restored the stand-in.
-    _claim: StandInClaim,
+    switched: Switched<TtsStandIn>,
 }
 
 impl TtsStandInFault {
@@ -146,61 +209,37 @@ impl TtsStandInFault {
         let mut behaviour = control.behaviour();
         behaviour.fault = fault;
         behaviour.fraction = fraction;
-        let at_inject = control.switch(behaviour);
+        let healthy = |behaviour| TtsBehaviour {
+            fault: TtsFault::None,
+            fraction: 1.0,
+            ..behaviour
+        };
         TtsStandInFault {
             kind,
-            control,
-            at_inject,
-            at_clear: None,
-            _claim: claim,
+            switched: Switched::on(control, claim, behaviour, healthy),
         }
-    }
-
-    /// Requests since injection (until the clear once cleared).
-    fn since(&self) -> TtsCounts {
-        self.at_clear
-            .clone()
-            .unwrap_or_else(|| self.control.counts())
-            .since(&self.at_inject)
     }
 
     /// In effect once the stand-in has answered at least one request with the fault.
     pub async fn confirm(&mut self) -> Confirmation {
-        let since = self.since();
-        let evidence = format!("{} since injection", answered(&since));
-        if since.faulted > 0 {
-            Confirmation::in_effect(evidence)
-        } else {
-            Confirmation::not_in_effect(evidence)
-        }
+        let since = self.switched.since();
+        hit_once(
+            since.faulted,
+            format!("{} since injection", answered(&since)),
+        )
     }
 
     /// Back to healthy answers.
     pub async fn clear(mut self) -> Result<String, FaultError> {
-        self.restore();
+        self.switched.restore();
         Ok(format!(
             "the TTS stand-in answers normally again; while on: {}",
-            answered(&self.since())
+            answered(&self.switched.since())
         ))
     }
 
     pub fn kind(&self) -> &'static str {
         self.kind
-    }
-
-    fn restore(&mut self) {
-        if self.at_clear.is_none() {
-            let mut behaviour = self.control.behaviour();
-            behaviour.fault = TtsFault::None;
-            behaviour.fraction = 1.0;
-            self.at_clear = Some(self.control.switch(behaviour));
-        }
-    }
-}
-
-impl Drop for TtsStandInFault {
-    fn drop(&mut self) {
-        self.restore();
     }
 }
 
@@ -231,12 +270,8 @@ fn answered(counts: &TtsCounts) -> String {
 #[derive(Debug)]
 pub struct LlmStandInFault {
     kind: &'static str,
-    control: Arc<LlmControl>,
-    at_inject: LlmCounts,
-    at_clear: Option<LlmCounts>,
     slow: bool,
-    /// Declared last: released after `Drop` has restored the stand-in.
-    _claim: StandInClaim,
+    switched: Switched<LlmStandIn>,
 }
 
 impl LlmStandInFault {
@@ -271,37 +306,27 @@ impl LlmStandInFault {
         latency: std::time::Duration,
     ) -> LlmStandInFault {
         let slow = fault == LlmFault::None;
-        let at_inject = control.switch(LlmBehaviour {
+        let behaviour = LlmBehaviour {
             fault,
             fraction,
             latency,
-        });
+        };
         LlmStandInFault {
             kind,
-            control,
-            at_inject,
-            at_clear: None,
             slow,
-            _claim: claim,
+            switched: Switched::on(control, claim, behaviour, |_| LlmBehaviour::default()),
         }
     }
 
     /// The requests the fault hit since the last call (for the journal; the first
     /// [`llm::KEPT_HITS`] of them).
     pub fn take_hits(&mut self) -> Vec<LlmRecord> {
-        self.control.take_hits()
-    }
-
-    /// Requests since injection (until the clear once cleared).
-    fn since(&self) -> LlmCounts {
-        self.at_clear
-            .unwrap_or_else(|| self.control.counts())
-            .since(&self.at_inject)
+        self.switched.control.take_hits()
     }
 
     /// In effect once a request was hit (a slow model: once a request was answered late).
     pub async fn confirm(&mut self) -> Confirmation {
-        let since = self.since();
+        let since = self.switched.since();
         if self.slow {
             return if since.requests > 0 {
                 Confirmation::in_effect(format!(
@@ -312,20 +337,18 @@ impl LlmStandInFault {
                 Confirmation::not_in_effect("no LLM request reached the stand-in since injection")
             };
         }
-        let evidence = format!(
-            "{} of {} LLM requests hit since injection",
-            since.faulted, since.requests
-        );
-        if since.faulted > 0 {
-            Confirmation::in_effect(evidence)
-        } else {
-            Confirmation::not_in_effect(evidence)
-        }
+        hit_once(
+            since.faulted,
+            format!(
+                "{} of {} LLM requests hit since injection",
+                since.faulted, since.requests
+            ),
+        )
     }
 
     pub async fn clear(mut self) -> Result<String, FaultError> {
-        self.restore();
-        let since = self.since();
+        self.switched.restore();
+        let since = self.switched.since();
         Ok(format!(
             "the LLM stand-in answers normally again; while on it hit {} of {} requests",
             since.faulted, since.requests
@@ -334,18 +357,6 @@ impl LlmStandInFault {
 
     pub fn kind(&self) -> &'static str {
         self.kind
-    }
-
-    fn restore(&mut self) {
-        if self.at_clear.is_none() {
-            self.at_clear = Some(self.control.switch(LlmBehaviour::default()));
-        }
-    }
-}
-
-impl Drop for LlmStandInFault {
-    fn drop(&mut self) {
-        self.restore();
     }
 }
 

@@ -98,6 +98,22 @@ enum Attempt {
     Fail(String),
 }
 
+impl Attempt {
+    /// The request or its answer broke off (a timeout or a connection error): worth a
+    /// retry, with no `Retry-After` to honour.
+    fn broken(error: &reqwest::Error) -> Attempt {
+        let label = if error.is_timeout() {
+            "timeout"
+        } else {
+            "error"
+        };
+        Attempt::Retry {
+            label: label.into(),
+            retry_after: None,
+        }
+    }
+}
+
 impl TtsClient {
     pub fn new(http: reqwest::Client, base_url: &str, policy: RetryPolicy) -> Self {
         TtsClient {
@@ -183,17 +199,7 @@ impl TtsClient {
             .await;
         let mut response = match sent {
             Ok(response) => response,
-            Err(error) => {
-                let label = if error.is_timeout() {
-                    "timeout"
-                } else {
-                    "error"
-                };
-                return Attempt::Retry {
-                    label: label.into(),
-                    retry_after: None,
-                };
-            }
+            Err(error) => return Attempt::broken(&error),
         };
         let status = response.status();
         if status.as_u16() == 429 || status.is_server_error() {
@@ -215,17 +221,7 @@ impl TtsClient {
                     audio.extend_from_slice(&chunk);
                 }
                 Ok(None) => return Attempt::Audio(Bytes::from(audio)),
-                Err(error) => {
-                    let label = if error.is_timeout() {
-                        "timeout"
-                    } else {
-                        "error"
-                    };
-                    return Attempt::Retry {
-                        label: label.into(),
-                        retry_after: None,
-                    };
-                }
+                Err(error) => return Attempt::broken(&error),
             }
         }
     }

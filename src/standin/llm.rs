@@ -17,8 +17,8 @@
 //! journal ([`LlmControl::take_hits`]).
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use axum::Router;
@@ -29,18 +29,17 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, post};
 use futures_util::StreamExt;
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
 use serde_json::{Map, Value, json};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use super::control::{Control, Counts, StandIn};
 use super::openai::{
     ChatChunk, ChatMessage, ChatRequest, ChatResponse, Choice, ChunkChoice, Delta, FunctionCall,
     FunctionCallDelta, SSE_DONE, ToolCall, ToolCallDelta, sse_event,
 };
 use super::{
-    Running, coin_flip, delay_unless_shutdown, error_response, lock, shutting_down, stable_hash,
+    Running, Served, coin_flip, delay_unless_shutdown, error_response, shutting_down, stable_hash,
     status_error, status_from, unix_secs,
 };
 
@@ -85,13 +84,16 @@ pub struct LlmCounts {
     pub faulted: u64,
 }
 
-impl LlmCounts {
-    /// What was counted after `earlier`, a snapshot of the same stand-in.
-    pub fn since(&self, earlier: &LlmCounts) -> LlmCounts {
+impl Counts for LlmCounts {
+    fn since(&self, earlier: &LlmCounts) -> LlmCounts {
         LlmCounts {
             requests: self.requests.saturating_sub(earlier.requests),
             faulted: self.faulted.saturating_sub(earlier.faulted),
         }
+    }
+
+    fn requests(&self) -> u64 {
+        self.requests
     }
 }
 
@@ -99,65 +101,29 @@ impl LlmCounts {
 /// journal keeps only the first hits of each injection); later ones are still counted.
 pub const KEPT_HITS: usize = 1024;
 
-/// What the stand-in's count lock guards: the behaviour and everything counted with it.
-#[derive(Debug)]
-struct Ledger {
-    behaviour: LlmBehaviour,
-    counts: LlmCounts,
-    hits: VecDeque<LlmRecord>,
+/// The LLM stand-in, as its control sees it: what it keeps under the count lock are the
+/// requests a fault hit ([`LlmControl::take_hits`]); outside it, the id counter.
+#[derive(Debug, Default)]
+pub struct LlmStandIn {
+    /// Numbers completion and tool-call ids (from 1).
+    next_id: AtomicU64,
+}
+
+impl StandIn for LlmStandIn {
+    type Behaviour = LlmBehaviour;
+    type Counts = LlmCounts;
+    type Kept = VecDeque<LlmRecord>;
+
+    /// Hits not taken yet are dropped: they belong to the behaviour replaced.
+    fn switched(hits: &mut VecDeque<LlmRecord>) {
+        hits.clear();
+    }
 }
 
 /// Counters and the control knob, shared between the server and whoever drives it.
-#[derive(Debug)]
-pub struct LlmControl {
-    ledger: Mutex<Ledger>,
-    /// Numbers completion and tool-call ids.
-    next_id: AtomicU64,
-    /// Decides which requests a fault hits.
-    rng: Mutex<ChaCha8Rng>,
-}
+pub type LlmControl = Control<LlmStandIn>;
 
 impl LlmControl {
-    pub fn new(behaviour: LlmBehaviour, seed: u64) -> Arc<Self> {
-        Arc::new(LlmControl {
-            ledger: Mutex::new(Ledger {
-                behaviour,
-                counts: LlmCounts::default(),
-                hits: VecDeque::new(),
-            }),
-            next_id: AtomicU64::new(1),
-            rng: Mutex::new(ChaCha8Rng::seed_from_u64(seed)),
-        })
-    }
-
-    pub fn set(&self, behaviour: LlmBehaviour) {
-        self.switch(behaviour);
-    }
-
-    /// Sets the behaviour and returns the counts at that moment: every request counted
-    /// after it was answered with the new behaviour. Hits not taken yet are dropped: they
-    /// belong to the behaviour replaced.
-    pub fn switch(&self, behaviour: LlmBehaviour) -> LlmCounts {
-        let mut ledger = lock(&self.ledger);
-        ledger.behaviour = behaviour;
-        ledger.hits.clear();
-        ledger.counts
-    }
-
-    pub fn behaviour(&self) -> LlmBehaviour {
-        lock(&self.ledger).behaviour.clone()
-    }
-
-    /// Everything counted so far.
-    pub fn counts(&self) -> LlmCounts {
-        lock(&self.ledger).counts
-    }
-
-    /// Requests answered so far.
-    pub fn requests(&self) -> u64 {
-        self.counts().requests
-    }
-
     /// Requests a fault hit so far.
     pub fn faulted(&self) -> u64 {
         self.counts().faulted
@@ -166,13 +132,13 @@ impl LlmControl {
     /// The requests a fault hit since the last take (at most [`KEPT_HITS`] of them, the
     /// first), oldest first.
     pub fn take_hits(&self) -> Vec<LlmRecord> {
-        lock(&self.ledger).hits.drain(..).collect()
+        self.ledger().kept.drain(..).collect()
     }
 
     /// Counts one request and decides, under the behaviour of that moment, whether the
     /// fault hits it; `calls_tool` is None for a request refused before any fault applies.
     fn admit(&self, calls_tool: Option<bool>, user: Option<&str>) -> (LlmBehaviour, bool) {
-        let mut ledger = lock(&self.ledger);
+        let mut ledger = self.ledger();
         ledger.counts.requests += 1;
         let behaviour = ledger.behaviour.clone();
         let hit = calls_tool.is_some_and(|calls_tool| {
@@ -180,12 +146,12 @@ impl LlmControl {
         });
         if hit {
             ledger.counts.faulted += 1;
-            if ledger.hits.len() < KEPT_HITS {
+            if ledger.kept.len() < KEPT_HITS {
                 let status = match &behaviour.fault {
                     LlmFault::Status { code, .. } => status_from(*code).as_u16(),
                     _ => 200,
                 };
-                ledger.hits.push_back(LlmRecord {
+                ledger.kept.push_back(LlmRecord {
                     at: SystemTime::now(),
                     user: user.map(str::to_owned),
                     fault: behaviour.fault.name(),
@@ -197,7 +163,7 @@ impl LlmControl {
     }
 
     fn next_id(&self) -> u64 {
-        self.next_id.fetch_add(1, Ordering::Relaxed)
+        self.own.next_id.fetch_add(1, Ordering::Relaxed)
     }
 }
 
@@ -236,26 +202,16 @@ pub async fn spawn(
     control: Arc<LlmControl>,
     shutdown: CancellationToken,
 ) -> std::io::Result<Running> {
-    let state = Arc::new(LlmState {
-        control,
-        shutdown: shutdown.clone(),
-    });
-    let router = Router::new()
+    let routes = Router::new()
         .route("/v1/chat/completions", post(chat_completions))
-        .route("/v1/models", get(models))
-        .route("/health", get(|| async { "ok\n" }))
-        .with_state(state);
-    super::serve(listener, router, shutdown).await
+        .route("/v1/models", get(models));
+    super::serve_control(listener, control, routes, shutdown).await
 }
 
 /// The model `GET /v1/models` lists (any model name is accepted).
 pub const MODEL: &str = "voxsoak-standin";
 
-#[derive(Debug)]
-struct LlmState {
-    control: Arc<LlmControl>,
-    shutdown: CancellationToken,
-}
+type LlmState = Served<LlmStandIn>;
 
 async fn models() -> Response {
     Json(json!({
@@ -834,22 +790,16 @@ mod tests {
     use std::time::Instant;
 
     use super::*;
-    use crate::standin::MAX_BODY_BYTES;
     use crate::standin::openai::{
         AssistantTurn, ErrorBody, FunctionSpec, StreamAccumulator, StreamError, ToolSpec,
     };
+    use crate::standin::testing::{self, a_hanging_request_gets_503_at_shutdown};
 
     async fn start(
         behaviour: LlmBehaviour,
         seed: u64,
     ) -> (Arc<LlmControl>, Running, CancellationToken) {
-        let control = LlmControl::new(behaviour, seed);
-        let shutdown = CancellationToken::new();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let running = spawn(listener, Arc::clone(&control), shutdown.clone())
-            .await
-            .unwrap();
-        (control, running, shutdown)
+        testing::start(behaviour, seed, spawn).await
     }
 
     fn lookup_orders() -> ToolSpec {
@@ -1258,17 +1208,9 @@ mod tests {
         };
         let (control, running, shutdown) = start(behaviour, seed).await;
         let client = reqwest::Client::new();
-        let mut hits = Vec::with_capacity(count);
-        for _ in 0..count {
-            let status = client
-                .post(format!("{}/chat/completions", running.base_url()))
-                .json(&user_asks(false))
-                .send()
-                .await
-                .unwrap()
-                .status();
-            hits.push(status == 503);
-        }
+        let url = format!("{}/chat/completions", running.base_url());
+        let statuses = testing::statuses(count, || client.post(&url).json(&user_asks(false)));
+        let hits: Vec<bool> = statuses.await.iter().map(|&status| status == 503).collect();
         assert_eq!(control.requests(), count as u64);
         assert_eq!(
             control.faulted(),
@@ -1280,11 +1222,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_fraction_hits_about_that_share_reproducibly() {
-        let first = hits(7, 0.5, 200).await;
-        let share = first.iter().filter(|&&hit| hit).count();
-        assert!((60..=140).contains(&share), "{share}");
-        assert_eq!(hits(7, 0.5, 200).await, first);
-        assert_ne!(hits(8, 0.5, 200).await, first);
+        testing::a_fraction_hits_about_that_share_reproducibly(7, hits).await;
         assert!(hits(7, 0.0, 20).await.iter().all(|&hit| !hit));
     }
 
@@ -1409,13 +1347,7 @@ mod tests {
         let request = reqwest::Client::new()
             .post(format!("{}/chat/completions", running.base_url()))
             .json(&user_asks(false));
-        super::super::testing::a_hanging_request_gets_503_at_shutdown(
-            running.address,
-            request,
-            || control.requests(),
-            &shutdown,
-        )
-        .await;
+        a_hanging_request_gets_503_at_shutdown(&running, request, &control, &shutdown).await;
     }
 
     #[tokio::test]
@@ -1459,9 +1391,7 @@ mod tests {
         assert_eq!(arguments(call)["query"].as_str().unwrap().len(), 10);
         control.set(LlmBehaviour::default());
 
-        let huge = vec![b' '; MAX_BODY_BYTES + 1024];
-        let response = client.post(&url).body(huge).send().await.unwrap();
-        assert_eq!(response.status(), 413);
+        testing::a_too_large_body_gets_413(&client, &url).await;
 
         let response = client
             .post(format!("{}/nothing/here", running.base_url()))

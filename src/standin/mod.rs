@@ -8,26 +8,30 @@
 //! [`tts::TtsControl`]). Either way a fleet reaches them only over HTTP, as it would reach
 //! the real services.
 //!
-//! [`openai`] holds the wire types both sides share (like `twilio` for Media Streams).
+//! [`openai`] holds the wire types both sides share (like `twilio` for Media Streams);
+//! [`control`] the control handle both stand-ins are built on.
 
+pub mod control;
 pub mod llm;
 pub mod openai;
 pub mod tts;
 
 use std::net::SocketAddr;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
+use axum::routing::get;
 use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::request_body::{REQUEST_BODY_TIMEOUT, with_deadline};
+use control::{Control, StandIn};
 use openai::{ErrorBody, ErrorDetail};
 
 /// A stand-in server that is running.
@@ -66,6 +70,32 @@ async fn serve(
         crate::http_serve::serve(listener, router, shutdown).await;
     });
     Ok(Running { address })
+}
+
+/// What a stand-in's handlers share: its control, and the shutdown that ends what they
+/// wait on.
+#[derive(Debug)]
+struct Served<K: StandIn> {
+    control: Arc<Control<K>>,
+    shutdown: CancellationToken,
+}
+
+/// Serves a stand-in's `routes` (and `/health`) on `listener` until `shutdown`, its
+/// handlers sharing `control` ([`serve`]).
+async fn serve_control<K: StandIn>(
+    listener: TcpListener,
+    control: Arc<Control<K>>,
+    routes: Router<Arc<Served<K>>>,
+    shutdown: CancellationToken,
+) -> std::io::Result<Running> {
+    let state = Arc::new(Served {
+        control,
+        shutdown: shutdown.clone(),
+    });
+    let router = routes
+        .route("/health", get(|| async { "ok\n" }))
+        .with_state(state);
+    serve(listener, router, shutdown).await
 }
 
 async fn body_deadline(request: Request) -> Request {
@@ -216,10 +246,69 @@ fn shutting_down() -> Response {
 /// What the stand-ins' tests share.
 #[cfg(test)]
 pub(crate) mod testing {
-    use std::net::SocketAddr;
+    use std::future::Future;
+    use std::sync::Arc;
     use std::time::{Duration, Instant};
 
+    use tokio::net::TcpListener;
     use tokio_util::sync::CancellationToken;
+
+    use super::control::{Control, StandIn};
+    use super::{MAX_BODY_BYTES, Running};
+
+    /// Starts a stand-in with `spawn` on a free loopback port, with `behaviour` and `seed`.
+    pub async fn start<K: StandIn, Started>(
+        behaviour: K::Behaviour,
+        seed: u64,
+        spawn: impl FnOnce(TcpListener, Arc<Control<K>>, CancellationToken) -> Started,
+    ) -> (Arc<Control<K>>, Running, CancellationToken)
+    where
+        Started: Future<Output = std::io::Result<Running>>,
+    {
+        let control = Control::new(behaviour, seed);
+        let shutdown = CancellationToken::new();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let running = spawn(listener, Arc::clone(&control), shutdown.clone())
+            .await
+            .unwrap();
+        (control, running, shutdown)
+    }
+
+    /// The status of each of `count` requests `request()` makes, one after the other.
+    pub async fn statuses(count: usize, request: impl Fn() -> reqwest::RequestBuilder) -> Vec<u16> {
+        let mut statuses = Vec::with_capacity(count);
+        for _ in 0..count {
+            statuses.push(request().send().await.unwrap().status().as_u16());
+        }
+        statuses
+    }
+
+    /// `hits(seed, fraction, count)` says which of `count` requests a fault on `fraction` of
+    /// them hit: at one half, about half of them, the same ones again for the same seed and
+    /// others for the next seed.
+    pub async fn a_fraction_hits_about_that_share_reproducibly<Hits>(
+        seed: u64,
+        hits: impl Fn(u64, f64, usize) -> Hits,
+    ) where
+        Hits: Future<Output = Vec<bool>>,
+    {
+        let first = hits(seed, 0.5, 200).await;
+        let share = first.iter().filter(|&&hit| hit).count();
+        assert!((60..=140).contains(&share), "{share}");
+        assert_eq!(hits(seed, 0.5, 200).await, first);
+        assert_ne!(hits(seed + 1, 0.5, 200).await, first);
+    }
+
+    /// A body larger than [`MAX_BODY_BYTES`] sent to `url` is refused with 413.
+    pub async fn a_too_large_body_gets_413(client: &reqwest::Client, url: &str) {
+        let response = client
+            .post(url)
+            .body(vec![b' '; MAX_BODY_BYTES + 1024])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 413);
+    }
 
     /// Waits, polling, until `done()` (10 s at most: a bound, not a pace).
     pub async fn until(what: &str, done: impl Fn() -> bool) {
@@ -230,18 +319,21 @@ pub(crate) mod testing {
         }
     }
 
-    /// Sends `request`, which the stand-in at `address` leaves hanging, waits until
-    /// `requests()` has counted it, then stops the server with `shutdown`: the request
+    /// Sends `request`, which the stand-in `running` leaves hanging, waits until its
+    /// `control` has counted it, then stops the server with `shutdown`: the request
     /// gets a 503 within 2 s, and the server is gone.
-    pub async fn a_hanging_request_gets_503_at_shutdown(
-        address: SocketAddr,
+    pub async fn a_hanging_request_gets_503_at_shutdown<K: StandIn>(
+        running: &Running,
         request: reqwest::RequestBuilder,
-        requests: impl Fn() -> u64,
+        control: &Control<K>,
         shutdown: &CancellationToken,
     ) {
-        let before = requests();
+        let before = control.requests();
         let pending = tokio::spawn(async move { request.send().await.map(|r| r.status()) });
-        until("the hanging request was counted", || requests() > before).await;
+        until("the hanging request was counted", || {
+            control.requests() > before
+        })
+        .await;
         let stopping = Instant::now();
         shutdown.cancel();
         let status = tokio::time::timeout(Duration::from_secs(5), pending)
@@ -250,7 +342,7 @@ pub(crate) mod testing {
             .expect("the request task");
         assert_eq!(status.expect("a response"), 503);
         assert!(stopping.elapsed() < Duration::from_secs(2));
-        let health = format!("http://{address}/health");
+        let health = format!("http://{}/health", running.address);
         let deadline = Instant::now() + Duration::from_secs(10);
         while reqwest::Client::new().get(&health).send().await.is_ok() {
             assert!(Instant::now() < deadline, "the server still answers");

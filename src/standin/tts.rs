@@ -15,7 +15,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::io::Cursor;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use axum::Router;
@@ -24,16 +24,16 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use rand::SeedableRng;
+use axum::routing::post;
 use rand_chacha::ChaCha8Rng;
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::control::{Control, Counts, Ledger, StandIn};
 use super::openai::SpeechRequest;
 use super::{
-    Running, coin_flip, delay_unless_shutdown, error_response, lock, shutting_down, stable_hash,
+    Running, Served, coin_flip, delay_unless_shutdown, error_response, shutting_down, stable_hash,
     status_error, status_from,
 };
 use crate::audio::resample::resample;
@@ -104,9 +104,8 @@ pub struct TtsCounts {
     pub by_status: BTreeMap<u16, u64>,
 }
 
-impl TtsCounts {
-    /// What was counted after `earlier`, a snapshot of the same stand-in.
-    pub fn since(&self, earlier: &TtsCounts) -> TtsCounts {
+impl Counts for TtsCounts {
+    fn since(&self, earlier: &TtsCounts) -> TtsCounts {
         TtsCounts {
             requests: self.requests.saturating_sub(earlier.requests),
             faulted: self.faulted.saturating_sub(earlier.faulted),
@@ -120,6 +119,10 @@ impl TtsCounts {
                 .filter(|(_, count)| *count > 0)
                 .collect(),
         }
+    }
+
+    fn requests(&self) -> u64 {
+        self.requests
     }
 }
 
@@ -157,84 +160,46 @@ pub trait TtsObserver: Send + Sync + std::fmt::Debug {
     fn ended(&self, attempt: &TtsAttempt, ending: &TtsEnding);
 }
 
-/// What the stand-in's count lock guards: the behaviour and everything counted with it.
-#[derive(Debug)]
-struct Ledger {
-    behaviour: TtsBehaviour,
-    counts: TtsCounts,
+/// The TTS stand-in, as its control sees it: what it keeps under the count lock besides
+/// its counts ([`TtsKept`]).
+#[derive(Debug, Default)]
+pub struct TtsStandIn;
+
+impl StandIn for TtsStandIn {
+    type Behaviour = TtsBehaviour;
+    type Counts = TtsCounts;
+    type Kept = TtsKept;
+}
+
+/// What the TTS stand-in keeps with its counts.
+#[derive(Debug, Default)]
+pub struct TtsKept {
     recent: VecDeque<TtsRecord>,
     observer: Option<Arc<dyn TtsObserver>>,
 }
 
 /// Counters, recent records and the control knob.
-#[derive(Debug)]
-pub struct TtsControl {
-    ledger: Mutex<Ledger>,
-    /// Decides which requests a fault hits.
-    rng: Mutex<ChaCha8Rng>,
-}
+pub type TtsControl = Control<TtsStandIn>;
 
 impl TtsControl {
-    pub fn new(behaviour: TtsBehaviour, seed: u64) -> Arc<Self> {
-        Arc::new(TtsControl {
-            ledger: Mutex::new(Ledger {
-                behaviour,
-                counts: TtsCounts::default(),
-                recent: VecDeque::new(),
-                observer: None,
-            }),
-            rng: Mutex::new(ChaCha8Rng::seed_from_u64(seed)),
-        })
-    }
-
-    pub fn set(&self, behaviour: TtsBehaviour) {
-        self.switch(behaviour);
-    }
-
-    /// Sets the behaviour and returns the counts at that moment: every request counted
-    /// after it was answered with the new behaviour.
-    pub fn switch(&self, behaviour: TtsBehaviour) -> TtsCounts {
-        let mut ledger = lock(&self.ledger);
-        ledger.behaviour = behaviour;
-        ledger.counts.clone()
-    }
-
-    pub fn behaviour(&self) -> TtsBehaviour {
-        lock(&self.ledger).behaviour.clone()
-    }
-
-    /// Everything counted so far.
-    pub fn counts(&self) -> TtsCounts {
-        lock(&self.ledger).counts.clone()
-    }
-
     /// Requests answered so far, by status.
     pub fn requests_by_status(&self) -> BTreeMap<u16, u64> {
-        lock(&self.ledger).counts.by_status.clone()
-    }
-
-    /// All requests so far.
-    pub fn requests(&self) -> u64 {
-        lock(&self.ledger).counts.requests
+        self.ledger().counts.by_status.clone()
     }
 
     /// The most recent records (at most [`RECENT_RECORDS`]), oldest first.
     pub fn recent(&self) -> Vec<TtsRecord> {
-        lock(&self.ledger).recent.iter().cloned().collect()
+        self.ledger().kept.recent.iter().cloned().collect()
     }
 
     /// Shows every request from now on to `observer` (None: to nobody), in place of the
     /// one before.
     pub fn observe(&self, observer: Option<Arc<dyn TtsObserver>>) {
-        lock(&self.ledger).observer = observer;
-    }
-
-    fn ledger(&self) -> MutexGuard<'_, Ledger> {
-        lock(&self.ledger)
+        self.ledger().kept.observer = observer;
     }
 }
 
-impl Ledger {
+impl Ledger<TtsStandIn> {
     /// Counts and keeps one request, shows it to the observer, and returns it as an
     /// attempt whose end the observer must hear of.
     fn count(&mut self, record: TtsRecord, arrived: Instant) -> Answering {
@@ -242,21 +207,22 @@ impl Ledger {
         counts.requests += 1;
         counts.faulted += u64::from(record.faulted);
         *counts.by_status.entry(record.status).or_insert(0) += 1;
-        if self.recent.len() >= RECENT_RECORDS {
-            self.recent.pop_front();
+        let kept = &mut self.kept;
+        if kept.recent.len() >= RECENT_RECORDS {
+            kept.recent.pop_front();
         }
-        self.recent.push_back(record.clone());
+        kept.recent.push_back(record.clone());
         let attempt = TtsAttempt {
             record,
             sequence: counts.requests,
             arrived,
             fault_on: self.behaviour.fault != TtsFault::None,
         };
-        if let Some(observer) = &self.observer {
+        if let Some(observer) = &kept.observer {
             observer.arrived(&attempt);
         }
         Answering {
-            observer: self.observer.clone(),
+            observer: kept.observer.clone(),
             attempt,
             ended: false,
         }
@@ -343,22 +309,11 @@ pub async fn spawn(
     control: Arc<TtsControl>,
     shutdown: CancellationToken,
 ) -> std::io::Result<Running> {
-    let state = Arc::new(TtsState {
-        control,
-        shutdown: shutdown.clone(),
-    });
-    let router = Router::new()
-        .route("/v1/audio/speech", post(speech))
-        .route("/health", get(|| async { "ok\n" }))
-        .with_state(state);
-    super::serve(listener, router, shutdown).await
+    let routes = Router::new().route("/v1/audio/speech", post(speech));
+    super::serve_control(listener, control, routes, shutdown).await
 }
 
-#[derive(Debug)]
-struct TtsState {
-    control: Arc<TtsControl>,
-    shutdown: CancellationToken,
-}
+type TtsState = Served<TtsStandIn>;
 
 /// What the stand-in decided to do with one request.
 #[derive(Debug)]
@@ -638,20 +593,15 @@ mod tests {
     use std::time::Instant;
 
     use super::*;
-    use crate::standin::MAX_BODY_BYTES;
+    use crate::standin::lock;
     use crate::standin::openai::ErrorBody;
+    use crate::standin::testing::{self, a_hanging_request_gets_503_at_shutdown};
 
     async fn start(
         behaviour: TtsBehaviour,
         seed: u64,
     ) -> (Arc<TtsControl>, Running, CancellationToken) {
-        let control = TtsControl::new(behaviour, seed);
-        let shutdown = CancellationToken::new();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let running = spawn(listener, Arc::clone(&control), shutdown.clone())
-            .await
-            .unwrap();
-        (control, running, shutdown)
+        testing::start(behaviour, seed, spawn).await
     }
 
     /// 429s for every request.
@@ -808,13 +758,7 @@ mod tests {
             assert_eq!(response.status(), 400);
             assert!(response.json::<ErrorBody>().await.is_ok());
         }
-        let response = client
-            .post(&url)
-            .body(vec![b' '; MAX_BODY_BYTES + 1024])
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 413);
+        testing::a_too_large_body_gets_413(&client, &url).await;
         let response = client
             .get(format!("{}/audio/voices", running.base_url()))
             .send()
@@ -892,17 +836,11 @@ mod tests {
         };
         let (control, running, shutdown) = start(behaviour, seed).await;
         let client = reqwest::Client::new();
-        let mut hits = Vec::with_capacity(count);
-        for _ in 0..count {
-            let status = client
-                .post(format!("{}/audio/speech", running.base_url()))
-                .json(&request("Hi", Some("pcm")))
-                .send()
-                .await
-                .unwrap()
-                .status();
-            hits.push(status == 500);
-        }
+        let url = format!("{}/audio/speech", running.base_url());
+        let statuses = testing::statuses(count, || {
+            client.post(&url).json(&request("Hi", Some("pcm")))
+        });
+        let hits: Vec<bool> = statuses.await.iter().map(|&status| status == 500).collect();
         let hit_count = hits.iter().filter(|&&hit| hit).count() as u64;
         assert_eq!(control.requests(), count as u64);
         assert_eq!(
@@ -921,11 +859,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_fraction_hits_about_that_share_reproducibly() {
-        let first = hits(3, 0.5, 200).await;
-        let share = first.iter().filter(|&&hit| hit).count();
-        assert!((60..=140).contains(&share), "{share}");
-        assert_eq!(hits(3, 0.5, 200).await, first);
-        assert_ne!(hits(4, 0.5, 200).await, first);
+        testing::a_fraction_hits_about_that_share_reproducibly(3, hits).await;
     }
 
     /// What an observer saw, in order: each arrival (sequence, record) and each ending.
@@ -978,27 +912,19 @@ mod tests {
             Some("CA1-1"),
         )
         .await;
-        control.set(TtsBehaviour {
-            fault: TtsFault::RateLimited {
-                retry_after: Some(Duration::from_secs(1)),
-            },
-            ..TtsBehaviour::default()
-        });
-        speak(
-            &running,
-            "Is there anything else?",
-            Some("pcm"),
-            Some("CA1-2"),
-        )
-        .await;
+        // One utterance, refused with a 429 and then retried with the same id.
+        let anything_else = || {
+            speak(
+                &running,
+                "Is there anything else?",
+                Some("pcm"),
+                Some("CA1-2"),
+            )
+        };
+        control.set(rate_limited(Some(Duration::from_secs(1))));
+        anything_else().await;
         control.set(TtsBehaviour::default());
-        speak(
-            &running,
-            "Is there anything else?",
-            Some("pcm"),
-            Some("CA1-2"),
-        )
-        .await;
+        anything_else().await;
         speak(&running, "Goodbye.", Some("pcm"), None).await;
         // An idempotency key stands for the id when there is no X-Request-Id.
         reqwest::Client::new()
@@ -1190,13 +1116,7 @@ mod tests {
         let request = reqwest::Client::new()
             .post(url)
             .json(&request("Hello", Some("wav")));
-        super::super::testing::a_hanging_request_gets_503_at_shutdown(
-            running.address,
-            request,
-            || control.requests(),
-            &shutdown,
-        )
-        .await;
+        a_hanging_request_gets_503_at_shutdown(&running, request, &control, &shutdown).await;
 
         assert_eq!(control.requests(), 2);
         assert_eq!(
