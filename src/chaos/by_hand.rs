@@ -280,6 +280,7 @@ pub fn check(request: &ByHandRequest) -> Result<ByHandFault, ByHandError> {
             every: None,
             detect: vec![kind.default_detection()],
             recover_from: crate::scenario::faults::RecoverFrom::Clear,
+            file: None,
             line: 0,
             column: 0,
         }

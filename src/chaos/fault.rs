@@ -322,6 +322,7 @@ mod tests {
             every: None,
             detect: Vec::new(),
             recover_from: crate::scenario::faults::RecoverFrom::Clear,
+            file: None,
             line: 1,
             column: 1,
         };
@@ -366,6 +367,7 @@ mod tests {
             every: None,
             detect: Vec::new(),
             recover_from: crate::scenario::faults::RecoverFrom::Clear,
+            file: None,
             line: 1,
             column: 1,
         };

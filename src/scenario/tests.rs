@@ -140,6 +140,7 @@ fn full_sink_file_with_stages() {
         name: "full".into(),
         description: Some("everything".into()),
         path: path.clone(),
+        includes: Vec::new(),
         seed: 7,
         target: Target::Sink(SinkOptions {
             reply_delay: millis(650),

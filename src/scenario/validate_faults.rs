@@ -207,6 +207,7 @@ impl Validator<'_> {
             every,
             detect,
             recover_from,
+            file: None,
             line: position.line,
             column: position.column,
         })
