@@ -270,10 +270,9 @@ pub fn check(request: &ByHandRequest) -> Result<ByHandFault, ByHandError> {
         ScheduledFault {
             name: kind.name().to_owned(),
             kind,
-            fault: if kind == FaultKind::ProcessStall {
-                FaultSpec::ProcessStall
-            } else {
-                FaultSpec::ProcessKill
+            fault: match kind {
+                FaultKind::ProcessStall => FaultSpec::ProcessStall,
+                _ => FaultSpec::ProcessKill,
             },
             at: Duration::ZERO,
             duration: request.duration,

@@ -449,3 +449,71 @@ fn with_article(type_name: &str) -> String {
     };
     format!("{article} {type_name}")
 }
+
+/// The composed scenario `scenario` came from (`document`, merged and without `include`) as
+/// one TOML file for the run directory: the name, seed and time scale the run used,
+/// fixtures as the absolute files validation decoded, and every string masked as the
+/// journal masks it (a URL's userinfo and query values, a secret-looking parameter), so it
+/// may be shared with the run's reports. A scenario whose URLs carried no secret validates
+/// as it is and is the same scenario.
+pub(super) fn render(scenario: &super::Scenario, document: &toml::Table) -> String {
+    use toml::Value;
+    let mut table = document.clone();
+    table.insert("name".into(), Value::String(scenario.name.clone()));
+    // A `--seed` over what TOML holds is in the journal's run_started only.
+    match i64::try_from(scenario.seed) {
+        Ok(seed) => table.insert("seed".into(), Value::Integer(seed)),
+        Err(_) => table.remove("seed"),
+    };
+    if scenario.time_scale != 1.0 || table.contains_key("time_scale") {
+        table.insert("time_scale".into(), Value::Float(scenario.time_scale));
+    }
+    if !scenario.calls.fixtures.is_empty()
+        && let Some(Value::Table(calls)) = table.get_mut("calls")
+    {
+        let files = scenario.calls.fixtures.iter().map(|fixture| {
+            let path = fixture.path.to_string_lossy();
+            // An entry with glob characters is a glob: one that matches only this file.
+            let entry = if path.contains(['*', '?', '[']) {
+                glob::Pattern::escape(&path)
+            } else {
+                path.into_owned()
+            };
+            Value::String(entry)
+        });
+        calls.insert("fixtures".into(), Value::Array(files.collect()));
+    }
+    let mut value = Value::Table(table);
+    mask(&mut value);
+    let mut text = String::from("# The scenario as run, composed of:\n");
+    for path in std::iter::once(&scenario.path).chain(&scenario.includes) {
+        text.push_str(&format!("#   {}\n", path.display()));
+    }
+    text.push_str(&toml::to_string(&value).unwrap_or_default());
+    text
+}
+
+/// Masks every string in `value` as `crate::redact` masks text; a table entry as
+/// `key=value`, so a secret-looking key (`token`) masks its value.
+fn mask(value: &mut toml::Value) {
+    use toml::Value;
+    match value {
+        Value::String(text) => *text = crate::redact::text(text).into_owned(),
+        Value::Array(items) => items.iter_mut().for_each(mask),
+        Value::Table(table) => {
+            for (key, item) in table.iter_mut() {
+                if let Value::String(text) = item {
+                    let pair = format!("{key}={text}");
+                    let masked = crate::redact::text(&pair);
+                    *text = masked
+                        .strip_prefix(&format!("{key}="))
+                        .unwrap_or(&masked)
+                        .to_owned();
+                } else {
+                    mask(item);
+                }
+            }
+        }
+        _ => {}
+    }
+}

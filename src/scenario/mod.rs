@@ -2,7 +2,10 @@
 //! prints.
 //!
 //! Loading happens in two phases, so that every problem in a file can be reported at once
-//! with its position:
+//! with its position. Before them, `compose` reads the files the scenario includes (see
+//! "Composing scenarios" below) and lays their texts end to end; both phases work on that
+//! one text, and each position is turned back into the file, line and column it was
+//! written at.
 //!
 //! 1. `raw`: serde types that mirror the file. They reject unknown keys and wrong TOML types
 //!    and keep the byte span of every value that phase 2 checks. serde stops at the first
@@ -477,6 +480,11 @@ pub fn parse(source: &str, path: &Path) -> Result<Scenario, ScenarioError> {
         invalid(diagnostics)
     };
     let document = sources.document().map_err(located)?;
+    let composed = (sources.files.len() > 1)
+        .then(|| {
+            serde::Deserialize::deserialize(toml::de::Deserializer::from(document.clone())).ok()
+        })
+        .flatten();
     let (raw, mut unknown_keys, tables) = match raw::parse(&sources.text, document) {
         raw::Parsed::Raw {
             raw,
@@ -486,7 +494,12 @@ pub fn parse(source: &str, path: &Path) -> Result<Scenario, ScenarioError> {
         raw::Parsed::Invalid(diagnostics) => return Err(located(diagnostics)),
     };
     let mut diagnostics = match validate::validate(*raw, &sources, path) {
-        Ok(scenario) if unknown_keys.is_empty() => return Ok(scenario),
+        Ok(scenario) if unknown_keys.is_empty() => {
+            return Ok(Scenario {
+                composed,
+                ..scenario
+            });
+        }
         Ok(_) => Vec::new(),
         Err(diagnostics) => diagnostics,
     };
@@ -533,6 +546,9 @@ pub struct Scenario {
     /// were read, each as named: joined onto the directory of the file that includes it.
     /// Empty for a scenario in one file.
     pub includes: Vec<PathBuf>,
+    /// A scenario composed of several files: the merged document (without `include`), as
+    /// [`Scenario::composed_toml`] writes it. None for a scenario in one file.
+    pub composed: Option<toml::Table>,
     /// The root of every random choice; the same seed replays the same schedule.
     pub seed: u64,
     pub target: Target,
@@ -649,6 +665,15 @@ impl Scenario {
     pub fn real_time(&self, scenario_time: Duration) -> Duration {
         Duration::try_from_secs_f64(scenario_time.as_secs_f64() / self.time_scale)
             .unwrap_or(Duration::MAX)
+    }
+
+    /// A scenario composed of several files as one TOML file, for the run directory: the
+    /// merged document with the name, seed and time scale as run, fixtures as the absolute
+    /// files validation decoded, and secrets masked as in the journal. None for a scenario
+    /// in one file (the file itself is the record).
+    pub fn composed_toml(&self) -> Option<String> {
+        let document = self.composed.as_ref()?;
+        Some(compose::render(self, document))
     }
 
     /// The same scenario with another seed (`--seed` on the command line).

@@ -4,11 +4,12 @@
 //! are kept as [`toml::Value`].
 //!
 //! serde stops at the first error it meets (`deny_unknown_fields` included), so one pass
-//! would show one mistake at a time. [`parse`] parses the document once, with the TOML
-//! parser's own error recovery for syntax, then deserializes it again and again, each time
-//! without the key or value the previous error was about, until it deserializes cleanly:
-//! every unknown key and every wrongly typed value is reported, each with its position,
-//! and serde's messages (with the keys a table takes) are kept.
+//! would show one mistake at a time. [`document`] parses each file once, with the TOML
+//! parser's own error recovery for syntax; `compose` merges the files' documents; [`parse`]
+//! then deserializes the result again and again, each time without the key or value the
+//! previous error was about, until it deserializes cleanly: every unknown key and every
+//! wrongly typed value is reported, each with its position, and serde's messages (with the
+//! keys a table takes) are kept.
 
 use std::collections::BTreeMap;
 use std::fmt;

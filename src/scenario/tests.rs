@@ -141,6 +141,7 @@ fn full_sink_file_with_stages() {
         description: Some("everything".into()),
         path: path.clone(),
         includes: Vec::new(),
+        composed: None,
         seed: 7,
         target: Target::Sink(SinkOptions {
             reply_delay: millis(650),

@@ -18,6 +18,17 @@ fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     path
 }
 
+/// A temp dir with a fixture at shared/audio/hello.wav.
+fn with_shared_audio() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    fs::create_dir_all(dir.path().join("shared/audio")).unwrap();
+    write_wav(
+        &dir.path().join("shared/audio/hello.wav"),
+        Duration::from_millis(500),
+    );
+    dir
+}
+
 fn loaded(path: &Path) -> Scenario {
     load(path).unwrap_or_else(|error| panic!("{error}"))
 }
@@ -406,12 +417,7 @@ fn a_secret_pasted_into_an_included_file_is_not_echoed() {
 
 #[test]
 fn relative_fixture_paths_are_relative_to_the_file_that_names_them() {
-    let dir = tempfile::tempdir().unwrap();
-    fs::create_dir_all(dir.path().join("shared/audio")).unwrap();
-    write_wav(
-        &dir.path().join("shared/audio/hello.wav"),
-        Duration::from_millis(500),
-    );
+    let dir = with_shared_audio();
     write(
         dir.path(),
         "shared/fleet.toml",
@@ -503,4 +509,99 @@ fn a_warning_about_an_included_fault_names_its_file() {
         )),
         "{warnings:#?}"
     );
+}
+
+#[test]
+fn the_composed_scenario_is_one_file_that_validates_as_the_same_scenario() {
+    let dir = with_shared_audio();
+    write(
+        dir.path(),
+        "shared/fleet.toml",
+        &FLEET.replace("[calls]\n", "[calls]\nfixtures = [\"audio/*.wav\"]\n"),
+    );
+    let soak = write(
+        dir.path(),
+        "soaks/soak.toml",
+        &format!(
+            "include = [\"../shared/fleet.toml\"]\nseed = 3\n{STAGES}\n[[faults]]\nkind = \"tts_slow\"\nat = \"3s\"\nfor = \"2s\"\ndelay = \"1s\"\n"
+        ),
+    );
+    let scenario = loaded(&soak).with_seed(11).with_time_scale(2.0);
+    let text = scenario.composed_toml().expect("a composed scenario");
+    assert!(
+        text.starts_with("# The scenario as run, composed of:\n"),
+        "{text}"
+    );
+    assert!(!text.contains("include"), "{text}");
+    // Elsewhere, away from the fleet file and its audio.
+    let copy = write(&dir.path().join("run"), "scenario.toml", &text);
+    let again = loaded(&copy);
+    assert_eq!(again.name, scenario.name);
+    assert_eq!(again.seed, 11);
+    assert_eq!(again.time_scale, 2.0);
+    assert_eq!(again.target, scenario.target);
+    assert_eq!(again.load, scenario.load);
+    assert_eq!(again.calls, scenario.calls);
+    assert_eq!(again.scripts, scenario.scripts);
+    assert_eq!(again.slo, scenario.slo);
+    let specs = |scenario: &Scenario| -> Vec<_> {
+        scenario
+            .faults
+            .iter()
+            .map(|fault| {
+                (
+                    fault.name.clone(),
+                    fault.fault.clone(),
+                    fault.at,
+                    fault.duration,
+                )
+            })
+            .collect()
+    };
+    assert_eq!(specs(&again), specs(&scenario));
+    assert!(again.includes.is_empty() && again.composed_toml().is_none());
+    // A scenario in one file has no composed copy: the file is the record.
+    let single = write(
+        dir.path(),
+        "single.toml",
+        &format!("[target]\nfleet = \"sink\"\n{STAGES}"),
+    );
+    assert!(loaded(&single).composed_toml().is_none());
+}
+
+#[test]
+fn the_composed_scenario_masks_secrets_as_the_journal_does() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "fleet.toml",
+        "[target]\nstream_url = \"ws://user:hunter2@127.0.0.1/s?sig=abc123\"\ncustom_parameters = { token = \"xyz789\", tenant = \"acme\" }\n",
+    );
+    let soak = write(
+        dir.path(),
+        "soak.toml",
+        &format!("include = [\"fleet.toml\"]\n{STAGES}"),
+    );
+    let text = loaded(&soak).composed_toml().unwrap();
+    for secret in ["hunter2", "abc123", "xyz789"] {
+        assert!(!text.contains(secret), "{secret} in:\n{text}");
+    }
+    assert!(text.contains("acme"), "{text}");
+}
+
+#[test]
+fn the_plan_names_the_included_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = write(dir.path(), "fleet.toml", "[target]\nfleet = \"sink\"\n");
+    let soak = write(
+        dir.path(),
+        "soak.toml",
+        &format!("include = [\"fleet.toml\"]\n{STAGES}"),
+    );
+    let plan = crate::plan::render_plan(&loaded(&soak));
+    let row = plan
+        .lines()
+        .find(|line| line.trim_start().starts_with("includes"))
+        .unwrap_or_else(|| panic!("{plan}"));
+    assert!(row.ends_with(&fleet.display().to_string()), "{row}");
 }

@@ -162,6 +162,7 @@ impl Validator<'_> {
             description: raw.description,
             path: path.to_path_buf(),
             includes: Vec::new(),
+            composed: None,
             seed: raw.seed.unwrap_or(DEFAULT_SEED),
             target,
             allow_hosts,

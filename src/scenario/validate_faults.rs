@@ -134,11 +134,9 @@ impl Validator<'_> {
         let before = self.diagnostics.len();
         for (key, key_span) in raw.parameter_keys() {
             if !kind.parameters().contains(&key) {
-                let takes = kind.parameters();
-                let takes = if takes.is_empty() {
-                    "no parameters".to_owned()
-                } else {
-                    takes.join(", ")
+                let takes = match kind.parameters() {
+                    [] => "no parameters".to_owned(),
+                    takes => takes.join(", "),
                 };
                 self.error(
                     key_span,
