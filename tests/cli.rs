@@ -37,6 +37,7 @@ fn shipped_scenarios_validate_and_plan() {
         "faults/proxy",
         "faults/process",
         "faults/worker-stall",
+        "composed-tts-429",
     ];
     let in_dir: Vec<String> = std::fs::read_dir("scenarios/faults")
         .unwrap()
