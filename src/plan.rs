@@ -78,6 +78,15 @@ impl Plan {
     fn header(&mut self, scenario: &Scenario) {
         self.section(&format!("scenario {}", scenario.name));
         self.row("file", scenario.path.display());
+        if !scenario.includes.is_empty() {
+            // The files it was composed from besides itself (`include`), as read.
+            let files: Vec<String> = scenario
+                .includes
+                .iter()
+                .map(|path| path.display().to_string())
+                .collect();
+            self.row("includes", files.join(", "));
+        }
         if let Some(description) = &scenario.description {
             self.row("description", description.trim());
         }

@@ -323,6 +323,9 @@ fn prepare(options: &RunOptions) -> Result<Prepared, RunError> {
         source,
     };
     std::fs::create_dir_all(&out_dir).map_err(output_error)?;
+    if resume.is_none() {
+        write_composed(&scenario, &out_dir).map_err(output_error)?;
+    }
     let log = RunLog::open(&out_dir).map_err(output_error)?;
     // What earlier runs killed with `kill -9` left; off the way of this one's start.
     tokio::spawn(clean_after_earlier_runs());
@@ -342,6 +345,30 @@ fn prepare(options: &RunOptions) -> Result<Prepared, RunError> {
         _log: log,
     })
 }
+
+/// Every file a composed scenario was read from, the scenario file first (as named,
+/// relative to `cwd` when relative); null for a scenario in one file.
+fn scenario_files(scenario: &scenario::Scenario) -> Option<Vec<String>> {
+    (!scenario.includes.is_empty()).then(|| {
+        std::iter::once(&scenario.path)
+            .chain(&scenario.includes)
+            .map(|path| path.display().to_string())
+            .collect()
+    })
+}
+
+/// The run directory's copy of a scenario composed of several files (`include`), so the
+/// run directory says what ran whatever becomes of the files: [`COMPOSED_SCENARIO`]. A
+/// scenario in one file is named by `run_started`'s `scenario_path`.
+fn write_composed(scenario: &scenario::Scenario, out_dir: &Path) -> std::io::Result<()> {
+    match scenario.composed_toml() {
+        Some(text) => std::fs::write(out_dir.join(COMPOSED_SCENARIO), text),
+        None => Ok(()),
+    }
+}
+
+/// Where the run directory keeps a composed scenario as it ran.
+pub const COMPOSED_SCENARIO: &str = "scenario.toml";
 
 /// Checks and binds where the harness serves its own metrics (`--metrics-listen`, else the
 /// scenario's `metrics_listen`) before anything starts: an address the scenario does not
@@ -547,6 +574,7 @@ fn open_journal(
                 serde_json::json!({
                     "run_id": prepared.run_id, "scenario": scenario.name,
                     "scenario_path": options.scenario.display().to_string(),
+                    "scenario_files": scenario_files(scenario),
                     "cwd": std::env::current_dir().ok().map(|cwd| cwd.display().to_string()),
                     "seed": scenario.seed, "target": resolved.description,
                     "time_scale": scenario.time_scale,

@@ -37,6 +37,7 @@ fn shipped_scenarios_validate_and_plan() {
         "faults/proxy",
         "faults/process",
         "faults/worker-stall",
+        "composed-tts-429",
     ];
     let in_dir: Vec<String> = std::fs::read_dir("scenarios/faults")
         .unwrap()
@@ -700,4 +701,70 @@ fn a_database_outside_allow_hosts_is_refused_before_anything_starts() {
         &fault("allow_hosts = [\"127.0.0.1\", \"db.example.com\"]\n"),
     );
     assert_exit(&allowed, exit::PASS);
+}
+
+/// A scenario composed with `include`: `validate` and `plan` take it, a problem in the
+/// included file is reported at that file's line and column, and a run keeps the composed
+/// scenario in its run directory, which `report` grades and `validate` takes.
+#[test]
+fn composed_scenarios_validate_plan_run_and_point_into_the_included_file() {
+    let scenario = ScenarioFile::new(
+        "include = [\"../shared/fleet.toml\"]\n\
+         [load]\nstages = [{ ramp_to = 2, over = \"1s\" }, { hold = \"2s\" }]\n",
+    );
+    // The soak lives in soaks/, the fleet file it shares in shared/.
+    let soak = scenario.dir.path().join("soaks/soak.toml");
+    std::fs::create_dir_all(soak.parent().unwrap()).unwrap();
+    std::fs::rename(&scenario.path, &soak).unwrap();
+    let fleet = scenario.dir.path().join("shared/fleet.toml");
+    std::fs::create_dir_all(fleet.parent().unwrap()).unwrap();
+    let fleet_text = "name = \"composed\"\n[target]\nfleet = \"sink\"\n\
+                      [[scripts]]\nname = \"one\"\nturns = 1\n";
+    std::fs::write(&fleet, fleet_text).unwrap();
+    let validated = voxsoak(&["validate", path_str(&soak)]);
+    assert_exit(&validated, exit::PASS);
+    let planned = voxsoak(&["plan", path_str(&soak)]);
+    assert_exit(&planned, exit::PASS);
+    let plan = String::from_utf8_lossy(&planned.stdout);
+    let included = scenario.dir.path().join("soaks/../shared/fleet.toml");
+    assert!(
+        plan.lines()
+            .any(|line| line.contains("includes") && line.ends_with(path_str(&included))),
+        "{plan}"
+    );
+
+    let out = scenario.out_dir();
+    let run = voxsoak(&["run", path_str(&soak), "--quiet", "--out", path_str(&out)]);
+    assert_exit(&run, exit::PASS);
+    let journal = std::fs::read_to_string(out.join("journal.jsonl")).unwrap();
+    let started: serde_json::Value = serde_json::from_str(journal.lines().next().unwrap()).unwrap();
+    assert_eq!(
+        started["scenario_files"],
+        serde_json::json!([path_str(&soak), path_str(&included)])
+    );
+    let kept = out.join("scenario.toml");
+    let validated = voxsoak(&["validate", path_str(&kept)]);
+    assert_exit(&validated, exit::PASS);
+    assert!(
+        String::from_utf8_lossy(&validated.stdout).contains("ok (composed, 1 script(s))"),
+        "{}",
+        String::from_utf8_lossy(&validated.stdout)
+    );
+    assert_exit(&voxsoak(&["report", path_str(&out)]), exit::PASS);
+
+    // A mistake in the fleet file is reported there, and `run` refuses it.
+    std::fs::write(
+        &fleet,
+        fleet_text.replace("turns = 1", "turns = 1\nturnz = 2"),
+    )
+    .unwrap();
+    let refused = voxsoak(&["validate", path_str(&soak)]);
+    assert_exit(&refused, exit::HARNESS_ERROR);
+    assert_positions(&refused, &included, &[(7, 1)]);
+    assert!(
+        stderr(&refused).contains("unknown field `turnz`"),
+        "{}",
+        stderr(&refused)
+    );
+    assert_exit(&voxsoak(&["plan", path_str(&soak)]), exit::HARNESS_ERROR);
 }

@@ -272,9 +272,18 @@ fn every_valid_scenario_file_validates_against_the_schema() {
     let shipped = toml_files(&root.join("scenarios"));
     let test_files = toml_files(&root.join("tests/scenario_files"));
     assert!(shipped.len() >= 10, "{shipped:?}");
+    // A file shipped to be included (a shared fleet description) need not be a scenario on
+    // its own, but one that includes it must validate; an editor checks it all the same.
+    let included: Vec<PathBuf> = shipped
+        .iter()
+        .filter_map(|path| voxsoak::scenario::load(path).ok())
+        .flat_map(|scenario| scenario.includes)
+        .map(|path| path.canonicalize().unwrap())
+        .collect();
     let mut checked = 0;
     for path in shipped.iter().chain(&test_files) {
-        let accepted = voxsoak::scenario::load(path).is_ok();
+        let a_part = included.contains(&path.canonicalize().unwrap());
+        let accepted = a_part || voxsoak::scenario::load(path).is_ok();
         // What we ship must be valid; a test file may be invalid on purpose.
         assert!(
             accepted || !shipped.contains(path),
@@ -434,5 +443,31 @@ fn the_schema_rejects_what_the_parser_rejects() {
         );
         let parsed = voxsoak::scenario::parse(&source, std::path::Path::new("mistake.toml"));
         assert!(parsed.is_err(), "the parser takes {mistake}:\n{source}");
+    }
+}
+
+/// `include` is a top-level list of files, and a file that includes others need not have
+/// `[target]` or `[load]` itself (nor one that is included): the schema cannot see the other
+/// files, so it leaves that to `voxsoak validate`.
+#[test]
+fn the_schema_takes_include_and_parts_of_a_scenario() {
+    let validator = scenario_validator();
+    for part in [
+        "include = [\"fleet.toml\", \"../shared/slos.toml\"]\n[load]\nstages = [{ hold = \"5s\" }]\n",
+        "[target]\nfleet = \"embedded\"\n[calls]\nfixtures = [\"audio/*.wav\"]\n",
+    ] {
+        let errors = schema_errors(&validator, part);
+        assert!(errors.is_empty(), "{part}: {errors:#?}");
+    }
+    for (mistake, at) in [
+        ("include = \"fleet.toml\"\n", "/include"),
+        ("include = [3]\n", "/include/0"),
+        ("[target]\ninclude = [\"fleet.toml\"]\n", "/target"),
+    ] {
+        let found: Vec<String> = validator
+            .iter_errors(&as_json(mistake))
+            .map(|error| error.instance_path().to_string())
+            .collect();
+        assert!(found.iter().any(|path| path == at), "{mistake}: {found:?}");
     }
 }

@@ -317,6 +317,7 @@ fn process_fault(kind: FaultKind, duration: Duration) -> ScheduledFault {
         every: None,
         detect: vec![kind.default_detection()],
         recover_from: crate::scenario::faults::RecoverFrom::Clear,
+        file: None,
         line: 0,
         column: 0,
     }

@@ -324,6 +324,7 @@ mod tests {
             every: None,
             detect: Vec::new(),
             recover_from: crate::scenario::faults::RecoverFrom::Clear,
+            file: None,
             line: 1,
             column: 1,
         }

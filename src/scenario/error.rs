@@ -26,6 +26,9 @@ pub enum ScenarioError {
 /// One problem in a scenario file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Diagnostic {
+    /// The file it is in when that is one the scenario includes (`include = […]`); None: the
+    /// scenario file itself.
+    pub file: Option<PathBuf>,
     /// 1-based.
     pub line: usize,
     /// 1-based, in characters (not bytes) from the start of the line.
@@ -43,6 +46,7 @@ impl Diagnostic {
         let before = &source[..offset];
         let line_start = before.rfind('\n').map_or(0, |newline| newline + 1);
         Diagnostic {
+            file: None,
             line: before.matches('\n').count() + 1,
             column: before[line_start..].chars().count() + 1,
             message: message.into(),
@@ -74,6 +78,7 @@ pub(super) fn not_utf8(bytes: &[u8]) -> Vec<Diagnostic> {
         if found.len() < MAX_ENCODING_ERRORS {
             let hex: Vec<String> = invalid.iter().map(|byte| format!("0x{byte:02X}")).collect();
             found.push(Diagnostic {
+                file: None,
                 line,
                 column,
                 message: format!(
@@ -99,6 +104,7 @@ pub(super) fn not_utf8(bytes: &[u8]) -> Vec<Diagnostic> {
 /// each as `file:line:column: warning: message`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Warnings {
+    /// The scenario file: where a warning with no `file` of its own is.
     pub path: PathBuf,
     /// Sorted by position; may be empty.
     pub diagnostics: Vec<Diagnostic>,
@@ -110,7 +116,7 @@ impl Warnings {
         self.diagnostics.iter().map(|diagnostic| {
             format!(
                 "{}:{}:{}: warning: {}",
-                self.path.display(),
+                diagnostic.file.as_deref().unwrap_or(&self.path).display(),
                 diagnostic.line,
                 diagnostic.column,
                 diagnostic.message
@@ -133,7 +139,7 @@ impl fmt::Display for DiagnosticList<'_> {
             write!(
                 f,
                 "{}:{}:{}: {}",
-                self.path.display(),
+                diagnostic.file.as_deref().unwrap_or(self.path).display(),
                 diagnostic.line,
                 diagnostic.column,
                 diagnostic.message

@@ -2,7 +2,10 @@
 //! prints.
 //!
 //! Loading happens in two phases, so that every problem in a file can be reported at once
-//! with its position:
+//! with its position. Before them, `compose` reads the files the scenario includes (see
+//! "Composing scenarios" below) and lays their texts end to end; both phases work on that
+//! one text, and each position is turned back into the file, line and column it was
+//! written at.
 //!
 //! 1. `raw`: serde types that mirror the file. They reject unknown keys and wrong TOML types
 //!    and keep the byte span of every value that phase 2 checks. serde stops at the first
@@ -39,6 +42,8 @@
 //! negative values are errors. Unknown keys anywhere are errors.
 //!
 //! ```toml
+//! include = ["fleet.toml"]          # optional: files merged under this one (relative to
+//!                                   # it), see "Composing scenarios" below
 //! name = "sink-baseline"            # optional, default: the file name without extension
 //! description = "..."               # optional, shown by `voxsoak plan`
 //! seed = 7                          # optional, default 1; `--seed` overrides it
@@ -343,7 +348,53 @@
 //!   hour and rates per second of the run's real time, whatever `time_scale` is. A series
 //!   the fleet never exposes is `not measured` at the end (the verdict `error`), never a
 //!   validation error: the file cannot know the fleet's page.
+//!
+//! # Composing scenarios
+//!
+//! A team keeps one description of its fleet and many soaks against it: a top-level
+//! `include = ["fleet.toml", ...]` merges those files under the one that names them.
+//!
+//! ```toml
+//! # nightly.toml
+//! include = ["fleet-embedded.toml"] # [target], [observe], [chaos], shared [[faults]]...
+//! [load]
+//! stages = [{ ramp_to = 20, over = "1m" }, { hold = "2h" }]
+//! [[faults]]                        # added after the fleet file's faults
+//! kind = "tts_429"
+//! for = "1m"
+//! ```
+//!
+//! - Paths are relative to the file that names them (absolute ones are used as written);
+//!   an included file may include others. Each file is merged once, where it is first met
+//!   (two files may both include the fleet file). A file that includes itself, directly or
+//!   through others, is an error at the entry that closes the circle, naming the chain
+//!   (`include cycle: soak.toml includes a.toml includes soak.toml`); so is nesting deeper
+//!   than [`MAX_INCLUDE_DEPTH`] (8), more than [`MAX_FILES`] (64) files, and an included
+//!   file that is not a regular file or is over [`MAX_INCLUDED_BYTES`] (4 MiB). A file that
+//!   cannot be read is an error at its `include` entry, in the file that names it.
+//! - How files merge: the included files in their order, then the including file; a later
+//!   one wins. Tables (`[target]`, `[calls]`, `[slo]`, inline tables such as `synthetic`)
+//!   merge key by key; `[[faults]]`, `[[scripts]]` and `[[slo.metric]]` entries are
+//!   appended, the included files' first ([`APPENDED`]); every other value, a scalar or an
+//!   array such as `stages`, `fixtures` or `allow_hosts`, is replaced whole by the
+//!   including file's. So two files that each set a different one of a pair that excludes
+//!   the other (`stages` and `calls_per_minute`, `fleet` and `stream_url`) make an invalid
+//!   scenario, reported as any other.
+//! - The result is checked as one scenario: every key and rule above applies to it, and
+//!   each problem is reported at the file, line and column it was written at
+//!   (`fleet.toml:4:1: unknown field ...`), with every limit (faults, fixtures' audio,
+//!   series recorded) counted over all files. Only the top level's `include` counts (in a
+//!   table it is an unknown key), and a file need not be a whole scenario: `[target]` and
+//!   `[load]` may come from any of them.
+//! - A relative fixture path or glob is relative to the directory of the file it is written
+//!   in, so a fleet file in `shared/` can say `fixtures = ["audio/*.wav"]` whoever
+//!   includes it. The other paths keep their rules (relative to where voxsoak runs, or to
+//!   the run directory), as in a single file.
+//! - `voxsoak plan` names the files a scenario was composed of ([`Scenario::includes`]);
+//!   `voxsoak run` records them in `run_started` (`scenario_files`) and writes the
+//!   composed scenario to the run directory as `scenario.toml` (see `crate::run`).
 
+mod compose;
 mod error;
 pub mod faults;
 pub mod load_shapes;
@@ -362,6 +413,8 @@ mod tests_faults;
 #[cfg(test)]
 mod tests_files;
 #[cfg(test)]
+mod tests_include;
+#[cfg(test)]
 mod tests_leak;
 #[cfg(test)]
 mod tests_metric_slo;
@@ -375,6 +428,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use compose::{APPENDED, MAX_FILES, MAX_INCLUDE_DEPTH, MAX_INCLUDED_BYTES};
 pub use error::{Diagnostic, ScenarioError, Warnings};
 pub use faults::describe_leak;
 pub use faults::{
@@ -410,22 +464,42 @@ pub fn parse_bytes(bytes: &[u8], path: &Path) -> Result<Scenario, ScenarioError>
 }
 
 /// Validates scenario `source`; `path` names the file in diagnostics and is the base for
-/// relative fixture paths.
+/// relative fixture paths and includes. The files it includes are read from disk.
 pub fn parse(source: &str, path: &Path) -> Result<Scenario, ScenarioError> {
     let invalid = |diagnostics| ScenarioError::Invalid {
         path: path.to_path_buf(),
         diagnostics,
     };
-    let (raw, mut unknown_keys, tables) = match raw::parse(source) {
+    let sources = compose::gather(source, path).map_err(invalid)?;
+    let located = |mut diagnostics: Vec<Diagnostic>| {
+        diagnostics.sort_by_key(|diagnostic| (diagnostic.line, diagnostic.column));
+        let diagnostics = diagnostics
+            .into_iter()
+            .map(|diagnostic| sources.locate(diagnostic))
+            .collect();
+        invalid(diagnostics)
+    };
+    let document = sources.document().map_err(located)?;
+    let composed = (sources.files.len() > 1)
+        .then(|| {
+            serde::Deserialize::deserialize(toml::de::Deserializer::from(document.clone())).ok()
+        })
+        .flatten();
+    let (raw, mut unknown_keys, tables) = match raw::parse(&sources.text, document) {
         raw::Parsed::Raw {
             raw,
             unknown_keys,
             tables_with_unknown_keys,
         } => (raw, unknown_keys, tables_with_unknown_keys),
-        raw::Parsed::Invalid(diagnostics) => return Err(invalid(diagnostics)),
+        raw::Parsed::Invalid(diagnostics) => return Err(located(diagnostics)),
     };
-    let mut diagnostics = match validate::validate(*raw, source, path) {
-        Ok(scenario) if unknown_keys.is_empty() => return Ok(scenario),
+    let mut diagnostics = match validate::validate(*raw, &sources, path) {
+        Ok(scenario) if unknown_keys.is_empty() => {
+            return Ok(Scenario {
+                composed,
+                ..scenario
+            });
+        }
         Ok(_) => Vec::new(),
         Err(diagnostics) => diagnostics,
     };
@@ -435,8 +509,7 @@ pub fn parse(source: &str, path: &Path) -> Result<Scenario, ScenarioError> {
             .any(|table| (table.line, table.column) == (found.line, found.column))
     });
     diagnostics.append(&mut unknown_keys);
-    diagnostics.sort_by_key(|diagnostic| (diagnostic.line, diagnostic.column));
-    Err(invalid(diagnostics))
+    Err(located(diagnostics))
 }
 
 /// `report_every` by default.
@@ -469,6 +542,13 @@ pub struct Scenario {
     pub description: Option<String>,
     /// The file it came from, as given (for messages and the plan).
     pub path: PathBuf,
+    /// The files its `include` brought in (directly or through another), in the order they
+    /// were read, each as named: joined onto the directory of the file that includes it.
+    /// Empty for a scenario in one file.
+    pub includes: Vec<PathBuf>,
+    /// A scenario composed of several files: the merged document (without `include`), as
+    /// [`Scenario::composed_toml`] writes it. None for a scenario in one file.
+    pub composed: Option<toml::Table>,
     /// The root of every random choice; the same seed replays the same schedule.
     pub seed: u64,
     pub target: Target,
@@ -515,7 +595,8 @@ impl Scenario {
     pub fn warnings(&self, run_for: Duration) -> Warnings {
         let mut diagnostics = faults::never_injected(&self.faults, run_for, self.seed);
         diagnostics.extend(self.compressed_too_far());
-        diagnostics.sort_by_key(|diagnostic| (diagnostic.line, diagnostic.column));
+        // The scenario file's first, then each included file's.
+        diagnostics.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
         Warnings {
             path: self.path.clone(),
             diagnostics,
@@ -565,6 +646,7 @@ impl Scenario {
             .iter()
             .filter(|fault| fault.duration < MIN_COMPRESSED_FAULT)
             .map(|fault| Diagnostic {
+                file: fault.file.clone(),
                 line: fault.line,
                 column: fault.column,
                 message: format!(
@@ -583,6 +665,15 @@ impl Scenario {
     pub fn real_time(&self, scenario_time: Duration) -> Duration {
         Duration::try_from_secs_f64(scenario_time.as_secs_f64() / self.time_scale)
             .unwrap_or(Duration::MAX)
+    }
+
+    /// A scenario composed of several files as one TOML file, for the run directory: the
+    /// merged document with the name, seed and time scale as run, fixtures as the absolute
+    /// files validation decoded, and secrets masked as in the journal. None for a scenario
+    /// in one file (the file itself is the record).
+    pub fn composed_toml(&self) -> Option<String> {
+        let document = self.composed.as_ref()?;
+        Some(compose::render(self, document))
     }
 
     /// The same scenario with another seed (`--seed` on the command line).

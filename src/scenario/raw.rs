@@ -4,11 +4,12 @@
 //! are kept as [`toml::Value`].
 //!
 //! serde stops at the first error it meets (`deny_unknown_fields` included), so one pass
-//! would show one mistake at a time. [`parse`] parses the document once, with the TOML
-//! parser's own error recovery for syntax, then deserializes it again and again, each time
-//! without the key or value the previous error was about, until it deserializes cleanly:
-//! every unknown key and every wrongly typed value is reported, each with its position,
-//! and serde's messages (with the keys a table takes) are kept.
+//! would show one mistake at a time. [`document`] parses each file once, with the TOML
+//! parser's own error recovery for syntax; `compose` merges the files' documents; [`parse`]
+//! then deserializes the result again and again, each time without the key or value the
+//! previous error was about, until it deserializes cleanly: every unknown key and every
+//! wrongly typed value is reported, each with its position, and serde's messages (with the
+//! keys a table takes) are kept.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -44,22 +45,35 @@ pub(super) enum Parsed {
     Invalid(Vec<Diagnostic>),
 }
 
-/// Parses the TOML text into raw types, finding every syntax error, unknown key and
-/// wrongly typed value in one go.
-pub(super) fn parse(source: &str) -> Parsed {
-    let (mut document, syntax) = DeTable::parse_recoverable(source);
-    if !syntax.is_empty() {
-        let mut found: Vec<Diagnostic> = syntax
-            .iter()
-            .map(|error| diagnostic(source, error))
-            .collect();
-        found.sort_by_key(|diagnostic| (diagnostic.line, diagnostic.column));
-        // The parser's recovery can stumble again on the rest of a broken line; its first
-        // error there is the one to fix.
-        found.dedup_by_key(|diagnostic| diagnostic.line);
-        found.truncate(MAX_PROBLEMS);
-        return Parsed::Invalid(found);
+/// Parses one file's TOML text, `file` of the composed `source` (see `compose`): the
+/// document with spans in `source`, or every syntax error (the first on each line), each at
+/// its position in `source`.
+pub(super) fn document<'s>(
+    source: &'s str,
+    file: std::ops::Range<usize>,
+) -> Result<Spanned<DeTable<'s>>, Vec<Diagnostic>> {
+    let (document, syntax) = DeTable::parse_recoverable(&source[file.clone()]);
+    if syntax.is_empty() {
+        return Ok(document);
     }
+    let mut found: Vec<Diagnostic> = syntax
+        .iter()
+        .map(|error| {
+            let offset = file.start + error.span().map_or(0, |span| span.start);
+            Diagnostic::at(source, offset, core_message(error.message()))
+        })
+        .collect();
+    found.sort_by_key(|diagnostic| (diagnostic.line, diagnostic.column));
+    // The parser's recovery can stumble again on the rest of a broken line; its first
+    // error there is the one to fix.
+    found.dedup_by_key(|diagnostic| diagnostic.line);
+    found.truncate(MAX_PROBLEMS);
+    Err(found)
+}
+
+/// Deserializes the (composed) document into raw types, finding every unknown key and
+/// wrongly typed value in one go; `source` is the text its spans are in.
+pub(super) fn parse(source: &str, mut document: Spanned<DeTable<'_>>) -> Parsed {
     let mut unknown_keys = Vec::new();
     let mut tables_with_unknown_keys = Vec::new();
     let mut mistyped = Vec::new();
@@ -191,10 +205,12 @@ pub(super) struct RawScenario {
     #[schemars(with = "Option<String>")]
     pub metrics_listen: Option<Spanned<String>>,
     /// The fleet under test: exactly one of `fleet`, `stream_url` or `webhook_url`.
-    #[schemars(with = "RawTarget")]
+    /// Required, in this file or one it includes.
+    #[schemars(with = "Option<RawTarget>")]
     pub target: Option<Spanned<RawTarget>>,
-    /// The load: `stages` (target concurrency over time) or `calls_per_minute` (arrival rate).
-    #[schemars(with = "RawLoad")]
+    /// The load: `stages` (target concurrency over time) or `calls_per_minute` (arrival
+    /// rate). Required, in this file or one it includes.
+    #[schemars(with = "Option<RawLoad>")]
     pub load: Option<Spanned<RawLoad>>,
     /// How each call behaves (timeouts, fixtures, caller numbers).
     pub calls: Option<RawCalls>,
@@ -217,6 +233,14 @@ pub(super) struct RawScenario {
     /// Where and how often the observers watch the fleet.
     #[schemars(with = "Option<RawObserve>")]
     pub observe: Option<Spanned<RawObserve>>,
+    /// Files merged under this one, relative to it: tables merge key by key, this file's
+    /// values win, and [[faults]], [[scripts]] and [[slo.metric]] entries are appended
+    /// after the included files' (see `voxsoak::scenario`, "Composing scenarios").
+    #[expect(
+        dead_code,
+        reason = "compose reads it and takes it out of the document: here for the schema"
+    )]
+    pub include: Option<Vec<String>>,
 }
 
 /// `[target]`: the fleet under test.

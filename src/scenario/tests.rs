@@ -140,6 +140,8 @@ fn full_sink_file_with_stages() {
         name: "full".into(),
         description: Some("everything".into()),
         path: path.clone(),
+        includes: Vec::new(),
+        composed: None,
         seed: 7,
         target: Target::Sink(SinkOptions {
             reply_delay: millis(650),

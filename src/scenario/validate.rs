@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use toml::Spanned;
 
+use super::compose::Sources;
 use super::raw::{
     RawCalls, RawLoad, RawScenario, RawScript, RawSlo, RawStage, RawStep, RawTarget, RawTurns,
     RawValue,
@@ -53,18 +54,27 @@ const MIN_MEMORY_LIMIT: u64 = 16 << 20;
 /// per-fixture limits of [`crate::audio::wav::FixtureLimits::DEFAULT`].
 pub(super) const MAX_FIXTURES_AUDIO: Duration = Duration::from_secs(600);
 
+/// Phase 2 on the composed document `raw`, whose spans are in `sources`' text: the
+/// scenario, or every problem at its position there.
 pub(super) fn validate(
     raw: RawScenario,
-    source: &str,
+    sources: &Sources,
     path: &Path,
 ) -> Result<Scenario, Vec<Diagnostic>> {
     let mut validator = Validator {
-        source,
+        source: &sources.text,
+        sources,
         diagnostics: Vec::new(),
     };
-    let scenario = validator.scenario(raw, path);
+    let mut scenario = validator.scenario(raw, path);
     let mut diagnostics = validator.diagnostics;
     if diagnostics.is_empty() {
+        scenario.includes = sources.included();
+        for fault in &mut scenario.faults {
+            let (file, line) = sources.file_line(fault.line);
+            fault.line = line;
+            fault.file = (file > 0).then(|| sources.files[file].path.clone());
+        }
         Ok(scenario)
     } else {
         diagnostics.sort_by_key(|diagnostic| (diagnostic.line, diagnostic.column));
@@ -89,7 +99,10 @@ struct FixtureIndex {
 }
 
 pub(super) struct Validator<'a> {
+    /// The composed text every span is in.
     pub(super) source: &'a str,
+    /// Which file each part of it is.
+    sources: &'a Sources,
     pub(super) diagnostics: Vec<Diagnostic>,
 }
 
@@ -118,7 +131,7 @@ impl Validator<'_> {
         };
         let (target, allow_hosts) = self.target(raw.target);
         let (load, spikes) = self.load(raw.load);
-        let (calls, fixtures) = self.calls(raw.calls, path);
+        let (calls, fixtures) = self.calls(raw.calls);
         let scripts = self.scripts(raw.scripts, &fixtures);
         let slo = self.slo(raw.slo.as_ref(), &spikes);
         let chaos = self.chaos(raw.chaos);
@@ -148,6 +161,8 @@ impl Validator<'_> {
             name,
             description: raw.description,
             path: path.to_path_buf(),
+            includes: Vec::new(),
+            composed: None,
             seed: raw.seed.unwrap_or(DEFAULT_SEED),
             target,
             allow_hosts,
@@ -1037,7 +1052,7 @@ impl Validator<'_> {
 
     // ---- [calls] ------------------------------------------------------------------------
 
-    fn calls(&mut self, raw: Option<RawCalls>, path: &Path) -> (CallSettings, FixtureIndex) {
+    fn calls(&mut self, raw: Option<RawCalls>) -> (CallSettings, FixtureIndex) {
         let raw = raw.unwrap_or(RawCalls {
             connect_timeout: None,
             turn_timeout: None,
@@ -1050,7 +1065,7 @@ impl Validator<'_> {
             from: None,
             to: None,
         });
-        let fixtures = self.fixtures(raw.fixtures.as_deref().unwrap_or_default(), path);
+        let fixtures = self.fixtures(raw.fixtures.as_deref().unwrap_or_default());
         let synthetic = self.synthetic(&raw);
         for (key, number) in [("from", &raw.from), ("to", &raw.to)] {
             if let Some(number) = number {
@@ -1172,21 +1187,22 @@ impl Validator<'_> {
         pool
     }
 
-    /// Resolves paths and globs relative to the scenario file's directory, so a scenario
-    /// means the same thing whatever directory `voxsoak` is started from, and decodes every
-    /// fixture: a run plays what validation read, so it cannot fail later on a fixture.
-    fn fixtures(&mut self, patterns: &[Spanned<String>], path: &Path) -> FixtureIndex {
-        let parent = path.parent().unwrap_or(Path::new(""));
-        let parent = if parent.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            parent
-        };
-        let dir = std::path::absolute(parent).unwrap_or_else(|_| parent.to_path_buf());
+    /// Resolves paths and globs relative to the directory of the file that names them (the
+    /// scenario file, or a file it includes), so a scenario means the same thing whatever
+    /// directory `voxsoak` is started from, and decodes every fixture: a run plays what
+    /// validation read, so it cannot fail later on a fixture.
+    fn fixtures(&mut self, patterns: &[Spanned<String>]) -> FixtureIndex {
         let mut complete = true;
         // Each file with the entry that named it first, for its diagnostics.
         let mut found: Vec<(PathBuf, Range<usize>)> = Vec::new();
         for pattern in patterns {
+            let parent = self.sources.dir_at(pattern.span().start);
+            let parent = if parent.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                parent
+            };
+            let dir = std::path::absolute(parent).unwrap_or_else(|_| parent.to_path_buf());
             match self.resolve_fixture(pattern, &dir) {
                 Some(paths) => found.extend(
                     paths

@@ -162,6 +162,7 @@ impl Validator<'_> {
             every,
             detect,
             recover_from,
+            file: None,
             line: position.line,
             column: position.column,
         })

@@ -284,8 +284,11 @@ pub struct ScheduledFault {
     pub detect: Vec<DetectionRule>,
     /// Where time to recover counts from.
     pub recover_from: RecoverFrom,
-    /// Where the entry starts in the scenario file (1-based line, and column in
-    /// characters), for messages and warnings.
+    /// The file the entry is in when the scenario includes it from another file; None:
+    /// the scenario file itself.
+    pub file: Option<std::path::PathBuf>,
+    /// Where the entry starts in that file (1-based line, and column in characters), for
+    /// messages and warnings.
     pub line: usize,
     pub column: usize,
 }
@@ -574,6 +577,7 @@ pub fn never_injected(
                 )
             };
             super::Diagnostic {
+                file: fault.file.clone(),
                 line: fault.line,
                 column: fault.column,
                 message: format!(
