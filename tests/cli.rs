@@ -38,6 +38,7 @@ fn shipped_scenarios_validate_and_plan() {
         "faults/process",
         "faults/worker-stall",
         "composed-tts-429",
+        "soak-recurring-spaced",
     ];
     let in_dir: Vec<String> = std::fs::read_dir("scenarios/faults")
         .unwrap()
