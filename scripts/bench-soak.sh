@@ -14,6 +14,7 @@
 #   TARGET=embedded CALLS=24 scripts/bench-soak.sh # the reference fleet, its faults on
 #   SCALE=96 CALLS=200 scripts/bench-soak.sh       # 15 minutes
 #   LOAD=flat scripts/bench-soak.sh                # CALLS calls all day long
+#   KEEP=/tmp/soak scripts/bench-soak.sh           # keep the RSS samples and the run dir
 #
 # The diurnal day's load rises to its peak and falls, and the harness's RSS with it (its
 # allocator keeps some of the peak's memory): a slope over it mixes load with leaks.
@@ -91,6 +92,14 @@ bytes=$(stat -c %s "$out/journal.jsonl")
 seconds=$(( $(date +%s) - start ))
 awk -v b="$bytes" -v s="$seconds" 'BEGIN {
   printf "   journal: %.1f MB in %ds: %.2f MB per hour of run time\n", b / 1e6, s, b / 1e6 / (s / 3600) }'
+# What the journal's bytes are: records and bytes per hour of run time, by event.
+awk -v s="$seconds" '
+  match($0, /"event":"[a-z_]*"/) { e = substr($0, RSTART + 9, RLENGTH - 10); n[e]++; b[e] += length($0) + 1 }
+  END { for (e in n) printf "     %-22s %8d records %9.3f MB per hour\n", e, n[e], b[e] / 1e6 / (s / 3600) }
+' "$out/journal.jsonl" | sort -k4 -nr
+if [ -n "${KEEP:-}" ]; then
+  mkdir -p "$KEEP" && cp "$work/rss" "$work/stdout" "$work/stderr" "$KEEP/" && cp -r "$out" "$KEEP/out"
+fi
 report_start=$(date +%s.%N)
 ./target/release/voxsoak report "$out" > /dev/null || true
 awk -v a="$report_start" -v b="$(date +%s.%N)" 'BEGIN { printf "   voxsoak report: %.2f s\n", b - a }'

@@ -457,6 +457,8 @@ where
     Fut: std::future::Future<Output = i32>,
 {
     let _ = crate::procinfo::raise_open_file_limit();
+    // Before the runtime's threads exist: each would otherwise take an arena of its own.
+    crate::procinfo::limit_malloc_arenas();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

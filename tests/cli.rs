@@ -238,14 +238,51 @@ fn the_cli_runs_in_process() {
 /// still written, with the verdict `aborted` (exit 2).
 #[test]
 fn sigterm_ends_the_run_and_still_writes_the_reports() {
+    let scenario = sink_run_scenario();
+    let mut child = start_until_calls_run(&scenario, &[]);
+    // SAFETY: kill(2) on our own child.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+    }
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(exit::HARNESS_ERROR));
+    let summary: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(scenario.out_dir().join("summary.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(summary["verdict"], "aborted");
+    assert!(summary["calls"]["started"].as_u64().unwrap() >= 1);
+    let target = summary["target"].as_str().unwrap();
+    let port = target
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim_end_matches("/stream");
+    assert!(
+        std::net::TcpStream::connect(format!("127.0.0.1:{port}")).is_err(),
+        "the sink the harness started is still listening ({target})"
+    );
+}
+
+/// A sink run of 5 calls held for 10 minutes: ended by the test.
+fn sink_run_scenario() -> ScenarioFile {
+    ScenarioFile::new(&format!(
+        "[target]\nfleet = \"sink\"\n[load]\nstages = [{{ ramp_to = 5, over = \"1s\" }}, {{ hold = \"10m\" }}]\n[calls]\nfixtures = [\"{}/*.wav\"]\n",
+        crate::util::fixtures_dir().display()
+    ))
+}
+
+/// Starts `voxsoak run` on `scenario` without the `remove` variables in its environment
+/// and returns once it reports active calls; a watchdog kills it after 2 minutes.
+fn start_until_calls_run(scenario: &ScenarioFile, remove: &[&str]) -> std::process::Child {
     use std::io::{BufRead, BufReader};
     use std::process::Stdio;
 
-    let scenario = ScenarioFile::new(&format!(
-        "[target]\nfleet = \"sink\"\n[load]\nstages = [{{ ramp_to = 5, over = \"1s\" }}, {{ hold = \"10m\" }}]\n[calls]\nfixtures = [\"{}/*.wav\"]\n",
-        crate::util::fixtures_dir().display()
-    ));
-    let mut child = Command::new(voxsoak_exe())
+    let mut command = Command::new(voxsoak_exe());
+    for name in remove {
+        command.env_remove(name);
+    }
+    let mut child = command
         .args([
             "run",
             path_str(&scenario.path),
@@ -275,28 +312,59 @@ fn sigterm_ends_the_run_and_still_writes_the_reports() {
             .is_some_and(|active| active > 0)
     });
     assert!(running.is_some(), "the run never reported active calls");
-    // SAFETY: kill(2) on our own child.
+    // The rest of stderr is drained, so the run never blocks on a full pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    child
+}
+
+/// The harness keeps to `procinfo::MALLOC_ARENAS` glibc malloc arenas: with one per
+/// thread (glibc's default) its RSS rose on long runs with a flat live heap. glibc maps each
+/// arena but the main one as a 64 MiB-aligned heap of 64 MiB (usable part, then the
+/// reserved rest): those are counted in `/proc/PID/maps` while calls run.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[test]
+fn a_run_keeps_to_two_malloc_arenas() {
+    let scenario = sink_run_scenario();
+    let mut child = start_until_calls_run(&scenario, &["MALLOC_ARENA_MAX", "GLIBC_TUNABLES"]);
+    let maps = std::fs::read_to_string(format!("/proc/{}/maps", child.id())).unwrap();
+    // SAFETY: kill(2) on our own child: SIGTERM, so it stops the sink it started.
     unsafe {
         libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
     }
-    let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(exit::HARNESS_ERROR));
-    let summary: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(scenario.out_dir().join("summary.json")).unwrap(),
-    )
-    .unwrap();
-    assert_eq!(summary["verdict"], "aborted");
-    assert!(summary["calls"]["started"].as_u64().unwrap() >= 1);
-    let target = summary["target"].as_str().unwrap();
-    let port = target
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .trim_end_matches("/stream");
+    let _ = child.wait();
+    let arena_heaps = glibc_arena_heaps(&maps);
     assert!(
-        std::net::TcpStream::connect(format!("127.0.0.1:{port}")).is_err(),
-        "the sink the harness started is still listening ({target})"
+        arena_heaps < voxsoak::procinfo::MALLOC_ARENAS as usize,
+        "{arena_heaps} arenas besides the main one; the limit is {} in all:\n{maps}",
+        voxsoak::procinfo::MALLOC_ARENAS
     );
+}
+
+/// Anonymous mappings that start on a 64 MiB boundary, read-write, and span 64 MiB with the
+/// reserved (`---p`) mapping right after them: glibc's non-main arena heaps.
+fn glibc_arena_heaps(maps: &str) -> usize {
+    const HEAP: u64 = 64 << 20;
+    let rows: Vec<(u64, u64, &str, bool)> = maps
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let (start, end) = fields.next()?.split_once('-')?;
+            let perms = fields.next()?;
+            let named = fields.nth(3).is_some();
+            let hex = |text| u64::from_str_radix(text, 16).ok();
+            Some((hex(start)?, hex(end)?, perms, named))
+        })
+        .collect();
+    rows.iter()
+        .enumerate()
+        .filter(|(index, (start, end, perms, named))| {
+            let reserved_end = rows
+                .get(index + 1)
+                .filter(|next| next.0 == *end && next.2 == "---p" && !next.3)
+                .map_or(*end, |next| next.1);
+            !named && *perms == "rw-p" && start % HEAP == 0 && reserved_end - start == HEAP
+        })
+        .count()
 }
 
 /// `--duration` cuts a long timeline short; `--seed` replaces the scenario's.
