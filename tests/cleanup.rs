@@ -849,9 +849,19 @@ fn a_run_killed_mid_fault_is_resumed_to_the_end_of_its_schedule() {
             later["injected_at_s"].as_f64().unwrap() > killed_at,
             "{later:#}"
         );
-        assert_eq!(later["detection"], "detected", "{later:#}");
+        // The third leak may find the second's TempDirGrowing still firing on a busy
+        // machine (the fleet sweeps its files 20 s after they were written): "already
+        // signalling" is then the honest answer. Never undetected.
+        assert!(
+            ["detected", "already_signalling"].contains(&later["detection"].as_str().unwrap()),
+            "{later:#}"
+        );
         assert_ne!(later["recovery"], "not_recovered", "{later:#}");
     }
+    // The first leak and the storm after the resume are detected: the restarted fleet's
+    // signals are watched again.
+    assert_eq!(faults[1]["detection"], "detected", "{:#}", faults[1]);
+    assert_eq!(faults[2]["detection"], "detected", "{:#}", faults[2]);
     // The second leak's and the storm's recovery was seen (the third's may end too
     // close to the end of the run to be).
     assert_eq!(faults[1]["recovery"], "recovered", "{:#}", faults[1]);
