@@ -1766,11 +1766,7 @@ mod rules_tests {
         let summary = Journal { records }.grade();
         for name in ["uptime", "max_crashes", "memory_growth"] {
             let verdict = slo(&summary, name);
-            assert_eq!(
-                verdict.status,
-                crate::grade::SloStatus::NotMeasured,
-                "{verdict:?}"
-            );
+            assert_eq!(verdict.status, SloStatus::NotMeasured, "{verdict:?}");
             assert!(!verdict.pass);
         }
         assert_eq!(summary.verdict, Verdict::Error);

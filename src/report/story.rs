@@ -73,11 +73,7 @@ impl FaultStory {
             .filter(|failed| *failed > 0)
             .map_or(String::new(), |failed| format!("{failed} calls failed"));
         let problem = problem(fault, &label, &detection, &recovery);
-        let overlapped = if fault.overlapped.is_empty() {
-            String::new()
-        } else {
-            overlapped_with(&fault.overlapped)
-        };
+        let overlapped = overlapped_with(&fault.overlapped);
         FaultStory {
             label,
             window,
@@ -203,9 +199,13 @@ fn recovery(fault: &FaultReport) -> Part {
 /// How many of the faults an injection overlapped are named; summary.json has them all.
 const OVERLAPPED_NAMED: usize = 3;
 
-/// `overlapped tts_429 #3 from 16.0s, db #2 from 20.0s, leak #1 from 22.0s and 4 more`: in
-/// a dense soak, a group of overlapping faults can hold dozens.
+/// `overlapped tts_429 #3 from 16.0s, db #2 from 20.0s, leak #1 from 22.0s and 4 more` (in
+/// a dense soak, a group of overlapping faults can hold dozens), or empty: it overlapped
+/// none.
 fn overlapped_with(others: &[String]) -> String {
+    if others.is_empty() {
+        return String::new();
+    }
     let named = others[..others.len().min(OVERLAPPED_NAMED)].join(", ");
     let named = shown(&named);
     match others.len().saturating_sub(OVERLAPPED_NAMED) {

@@ -1,7 +1,7 @@
 //! `temp_file_leak`: files leaked into the fleet's audio temp dir at a rate, as an audio
 //! worker that never deletes its TTS files would (the incident: 40 GB over 8 hours). Where
 //! a leak may write is confined at validation (see [`super::super::writable`]) and again
-//! at injection; the fault object is `crate::chaos::temp_files`.
+//! at injection; the fault object is in the chaos plane's temp-files module.
 
 use std::path::{Path, PathBuf};
 
